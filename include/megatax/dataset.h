@@ -1,0 +1,147 @@
+// megatax/dataset.h -- a dataset: the vector files ("shards") behind a URI glob, in name
+// order, with 64-bit global ids, and bounded-memory batch reading of one shard.
+//
+// Global ids: shard s's row r has global id shards()[s].global_begin + r, where
+// global_begin is the total row count of the shards before s (sorted byte-wise by path).
+// Ids are stable as long as the set of files and their contents are.
+//
+// Opening reads every shard's header (not its data) and checks that all shards agree:
+//   * same dim (an empty .fvecs/.bvecs shard has no dim and takes the dataset's);
+//   * same dtype kind: all floating point (f32/f16, converted to f32 on read) or all u8.
+// Empty shards (0 rows) are allowed; a dataset with no rows at all is an error.
+//
+// Thread-safety: a Dataset is immutable after open(); its const methods may run
+// concurrently. A BatchReader is used by one thread at a time; several BatchReaders over
+// one Dataset may run concurrently (one per thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "megatax/dtype.h"
+#include "megatax/matrix.h"
+#include "megatax/vector_format.h"
+
+namespace megatax {
+
+class Storage;
+
+// One input file of the dataset.
+struct ShardInfo {
+  std::string path;       // path within the dataset's storage (no URI scheme)
+  VectorFormat format = VectorFormat::kNpy;
+  std::int64_t rows = 0;  // >= 0
+  std::int64_t dim = 0;   // the dataset's dim (also for an empty .fvecs/.bvecs shard)
+  DType dtype = DType::kF32;  // as stored
+  Id global_begin = 0;    // global id of row 0
+};
+
+// Where a global id lives.
+struct ShardRow {
+  std::size_t shard = 0;
+  std::int64_t row = 0;
+};
+
+class Dataset {
+ public:
+  // Opens the shards matching `uri_glob`: a plain path or a file:// URI whose last path
+  // component may hold * ? [...] (e.g. "/data/emb/part-*.npy"). Other schemes: the error
+  // of open_storage_for_uri (s3:// etc.: kUnimplemented until the Arrow backend). The
+  // storage is owned by the Dataset.
+  // Errors: kNotFound "no files match '<pattern>'"; kInvalidArgument for a dim or dtype
+  // mismatch ("shard /d/b.npy: dim 768, expected 1024 (from /d/a.npy)") or a dataset
+  // without rows; and every error of open_vector_file, naming the shard.
+  static Dataset open(std::string_view uri_glob);
+
+  // As above over a borrowed storage (which must outlive the Dataset); `pattern` is a
+  // path pattern in that storage (no scheme).
+  static Dataset open(const Storage& storage, const std::string& pattern);
+
+  Dataset(Dataset&&) noexcept;
+  Dataset& operator=(Dataset&&) noexcept;
+  ~Dataset();
+
+  const std::string& pattern() const noexcept { return pattern_; }
+  const std::vector<ShardInfo>& shards() const noexcept { return shards_; }
+  std::int64_t rows() const noexcept { return rows_; }  // total over all shards, >= 1
+  std::int64_t dim() const noexcept { return dim_; }    // >= 1
+  // The shards' stored dtype if they all agree, otherwise (f32 and f16 mixed) kF32.
+  DType dtype() const noexcept { return dtype_; }
+  const Storage& storage() const noexcept { return *storage_; }
+
+  // Random access to shard s (0 <= s < shards().size(), else kOutOfRange). The reader
+  // lives as long as the Dataset.
+  const VectorReader& reader(std::size_t s) const;
+
+  // The shard and row of a global id; kOutOfRange unless 0 <= id < rows(). O(log shards).
+  ShardRow locate(Id global_id) const;
+
+ private:
+  Dataset() = default;
+  void open_shards(const std::vector<std::string>& paths);
+
+  std::string pattern_;
+  std::unique_ptr<Storage> owned_storage_;  // null when the storage is borrowed
+  const Storage* storage_ = nullptr;
+  std::vector<ShardInfo> shards_;
+  std::vector<std::unique_ptr<VectorReader>> readers_;  // one per shard
+  std::int64_t rows_ = 0;
+  std::int64_t dim_ = 0;
+  DType dtype_ = DType::kF32;
+};
+
+// One batch of consecutive rows of one shard, converted to float32.
+struct Batch {
+  std::size_t shard = 0;
+  std::int64_t local_begin = 0;  // row of view row 0 within the shard
+  Id global_begin = 0;           // global id of view row 0
+  // rows x dim f32, dense (stride == dim); rows >= 1. Points into the BatchReader's
+  // buffer: valid until the next call of next() or the reader's destruction.
+  MatrixView view;
+  // The same memory, writable (e.g. to normalise in place): view.rows * view.dim floats.
+  float* data = nullptr;
+};
+
+// Reads rows [row_begin, row_end) of one shard in batches of at most `batch_rows` rows,
+// converted to f32. Holds one buffer of min(batch_rows, row_end - row_begin) * dim
+// floats, allocated on construction: memory does not depend on the shard's size.
+class BatchReader {
+ public:
+  // `dataset` is borrowed and must outlive the reader. batch_rows >= 1; row_end = -1
+  // means the end of the shard; 0 <= row_begin <= row_end <= shard rows. Violations:
+  // kInvalidArgument / kOutOfRange naming the shard.
+  BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
+              std::int64_t row_begin = 0, std::int64_t row_end = -1);
+
+  // Reads the next batch into *batch and returns true, or returns false when all rows
+  // have been read (then *batch is untouched). Errors of the reader propagate (the
+  // reader stays at the failed batch, so next() may be retried after a kUnavailable).
+  bool next(Batch* batch);
+
+  // Rows not yet returned.
+  std::int64_t remaining() const noexcept { return row_end_ - next_row_; }
+
+ private:
+  const Dataset& dataset_;
+  std::size_t shard_;
+  std::int64_t batch_rows_;
+  std::int64_t next_row_;
+  std::int64_t row_end_;
+  std::vector<float> buffer_;
+};
+
+// Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is
+// NaN or +-Inf, naming the first such element:
+//   "shard <path>: row <local> (global id <global>) has a non-finite value (nan) in
+//    column <j>"
+// where row local_begin + i / global_begin + i is view row i.
+void check_finite(const MatrixView& rows, const std::string& shard_path,
+                  std::int64_t local_begin, Id global_begin);
+
+// The same for a batch of `dataset`.
+void check_finite(const Batch& batch, const Dataset& dataset);
+
+}  // namespace megatax

@@ -1,0 +1,154 @@
+/* megatax/megatax_c.h -- the C API of Mega-Taxonomy (exact flat nearest-neighbour index).
+ *
+ * Pure C (C99 and later; C++ compatible). A thin translation of megatax/index_flat.h: the
+ * semantics, result order and messages are those of megatax::IndexFlat.
+ *
+ * Status codes. Every function that can fail returns an int status: MEGATAX_OK (0) on
+ * success, else one of the MEGATAX_* codes below (the values of megatax::ErrorCode; they
+ * never change). On failure, megatax_last_error() returns a message naming the argument,
+ * row, file or field and what was expected; outputs are then left as documented per
+ * function. No C++ exception ever crosses this API.
+ *
+ * Matrix layout: a matrix of n vectors of dimension d is n * d contiguous elements,
+ * row-major: element (i, j) at x[i * d + j].
+ *
+ * Thread-safety: megatax_index_search, megatax_index_ntotal, megatax_index_dim and
+ * megatax_index_save may run concurrently on the same index; megatax_index_add,
+ * megatax_index_add_typed, megatax_index_reset and megatax_index_destroy need exclusive
+ * access to it. Different indexes are independent. megatax_last_error() is per thread.
+ */
+#ifndef MEGATAX_MEGATAX_C_H_
+#define MEGATAX_MEGATAX_C_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes (= megatax::ErrorCode) ------------------------------------------------ */
+#define MEGATAX_OK 0
+#define MEGATAX_INVALID_ARGUMENT 1 /* fix the call: null pointer, bad shape, dtype, k */
+#define MEGATAX_NOT_FOUND 2        /* the named file does not exist */
+#define MEGATAX_ALREADY_EXISTS 3
+#define MEGATAX_OUT_OF_RANGE 4
+#define MEGATAX_FAILED_PRECONDITION 5
+#define MEGATAX_DATA_LOSS 6 /* corrupt or truncated file */
+#define MEGATAX_IO_ERROR 7  /* the OS refused a read/write (errno text in message) */
+#define MEGATAX_UNAVAILABLE 8
+#define MEGATAX_UNIMPLEMENTED 9       /* e.g. the CUDA backend, an unsupported SIMD level */
+#define MEGATAX_RESOURCE_EXHAUSTED 10 /* out of memory */
+#define MEGATAX_CANCELLED 11
+#define MEGATAX_INTERNAL 12 /* a bug of ours: please report */
+
+/* ---- enumerations ----------------------------------------------------------------------- */
+/* Metrics. L2: squared Euclidean distance, smallest first. IP: inner product, largest first. */
+#define MEGATAX_METRIC_L2 0
+#define MEGATAX_METRIC_IP 1
+
+/* Element types. F32/F16/BF16 may be an index's storage type; U8 (bytes 0..255, converted
+ * by value) is accepted as input of megatax_index_add_typed only. */
+#define MEGATAX_DTYPE_F32 0
+#define MEGATAX_DTYPE_F16 1  /* IEEE binary16 bits in uint16_t */
+#define MEGATAX_DTYPE_BF16 2 /* bfloat16 bits (upper half of a binary32) in uint16_t */
+#define MEGATAX_DTYPE_U8 3
+
+/* Backends. AUTO picks the CPU today; CUDA fails with MEGATAX_UNIMPLEMENTED until built. */
+#define MEGATAX_BACKEND_AUTO 0
+#define MEGATAX_BACKEND_CPU 1
+#define MEGATAX_BACKEND_CUDA 2
+
+/* An exact flat index (opaque). Created by megatax_index_create or megatax_index_load,
+ * owned by the caller, freed by megatax_index_destroy. */
+typedef struct megatax_index megatax_index_t;
+
+/* Per-search settings. Fill with megatax_search_options_init, then change fields. */
+typedef struct megatax_search_options {
+  int backend;      /* MEGATAX_BACKEND_*; default AUTO */
+  int threads;      /* worker threads; 0 (default) = all hardware threads; < 0 is refused */
+  const char* simd; /* CPU code path: "auto" (default; also NULL), "scalar", "avx2",
+                       "avx512", "neon"; a level this CPU lacks gives UNIMPLEMENTED.
+                       Borrowed: only read during the call. */
+} megatax_search_options_t;
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+/* The message of the last failed call on this thread, or "" if the last call succeeded
+ * (or none was made). Owned by the library; valid until the next megatax_* call on the
+ * same thread (megatax_last_error and megatax_status_name do not change it). Never NULL. */
+const char* megatax_last_error(void);
+
+/* Stable lower-case name of a status code ("ok", "invalid_argument", ...); "unknown" for
+ * other values. A static string; never NULL. */
+const char* megatax_status_name(int status);
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+/* Sets *opts to the defaults (AUTO backend, all threads, "auto" SIMD).
+ * INVALID_ARGUMENT if opts is NULL. */
+int megatax_search_options_init(megatax_search_options_t* opts);
+
+/* ---- lifetime --------------------------------------------------------------------------- */
+
+/* Creates an empty index of vectors of `dim` (>= 1) elements, compared by `metric`
+ * (MEGATAX_METRIC_*), stored as `dtype` (MEGATAX_DTYPE_F32, F16 or BF16; other types are
+ * rounded to it on add). On success *out owns the new index; on failure *out is NULL
+ * (when out is not NULL). */
+int megatax_index_create(int64_t dim, int metric, int dtype, megatax_index_t** out);
+
+/* Frees the index and everything it holds. NULL is a no-op. */
+void megatax_index_destroy(megatax_index_t* index);
+
+/* ---- adding ----------------------------------------------------------------------------- */
+
+/* Appends n (>= 0) vectors: x holds n * dim floats (row-major; may be NULL when n == 0).
+ * They get ids ntotal .. ntotal + n - 1. A row holding NaN or Inf (or a value that
+ * overflows the index dtype) is refused with INVALID_ARGUMENT naming the row, and then
+ * nothing of this call is added. */
+int megatax_index_add(megatax_index_t* index, int64_t n, const float* x);
+
+/* As megatax_index_add, with x holding n * dim elements of `dtype` (MEGATAX_DTYPE_*):
+ * F16/BF16 as uint16_t bits, U8 as bytes. */
+int megatax_index_add_typed(megatax_index_t* index, int64_t n, const void* x, int dtype);
+
+/* Removes every vector (ntotal becomes 0; dim, metric and dtype stay). */
+int megatax_index_reset(megatax_index_t* index);
+
+/* ---- searching -------------------------------------------------------------------------- */
+
+/* Finds the k (>= 1) nearest stored vectors of each of the n (>= 0) queries.
+ * q: n * dim floats (may be NULL when n == 0). distances, ids: caller-owned, n * k each
+ * (may be NULL when n == 0); row i holds query i's results, nearest first (L2: ascending
+ * squared distance; IP: descending inner product), ties to the smaller id. If k > ntotal,
+ * the tail of each row is id -1 with distance +INFINITY (L2) or -INFINITY (IP).
+ * opts: NULL for the defaults; borrowed for the call.
+ * Errors: INVALID_ARGUMENT for a null pointer, k < 1, a query row holding NaN or Inf (named
+ * in the message), bad options; UNIMPLEMENTED for the CUDA backend or a SIMD level this
+ * CPU lacks. On failure the contents of distances and ids are unspecified. */
+int megatax_index_search(const megatax_index_t* index, int64_t n, const float* q, int64_t k,
+                         float* distances, int64_t* ids, const megatax_search_options_t* opts);
+
+/* ---- accessors -------------------------------------------------------------------------- */
+
+/* *out = number of stored vectors. INVALID_ARGUMENT if index or out is NULL. */
+int megatax_index_ntotal(const megatax_index_t* index, int64_t* out);
+/* *out = dimension of the vectors. INVALID_ARGUMENT if index or out is NULL. */
+int megatax_index_dim(const megatax_index_t* index, int64_t* out);
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+/* Writes the index to `path` atomically (a temporary file beside it, fsync, rename).
+ * IO_ERROR naming the path and the OS's reason on failure; an existing file at `path` is
+ * then left intact. */
+int megatax_index_save(const megatax_index_t* index, const char* path);
+
+/* Reads an index written by megatax_index_save. On success *out owns it; on failure *out
+ * is NULL (when out is not NULL). NOT_FOUND if the file does not exist; DATA_LOSS naming
+ * the path and what was wrong (bad magic, unsupported version, truncated). */
+int megatax_index_load(const char* path, megatax_index_t** out);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MEGATAX_MEGATAX_C_H_ */

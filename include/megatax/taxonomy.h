@@ -1,0 +1,139 @@
+// megatax/taxonomy.h -- the taxonomy engine: hierarchical k-means over sharded vector files.
+//
+// A taxonomy is a tree of k-means centroids built top-down, level by level (see
+// docs/DESIGN.md of the shared design, "Fit, as data flows"). Every sample gets a path
+// (c_1, ..., c_L): the child index chosen at each level. fit() streams the dataset once per
+// level (plus lloyd_passes extra passes per level) with bounded memory, keeps its state at
+// storage_uri and can resume a killed run; predict() descends the tree for new vectors.
+//
+// Leaves: a node whose point count is below the level's branching factor is not split; its
+// points get path entry -1 at every deeper level, and their distance is the one to the
+// deepest centroid they reached.
+//
+// Metrics: kL2 -- squared Euclidean distance; kInnerProduct -- similarity (larger is
+// nearer), centroids are means; kCosine -- vectors are L2-normalised on read and clustered
+// by inner product with normalised (spherical) centroids; the distance reported is the
+// similarity.
+//
+// Determinism: the same data (same rows in the same global order), config and seed give
+// byte-identical centroids and paths whatever the threads and however the rows are split
+// into shards (lloyd_passes > 0 only guarantees it for a fixed shard layout).
+//
+// Thread-safety: a TaxonomyEngine is used by one thread at a time; it uses `threads`
+// threads inside its calls.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "megatax/matrix.h"
+
+namespace megatax {
+
+enum class TaxonomyMetric : int { kL2 = 0, kInnerProduct = 1, kCosine = 2 };
+const char* taxonomy_metric_name(TaxonomyMetric m) noexcept;  // "l2", "ip", "cosine"
+TaxonomyMetric parse_taxonomy_metric(const std::string& name);  // throws kInvalidArgument
+
+struct TaxonomyConfig {
+  int n_levels = 3;                       // L >= 1
+  // Children per node at each level: one entry (used for every level) or n_levels entries.
+  std::vector<std::int64_t> branching = {100};
+  std::int64_t dim = 0;                   // 0: taken from the data at fit time
+  std::string storage_uri;                // where the model and the fit state live
+  TaxonomyMetric metric = TaxonomyMetric::kL2;
+  std::int64_t sample_per_centroid = 256; // training sample per node = this x branching
+  int max_iter = 20;                      // Lloyd iterations per node (on its sample)
+  double tol = 1e-4;                      // relative inertia change that stops Lloyd
+  std::uint64_t seed = 0;
+  int threads = 0;                        // 0 = all hardware threads
+  int lloyd_passes = 0;                   // extra full-data Lloyd passes per level
+  std::int64_t batch_rows = 65536;        // rows read per batch
+  std::int64_t memory_budget_mb = 512;    // training samples held at once (per group)
+  std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
+
+  // Branching of level l (1-based); requires a valid config.
+  std::int64_t branching_at(int level) const;
+  // Throws Error(kInvalidArgument) naming the field when the config is unusable.
+  void validate() const;
+};
+
+struct LevelReport {
+  int level = 0;
+  std::int64_t nodes = 0;       // nodes at this level
+  std::int64_t split_parents = 0;  // parents (level - 1) that were split
+  std::int64_t points = 0;      // points that reached this level
+  double inertia = 0;           // sum of distances to the chosen centroids
+  double seconds = 0;           // wall time of the level (train + passes + commit)
+  double train_seconds = 0;
+  double assign_seconds = 0;
+};
+
+struct FitReport {
+  std::vector<LevelReport> levels;
+  std::int64_t points = 0;
+  int resumed_from_level = 0;   // levels taken from a previous run (0: fresh)
+  double seconds = 0;
+  double points_levels_per_second = 0;  // points x levels / seconds (this run's levels)
+};
+
+struct FitOptions {
+  bool resume = false;          // continue the fit found at storage_uri
+  bool progress = true;         // progress bars on stderr when it is a terminal
+  // Test hook: stop with Error(kCancelled) right after committing this level (0 = never).
+  int stop_after_level = 0;
+  // Called with a one-line message at each step (level start/end); may be empty.
+  std::function<void(const std::string&)> log;
+};
+
+// Paths for n vectors: paths[i * n_levels + l] (int32, -1 below a leaf) and the distance of
+// each vector to its deepest centroid.
+struct Prediction {
+  int n_levels = 0;
+  std::vector<std::int32_t> paths;
+  std::vector<float> distances;
+};
+
+class TaxonomyEngine {
+ public:
+  // The config is validated (Error(kInvalidArgument) naming the field).
+  explicit TaxonomyEngine(TaxonomyConfig config);
+  ~TaxonomyEngine();
+  TaxonomyEngine(TaxonomyEngine&&) noexcept;
+  TaxonomyEngine& operator=(TaxonomyEngine&&) noexcept;
+
+  // Loads a complete taxonomy written by fit() at storage_uri. Errors name the file.
+  static TaxonomyEngine load(const std::string& storage_uri);
+
+  // Fits on the shards matching input_uri (a glob), writing the model at
+  // config.storage_uri and, per input shard, <stem>.paths.npy (int32 [n, L]),
+  // <stem>.ids.npy (int64 [n]) and <stem>.dist.npy (float32 [n]) at output_uri.
+  // Refuses to overwrite a complete or in-progress taxonomy unless options.resume
+  // (kAlreadyExists). Errors name the file/row and leave no half-written level.
+  FitReport fit(const std::string& input_uri, const std::string& output_uri,
+                const FitOptions& options = {});
+
+  // Paths of vectors (x.dim == dim()); requires a fitted or loaded taxonomy.
+  Prediction predict(const MatrixView& x) const;
+  // The same for every shard of input_uri, written like fit()'s outputs.
+  void predict(const std::string& input_uri, const std::string& output_uri,
+               const FitOptions& options = {}) const;
+
+  const TaxonomyConfig& config() const noexcept;
+  std::int64_t dim() const noexcept;  // 0 until fitted/loaded
+  bool fitted() const noexcept;
+  // Nodes per level (index 0 = level 1).
+  std::vector<std::int64_t> nodes_per_level() const;
+  // Centroids of level l (1-based): nodes x dim floats, row-major.
+  const std::vector<float>& centroids(int level) const;
+  // The manifest (taxonomy.json) as text.
+  std::string manifest_json() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace megatax

@@ -1,0 +1,40 @@
+// cluster/assigner.h -- how k-means assigns points to centroids (STYLE: k-means takes an
+// assigner; it never knows which backend computes the distances).
+//
+// Thread-safety: an Assigner is used by one thread at a time (it may use threads inside).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "kernels/cpu/knn.h"
+#include "megatax/matrix.h"
+#include "megatax/metric.h"
+
+namespace megatax::cluster {
+
+class Assigner {
+ public:
+  virtual ~Assigner() = default;
+  // Replaces the centroids: k x dim floats, row-major (copied).
+  virtual void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) = 0;
+  // For each row i of x: labels[i] = index of the nearest centroid (ties to the smaller
+  // index), distances[i] = its distance (kL2: squared L2; kInnerProduct: similarity).
+  // Requires set_centroids() first; x.dim == dim.
+  virtual void assign(const MatrixView& x, std::int64_t* labels, float* distances) = 0;
+};
+
+// The CPU assigner: the fused distance + argmin kernels of kernels/cpu.
+class CpuAssigner final : public Assigner {
+ public:
+  CpuAssigner(Metric metric, kernels::KnnOptions options) : metric_(metric), options_(options) {}
+  void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) override;
+  void assign(const MatrixView& x, std::int64_t* labels, float* distances) override;
+
+ private:
+  Metric metric_;
+  kernels::KnnOptions options_;
+  std::unique_ptr<kernels::PackedMatrix> centroids_;
+};
+
+}  // namespace megatax::cluster

@@ -1,0 +1,224 @@
+#include "megatax/dataset.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+
+#include "megatax/error.h"
+#include "megatax/storage.h"
+
+namespace megatax {
+namespace {
+
+bool is_float_kind(DType t) { return t != DType::kU8; }
+
+}  // namespace
+
+Dataset::Dataset(Dataset&&) noexcept = default;
+Dataset& Dataset::operator=(Dataset&&) noexcept = default;
+Dataset::~Dataset() = default;
+
+Dataset Dataset::open(std::string_view uri_glob) {
+  Dataset ds;
+  std::string pattern;
+  ds.owned_storage_ = open_storage_for_uri(uri_glob, &pattern);
+  ds.storage_ = ds.owned_storage_.get();
+  ds.pattern_ = std::string(uri_glob);
+  ds.open_shards(ds.storage_->glob(pattern));
+  return ds;
+}
+
+Dataset Dataset::open(const Storage& storage, const std::string& pattern) {
+  Dataset ds;
+  ds.storage_ = &storage;
+  ds.pattern_ = pattern;
+  ds.open_shards(storage.glob(pattern));
+  return ds;
+}
+
+void Dataset::open_shards(const std::vector<std::string>& paths) {
+  if (paths.empty()) {
+    throw_error(ErrorCode::kNotFound, "dataset: no files match '" + pattern_ + "'");
+  }
+  shards_.reserve(paths.size());
+  readers_.reserve(paths.size());
+  const ShardInfo* dim_from = nullptr;    // first shard that has a dim
+  const ShardInfo* kind_from = nullptr;   // first shard (dtype reference)
+  bool mixed_dtypes = false;
+  std::int64_t total = 0;
+  for (const std::string& path : paths) {
+    std::unique_ptr<VectorReader> reader = open_vector_file(*storage_, path);
+    ShardInfo info;
+    info.path = path;
+    info.format = reader->format();
+    info.rows = reader->rows();
+    info.dim = reader->dim();
+    info.dtype = reader->dtype();
+    info.global_begin = total;
+    if (info.rows > std::numeric_limits<std::int64_t>::max() - total) {
+      throw_error(ErrorCode::kOutOfRange,
+                  "dataset '" + pattern_ + "': more than 2^63 rows at shard " + path);
+    }
+    total += info.rows;
+    shards_.push_back(std::move(info));
+    readers_.push_back(std::move(reader));
+    const ShardInfo& s = shards_.back();
+    if (kind_from == nullptr) {
+      kind_from = &shards_.front();
+    } else {
+      if (is_float_kind(s.dtype) != is_float_kind(kind_from->dtype)) {
+        throw_error(ErrorCode::kInvalidArgument,
+                    "shard " + s.path + ": dtype " + dtype_name(s.dtype) + ", expected " +
+                        (is_float_kind(kind_from->dtype) ? "a floating-point dtype like "
+                                                         : "") +
+                        dtype_name(kind_from->dtype) + " (from " + kind_from->path + ")");
+      }
+      mixed_dtypes = mixed_dtypes || s.dtype != kind_from->dtype;
+    }
+    if (s.dim == 0) continue;  // empty .fvecs/.bvecs: no dim recorded
+    if (dim_from == nullptr) {
+      dim_from = &s;
+    } else if (s.dim != dim_from->dim) {
+      throw_error(ErrorCode::kInvalidArgument,
+                  "shard " + s.path + ": dim " + std::to_string(s.dim) + ", expected " +
+                      std::to_string(dim_from->dim) + " (from " + dim_from->path + ")");
+    }
+  }
+  // (Pointers into shards_ stay valid: reserve() above prevents reallocation.)
+  if (total == 0 || dim_from == nullptr) {
+    throw_error(ErrorCode::kInvalidArgument,
+                "dataset '" + pattern_ + "': all " + std::to_string(shards_.size()) +
+                    " shard(s) are empty (0 rows); expected at least one vector");
+  }
+  rows_ = total;
+  dim_ = dim_from->dim;
+  dtype_ = mixed_dtypes ? DType::kF32 : kind_from->dtype;
+  for (ShardInfo& s : shards_) s.dim = dim_;
+}
+
+const VectorReader& Dataset::reader(std::size_t s) const {
+  if (s >= readers_.size()) {
+    throw_error(ErrorCode::kOutOfRange, "dataset '" + pattern_ + "': shard index " +
+                                            std::to_string(s) + " >= " +
+                                            std::to_string(readers_.size()) + " shards");
+  }
+  return *readers_[s];
+}
+
+ShardRow Dataset::locate(Id global_id) const {
+  if (global_id < 0 || global_id >= rows_) {
+    throw_error(ErrorCode::kOutOfRange, "dataset '" + pattern_ + "': global id " +
+                                            std::to_string(global_id) + " outside [0, " +
+                                            std::to_string(rows_) + ")");
+  }
+  // Last shard whose global_begin <= id and that has rows.
+  auto it = std::upper_bound(shards_.begin(), shards_.end(), global_id,
+                             [](Id id, const ShardInfo& s) { return id < s.global_begin; });
+  // it > begin because shards_[0].global_begin == 0 <= id.
+  --it;
+  while (it->rows == 0) --it;  // empty shards share global_begin with the next one
+  return ShardRow{static_cast<std::size_t>(it - shards_.begin()), global_id - it->global_begin};
+}
+
+BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
+                         std::int64_t row_begin, std::int64_t row_end)
+    : dataset_(dataset), shard_(shard), batch_rows_(batch_rows), next_row_(row_begin) {
+  const VectorReader& reader = dataset.reader(shard);  // checks the index
+  const ShardInfo& info = dataset.shards()[shard];
+  if (batch_rows < 1) {
+    throw_error(ErrorCode::kInvalidArgument, "shard " + info.path + ": batch_rows " +
+                                                 std::to_string(batch_rows) + " must be >= 1");
+  }
+  row_end_ = row_end < 0 ? reader.rows() : row_end;
+  if (row_begin < 0 || row_begin > row_end_ || row_end_ > reader.rows()) {
+    throw_error(ErrorCode::kOutOfRange,
+                "shard " + info.path + ": row range [" + std::to_string(row_begin) + ", " +
+                    std::to_string(row_end_) + ") is not inside [0, " +
+                    std::to_string(reader.rows()) + ")");
+  }
+  const std::int64_t max_rows = std::min(batch_rows, row_end_ - row_begin);
+  std::int64_t floats = 0;
+  if (__builtin_mul_overflow(max_rows, dataset.dim(), &floats) ||
+      static_cast<std::uint64_t>(floats) > std::vector<float>().max_size()) {
+    throw_error(ErrorCode::kInvalidArgument,
+                "shard " + info.path + ": a batch of " + std::to_string(max_rows) + " x " +
+                    std::to_string(dataset.dim()) + " floats is too large");
+  }
+  buffer_.resize(static_cast<std::size_t>(floats));
+}
+
+bool BatchReader::next(Batch* batch) {
+  if (next_row_ >= row_end_) return false;
+  const std::int64_t n = std::min(batch_rows_, row_end_ - next_row_);
+  const ShardInfo& info = dataset_.shards()[shard_];
+  dataset_.reader(shard_).read_f32(next_row_, n, buffer_.data());
+  batch->shard = shard_;
+  batch->local_begin = next_row_;
+  batch->global_begin = info.global_begin + next_row_;
+  batch->view = MatrixView(buffer_.data(), n, dataset_.dim(), DType::kF32);
+  batch->data = buffer_.data();
+  next_row_ += n;
+  return true;
+}
+
+namespace {
+
+// Index of the first non-finite element of n elements, or n. Bit tests, so that the
+// check also holds under -ffast-math.
+std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) {
+  switch (dtype) {
+    case DType::kF32: {
+      const auto* x = static_cast<const float*>(data);
+      for (std::size_t i = 0; i < n; ++i) {
+        if ((std::bit_cast<std::uint32_t>(x[i]) & 0x7F800000u) == 0x7F800000u) return i;
+      }
+      return n;
+    }
+    case DType::kF16: {
+      const auto* x = static_cast<const std::uint16_t*>(data);
+      for (std::size_t i = 0; i < n; ++i) {
+        if ((x[i] & 0x7C00u) == 0x7C00u) return i;
+      }
+      return n;
+    }
+    case DType::kBF16: {
+      const auto* x = static_cast<const std::uint16_t*>(data);
+      for (std::size_t i = 0; i < n; ++i) {
+        if ((x[i] & 0x7F80u) == 0x7F80u) return i;
+      }
+      return n;
+    }
+    case DType::kU8: return n;
+  }
+  return n;
+}
+
+}  // namespace
+
+void check_finite(const MatrixView& rows, const std::string& shard_path,
+                  std::int64_t local_begin, Id global_begin) {
+  validate_view(rows, ("check_finite of shard " + shard_path).c_str());
+  if (rows.dtype == DType::kU8) return;
+  const auto d = static_cast<std::size_t>(rows.dim);
+  for (std::int64_t i = 0; i < rows.rows; ++i) {
+    const void* row = rows.row(i);
+    const std::size_t j = first_non_finite(rows.dtype, row, d);
+    if (j == d) continue;
+    float value = 0.0f;
+    convert_to_f32(rows.dtype, static_cast<const char*>(row) + j * dtype_size(rows.dtype), 1,
+                   &value);
+    const char* what = std::isnan(value) ? "nan" : (value > 0 ? "inf" : "-inf");
+    throw_error(ErrorCode::kDataLoss,
+                "shard " + shard_path + ": row " + std::to_string(local_begin + i) +
+                    " (global id " + std::to_string(global_begin + i) +
+                    ") has a non-finite value (" + what + ") in column " + std::to_string(j));
+  }
+}
+
+void check_finite(const Batch& batch, const Dataset& dataset) {
+  check_finite(batch.view, dataset.shards().at(batch.shard).path, batch.local_begin,
+               batch.global_begin);
+}
+
+}  // namespace megatax

@@ -1,0 +1,40 @@
+// io/posix_storage.h -- Storage over the local POSIX file system (local disk, NFS, Lustre).
+//
+// Reads use open + pread (no handle is kept between calls); writes use a temporary file in
+// the target's directory (".<name>.tmp.<pid>.<random>", created with O_EXCL), fsync, rename
+// over the target and fsync of the directory. Paths are passed to the OS unchanged
+// (relative paths are relative to the current working directory).
+//
+// Thread-safety: safe for concurrent access (no mutable state).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "megatax/storage.h"
+
+namespace megatax::io {
+
+class PosixStorage final : public Storage {
+ public:
+  PosixStorage() = default;
+
+  std::string name() const override { return "posix"; }
+  void read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
+                  void* dst) const override;
+  std::uint64_t size(const std::string& path) const override;
+  bool exists(const std::string& path) const override;
+  void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;
+  std::vector<std::string> list(const std::string& dir) const override;
+  std::vector<std::string> glob(const std::string& pattern) const override;
+  bool remove(const std::string& path) override;
+  void make_dirs(const std::string& path) override;
+};
+
+// The one place where errno becomes an Error: throws Error(code from errno) with message
+// "<what> <path>: <strerror text> (errno <n>)". ENOENT/ENOTDIR -> kNotFound, EEXIST ->
+// kAlreadyExists, ENOSPC/EDQUOT/ENOMEM/EFBIG -> kResourceExhausted, EISDIR/ENAMETOOLONG/
+// EINVAL -> kInvalidArgument, EAGAIN/EINTR -> kUnavailable, anything else -> kIoError.
+[[noreturn]] void throw_errno(int err, const std::string& what, const std::string& path);
+
+}  // namespace megatax::io

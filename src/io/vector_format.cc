@@ -1,0 +1,110 @@
+// VectorReader's shared parts, the dense reader and the extension-based factory.
+#include "megatax/vector_format.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "io/bigann_bin.h"
+#include "io/dense_vector_reader.h"
+#include "io/format.h"
+#include "io/npy.h"
+#include "io/path.h"
+#include "io/vecs.h"
+#include "megatax/error.h"
+#include "megatax/storage.h"
+
+namespace megatax {
+
+const char* vector_format_name(VectorFormat format) noexcept {
+  switch (format) {
+    case VectorFormat::kNpy: return "npy";
+    case VectorFormat::kFbin: return "fbin";
+    case VectorFormat::kU8bin: return "u8bin";
+    case VectorFormat::kFvecs: return "fvecs";
+    case VectorFormat::kBvecs: return "bvecs";
+  }
+  return "unknown";
+}
+
+VectorFormat vector_format_from_path(const std::string& path) {
+  const std::string_view name = io::base_name(path);
+  const std::size_t dot = name.rfind('.');
+  const std::string_view ext = dot == std::string_view::npos ? "" : name.substr(dot);
+  if (ext == ".npy") return VectorFormat::kNpy;
+  if (ext == ".fbin") return VectorFormat::kFbin;
+  if (ext == ".u8bin") return VectorFormat::kU8bin;
+  if (ext == ".fvecs") return VectorFormat::kFvecs;
+  if (ext == ".bvecs") return VectorFormat::kBvecs;
+  throw_error(ErrorCode::kInvalidArgument,
+              "file " + path + ": unknown vector file extension '" + std::string(ext) +
+                  "'; expected .npy, .fbin, .u8bin, .fvecs or .bvecs");
+}
+
+void VectorReader::check_read_range(std::int64_t row_begin, std::int64_t n_rows,
+                                    const void* dst) const {
+  if (row_begin < 0 || n_rows < 0 || row_begin > rows() || n_rows > rows() - row_begin) {
+    throw_error(ErrorCode::kOutOfRange,
+                "file " + path() + ": cannot read rows [" + std::to_string(row_begin) + ", " +
+                    std::to_string(row_begin) + " + " + std::to_string(n_rows) + "); it has " +
+                    std::to_string(rows()) + " rows");
+  }
+  if (n_rows > 0 && dst == nullptr) {
+    throw_error(ErrorCode::kInvalidArgument, "file " + path() + ": read into a null buffer");
+  }
+}
+
+void VectorReader::read_f32(std::int64_t row_begin, std::int64_t n_rows, float* dst) const {
+  if (dtype() == DType::kF32) {
+    read(row_begin, n_rows, dst);
+    return;
+  }
+  check_read_range(row_begin, n_rows, dst);
+  if (n_rows == 0) return;
+  const auto stored_row = static_cast<std::uint64_t>(row_bytes());
+  const std::int64_t chunk_rows = static_cast<std::int64_t>(
+      std::max<std::uint64_t>(1, io::kReadScratchBytes / std::max<std::uint64_t>(1, stored_row)));
+  const std::int64_t first = std::min(chunk_rows, n_rows);
+  std::vector<unsigned char> scratch(static_cast<std::size_t>(first * row_bytes()));
+  const auto d = static_cast<std::size_t>(dim());
+  for (std::int64_t done = 0; done < n_rows;) {
+    const std::int64_t k = std::min(chunk_rows, n_rows - done);
+    read(row_begin + done, k, scratch.data());
+    convert_to_f32(dtype(), scratch.data(), static_cast<std::size_t>(k) * d,
+                   dst + static_cast<std::size_t>(done) * d);
+    done += k;
+  }
+}
+
+std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std::string& path) {
+  const VectorFormat format = vector_format_from_path(path);
+  switch (format) {
+    case VectorFormat::kNpy: return io::open_npy(storage, path);
+    case VectorFormat::kFbin:
+    case VectorFormat::kU8bin: return io::open_bigann_bin(storage, path, format);
+    case VectorFormat::kFvecs:
+    case VectorFormat::kBvecs: return io::open_vecs(storage, path, format);
+  }
+  throw_error(ErrorCode::kInternal, "open_vector_file: unhandled format");
+}
+
+namespace io {
+
+void check_file_size(const std::string& path, std::uint64_t expected, std::uint64_t actual,
+                     const std::string& why) {
+  if (expected == actual) return;
+  throw_error(ErrorCode::kDataLoss,
+              "file " + path + ": expected " + std::to_string(expected) + " bytes, found " +
+                  std::to_string(actual) + " (" + why + ")" +
+                  (actual < expected ? ": truncated" : ": trailing bytes"));
+}
+
+void DenseVectorReader::read(std::int64_t row_begin, std::int64_t n_rows, void* dst) const {
+  check_read_range(row_begin, n_rows, dst);
+  if (n_rows == 0) return;
+  const auto rb = static_cast<std::uint64_t>(row_bytes());
+  storage_.read_range(path_, data_offset_ + static_cast<std::uint64_t>(row_begin) * rb,
+                      static_cast<std::uint64_t>(n_rows) * rb, dst);
+}
+
+}  // namespace io
+}  // namespace megatax

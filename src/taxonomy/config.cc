@@ -1,0 +1,50 @@
+#include <string>
+
+#include "megatax/error.h"
+#include "megatax/taxonomy.h"
+
+namespace megatax {
+
+const char* taxonomy_metric_name(TaxonomyMetric m) noexcept {
+  switch (m) {
+    case TaxonomyMetric::kL2: return "l2";
+    case TaxonomyMetric::kInnerProduct: return "ip";
+    case TaxonomyMetric::kCosine: return "cosine";
+  }
+  return "unknown";
+}
+
+TaxonomyMetric parse_taxonomy_metric(const std::string& name) {
+  if (name == "l2") return TaxonomyMetric::kL2;
+  if (name == "ip") return TaxonomyMetric::kInnerProduct;
+  if (name == "cosine") return TaxonomyMetric::kCosine;
+  throw_error(ErrorCode::kInvalidArgument,
+              "metric: unknown value '" + name + "': expected l2, ip or cosine");
+}
+
+std::int64_t TaxonomyConfig::branching_at(int level) const {
+  return branching.size() == 1 ? branching[0] : branching.at(static_cast<std::size_t>(level - 1));
+}
+
+void TaxonomyConfig::validate() const {
+  auto bad = [](const std::string& msg) { throw_error(ErrorCode::kInvalidArgument, msg); };
+  if (n_levels < 1 || n_levels > 64) bad("n_levels must be in [1, 64], got " + std::to_string(n_levels));
+  if (branching.empty()) bad("branching_factor: at least one value is required");
+  if (branching.size() != 1 && static_cast<int>(branching.size()) != n_levels)
+    bad("branching_factor: " + std::to_string(branching.size()) + " values given for " +
+        std::to_string(n_levels) + " levels (give one value or one per level)");
+  for (std::size_t i = 0; i < branching.size(); ++i)
+    if (branching[i] < 2 || branching[i] > (std::int64_t{1} << 24))
+      bad("branching_factor: value " + std::to_string(branching[i]) + " at level " +
+          std::to_string(i + 1) + " must be in [2, 16777216]");
+  if (dim < 0) bad("dim must be >= 0 (0 = from the data), got " + std::to_string(dim));
+  if (storage_uri.empty()) bad("storage_uri is required");
+  if (sample_per_centroid < 1) bad("sample_per_centroid must be >= 1, got " + std::to_string(sample_per_centroid));
+  if (max_iter < 0) bad("max_iter must be >= 0, got " + std::to_string(max_iter));
+  if (!(tol >= 0)) bad("tol must be >= 0");
+  if (lloyd_passes < 0) bad("lloyd_passes must be >= 0, got " + std::to_string(lloyd_passes));
+  if (batch_rows < 1) bad("batch_rows must be >= 1, got " + std::to_string(batch_rows));
+  if (memory_budget_mb < 1) bad("memory_budget_mb must be >= 1");
+}
+
+}  // namespace megatax

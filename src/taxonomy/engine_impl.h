@@ -1,0 +1,69 @@
+// taxonomy/engine_impl.h -- TaxonomyEngine's state, shared by fit.cc and engine.cc.
+//
+// On-disk layout at storage_uri (docs/taxonomy_format.md):
+//   taxonomy.json                       manifest, written last at every commit
+//   level-<l>/centroids.npy             float32 [nodes_l, dim]
+//   level-<l>/nodes.npy                 int64 [nodes_l, 2]: parent at level l-1, point count
+//   level-<l>/inertia.npy               float64 [nodes_l]
+//   state/level-<l>/<shard>.{node,paths,dist}.npy   per-shard fit state after level l
+//   state/samples-<l>.{offsets,ids,priorities}.npy  level l's training samples
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/json.h"
+#include "kernels/cpu/knn.h"
+#include "megatax/storage.h"
+#include "megatax/taxonomy.h"
+#include "taxonomy/tree.h"
+
+namespace megatax {
+
+inline constexpr int kTaxonomyFormatVersion = 1;
+inline constexpr const char* kManifestName = "taxonomy.json";
+
+struct TaxonomyEngine::Impl {
+  TaxonomyConfig config;
+  std::unique_ptr<Storage> storage;  // for config.storage_uri
+  std::string root;                  // path of storage_uri within `storage`
+  taxonomy::Tree tree;
+  bool fitted = false;
+  json::Value manifest;
+
+  std::string path(const std::string& relative) const {
+    return root.empty() ? relative : (root.back() == '/' ? root + relative : root + "/" + relative);
+  }
+  Metric kernel_metric() const {
+    return config.metric == TaxonomyMetric::kL2 ? Metric::kL2 : Metric::kInnerProduct;
+  }
+  bool normalise() const { return config.metric == TaxonomyMetric::kCosine; }
+  kernels::KnnOptions knn_options() const {
+    kernels::KnnOptions o;
+    o.threads = config.threads;
+    o.simd = kernels::parse_simd_level(config.simd);
+    return o;
+  }
+  void open_storage();
+  // Loads levels 1..levels of the model files into `tree` (dim and metric from config).
+  void load_levels(int levels, std::int64_t dim);
+};
+
+namespace taxonomy {
+
+// Config <-> JSON (the manifest's "config").
+json::Value config_to_json(const TaxonomyConfig& c);
+TaxonomyConfig config_from_json(const json::Value& v);
+// Fields that must agree between a run and the one it resumes (not threads, batch, simd).
+bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::string* why);
+
+// L2-normalises every row of a dense f32 matrix in place (zero rows stay zero).
+void normalise_rows(float* x, std::int64_t rows, std::int64_t dim);
+
+// "part-00001" for "/data/part-00001.npy": the output stem of a shard.
+std::string shard_stem(const std::string& path);
+// "part-00001.npy" for "/data/part-00001.npy".
+std::string base_name(const std::string& path);
+
+}  // namespace taxonomy
+}  // namespace megatax

@@ -1,0 +1,485 @@
+// TaxonomyEngine::fit and predict-to-files: the level pipeline of DESIGN.md ("Fit, as data
+// flows"): per level, sample -> train -> assign -> commit, with state kept for resume.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+
+#include "cluster/kmeans.h"
+#include "core/parallel.h"
+#include "core/progress.h"
+#include "core/random.h"
+#include "dist/executor.h"
+#include "io/npy_array.h"
+#include "megatax/dataset.h"
+#include "megatax/error.h"
+#include "megatax/vector_format.h"
+#include "taxonomy/engine_impl.h"
+#include "taxonomy/node_samples.h"
+
+namespace megatax {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string level_dir(int l) { return "level-" + std::to_string(l) + "/"; }
+std::string state_dir(int l) { return "state/level-" + std::to_string(l) + "/"; }
+std::string samples_prefix(int l) { return "state/samples-" + std::to_string(l); }
+
+// Per-shard fit state after a level: node at that level (-1 below a leaf), path so far
+// (int32 [n, levels]) and distance to the deepest centroid reached.
+struct ShardState {
+  std::vector<std::int32_t> node;
+  std::vector<std::int32_t> paths;
+  std::vector<float> dist;
+};
+
+// Reads rows of the dataset by global id (ids sorted ascending), as f32, into out (n x d),
+// checking they are finite. Consecutive ids are read in one request.
+void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out) {
+  const std::int64_t d = data.dim();
+  std::size_t i = 0;
+  while (i < ids.size()) {
+    const ShardRow at = data.locate(ids[i]);
+    std::size_t j = i + 1;
+    const auto& shard = data.shards()[at.shard];
+    while (j < ids.size() && ids[j] == ids[j - 1] + 1 && j - i < 4096 &&
+           ids[j] < shard.global_begin + shard.rows)
+      ++j;
+    const auto n = static_cast<std::int64_t>(j - i);
+    float* dst = out + static_cast<std::int64_t>(i) * d;
+    data.reader(at.shard).read_f32(at.row, n, dst);
+    check_finite(f32_view(dst, n, d), shard.path, at.row, ids[i]);
+    i = j;
+  }
+}
+
+void write_shard_state(Storage& st, const std::string& prefix, const ShardState& s, int levels) {
+  const auto n = static_cast<std::int64_t>(s.node.size());
+  const std::int64_t shape1[1] = {n};
+  const std::int64_t shape2[2] = {n, levels};
+  write_npy(st, prefix + ".node.npy", std::span<const std::int32_t>(s.node), shape1);
+  write_npy(st, prefix + ".paths.npy", std::span<const std::int32_t>(s.paths), shape2);
+  write_npy(st, prefix + ".dist.npy", std::span<const float>(s.dist), shape1);
+}
+
+ShardState read_shard_state(const Storage& st, const std::string& prefix, std::int64_t rows,
+                            int levels) {
+  ShardState s;
+  std::vector<std::int64_t> shape;
+  s.node = io::read_npy_array<std::int32_t>(st, prefix + ".node.npy", &shape);
+  s.paths = io::read_npy_array<std::int32_t>(st, prefix + ".paths.npy", &shape);
+  if (shape.size() != 2 || shape[0] != rows || shape[1] != levels)
+    throw_error(ErrorCode::kDataLoss, prefix + ".paths.npy: expected shape (" + std::to_string(rows) +
+                                          ", " + std::to_string(levels) + ")");
+  s.dist = io::read_npy_array<float>(st, prefix + ".dist.npy", &shape);
+  if (static_cast<std::int64_t>(s.node.size()) != rows || static_cast<std::int64_t>(s.dist.size()) != rows)
+    throw_error(ErrorCode::kDataLoss, prefix + ": state does not match the shard's " +
+                                          std::to_string(rows) + " rows");
+  return s;
+}
+
+void write_outputs(Storage& st, const std::string& root, const std::string& stem, Id global_begin,
+                   const std::vector<std::int32_t>& paths, const std::vector<float>& dist, int levels) {
+  const auto n = static_cast<std::int64_t>(dist.size());
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = global_begin + i;
+  const std::string base = root.empty() ? stem : (root.back() == '/' ? root + stem : root + "/" + stem);
+  const std::int64_t shape1[1] = {n};
+  const std::int64_t shape2[2] = {n, levels};
+  write_npy(st, base + ".paths.npy", std::span<const std::int32_t>(paths), shape2);
+  write_npy(st, base + ".ids.npy", std::span<const std::int64_t>(ids), shape1);
+  write_npy(st, base + ".dist.npy", std::span<const float>(dist), shape1);
+}
+
+// Refuses datasets whose shards would write the same output files.
+void check_unique_stems(const Dataset& data) {
+  std::map<std::string, std::string> seen;
+  for (const auto& s : data.shards()) {
+    auto [it, fresh] = seen.emplace(taxonomy::shard_stem(s.path), s.path);
+    if (!fresh)
+      throw_error(ErrorCode::kInvalidArgument, "shards " + it->second + " and " + s.path +
+                                                   " have the same stem '" + it->first +
+                                                   "': their outputs would collide");
+  }
+}
+
+json::Value dataset_json(const Dataset& data) {
+  json::Value v = json::Value::object();
+  v.set("pattern", data.pattern());
+  v.set("rows", data.rows());
+  v.set("dim", data.dim());
+  json::Value shards = json::Value::array();
+  for (const auto& s : data.shards()) {
+    json::Value e = json::Value::object();
+    e.set("name", taxonomy::base_name(s.path));
+    e.set("rows", s.rows);
+    shards.push_back(std::move(e));
+  }
+  v.set("shards", std::move(shards));
+  return v;
+}
+
+json::Value level_json(const taxonomy::Tree& tree, int l, const LevelReport& r) {
+  const auto& lv = tree.level(l);
+  json::Value v = json::Value::object();
+  v.set("level", l);
+  v.set("nodes", lv.nodes());
+  v.set("split_parents", r.split_parents);
+  v.set("points", r.points);
+  v.set("inertia", r.inertia);
+  v.set("seconds", r.seconds);
+  std::vector<std::int64_t> sizes(lv.count);
+  std::sort(sizes.begin(), sizes.end());
+  json::Value sz = json::Value::object();
+  if (!sizes.empty()) {
+    sz.set("min", sizes.front());
+    sz.set("median", sizes[sizes.size() / 2]);
+    sz.set("p99", sizes[std::min(sizes.size() - 1, sizes.size() * 99 / 100)]);
+    sz.set("max", sizes.back());
+  }
+  v.set("sizes", std::move(sz));
+  return v;
+}
+
+}  // namespace
+
+FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& output_uri,
+                              const FitOptions& options) {
+  Impl& s = *impl_;
+  const auto t_fit = Clock::now();
+  const TaxonomyConfig& cfg = s.config;
+  auto log = [&](const std::string& m) {
+    if (options.log) options.log(m);
+  };
+  Dataset data = Dataset::open(input_uri);
+  const std::int64_t d = data.dim(), N = data.rows();
+  if (cfg.dim != 0 && cfg.dim != d)
+    throw_error(ErrorCode::kInvalidArgument, "dataset '" + input_uri + "' has dim " +
+                                                 std::to_string(d) + ", config dim is " + std::to_string(cfg.dim));
+  if (N < cfg.branching_at(1))
+    throw_error(ErrorCode::kInvalidArgument, "dataset '" + input_uri + "' has " + std::to_string(N) +
+                                                 " points, fewer than branching_factor " +
+                                                 std::to_string(cfg.branching_at(1)) + " at level 1");
+  check_unique_stems(data);
+  std::string out_root;
+  std::unique_ptr<Storage> out_storage = open_storage_for_uri(output_uri, &out_root);
+  s.open_storage();
+  Storage& st = *s.storage;
+  const std::string manifest_path = s.path(kManifestName);
+  const int L = cfg.n_levels;
+  const kernels::KnnOptions knn = s.knn_options();
+  dist::LocalExecutor executor;
+
+  // ---- Fresh start or resume ---------------------------------------------------------
+  int done = 0;
+  taxonomy::NodeSamples samples;  // training samples of level done + 1
+  json::Value manifest = json::Value::object();
+  json::Value level_entries = json::Value::array();
+  FitReport report;
+  if (st.exists(manifest_path)) {
+    if (!options.resume)
+      throw_error(ErrorCode::kAlreadyExists,
+                  "a taxonomy already exists at '" + cfg.storage_uri + "' (" + manifest_path +
+                      "); pass --resume to continue it or choose another storage");
+    manifest = json::parse(read_all(st, manifest_path), manifest_path);
+    std::string why;
+    TaxonomyConfig old = taxonomy::config_from_json(manifest["config"]);
+    if (!taxonomy::same_model_config(old, cfg, &why))
+      throw_error(ErrorCode::kFailedPrecondition, "cannot resume '" + cfg.storage_uri + "': " + why);
+    if (!(manifest["dataset"] == dataset_json(data)))
+      throw_error(ErrorCode::kFailedPrecondition,
+                  "cannot resume '" + cfg.storage_uri + "': the input shards differ from the run being resumed");
+    done = static_cast<int>(manifest["levels_done"].as_int());
+    level_entries = manifest["levels"];
+    s.load_levels(done, d);
+    if (done >= 1 && done < L) {
+      std::vector<std::int64_t> sh;
+      const std::string p = s.path(samples_prefix(done + 1));
+      samples = taxonomy::NodeSamples::unflatten(
+          cfg.sample_per_centroid * cfg.branching_at(done + 1),
+          io::read_npy_array<std::int64_t>(st, p + ".offsets.npy", &sh),
+          io::read_npy_array<std::int64_t>(st, p + ".ids.npy", &sh),
+          io::read_npy_array<std::int64_t>(st, p + ".priorities.npy", &sh));
+    }
+    report.resumed_from_level = done;
+    log("resuming '" + cfg.storage_uri + "' after level " + std::to_string(done));
+  } else {
+    s.tree = taxonomy::Tree(d, s.kernel_metric());
+  }
+  manifest.set("format", "mega-taxonomy");
+  manifest.set("format_version", kTaxonomyFormatVersion);
+  manifest.set("status", "fitting");
+  manifest.set("config", taxonomy::config_to_json(cfg));
+  manifest.set("dim", d);
+  manifest.set("dataset", dataset_json(data));
+
+  // Removes what a failed fresh fit wrote before its first commit.
+  auto cleanup_uncommitted = [&]() noexcept {
+    try {
+      if (st.exists(manifest_path)) return;
+      for (const auto& name : st.list(s.path(state_dir(1)))) st.remove(s.path(state_dir(1) + name));
+      st.remove(s.path(state_dir(1)));
+      st.remove(s.path("state"));
+    } catch (...) {
+    }
+  };
+
+  std::int64_t points_levels = 0;
+  for (int l = done + 1; l <= L; ++l) {
+    const auto t_level = Clock::now();
+    LevelReport lr;
+    lr.level = l;
+    const std::int64_t b = cfg.branching_at(l);
+    log("level " + std::to_string(l) + "/" + std::to_string(L) + ": training");
+    // ---- 1. Samples -----------------------------------------------------------------
+    if (l == 1) {
+      samples = taxonomy::NodeSamples(1, cfg.sample_per_centroid * b);
+      for (std::int64_t id = 0; id < N; ++id) samples.offer(0, hash64(static_cast<std::uint64_t>(id), cfg.seed, 1), id);
+    }
+    // ---- 2. Train every parent with enough points ----------------------------------
+    const std::int64_t n_parents = s.tree.nodes(l - 1);
+    std::vector<std::int64_t> split;  // parents that get children
+    for (std::int64_t j = 0; j < n_parents; ++j) {
+      const std::int64_t count = l == 1 ? N : s.tree.level(l - 1).count[static_cast<std::size_t>(j)];
+      if (count >= b && !samples.ids(j).empty()) split.push_back(j);
+    }
+    lr.split_parents = static_cast<std::int64_t>(split.size());
+    std::vector<std::vector<float>> trained(split.size());
+    {
+      const auto t_train = Clock::now();
+      const std::int64_t budget_rows =
+          std::max<std::int64_t>(1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * 4));
+      Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " train",
+                   static_cast<std::int64_t>(split.size()), "nodes", options.progress);
+      std::size_t g0 = 0;
+      while (g0 < split.size()) {
+        // A group of parents whose samples fit the memory budget (at least one).
+        std::size_t g1 = g0;
+        std::int64_t rows = 0;
+        std::vector<std::vector<std::int64_t>> ids;
+        while (g1 < split.size()) {
+          auto v = samples.ids(split[g1]);
+          if (g1 > g0 && rows + static_cast<std::int64_t>(v.size()) > budget_rows) break;
+          rows += static_cast<std::int64_t>(v.size());
+          ids.push_back(std::move(v));
+          ++g1;
+        }
+        const auto n_group = static_cast<std::int64_t>(g1 - g0);
+        const int outer = resolve_threads(cfg.threads, n_group);
+        parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
+          const auto& node_ids = ids[static_cast<std::size_t>(t)];
+          const auto m = static_cast<std::int64_t>(node_ids.size());
+          std::vector<float> x(static_cast<std::size_t>(m * d));
+          gather_rows(data, node_ids, x.data());
+          if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
+          cluster::KMeansParams kp;
+          kp.k = std::min<std::int64_t>(b, m);
+          kp.max_iter = cfg.max_iter;
+          kp.tol = cfg.tol;
+          kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(split[g0 + static_cast<std::size_t>(t)]));
+          kp.metric = s.kernel_metric();
+          kp.spherical = cfg.metric != TaxonomyMetric::kL2;
+          kernels::KnnOptions inner = knn;
+          inner.threads = n_group > 1 ? 1 : cfg.threads;
+          kp.threads = inner.threads;
+          cluster::CpuAssigner assigner(s.kernel_metric(), inner);
+          auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, assigner);
+          trained[g0 + static_cast<std::size_t>(t)] = std::move(r.centroids);
+          bar.add(1);
+        });
+        g0 = g1;
+      }
+      lr.train_seconds = since(t_train);
+    }
+    std::vector<float> centroids;
+    std::vector<std::int64_t> parent;
+    for (std::size_t t = 0; t < split.size(); ++t) {
+      const auto k = static_cast<std::int64_t>(trained[t].size()) / d;
+      centroids.insert(centroids.end(), trained[t].begin(), trained[t].end());
+      parent.insert(parent.end(), static_cast<std::size_t>(k), split[t]);
+    }
+    s.tree.truncate(l - 1);
+    s.tree.add_level(std::move(centroids), std::move(parent));
+    const std::int64_t n_nodes = s.tree.nodes(l);
+
+    // ---- 3. Assignment pass over every shard ----------------------------------------
+    const auto t_assign = Clock::now();
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(n_nodes), 0);
+    std::vector<double> inertia(static_cast<std::size_t>(n_nodes), 0.0);
+    const bool collect = l < L;
+    taxonomy::NodeSamples next;
+    if (collect) next = taxonomy::NodeSamples(n_nodes, cfg.sample_per_centroid * cfg.branching_at(l + 1));
+    {
+      Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
+                   options.progress);
+      log("level " + std::to_string(l) + "/" + std::to_string(L) + ": assigning " +
+          std::to_string(N) + " points");
+      try {
+        executor.run_shards(static_cast<std::int64_t>(data.shards().size()), [&](std::int64_t si, int) {
+          const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
+          const std::int64_t n = shard.rows;
+          const std::string name = taxonomy::base_name(shard.path);
+          ShardState prev;
+          if (l == 1) {
+            prev.node.assign(static_cast<std::size_t>(n), 0);
+            prev.dist.assign(static_cast<std::size_t>(n), 0.f);
+          } else {
+            prev = read_shard_state(st, s.path(state_dir(l - 1) + name), n, l - 1);
+          }
+          ShardState cur;
+          cur.node.assign(static_cast<std::size_t>(n), -1);
+          cur.paths.assign(static_cast<std::size_t>(n * l), -1);
+          cur.dist = prev.dist;
+          std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
+          if (n > 0) {
+            BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
+            Batch batch;
+            while (reader.next(&batch)) {
+              check_finite(batch, data);
+              if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+              const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
+              s.tree.descend(l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
+                             cur.dist.data() + r0, knn);
+              for (std::int64_t i = 0; i < m; ++i) {
+                const std::int64_t r = r0 + i;
+                for (int t = 0; t < l - 1; ++t)
+                  cur.paths[static_cast<std::size_t>(r * l + t)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + t)];
+                cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
+                const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
+                if (nd < 0) continue;
+                ++counts[static_cast<std::size_t>(nd)];
+                inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
+                if (collect) {
+                  const Id id = shard.global_begin + r;
+                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l + 1)), id);
+                }
+              }
+              bar.add(m);
+            }
+          }
+          write_shard_state(st, s.path(state_dir(l) + name), cur, l);
+        });
+      } catch (...) {
+        if (l == 1 && done == 0) cleanup_uncommitted();
+        throw;
+      }
+    }
+    lr.assign_seconds = since(t_assign);
+    auto& lv = s.tree.mutable_level(l);
+    lv.count = counts;
+    lv.inertia = inertia;
+    for (std::int64_t c : counts) lr.points += c;
+    for (double v : inertia) lr.inertia += v;
+    lr.nodes = n_nodes;
+    points_levels += N;
+
+    // ---- 4. Commit: model files, next samples, then the manifest -------------------
+    {
+      std::vector<std::int64_t> nodes(static_cast<std::size_t>(2 * n_nodes));
+      for (std::int64_t i = 0; i < n_nodes; ++i) {
+        nodes[static_cast<std::size_t>(2 * i)] = lv.parent[static_cast<std::size_t>(i)];
+        nodes[static_cast<std::size_t>(2 * i + 1)] = counts[static_cast<std::size_t>(i)];
+      }
+      const std::int64_t cshape[2] = {n_nodes, d};
+      const std::int64_t nshape[2] = {n_nodes, 2};
+      write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
+      write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
+      io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes});
+      if (collect) {
+        std::vector<std::int64_t> offsets, ids, prio;
+        next.flatten(&offsets, &ids, &prio);
+        const std::string p = s.path(samples_prefix(l + 1));
+        const std::int64_t o_shape[1] = {static_cast<std::int64_t>(offsets.size())};
+        const std::int64_t i_shape[1] = {static_cast<std::int64_t>(ids.size())};
+        write_npy(st, p + ".offsets.npy", std::span<const std::int64_t>(offsets), o_shape);
+        write_npy(st, p + ".ids.npy", std::span<const std::int64_t>(ids), i_shape);
+        write_npy(st, p + ".priorities.npy", std::span<const std::int64_t>(prio), i_shape);
+      }
+      lr.seconds = since(t_level);
+      json::Value entries = json::Value::array();
+      for (const json::Value& e : level_entries.as_array())
+        if (e["level"].as_int() < l) entries.push_back(e);
+      entries.push_back(level_json(s.tree, l, lr));
+      level_entries = entries;
+      manifest.set("levels", level_entries);
+      manifest.set("levels_done", l);
+      st.write_atomic(manifest_path, json::dump(manifest, 2));
+      // The previous level's state is no longer needed.
+      if (l > 1) {
+        const std::string old = s.path(state_dir(l - 1));
+        for (const auto& name : st.list(old)) st.remove(old + name);
+        st.remove(old);
+        const std::string p = s.path(samples_prefix(l));
+        for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(p + suffix);
+      }
+    }
+    report.levels.push_back(lr);
+    samples = std::move(next);
+    log("level " + std::to_string(l) + "/" + std::to_string(L) + ": " + std::to_string(n_nodes) +
+        " nodes, inertia " + std::to_string(lr.inertia) + ", " + std::to_string(lr.seconds) + " s");
+    if (options.stop_after_level == l && l < L)
+      throw_error(ErrorCode::kCancelled, "fit stopped after level " + std::to_string(l) + " (test hook)");
+  }
+
+  // ---- 5. Outputs, then the manifest says complete ----------------------------------
+  if (manifest["status"].as_string() != "complete") {
+    for (const auto& shard : data.shards()) {
+      const std::string name = taxonomy::base_name(shard.path);
+      ShardState fin = read_shard_state(st, s.path(state_dir(L) + name), shard.rows, L);
+      write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin,
+                    fin.paths, fin.dist, L);
+    }
+    manifest.set("status", "complete");
+    manifest.set("output_uri", output_uri);
+    st.write_atomic(manifest_path, json::dump(manifest, 2));
+    const std::string last = s.path(state_dir(L));
+    for (const auto& name : st.list(last)) st.remove(last + name);
+    st.remove(last);
+    st.remove(s.path("state"));
+  }
+  s.manifest = std::move(manifest);
+  s.fitted = true;
+  report.points = N;
+  report.seconds = since(t_fit);
+  report.points_levels_per_second = report.seconds > 0 ? static_cast<double>(points_levels) / report.seconds : 0;
+  return report;
+}
+
+void TaxonomyEngine::predict(const std::string& input_uri, const std::string& output_uri,
+                             const FitOptions& options) const {
+  const Impl& s = *impl_;
+  if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
+  Dataset data = Dataset::open(input_uri);
+  if (data.dim() != s.tree.dim())
+    throw_error(ErrorCode::kInvalidArgument, "dataset '" + input_uri + "' has dim " +
+                                                 std::to_string(data.dim()) + ", taxonomy has dim " +
+                                                 std::to_string(s.tree.dim()));
+  check_unique_stems(data);
+  std::string out_root;
+  auto out_storage = open_storage_for_uri(output_uri, &out_root);
+  const int L = s.tree.levels();
+  Progress bar("predict", data.rows(), "pts", options.progress);
+  for (std::size_t si = 0; si < data.shards().size(); ++si) {
+    const ShardInfo& shard = data.shards()[si];
+    std::vector<std::int32_t> paths(static_cast<std::size_t>(shard.rows * L), -1);
+    std::vector<float> dist(static_cast<std::size_t>(shard.rows), 0.f);
+    if (shard.rows > 0) {
+      BatchReader reader(data, si, s.config.batch_rows);
+      Batch batch;
+      while (reader.next(&batch)) {
+        check_finite(batch, data);
+        Prediction p = this->predict(batch.view);
+        std::copy(p.paths.begin(), p.paths.end(), paths.begin() + batch.local_begin * L);
+        std::copy(p.distances.begin(), p.distances.end(), dist.begin() + batch.local_begin);
+        bar.add(batch.view.rows);
+      }
+    }
+    write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin, paths, dist, L);
+  }
+}
+
+}  // namespace megatax

@@ -1,0 +1,113 @@
+#include "taxonomy/tree.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/parallel.h"
+#include "megatax/error.h"
+
+namespace megatax::taxonomy {
+
+std::int64_t Tree::nodes(int level) const {
+  if (level == 0) return 1;
+  return this->level(level).nodes();
+}
+
+void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> parent) {
+  const int l = levels() + 1;
+  const std::int64_t n = static_cast<std::int64_t>(parent.size());
+  if (static_cast<std::int64_t>(centroids.size()) != n * dim_)
+    throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": centroid count mismatch");
+  const std::int64_t n_parents = nodes(l - 1);
+  TreeLevel lv;
+  lv.child_begin.assign(static_cast<std::size_t>(n_parents + 1), 0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t p = parent[static_cast<std::size_t>(i)];
+    if (p < 0 || p >= n_parents || (i > 0 && p < parent[static_cast<std::size_t>(i - 1)]))
+      throw_error(ErrorCode::kDataLoss, "level " + std::to_string(l) + ": node " +
+                                            std::to_string(i) + " has an invalid parent " +
+                                            std::to_string(p));
+    ++lv.child_begin[static_cast<std::size_t>(p + 1)];
+  }
+  for (std::int64_t j = 0; j < n_parents; ++j)
+    lv.child_begin[static_cast<std::size_t>(j + 1)] += lv.child_begin[static_cast<std::size_t>(j)];
+  lv.packed.resize(static_cast<std::size_t>(n_parents));
+  for (std::int64_t j = 0; j < n_parents; ++j) {
+    const std::int64_t b = lv.child_begin[static_cast<std::size_t>(j)];
+    const std::int64_t e = lv.child_begin[static_cast<std::size_t>(j + 1)];
+    if (e == b) continue;
+    auto pm = std::make_unique<kernels::PackedMatrix>(dim_, DType::kF32);
+    pm->append(f32_view(centroids.data() + b * dim_, e - b, dim_));
+    lv.packed[static_cast<std::size_t>(j)] = std::move(pm);
+  }
+  lv.centroids = std::move(centroids);
+  lv.parent = std::move(parent);
+  lv.count.assign(static_cast<std::size_t>(n), 0);
+  lv.inertia.assign(static_cast<std::size_t>(n), 0.0);
+  levels_.push_back(std::move(lv));
+}
+
+void Tree::truncate(int keep) {
+  if (keep < levels()) levels_.resize(static_cast<std::size_t>(keep));
+}
+
+void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
+                   std::int32_t* node, std::int32_t* child, float* dist,
+                   const kernels::KnnOptions& options) const {
+  const TreeLevel& lv = this->level(level);
+  const std::int64_t n = rows.rows;
+  const std::int64_t n_parents = nodes(level - 1);
+  // Group rows by parent (counting sort keeps row order inside a group).
+  std::vector<std::int64_t> start(static_cast<std::size_t>(n_parents + 2), 0);
+  for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(prev[i] + 2)];
+  for (std::int64_t j = 0; j <= n_parents; ++j)
+    start[static_cast<std::size_t>(j + 1)] += start[static_cast<std::size_t>(j)];
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  {
+    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(fill[static_cast<std::size_t>(prev[i] + 1)]++)] = i;
+  }
+  // Rows at a leaf above (prev == -1) or at a leaf parent get no child.
+  std::vector<std::int64_t> active;  // parents with rows and children
+  for (std::int64_t j = -1; j < n_parents; ++j) {
+    const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
+    if (b == e) continue;
+    if (j >= 0 && lv.packed[static_cast<std::size_t>(j)]) {
+      active.push_back(j);
+      continue;
+    }
+    for (std::int64_t t = b; t < e; ++t) {
+      const std::int64_t i = order[static_cast<std::size_t>(t)];
+      node[i] = -1;
+      child[i] = -1;
+    }
+  }
+  const int threads = resolve_threads(options.threads, static_cast<std::int64_t>(active.size()));
+  // Many small groups: one thread per group; few large ones: threads inside the kernel.
+  kernels::KnnOptions inner = options;
+  if (active.size() > 1 && threads > 1) inner.threads = 1;
+  const int outer = active.size() > 1 ? threads : 1;
+  parallel_for(outer, static_cast<std::int64_t>(active.size()), [&](std::int64_t a, int) {
+    const std::int64_t j = active[static_cast<std::size_t>(a)];
+    const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
+    const std::int64_t m = e - b;
+    std::vector<float> buf(static_cast<std::size_t>(m * dim_));
+    for (std::int64_t t = 0; t < m; ++t) {
+      const std::int64_t i = order[static_cast<std::size_t>(b + t)];
+      convert_to_f32(rows.dtype, rows.row(i), static_cast<std::size_t>(dim_), buf.data() + t * dim_);
+    }
+    std::vector<std::int64_t> labels(static_cast<std::size_t>(m));
+    std::vector<float> d(static_cast<std::size_t>(m));
+    kernels::nearest(f32_view(buf.data(), m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,
+                     labels.data(), d.data(), inner);
+    const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(j)];
+    for (std::int64_t t = 0; t < m; ++t) {
+      const std::int64_t i = order[static_cast<std::size_t>(b + t)];
+      child[i] = static_cast<std::int32_t>(labels[static_cast<std::size_t>(t)]);
+      node[i] = static_cast<std::int32_t>(first_child + labels[static_cast<std::size_t>(t)]);
+      dist[i] = d[static_cast<std::size_t>(t)];
+    }
+  });
+}
+
+}  // namespace megatax::taxonomy

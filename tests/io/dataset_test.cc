@@ -1,0 +1,276 @@
+// Dataset: shards behind a glob, global ids, batch iteration, consistency checks and
+// non-finite detection.
+#include "megatax/dataset.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "io/fault_injection_storage.h"
+#include "io/io_test_util.h"
+#include "io/memory_storage.h"
+#include "io/posix_storage.h"
+#include "megatax/error.h"
+#include "megatax/storage.h"
+#include "megatax/vector_format.h"
+
+namespace megatax {
+namespace {
+
+using testing_io::Bytes;
+using testing_io::expect_error;
+using testing_io::ScratchDir;
+
+std::vector<float> random_matrix(std::mt19937_64& rng, std::int64_t n, std::int64_t d) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(n * d));
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+std::string fvecs_bytes(const std::vector<float>& x, std::int64_t d) {
+  Bytes b;
+  for (std::size_t i = 0; i < x.size(); i += static_cast<std::size_t>(d)) {
+    b.i32(static_cast<std::int32_t>(d));
+    for (std::int64_t j = 0; j < d; ++j) b.f32(x[i + j]);
+  }
+  return b.str();
+}
+
+std::string fbin_bytes(const std::vector<float>& x, std::int64_t d) {
+  Bytes b;
+  b.u32(static_cast<std::uint32_t>(x.size() / d)).u32(static_cast<std::uint32_t>(d));
+  for (float v : x) b.f32(v);
+  return b.str();
+}
+
+// Shards in mixed formats (npy f32, npy f16, fbin, fvecs, empty ones), globbed out of
+// order; every row comes back once, in global-id order, with the right values.
+TEST(DatasetTest, GlobSortedShardsGlobalIdsAndBatches) {
+  MEGATAX_SEEDED_RNG(rng);
+  ScratchDir dir;
+  const std::int64_t d = 1 + static_cast<std::int64_t>(rng() % 70);
+  struct Shard {
+    std::string name;
+    std::int64_t rows;
+  };
+  // Names chosen so that creation order differs from sorted order.
+  const std::vector<Shard> plan = {
+      {"part-03.fvecs", static_cast<std::int64_t>(rng() % 300)},
+      {"part-00.npy", 1 + static_cast<std::int64_t>(rng() % 500)},
+      {"part-02.fbin", static_cast<std::int64_t>(rng() % 400)},
+      {"part-01.npy", 0},  // empty shard
+      {"part-04.npy", 1 + static_cast<std::int64_t>(rng() % 200)},  // stored as f16
+      {"part-05.fvecs", 0},  // empty, no dim recorded
+  };
+  io::PosixStorage posix;
+  std::map<std::string, std::vector<float>> want;  // f32 values as read back
+  for (const Shard& sh : plan) {
+    std::vector<float> x = random_matrix(rng, sh.rows, d);
+    const std::string path = dir / ("shards/" + sh.name);
+    const std::array<std::int64_t, 2> shape{sh.rows, d};
+    if (sh.name == "part-04.npy") {
+      write_npy(posix, path, MatrixView(x.data(), sh.rows, d, DType::kF32), NpyType::kF16);
+      for (float& v : x) v = f16_to_f32(f32_to_f16(v));
+    } else if (sh.name.ends_with(".npy")) {
+      write_npy(posix, path, std::span<const float>(x), shape);
+    } else if (sh.name.ends_with(".fbin")) {
+      posix.write_atomic(path, fbin_bytes(x, d));
+    } else {
+      posix.write_atomic(path, fvecs_bytes(x, d));
+    }
+    want[path] = std::move(x);
+  }
+  posix.write_atomic(dir / "shards/README.txt", "not a shard");  // outside the glob
+
+  const Dataset ds = Dataset::open("file://" + dir.path() + "/shards/part-*");
+  ASSERT_EQ(ds.shards().size(), plan.size());
+  EXPECT_EQ(ds.dim(), d);
+  EXPECT_EQ(ds.dtype(), DType::kF32);  // f32 and f16 mixed
+  std::int64_t offset = 0;
+  for (std::size_t s = 0; s < ds.shards().size(); ++s) {
+    const ShardInfo& info = ds.shards()[s];
+    // Sorted by name: shard s is "<dir>/shards/part-0<s>.<ext>".
+    EXPECT_EQ(info.path.substr(0, info.path.rfind('.')),
+              dir / ("shards/part-0" + std::to_string(s)));
+    EXPECT_EQ(info.global_begin, offset);
+    EXPECT_EQ(info.dim, d);
+    EXPECT_EQ(static_cast<std::size_t>(info.rows * d), want[info.path].size());
+    offset += info.rows;
+  }
+  EXPECT_EQ(ds.rows(), offset);
+  EXPECT_EQ(ds.shards()[4].dtype, DType::kF16);
+  EXPECT_EQ(ds.shards()[2].format, VectorFormat::kFbin);
+
+  // Stream everything with a random batch size.
+  const std::int64_t batch_rows = 1 + static_cast<std::int64_t>(rng() % 130);
+  Id expect_id = 0;
+  for (std::size_t s = 0; s < ds.shards().size(); ++s) {
+    const std::vector<float>& x = want[ds.shards()[s].path];
+    BatchReader reader(ds, s, batch_rows);
+    Batch batch;
+    std::int64_t local = 0;
+    while (reader.next(&batch)) {
+      ASSERT_EQ(batch.global_begin, expect_id);
+      ASSERT_EQ(batch.local_begin, local);
+      ASSERT_EQ(batch.shard, s);
+      ASSERT_GE(batch.view.rows, 1);
+      ASSERT_LE(batch.view.rows, batch_rows);
+      ASSERT_EQ(batch.view.dim, d);
+      ASSERT_EQ(batch.view.dtype, DType::kF32);
+      ASSERT_EQ(batch.view.data, batch.data);
+      ASSERT_EQ(std::memcmp(batch.data, &x[local * d], batch.view.rows * d * 4), 0)
+          << "shard " << s << " rows from " << local;
+      check_finite(batch, ds);
+      expect_id += batch.view.rows;
+      local += batch.view.rows;
+    }
+    EXPECT_EQ(local, ds.shards()[s].rows);
+    EXPECT_EQ(reader.remaining(), 0);
+  }
+  EXPECT_EQ(expect_id, ds.rows());
+
+  // locate() agrees with the offsets; empty shards are skipped.
+  for (int trial = 0; trial < 200; ++trial) {
+    const Id id = static_cast<Id>(rng() % static_cast<std::uint64_t>(ds.rows()));
+    const ShardRow where = ds.locate(id);
+    const ShardInfo& info = ds.shards()[where.shard];
+    ASSERT_GT(info.rows, 0);
+    ASSERT_EQ(info.global_begin + where.row, id);
+    ASSERT_LT(where.row, info.rows);
+  }
+  expect_error([&] { ds.locate(ds.rows()); }, ErrorCode::kOutOfRange, {"global id"});
+
+  // A sub-range of one shard.
+  const std::int64_t r0 = ds.shards()[0].rows;
+  BatchReader part(ds, 0, 7, r0 / 3, r0 / 2);
+  Batch b;
+  std::int64_t seen = 0;
+  while (part.next(&b)) {
+    EXPECT_EQ(b.local_begin, r0 / 3 + seen);
+    seen += b.view.rows;
+  }
+  EXPECT_EQ(seen, r0 / 2 - r0 / 3);
+}
+
+TEST(DatasetTest, DimAndDtypeMismatchAndEmptyDatasets) {
+  io::MemoryStorage s;
+  const std::vector<float> a(2 * 1024, 0.0f), b(3 * 768, 0.0f);
+  const std::array<std::int64_t, 2> sa{2, 1024}, sb{3, 768};
+  write_npy(s, "/d/a.npy", std::span<const float>(a), sa);
+  write_npy(s, "/d/b.npy", std::span<const float>(b), sb);
+  expect_error([&] { Dataset::open(s, "/d/*.npy"); }, ErrorCode::kInvalidArgument,
+               {"shard /d/b.npy: dim 768, expected 1024 (from /d/a.npy)"});
+
+  const std::vector<std::uint8_t> u(2 * 1024, 1);
+  write_npy(s, "/e/a.npy", std::span<const float>(a), sa);
+  write_npy(s, "/e/b.npy", MatrixView(u.data(), 2, 1024, DType::kU8));
+  expect_error([&] { Dataset::open(s, "/e/*.npy"); }, ErrorCode::kInvalidArgument,
+               {"shard /e/b.npy: dtype u8, expected a floating-point dtype like f32 (from /e/a.npy)"});
+
+  expect_error([&] { Dataset::open(s, "/nowhere/part-*.npy"); }, ErrorCode::kNotFound,
+               {"no files match '/nowhere/part-*.npy'"});
+  ScratchDir dir;
+  expect_error([&] { Dataset::open(dir / "part-*.npy"); }, ErrorCode::kNotFound,
+               {"no files match '" + dir / "part-*.npy'"});
+
+  const std::array<std::int64_t, 2> empty{0, 16};
+  write_npy(s, "/f/a.npy", nullptr, NpyType::kF32, empty);
+  s.write_atomic("/f/b.fvecs", "");
+  expect_error([&] { Dataset::open(s, "/f/*"); }, ErrorCode::kInvalidArgument,
+               {"dataset '/f/*': all 2 shard(s) are empty (0 rows)"});
+
+  // A bad shard's own error names it.
+  s.write_atomic("/g/a.npy", "garbage");
+  expect_error([&] { Dataset::open(s, "/g/*.npy"); }, ErrorCode::kDataLoss,
+               {"file /g/a.npy: not an .npy file"});
+
+  expect_error([&] { Dataset::open("s3://bucket/emb/*.npy"); }, ErrorCode::kUnimplemented,
+               {"Arrow filesystem backend (not built)"});
+}
+
+TEST(DatasetTest, U8DatasetAndBatchArguments) {
+  io::MemoryStorage s;
+  std::vector<std::uint8_t> u(5 * 3);
+  for (std::size_t i = 0; i < u.size(); ++i) u[i] = static_cast<std::uint8_t>(250 + i % 6);
+  write_npy(s, "u/a.npy", MatrixView(u.data(), 5, 3, DType::kU8));
+  s.write_atomic("u/b.u8bin", Bytes().u32(1).u32(3).u8(1).u8(2).u8(3).str());
+  const Dataset ds = Dataset::open(s, "u/*");
+  EXPECT_EQ(ds.dtype(), DType::kU8);
+  EXPECT_EQ(ds.rows(), 6);
+  BatchReader r(ds, 1, 100);
+  Batch b;
+  ASSERT_TRUE(r.next(&b));
+  EXPECT_EQ(b.global_begin, 5);
+  EXPECT_EQ(b.data[2], 3.0f);
+  EXPECT_FALSE(r.next(&b));
+  expect_error([&] { BatchReader(ds, 0, 0); }, ErrorCode::kInvalidArgument,
+               {"shard u/a.npy: batch_rows 0 must be >= 1"});
+  expect_error([&] { BatchReader(ds, 0, 4, 2, 9); }, ErrorCode::kOutOfRange,
+               {"shard u/a.npy: row range [2, 9) is not inside [0, 5)"});
+  expect_error([&] { BatchReader(ds, 2, 4); }, ErrorCode::kOutOfRange, {"shard index 2"});
+}
+
+TEST(DatasetTest, NonFiniteRowsAreNamed) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage s;
+  const std::int64_t d = 8;
+  std::vector<float> a = random_matrix(rng, 10, d), b = random_matrix(rng, 20, d);
+  const std::int64_t bad_row = 3 + static_cast<std::int64_t>(rng() % 15);
+  b[bad_row * d + 5] = std::numeric_limits<float>::quiet_NaN();
+  const std::array<std::int64_t, 2> sa{10, d}, sb{20, d};
+  write_npy(s, "x/a.npy", std::span<const float>(a), sa);
+  write_npy(s, "x/b.npy", std::span<const float>(b), sb);
+  const Dataset ds = Dataset::open(s, "x/*.npy");
+  BatchReader r(ds, 1, 64);
+  Batch batch;
+  ASSERT_TRUE(r.next(&batch));
+  expect_error([&] { check_finite(batch, ds); }, ErrorCode::kDataLoss,
+               {"shard x/b.npy: row " + std::to_string(bad_row) + " (global id " +
+                    std::to_string(10 + bad_row) + ") has a non-finite value (nan) in column 5"});
+  // Inf, and f16 / bf16 views.
+  b[bad_row * d + 5] = -std::numeric_limits<float>::infinity();
+  expect_error([&] { check_finite(f32_view(b.data(), 20, d), "f.npy", 0, 100); },
+               ErrorCode::kDataLoss, {"row " + std::to_string(bad_row), "(-inf) in column 5"});
+  std::vector<std::uint16_t> h(2 * d, f32_to_f16(1.0f));
+  check_finite(MatrixView(h.data(), 2, d, DType::kF16), "h.npy", 0, 0);
+  h[d + 1] = 0x7C00;  // +inf
+  expect_error([&] { check_finite(MatrixView(h.data(), 2, d, DType::kF16), "h.npy", 7, 70); },
+               ErrorCode::kDataLoss, {"shard h.npy: row 8 (global id 71)", "(inf) in column 1"});
+  std::vector<std::uint16_t> bf(d, f32_to_bf16(2.0f));
+  bf[0] = 0x7FC0;  // NaN
+  expect_error([&] { check_finite(MatrixView(bf.data(), 1, d, DType::kBF16), "bf", 0, 0); },
+               ErrorCode::kDataLoss, {"(nan) in column 0"});
+}
+
+// Reading through a failing storage surfaces the error; a retry of next() continues.
+TEST(DatasetTest, ReadFaultsPropagateAndNextCanBeRetried) {
+  io::MemoryStorage mem;
+  std::vector<float> x(40 * 4);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  const std::array<std::int64_t, 2> shape{40, 4};
+  write_npy(mem, "y/a.npy", std::span<const float>(x), shape);
+  io::FaultInjectionStorage faulty(mem);
+  const Dataset ds = Dataset::open(faulty, "y/*.npy");
+  BatchReader r(ds, 0, 16);
+  Batch b;
+  ASSERT_TRUE(r.next(&b));
+  faulty.fail_read(1, io::ReadFault::kError, ErrorCode::kUnavailable);
+  expect_error([&] { r.next(&b); }, ErrorCode::kUnavailable, {"injected fault", "y/a.npy"});
+  ASSERT_TRUE(r.next(&b));
+  EXPECT_EQ(b.local_begin, 16);
+  EXPECT_EQ(b.data[0], 64.0f);
+  ASSERT_TRUE(r.next(&b));
+  EXPECT_EQ(b.view.rows, 8);
+  EXPECT_FALSE(r.next(&b));
+}
+
+}  // namespace
+}  // namespace megatax

@@ -1,0 +1,383 @@
+// Storage contract tests, run against every implementation (POSIX and in-memory), plus
+// POSIX-only failure paths (real OS errors), the fault-injection wrapper, glob matching
+// and URI dispatch.
+#include "megatax/storage.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/fault_injection_storage.h"
+#include "io/memory_storage.h"
+#include "io/posix_storage.h"
+#include "io/io_test_util.h"
+
+namespace megatax {
+namespace {
+
+using io::FaultInjectionStorage;
+using io::MemoryStorage;
+using io::PosixStorage;
+using testing_io::expect_error;
+using testing_io::ScratchDir;
+
+// ---- The contract, for both implementations --------------------------------------------
+
+class StorageContractTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "posix") {
+      storage_ = std::make_unique<PosixStorage>();
+      root_ = scratch_.path();
+    } else {
+      storage_ = std::make_unique<MemoryStorage>();
+      root_ = "/root";
+    }
+  }
+  std::string p(const std::string& name) const { return root_ + "/" + name; }
+
+  ScratchDir scratch_;
+  std::unique_ptr<Storage> storage_;
+  std::string root_;
+};
+
+TEST_P(StorageContractTest, WriteCreatesParentsAndReadsBackRanges) {
+  Storage& s = *storage_;
+  const std::string path = p("a/b/c.bin");
+  std::string data(10000, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + 3);
+  s.write_atomic(path, data);
+  EXPECT_TRUE(s.exists(path));
+  EXPECT_TRUE(s.exists(p("a/b")));
+  EXPECT_FALSE(s.exists(p("a/x")));
+  EXPECT_EQ(s.size(path), data.size());
+  std::string part(100, '\0');
+  s.read_range(path, 1234, 100, part.data());
+  EXPECT_EQ(part, data.substr(1234, 100));
+  s.read_range(path, data.size(), 0, nullptr);  // empty read at the end is fine
+  EXPECT_EQ(read_all(s, path), data);
+
+  // Replace with a gather of pieces.
+  const std::string x = "hello ", y = "world";
+  const ByteSpan pieces[] = {{x.data(), x.size()}, {nullptr, 0}, {y.data(), y.size()}};
+  s.write_atomic_gather(path, pieces);
+  EXPECT_EQ(read_all(s, path), "hello world");
+}
+
+TEST_P(StorageContractTest, ShortReadIsDataLossNamingPathAndOffset) {
+  Storage& s = *storage_;
+  const std::string path = p("short.bin");
+  s.write_atomic(path, std::string(50, 'x'));
+  char buf[64];
+  expect_error([&] { s.read_range(path, 40, 20, buf); }, ErrorCode::kDataLoss,
+               {"short read", path, "offset 40", "wanted 20", "got 10", "file is 50 bytes"});
+  expect_error([&] { s.read_range(path, 60, 1, buf); }, ErrorCode::kDataLoss,
+               {"short read", path, "offset 60"});
+}
+
+TEST_P(StorageContractTest, MissingPathsAreNotFound) {
+  Storage& s = *storage_;
+  char buf[4];
+  expect_error([&] { s.read_range(p("nope.bin"), 0, 4, buf); }, ErrorCode::kNotFound,
+               {p("nope.bin")});
+  expect_error([&] { s.size(p("nope.bin")); }, ErrorCode::kNotFound, {p("nope.bin")});
+  expect_error([&] { s.list(p("nodir")); }, ErrorCode::kNotFound, {p("nodir")});
+  EXPECT_FALSE(s.exists(p("nope.bin")));
+  EXPECT_FALSE(s.remove(p("nope.bin")));
+}
+
+TEST_P(StorageContractTest, ListIsSortedAndShowsFilesAndDirs) {
+  Storage& s = *storage_;
+  for (const char* name : {"b", "a", "c10", "c2", ".hidden"}) s.write_atomic(p(std::string("d/") + name), "x");
+  s.make_dirs(p("d/sub"));
+  const std::vector<std::string> want = {".hidden", "a", "b", "c10", "c2", "sub"};
+  EXPECT_EQ(s.list(p("d")), want);
+  EXPECT_EQ(s.list(p("d/sub")), std::vector<std::string>{});
+  expect_error([&] { s.list(p("d/a")); }, ErrorCode::kInvalidArgument, {"not a directory"});
+}
+
+TEST_P(StorageContractTest, GlobSortsByNameAndMatchesFilesOnly) {
+  Storage& s = *storage_;
+  const std::vector<std::string> names = {"part-10.npy", "part-2.npy", "part-1.npy",
+                                          "part-3.fbin", ".part-9.npy", "other.npy",
+                                          "part-a.npy",  "part-[x].npy"};
+  for (const auto& n : names) s.write_atomic(p("shards/" + n), "x");
+  s.make_dirs(p("shards/part-dir.npy"));  // a directory that matches: not returned
+
+  EXPECT_EQ(s.glob(p("shards/part-*.npy")),
+            (std::vector<std::string>{p("shards/part-1.npy"), p("shards/part-10.npy"),
+                                      p("shards/part-2.npy"), p("shards/part-[x].npy"),
+                                      p("shards/part-a.npy")}));
+  EXPECT_EQ(s.glob(p("shards/part-?.npy")),
+            (std::vector<std::string>{p("shards/part-1.npy"), p("shards/part-2.npy"),
+                                      p("shards/part-a.npy")}));
+  EXPECT_EQ(s.glob(p("shards/part-[0-9]*.npy")),
+            (std::vector<std::string>{p("shards/part-1.npy"), p("shards/part-10.npy"),
+                                      p("shards/part-2.npy")}));
+  EXPECT_EQ(s.glob(p("shards/part-[!0-9].npy")),
+            (std::vector<std::string>{p("shards/part-a.npy")}));
+  EXPECT_EQ(s.glob(p("shards/part-\\[x].npy")),
+            (std::vector<std::string>{p("shards/part-[x].npy")}));
+  EXPECT_EQ(s.glob(p("shards/.part-*")), (std::vector<std::string>{p("shards/.part-9.npy")}));
+  EXPECT_EQ(s.glob(p("shards/*")).size(), 7u);  // all files but the hidden one and the dir
+  // Literal patterns: the file if it exists.
+  EXPECT_EQ(s.glob(p("shards/other.npy")), (std::vector<std::string>{p("shards/other.npy")}));
+  EXPECT_TRUE(s.glob(p("shards/missing.npy")).empty());
+  EXPECT_TRUE(s.glob(p("shards/part-dir.npy")).empty());
+  // No match / missing directory: empty, not an error.
+  EXPECT_TRUE(s.glob(p("shards/*.parquet")).empty());
+  EXPECT_TRUE(s.glob(p("nodir/*.npy")).empty());
+  // Wildcards before the last component are refused.
+  expect_error([&] { s.glob(p("sh*/part-1.npy")); }, ErrorCode::kInvalidArgument,
+               {"last path component"});
+}
+
+TEST_P(StorageContractTest, RemoveAndMakeDirs) {
+  Storage& s = *storage_;
+  s.make_dirs(p("x/y/z"));
+  s.make_dirs(p("x/y/z"));  // idempotent
+  EXPECT_TRUE(s.exists(p("x/y/z")));
+  s.write_atomic(p("x/f"), "1");
+  expect_error([&] { s.make_dirs(p("x/f/g")); }, ErrorCode::kInvalidArgument, {p("x/f")});
+  expect_error([&] { s.write_atomic(p("x/f/g"), "2"); }, ErrorCode::kInvalidArgument, {});
+  expect_error([&] { s.remove(p("x/y")); }, ErrorCode::kIoError, {"not empty"});
+  EXPECT_TRUE(s.remove(p("x/f")));
+  EXPECT_FALSE(s.exists(p("x/f")));
+  EXPECT_TRUE(s.remove(p("x/y/z")));
+  EXPECT_FALSE(s.exists(p("x/y/z")));
+  expect_error([&] { s.size(p("x/y")); }, ErrorCode::kInvalidArgument, {"directory"});
+  expect_error([&] { s.write_atomic(p("x/y"), "z"); }, ErrorCode::kInvalidArgument, {});
+}
+
+// The fault-injection wrapper makes the write fail: the old file stays, no temp is left.
+TEST_P(StorageContractTest, FailedAtomicWriteKeepsOldFileAndLeavesNoTemp) {
+  FaultInjectionStorage faulty(*storage_);
+  const std::string path = p("out/centroids.npy");
+  faulty.write_atomic(path, "old contents");
+  faulty.fail_write(2);
+  faulty.write_atomic(p("out/other"), "1");  // write #1 from arming: passes
+  expect_error([&] { faulty.write_atomic(path, "new contents that never land"); },
+               ErrorCode::kIoError, {"injected fault", path});
+  EXPECT_EQ(read_all(*storage_, path), "old contents");
+  EXPECT_EQ(storage_->list(p("out")), (std::vector<std::string>{"centroids.npy", "other"}));
+  // The fault fired once; the next write goes through.
+  faulty.write_atomic(path, "new");
+  EXPECT_EQ(read_all(*storage_, path), "new");
+  // kAfterWrite: the call fails although the object was replaced (ambiguous outcome).
+  faulty.fail_write(1, io::WriteFault::kAfterWrite, ErrorCode::kUnavailable);
+  expect_error([&] { faulty.write_atomic(path, "newer"); }, ErrorCode::kUnavailable,
+               {"after the write completed"});
+  EXPECT_EQ(read_all(*storage_, path), "newer");
+  EXPECT_EQ(faulty.writes(), 5);
+}
+
+TEST_P(StorageContractTest, FaultInjectionFailsTheNthRead) {
+  FaultInjectionStorage faulty(*storage_);
+  const std::string path = p("r.bin");
+  faulty.write_atomic(path, std::string(100, 'r'));
+  char buf[100];
+  faulty.fail_read(2, io::ReadFault::kError, ErrorCode::kUnavailable);
+  faulty.read_range(path, 0, 10, buf);
+  expect_error([&] { faulty.read_range(path, 10, 10, buf); }, ErrorCode::kUnavailable,
+               {"injected fault", "read #2", path, "offset 10"});
+  faulty.read_range(path, 10, 10, buf);  // disarmed after firing
+  faulty.fail_read(1, io::ReadFault::kShortRead);
+  expect_error([&] { faulty.read_range(path, 0, 100, buf); }, ErrorCode::kDataLoss,
+               {"short read", path});
+  EXPECT_EQ(faulty.reads(), 4);
+}
+
+// Readers racing a writer see a whole old or a whole new object, never a mix.
+TEST_P(StorageContractTest, ConcurrentReadersSeeWholeObjects) {
+  Storage& s = *storage_;
+  const std::string path = p("race.bin");
+  constexpr std::size_t kSize = 1 << 16;
+  s.write_atomic(path, std::string(kSize, 'a'));
+  std::atomic<bool> stop{false};
+  std::atomic<int> torn{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      std::string buf(kSize, '\0');
+      while (!stop) {
+        s.read_range(path, 0, kSize, buf.data());
+        if (buf.find_first_not_of(buf[0]) != std::string::npos) ++torn;
+      }
+    });
+  }
+  for (int i = 0; i < 60; ++i) s.write_atomic(path, std::string(kSize, static_cast<char>('a' + i % 26)));
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(torn.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStorages, StorageContractTest, ::testing::Values("posix", "memory"),
+                         [](const auto& info) { return info.param; });
+
+// ---- POSIX: real OS failures --------------------------------------------------------
+
+std::vector<std::string> temp_files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp.") != std::string::npos) out.push_back(name);
+  }
+  return out;
+}
+
+// A write that fails half-way (file-size limit -> EFBIG) leaves the old file and no temp.
+TEST(PosixStorageTest, WriteFailingMidwayKeepsOldFileAndRemovesTemp) {
+  ScratchDir dir;
+  PosixStorage s;
+  const std::string path = dir / "level-1/centroids.npy";
+  s.write_atomic(path, "old");
+  struct rlimit old_limit {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  struct sigaction ignore {}, old_action {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGXFSZ, &ignore, &old_action), 0);
+  struct rlimit small = old_limit;
+  small.rlim_cur = 64 * 1024;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  const std::string big(4 << 20, 'n');  // 4 MiB: the write stops at 64 KiB
+  bool threw = false;
+  try {
+    s.write_atomic(path, big);
+  } catch (const Error& e) {
+    threw = true;
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot write"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("File too large"), std::string::npos) << e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  ::sigaction(SIGXFSZ, &old_action, nullptr);
+  EXPECT_TRUE(threw);
+  EXPECT_EQ(read_all(s, path), "old");
+  EXPECT_EQ(temp_files_in(dir / "level-1"), std::vector<std::string>{});
+}
+
+// rename() onto a non-empty directory fails: the directory is intact, no temp is left.
+TEST(PosixStorageTest, FailedRenameRemovesTemp) {
+  ScratchDir dir;
+  PosixStorage s;
+  s.write_atomic(dir / "target/inner", "keep");
+  // Linux: EISDIR (a file cannot replace a directory).
+  expect_error([&] { s.write_atomic(dir / "target", "x"); }, ErrorCode::kInvalidArgument,
+               {"cannot rename", dir / "target", "Is a directory"});
+  EXPECT_EQ(read_all(s, dir / "target/inner"), "keep");
+  EXPECT_EQ(temp_files_in(dir.path()), std::vector<std::string>{});
+}
+
+TEST(PosixStorageTest, ErrnoBecomesErrorWithStrerrorAndPath) {
+  ScratchDir dir;
+  PosixStorage s;
+  expect_error([&] { s.size(dir / "missing.npy"); }, ErrorCode::kNotFound,
+               {"cannot stat", dir / "missing.npy", "No such file or directory", "errno 2"});
+  s.write_atomic(dir / "f", "1");
+  ASSERT_EQ(::chmod((dir / "f").c_str(), 0), 0);
+  if (::geteuid() != 0) {  // root reads anything
+    char c;
+    expect_error([&] { s.read_range(dir / "f", 0, 1, &c); }, ErrorCode::kIoError,
+                 {"cannot open", dir / "f", "Permission denied"});
+  }
+}
+
+TEST(PosixStorageTest, WritesRelativePathsAndKeepsPatternText) {
+  ScratchDir dir;
+  PosixStorage s;
+  s.write_atomic(dir / "sub/./x1.npy", "1");
+  s.write_atomic(dir / "sub/x2.npy", "2");
+  EXPECT_EQ(s.glob(dir / "sub/./x*.npy"),
+            (std::vector<std::string>{dir / "sub/./x1.npy", dir / "sub/./x2.npy"}));
+  EXPECT_EQ(s.glob(dir / "sub//x?.npy"),
+            (std::vector<std::string>{dir / "sub//x1.npy", dir / "sub//x2.npy"}));
+}
+
+// ---- glob_match ----------------------------------------------------------------------
+
+TEST(GlobMatchTest, Table) {
+  struct Case {
+    const char* pattern;
+    const char* name;
+    bool match;
+  };
+  const Case cases[] = {
+      {"*", "abc", true},           {"*", "", true},
+      {"*", ".abc", false},         {".*", ".abc", true},
+      {"\\.*", ".abc", true},       {"a*c", "abbbc", true},
+      {"a*c", "abbbd", false},      {"a*b*c", "axbyc", true},
+      {"a*b*c", "axbyb", false},    {"?", "a", true},
+      {"?", "", false},             {"?", "ab", false},
+      {"part-??.npy", "part-01.npy", true},
+      {"part-??.npy", "part-1.npy", false},
+      {"[abc]", "b", true},         {"[abc]", "d", false},
+      {"[a-c]x", "bx", true},       {"[!a-c]x", "bx", false},
+      {"[^a-c]x", "dx", true},      {"[]]", "]", true},
+      {"[!]]", "a", true},          {"[!]]", "]", false},
+      {"[a-]", "-", true},          {"[", "[", true},
+      {"a[", "a[", true},           {"[x", "[x", true},
+      {"\\*", "*", true},           {"\\*", "a", false},
+      {"a\\", "a\\", true},         {"*.npy", "x.npy.tmp", false},
+      {"*.npy", ".x.npy", false},   {"**", "abc", true},
+      {"*a", "aaaa", true},         {"*?", "", false},
+      {"a*", "a/b", false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(glob_match(c.pattern, c.name), c.match)
+        << "pattern '" << c.pattern << "' name '" << c.name << "'";
+  }
+  EXPECT_TRUE(has_glob_wildcard("a*"));
+  EXPECT_TRUE(has_glob_wildcard("[a]"));
+  EXPECT_FALSE(has_glob_wildcard("a\\*"));
+  EXPECT_FALSE(has_glob_wildcard("/plain/path.npy"));
+}
+
+// ---- URI dispatch --------------------------------------------------------------------
+
+TEST(OpenStorageForUriTest, ChoosesByScheme) {
+  std::string path;
+  auto s = open_storage_for_uri("/data/x.npy", &path);
+  EXPECT_EQ(s->name(), "posix");
+  EXPECT_EQ(path, "/data/x.npy");
+  s = open_storage_for_uri("relative/x.npy", &path);
+  EXPECT_EQ(s->name(), "posix");
+  EXPECT_EQ(path, "relative/x.npy");
+  s = open_storage_for_uri("file:///data/my%20shards/x.npy", &path);
+  EXPECT_EQ(s->name(), "posix");
+  EXPECT_EQ(path, "/data/my shards/x.npy");
+  s = open_storage_for_uri("FILE://localhost/data/x.npy", &path);
+  EXPECT_EQ(path, "/data/x.npy");
+  s = open_storage_for_uri("mem://bucket/x.npy", &path);
+  EXPECT_EQ(s->name(), "memory");
+  EXPECT_EQ(path, "bucket/x.npy");
+
+  for (const char* uri : {"s3://bucket/emb/*.npy", "gs://b/x", "hdfs://nn/x", "abfs://c/x"}) {
+    expect_error([&] { open_storage_for_uri(uri); }, ErrorCode::kUnimplemented,
+                 {uri, "needs the Arrow filesystem backend (not built)"});
+  }
+  expect_error([&] { open_storage_for_uri("ftp://host/x"); }, ErrorCode::kInvalidArgument,
+               {"unknown scheme 'ftp'"});
+  expect_error([&] { open_storage_for_uri("file://otherhost/x"); },
+               ErrorCode::kInvalidArgument, {"otherhost", "file:///absolute/path"});
+  expect_error([&] { open_storage_for_uri("file:///bad%zzescape"); },
+               ErrorCode::kInvalidArgument, {"percent escape"});
+  expect_error([&] { open_storage_for_uri(""); }, ErrorCode::kInvalidArgument, {"empty"});
+}
+
+TEST(OpenStorageForUriTest, FileUriRoundTrip) {
+  ScratchDir dir;
+  std::string path;
+  auto s = open_storage_for_uri("file://" + (dir / "u/v.bin"), &path);
+  s->write_atomic(path, "payload");
+  EXPECT_EQ(testing_io::read_file(dir / "u/v.bin"), "payload");
+}
+
+}  // namespace
+}  // namespace megatax
