@@ -2,7 +2,7 @@
 //
 // fit_kmeans(x, params, assigner):
 //   1. Seeding (greedy k-means++ from params.seed): the first centroid is a uniformly drawn
-//      point; for each next one, 2 + ln(k) candidates are drawn with probability
+//      point; for each next one, 2 + 2 ln(k) candidates are drawn with probability
 //      proportional to their squared distance to the nearest centroid so far, and the one
 //      that lowers the total squared distance most is kept. Seeding looks at a subsample of at most
 //      init_sample_per_centroid * k points (drawn from the seed), which bounds its cost at

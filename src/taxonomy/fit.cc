@@ -165,6 +165,10 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
                                                  " points, fewer than branching_factor " +
                                                  std::to_string(cfg.branching_at(1)) + " at level 1");
   check_unique_stems(data);
+  for (const auto& shard : data.shards())
+    if (shard.rows == 0)
+      throw_error(ErrorCode::kInvalidArgument,
+                  shard.path + ": the shard has no rows (remove it from the input)");
   std::string out_root;
   std::unique_ptr<Storage> out_storage = open_storage_for_uri(output_uri, &out_root);
   s.open_storage();

@@ -41,7 +41,7 @@ const std::vector<std::int64_t> kDims = {1, 2, 3, 17, 127, 128, 129, 300, 1000, 
 const std::vector<std::int64_t> kQueryCounts = {1, 2, 5, 6, 7, 13, 16, 33};
 #endif
 const std::vector<std::int64_t> kPanelCounts = {1, 2, 3, 7};
-constexpr std::int64_t kDbPanels = 9;                          // >= max panel count + 2
+constexpr std::int64_t kDbPanels = 9;                         // >= max panel count + 2
 constexpr std::int64_t kDbRows = kDbPanels * kPanelRows - 5;  // last panel is partial
 
 constexpr float kDistanceSentinel = -12345.5f;
@@ -76,11 +76,13 @@ struct Database {
     std::vector<float> x(static_cast<std::size_t>(kDbRows * dim));
     for (std::int64_t i = 0; i < kDbRows; ++i) {
       const float s = scale(rng);
-      for (std::int64_t k = 0; k < dim; ++k) x[static_cast<std::size_t>(i * dim + k)] = s * normal(rng);
+      for (std::int64_t k = 0; k < dim; ++k)
+        x[static_cast<std::size_t>(i * dim + k)] = s * normal(rng);
     }
     pm.append(f32_view(x.data(), kDbRows, dim));
     stored.assign(static_cast<std::size_t>(kDbPanels * kPanelRows * dim), 0.f);
-    for (std::int64_t i = 0; i < kDbRows; ++i) pm.get_row_f32(i, &stored[static_cast<std::size_t>(i * dim)]);
+    for (std::int64_t i = 0; i < kDbRows; ++i)
+      pm.get_row_f32(i, &stored[static_cast<std::size_t>(i * dim)]);
   }
   const float* row(std::int64_t i) const { return &stored[static_cast<std::size_t>(i * pm.dim())]; }
 
@@ -92,10 +94,10 @@ struct Database {
 struct Problem {
   std::int64_t nq = 0, first_panel = 0, npanels = 0, dim = 0, dp = 0;
   std::int64_t ld_queries = 0, ld_distances = 0, ld_masks = 0;
-  std::vector<float> queries;               // nq x ld_queries; NaN past dp (never read)
-  std::vector<std::uint32_t> bf16_pairs;    // nq x dp/2 (bf16 only)
+  std::vector<float> queries;             // nq x ld_queries; NaN past dp (never read)
+  std::vector<std::uint32_t> bf16_pairs;  // nq x dp/2 (bf16 only)
   std::vector<float> query_norms, thresholds;
-  std::vector<double> ref, scale;           // float64 brute force and its scale, nq x 16np
+  std::vector<double> ref, scale;  // float64 brute force and its scale, nq x 16np
 };
 
 Problem make_problem(const Database& db, Metric metric, std::int64_t nq, std::int64_t npanels,
@@ -175,8 +177,8 @@ Problem make_problem(const Database& db, Metric metric, std::int64_t nq, std::in
 }
 
 struct Output {
-  std::vector<float> distances;       // (nq + 1) x ld_distances, sentinel-filled
-  std::vector<std::uint16_t> masks;   // (nq + 1) x ld_masks, sentinel-filled
+  std::vector<float> distances;      // (nq + 1) x ld_distances, sentinel-filled
+  std::vector<std::uint16_t> masks;  // (nq + 1) x ld_masks, sentinel-filled
 };
 
 Output run_kernel(SimdLevel level, const Database& db, Metric metric, const Problem& pr) {
@@ -211,13 +213,15 @@ testing::AssertionResult check_layout_and_masks(const Problem& pr, const Output&
     for (std::int64_t j = 0; j < pr.ld_distances; ++j) {
       const float d = out.distances[static_cast<std::size_t>(i * pr.ld_distances + j)];
       if ((i == pr.nq || j >= ncols) && bits(d) != bits(kDistanceSentinel))
-        return testing::AssertionFailure() << "distance padding written at (" << i << ", " << j << ")";
+        return testing::AssertionFailure()
+               << "distance padding written at (" << i << ", " << j << ")";
     }
     for (std::int64_t p = 0; p < pr.ld_masks; ++p) {
       const std::uint16_t m = out.masks[static_cast<std::size_t>(i * pr.ld_masks + p)];
       if (i == pr.nq || p >= pr.npanels) {
         if (m != kMaskSentinel)
-          return testing::AssertionFailure() << "mask padding written at (" << i << ", " << p << ")";
+          return testing::AssertionFailure()
+                 << "mask padding written at (" << i << ", " << p << ")";
         continue;
       }
       const float t = pr.thresholds[static_cast<std::size_t>(i)];
@@ -225,9 +229,9 @@ testing::AssertionResult check_layout_and_masks(const Problem& pr, const Output&
         const float d =
             out.distances[static_cast<std::size_t>(i * pr.ld_distances + kPanelRows * p + r)];
         if (((m >> r) & 1) != (d < t ? 1 : 0))
-          return testing::AssertionFailure()
-                 << "mask bit (" << i << ", panel " << p << ", row " << r << ") = " << ((m >> r) & 1)
-                 << " but distance " << d << (d < t ? " < " : " >= ") << "threshold " << t;
+          return testing::AssertionFailure() << "mask bit (" << i << ", panel " << p << ", row "
+                                             << r << ") = " << ((m >> r) & 1) << " but distance "
+                                             << d << (d < t ? " < " : " >= ") << "threshold " << t;
       }
     }
   }
@@ -262,9 +266,9 @@ testing::AssertionResult check_against_reference(const Problem& pr, const Output
       const double d = out.distances[static_cast<std::size_t>(i * pr.ld_distances + j)];
       const double tol = 1e-5 * (pr.scale[r] + 1);
       if (!(std::fabs(d - pr.ref[r]) <= tol))
-        return testing::AssertionFailure() << "distance (" << i << ", " << j << ") = " << d
-                                           << ", float64 reference " << pr.ref[r]
-                                           << " (tolerance " << tol << ")";
+        return testing::AssertionFailure()
+               << "distance (" << i << ", " << j << ") = " << d << ", float64 reference "
+               << pr.ref[r] << " (tolerance " << tol << ")";
     }
   return testing::AssertionSuccess();
 }
@@ -303,10 +307,10 @@ TEST_P(BlockKernelTest, MatchesScalarAndFloat64OverShapes) {
       const std::int64_t npanels = kPanelCounts[(qi + di) % kPanelCounts.size()];
       // Runs at panel 0, at the partial tail, or anywhere between.
       const std::int64_t last_start = kDbPanels - npanels;
-      const std::int64_t first_panel =
-          case_index % 3 == 0 ? 0
-          : case_index % 3 == 1 ? last_start
-                                : static_cast<std::int64_t>(rng() % (last_start + 1));
+      const std::int64_t first_panel = case_index % 3 == 0 ? 0
+                                       : case_index % 3 == 1
+                                           ? last_start
+                                           : static_cast<std::int64_t>(rng() % (last_start + 1));
       const Problem pr = make_problem(db, metric, nq, npanels, first_panel, rng);
       SCOPED_TRACE("dim " + std::to_string(dim) + ", nq " + std::to_string(nq) + ", panels [" +
                    std::to_string(first_panel) + ", +" + std::to_string(npanels) + ")");
@@ -315,8 +319,8 @@ TEST_P(BlockKernelTest, MatchesScalarAndFloat64OverShapes) {
       for (const SimdLevel level : levels) {
         SCOPED_TRACE(std::string("level ") + simd_level_name(level));
         const Output out = level == SimdLevel::kScalar ? scalar : run_kernel(level, db, metric, pr);
-        const bool native_bf16 = level == SimdLevel::kAvx512 && dtype == DType::kBF16 &&
-                                 cpu_has_avx512_bf16();
+        const bool native_bf16 =
+            level == SimdLevel::kAvx512 && dtype == DType::kBF16 && cpu_has_avx512_bf16();
         ASSERT_TRUE(check_layout_and_masks(pr, out));
         ASSERT_TRUE(check_against_scalar(pr, out, scalar, native_bf16 ? 1e-3 : 0.0));
         ASSERT_TRUE(check_against_reference(pr, out));

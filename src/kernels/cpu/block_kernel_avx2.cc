@@ -10,7 +10,7 @@
 // Loop nest (block_kernel.h): for each dimension slice (sized so that one panel's slice
 // stays in L1), for each panel, for each query tile. Partial sums of earlier slices wait
 // in the distances buffer (exact: they are floats); the last slice applies the epilogue.
-// Slices are only used when the panel data is reused by several query tiles.
+// One or two queries take another path: tiles over 4 or 2 panels, the dimension unsliced.
 //
 // Compiled with -mavx2 -mfma -mf16c (src/CMakeLists.txt); only called when the CPU has
 // them. No -ffast-math: nothing here may be reassociated.
@@ -27,11 +27,11 @@ namespace megatax::kernels {
 namespace {
 
 // ---- Tile policy ---------------------------------------------------------------------
-constexpr int kLanes = 8;                                // floats per ymm
-constexpr int kVecsPerPanel = kPanelRows / kLanes;       // 2 ymm hold one dim of a panel
+constexpr int kLanes = 8;                           // floats per ymm
+constexpr int kVecsPerPanel = kPanelRows / kLanes;  // 2 ymm hold one dim of a panel
 static_assert(kVecsPerPanel == 2, "the micro-kernel is written for 16-row panels");
-constexpr int kMaxTileQueries = 6;                       // MR: 6 x 2 = 12 accumulators
-constexpr int kMaxTilePanels = 4;                        // NP, used when nq is tiny
+constexpr int kMaxTileQueries = 6;  // MR: 6 x 2 = 12 accumulators
+constexpr int kMaxTilePanels = 4;   // NP, used when nq is tiny
 // Bytes of one panel's dimension slice: KC = kSliceBytes / (16 * dtype size), i.e.
 // KC = 256 dims for f32 and 512 for f16/bf16; the slice is reused by every query tile
 // from L1 while the queries' slice (nq x KC floats) streams from L2.
@@ -97,8 +97,8 @@ struct PanelLoader<DType::kBF16> {
 // bounds). `first`: start from zero, else from the partial sums in distances. `last`:
 // write the final distances and masks, else store the partial sums.
 template <DType T, int MR, int NP>
-void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k0,
-                std::int64_t k1, bool first, bool last) {
+void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k0, std::int64_t k1,
+                bool first, bool last) {
   const DistanceBlockArgs& a = *b.a;
   const float* q[MR];
   float* out[MR];
@@ -192,8 +192,8 @@ void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k
   }
 }
 
-using TileFn = void (*)(const Block&, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                        bool, bool);
+using TileFn = void (*)(const Block&, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool,
+                        bool);
 
 // The micro-tile for MR queries x NP panels. Instantiated shapes: MR 1..6 with NP = 1,
 // MR 1..2 with NP = 2 and MR 1 with NP = 4: <= 12 accumulators; one or two queries get the
@@ -244,10 +244,8 @@ void run_block(const DistanceBlockArgs& a) {
   const TileFn fn_small = tile_fn<T>(static_cast<int>(base), 1);
 
   // Dimension slices of near-equal even sizes <= KC; one slice when nothing is reused.
-  const std::int64_t kc_max =
-      static_cast<std::int64_t>(kSliceBytes / (kPanelRows * dtype_size(T)));
-  const std::int64_t nslices =
-      (a.dim_padded + kc_max - 1) / kc_max;
+  const std::int64_t kc_max = static_cast<std::int64_t>(kSliceBytes / (kPanelRows * dtype_size(T)));
+  const std::int64_t nslices = (a.dim_padded + kc_max - 1) / kc_max;
   const std::int64_t kc = ((a.dim_padded + nslices - 1) / nslices + 1) & ~std::int64_t{1};
 
   for (std::int64_t k0 = 0; k0 < a.dim_padded; k0 += kc) {

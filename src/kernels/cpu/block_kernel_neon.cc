@@ -10,7 +10,8 @@
 //
 // Loop nest: for each dimension slice (one panel's slice stays in L1), for each panel,
 // for each query tile; partial sums of earlier slices wait in the distances buffer (exact:
-// they are floats); the last slice applies the epilogue.
+// they are floats); the last slice applies the epilogue. One or two queries take another
+// path: tiles over 4 or 2 panels, the dimension unsliced.
 #include <arm_neon.h>
 
 #include <algorithm>
@@ -31,11 +32,11 @@ namespace megatax::kernels {
 namespace {
 
 // ---- Tile policy ---------------------------------------------------------------------
-constexpr int kLanes = 4;                                // floats per q-register
-constexpr int kVecsPerPanel = kPanelRows / kLanes;       // 4 registers hold one dim of a panel
+constexpr int kLanes = 4;                           // floats per q-register
+constexpr int kVecsPerPanel = kPanelRows / kLanes;  // 4 registers hold one dim of a panel
 static_assert(kVecsPerPanel == 4, "the micro-kernel is written for 16-row panels");
-constexpr int kMaxTileQueries = 6;                       // MR: 6 x 4 = 24 accumulators of 32
-constexpr int kMaxTilePanels = 4;                        // NP, used when nq is tiny
+constexpr int kMaxTileQueries = 6;  // MR: 6 x 4 = 24 accumulators of 32
+constexpr int kMaxTilePanels = 4;   // NP, used when nq is tiny
 // Bytes of one panel's dimension slice: KC = 256 dims for f32, 512 for f16/bf16.
 constexpr std::size_t kSliceBytes = 16 * 1024;
 
@@ -98,8 +99,8 @@ struct PanelLoader<DType::kBF16> {
 // bounds). `first`: start from zero, else from the partial sums in distances. `last`:
 // write the final distances and masks, else store the partial sums.
 template <DType T, int MR, int NP>
-void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k0,
-                std::int64_t k1, bool first, bool last) {
+void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k0, std::int64_t k1,
+                bool first, bool last) {
   const DistanceBlockArgs& a = *b.a;
   const float* q[MR];
   float* out[MR];
@@ -158,10 +159,9 @@ void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k
   // (fmax would turn NaN and -0 differently). IP: d = -acc. Masks: lane r of the
   // comparison contributes bit r through the weights 1, 2, 4, ... 2^15.
   const float32x4_t zero = vdupq_n_f32(0.f);
-  static constexpr std::uint32_t kWeights[kPanelRows] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
-                                                        1u << 4,  1u << 5,  1u << 6,  1u << 7,
-                                                        1u << 8,  1u << 9,  1u << 10, 1u << 11,
-                                                        1u << 12, 1u << 13, 1u << 14, 1u << 15};
+  static constexpr std::uint32_t kWeights[kPanelRows] = {
+      1u << 0, 1u << 1, 1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+      1u << 8, 1u << 9, 1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15};
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     const float32x4_t threshold = vld1q_dup_f32(a.thresholds + q0 + i);
@@ -181,15 +181,16 @@ void micro_tile(const Block& b, std::int64_t q0, std::int64_t p0, std::int64_t k
           d = vnegq_f32(acc[i][j][h]);
         }
         vst1q_f32(out[i] + j * kPanelRows + h * kLanes, d);
-        bits = vorrq_u32(bits, vandq_u32(vcltq_f32(d, threshold), vld1q_u32(kWeights + h * kLanes)));
+        bits =
+            vorrq_u32(bits, vandq_u32(vcltq_f32(d, threshold), vld1q_u32(kWeights + h * kLanes)));
       }
       mask[j] = static_cast<std::uint16_t>(vaddvq_u32(bits));
     }
   }
 }
 
-using TileFn = void (*)(const Block&, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                        bool, bool);
+using TileFn = void (*)(const Block&, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool,
+                        bool);
 
 // The micro-tile for MR queries x NP panels. Instantiated shapes: MR 1..6 with NP = 1,
 // MR 1..2 with NP = 2 and MR 1 with NP = 4: <= 24 accumulators; one or two queries get 16
@@ -239,8 +240,7 @@ void run_block(const DistanceBlockArgs& a) {
   const TileFn fn_small = tile_fn<T>(static_cast<int>(base), 1);
 
   // Dimension slices of near-equal even sizes <= KC.
-  const std::int64_t kc_max =
-      static_cast<std::int64_t>(kSliceBytes / (kPanelRows * dtype_size(T)));
+  const std::int64_t kc_max = static_cast<std::int64_t>(kSliceBytes / (kPanelRows * dtype_size(T)));
   const std::int64_t nslices = (a.dim_padded + kc_max - 1) / kc_max;
   const std::int64_t kc = ((a.dim_padded + nslices - 1) / nslices + 1) & ~std::int64_t{1};
 

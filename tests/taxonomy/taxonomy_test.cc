@@ -1,0 +1,308 @@
+// The taxonomy engine end to end: planted hierarchy, determinism, predict, resume, errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/io_test_util.h"
+#include "io/npy_array.h"
+#include "megatax/error.h"
+#include "megatax/storage.h"
+#include "megatax/taxonomy.h"
+#include "megatax/vector_format.h"
+#include "taxonomy/synthetic.h"
+
+namespace megatax {
+namespace {
+
+using testing_io::ScratchDir;
+namespace fs = std::filesystem;
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// All files under dir (relative name -> bytes), recursively.
+std::map<std::string, std::vector<char>> tree_bytes(const std::string& dir, bool skip_manifest) {
+  std::map<std::string, std::vector<char>> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::string rel = fs::relative(e.path(), dir).string();
+    if (skip_manifest && rel == "taxonomy.json") continue;
+    out[rel] = file_bytes(e.path().string());
+  }
+  return out;
+}
+
+// Paths of all shards of an output dir, concatenated in shard order (int32 [n, L]).
+std::vector<std::int32_t> all_paths(const std::string& out_dir) {
+  std::vector<std::int32_t> all;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out_dir))
+    if (e.path().string().ends_with(".paths.npy")) names.push_back(e.path().string());
+  std::sort(names.begin(), names.end());
+  auto st = open_storage_for_uri("/");
+  for (const auto& n : names) {
+    std::vector<std::int64_t> shape;
+    auto p = io::read_npy_array<std::int32_t>(*st, n, &shape);
+    all.insert(all.end(), p.begin(), p.end());
+  }
+  return all;
+}
+
+double adjusted_rand(const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
+  std::map<std::pair<std::int64_t, std::int64_t>, double> joint;
+  std::map<std::int64_t, double> ra, rb;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    joint[{a[i], b[i]}] += 1;
+    ra[a[i]] += 1;
+    rb[b[i]] += 1;
+  }
+  auto c2 = [](double x) { return x * (x - 1) / 2; };
+  double sj = 0, sa = 0, sb = 0;
+  for (auto& [k, v] : joint) sj += c2(v);
+  for (auto& [k, v] : ra) sa += c2(v);
+  for (auto& [k, v] : rb) sb += c2(v);
+  const double expected = sa * sb / c2(static_cast<double>(a.size()));
+  return (sj - expected) / ((sa + sb) / 2 - expected);
+}
+
+TaxonomyConfig config(const std::string& storage, int levels, std::int64_t b, int threads,
+                      std::uint64_t seed) {
+  TaxonomyConfig c;
+  c.n_levels = levels;
+  c.branching = {b};
+  c.storage_uri = storage;
+  c.threads = threads;
+  c.seed = seed;
+  c.sample_per_centroid = 64;
+  c.batch_rows = 1000;  // several batches per shard
+  return c;
+}
+
+FitOptions quiet() {
+  FitOptions o;
+  o.progress = false;
+  return o;
+}
+
+TEST(Taxonomy, RecoversPlantedHierarchy) {
+  MEGATAX_SEEDED_RNG(rng);
+  ScratchDir dir;
+  taxonomy::SyntheticSpec spec;
+  spec.n = 24000;
+  spec.dim = 24;
+  spec.levels = 3;
+  spec.branching = 8;
+  spec.shards = 3;
+  spec.seed = rng_seed;
+  taxonomy::generate_dataset(spec, dir / "data");
+  TaxonomyEngine engine(config(dir / "tax", 3, 8, 2, rng_seed));
+  engine.fit(dir / "data/part-*.npy", dir / "out", quiet());
+  auto paths = all_paths(dir / "out");
+  std::vector<std::int32_t> labels;
+  auto st = open_storage_for_uri("/");
+  for (int s = 0; s < 3; ++s) {
+    std::vector<std::int64_t> shape;
+    auto l = io::read_npy_array<std::int32_t>(*st, dir / ("data/labels-0000" + std::to_string(s) + ".npy"), &shape);
+    labels.insert(labels.end(), l.begin(), l.end());
+  }
+  ASSERT_EQ(paths.size(), labels.size());
+  const std::size_t n = labels.size() / 3;
+  for (int l = 0; l < 3; ++l) {
+    std::vector<std::int64_t> t(n), f(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::int64_t tv = 0, fv = 0;
+      for (int m = 0; m <= l; ++m) {
+        tv = tv * 64 + labels[i * 3 + m];
+        fv = fv * 64 + paths[i * 3 + m] + 1;
+      }
+      t[i] = tv;
+      f[i] = fv;
+    }
+    EXPECT_GE(adjusted_rand(t, f), 0.99) << "level " << l + 1;
+  }
+}
+
+class TaxonomyData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = testing_io::fresh_seed();
+    spec_.n = 9000;
+    spec_.dim = 16;
+    spec_.levels = 2;
+    spec_.branching = 6;
+    spec_.shards = 3;
+    spec_.seed = seed_;
+    spec_.separation = 1.5;  // overlapping: k-means has real work to do
+    taxonomy::generate_dataset(spec_, dir_ / "data");
+  }
+  std::uint64_t seed_;
+  taxonomy::SyntheticSpec spec_;
+  ScratchDir dir_;
+};
+
+TEST_F(TaxonomyData, DeterministicAcrossThreadsAndShardLayouts) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  TaxonomyEngine a(config(dir_ / "t1", 3, 5, 1, 11));
+  a.fit(dir_ / "data/part-*.npy", dir_ / "o1", quiet());
+  TaxonomyEngine b(config(dir_ / "t2", 3, 5, 2, 11));
+  b.fit(dir_ / "data/part-*.npy", dir_ / "o2", quiet());
+  EXPECT_EQ(tree_bytes(dir_ / "t1", true), tree_bytes(dir_ / "t2", true));
+  EXPECT_EQ(tree_bytes(dir_ / "o1", false), tree_bytes(dir_ / "o2", false));
+  // The same rows in 7 shards (uneven, one of them written as .fbin): same tree, same paths.
+  auto st = open_storage_for_uri("/");
+  std::vector<float> all;
+  for (int s = 0; s < 3; ++s) {
+    std::vector<std::int64_t> shape;
+    auto x = io::read_npy_array<float>(*st, dir_ / ("data/part-0000" + std::to_string(s) + ".npy"), &shape);
+    all.insert(all.end(), x.begin(), x.end());
+  }
+  const std::int64_t d = spec_.dim, n = spec_.n;
+  const std::int64_t cuts[] = {0, 1, 1500, 1501, 4000, 7777, 8999, n};
+  fs::create_directories(dir_ / "resharded");
+  for (int s = 0; s < 7; ++s) {
+    const std::int64_t r0 = cuts[s], r1 = cuts[s + 1];
+    const std::int64_t shape[2] = {r1 - r0, d};
+    write_npy(*st, dir_ / ("resharded/x-" + std::to_string(s) + ".npy"),
+              std::span<const float>(all.data() + r0 * d, static_cast<std::size_t>((r1 - r0) * d)), shape);
+  }
+  TaxonomyEngine c(config(dir_ / "t3", 3, 5, 2, 11));
+  c.fit(dir_ / "resharded/x-*.npy", dir_ / "o3", quiet());
+  for (int l = 1; l <= 3; ++l) EXPECT_EQ(a.centroids(l), c.centroids(l)) << "level " << l;
+  EXPECT_EQ(all_paths(dir_ / "o1"), all_paths(dir_ / "o3"));
+}
+
+TEST_F(TaxonomyData, PredictReproducesFitPaths) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  for (TaxonomyMetric metric : {TaxonomyMetric::kL2, TaxonomyMetric::kCosine}) {
+    SCOPED_TRACE(taxonomy_metric_name(metric));
+    const std::string tag = taxonomy_metric_name(metric);
+    auto cfg = config(dir_ / ("t-" + tag), 2, 7, 2, 5);
+    cfg.metric = metric;
+    TaxonomyEngine engine(cfg);
+    engine.fit(dir_ / "data/part-*.npy", dir_ / ("fit-" + tag), quiet());
+    auto loaded = TaxonomyEngine::load(dir_ / ("t-" + tag));
+    loaded.predict(dir_ / "data/part-*.npy", dir_ / ("pred-" + tag), quiet());
+    EXPECT_EQ(tree_bytes(dir_ / ("fit-" + tag), false), tree_bytes(dir_ / ("pred-" + tag), false));
+    // The in-memory form gives the same paths for one shard.
+    auto st = open_storage_for_uri("/");
+    std::vector<std::int64_t> shape;
+    auto x = io::read_npy_array<float>(*st, dir_ / "data/part-00001.npy", &shape);
+    auto p = loaded.predict(f32_view(x.data(), shape[0], shape[1]));
+    auto fit_paths = io::read_npy_array<std::int32_t>(*st, dir_ / ("fit-" + tag + "/part-00001.paths.npy"), &shape);
+    EXPECT_EQ(p.paths, fit_paths);
+  }
+}
+
+TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  TaxonomyEngine whole(config(dir_ / "whole", 3, 4, 2, 3));
+  whole.fit(dir_ / "data/part-*.npy", dir_ / "whole-out", quiet());
+  for (int stop : {1, 2}) {
+    const std::string t = dir_ / ("part" + std::to_string(stop)), o = dir_ / ("out" + std::to_string(stop));
+    TaxonomyEngine first(config(t, 3, 4, 1, 3));
+    FitOptions opt = quiet();
+    opt.stop_after_level = stop;
+    try {
+      first.fit(dir_ / "data/part-*.npy", o, opt);
+      FAIL() << "expected the test hook to stop the fit";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kCancelled);
+    }
+    EXPECT_FALSE(fs::exists(o + "/part-00000.paths.npy"));
+    // Without --resume the existing fit is refused.
+    TaxonomyEngine again(config(t, 3, 4, 2, 3));
+    EXPECT_THROW(again.fit(dir_ / "data/part-*.npy", o, quiet()), Error);
+    FitOptions resume = quiet();
+    resume.resume = true;
+    const FitReport r = again.fit(dir_ / "data/part-*.npy", o, resume);
+    EXPECT_EQ(r.resumed_from_level, stop);
+    EXPECT_EQ(tree_bytes(dir_ / "whole", true), tree_bytes(t, true));
+    EXPECT_EQ(tree_bytes(dir_ / "whole-out", false), tree_bytes(o, false));
+    EXPECT_FALSE(fs::exists(t + "/state"));
+  }
+}
+
+// ---- Errors: one clear message naming the file, and nothing left behind ------------------
+
+void expect_fit_error(const std::string& input, const std::string& storage, const std::string& out,
+                      const std::string& needle, std::int64_t branching = 4) {
+  TaxonomyEngine engine(config(storage, 2, branching, 2, 1));
+  try {
+    engine.fit(input, out, quiet());
+    ADD_FAILURE() << "expected an error containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(storage + "/taxonomy.json"));
+  EXPECT_TRUE(!fs::exists(storage) || fs::is_empty(storage)) << storage << " is not empty";
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << out << " is not empty";
+}
+
+TEST(TaxonomyErrors, BadInputsAreNamedAndLeaveNothing) {
+  ScratchDir dir;
+  auto st = open_storage_for_uri("/");
+  std::vector<float> x(200 * 8);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * i));
+  auto put = [&](const std::string& name, std::int64_t rows, std::int64_t d) {
+    const std::int64_t shape[2] = {rows, d};
+    write_npy(*st, dir / name, std::span<const float>(x.data(), static_cast<std::size_t>(rows * d)), shape);
+  };
+  // Shards with different dims.
+  put("dims/a.npy", 100, 8);
+  put("dims/b.npy", 100, 4);
+  expect_fit_error(dir / "dims/*.npy", dir / "t1", dir / "o1", "dims/b.npy: dim 4, expected 8");
+  // Wrong dim against the config.
+  put("ok/a.npy", 100, 8);
+  {
+    auto cfg = config(dir / "t2", 2, 4, 1, 1);
+    cfg.dim = 16;
+    TaxonomyEngine e(cfg);
+    try {
+      e.fit(dir / "ok/*.npy", dir / "o2", quiet());
+      ADD_FAILURE();
+    } catch (const Error& err) {
+      EXPECT_NE(std::string(err.what()).find("has dim 8, config dim is 16"), std::string::npos) << err.what();
+    }
+    EXPECT_FALSE(fs::exists(dir / "t2/taxonomy.json"));
+  }
+  // A truncated file.
+  put("trunc/a.npy", 100, 8);
+  fs::resize_file(dir / "trunc/a.npy", fs::file_size(dir / "trunc/a.npy") - 10);
+  expect_fit_error(dir / "trunc/*.npy", dir / "t3", dir / "o3", "trunc/a.npy");
+  // A corrupt header.
+  put("bad/a.npy", 100, 8);
+  {
+    std::fstream f(dir / "bad/a.npy", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1);
+    f.write("XXXX", 4);
+  }
+  expect_fit_error(dir / "bad/*.npy", dir / "t4", dir / "o4", "bad/a.npy");
+  // A NaN in row 77 of the second shard (found by the level-1 pass or the sample).
+  x[77 * 8 + 3] = std::nanf("");
+  put("nan/a.npy", 60, 8);
+  {
+    const std::int64_t shape[2] = {100, 8};
+    write_npy(*st, dir / "nan/b.npy", std::span<const float>(x.data(), 800), shape);
+  }
+  expect_fit_error(dir / "nan/*.npy", dir / "t5", dir / "o5", "nan/b.npy: row 77");
+  x[77 * 8 + 3] = 0.5f;
+  // An empty shard, an empty dataset, and too few points.
+  put("empty/a.npy", 100, 8);
+  put("empty/b.npy", 0, 8);
+  expect_fit_error(dir / "empty/*.npy", dir / "t6", dir / "o6", "empty/b.npy: the shard has no rows");
+  put("none/a.npy", 0, 8);
+  expect_fit_error(dir / "none/*.npy", dir / "t7", dir / "o7", "none/");
+  expect_fit_error(dir / "missing/*.npy", dir / "t8", dir / "o8", "missing/*.npy");
+  put("few/a.npy", 3, 8);
+  expect_fit_error(dir / "few/*.npy", dir / "t9", dir / "o9", "has 3 points, fewer than branching_factor 4");
+}
+
+}  // namespace
+}  // namespace megatax
