@@ -220,7 +220,7 @@ int cmd_fit(const Args& a) {
 
 int cmd_predict(const Args& a) {
   auto engine = megatax::TaxonomyEngine::load(a.required("storage"));
-  (void)a.integer("threads", 0);
+  engine.set_threads(static_cast<int>(a.integer("threads", 0)));
   megatax::FitOptions o;
   o.progress = !a.flag("quiet");
   const auto t0 = std::chrono::steady_clock::now();

@@ -121,6 +121,9 @@ class TaxonomyEngine {
   void predict(const std::string& input_uri, const std::string& output_uri,
                const FitOptions& options = {}) const;
 
+  // Threads for later fit/predict calls (0 = all hardware threads); does not change results.
+  void set_threads(int threads) noexcept;
+
   const TaxonomyConfig& config() const noexcept;
   std::int64_t dim() const noexcept;  // 0 until fitted/loaded
   bool fitted() const noexcept;

@@ -201,6 +201,7 @@ Prediction TaxonomyEngine::predict(const MatrixView& x) const {
   return p;
 }
 
+void TaxonomyEngine::set_threads(int threads) noexcept { impl_->config.threads = threads; }
 const TaxonomyConfig& TaxonomyEngine::config() const noexcept { return impl_->config; }
 std::int64_t TaxonomyEngine::dim() const noexcept { return impl_->fitted ? impl_->tree.dim() : 0; }
 bool TaxonomyEngine::fitted() const noexcept { return impl_->fitted; }

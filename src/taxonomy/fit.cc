@@ -180,6 +180,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
 
   // ---- Fresh start or resume ---------------------------------------------------------
   int done = 0;
+  bool complete = false;  // resuming a fit that already finished: nothing to redo
   taxonomy::NodeSamples samples;  // training samples of level done + 1
   json::Value manifest = json::Value::object();
   json::Value level_entries = json::Value::array();
@@ -198,6 +199,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       throw_error(ErrorCode::kFailedPrecondition,
                   "cannot resume '" + cfg.storage_uri + "': the input shards differ from the run being resumed");
     done = static_cast<int>(manifest["levels_done"].as_int());
+    complete = manifest["status"].as_string() == "complete";
     level_entries = manifest["levels"];
     s.load_levels(done, d);
     if (done >= 1 && done < L) {
@@ -216,7 +218,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
   }
   manifest.set("format", "mega-taxonomy");
   manifest.set("format_version", kTaxonomyFormatVersion);
-  manifest.set("status", "fitting");
+  manifest.set("status", complete ? "complete" : "fitting");
   manifest.set("config", taxonomy::config_to_json(cfg));
   manifest.set("dim", d);
   manifest.set("dataset", dataset_json(data));
@@ -309,6 +311,58 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
     s.tree.truncate(l - 1);
     s.tree.add_level(std::move(centroids), std::move(parent));
     const std::int64_t n_nodes = s.tree.nodes(l);
+
+    // ---- 2b. Optional full-data Lloyd passes (assign, sum in float64, update) --------
+    for (int pass = 1; pass <= cfg.lloyd_passes; ++pass) {
+      std::vector<double> sums(static_cast<std::size_t>(n_nodes * d), 0.0);
+      std::vector<std::int64_t> members(static_cast<std::size_t>(n_nodes), 0);
+      Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " lloyd " +
+                       std::to_string(pass) + "/" + std::to_string(cfg.lloyd_passes),
+                   N, "pts", options.progress);
+      executor.run_shards(static_cast<std::int64_t>(data.shards().size()), [&](std::int64_t si, int) {
+        const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
+        std::vector<std::int32_t> prev_node;
+        if (l == 1) {
+          prev_node.assign(static_cast<std::size_t>(shard.rows), 0);
+        } else {
+          prev_node = read_shard_state(st, s.path(state_dir(l - 1) + taxonomy::base_name(shard.path)),
+                                       shard.rows, l - 1).node;
+        }
+        const auto cap = static_cast<std::size_t>(cfg.batch_rows);
+        std::vector<std::int32_t> node(cap), child(cap);
+        std::vector<float> dist(cap);
+        BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
+        Batch batch;
+        while (reader.next(&batch)) {
+          check_finite(batch, data);
+          if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+          s.tree.descend(l, batch.view, prev_node.data() + batch.local_begin, node.data(), child.data(),
+                         dist.data(), knn);
+          for (std::int64_t i = 0; i < batch.view.rows; ++i) {
+            const std::int32_t nd = node[static_cast<std::size_t>(i)];
+            if (nd < 0) continue;
+            ++members[static_cast<std::size_t>(nd)];
+            double* sum = sums.data() + static_cast<std::int64_t>(nd) * d;
+            const float* row = batch.data + i * d;
+            for (std::int64_t j = 0; j < d; ++j) sum[j] += row[j];
+          }
+          bar.add(batch.view.rows);
+        }
+      });
+      const auto& cur = s.tree.level(l);
+      std::vector<float> centroids = cur.centroids;
+      std::vector<std::int64_t> parents = cur.parent;
+      for (std::int64_t c = 0; c < n_nodes; ++c) {
+        const std::int64_t m = members[static_cast<std::size_t>(c)];
+        if (m == 0) continue;  // no point chose it: keep the sample-trained centroid
+        float* cen = centroids.data() + c * d;
+        for (std::int64_t j = 0; j < d; ++j)
+          cen[j] = static_cast<float>(sums[static_cast<std::size_t>(c * d + j)] / static_cast<double>(m));
+        if (cfg.metric != TaxonomyMetric::kL2) taxonomy::normalise_rows(cen, 1, d);
+      }
+      s.tree.truncate(l - 1);
+      s.tree.add_level(std::move(centroids), std::move(parents));
+    }
 
     // ---- 3. Assignment pass over every shard ----------------------------------------
     const auto t_assign = Clock::now();

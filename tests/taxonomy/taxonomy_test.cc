@@ -229,6 +229,72 @@ TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
   }
 }
 
+TEST_F(TaxonomyData, LloydPassesMoveCentroidsToFullDataMeans) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  auto st = open_storage_for_uri("/");
+  std::vector<float> x;
+  for (int s = 0; s < 3; ++s) {
+    std::vector<std::int64_t> shape;
+    auto part = io::read_npy_array<float>(*st, dir_ / ("data/part-0000" + std::to_string(s) + ".npy"), &shape);
+    x.insert(x.end(), part.begin(), part.end());
+  }
+  const std::int64_t d = spec_.dim, n = spec_.n, k = 6;
+  // Full-data inertia of a level-1 model, recomputed in float64 from its centroids.
+  auto inertia_of = [&](const std::vector<float>& c) {
+    double total = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      double best = INFINITY;
+      for (std::int64_t j = 0; j < k; ++j) {
+        double s2 = 0;
+        for (std::int64_t t = 0; t < d; ++t) {
+          const double diff = double(x[i * d + t]) - c[j * d + t];
+          s2 += diff * diff;
+        }
+        best = std::min(best, s2);
+      }
+      total += best;
+    }
+    return total;
+  };
+  double previous = INFINITY;
+  for (int passes : {0, 1, 3}) {
+    auto cfg = config(dir_ / ("lloyd" + std::to_string(passes)), 1, k, 2, 9);
+    cfg.sample_per_centroid = 4;  // tiny sample: noisy centroids for Lloyd to improve
+    cfg.lloyd_passes = passes;
+    TaxonomyEngine e(cfg);
+    e.fit(dir_ / "data/part-*.npy", dir_ / ("lo" + std::to_string(passes)), quiet());
+    const double inertia = inertia_of(e.centroids(1));
+    EXPECT_LE(inertia, previous * (1 + 1e-9)) << passes << " passes";
+    previous = inertia;
+    if (passes == 3) {
+      // One more Lloyd step from these centroids, in float64, barely moves them (converging).
+      std::vector<double> sums(k * d, 0.0);
+      std::vector<std::int64_t> members(k, 0);
+      const auto& c = e.centroids(1);
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::int64_t arg = 0;
+        double best = INFINITY;
+        for (std::int64_t j = 0; j < k; ++j) {
+          double s2 = 0;
+          for (std::int64_t t = 0; t < d; ++t) {
+            const double diff = double(x[i * d + t]) - c[j * d + t];
+            s2 += diff * diff;
+          }
+          if (s2 < best) best = s2, arg = j;
+        }
+        ++members[arg];
+        for (std::int64_t t = 0; t < d; ++t) sums[arg * d + t] += x[i * d + t];
+      }
+      std::vector<float> next(c);
+      for (std::int64_t j = 0; j < k; ++j)
+        if (members[j] > 0)
+          for (std::int64_t t = 0; t < d; ++t) next[j * d + t] = static_cast<float>(sums[j * d + t] / members[j]);
+      EXPECT_LE(inertia_of(next), inertia);
+      EXPECT_GE(inertia_of(next), inertia * (1 - 0.02));
+    }
+  }
+}
+
 // ---- Errors: one clear message naming the file, and nothing left behind ------------------
 
 void expect_fit_error(const std::string& input, const std::string& storage, const std::string& out,
