@@ -110,14 +110,23 @@ double parse_real(std::string_view flag, const std::string& text, double min_val
 
 // Returns false when --help was given.
 bool parse_args(int argc, char** argv, Config* c) {
-  static constexpr std::string_view kFlags[] = {
-      "--data",  "--n",    "--d",     "--k",     "--iters",          "--threads",
-      "--seed",  "--simd", "--noise", "--centres-per-k", "--init-sample-per-centroid",
-      "--write-centroids"};
+  static constexpr std::string_view kFlags[] = {"--data",
+                                                "--n",
+                                                "--d",
+                                                "--k",
+                                                "--iters",
+                                                "--threads",
+                                                "--seed",
+                                                "--simd",
+                                                "--noise",
+                                                "--centres-per-k",
+                                                "--init-sample-per-centroid",
+                                                "--write-centroids"};
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") return false;
-    if (arg.substr(0, 2) != "--") throw UsageError{"unexpected argument '" + std::string(arg) + "'"};
+    if (arg.substr(0, 2) != "--")
+      throw UsageError{"unexpected argument '" + std::string(arg) + "'"};
     std::string flag(arg), value;
     if (const auto eq = arg.find('='); eq != std::string_view::npos) {
       flag = std::string(arg.substr(0, eq));
@@ -196,17 +205,19 @@ std::vector<float> gaussian_mixture(std::int64_t n, std::int64_t d, std::int64_t
   }
   std::vector<float> out(static_cast<std::size_t>(n * d));
   constexpr std::int64_t kRowsPerTask = 1024;
-  megatax::parallel_for(threads, (n + kRowsPerTask - 1) / kRowsPerTask, [&](std::int64_t task, int) {
-    const std::int64_t r1 = std::min(n, (task + 1) * kRowsPerTask);
-    for (std::int64_t r = task * kRowsPerTask; r < r1; ++r) {
-      std::uint64_t state = seed * 0x100000001B3ull ^ static_cast<std::uint64_t>(r);
-      const auto c = static_cast<std::int64_t>(splitmix64(&state) % static_cast<std::uint64_t>(centres));
-      float* row = out.data() + r * d;
-      normal_row(&state, d, static_cast<float>(noise), row);
-      const float* centre = centre_rows.data() + c * d;
-      for (std::int64_t j = 0; j < d; ++j) row[j] += centre[j];
-    }
-  });
+  megatax::parallel_for(
+      threads, (n + kRowsPerTask - 1) / kRowsPerTask, [&](std::int64_t task, int) {
+        const std::int64_t r1 = std::min(n, (task + 1) * kRowsPerTask);
+        for (std::int64_t r = task * kRowsPerTask; r < r1; ++r) {
+          std::uint64_t state = seed * 0x100000001B3ull ^ static_cast<std::uint64_t>(r);
+          const auto c =
+              static_cast<std::int64_t>(splitmix64(&state) % static_cast<std::uint64_t>(centres));
+          float* row = out.data() + r * d;
+          normal_row(&state, d, static_cast<float>(noise), row);
+          const float* centre = centre_rows.data() + c * d;
+          for (std::int64_t j = 0; j < d; ++j) row[j] += centre[j];
+        }
+      });
   return out;
 }
 
@@ -232,8 +243,10 @@ void write_fbin(const std::string& path, const std::vector<float>& x, std::int64
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr)
-    throw_error(ErrorCode::kIoError, "centroids file " + tmp + ": cannot create: " + std::strerror(errno));
-  const std::uint32_t header[2] = {static_cast<std::uint32_t>(rows), static_cast<std::uint32_t>(dim)};
+    throw_error(ErrorCode::kIoError,
+                "centroids file " + tmp + ": cannot create: " + std::strerror(errno));
+  const std::uint32_t header[2] = {static_cast<std::uint32_t>(rows),
+                                   static_cast<std::uint32_t>(dim)};
   const bool ok = std::fwrite(header, sizeof header, 1, f) == 1 &&
                   std::fwrite(x.data(), sizeof(float), x.size(), f) == x.size();
   if (std::fclose(f) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -287,22 +300,25 @@ int run(const Config& c) {
     x = read_points(c.data_file, c.n_set ? c.n : 0, &n, &d);
     if (c.d_set && d != c.d)
       throw_error(ErrorCode::kInvalidArgument, "--data " + c.data_file + " has dim " +
-                                                   std::to_string(d) + ", --d is " + std::to_string(c.d));
+                                                   std::to_string(d) + ", --d is " +
+                                                   std::to_string(c.d));
     source = c.data_file;
   } else {
-    x = gaussian_mixture(n, d, c.centres_per_k * c.k, c.noise, c.seed, c.threads);
+    const std::int64_t centres = c.centres_per_k * c.k;
+    x = gaussian_mixture(n, d, centres, c.noise, c.seed, c.threads);
     char buf[160];
     std::snprintf(buf, sizeof buf, "gaussian mixture, %lld centres, noise %.3g, seed %llu",
-                  static_cast<long long>(c.centres_per_k * c.k), c.noise,
+                  static_cast<long long>(centres), c.noise,
                   static_cast<unsigned long long>(c.seed));
     source = buf;
   }
   const double data_s = seconds_between(t_data, Clock::now());
-  std::printf("config: n=%lld d=%lld k=%lld iters=%d tol=0 threads=%d simd=%s "
-              "init_sample_per_centroid=%lld data=%s (%.2f s)\n",
-              static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(c.k),
-              c.iters, threads, kernels::simd_level_name(simd),
-              static_cast<long long>(c.init_sample_per_centroid), source.c_str(), data_s);
+  std::printf(
+      "config: n=%lld d=%lld k=%lld iters=%d tol=0 threads=%d simd=%s "
+      "init_sample_per_centroid=%lld data=%s (%.2f s)\n",
+      static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(c.k), c.iters,
+      threads, kernels::simd_level_name(simd), static_cast<long long>(c.init_sample_per_centroid),
+      source.c_str(), data_s);
 
   // Fit.
   megatax::cluster::KMeansParams params;
@@ -326,7 +342,8 @@ int run(const Config& c) {
   if (calls.empty()) throw_error(ErrorCode::kInternal, "fit_kmeans made no assignment");
   const double total_s = seconds_between(t0, t1);
   const double seed_s = seconds_between(t0, calls.front().begin);
-  const double flops = 2.0 * static_cast<double>(n) * static_cast<double>(c.k) * static_cast<double>(d);
+  const double flops =
+      2.0 * static_cast<double>(n) * static_cast<double>(c.k) * static_cast<double>(d);
   double assign_s = 0, update_s = 0;
   std::printf("%-5s %10s %10s %10s %18s\n", "iter", "assign_s", "GFLOP/s", "update_s", "inertia");
   for (std::size_t i = 0; i < calls.size(); ++i) {
@@ -342,20 +359,22 @@ int run(const Config& c) {
   const double lloyd_s = total_s - seed_s;
   const double gflops = flops * static_cast<double>(calls.size()) / assign_s / 1e9;
   const auto empty = std::count(r.counts.begin(), r.counts.end(), std::int64_t{0});
-  std::printf("total %.3f s = seeding %.3f s (%.0f%%) + Lloyd %.3f s (%zu assignments %.3f s, "
-              "updates %.3f s); final assignment alone %.3f s\n",
-              total_s, seed_s, 100 * seed_s / total_s, lloyd_s, calls.size(), assign_s, update_s,
-              final_assign_s);
-  std::printf("assignment: %.1f GFLOP/s (2*n*k*d per assignment); final inertia %.10g; "
-              "%d updates; %lld empty clusters\n",
-              gflops, r.inertia.back(), r.iterations, static_cast<long long>(empty));
-  std::printf("RESULT n=%lld d=%lld k=%lld iters=%d threads=%d simd=%s seconds=%.4f "
-              "seed_seconds=%.4f lloyd_seconds=%.4f assign_seconds=%.4f update_seconds=%.4f "
-              "final_assign_seconds=%.4f assign_gflops=%.2f inertia=%.10g empty=%lld\n",
-              static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(c.k),
-              r.iterations, threads, kernels::simd_level_name(simd), total_s, seed_s, lloyd_s,
-              assign_s, update_s, final_assign_s, gflops, r.inertia.back(),
-              static_cast<long long>(empty));
+  std::printf(
+      "total %.3f s = seeding %.3f s (%.0f%%) + Lloyd %.3f s (%zu assignments %.3f s, "
+      "updates %.3f s); final assignment alone %.3f s\n",
+      total_s, seed_s, 100 * seed_s / total_s, lloyd_s, calls.size(), assign_s, update_s,
+      final_assign_s);
+  std::printf(
+      "assignment: %.1f GFLOP/s (2*n*k*d per assignment); final inertia %.10g; "
+      "%d updates; %lld empty clusters\n",
+      gflops, r.inertia.back(), r.iterations, static_cast<long long>(empty));
+  std::printf(
+      "RESULT n=%lld d=%lld k=%lld iters=%d threads=%d simd=%s seconds=%.4f "
+      "seed_seconds=%.4f lloyd_seconds=%.4f assign_seconds=%.4f update_seconds=%.4f "
+      "final_assign_seconds=%.4f assign_gflops=%.2f inertia=%.10g empty=%lld\n",
+      static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(c.k),
+      r.iterations, threads, kernels::simd_level_name(simd), total_s, seed_s, lloyd_s, assign_s,
+      update_s, final_assign_s, gflops, r.inertia.back(), static_cast<long long>(empty));
   if (!c.centroids_out.empty()) write_fbin(c.centroids_out, r.centroids, c.k, d);
   return 0;
 }

@@ -5,10 +5,14 @@
 # and a correctness cross-check (recall@k of our ids against FAISS's on a small case).
 #
 # usage: bench/compare_faiss.sh [--quick] [--bin PATH] [--iters I] [--threads T]
+#                                [--faiss-blas-threshold N]
 #   --quick      smaller databases (N/5) for a fast look
 #   --bin PATH   bench_indexflat binary (default $BENCH_INDEXFLAT or build/dev/tools/...)
 #   --iters I    timed searches per row (default 5; warm-up 1)
 #   --threads T  threads for both (default: nproc)
+#   --faiss-blas-threshold N  FAISS computes distances with sgemm from N queries on (FAISS
+#                1.15's default is 128000, so Q <= 128 takes its one-query-at-a-time SIMD
+#                path; 20 was the default of older releases). Default: FAISS's own.
 # Full table: Q in {1, 16, 128} x (N=1M D=128, N=200k D=1024) x k in {10, 100}.
 # FAISS and machine_rates.py run with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset and
 # OMP_WAIT_POLICY=PASSIVE; our tool runs in the default environment.
@@ -21,6 +25,7 @@ quick=0
 bin=${BENCH_INDEXFLAT:-$root/build/dev/tools/bench_indexflat}
 iters=5
 threads=$(nproc)
+faiss_extra=()
 
 die() { echo "compare_faiss.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -29,7 +34,10 @@ while [ $# -gt 0 ]; do
     --bin) [ $# -ge 2 ] || die "--bin: missing value"; bin=$2; shift ;;
     --iters) [ $# -ge 2 ] || die "--iters: missing value"; iters=$2; shift ;;
     --threads) [ $# -ge 2 ] || die "--threads: missing value"; threads=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --faiss-blas-threshold)
+      [ $# -ge 2 ] || die "--faiss-blas-threshold: missing value"
+      faiss_extra=(--blas-threshold "$2"); shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
@@ -81,7 +89,7 @@ for shape in "${shapes[@]}"; do
       ours=$(grep '^RESULT' <<<"$ours_out")
       faiss_out=$("${faiss_env[@]}" python3 "$here/faiss_bench.py" --base "$tmp/base.fbin" \
                   --queries "$tmp/queries.fbin" --q "$q" --k "$k" --threads "$threads" \
-                  --iters "$iters" --warmup 1)
+                  --iters "$iters" --warmup 1 "${faiss_extra[@]}")
       theirs=$(grep '^RESULT' <<<"$faiss_out")
       echo "  ours:  $ours" >&2
       echo "  faiss: $theirs" >&2
@@ -131,7 +139,8 @@ echo
 echo "Machine: $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), threads used: $threads;" \
      "sgemm $(printf %.1f "$sgemm") GFLOP/s, memory read $(printf %.2f "$membw") GB/s" \
      "($(field "$rates" blas) via numpy)."
-echo "Ours: bench_indexflat f32, simd=$simd. FAISS $(python3 -c 'import faiss; print(faiss.__version__)') IndexFlatL2, $faiss_simd." \
+faiss_blas=$(sed -n 's/.*blas_threshold=\([0-9]*\).*/\1/p' <<<"$faiss_out")
+echo "Ours: bench_indexflat f32, simd=$simd. FAISS $(python3 -c 'import faiss; print(faiss.__version__)') IndexFlatL2, $faiss_simd, distance_compute_blas_threshold=$faiss_blas." \
      "Times: average of $iters searches after 1 warm-up.$([ "$quick" = 1 ] && echo " (--quick: smaller N)")"
 echo
 echo "| row | ours ms | faiss ms | speedup (faiss/ours) | ours GFLOP/s (% sgemm) | ours GB/s (% mem bw) |"

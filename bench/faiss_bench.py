@@ -74,6 +74,9 @@ def main():
     ap.add_argument("--generate-only", action="store_true",
                     help="write the data files and exit (FAISS is not imported)")
     ap.add_argument("--ids-out", help="write the last search's ids here")
+    ap.add_argument("--blas-threshold", type=int, default=None,
+                    help="set faiss.cvar.distance_compute_blas_threshold (queries from which "
+                         "FAISS computes distances with sgemm; its default is kept otherwise)")
     a = ap.parse_args()
     for name in ("q", "n", "d", "k", "iters"):
         v = getattr(a, name)
@@ -105,6 +108,8 @@ def main():
 
     threads = a.threads or nproc()
     faiss.omp_set_num_threads(threads)
+    if a.blas_threshold is not None:
+        faiss.cvar.distance_compute_blas_threshold = a.blas_threshold
     n, d = xb.shape
     q = xq.shape[0]
     index = faiss.IndexFlatL2(d) if a.metric == "l2" else faiss.IndexFlatIP(d)
@@ -113,8 +118,9 @@ def main():
     add_ms = (time.perf_counter() - t0) * 1e3
     opt = faiss.get_compile_options().split()
     level = next((o for o in ("AVX512_SPR", "AVX512", "AVX2", "SVE", "NEON") if o in opt), "generic")
-    print("config: faiss %s q=%d n=%d d=%d k=%d metric=%s threads=%d compile=%s"
-          % (faiss.__version__, q, n, d, a.k, a.metric, threads, " ".join(opt)))
+    print("config: faiss %s q=%d n=%d d=%d k=%d metric=%s threads=%d compile=%s "
+          "blas_threshold=%d" % (faiss.__version__, q, n, d, a.k, a.metric, threads, " ".join(opt),
+                                 faiss.cvar.distance_compute_blas_threshold))
     print("data: %.1f ms, add: %.1f ms" % (data_ms, add_ms))
 
     for _ in range(a.warmup):

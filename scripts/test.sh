@@ -56,6 +56,11 @@ done
 JOBS="${MEGATAX_JOBS:-2}"
 read -r -a EXTRA_CTEST_ARGS <<< "${CTEST_ARGS:-}"
 
+# ccache (CMake uses it when found): key on paths relative to the checkout, so that a fresh
+# clone in another folder (as CI makes) reuses the objects of earlier builds.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
 # nvcc lives in /usr/local/cuda/bin on the CUDA machines; make AUTO find it even off PATH.
 if ! command -v nvcc >/dev/null 2>&1 && [[ -x /usr/local/cuda/bin/nvcc ]]; then
   export PATH="$PATH:/usr/local/cuda/bin"

@@ -31,12 +31,12 @@ class Storage;
 
 // One input file of the dataset.
 struct ShardInfo {
-  std::string path;       // path within the dataset's storage (no URI scheme)
+  std::string path;  // path within the dataset's storage (no URI scheme)
   VectorFormat format = VectorFormat::kNpy;
-  std::int64_t rows = 0;  // >= 0
-  std::int64_t dim = 0;   // the dataset's dim (also for an empty .fvecs/.bvecs shard)
+  std::int64_t rows = 0;      // >= 0
+  std::int64_t dim = 0;       // the dataset's dim (also for an empty .fvecs/.bvecs shard)
   DType dtype = DType::kF32;  // as stored
-  Id global_begin = 0;    // global id of row 0
+  Id global_begin = 0;        // global id of row 0
 };
 
 // Where a global id lives.
@@ -138,8 +138,8 @@ class BatchReader {
 //   "shard <path>: row <local> (global id <global>) has a non-finite value (nan) in
 //    column <j>"
 // where row local_begin + i / global_begin + i is view row i.
-void check_finite(const MatrixView& rows, const std::string& shard_path,
-                  std::int64_t local_begin, Id global_begin);
+void check_finite(const MatrixView& rows, const std::string& shard_path, std::int64_t local_begin,
+                  Id global_begin);
 
 // The same for a batch of `dataset`.
 void check_finite(const Batch& batch, const Dataset& dataset);

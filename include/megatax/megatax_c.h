@@ -1,4 +1,4 @@
-/* megatax/megatax_c.h -- the C API of Mega-Taxonomy (exact flat nearest-neighbour index).
+/* megatax/megatax_c.h -- the C API of Mega-Taxonomy (exact flat index and taxonomy engine).
  *
  * Pure C (C99 and later; C++ compatible). A thin translation of megatax/index_flat.h: the
  * semantics, result order and messages are those of megatax::IndexFlat.
@@ -146,6 +146,66 @@ int megatax_index_save(const megatax_index_t* index, const char* path);
  * is NULL (when out is not NULL). NOT_FOUND if the file does not exist; DATA_LOSS naming
  * the path and what was wrong (bad magic, unsupported version, truncated). */
 int megatax_index_load(const char* path, megatax_index_t** out);
+
+/* ---- taxonomy (megatax/taxonomy.h) -------------------------------------------------------
+ * A hierarchical k-means taxonomy over sharded vector files. Semantics, files and messages
+ * are those of megatax::TaxonomyEngine. A taxonomy handle is used by one thread at a time. */
+
+#define MEGATAX_TAXONOMY_METRIC_L2 0
+#define MEGATAX_TAXONOMY_METRIC_IP 1
+#define MEGATAX_TAXONOMY_METRIC_COSINE 2
+
+typedef struct megatax_taxonomy megatax_taxonomy_t;
+
+/* Fit settings. Fill with megatax_taxonomy_config_init, then change fields. */
+typedef struct megatax_taxonomy_config {
+  int n_levels;                 /* default 3 */
+  const int64_t* branching;     /* n_branching values: one for all levels, or one per level;
+                                   borrowed (read during megatax_taxonomy_create only) */
+  int n_branching;              /* default: 1 value, 100 */
+  int64_t dim;                  /* 0 (default) = from the data */
+  const char* storage_uri;      /* required; borrowed */
+  int metric;                   /* MEGATAX_TAXONOMY_METRIC_*; default L2 */
+  int64_t sample_per_centroid;  /* default 256 */
+  int max_iter;                 /* default 20 */
+  double tol;                   /* default 1e-4 */
+  uint64_t seed;                /* default 0 */
+  int threads;                  /* 0 (default) = all hardware threads */
+  int lloyd_passes;             /* default 0 */
+  int64_t batch_rows;           /* default 65536 */
+} megatax_taxonomy_config_t;
+
+/* Sets *config to the defaults above (storage_uri NULL, branching NULL meaning 100). */
+int megatax_taxonomy_config_init(megatax_taxonomy_config_t* config);
+
+/* Creates an unfitted taxonomy; the config is validated (INVALID_ARGUMENT naming the field).
+ * On failure *out is NULL. */
+int megatax_taxonomy_create(const megatax_taxonomy_config_t* config, megatax_taxonomy_t** out);
+
+/* Loads a complete taxonomy from storage_uri (NOT_FOUND / DATA_LOSS naming the file). */
+int megatax_taxonomy_load(const char* storage_uri, megatax_taxonomy_t** out);
+
+/* Frees the handle (the files stay). NULL is a no-op. */
+void megatax_taxonomy_destroy(megatax_taxonomy_t* taxonomy);
+
+/* Fits on the shards matching input_uri and writes per-shard outputs at output_uri
+ * (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy). resume != 0 continues a killed fit.
+ * ALREADY_EXISTS if a taxonomy exists at storage_uri and resume is 0. */
+int megatax_taxonomy_fit(megatax_taxonomy_t* taxonomy, const char* input_uri,
+                         const char* output_uri, int resume);
+
+/* Paths of n vectors x (n * dim floats): paths receives n * levels int32 (-1 below a leaf),
+ * distances (may be NULL) n floats. FAILED_PRECONDITION if not fitted. */
+int megatax_taxonomy_predict(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                             int32_t* paths, float* distances);
+
+/* Predicts every shard of input_uri, writing the same files as fit at output_uri. */
+int megatax_taxonomy_predict_files(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                   const char* output_uri);
+
+/* Number of levels and dimension of a fitted taxonomy (dim 0 before fit). */
+int megatax_taxonomy_levels(const megatax_taxonomy_t* taxonomy, int* out);
+int megatax_taxonomy_dim(const megatax_taxonomy_t* taxonomy, int64_t* out);
 
 #ifdef __cplusplus
 } /* extern "C" */

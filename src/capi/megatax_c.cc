@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "megatax/error.h"
+#include "capi/c_api_guard.h"
 #include "megatax/index_flat.h"
 
 // The opaque handle is the C++ index itself.
@@ -19,6 +20,8 @@ struct megatax_index {
 namespace {
 
 using megatax::ErrorCode;
+using megatax::capi::guarded;
+using megatax::capi::require;
 
 static_assert(MEGATAX_OK == static_cast<int>(ErrorCode::kOk));
 static_assert(MEGATAX_INVALID_ARGUMENT == static_cast<int>(ErrorCode::kInvalidArgument));
@@ -43,44 +46,6 @@ static_assert(MEGATAX_BACKEND_AUTO == static_cast<int>(megatax::Backend::kAuto))
 static_assert(MEGATAX_BACKEND_CPU == static_cast<int>(megatax::Backend::kCpu));
 static_assert(MEGATAX_BACKEND_CUDA == static_cast<int>(megatax::Backend::kCuda));
 
-// The message of the last call on this thread ("" after a success).
-thread_local std::string g_last_error;
-
-int fail(int code, std::string message) noexcept {
-  try {
-    g_last_error = std::move(message);
-  } catch (...) {
-    g_last_error.clear();  // no memory for the message: keep the code
-  }
-  return code;
-}
-
-// Runs `body` (which returns nothing and throws on failure) and translates the outcome.
-template <typename Body>
-int guarded(const char* function, Body&& body) noexcept {
-  try {
-    g_last_error.clear();
-    body();
-    return MEGATAX_OK;
-  } catch (const megatax::Error& e) {
-    return fail(static_cast<int>(e.code()), std::string(function) + ": " + e.what());
-  } catch (const std::bad_alloc&) {
-    return fail(MEGATAX_RESOURCE_EXHAUSTED, std::string(function) + ": out of memory");
-  } catch (const std::exception& e) {
-    return fail(MEGATAX_INTERNAL,
-                std::string(function) + ": internal error (please report): " + e.what());
-  } catch (...) {
-    return fail(MEGATAX_INTERNAL,
-                std::string(function) + ": internal error (please report): unknown exception");
-  }
-}
-
-void require(const void* p, const char* argument) {
-  if (p == nullptr)
-    megatax::throw_error(ErrorCode::kInvalidArgument,
-                         std::string("argument '") + argument + "' is null");
-}
-
 megatax::DType to_dtype(int dtype, const char* argument) {
   if (dtype < MEGATAX_DTYPE_F32 || dtype > MEGATAX_DTYPE_U8)
     megatax::throw_error(ErrorCode::kInvalidArgument,
@@ -92,9 +57,16 @@ megatax::DType to_dtype(int dtype, const char* argument) {
 
 }  // namespace
 
+namespace megatax::capi {
+std::string& last_error() noexcept {
+  thread_local std::string message;
+  return message;
+}
+}  // namespace megatax::capi
+
 extern "C" {
 
-const char* megatax_last_error(void) { return g_last_error.c_str(); }
+const char* megatax_last_error(void) { return megatax::capi::last_error().c_str(); }
 
 const char* megatax_status_name(int status) {
   if (status < MEGATAX_OK || status > MEGATAX_INTERNAL) return "unknown";

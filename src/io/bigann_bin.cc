@@ -26,9 +26,8 @@ std::unique_ptr<VectorReader> open_bigann_bin(const Storage& storage, const std:
   const std::uint64_t rows = load_u32_le(header.data());
   const std::uint64_t dim = load_u32_le(header.data() + 4);
   if (dim < 1 || dim > static_cast<std::uint64_t>(kMaxDim)) {
-    throw_error(ErrorCode::kDataLoss, "file " + path + ": header says dim " +
-                                          std::to_string(dim) + "; expected 1 to " +
-                                          std::to_string(kMaxDim));
+    throw_error(ErrorCode::kDataLoss, "file " + path + ": header says dim " + std::to_string(dim) +
+                                          "; expected 1 to " + std::to_string(kMaxDim));
   }
   // rows < 2^32 and dim < 2^31, so rows * dim fits; times the element size it may not.
   std::uint64_t expected = 0;
@@ -40,8 +39,8 @@ std::unique_ptr<VectorReader> open_bigann_bin(const Storage& storage, const std:
                                           std::to_string(file_size) + " bytes");
   }
   check_file_size(path, expected, file_size,
-                  "8 header + " + std::to_string(rows) + " rows x " + std::to_string(dim) +
-                      " x " + std::to_string(dtype_size(dtype)) + " bytes");
+                  "8 header + " + std::to_string(rows) + " rows x " + std::to_string(dim) + " x " +
+                      std::to_string(dtype_size(dtype)) + " bytes");
   return std::make_unique<DenseVectorReader>(storage, path, format, kBigAnnHeaderBytes,
                                              static_cast<std::int64_t>(rows),
                                              static_cast<std::int64_t>(dim), dtype);

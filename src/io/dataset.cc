@@ -43,8 +43,8 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
   }
   shards_.reserve(paths.size());
   readers_.reserve(paths.size());
-  const ShardInfo* dim_from = nullptr;    // first shard that has a dim
-  const ShardInfo* kind_from = nullptr;   // first shard (dtype reference)
+  const ShardInfo* dim_from = nullptr;   // first shard that has a dim
+  const ShardInfo* kind_from = nullptr;  // first shard (dtype reference)
   bool mixed_dtypes = false;
   std::int64_t total = 0;
   for (const std::string& path : paths) {
@@ -70,8 +70,7 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
       if (is_float_kind(s.dtype) != is_float_kind(kind_from->dtype)) {
         throw_error(ErrorCode::kInvalidArgument,
                     "shard " + s.path + ": dtype " + dtype_name(s.dtype) + ", expected " +
-                        (is_float_kind(kind_from->dtype) ? "a floating-point dtype like "
-                                                         : "") +
+                        (is_float_kind(kind_from->dtype) ? "a floating-point dtype like " : "") +
                         dtype_name(kind_from->dtype) + " (from " + kind_from->path + ")");
       }
       mixed_dtypes = mixed_dtypes || s.dtype != kind_from->dtype;
@@ -100,8 +99,8 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
 const VectorReader& Dataset::reader(std::size_t s) const {
   if (s >= readers_.size()) {
     throw_error(ErrorCode::kOutOfRange, "dataset '" + pattern_ + "': shard index " +
-                                            std::to_string(s) + " >= " +
-                                            std::to_string(readers_.size()) + " shards");
+                                            std::to_string(s) +
+                                            " >= " + std::to_string(readers_.size()) + " shards");
   }
   return *readers_[s];
 }
@@ -132,10 +131,10 @@ BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t
   }
   row_end_ = row_end < 0 ? reader.rows() : row_end;
   if (row_begin < 0 || row_begin > row_end_ || row_end_ > reader.rows()) {
-    throw_error(ErrorCode::kOutOfRange,
-                "shard " + info.path + ": row range [" + std::to_string(row_begin) + ", " +
-                    std::to_string(row_end_) + ") is not inside [0, " +
-                    std::to_string(reader.rows()) + ")");
+    throw_error(ErrorCode::kOutOfRange, "shard " + info.path + ": row range [" +
+                                            std::to_string(row_begin) + ", " +
+                                            std::to_string(row_end_) + ") is not inside [0, " +
+                                            std::to_string(reader.rows()) + ")");
   }
   const std::int64_t max_rows = std::min(batch_rows, row_end_ - row_begin);
   std::int64_t floats = 0;
@@ -196,8 +195,8 @@ std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) {
 
 }  // namespace
 
-void check_finite(const MatrixView& rows, const std::string& shard_path,
-                  std::int64_t local_begin, Id global_begin) {
+void check_finite(const MatrixView& rows, const std::string& shard_path, std::int64_t local_begin,
+                  Id global_begin) {
   validate_view(rows, ("check_finite of shard " + shard_path).c_str());
   if (rows.dtype == DType::kU8) return;
   const auto d = static_cast<std::size_t>(rows.dim);

@@ -19,8 +19,13 @@ class DenseVectorReader final : public VectorReader {
   // data_offset + rows * dim * dtype_size(dtype) fits in 64 bits and equals the file size.
   DenseVectorReader(const Storage& storage, std::string path, VectorFormat format,
                     std::uint64_t data_offset, std::int64_t rows, std::int64_t dim, DType dtype)
-      : storage_(storage), path_(std::move(path)), format_(format), data_offset_(data_offset),
-        rows_(rows), dim_(dim), dtype_(dtype) {}
+      : storage_(storage),
+        path_(std::move(path)),
+        format_(format),
+        data_offset_(data_offset),
+        rows_(rows),
+        dim_(dim),
+        dtype_(dtype) {}
 
   const std::string& path() const noexcept override { return path_; }
   VectorFormat format() const noexcept override { return format_; }

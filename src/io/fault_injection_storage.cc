@@ -29,15 +29,14 @@ void FaultInjectionStorage::read_range(const std::string& path, std::uint64_t of
     base_.read_range(path, offset, length, dst);
     return;
   }
-  const std::string where = "read #" + std::to_string(call) + " of " + path + " at offset " +
-                            std::to_string(offset);
+  const std::string where =
+      "read #" + std::to_string(call) + " of " + path + " at offset " + std::to_string(offset);
   if (read_kind_.load() == ReadFault::kShortRead) {
     const std::uint64_t half = length / 2;
     base_.read_range(path, offset, half, dst);
-    throw_error(ErrorCode::kDataLoss, "short read (injected fault): file " + path +
-                                          ": wanted " + std::to_string(length) +
-                                          " bytes at offset " + std::to_string(offset) +
-                                          ", got " + std::to_string(half));
+    throw_error(ErrorCode::kDataLoss, "short read (injected fault): file " + path + ": wanted " +
+                                          std::to_string(length) + " bytes at offset " +
+                                          std::to_string(offset) + ", got " + std::to_string(half));
   }
   throw_error(read_code_.load(), "injected fault: " + where);
 }
@@ -52,8 +51,8 @@ void FaultInjectionStorage::write_atomic_gather(const std::string& path,
   }
   const bool after = write_kind_.load() == WriteFault::kAfterWrite;
   if (after) base_.write_atomic_gather(path, pieces);
-  throw_error(write_code_.load(), std::string("injected fault: write #") +
-                                      std::to_string(call) + " of " + path +
+  throw_error(write_code_.load(), std::string("injected fault: write #") + std::to_string(call) +
+                                      " of " + path +
                                       (after ? " (after the write completed)" : ""));
 }
 

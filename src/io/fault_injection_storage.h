@@ -56,9 +56,7 @@ class FaultInjectionStorage final : public Storage {
   std::uint64_t size(const std::string& path) const override { return base_.size(path); }
   bool exists(const std::string& path) const override { return base_.exists(path); }
   void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;
-  std::vector<std::string> list(const std::string& dir) const override {
-    return base_.list(dir);
-  }
+  std::vector<std::string> list(const std::string& dir) const override { return base_.list(dir); }
   std::vector<std::string> glob(const std::string& pattern) const override {
     return base_.glob(pattern);
   }

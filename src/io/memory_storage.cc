@@ -34,8 +34,7 @@ std::string child_prefix(const std::string& key) {
 std::vector<std::string> ancestors(const std::string& key) {
   std::vector<std::string> out;
   if (!key.empty() && key[0] == '/' && key.size() > 1) out.emplace_back("/");
-  for (std::size_t pos = key.find('/', 1); pos != std::string::npos;
-       pos = key.find('/', pos + 1)) {
+  for (std::size_t pos = key.find('/', 1); pos != std::string::npos; pos = key.find('/', pos + 1)) {
     out.push_back(key.substr(0, pos));
   }
   return out;
@@ -56,8 +55,8 @@ const std::string* MemoryStorage::find_file_locked(const std::string& key) const
   return it == files_.end() ? nullptr : it->second.get();
 }
 
-void MemoryStorage::read_range(const std::string& path, std::uint64_t offset,
-                               std::uint64_t length, void* dst) const {
+void MemoryStorage::read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
+                               void* dst) const {
   const std::string key = normalize(path);
   std::shared_ptr<const std::string> value;
   {
@@ -74,10 +73,10 @@ void MemoryStorage::read_range(const std::string& path, std::uint64_t offset,
   const std::uint64_t size = value->size();
   if (offset > size || length > size - offset) {
     const std::uint64_t got = offset > size ? 0 : size - offset;
-    throw_error(ErrorCode::kDataLoss,
-                "short read: file " + path + ": wanted " + std::to_string(length) +
-                    " bytes at offset " + std::to_string(offset) + ", got " +
-                    std::to_string(got) + " (file is " + std::to_string(size) + " bytes)");
+    throw_error(ErrorCode::kDataLoss, "short read: file " + path + ": wanted " +
+                                          std::to_string(length) + " bytes at offset " +
+                                          std::to_string(offset) + ", got " + std::to_string(got) +
+                                          " (file is " + std::to_string(size) + " bytes)");
   }
   if (length > 0) std::memcpy(dst, value->data() + offset, static_cast<std::size_t>(length));
 }
@@ -98,8 +97,7 @@ bool MemoryStorage::exists(const std::string& path) const {
   return find_file_locked(key) != nullptr || is_dir_locked(key);
 }
 
-void MemoryStorage::write_atomic_gather(const std::string& path,
-                                        std::span<const ByteSpan> pieces) {
+void MemoryStorage::write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) {
   const std::string key = normalize(path);
   const std::string_view name = base_name(key);
   if (name.empty() || name == "." || name == "..") {
@@ -110,9 +108,8 @@ void MemoryStorage::write_atomic_gather(const std::string& path,
   std::uint64_t total = 0;
   for (const ByteSpan& piece : pieces) {
     if (piece.size > 0 && piece.data == nullptr) {
-      throw_error(ErrorCode::kInvalidArgument,
-                  "write of " + path + ": null data for a piece of " +
-                      std::to_string(piece.size) + " bytes");
+      throw_error(ErrorCode::kInvalidArgument, "write of " + path + ": null data for a piece of " +
+                                                   std::to_string(piece.size) + " bytes");
     }
     if (piece.size > std::numeric_limits<std::uint64_t>::max() - total) {
       throw_error(ErrorCode::kInvalidArgument, "write of " + path + ": total size overflows");
@@ -133,8 +130,9 @@ void MemoryStorage::write_atomic_gather(const std::string& path,
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::string& a : ancestors(key)) {
     if (files_.count(a) != 0) {
-      throw_error(ErrorCode::kInvalidArgument,
-                  "write of " + path + ": parent " + a + " is a file, not a directory");
+      std::string msg = "write of " + path;
+      msg += ": parent " + a + " is a file, not a directory";
+      throw_error(ErrorCode::kInvalidArgument, msg);
     }
   }
   if (files_.count(key) == 0 && is_dir_locked(key)) {
@@ -201,8 +199,7 @@ bool MemoryStorage::remove(const std::string& path) {
       (file_child != files_.end() && file_child->first.compare(0, prefix.size(), prefix) == 0) ||
       (dir_child != dirs_.end() && dir_child->compare(0, prefix.size(), prefix) == 0);
   if (has_children && !key.empty() && key != "/") {
-    throw_error(ErrorCode::kIoError,
-                "cannot remove " + path + ": directory not empty (ENOTEMPTY)");
+    throw_error(ErrorCode::kIoError, "cannot remove " + path + ": directory not empty (ENOTEMPTY)");
   }
   return dirs_.erase(key) != 0;
 }
@@ -215,8 +212,9 @@ void MemoryStorage::make_dirs(const std::string& path) {
   chain.push_back(key);
   for (const std::string& a : chain) {
     if (files_.count(a) != 0) {
-      throw_error(ErrorCode::kInvalidArgument, "cannot create directory " + path + ": " + a +
-                                                   " exists and is not a directory");
+      std::string msg = "cannot create directory " + path;
+      msg += ": " + a + " exists and is not a directory";
+      throw_error(ErrorCode::kInvalidArgument, msg);
     }
   }
   for (const std::string& a : chain) dirs_.insert(a);

@@ -129,9 +129,8 @@ class HeaderParser {
 
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
   void skip_ws() {
-    while (pos_ < text_.size() &&
-           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
-            text_[pos_] == '\r')) {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -142,8 +141,8 @@ class HeaderParser {
   bool consume_word(std::string_view word) {
     if (text_.substr(pos_, word.size()) != word) return false;
     const std::size_t end = pos_ + word.size();
-    if (end < text_.size() && (std::isalnum(static_cast<unsigned char>(text_[end])) ||
-                               text_[end] == '_')) {
+    if (end < text_.size() &&
+        (std::isalnum(static_cast<unsigned char>(text_[end])) || text_[end] == '_')) {
       return false;
     }
     pos_ = end;
@@ -229,7 +228,8 @@ class HeaderParser {
     std::uint64_t value = 0;
     while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') {
       const auto digit = static_cast<std::uint64_t>(text_[pos_] - '0');
-      if (value > (static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - digit) / 10) {
+      if (value >
+          (static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - digit) / 10) {
         fail("integer too large for 64 bits");
       }
       value = value * 10 + digit;
@@ -285,9 +285,9 @@ NpyHeader read_npy_header(const Storage& storage, const std::string& path,
   const std::uint64_t head = std::min<std::uint64_t>(file_size, prefix.size());
   storage.read_range(path, 0, head, prefix.data());
   if (head < kNpyMagicBytes || std::memcmp(prefix.data(), kNpyMagic, kNpyMagicBytes) != 0) {
-    throw_error(ErrorCode::kDataLoss,
-                "file " + path + ": not an .npy file (bad magic; expected the 6 bytes "
-                "\\x93NUMPY at offset 0)");
+    throw_error(ErrorCode::kDataLoss, "file " + path +
+                                          ": not an .npy file (bad magic; expected the 6 bytes "
+                                          "\\x93NUMPY at offset 0)");
   }
   NpyHeader header;
   if (head < kNpyPrefixBytesV1) {
@@ -297,10 +297,10 @@ NpyHeader read_npy_header(const Storage& storage, const std::string& path,
   header.major = prefix[6];
   header.minor = prefix[7];
   if (header.major < 1 || header.major > 3 || header.minor != 0) {
-    throw_error(ErrorCode::kDataLoss,
-                "file " + path + ": unsupported .npy format version " +
-                    std::to_string(header.major) + "." + std::to_string(header.minor) +
-                    "; expected 1.0, 2.0 or 3.0");
+    throw_error(ErrorCode::kDataLoss, "file " + path + ": unsupported .npy format version " +
+                                          std::to_string(header.major) + "." +
+                                          std::to_string(header.minor) +
+                                          "; expected 1.0, 2.0 or 3.0");
   }
   std::uint64_t prefix_bytes = kNpyPrefixBytesV1;
   std::uint64_t header_len = load_u16_le(prefix.data() + 8);
@@ -313,15 +313,15 @@ NpyHeader read_npy_header(const Storage& storage, const std::string& path,
     header_len = load_u32_le(prefix.data() + 8);
   }
   if (header_len > kNpyMaxHeaderBytes) {
-    throw_error(ErrorCode::kDataLoss,
-                "file " + path + ": .npy header length " + std::to_string(header_len) +
-                    " exceeds the limit of " + std::to_string(kNpyMaxHeaderBytes) + " bytes");
+    throw_error(ErrorCode::kDataLoss, "file " + path + ": .npy header length " +
+                                          std::to_string(header_len) + " exceeds the limit of " +
+                                          std::to_string(kNpyMaxHeaderBytes) + " bytes");
   }
   if (prefix_bytes + header_len > file_size) {
-    throw_error(ErrorCode::kDataLoss,
-                "file " + path + ": expected at least " +
-                    std::to_string(prefix_bytes + header_len) + " bytes (the .npy header), found " +
-                    std::to_string(file_size) + ": truncated");
+    throw_error(ErrorCode::kDataLoss, "file " + path + ": expected at least " +
+                                          std::to_string(prefix_bytes + header_len) +
+                                          " bytes (the .npy header), found " +
+                                          std::to_string(file_size) + ": truncated");
   }
   std::string text(static_cast<std::size_t>(header_len), '\0');
   storage.read_range(path, prefix_bytes, header_len, text.data());
@@ -342,8 +342,9 @@ std::unique_ptr<VectorReader> open_npy(const Storage& storage, const std::string
   }
   if (h.fortran_order) {
     throw_error(ErrorCode::kInvalidArgument,
-                "file " + path + ": array is in Fortran (column-major) order; expected C "
-                "order (save np.ascontiguousarray(x) instead)");
+                "file " + path +
+                    ": array is in Fortran (column-major) order; expected C "
+                    "order (save np.ascontiguousarray(x) instead)");
   }
   if (h.shape.size() != 2) {
     throw_error(ErrorCode::kInvalidArgument,
@@ -356,8 +357,8 @@ std::unique_ptr<VectorReader> open_npy(const Storage& storage, const std::string
   const std::int64_t dim = h.shape[1];
   if (dim < 1 || dim > kMaxDim) {
     throw_error(ErrorCode::kInvalidArgument,
-                "file " + path + ": shape " + shape_text(h.shape) + ": dim " +
-                    std::to_string(dim) + " is outside [1, " + std::to_string(kMaxDim) + "]");
+                "file " + path + ": shape " + shape_text(h.shape) + ": dim " + std::to_string(dim) +
+                    " is outside [1, " + std::to_string(kMaxDim) + "]");
   }
   std::uint64_t data_bytes = 0;
   std::uint64_t expected = 0;
@@ -370,11 +371,10 @@ std::unique_ptr<VectorReader> open_npy(const Storage& storage, const std::string
                                           " is too large for a 64-bit file size");
   }
   check_file_size(path, expected, file_size,
-                  std::to_string(h.data_offset) + " header + " + std::to_string(rows) +
-                      " rows x " + std::to_string(dim) + " x " +
-                      std::to_string(dtype_size(dtype)) + " bytes");
-  return std::make_unique<DenseVectorReader>(storage, path, VectorFormat::kNpy, h.data_offset,
-                                             rows, dim, dtype);
+                  std::to_string(h.data_offset) + " header + " + std::to_string(rows) + " rows x " +
+                      std::to_string(dim) + " x " + std::to_string(dtype_size(dtype)) + " bytes");
+  return std::make_unique<DenseVectorReader>(storage, path, VectorFormat::kNpy, h.data_offset, rows,
+                                             dim, dtype);
 }
 
 std::string make_npy_header(std::string_view descr, std::span<const std::int64_t> shape) {
@@ -430,16 +430,16 @@ namespace {
 std::uint64_t checked_elements(const std::string& path, std::span<const std::int64_t> shape,
                                NpyType type) {
   if (shape.size() != 1 && shape.size() != 2) {
-    throw_error(ErrorCode::kInvalidArgument,
-                "write_npy " + path + ": shape has " + std::to_string(shape.size()) +
-                    " dimensions; expected 1 or 2");
+    throw_error(ErrorCode::kInvalidArgument, "write_npy " + path + ": shape has " +
+                                                 std::to_string(shape.size()) +
+                                                 " dimensions; expected 1 or 2");
   }
   std::uint64_t elements = 1;
   for (const std::int64_t extent : shape) {
     if (extent < 0) {
-      throw_error(ErrorCode::kInvalidArgument,
-                  "write_npy " + path + ": negative extent " + std::to_string(extent) +
-                      " in shape " + io::shape_text(shape));
+      throw_error(ErrorCode::kInvalidArgument, "write_npy " + path + ": negative extent " +
+                                                   std::to_string(extent) + " in shape " +
+                                                   io::shape_text(shape));
     }
     std::uint64_t bytes = 0;
     if (!io::checked_mul(elements, static_cast<std::uint64_t>(extent), &elements) ||
@@ -469,8 +469,8 @@ void write_npy(Storage& storage, const std::string& path, const void* data, NpyT
                std::span<const std::int64_t> shape) {
   const std::uint64_t elements = checked_elements(path, shape, type);
   if (elements > 0 && data == nullptr) {
-    throw_error(ErrorCode::kInvalidArgument, "write_npy " + path + ": null data for shape " +
-                                                 io::shape_text(shape));
+    throw_error(ErrorCode::kInvalidArgument,
+                "write_npy " + path + ": null data for shape " + io::shape_text(shape));
   }
   const std::string header = io::make_npy_header(npy_type_descr(type), shape);
   const std::array<ByteSpan, 2> pieces{ByteSpan{header.data(), header.size()},
@@ -480,8 +480,8 @@ void write_npy(Storage& storage, const std::string& path, const void* data, NpyT
 
 namespace {
 template <typename T>
-void write_typed(Storage& storage, const std::string& path, std::span<const T> data,
-                 NpyType type, std::span<const std::int64_t> shape) {
+void write_typed(Storage& storage, const std::string& path, std::span<const T> data, NpyType type,
+                 std::span<const std::int64_t> shape) {
   const std::uint64_t elements = checked_elements(path, shape, type);
   if (elements != data.size()) {
     throw_error(ErrorCode::kInvalidArgument,
@@ -511,9 +511,9 @@ void write_npy(Storage& storage, const std::string& path, const MatrixView& matr
   validate_view(matrix, ("write_npy " + path).c_str());
   const NpyType out_type = type ? *type : npy_type_of(matrix.dtype, path);
   if (out_type != NpyType::kF32 && out_type != NpyType::kF16 && out_type != NpyType::kU8) {
-    throw_error(ErrorCode::kInvalidArgument,
-                "write_npy " + path + ": a matrix is written as f32, f16 or u8, not " +
-                    npy_type_descr(out_type));
+    throw_error(ErrorCode::kInvalidArgument, "write_npy " + path +
+                                                 ": a matrix is written as f32, f16 or u8, not " +
+                                                 npy_type_descr(out_type));
   }
   const std::array<std::int64_t, 2> shape{matrix.rows, matrix.dim};
   const std::uint64_t elements = checked_elements(path, shape, out_type);

@@ -18,20 +18,19 @@ namespace megatax::io {
 
 // What an .npy header says. Any descr, order and rank; the reader decides what it supports.
 struct NpyHeader {
-  int major = 0;                     // 1, 2 or 3
-  int minor = 0;                     // 0
-  std::string descr;                 // e.g. "<f4"; structured dtypes are refused while parsing
+  int major = 0;      // 1, 2 or 3
+  int minor = 0;      // 0
+  std::string descr;  // e.g. "<f4"; structured dtypes are refused while parsing
   bool fortran_order = false;
-  std::vector<std::int64_t> shape;   // each >= 0
-  std::uint64_t data_offset = 0;     // bytes before the first element
+  std::vector<std::int64_t> shape;  // each >= 0
+  std::uint64_t data_offset = 0;    // bytes before the first element
 };
 
 // Reads and parses the header of the .npy file at `path` (whose size is `file_size`).
 // Throws Error(kDataLoss) for a bad magic, an unsupported version, a header longer than
 // kNpyMaxHeaderBytes or the file, or a header that is not a dict with 'descr' (a string),
 // 'fortran_order' (True/False) and 'shape' (a tuple of non-negative ints).
-NpyHeader read_npy_header(const Storage& storage, const std::string& path,
-                          std::uint64_t file_size);
+NpyHeader read_npy_header(const Storage& storage, const std::string& path, std::uint64_t file_size);
 
 // Parses the header dict text (what follows the length field). `path` names the file in
 // errors. Sets descr, fortran_order and shape.

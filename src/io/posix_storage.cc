@@ -25,33 +25,22 @@ void throw_errno(int err, const std::string& what, const std::string& path) {
   ErrorCode code = ErrorCode::kIoError;
   switch (err) {
     case ENOENT:
-    case ENOTDIR:
-      code = ErrorCode::kNotFound;
-      break;
-    case EEXIST:
-      code = ErrorCode::kAlreadyExists;
-      break;
+    case ENOTDIR: code = ErrorCode::kNotFound; break;
+    case EEXIST: code = ErrorCode::kAlreadyExists; break;
     case ENOSPC:
     case EDQUOT:
     case ENOMEM:
-    case EFBIG:
-      code = ErrorCode::kResourceExhausted;
-      break;
+    case EFBIG: code = ErrorCode::kResourceExhausted; break;
     case EISDIR:
     case ENAMETOOLONG:
-    case EINVAL:
-      code = ErrorCode::kInvalidArgument;
-      break;
+    case EINVAL: code = ErrorCode::kInvalidArgument; break;
     case EAGAIN:
-    case EINTR:
-      code = ErrorCode::kUnavailable;
-      break;
-    default:
-      break;
+    case EINTR: code = ErrorCode::kUnavailable; break;
+    default: break;
   }
   // std::system_category().message is the thread-safe strerror text.
-  throw_error(code, what + " " + path + ": " + std::system_category().message(err) +
-                        " (errno " + std::to_string(err) + ")");
+  throw_error(code, what + " " + path + ": " + std::system_category().message(err) + " (errno " +
+                        std::to_string(err) + ")");
 }
 
 namespace {
@@ -141,16 +130,15 @@ std::string random_suffix() {
 
 }  // namespace
 
-void PosixStorage::read_range(const std::string& path, std::uint64_t offset,
-                              std::uint64_t length, void* dst) const {
+void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
+                              void* dst) const {
   Fd fd(open_retry(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw_errno(errno, "cannot open", path);
   if (length == 0) return;
   if (offset > static_cast<std::uint64_t>(INT64_MAX) ||
       length > static_cast<std::uint64_t>(INT64_MAX) - offset) {
-    throw_error(ErrorCode::kOutOfRange, "read of " + path + ": offset " +
-                                            std::to_string(offset) + " + length " +
-                                            std::to_string(length) + " overflows");
+    throw_error(ErrorCode::kOutOfRange, "read of " + path + ": offset " + std::to_string(offset) +
+                                            " + length " + std::to_string(length) + " overflows");
   }
   char* out = static_cast<char*>(dst);
   std::uint64_t done = 0;
@@ -169,8 +157,7 @@ void PosixStorage::read_range(const std::string& path, std::uint64_t offset,
       throw_error(ErrorCode::kDataLoss,
                   "short read: file " + path + ": wanted " + std::to_string(length) +
                       " bytes at offset " + std::to_string(offset) + ", got " +
-                      std::to_string(done) + " (file is " + std::to_string(file_size) +
-                      " bytes)");
+                      std::to_string(done) + " (file is " + std::to_string(file_size) + " bytes)");
     }
     done += static_cast<std::uint64_t>(n);
   }
@@ -194,8 +181,7 @@ bool PosixStorage::exists(const std::string& path) const {
   throw_errno(err, "cannot stat", path);
 }
 
-void PosixStorage::write_atomic_gather(const std::string& path,
-                                       std::span<const ByteSpan> pieces) {
+void PosixStorage::write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) {
   const std::string_view name = base_name(path);
   if (name.empty() || name == "." || name == "..") {
     throw_error(ErrorCode::kInvalidArgument,
@@ -230,9 +216,8 @@ void PosixStorage::write_atomic_gather(const std::string& path,
   for (const ByteSpan& piece : pieces) {
     if (piece.size == 0) continue;
     if (piece.data == nullptr) {
-      throw_error(ErrorCode::kInvalidArgument,
-                  "write of " + path + ": null data for a piece of " +
-                      std::to_string(piece.size) + " bytes");
+      throw_error(ErrorCode::kInvalidArgument, "write of " + path + ": null data for a piece of " +
+                                                   std::to_string(piece.size) + " bytes");
     }
     if (piece.size >= kCoalesceBytes) {
       flush();
@@ -307,9 +292,9 @@ std::vector<std::string> PosixStorage::glob(const std::string& pattern) const {
     const std::string_view n = entry->d_name;
     if (n != "." && n != ".." && glob_match(g.name_pattern, n)) {
       std::string full = g.prefix + std::string(n);
-      const bool regular = entry->d_type == DT_REG ||
-                           ((entry->d_type == DT_UNKNOWN || entry->d_type == DT_LNK) &&
-                            is_file(full));
+      const bool regular =
+          entry->d_type == DT_REG ||
+          ((entry->d_type == DT_UNKNOWN || entry->d_type == DT_LNK) && is_file(full));
       if (regular) out.push_back(std::move(full));
     }
     errno = 0;
@@ -354,9 +339,9 @@ void PosixStorage::make_dirs(const std::string& path) {
         // write, e.g. "/" itself).
         if (::stat(prefix.c_str(), &st) == 0) {
           if (!S_ISDIR(st.st_mode)) {
-            throw_error(ErrorCode::kInvalidArgument,
-                        "cannot create directory " + path + ": " + prefix +
-                            " exists and is not a directory");
+            std::string msg = "cannot create directory " + path;
+            msg += ": " + prefix + " exists and is not a directory";
+            throw_error(ErrorCode::kInvalidArgument, msg);
           }
         } else {
           throw_errno(err, "cannot create directory", prefix);

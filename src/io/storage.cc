@@ -211,16 +211,15 @@ GlobPattern parse_glob_pattern(const std::string& pattern) {
                     pattern.substr(0, slash + 1), pattern.substr(slash + 1), false};
   }
   if (has_glob_wildcard(g.prefix)) {
-    throw_error(ErrorCode::kInvalidArgument,
-                "glob pattern '" + pattern +
-                    "': wildcards are supported in the last path component only");
+    throw_error(
+        ErrorCode::kInvalidArgument,
+        "glob pattern '" + pattern + "': wildcards are supported in the last path component only");
   }
   if (g.name_pattern.empty()) {
     throw_error(ErrorCode::kInvalidArgument,
                 "glob pattern '" + pattern + "': empty file-name part (ends with '/')");
   }
-  g.literal = !has_glob_wildcard(g.name_pattern) &&
-              g.name_pattern.find('\\') == std::string::npos;
+  g.literal = !has_glob_wildcard(g.name_pattern) && g.name_pattern.find('\\') == std::string::npos;
   return g;
 }
 

@@ -15,7 +15,11 @@ class VecsReader final : public VectorReader {
  public:
   VecsReader(const Storage& storage, std::string path, VectorFormat format, std::int64_t rows,
              std::int64_t dim, DType dtype)
-      : storage_(storage), path_(std::move(path)), format_(format), rows_(rows), dim_(dim),
+      : storage_(storage),
+        path_(std::move(path)),
+        format_(format),
+        rows_(rows),
+        dim_(dim),
         dtype_(dtype) {}
 
   const std::string& path() const noexcept override { return path_; }
@@ -42,10 +46,10 @@ class VecsReader final : public VectorReader {
         const unsigned char* rec = scratch.data() + i * stride;
         const auto row_dim = static_cast<std::int32_t>(load_u32_le(rec));
         if (row_dim != dim_) {
-          throw_error(ErrorCode::kDataLoss,
-                      "file " + path_ + ": row " + std::to_string(row + i) + " has dim " +
-                          std::to_string(row_dim) + ", expected " + std::to_string(dim_) +
-                          " (from row 0)");
+          throw_error(ErrorCode::kDataLoss, "file " + path_ + ": row " + std::to_string(row + i) +
+                                                " has dim " + std::to_string(row_dim) +
+                                                ", expected " + std::to_string(dim_) +
+                                                " (from row 0)");
         }
         std::memcpy(out, rec + kVecsDimBytes, static_cast<std::size_t>(payload));
         out += payload;
@@ -82,16 +86,17 @@ std::unique_ptr<VectorReader> open_vecs(const Storage& storage, const std::strin
     return std::make_unique<VecsReader>(storage, path, format, 0, 0, dtype);
   }
   if (file_size < kVecsDimBytes) {
-    throw_error(ErrorCode::kDataLoss, "file " + path + ": expected at least 4 bytes (row 0's "
-                                      "i32 dim), found " + std::to_string(file_size));
+    throw_error(ErrorCode::kDataLoss, "file " + path +
+                                          ": expected at least 4 bytes (row 0's "
+                                          "i32 dim), found " +
+                                          std::to_string(file_size));
   }
   const std::int32_t dim = read_dim(storage, path, 0);
   if (dim < 1) {
-    throw_error(ErrorCode::kDataLoss, "file " + path + ": row 0 has dim " +
-                                          std::to_string(dim) + "; expected >= 1");
+    throw_error(ErrorCode::kDataLoss,
+                "file " + path + ": row 0 has dim " + std::to_string(dim) + "; expected >= 1");
   }
-  const std::uint64_t stride =
-      kVecsDimBytes + static_cast<std::uint64_t>(dim) * dtype_size(dtype);
+  const std::uint64_t stride = kVecsDimBytes + static_cast<std::uint64_t>(dim) * dtype_size(dtype);
   if (file_size % stride != 0) {
     throw_error(ErrorCode::kDataLoss,
                 "file " + path + ": expected a multiple of " + std::to_string(stride) +
@@ -103,14 +108,13 @@ std::unique_ptr<VectorReader> open_vecs(const Storage& storage, const std::strin
   if (rows > 1) {
     const std::int32_t last = read_dim(storage, path, (rows - 1) * stride);
     if (last != dim) {
-      throw_error(ErrorCode::kDataLoss,
-                  "file " + path + ": row " + std::to_string(rows - 1) + " has dim " +
-                      std::to_string(last) + ", expected " + std::to_string(dim) +
-                      " (from row 0)");
+      throw_error(ErrorCode::kDataLoss, "file " + path + ": row " + std::to_string(rows - 1) +
+                                            " has dim " + std::to_string(last) + ", expected " +
+                                            std::to_string(dim) + " (from row 0)");
     }
   }
-  return std::make_unique<VecsReader>(storage, path, format, static_cast<std::int64_t>(rows),
-                                      dim, dtype);
+  return std::make_unique<VecsReader>(storage, path, format, static_cast<std::int64_t>(rows), dim,
+                                      dtype);
 }
 
 }  // namespace megatax::io

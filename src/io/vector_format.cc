@@ -35,9 +35,9 @@ VectorFormat vector_format_from_path(const std::string& path) {
   if (ext == ".u8bin") return VectorFormat::kU8bin;
   if (ext == ".fvecs") return VectorFormat::kFvecs;
   if (ext == ".bvecs") return VectorFormat::kBvecs;
-  throw_error(ErrorCode::kInvalidArgument,
-              "file " + path + ": unknown vector file extension '" + std::string(ext) +
-                  "'; expected .npy, .fbin, .u8bin, .fvecs or .bvecs");
+  throw_error(ErrorCode::kInvalidArgument, "file " + path + ": unknown vector file extension '" +
+                                               std::string(ext) +
+                                               "'; expected .npy, .fbin, .u8bin, .fvecs or .bvecs");
 }
 
 void VectorReader::check_read_range(std::int64_t row_begin, std::int64_t n_rows,
@@ -92,10 +92,10 @@ namespace io {
 void check_file_size(const std::string& path, std::uint64_t expected, std::uint64_t actual,
                      const std::string& why) {
   if (expected == actual) return;
-  throw_error(ErrorCode::kDataLoss,
-              "file " + path + ": expected " + std::to_string(expected) + " bytes, found " +
-                  std::to_string(actual) + " (" + why + ")" +
-                  (actual < expected ? ": truncated" : ": trailing bytes"));
+  throw_error(ErrorCode::kDataLoss, "file " + path + ": expected " + std::to_string(expected) +
+                                        " bytes, found " + std::to_string(actual) + " (" + why +
+                                        ")" +
+                                        (actual < expected ? ": truncated" : ": trailing bytes"));
 }
 
 void DenseVectorReader::read(std::int64_t row_begin, std::int64_t n_rows, void* dst) const {

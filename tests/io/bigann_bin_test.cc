@@ -50,7 +50,8 @@ TEST(BigAnnBinTest, ReadsFbinAndU8binInBatches) {
   EXPECT_EQ(ru->dim(), d);
 
   for (std::int64_t row = 0; row < n;) {
-    const std::int64_t k = std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 64));
+    const std::int64_t k =
+        std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 64));
     std::vector<float> got(static_cast<std::size_t>(k) * d);
     rf->read(row, k, got.data());
     ASSERT_EQ(std::memcmp(got.data(), &f[row * d], got.size() * 4), 0) << "fbin row " << row;
@@ -78,8 +79,8 @@ TEST(BigAnnBinTest, EmptyFileAndBadHeaders) {
   for (int i = 0; i < 12; ++i) good.f32(static_cast<float>(i));
   s.write_atomic("trunc.fbin", good.str().substr(0, 51));
   expect_error([&] { open_vector_file(s, "trunc.fbin"); }, ErrorCode::kDataLoss,
-               {"file trunc.fbin: expected 56 bytes, found 51",
-                "8 header + 3 rows x 4 x 4 bytes", "truncated"});
+               {"file trunc.fbin: expected 56 bytes, found 51", "8 header + 3 rows x 4 x 4 bytes",
+                "truncated"});
   s.write_atomic("long.u8bin", Bytes().u32(2).u32(3).raw("abcdefg").str());
   expect_error([&] { open_vector_file(s, "long.u8bin"); }, ErrorCode::kDataLoss,
                {"file long.u8bin: expected 14 bytes, found 15", "trailing bytes"});

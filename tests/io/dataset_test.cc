@@ -66,9 +66,9 @@ TEST(DatasetTest, GlobSortedShardsGlobalIdsAndBatches) {
       {"part-03.fvecs", static_cast<std::int64_t>(rng() % 300)},
       {"part-00.npy", 1 + static_cast<std::int64_t>(rng() % 500)},
       {"part-02.fbin", static_cast<std::int64_t>(rng() % 400)},
-      {"part-01.npy", 0},  // empty shard
+      {"part-01.npy", 0},                                           // empty shard
       {"part-04.npy", 1 + static_cast<std::int64_t>(rng() % 200)},  // stored as f16
-      {"part-05.fvecs", 0},  // empty, no dim recorded
+      {"part-05.fvecs", 0},                                         // empty, no dim recorded
   };
   io::PosixStorage posix;
   std::map<std::string, std::vector<float>> want;  // f32 values as read back
@@ -172,8 +172,9 @@ TEST(DatasetTest, DimAndDtypeMismatchAndEmptyDatasets) {
   const std::vector<std::uint8_t> u(2 * 1024, 1);
   write_npy(s, "/e/a.npy", std::span<const float>(a), sa);
   write_npy(s, "/e/b.npy", MatrixView(u.data(), 2, 1024, DType::kU8));
-  expect_error([&] { Dataset::open(s, "/e/*.npy"); }, ErrorCode::kInvalidArgument,
-               {"shard /e/b.npy: dtype u8, expected a floating-point dtype like f32 (from /e/a.npy)"});
+  expect_error(
+      [&] { Dataset::open(s, "/e/*.npy"); }, ErrorCode::kInvalidArgument,
+      {"shard /e/b.npy: dtype u8, expected a floating-point dtype like f32 (from /e/a.npy)"});
 
   expect_error([&] { Dataset::open(s, "/nowhere/part-*.npy"); }, ErrorCode::kNotFound,
                {"no files match '/nowhere/part-*.npy'"});
@@ -234,7 +235,7 @@ TEST(DatasetTest, NonFiniteRowsAreNamed) {
   ASSERT_TRUE(r.next(&batch));
   expect_error([&] { check_finite(batch, ds); }, ErrorCode::kDataLoss,
                {"shard x/b.npy: row " + std::to_string(bad_row) + " (global id " +
-                    std::to_string(10 + bad_row) + ") has a non-finite value (nan) in column 5"});
+                std::to_string(10 + bad_row) + ") has a non-finite value (nan) in column 5"});
   // Inf, and f16 / bf16 views.
   b[bad_row * d + 5] = -std::numeric_limits<float>::infinity();
   expect_error([&] { check_finite(f32_view(b.data(), 20, d), "f.npy", 0, 100); },

@@ -50,13 +50,14 @@ class ScratchDir {
 // A seed from std::random_device; tests print it through SCOPED_TRACE so that a failure
 // can be replayed (set MEGATAX_TEST_SEED to force one).
 inline std::uint64_t fresh_seed() {
-  if (const char* forced = std::getenv("MEGATAX_TEST_SEED")) return std::strtoull(forced, nullptr, 10);
+  if (const char* forced = std::getenv("MEGATAX_TEST_SEED"))
+    return std::strtoull(forced, nullptr, 10);
   std::random_device rd;
   return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
 }
-#define MEGATAX_SEEDED_RNG(rng)                                   \
-  const std::uint64_t rng##_seed = ::megatax::testing_io::fresh_seed(); \
-  SCOPED_TRACE("random seed " + std::to_string(rng##_seed) +       \
+#define MEGATAX_SEEDED_RNG(rng)                                                       \
+  const std::uint64_t rng##_seed = ::megatax::testing_io::fresh_seed();               \
+  SCOPED_TRACE("random seed " + std::to_string(rng##_seed) +                          \
                " (rerun with MEGATAX_TEST_SEED=" + std::to_string(rng##_seed) + ")"); \
   std::mt19937_64 rng(rng##_seed)
 
@@ -123,8 +124,8 @@ inline bool run_python(const std::string& dir, const std::string& script) {
            "    print('numpy is not importable:', e); sys.exit(97)\n"
         << script << "\n";
   }
-  const std::string cmd = "cd '" + dir + "' && python3 '" + script_path + "' > '" + log_path +
-                          "' 2>&1";
+  const std::string cmd =
+      "cd '" + dir + "' && python3 '" + script_path + "' > '" + log_path + "' 2>&1";
   const int rc = std::system(cmd.c_str());
   const int status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   if (status == 0) return true;

@@ -1,6 +1,8 @@
 // .npy reader and writer, checked against numpy (the independent reference): numpy writes
 // files (versions 1.0, 2.0, 3.0; f32, f16, u8) that we read; we write files that numpy
 // loads and compares. Plus hand-made corrupt and unsupported files with their messages.
+#include "io/npy.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include "io/format.h"
 #include "io/io_test_util.h"
 #include "io/memory_storage.h"
-#include "io/npy.h"
 #include "io/posix_storage.h"
 #include "megatax/dtype.h"
 #include "megatax/error.h"
@@ -63,7 +64,8 @@ void expect_reads_match(const VectorReader& r, const std::string& raw, std::mt19
   if (!want_f32.empty()) convert_to_f32(r.dtype(), raw.data(), want_f32.size(), want_f32.data());
   std::int64_t row = 0;
   while (row < n) {
-    const std::int64_t k = std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 97));
+    const std::int64_t k =
+        std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 97));
     std::string got(static_cast<std::size_t>(k * d) * es, '\0');
     r.read(row, k, got.data());
     ASSERT_EQ(std::memcmp(got.data(), raw.data() + row * d * es, got.size()), 0)
@@ -151,6 +153,7 @@ TEST(NpyReadTest, ConcurrentReadsOfOneReader) {
   convert_to_f32(DType::kF16, raw.data(), want.size(), want.data());
   std::vector<std::thread> threads;
   std::vector<int> ok(4, 0);
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::vector<float> got(n * d);
@@ -184,7 +187,9 @@ np.save('dim0.npy', np.zeros((4, 0), dtype='<f4'))
 np.save('good.npy', np.arange(80, dtype='<f4').reshape(10, 8))
 )"));
   io::PosixStorage s;
-  auto open = [&](const std::string& name) { return [&s, &dir, name] { open_vector_file(s, dir / name); }; };
+  auto open = [&](const std::string& name) {
+    return [&s, &dir, name] { open_vector_file(s, dir / name); };
+  };
   expect_error(open("fortran.npy"), ErrorCode::kInvalidArgument,
                {dir / "fortran.npy", "Fortran", "expected C order"});
   expect_error(open("rank3.npy"), ErrorCode::kInvalidArgument,
@@ -192,8 +197,9 @@ np.save('good.npy', np.arange(80, dtype='<f4').reshape(10, 8))
   expect_error(open("rank1.npy"), ErrorCode::kInvalidArgument,
                {"shape (5,) has 1 dimension; expected 2"});
   expect_error(open("f8.npy"), ErrorCode::kInvalidArgument,
-               {dir / "f8.npy", "dtype '<f8' is not supported; expected '<f4' (float32), "
-                                "'<f2' (float16) or '|u1' (uint8)"});
+               {dir / "f8.npy",
+                "dtype '<f8' is not supported; expected '<f4' (float32), "
+                "'<f2' (float16) or '|u1' (uint8)"});
   expect_error(open("bigendian.npy"), ErrorCode::kInvalidArgument, {"dtype '>f4'"});
   expect_error(open("i4.npy"), ErrorCode::kInvalidArgument, {"dtype '<i4'"});
   expect_error(open("struct.npy"), ErrorCode::kInvalidArgument, {"structured"});
@@ -231,7 +237,10 @@ np.save('good.npy', np.arange(80, dtype='<f4').reshape(10, 8))
 // Hand-made headers (no numpy): what the parser accepts and refuses.
 std::string npy_v1(const std::string& dict, const std::string& data = "") {
   testing_io::Bytes b;
-  b.raw(std::string("\x93NUMPY\x01\x00", 8)).u16(static_cast<std::uint16_t>(dict.size())).raw(dict).raw(data);
+  b.raw(std::string("\x93NUMPY\x01\x00", 8))
+      .u16(static_cast<std::uint16_t>(dict.size()))
+      .raw(dict)
+      .raw(data);
   return b.str();
 }
 
@@ -325,9 +334,8 @@ TEST(NpyWriteTest, NumpyLoadsWhatWeWrite) {
   const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 500);
   const std::int64_t d = 1 + static_cast<std::int64_t>(rng() % 130);
   std::string checks;  // python lines: (name, descr, shape, expected-raw-file or expression)
-  auto add_check = [&](const std::string& name, const std::string& descr,
-                       const std::string& shape, const std::string& raw_file,
-                       const std::string& raw_descr) {
+  auto add_check = [&](const std::string& name, const std::string& descr, const std::string& shape,
+                       const std::string& raw_file, const std::string& raw_descr) {
     checks += "  ('" + name + "', '" + descr + "', " + shape + ", '" + raw_file + "', '" +
               raw_descr + "'),\n";
   };
@@ -422,7 +430,8 @@ TEST(NpyWriteTest, BadArgumentsAndFailedWrites) {
   const std::array<std::int64_t, 3> shape3d{1, 2, 3};
   const std::array<std::int64_t, 2> negative{-1, 3};
   expect_error([&] { write_npy(mem, "a.npy", std::span<const float>(x), shape33); },
-               ErrorCode::kInvalidArgument, {"a.npy", "shape (3, 3) holds 9 elements but data has 6"});
+               ErrorCode::kInvalidArgument,
+               {"a.npy", "shape (3, 3) holds 9 elements but data has 6"});
   expect_error([&] { write_npy(mem, "a.npy", x.data(), NpyType::kF32, shape3d); },
                ErrorCode::kInvalidArgument, {"3 dimensions; expected 1 or 2"});
   expect_error([&] { write_npy(mem, "a.npy", x.data(), NpyType::kF32, negative); },

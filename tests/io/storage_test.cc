@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "io/fault_injection_storage.h"
+#include "io/io_test_util.h"
 #include "io/memory_storage.h"
 #include "io/posix_storage.h"
-#include "io/io_test_util.h"
 
 namespace megatax {
 namespace {
@@ -95,7 +95,8 @@ TEST_P(StorageContractTest, MissingPathsAreNotFound) {
 
 TEST_P(StorageContractTest, ListIsSortedAndShowsFilesAndDirs) {
   Storage& s = *storage_;
-  for (const char* name : {"b", "a", "c10", "c2", ".hidden"}) s.write_atomic(p(std::string("d/") + name), "x");
+  for (const char* name : {"b", "a", "c10", "c2", ".hidden"})
+    s.write_atomic(p(std::string("d/") + name), "x");
   s.make_dirs(p("d/sub"));
   const std::vector<std::string> want = {".hidden", "a", "b", "c10", "c2", "sub"};
   EXPECT_EQ(s.list(p("d")), want);
@@ -105,7 +106,7 @@ TEST_P(StorageContractTest, ListIsSortedAndShowsFilesAndDirs) {
 
 TEST_P(StorageContractTest, GlobSortsByNameAndMatchesFilesOnly) {
   Storage& s = *storage_;
-  const std::vector<std::string> names = {"part-10.npy", "part-2.npy", "part-1.npy",
+  const std::vector<std::string> names = {"part-10.npy", "part-2.npy",  "part-1.npy",
                                           "part-3.fbin", ".part-9.npy", "other.npy",
                                           "part-a.npy",  "part-[x].npy"};
   for (const auto& n : names) s.write_atomic(p("shards/" + n), "x");
@@ -203,6 +204,7 @@ TEST_P(StorageContractTest, ConcurrentReadersSeeWholeObjects) {
   std::atomic<bool> stop{false};
   std::atomic<int> torn{0};
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (int t = 0; t < 3; ++t) {
     readers.emplace_back([&] {
       std::string buf(kSize, '\0');
@@ -212,7 +214,8 @@ TEST_P(StorageContractTest, ConcurrentReadersSeeWholeObjects) {
       }
     });
   }
-  for (int i = 0; i < 60; ++i) s.write_atomic(path, std::string(kSize, static_cast<char>('a' + i % 26)));
+  for (int i = 0; i < 60; ++i)
+    s.write_atomic(path, std::string(kSize, static_cast<char>('a' + i % 26)));
   stop = true;
   for (auto& t : readers) t.join();
   EXPECT_EQ(torn.load(), 0);
@@ -240,7 +243,8 @@ TEST(PosixStorageTest, WriteFailingMidwayKeepsOldFileAndRemovesTemp) {
   s.write_atomic(path, "old");
   struct rlimit old_limit {};
   ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
-  struct sigaction ignore {}, old_action {};
+  struct sigaction ignore {
+  }, old_action{};
   ignore.sa_handler = SIG_IGN;
   ASSERT_EQ(::sigaction(SIGXFSZ, &ignore, &old_action), 0);
   struct rlimit small = old_limit;
@@ -309,24 +313,40 @@ TEST(GlobMatchTest, Table) {
     bool match;
   };
   const Case cases[] = {
-      {"*", "abc", true},           {"*", "", true},
-      {"*", ".abc", false},         {".*", ".abc", true},
-      {"\\.*", ".abc", true},       {"a*c", "abbbc", true},
-      {"a*c", "abbbd", false},      {"a*b*c", "axbyc", true},
-      {"a*b*c", "axbyb", false},    {"?", "a", true},
-      {"?", "", false},             {"?", "ab", false},
+      {"*", "abc", true},
+      {"*", "", true},
+      {"*", ".abc", false},
+      {".*", ".abc", true},
+      {"\\.*", ".abc", true},
+      {"a*c", "abbbc", true},
+      {"a*c", "abbbd", false},
+      {"a*b*c", "axbyc", true},
+      {"a*b*c", "axbyb", false},
+      {"?", "a", true},
+      {"?", "", false},
+      {"?", "ab", false},
       {"part-??.npy", "part-01.npy", true},
       {"part-??.npy", "part-1.npy", false},
-      {"[abc]", "b", true},         {"[abc]", "d", false},
-      {"[a-c]x", "bx", true},       {"[!a-c]x", "bx", false},
-      {"[^a-c]x", "dx", true},      {"[]]", "]", true},
-      {"[!]]", "a", true},          {"[!]]", "]", false},
-      {"[a-]", "-", true},          {"[", "[", true},
-      {"a[", "a[", true},           {"[x", "[x", true},
-      {"\\*", "*", true},           {"\\*", "a", false},
-      {"a\\", "a\\", true},         {"*.npy", "x.npy.tmp", false},
-      {"*.npy", ".x.npy", false},   {"**", "abc", true},
-      {"*a", "aaaa", true},         {"*?", "", false},
+      {"[abc]", "b", true},
+      {"[abc]", "d", false},
+      {"[a-c]x", "bx", true},
+      {"[!a-c]x", "bx", false},
+      {"[^a-c]x", "dx", true},
+      {"[]]", "]", true},
+      {"[!]]", "a", true},
+      {"[!]]", "]", false},
+      {"[a-]", "-", true},
+      {"[", "[", true},
+      {"a[", "a[", true},
+      {"[x", "[x", true},
+      {"\\*", "*", true},
+      {"\\*", "a", false},
+      {"a\\", "a\\", true},
+      {"*.npy", "x.npy.tmp", false},
+      {"*.npy", ".x.npy", false},
+      {"**", "abc", true},
+      {"*a", "aaaa", true},
+      {"*?", "", false},
       {"a*", "a/b", false},
   };
   for (const Case& c : cases) {
@@ -364,10 +384,10 @@ TEST(OpenStorageForUriTest, ChoosesByScheme) {
   }
   expect_error([&] { open_storage_for_uri("ftp://host/x"); }, ErrorCode::kInvalidArgument,
                {"unknown scheme 'ftp'"});
-  expect_error([&] { open_storage_for_uri("file://otherhost/x"); },
-               ErrorCode::kInvalidArgument, {"otherhost", "file:///absolute/path"});
-  expect_error([&] { open_storage_for_uri("file:///bad%zzescape"); },
-               ErrorCode::kInvalidArgument, {"percent escape"});
+  expect_error([&] { open_storage_for_uri("file://otherhost/x"); }, ErrorCode::kInvalidArgument,
+               {"otherhost", "file:///absolute/path"});
+  expect_error([&] { open_storage_for_uri("file:///bad%zzescape"); }, ErrorCode::kInvalidArgument,
+               {"percent escape"});
   expect_error([&] { open_storage_for_uri(""); }, ErrorCode::kInvalidArgument, {"empty"});
 }
 

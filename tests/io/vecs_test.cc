@@ -61,7 +61,8 @@ TEST(VecsTest, ReadsFvecsAndBvecsInBatches) {
   rb->read_f32(0, n, all_b.data());
   for (std::size_t i = 0; i < u.size(); ++i) ASSERT_EQ(all_b[i], static_cast<float>(u[i]));
   for (std::int64_t row = 0; row < n;) {
-    const std::int64_t k = std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 50));
+    const std::int64_t k =
+        std::min<std::int64_t>(n - row, 1 + static_cast<std::int64_t>(rng() % 50));
     std::vector<std::uint8_t> got(static_cast<std::size_t>(k * d));
     rb->read(row, k, got.data());
     ASSERT_EQ(std::memcmp(got.data(), &u[row * d], got.size()), 0) << "bvecs row " << row;

@@ -75,8 +75,9 @@ struct PanelLoader<DType::kBF16> {
   // (here >> 16 then << 16, which needs no mask register) gives its float.
   // Register budget of the 6-query tile: 12 accumulators + 2 panel vectors + 1 broadcast.
   // Keeping the loaded lanes alive from dim k to dim k+1 would take 2 more ymm and makes
-  // GCC spill accumulators, so the odd dim reloads them (from L1): the empty asm hides
-  // the address from common-subexpression elimination.
+  // GCC spill accumulators (the 1 x 4 tile too, which hoists the loads of 4 panels), so the
+  // odd dim reloads them from L1: the empty asm hides the address from common-subexpression
+  // elimination.
   template <bool kOdd>
   static inline void load(const std::uint8_t* panel, std::int64_t k, __m256& x0, __m256& x1) {
     const std::uint8_t* pair = panel + (k >> 1) * kPanelRows * 4;

@@ -115,6 +115,8 @@ void knn_search(const MatrixView& queries, const PackedMatrix& db, std::int64_t 
 
   const std::int64_t n_blocks = (nq + kQueryBlock - 1) / kQueryBlock;
   const std::int64_t panels = db.panels();
+  // No more results can exist than rows: keep at most that many, pad the rest at the end.
+  const std::int64_t k_kept = std::max<std::int64_t>(1, std::min(k, db.rows()));
   const int threads = resolve_threads(options.threads, std::numeric_limits<std::int64_t>::max());
   // Few query blocks: also split the database so every thread has work (Q = 1..16 scans).
   std::int64_t n_ranges = 1;
@@ -132,7 +134,7 @@ void knn_search(const MatrixView& queries, const PackedMatrix& db, std::int64_t 
     const std::int64_t p1 = std::min(panels, p0 + panels_per_range);
     PreparedQueries prepared;
     prepare_queries(queries, q0, qn, db, &prepared);
-    auto topk = std::make_unique<TopK>(qn, k);
+    auto topk = std::make_unique<TopK>(qn, k_kept);
     if (p0 < p1) scan_range(prepared, db, metric, kernel, p0, p1, topk.get());
     results[static_cast<std::size_t>(task)] = std::move(topk);
   });
@@ -141,7 +143,7 @@ void knn_search(const MatrixView& queries, const PackedMatrix& db, std::int64_t 
     for (std::int64_t range = 1; range < n_ranges; ++range)
       first.merge(*results[static_cast<std::size_t>(block * n_ranges + range)]);
     const std::int64_t q0 = block * kQueryBlock;
-    first.finish(distances + q0 * k, ids + q0 * k, k, negate);
+    first.finish(distances + q0 * k, ids + q0 * k, k, negate);  // pads past k_kept
   }
 }
 

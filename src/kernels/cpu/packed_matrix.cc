@@ -97,11 +97,19 @@ void PackedMatrix::append(const MatrixView& x) {
     if (x.dtype == DType::kU8) continue;
     convert_to_f32(x.dtype, x.row(i), static_cast<std::size_t>(dim_), row.data());
     for (std::int64_t k = 0; k < dim_; ++k) {
-      if (!std::isfinite(row[static_cast<std::size_t>(k)]))
+      const float v = row[static_cast<std::size_t>(k)];
+      if (!std::isfinite(v))
         throw_error(ErrorCode::kInvalidArgument,
                     "vectors: row " + std::to_string(i) + " holds a non-finite value (" +
-                        std::to_string(row[static_cast<std::size_t>(k)]) + " at dim " +
-                        std::to_string(k) + ")");
+                        std::to_string(v) + " at dim " + std::to_string(k) + ")");
+      // A finite value may still overflow the storage type (70000 in f16).
+      const float stored = dtype_ == DType::kF16    ? f16_to_f32(f32_to_f16(v))
+                           : dtype_ == DType::kBF16 ? bf16_to_f32(f32_to_bf16(v))
+                                                    : v;
+      if (!std::isfinite(stored))
+        throw_error(ErrorCode::kInvalidArgument,
+                    "vectors: row " + std::to_string(i) + " value " + std::to_string(v) +
+                        " at dim " + std::to_string(k) + " overflows " + dtype_name(dtype_));
     }
   }
   grow_to_panels((rows_ + x.rows + kPanelRows - 1) / kPanelRows);
@@ -126,8 +134,10 @@ void PackedMatrix::append_raw(const void* src, std::int64_t n) {
 }
 
 void PackedMatrix::clear() noexcept {
-  if (data_) std::memset(data_.get(), 0, static_cast<std::size_t>(capacity_panels_) * panel_bytes_);
-  std::fill(norms_.begin(), norms_.end(), 0.f);
+  data_.reset();
+  norms_.clear();
+  norms_.shrink_to_fit();
+  capacity_panels_ = 0;
   rows_ = 0;
 }
 

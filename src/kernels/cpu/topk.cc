@@ -93,7 +93,7 @@ void TopK::finish(float* distances, std::int64_t* ids, std::int64_t ld, bool neg
     std::sort(sorted.begin(), sorted.end(), [](const Entry& a, const Entry& b) {
       return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
     });
-    for (std::int64_t j = 0; j < k_; ++j) {
+    for (std::int64_t j = 0; j < ld; ++j) {
       float dist = kInf;
       std::int64_t id = -1;
       if (j < size) {

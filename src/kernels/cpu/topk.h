@@ -37,8 +37,9 @@ class TopK {
   void merge(const TopK& other);
 
   // Writes, per query i, its results sorted ascending into distances[i*ld + j], ids[i*ld + j]
-  // for j < k; missing entries get id -1 and distance +inf. If `negate`, distances are
-  // written negated (inner product: the kernels minimise -<q, x>), so the fill is -inf.
+  // for j < ld (ld >= k: entries past k are padding); missing entries get id -1 and
+  // distance +inf. If `negate`, distances are written negated (inner product: the kernels
+  // minimise -<q, x>), so the fill is -inf.
   void finish(float* distances, std::int64_t* ids, std::int64_t ld, bool negate) const;
 
  private:

@@ -1,0 +1,154 @@
+// capi/megatax_taxonomy_c.cc -- the taxonomy half of the C API: checks and translation only.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "capi/c_api_guard.h"
+#include "megatax/megatax_c.h"
+#include "megatax/taxonomy.h"
+
+struct megatax_taxonomy {
+  explicit megatax_taxonomy(megatax::TaxonomyEngine&& e) : engine(std::move(e)) {}
+  megatax::TaxonomyEngine engine;
+};
+
+namespace {
+
+using megatax::ErrorCode;
+using megatax::capi::guarded;
+using megatax::capi::require;
+
+static_assert(MEGATAX_TAXONOMY_METRIC_L2 == static_cast<int>(megatax::TaxonomyMetric::kL2));
+static_assert(MEGATAX_TAXONOMY_METRIC_IP == static_cast<int>(megatax::TaxonomyMetric::kInnerProduct));
+static_assert(MEGATAX_TAXONOMY_METRIC_COSINE == static_cast<int>(megatax::TaxonomyMetric::kCosine));
+
+megatax::TaxonomyConfig to_config(const megatax_taxonomy_config_t& c) {
+  megatax::TaxonomyConfig out;
+  out.n_levels = c.n_levels;
+  if (c.branching != nullptr) {
+    if (c.n_branching < 1)
+      megatax::throw_error(ErrorCode::kInvalidArgument, "config->n_branching must be >= 1");
+    out.branching.assign(c.branching, c.branching + c.n_branching);
+  }
+  out.dim = c.dim;
+  require(c.storage_uri, "config->storage_uri");
+  out.storage_uri = c.storage_uri;
+  if (c.metric < MEGATAX_TAXONOMY_METRIC_L2 || c.metric > MEGATAX_TAXONOMY_METRIC_COSINE)
+    megatax::throw_error(ErrorCode::kInvalidArgument,
+                         "config->metric must be a MEGATAX_TAXONOMY_METRIC_* value (0..2), got " +
+                             std::to_string(c.metric));
+  out.metric = static_cast<megatax::TaxonomyMetric>(c.metric);
+  out.sample_per_centroid = c.sample_per_centroid;
+  out.max_iter = c.max_iter;
+  out.tol = c.tol;
+  out.seed = c.seed;
+  out.threads = c.threads;
+  out.lloyd_passes = c.lloyd_passes;
+  out.batch_rows = c.batch_rows;
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+int megatax_taxonomy_config_init(megatax_taxonomy_config_t* config) {
+  return guarded("megatax_taxonomy_config_init", [&] {
+    require(config, "config");
+    const megatax::TaxonomyConfig d;
+    config->n_levels = d.n_levels;
+    config->branching = nullptr;
+    config->n_branching = 0;
+    config->dim = d.dim;
+    config->storage_uri = nullptr;
+    config->metric = static_cast<int>(d.metric);
+    config->sample_per_centroid = d.sample_per_centroid;
+    config->max_iter = d.max_iter;
+    config->tol = d.tol;
+    config->seed = d.seed;
+    config->threads = d.threads;
+    config->lloyd_passes = d.lloyd_passes;
+    config->batch_rows = d.batch_rows;
+  });
+}
+
+int megatax_taxonomy_create(const megatax_taxonomy_config_t* config, megatax_taxonomy_t** out) {
+  if (out != nullptr) *out = nullptr;
+  return guarded("megatax_taxonomy_create", [&] {
+    require(out, "out");
+    require(config, "config");
+    *out = std::make_unique<megatax_taxonomy>(megatax::TaxonomyEngine(to_config(*config))).release();
+  });
+}
+
+int megatax_taxonomy_load(const char* storage_uri, megatax_taxonomy_t** out) {
+  if (out != nullptr) *out = nullptr;
+  return guarded("megatax_taxonomy_load", [&] {
+    require(out, "out");
+    require(storage_uri, "storage_uri");
+    *out = std::make_unique<megatax_taxonomy>(megatax::TaxonomyEngine::load(storage_uri)).release();
+  });
+}
+
+void megatax_taxonomy_destroy(megatax_taxonomy_t* taxonomy) {
+  std::unique_ptr<megatax_taxonomy> owned(taxonomy);  // NULL: no-op
+}
+
+int megatax_taxonomy_fit(megatax_taxonomy_t* taxonomy, const char* input_uri,
+                         const char* output_uri, int resume) {
+  return guarded("megatax_taxonomy_fit", [&] {
+    require(taxonomy, "taxonomy");
+    require(input_uri, "input_uri");
+    require(output_uri, "output_uri");
+    megatax::FitOptions options;
+    options.resume = resume != 0;
+    options.progress = false;
+    taxonomy->engine.fit(input_uri, output_uri, options);
+  });
+}
+
+int megatax_taxonomy_predict(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                             int32_t* paths, float* distances) {
+  return guarded("megatax_taxonomy_predict", [&] {
+    require(taxonomy, "taxonomy");
+    if (n > 0) {
+      require(x, "x");
+      require(paths, "paths");
+    }
+    const auto p = taxonomy->engine.predict(
+        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32));
+    std::copy(p.paths.begin(), p.paths.end(), paths);
+    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+  });
+}
+
+int megatax_taxonomy_predict_files(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                   const char* output_uri) {
+  return guarded("megatax_taxonomy_predict_files", [&] {
+    require(taxonomy, "taxonomy");
+    require(input_uri, "input_uri");
+    require(output_uri, "output_uri");
+    megatax::FitOptions options;
+    options.progress = false;
+    taxonomy->engine.predict(input_uri, output_uri, options);
+  });
+}
+
+int megatax_taxonomy_levels(const megatax_taxonomy_t* taxonomy, int* out) {
+  return guarded("megatax_taxonomy_levels", [&] {
+    require(taxonomy, "taxonomy");
+    require(out, "out");
+    *out = taxonomy->engine.config().n_levels;
+  });
+}
+
+int megatax_taxonomy_dim(const megatax_taxonomy_t* taxonomy, int64_t* out) {
+  return guarded("megatax_taxonomy_dim", [&] {
+    require(taxonomy, "taxonomy");
+    require(out, "out");
+    *out = taxonomy->engine.dim();
+  });
+}
+
+}  // extern "C"
