@@ -10,10 +10,12 @@
 // The masks let a result handler skip the rows that cannot enter its top-k; the kernel
 // knows nothing else about selection (STYLE: distance code never knows top-k).
 //
-// Numerics contract: for f32 and f16 every level computes each dot product as the same
-// sequence of fused multiply-adds over k = 0..dim_padded-1 in order, so all levels give
-// bit-identical results. bf16 on AVX512-BF16 hardware uses vdpbf16ps (pairs of products,
-// denormals flushed): results differ from other levels by rounding only.
+// Numerics contract: every level computes each dot product as the same sequence of fused
+// multiply-adds over k = 0..dim_padded-1 in order, so all levels give bit-identical
+// results for f32, f16 and bf16 -- with one exception: for bf16 on AVX512-BF16 hardware,
+// when the caller passes query_bf16_pairs, the avx512 level uses vdpbf16ps (pairs of
+// products, denormals flushed) and differs from the others by rounding only. Callers that
+// need the bit-identical bf16 path pass query_bf16_pairs = nullptr.
 //
 // Thread-safety: kernels are pure functions of their arguments.
 #pragma once

@@ -54,16 +54,16 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
   if (first) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_setzero_ps();
   } else {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_loadu_ps(out + i * a.ld_distances + p * 16);
   }
   const std::uint8_t* xs[NP];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int p = 0; p < NP; ++p) xs[p] = panel_slice<E>(c, p0 + p, k0);
 
   if constexpr (E == Elem::kF32 || E == Elem::kF16) {
@@ -71,12 +71,12 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
     const std::int64_t ldq = a.ld_queries;
     for (std::int64_t k = 0; k < kc; ++k) {
       __m512 x[NP];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) x[p] = load_dim<E>(xs[p], k);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const __m512 qb = _mm512_set1_ps(q[i * ldq + k]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_fmadd_ps(qb, x[p], acc[i][p]);
       }
     }
@@ -88,7 +88,7 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
     const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
     for (std::int64_t m = 0; m < kc / 2; ++m) {
       __m512 xe[NP], xo[NP];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) {
         const __m512i v = _mm512_load_si512(xs[p] + m * 64);
         xe[p] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -98,7 +98,7 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
       for (int i = 0; i < MR; ++i) {
         const __m512 qe = _mm512_set1_ps(q[i * ldq + 2 * m]);
         const __m512 qo = _mm512_set1_ps(q[i * ldq + 2 * m + 1]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int p = 0; p < NP; ++p) {
           acc[i][p] = _mm512_fmadd_ps(qe, xe[p], acc[i][p]);
           acc[i][p] = _mm512_fmadd_ps(qo, xo[p], acc[i][p]);
@@ -110,12 +110,12 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
     const std::uint32_t* q = a.query_bf16_pairs + i0 * ldp + k0 / 2;
     for (std::int64_t m = 0; m < kc / 2; ++m) {
       __m512bh x[NP];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) x[p] = (__m512bh)_mm512_load_si512(xs[p] + m * 64);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[i * ldp + m]));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_dpbf16_ps(acc[i][p], qb, x[p]);
       }
     }
@@ -124,7 +124,7 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
   if (!last) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int p = 0; p < NP; ++p) _mm512_storeu_ps(out + i * a.ld_distances + p * 16, acc[i][p]);
     return;
   }
@@ -134,14 +134,14 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
   const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
   __m512 xn[NP];
   if (a.metric == Metric::kL2) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) xn[p] = _mm512_loadu_ps(a.db_norms + (p0 + p) * 16);
   }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     const __m512 thr = _mm512_set1_ps(a.thresholds[i0 + i]);
     const __m512 qn = a.metric == Metric::kL2 ? _mm512_set1_ps(a.query_norms[i0 + i]) : zero;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) {
       __m512 d;
       if (a.metric == Metric::kL2) {
@@ -160,6 +160,15 @@ void micro_tile(const Ctx& c, std::int64_t i0, std::int64_t p0, std::int64_t k0,
 template <Elem E, int NP>
 void run_rows(const Ctx& c, std::int64_t i0, std::int64_t rows, std::int64_t p0,
               std::int64_t k0, std::int64_t kc, bool first, bool last) {
+  if constexpr (NP == 4) {  // few queries: 4 panels per tile keep 4..12 FMA chains busy
+    switch (rows) {
+      case 1: micro_tile<E, 1, 4>(c, i0, p0, k0, kc, first, last); break;
+      case 2: micro_tile<E, 2, 4>(c, i0, p0, k0, kc, first, last); break;
+      case 3: micro_tile<E, 3, 4>(c, i0, p0, k0, kc, first, last); break;
+      default: break;
+    }
+    return;
+  }
   switch (rows) {
 #define MEGATAX_CASE(R) \
   case R: micro_tile<E, R, NP>(c, i0, p0, k0, kc, first, last); break;
@@ -178,16 +187,23 @@ void run(const DistanceBlockArgs& a) {
   for (std::int64_t k0 = 0; k0 < a.dim_padded; k0 += kSliceDims) {
     const std::int64_t kc = a.dim_padded - k0 < kSliceDims ? a.dim_padded - k0 : kSliceDims;
     const bool first = k0 == 0, last = k0 + kc == a.dim_padded;
-    for (std::int64_t p0 = 0; p0 < a.npanels; p0 += 2) {
-      const bool pair = p0 + 1 < a.npanels;
+    // With at most 3 queries a pair of panels leaves the FMA pipes waiting on latency
+    // (2 chains per query): take 4 panels per tile then.
+    const bool few = a.nq <= 3;
+    for (std::int64_t p0 = 0; p0 < a.npanels;) {
+      const std::int64_t left = a.npanels - p0;
+      const int np = few && left >= 4 ? 4 : left >= 2 ? 2 : 1;
       for (std::int64_t i0 = 0; i0 < a.nq; i0 += kMaxRows) {
         const std::int64_t rows = a.nq - i0 < kMaxRows ? a.nq - i0 : kMaxRows;
-        if (pair) {
+        if (np == 4) {
+          run_rows<E, 4>(c, i0, rows, p0, k0, kc, first, last);
+        } else if (np == 2) {
           run_rows<E, 2>(c, i0, rows, p0, k0, kc, first, last);
         } else {
           run_rows<E, 1>(c, i0, rows, p0, k0, kc, first, last);
         }
       }
+      p0 += np;
     }
   }
 }
