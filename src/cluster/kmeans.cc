@@ -65,7 +65,8 @@ std::vector<float> kmeans_plus_plus(const MatrixView& x, std::int64_t k, std::ui
   // Greedy k-means++ (as scikit-learn): each step draws `trials` candidates by D^2
   // sampling and keeps the one that lowers the total potential most. Far more robust than
   // one draw at separating true clusters, for trials times the distance work.
-  const std::int64_t trials = 2 + static_cast<std::int64_t>(2 * std::log(static_cast<double>(k)));
+  const std::int64_t trials =
+      std::min<std::int64_t>(8, 2 + static_cast<std::int64_t>(2 * std::log(static_cast<double>(k))));
   std::vector<float> centroids(static_cast<std::size_t>(k * d));
   std::vector<double> best(static_cast<std::size_t>(m), INFINITY);
   std::vector<float> cand_rows(static_cast<std::size_t>(trials * d));

@@ -2,7 +2,7 @@
 //
 // fit_kmeans(x, params, assigner):
 //   1. Seeding (greedy k-means++ from params.seed): the first centroid is a uniformly drawn
-//      point; for each next one, 2 + 2 ln(k) candidates are drawn with probability
+//      point; for each next one, min(8, 2 + 2 ln k) candidates are drawn with probability
 //      proportional to their squared distance to the nearest centroid so far, and the one
 //      that lowers the total squared distance most is kept. Seeding looks at a subsample of at most
 //      init_sample_per_centroid * k points (drawn from the seed), which bounds its cost at
@@ -41,7 +41,7 @@ struct KMeansParams {
   std::uint64_t seed = 0;                      // seeding randomness
   Metric metric = Metric::kL2;                 // kInnerProduct: spherical when `spherical`
   bool spherical = false;                      // normalise centroids after each update
-  std::int64_t init_sample_per_centroid = 32;  // k-means++ subsample size per centroid
+  std::int64_t init_sample_per_centroid = 16;  // k-means++ subsample size per centroid
   int threads = 0;                             // for seeding and updates; 0 = all
   // Called after each assignment with (iteration, inertia); may be empty.
   std::function<void(int, double)> on_iteration;

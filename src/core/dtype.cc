@@ -91,6 +91,7 @@ std::uint16_t f32_to_bf16(float f) noexcept {
 }
 
 void convert_to_f32(DType src_type, const void* src, std::size_t n, float* dst) noexcept {
+  if (n == 0) return;
   switch (src_type) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));
@@ -114,6 +115,7 @@ void convert_to_f32(DType src_type, const void* src, std::size_t n, float* dst) 
 }
 
 void convert_from_f32(const float* src, std::size_t n, DType dst_type, void* dst) noexcept {
+  if (n == 0) return;
   switch (dst_type) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));

@@ -31,7 +31,13 @@ std::vector<T> read_npy_array(const Storage& storage, const std::string& path,
   if (h.shape.empty() || h.shape.size() > 2)
     throw_error(ErrorCode::kDataLoss, path + ": expected a 1-D or 2-D array");
   std::uint64_t n = 1;
-  for (std::int64_t s : h.shape) n *= static_cast<std::uint64_t>(s);
+  for (std::int64_t s : h.shape) {
+    // The file must hold every element: bound the product by the file size as we go.
+    if (s != 0 && n > (size / sizeof(T)) / static_cast<std::uint64_t>(s))
+      throw_error(ErrorCode::kDataLoss, path + ": shape larger than the file (" +
+                                            std::to_string(size) + " bytes)");
+    n *= static_cast<std::uint64_t>(s);
+  }
   if (size != h.data_offset + n * sizeof(T))
     throw_error(ErrorCode::kDataLoss, path + ": expected " +
                                           std::to_string(h.data_offset + n * sizeof(T)) +
