@@ -38,21 +38,34 @@ struct ShardState {
 };
 
 // Reads rows of the dataset by global id (ids sorted ascending), as f32, into out (n x d),
-// checking they are finite. Consecutive ids are read in one request.
+// checking they are finite. Nearby ids of one shard are read as one span (gaps of up to
+// kMaxGap rows are read and dropped), so dense samples stream and sparse ones seek.
 void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out) {
+  constexpr std::int64_t kMaxGap = 32, kMaxSpan = 4096;
   const std::int64_t d = data.dim();
+  std::vector<float> span_buf;
   std::size_t i = 0;
   while (i < ids.size()) {
     const ShardRow at = data.locate(ids[i]);
-    std::size_t j = i + 1;
     const auto& shard = data.shards()[at.shard];
-    while (j < ids.size() && ids[j] == ids[j - 1] + 1 && j - i < 4096 &&
-           ids[j] < shard.global_begin + shard.rows)
+    const Id shard_end = shard.global_begin + shard.rows;
+    std::size_t j = i + 1;
+    while (j < ids.size() && ids[j] < shard_end && ids[j] - ids[j - 1] <= kMaxGap &&
+           ids[j] - ids[i] < kMaxSpan)
       ++j;
-    const auto n = static_cast<std::int64_t>(j - i);
-    float* dst = out + static_cast<std::int64_t>(i) * d;
-    data.reader(at.shard).read_f32(at.row, n, dst);
-    check_finite(f32_view(dst, n, d), shard.path, at.row, ids[i]);
+    const std::int64_t span = ids[j - 1] - ids[i] + 1;
+    if (span == static_cast<std::int64_t>(j - i)) {  // consecutive: read straight into out
+      float* dst = out + static_cast<std::int64_t>(i) * d;
+      data.reader(at.shard).read_f32(at.row, span, dst);
+    } else {
+      span_buf.resize(static_cast<std::size_t>(span * d));
+      data.reader(at.shard).read_f32(at.row, span, span_buf.data());
+      for (std::size_t t = i; t < j; ++t)
+        std::copy_n(span_buf.data() + (ids[t] - ids[i]) * d, d, out + static_cast<std::int64_t>(t) * d);
+    }
+    for (std::size_t t = i; t < j; ++t)
+      check_finite(f32_view(out + static_cast<std::int64_t>(t) * d, 1, d), shard.path,
+                   at.row + (ids[t] - ids[i]), ids[t]);
     i = j;
   }
 }
