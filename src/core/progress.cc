@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 namespace megatax {
@@ -55,7 +56,7 @@ void Progress::draw(bool final) {
   const std::int64_t done = done_.load(std::memory_order_relaxed);
   const double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
   constexpr int kWidth = 30;
-  const int filled = static_cast<int>(frac * kWidth + 0.5);
+  const int filled = static_cast<int>(std::lround(frac * kWidth));
   std::string bar(static_cast<std::size_t>(filled > kWidth ? kWidth : filled), '=');
   bar.resize(kWidth, ' ');
   const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;

@@ -426,7 +426,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
                 inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
                 if (collect) {
                   const Id id = shard.global_begin + r;
-                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l + 1)), id);
+                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
                 }
               }
               bar.add(m);

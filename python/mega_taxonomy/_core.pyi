@@ -1,0 +1,124 @@
+"""Type stubs of mega_taxonomy._core, the compiled part of mega_taxonomy (pybind11).
+
+Array arguments: a 2-D array (n, d) or anything numpy.asarray accepts. float32 and float16
+arrays whose rows are unit-stride are read in place (no copy, any row step); other real
+dtypes (float64, integers) and other layouts are copied once to C-contiguous float32.
+Non-numeric dtypes raise TypeError; an ndim other than 2 raises MegataxValueError.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_PathLike = Union[str, os.PathLike[str]]
+
+class IndexFlat:
+    """Exact (brute-force) k-nearest-neighbour index over vectors of dimension d.
+
+    Vectors are copied into the index and stored as `dtype` ('f32', 'f16' or 'bf16');
+    ids are insertion positions 0..ntotal-1. Results per query are sorted nearest first,
+    ties to the smaller id; if k > ntotal the tail has id -1 and distance +inf (L2) or
+    -inf (IP). search() may run from several threads at once (the GIL is released);
+    add() and reset() run alone.
+    """
+
+    def __init__(self, d: int, metric: str = "l2", dtype: str = "f32") -> None:
+        """An empty index: d >= 1, metric 'l2' or 'ip', dtype 'f32', 'f16' or 'bf16'."""
+    def add(self, x: npt.ArrayLike) -> None:
+        """Appends the rows of x (n, d). A NaN/Inf row raises MegataxValueError and
+        nothing is added. Releases the GIL."""
+    def search(
+        self, xq: npt.ArrayLike, k: int, threads: int = 0
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """(D, I): float32 (nq, k) distances and int64 (nq, k) ids of the k nearest
+        stored vectors of each query row. threads: 0 = all hardware threads. Releases
+        the GIL."""
+    def reset(self) -> None:
+        """Removes every vector."""
+    def reconstruct(self, i: int) -> npt.NDArray[np.float32]:
+        """Stored vector i (0 <= i < ntotal) as float32 (d,)."""
+    def save(self, path: _PathLike) -> None:
+        """Writes the index to path atomically (format MTXFLAT1)."""
+    @staticmethod
+    def load(path: _PathLike) -> IndexFlat:
+        """Reads an index written by save(): an IndexFlatL2 or IndexFlatIP per the file."""
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+    @property
+    def d(self) -> int:
+        """Vector dimension."""
+    @property
+    def dtype(self) -> str:
+        """Storage type: 'f32', 'f16' or 'bf16'."""
+    @property
+    def metric(self) -> str:
+        """'l2' or 'ip'."""
+    def __len__(self) -> int: ...
+
+class IndexFlatL2(IndexFlat):
+    """IndexFlat with squared L2 distances (smaller is nearer)."""
+
+    def __init__(self, d: int, dtype: str = "f32") -> None: ...
+
+class IndexFlatIP(IndexFlat):
+    """IndexFlat with inner products (larger is nearer)."""
+
+    def __init__(self, d: int, dtype: str = "f32") -> None: ...
+
+class TaxonomyConfig:
+    """Settings of a taxonomy (megatax::TaxonomyConfig); one attribute per field."""
+
+    n_levels: int
+    branching_factor: list[int]
+    dim: int
+    storage_uri: str
+    metric: str
+    sample_per_centroid: int
+    max_iter: int
+    tol: float
+    seed: int
+    threads: int
+    lloyd_passes: int
+    batch_rows: int
+    memory_budget_mb: int
+    simd: str
+    def __init__(self) -> None: ...
+    def validate(self) -> None:
+        """Raises MegataxValueError naming the field when the config is unusable."""
+
+class _TaxonomyEngine:
+    """megatax::TaxonomyEngine; use mega_taxonomy.TaxonomyEngine instead."""
+
+    def __init__(self, config: TaxonomyConfig) -> None: ...
+    @staticmethod
+    def load(storage_uri: str) -> _TaxonomyEngine: ...
+    def fit(
+        self,
+        input_uri: str,
+        output_uri: str,
+        resume: bool = False,
+        progress: bool = True,
+        log: Optional[Callable[[str], Any]] = None,
+    ) -> dict[str, Any]: ...
+    def predict_array(
+        self, x: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...
+    def predict_uri(self, input_uri: str, output_uri: str, progress: bool = True) -> None: ...
+    def set_threads(self, threads: int) -> None: ...
+    @property
+    def config(self) -> TaxonomyConfig: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def fitted(self) -> bool: ...
+    def nodes_per_level(self) -> list[int]: ...
+    def centroids(self, level: int) -> npt.NDArray[np.float32]: ...
+    def manifest_json(self) -> str: ...
+
+def _matrix_arg_info(x: Any) -> dict[str, Any]:
+    """Testing aid: how an array argument is read (copied, dtype, rows, dim, stride, data)."""

@@ -1,0 +1,278 @@
+// mega_taxonomy._core.TaxonomyConfig / _TaxonomyEngine over megatax::TaxonomyEngine. The
+// public class mega_taxonomy.TaxonomyEngine (python/mega_taxonomy/_taxonomy.py) wraps
+// _TaxonomyEngine with keyword arguments and URI-or-array dispatch.
+#include <cstdint>
+#include <memory>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include "binding.h"
+#include "megatax/error.h"
+#include "megatax/taxonomy.h"
+
+namespace megatax::python {
+namespace {
+
+// The Python object: one engine and the lock of its "one thread at a time" contract.
+class PyEngine {
+ public:
+  explicit PyEngine(TaxonomyEngine engine) : engine_(std::move(engine)) {}
+  TaxonomyEngine& engine() { return engine_; }
+
+ private:
+  friend class EngineLock;
+  TaxonomyEngine engine_;
+  std::mutex mu_;
+  std::atomic<std::thread::id> owner_{};  // the thread holding mu_, if any
+};
+
+// Holds the engine for one call; take it with the GIL released. A second call from the
+// thread that already holds it (fit's `log` callback calling the engine) would deadlock:
+// it is refused with Error(kFailedPrecondition) instead.
+class EngineLock {
+ public:
+  explicit EngineLock(PyEngine& e) : e_(e) {
+    if (e_.owner_.load() == std::this_thread::get_id())
+      throw_error(ErrorCode::kFailedPrecondition,
+                  "TaxonomyEngine: this thread is already inside a call of this engine (a fit "
+                  "log callback cannot use the engine it reports on)");
+    e_.mu_.lock();
+    e_.owner_.store(std::this_thread::get_id());
+  }
+  ~EngineLock() {
+    e_.owner_.store(std::thread::id());
+    e_.mu_.unlock();
+  }
+  EngineLock(const EngineLock&) = delete;
+  EngineLock& operator=(const EngineLock&) = delete;
+
+ private:
+  PyEngine& e_;
+};
+
+py::dict report_dict(const FitReport& r) {
+  py::list levels;
+  for (const LevelReport& l : r.levels) {
+    py::dict d;
+    d["level"] = l.level;
+    d["nodes"] = l.nodes;
+    d["split_parents"] = l.split_parents;
+    d["points"] = l.points;
+    d["inertia"] = l.inertia;
+    d["seconds"] = l.seconds;
+    d["train_seconds"] = l.train_seconds;
+    d["assign_seconds"] = l.assign_seconds;
+    levels.append(std::move(d));
+  }
+  py::dict out;
+  out["points"] = r.points;
+  out["resumed_from_level"] = r.resumed_from_level;
+  out["seconds"] = r.seconds;
+  out["points_levels_per_second"] = r.points_levels_per_second;
+  out["levels"] = std::move(levels);
+  return out;
+}
+
+// fit() with the GIL released. The engine's log hook (called by fit at each level step,
+// in this thread) takes the GIL back to forward the line to `log` and to run Python's
+// signal handlers (PyErr_CheckSignals). A Python exception there -- KeyboardInterrupt from
+// Ctrl-C, or one raised by `log` -- is kept, fit is stopped by throwing
+// Error(kCancelled) out of the hook (the taxonomy keeps its last committed level, so
+// fit(resume=True) continues it), and the kept exception is raised in its place.
+py::dict fit(PyEngine& self, const std::string& input_uri, const std::string& output_uri,
+             bool resume, bool progress, std::optional<py::function> log) {
+  std::optional<py::error_already_set> pending;
+  FitOptions options;
+  options.resume = resume;
+  options.progress = progress;
+  options.log = [&pending, &log](const std::string& line) {
+    py::gil_scoped_acquire gil;
+    try {
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (log) (*log)(line);
+    } catch (py::error_already_set& e) {
+      pending.emplace(std::move(e));
+      throw Error(ErrorCode::kCancelled, "fit interrupted by a Python exception: " + line);
+    }
+  };
+  FitReport report;
+  try {
+    py::gil_scoped_release release;
+    EngineLock lock(self);
+    report = self.engine().fit(input_uri, output_uri, options);
+  } catch (const Error&) {
+    if (pending) throw *pending;
+    throw;
+  }
+  return report_dict(report);
+}
+
+// Paths (int32 [n, L]) and distances (float32 [n]) of the rows of x, returned without a
+// copy: both arrays share ownership of the Prediction.
+py::tuple predict_array(PyEngine& self, py::handle x) {
+  MatrixArg a = matrix_arg(x, "predict: vectors");
+  auto prediction = std::make_unique<Prediction>();
+  {
+    py::gil_scoped_release release;
+    EngineLock lock(self);
+    *prediction = self.engine().predict(a.view);
+  }
+  const std::int64_t n = a.view.rows, levels = prediction->n_levels;
+  Prediction* p = prediction.get();
+  py::capsule owner(prediction.release(), [](void* q) { delete static_cast<Prediction*>(q); });
+  py::array_t<std::int32_t> paths({n, levels}, p->paths.data(), owner);
+  py::array_t<float> distances({n}, p->distances.data(), owner);
+  return py::make_tuple(std::move(paths), std::move(distances));
+}
+
+constexpr const char* kConfigDoc = R"(Settings of a taxonomy (megatax::TaxonomyConfig); one attribute per field.
+
+n_levels            levels L >= 1
+branching_factor    children per node: [b] for every level or one value per level
+dim                 vector dimension; 0 = taken from the data at fit time
+storage_uri         where the model and the fit state live (path, file://, ...)
+metric              'l2', 'ip' or 'cosine'
+sample_per_centroid training sample per node = this x branching
+max_iter            Lloyd iterations per node (on its sample)
+tol                 relative inertia change that stops Lloyd
+seed                random seed (same data + config + seed = same tree)
+threads             0 = all hardware threads (does not change results)
+lloyd_passes        extra full-data Lloyd passes per level
+batch_rows          rows read per batch
+memory_budget_mb    training samples held at once (per group)
+simd                CPU kernel path: auto, scalar, avx2, avx512 or neon)";
+
+}  // namespace
+
+void bind_taxonomy(py::module_& m) {
+  using py::arg;
+  py::class_<TaxonomyConfig>(m, "TaxonomyConfig", kConfigDoc)
+      .def(py::init<>(), "The default settings (n_levels=3, branching_factor=[100], ...).")
+      .def_readwrite("n_levels", &TaxonomyConfig::n_levels)
+      .def_readwrite("branching_factor", &TaxonomyConfig::branching)
+      .def_readwrite("dim", &TaxonomyConfig::dim)
+      .def_readwrite("storage_uri", &TaxonomyConfig::storage_uri)
+      .def_property(
+          "metric", [](const TaxonomyConfig& c) { return std::string(taxonomy_metric_name(c.metric)); },
+          [](TaxonomyConfig& c, const std::string& name) { c.metric = parse_taxonomy_metric(name); })
+      .def_readwrite("sample_per_centroid", &TaxonomyConfig::sample_per_centroid)
+      .def_readwrite("max_iter", &TaxonomyConfig::max_iter)
+      .def_readwrite("tol", &TaxonomyConfig::tol)
+      .def_readwrite("seed", &TaxonomyConfig::seed)
+      .def_readwrite("threads", &TaxonomyConfig::threads)
+      .def_readwrite("lloyd_passes", &TaxonomyConfig::lloyd_passes)
+      .def_readwrite("batch_rows", &TaxonomyConfig::batch_rows)
+      .def_readwrite("memory_budget_mb", &TaxonomyConfig::memory_budget_mb)
+      .def_readwrite("simd", &TaxonomyConfig::simd)
+      .def("validate", &TaxonomyConfig::validate,
+           "Raises MegataxValueError naming the field when the config is unusable.")
+      .def("__repr__", [](const TaxonomyConfig& c) {
+        std::string s = "TaxonomyConfig(n_levels=";
+        s += std::to_string(c.n_levels);
+        s += ", branching_factor=[";
+        for (std::size_t i = 0; i < c.branching.size(); ++i) {
+          if (i > 0) s += ", ";
+          s += std::to_string(c.branching[i]);
+        }
+        s += "], dim=";
+        s += std::to_string(c.dim);
+        s += ", storage_uri=";
+        s += py::repr(py::str(c.storage_uri)).cast<std::string>();
+        s += ", metric='";
+        s += taxonomy_metric_name(c.metric);
+        s += "')";
+        return s;
+      });
+
+  py::class_<PyEngine>(m, "_TaxonomyEngine",
+                       "megatax::TaxonomyEngine; use mega_taxonomy.TaxonomyEngine instead.")
+      .def(py::init([](const TaxonomyConfig& config) {
+             return std::make_unique<PyEngine>(TaxonomyEngine(config));
+           }),
+           arg("config"))
+      .def_static(
+          "load",
+          [](const std::string& storage_uri) {
+            std::unique_ptr<PyEngine> out;
+            {
+              py::gil_scoped_release release;
+              out = std::make_unique<PyEngine>(TaxonomyEngine::load(storage_uri));
+            }
+            return out;
+          },
+          arg("storage_uri"))
+      .def("fit", &fit, arg("input_uri"), arg("output_uri"), arg("resume") = false,
+           arg("progress") = true, arg("log") = py::none())
+      .def("predict_array", &predict_array, arg("x"))
+      .def(
+          "predict_uri",
+          [](PyEngine& self, const std::string& input_uri, const std::string& output_uri, bool progress) {
+            FitOptions options;
+            options.progress = progress;
+            py::gil_scoped_release release;
+            EngineLock lock(self);
+            self.engine().predict(input_uri, output_uri, options);
+          },
+          arg("input_uri"), arg("output_uri"), arg("progress") = true)
+      .def(
+          "set_threads",
+          [](PyEngine& self, int threads) {
+            py::gil_scoped_release release;
+            EngineLock lock(self);
+            self.engine().set_threads(threads);
+          },
+          arg("threads"))
+      .def_property_readonly("config", [](PyEngine& self) {
+        py::gil_scoped_release release;
+        EngineLock lock(self);
+        return self.engine().config();
+      })
+      .def_property_readonly("dim", [](PyEngine& self) {
+        py::gil_scoped_release release;
+        EngineLock lock(self);
+        return self.engine().dim();
+      })
+      .def_property_readonly("fitted", [](PyEngine& self) {
+        py::gil_scoped_release release;
+        EngineLock lock(self);
+        return self.engine().fitted();
+      })
+      .def("nodes_per_level",
+           [](PyEngine& self) {
+             py::gil_scoped_release release;
+             EngineLock lock(self);
+             return self.engine().nodes_per_level();
+           })
+      .def(
+          "centroids",
+          [](PyEngine& self, int level) {
+            std::vector<float> c;
+            std::int64_t d = 0;
+            {
+              py::gil_scoped_release release;
+              EngineLock lock(self);
+              c = self.engine().centroids(level);
+              d = self.engine().dim();
+            }
+            const auto rows = d > 0 ? static_cast<std::int64_t>(c.size()) / d : 0;
+            auto* owned = new std::vector<float>(std::move(c));
+            py::capsule owner(owned, [](void* q) { delete static_cast<std::vector<float>*>(q); });
+            return py::array_t<float>({rows, d}, owned->data(), owner);
+          },
+          arg("level"))
+      .def("manifest_json", [](PyEngine& self) {
+        py::gil_scoped_release release;
+        EngineLock lock(self);
+        return self.engine().manifest_json();
+      });
+}
+
+}  // namespace megatax::python
