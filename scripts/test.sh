@@ -4,17 +4,21 @@
 #   release  Ninja, Release, CUDA AUTO (compiled when nvcc exists)     -> build/release
 #   asan     RelWithDebInfo with -fsanitize=address,undefined, no CUDA  -> build/asan
 #   aarch64  cross build, tests under qemu-aarch64, no CUDA             -> build/aarch64
+#   fuzz     libFuzzer targets (clang, ASan+UBSan), 10 s each            -> build/fuzz
+#   python   pip wheel + install + pytest (scripts/test-python.sh)       -> build/wheel
 #   tidy     clang-tidy over src/, tools/, tests/ (only with --tidy)   -> uses build/release
 #
 # Every stage runs even when an earlier one failed; the script exits non-zero if any failed.
 #
-# Usage: bash scripts/test.sh [--quick] [--no-asan] [--no-cross] [--tidy] [--only STAGE]
-#                              [--no-setup]
+# Usage: bash scripts/test.sh [--quick] [--no-asan] [--no-cross] [--no-fuzz] [--no-python]
+#                              [--tidy] [--only STAGE] [--no-setup]
 #   --quick       release stage only
 #   --no-asan     skip the sanitizer stage
 #   --no-cross    skip the aarch64 stage
+#   --no-fuzz     skip the fuzz stage
+#   --no-python   skip the Python package stage
 #   --tidy        add the clang-tidy stage
-#   --only STAGE  run that stage alone (release, asan, aarch64 or tidy)
+#   --only STAGE  run that stage alone (release, asan, aarch64, fuzz, python or tidy)
 #   --no-setup    do not run scripts/setup.sh
 # Environment: MEGATAX_JOBS (build and test parallelism, default 2), MEGATAX_CUDA (release
 # stage, default AUTO), CTEST_ARGS (extra ctest arguments, e.g. "-R DType").
@@ -26,25 +30,31 @@ ROOT="$(pwd)"
 run_release=1
 run_asan=1
 run_cross=1
+run_fuzz=1
+run_python=1
 run_tidy=0
 run_setup=1
 # Prints the comment block at the top of this file.
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 while (($# > 0)); do
   case "$1" in
-    --quick) run_asan=0; run_cross=0 ;;
+    --quick) run_asan=0; run_cross=0; run_fuzz=0; run_python=0 ;;
     --no-asan) run_asan=0 ;;
     --no-cross) run_cross=0 ;;
+    --no-fuzz) run_fuzz=0 ;;
+    --no-python) run_python=0 ;;
     --tidy) run_tidy=1 ;;
     --no-setup) run_setup=0 ;;
     --only)
-      run_release=0; run_asan=0; run_cross=0; run_tidy=0
+      run_release=0; run_asan=0; run_cross=0; run_fuzz=0; run_python=0; run_tidy=0
       case "${2:-}" in
         release) run_release=1 ;;
         asan) run_asan=1 ;;
         aarch64) run_cross=1 ;;
+        fuzz) run_fuzz=1 ;;
+        python) run_python=1 ;;
         tidy) run_tidy=1 ;;
-        *) echo "test.sh: --only takes release, asan, aarch64 or tidy" >&2; exit 2 ;;
+        *) echo "test.sh: --only takes release, asan, aarch64, fuzz, python or tidy" >&2; exit 2 ;;
       esac
       shift ;;
     -h | --help) usage; exit 0 ;;
@@ -116,6 +126,14 @@ stage_aarch64() {
     -DMEGATAX_SANITIZE=
   cmake --build build/aarch64 -j"$JOBS"
   run_ctest build/aarch64
+}
+
+stage_fuzz() {
+  bash scripts/fuzz.sh "${MEGATAX_FUZZ_SECONDS:-10}"
+}
+
+stage_python() {
+  bash scripts/test-python.sh
 }
 
 stage_tidy() {
@@ -208,6 +226,12 @@ if ((run_asan)); then
 fi
 if ((run_cross)); then
   run_stage aarch64 build/aarch64 "aarch64 cross build + ctest under qemu-aarch64"
+fi
+if ((run_fuzz)); then
+  run_stage fuzz "" "libFuzzer on the npy/fbin/fvecs readers (${MEGATAX_FUZZ_SECONDS:-10} s each)"
+fi
+if ((run_python)); then
+  run_stage python "" "Python package: wheel, install, pytest"
 fi
 if ((run_tidy)); then
   run_stage tidy "" "clang-tidy over src/, tools/ and tests/"

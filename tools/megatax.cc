@@ -125,10 +125,12 @@ const char* kFitHelp =
     "                   [--sample-per-centroid N] [--max-iter N] [--tol X] [--seed S]\n"
     "                   [--threads T] [--metric l2|ip|cosine] [--lloyd-passes N]\n"
     "                   [--batch-rows N] [--memory-budget-mb N] [--simd auto|scalar|avx2|avx512|neon]\n"
-    "                   [--resume] [--quiet]\n"
+    "                   [--executor auto|local|mpi] [--resume] [--quiet]\n"
     "Fits a taxonomy on the shards matching GLOB (.npy .fbin .u8bin .fvecs .bvecs), keeps the\n"
     "model at --storage and writes <stem>.paths.npy (int32 [n, L]), <stem>.ids.npy (int64)\n"
-    "and <stem>.dist.npy (float32) per shard at --output. --resume continues a killed fit.\n";
+    "and <stem>.dist.npy (float32) per shard at --output. --resume continues a killed fit.\n"
+    "Distributed: mpirun -np R megatax fit ... (one process per rank; rank 0 drives; shards\n"
+    "are handed out dynamically; the tree is the same on any rank count).\n";
 
 const char* kPredictHelp =
     "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--quiet]\n"
@@ -212,9 +214,11 @@ int cmd_fit(const Args& a) {
   o.resume = a.flag("resume");
   o.progress = !a.flag("quiet");
   o.stop_after_level = static_cast<int>(a.integer("stop-after-level", 0));
+  o.executor = a.str("executor", "auto");
   if (!a.flag("quiet")) o.log = [](const std::string& m) { std::fprintf(stderr, "megatax: %s\n", m.c_str()); };
   const auto r = engine.fit(input, output, o);
-  print_report(r);
+  if (std::getenv("OMPI_COMM_WORLD_RANK") == nullptr || std::string(std::getenv("OMPI_COMM_WORLD_RANK")) == "0")
+    print_report(r);
   return 0;
 }
 
@@ -417,7 +421,8 @@ int main(int argc, char** argv) {
     if (cmd == "fit") {
       Args a(argc, argv, 2,
              {"input", "storage", "output", "levels", "branching", "sample-per-centroid", "max-iter", "tol", "seed",
-              "threads", "metric", "lloyd-passes", "batch-rows", "memory-budget-mb", "simd", "stop-after-level"},
+              "threads", "metric", "lloyd-passes", "batch-rows", "memory-budget-mb", "simd", "stop-after-level",
+              "executor"},
              {"resume", "quiet"}, cmd);
       if (a.help) return std::fputs(kFitHelp, stdout), 0;
       return cmd_fit(a);

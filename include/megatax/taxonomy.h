@@ -33,6 +33,10 @@
 
 namespace megatax {
 
+namespace dist {
+class Executor;  // internal: src/dist/executor.h
+}
+
 enum class TaxonomyMetric : int { kL2 = 0, kInnerProduct = 1, kCosine = 2 };
 const char* taxonomy_metric_name(TaxonomyMetric m) noexcept;  // "l2", "ip", "cosine"
 TaxonomyMetric parse_taxonomy_metric(const std::string& name);  // throws kInvalidArgument
@@ -84,8 +88,14 @@ struct FitOptions {
   bool progress = true;         // progress bars on stderr when it is a terminal
   // Test hook: stop with Error(kCancelled) right after committing this level (0 = never).
   int stop_after_level = 0;
-  // Called with a one-line message at each step (level start/end); may be empty.
+  // Called with a one-line message at each step (level start/end, and per worker what it
+  // did: shards, points, seconds); may be empty.
   std::function<void(const std::string&)> log;
+  // Where the work runs: "local" (this process), "mpi" (one process per rank, started by
+  // mpirun/srun; rank 0 drives and writes the manifest), "auto" (mpi when started by mpirun
+  // with several ranks). Every rank must call fit() with the same arguments. The tree is
+  // the same bit for bit whatever the executor and rank count.
+  std::string executor = "auto";
 };
 
 // Paths for n vectors: paths[i * n_levels + l] (int32, -1 below a leaf) and the distance of
@@ -135,6 +145,8 @@ class TaxonomyEngine {
   std::string manifest_json() const;
 
  private:
+  FitReport fit_with(dist::Executor& executor, const std::string& input_uri,
+                     const std::string& output_uri, const FitOptions& options);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

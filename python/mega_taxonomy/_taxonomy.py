@@ -227,6 +227,7 @@ class TaxonomyEngine:
 
     @property
     def n_levels(self) -> int:
+        """Levels of the tree (L)."""
         return self._engine.config.n_levels
 
     @property
@@ -236,6 +237,7 @@ class TaxonomyEngine:
 
     @property
     def fitted(self) -> bool:
+        """True once fit() completed or load() read a complete taxonomy."""
         return self._engine.fitted
 
     def __repr__(self) -> str:

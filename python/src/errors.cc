@@ -31,7 +31,7 @@ void set_python_error(const Error& e) {
 }  // namespace
 
 void register_errors(py::module_& m) {
-  py::register_exception_translator([](std::exception_ptr p) {
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {

@@ -156,22 +156,36 @@ void bind_taxonomy(py::module_& m) {
   using py::arg;
   py::class_<TaxonomyConfig>(m, "TaxonomyConfig", kConfigDoc)
       .def(py::init<>(), "The default settings (n_levels=3, branching_factor=[100], ...).")
-      .def_readwrite("n_levels", &TaxonomyConfig::n_levels)
-      .def_readwrite("branching_factor", &TaxonomyConfig::branching)
-      .def_readwrite("dim", &TaxonomyConfig::dim)
-      .def_readwrite("storage_uri", &TaxonomyConfig::storage_uri)
+      .def_readwrite("n_levels", &TaxonomyConfig::n_levels,
+                     "Levels L >= 1.")
+      .def_readwrite("branching_factor", &TaxonomyConfig::branching,
+                     "Children per node: [b] for every level or one value per level.")
+      .def_readwrite("dim", &TaxonomyConfig::dim,
+                     "Vector dimension; 0 = taken from the data at fit time.")
+      .def_readwrite("storage_uri", &TaxonomyConfig::storage_uri,
+                     "Where the model and the fit state live (path, file://, ...).")
       .def_property(
           "metric", [](const TaxonomyConfig& c) { return std::string(taxonomy_metric_name(c.metric)); },
-          [](TaxonomyConfig& c, const std::string& name) { c.metric = parse_taxonomy_metric(name); })
-      .def_readwrite("sample_per_centroid", &TaxonomyConfig::sample_per_centroid)
-      .def_readwrite("max_iter", &TaxonomyConfig::max_iter)
-      .def_readwrite("tol", &TaxonomyConfig::tol)
-      .def_readwrite("seed", &TaxonomyConfig::seed)
-      .def_readwrite("threads", &TaxonomyConfig::threads)
-      .def_readwrite("lloyd_passes", &TaxonomyConfig::lloyd_passes)
-      .def_readwrite("batch_rows", &TaxonomyConfig::batch_rows)
-      .def_readwrite("memory_budget_mb", &TaxonomyConfig::memory_budget_mb)
-      .def_readwrite("simd", &TaxonomyConfig::simd)
+          [](TaxonomyConfig& c, const std::string& name) { c.metric = parse_taxonomy_metric(name); },
+          "'l2' (squared Euclidean), 'ip' (inner product) or 'cosine'.")
+      .def_readwrite("sample_per_centroid", &TaxonomyConfig::sample_per_centroid,
+                     "Training sample per node = this x branching.")
+      .def_readwrite("max_iter", &TaxonomyConfig::max_iter,
+                     "Lloyd iterations per node (on its sample).")
+      .def_readwrite("tol", &TaxonomyConfig::tol,
+                     "Relative inertia change that stops Lloyd.")
+      .def_readwrite("seed", &TaxonomyConfig::seed,
+                     "Random seed: same data + config + seed = same tree.")
+      .def_readwrite("threads", &TaxonomyConfig::threads,
+                     "Worker threads, 0 = all hardware threads (results do not change).")
+      .def_readwrite("lloyd_passes", &TaxonomyConfig::lloyd_passes,
+                     "Extra full-data Lloyd passes per level.")
+      .def_readwrite("batch_rows", &TaxonomyConfig::batch_rows,
+                     "Rows read per batch.")
+      .def_readwrite("memory_budget_mb", &TaxonomyConfig::memory_budget_mb,
+                     "Training samples held at once (per group), in MiB.")
+      .def_readwrite("simd", &TaxonomyConfig::simd,
+                     "CPU kernel path: auto, scalar, avx2, avx512 or neon.")
       .def("validate", &TaxonomyConfig::validate,
            "Raises MegataxValueError naming the field when the config is unusable.")
       .def("__repr__", [](const TaxonomyConfig& c) {

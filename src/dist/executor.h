@@ -1,17 +1,24 @@
-// dist/executor.h -- how the work of a pass is spread over workers.
+// dist/executor.h -- how the work of a fit is spread over workers, and what they exchange.
 //
-// The taxonomy driver describes a pass as "run this task for every shard" and never knows
-// where the tasks run. An executor only moves work (and, for distributed executors, the
-// driver/worker messages); it never changes results: tasks must write their outputs to
-// per-shard places and the driver reduces them in shard order.
+// The taxonomy driver is written once, SPMD style: every worker runs the same level loop and
+// meets the others at collectives (barrier, all-reduce, all-to-all, all-gather of byte
+// messages); worker 0 is also the driver (it alone writes the manifest and the model files).
+// An executor only moves work and messages; it never changes results: tasks write their
+// outputs to per-shard places and reductions that decide the tree are exact (integer sums,
+// bottom-k merges) or done in shard order.
 //
-// Thread-safety: an Executor is used by one driver thread at a time.
+// Errors: a worker whose task throws calls fail(); the local executor rethrows, the MPI
+// executor prints the message and aborts every rank (no collective can then hang).
+//
+// Thread-safety: an Executor is used by one driver thread per worker.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace megatax::dist {
 
@@ -19,12 +26,28 @@ class Executor {
  public:
   virtual ~Executor() = default;
   virtual std::string name() const = 0;
-  // Number of workers tasks are spread over (>= 1).
-  virtual int workers() const = 0;
-  // Calls task(shard, worker) once for every shard in [0, n_shards). The first exception
-  // stops the pass and is rethrown after running tasks have finished.
-  virtual void run_shards(std::int64_t n_shards,
-                          const std::function<void(std::int64_t shard, int worker)>& task) = 0;
+  virtual int rank() const = 0;     // this worker, 0 = the driver
+  virtual int workers() const = 0;  // >= 1
+  bool is_driver() const { return rank() == 0; }
+
+  // Collective. Hands the shards [0, n_shards) out dynamically: each worker calls
+  // task(shard) for the shards it claims, claiming the next one when it is free, until all
+  // are claimed. Returns the shards this worker ran, in order.
+  virtual std::vector<std::int64_t> run_shards(std::int64_t n_shards,
+                                               const std::function<void(std::int64_t)>& task) = 0;
+  // Collectives: every worker calls them in the same order.
+  virtual void barrier() = 0;
+  virtual void allreduce_sum(std::span<std::int64_t> values) = 0;  // exact
+  virtual void allreduce_sum(std::span<double> values) = 0;        // order: by rank
+  // Worker w receives send[w] from this worker; returns, by source rank, what it received.
+  virtual std::vector<std::string> alltoall(const std::vector<std::string>& send) = 0;
+  // Every worker receives every worker's message, by rank.
+  virtual std::vector<std::string> allgather(const std::string& mine) = 0;
+  // Broadcast from worker 0: its `message` replaces everyone's.
+  virtual void broadcast(std::string* message) = 0;
+  // Stops every worker after this one failed with `message` (MPI: prints it with the rank
+  // and aborts the job, exit status 1). Only called when workers() > 1.
+  [[noreturn]] virtual void abort(const std::string& message) = 0;
 };
 
 // One process, one worker: shards run in order on the calling thread (the kernels use the
@@ -32,11 +55,33 @@ class Executor {
 class LocalExecutor final : public Executor {
  public:
   std::string name() const override { return "local"; }
+  int rank() const override { return 0; }
   int workers() const override { return 1; }
-  void run_shards(std::int64_t n_shards,
-                  const std::function<void(std::int64_t shard, int worker)>& task) override {
-    for (std::int64_t s = 0; s < n_shards; ++s) task(s, 0);
+  std::vector<std::int64_t> run_shards(std::int64_t n_shards,
+                                       const std::function<void(std::int64_t)>& task) override {
+    std::vector<std::int64_t> ran;
+    for (std::int64_t s = 0; s < n_shards; ++s) {
+      task(s);
+      ran.push_back(s);
+    }
+    return ran;
   }
+  void barrier() override {}
+  void allreduce_sum(std::span<std::int64_t>) override {}
+  void allreduce_sum(std::span<double>) override {}
+  std::vector<std::string> alltoall(const std::vector<std::string>& send) override { return send; }
+  std::vector<std::string> allgather(const std::string& mine) override { return {mine}; }
+  void broadcast(std::string*) override {}
+  [[noreturn]] void abort(const std::string& message) override;
 };
+
+// The executor named by `kind`: "local"; "mpi" (needs a build with MPI; initialises MPI on
+// first use and finalises it at exit); "auto" = mpi when this process was started by mpirun
+// or srun with more than one rank (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK), else local.
+// Throws Error(kUnimplemented) for "mpi" in a build without MPI, kInvalidArgument otherwise.
+std::unique_ptr<Executor> make_executor(const std::string& kind);
+
+// True when this build has the MPI executor.
+bool have_mpi() noexcept;
 
 }  // namespace megatax::dist

@@ -1,6 +1,8 @@
 // TaxonomyEngine::fit and predict-to-files: the level pipeline of DESIGN.md ("Fit, as data
 // flows"): per level, sample -> train -> assign -> commit, with state kept for resume.
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -12,6 +14,7 @@
 #include "core/progress.h"
 #include "core/random.h"
 #include "dist/executor.h"
+#include "dist/message.h"
 #include "io/npy_array.h"
 #include "megatax/dataset.h"
 #include "megatax/error.h"
@@ -158,15 +161,86 @@ json::Value level_json(const taxonomy::Tree& tree, int l, const LevelReport& r) 
   return v;
 }
 
+
+// Sends each node's sampled (priority, id) pairs to the worker that owns the node
+// (node mod workers) and returns what this worker owns, merged. Exact: bottom-k merges.
+taxonomy::NodeSamples route_samples(const taxonomy::NodeSamples& local, dist::Executor& ex,
+                                    std::int64_t n_nodes, std::int64_t k) {
+  const int R = ex.workers();
+  std::vector<std::int64_t> offsets, ids, prio;
+  local.flatten(&offsets, &ids, &prio);
+  std::vector<std::vector<std::int64_t>> nodes_to(static_cast<std::size_t>(R)), ids_to(static_cast<std::size_t>(R)),
+      prio_to(static_cast<std::size_t>(R));
+  for (std::int64_t j = 0; j + 1 < static_cast<std::int64_t>(offsets.size()); ++j) {
+    const auto w = static_cast<std::size_t>(j % R);
+    for (std::int64_t t = offsets[static_cast<std::size_t>(j)]; t < offsets[static_cast<std::size_t>(j + 1)]; ++t) {
+      nodes_to[w].push_back(j);
+      ids_to[w].push_back(ids[static_cast<std::size_t>(t)]);
+      prio_to[w].push_back(prio[static_cast<std::size_t>(t)]);
+    }
+  }
+  std::vector<std::string> send(static_cast<std::size_t>(R));
+  for (std::size_t w = 0; w < send.size(); ++w) {
+    dist::MessageWriter m;
+    m.put_array<std::int64_t>(nodes_to[w]);
+    m.put_array<std::int64_t>(ids_to[w]);
+    m.put_array<std::int64_t>(prio_to[w]);
+    send[w] = m.take();
+  }
+  taxonomy::NodeSamples merged(n_nodes, k);
+  for (const std::string& bytes : ex.alltoall(send)) {
+    dist::MessageReader m(bytes, "sample message");
+    const auto nodes = m.get_array<std::int64_t>();
+    const auto sid = m.get_array<std::int64_t>();
+    const auto sp = m.get_array<std::int64_t>();
+    for (std::size_t t = 0; t < nodes.size(); ++t)
+      merged.offer(nodes[t], static_cast<std::uint64_t>(sp[t]), sid[t]);
+  }
+  return merged;
+}
+
+// Test hook for the distributed tests: MEGATAX_TEST_CRASH_RANK=r and
+// MEGATAX_TEST_CRASH_LEVEL=l make rank r kill itself (SIGKILL) in level l's assignment pass.
+bool test_crash_here(int rank, int level) {
+  const char* r = std::getenv("MEGATAX_TEST_CRASH_RANK");
+  const char* l = std::getenv("MEGATAX_TEST_CRASH_LEVEL");
+  return r != nullptr && l != nullptr && std::atoi(r) == rank && std::atoi(l) == level;
+}
+
+// What one shard's assignment pass adds up: per touched node, points and summed distance.
+struct ShardSummary {
+  std::int64_t shard = 0;
+  std::vector<std::int64_t> nodes, counts;
+  std::vector<double> inertia;
+};
+
 }  // namespace
 
 FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& output_uri,
                               const FitOptions& options) {
+  std::unique_ptr<dist::Executor> ex = dist::make_executor(options.executor);
+  if (ex->workers() == 1) return fit_with(*ex, input_uri, output_uri, options);
+  // Several workers: a failure on one rank must stop all of them (no collective may hang),
+  // and nothing is committed past the last complete level.
+  try {
+    return fit_with(*ex, input_uri, output_uri, options);
+  } catch (const std::exception& e) {
+    ex->abort(e.what());
+  }
+}
+
+FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_uri,
+                                   const std::string& output_uri, const FitOptions& options) {
   Impl& s = *impl_;
   const auto t_fit = Clock::now();
   const TaxonomyConfig& cfg = s.config;
+  const int R = ex.workers(), me = ex.rank();
+  const bool driver = ex.is_driver();
   auto log = [&](const std::string& m) {
-    if (options.log) options.log(m);
+    if (options.log && (driver || R == 1)) options.log(m);
+  };
+  auto log_worker = [&](const std::string& m) {  // every rank reports its own work
+    if (options.log) options.log(R > 1 ? "rank " + std::to_string(me) + "/" + std::to_string(R) + ": " + m : m);
   };
   Dataset data = Dataset::open(input_uri);
   const std::int64_t d = data.dim(), N = data.rows();
@@ -182,6 +256,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
     if (shard.rows == 0)
       throw_error(ErrorCode::kInvalidArgument,
                   shard.path + ": the shard has no rows (remove it from the input)");
+  const auto n_shards = static_cast<std::int64_t>(data.shards().size());
   std::string out_root;
   std::unique_ptr<Storage> out_storage = open_storage_for_uri(output_uri, &out_root);
   s.open_storage();
@@ -189,12 +264,12 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
   const std::string manifest_path = s.path(kManifestName);
   const int L = cfg.n_levels;
   const kernels::KnnOptions knn = s.knn_options();
-  dist::LocalExecutor executor;
+  auto owner = [&](std::int64_t node) { return static_cast<int>(node % R); };
 
-  // ---- Fresh start or resume ---------------------------------------------------------
+  // ---- Fresh start or resume (every worker reads the same files) ----------------------
   int done = 0;
   bool complete = false;  // resuming a fit that already finished: nothing to redo
-  taxonomy::NodeSamples samples;  // training samples of level done + 1
+  taxonomy::NodeSamples samples;  // training samples of level done + 1 (owned nodes)
   json::Value manifest = json::Value::object();
   json::Value level_entries = json::Value::array();
   FitReport report;
@@ -225,7 +300,8 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
           io::read_npy_array<std::int64_t>(st, p + ".priorities.npy", &sh));
     }
     report.resumed_from_level = done;
-    log("resuming '" + cfg.storage_uri + "' after level " + std::to_string(done));
+    log("resuming '" + cfg.storage_uri + "' after level " + std::to_string(done) +
+        (R > 1 ? " on " + std::to_string(R) + " ranks" : ""));
   } else {
     s.tree = taxonomy::Tree(d, s.kernel_metric());
   }
@@ -236,10 +312,10 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
   manifest.set("dim", d);
   manifest.set("dataset", dataset_json(data));
 
-  // Removes what a failed fresh fit wrote before its first commit.
+  // Removes what a failed fresh single-process fit wrote before its first commit.
   auto cleanup_uncommitted = [&]() noexcept {
     try {
-      if (st.exists(manifest_path)) return;
+      if (R > 1 || st.exists(manifest_path)) return;
       for (const auto& name : st.list(s.path(state_dir(1)))) st.remove(s.path(state_dir(1) + name));
       st.remove(s.path(state_dir(1)));
       st.remove(s.path("state"));
@@ -254,34 +330,38 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
     lr.level = l;
     const std::int64_t b = cfg.branching_at(l);
     log("level " + std::to_string(l) + "/" + std::to_string(L) + ": training");
-    // ---- 1. Samples -----------------------------------------------------------------
+    // ---- 1. Samples: level 1 by id slices, routed to the root's owner -----------------
     if (l == 1) {
-      samples = taxonomy::NodeSamples(1, cfg.sample_per_centroid * b);
-      for (std::int64_t id = 0; id < N; ++id) samples.offer(0, hash64(static_cast<std::uint64_t>(id), cfg.seed, 1), id);
+      taxonomy::NodeSamples local(1, cfg.sample_per_centroid * b);
+      const std::int64_t id0 = N * me / R, id1 = N * (me + 1) / R;
+      for (std::int64_t id = id0; id < id1; ++id) local.offer(0, hash64(static_cast<std::uint64_t>(id), cfg.seed, 1), id);
+      samples = route_samples(local, ex, 1, cfg.sample_per_centroid * b);
     }
-    // ---- 2. Train every parent with enough points ----------------------------------
+    // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
     const std::int64_t n_parents = s.tree.nodes(l - 1);
-    std::vector<std::int64_t> split;  // parents that get children
+    std::vector<std::int64_t> split, mine;  // parents that get children; those owned here
     for (std::int64_t j = 0; j < n_parents; ++j) {
       const std::int64_t count = l == 1 ? N : s.tree.level(l - 1).count[static_cast<std::size_t>(j)];
-      if (count >= b && !samples.ids(j).empty()) split.push_back(j);
+      if (count < b) continue;
+      split.push_back(j);
+      if (owner(j) == me) mine.push_back(j);
     }
     lr.split_parents = static_cast<std::int64_t>(split.size());
-    std::vector<std::vector<float>> trained(split.size());
+    std::vector<std::vector<float>> trained(mine.size());
+    const auto t_train = Clock::now();
     {
-      const auto t_train = Clock::now();
       const std::int64_t budget_rows =
           std::max<std::int64_t>(1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * 4));
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " train",
-                   static_cast<std::int64_t>(split.size()), "nodes", options.progress);
+                   static_cast<std::int64_t>(mine.size()), "nodes", options.progress);
       std::size_t g0 = 0;
-      while (g0 < split.size()) {
+      while (g0 < mine.size()) {
         // A group of parents whose samples fit the memory budget (at least one).
         std::size_t g1 = g0;
         std::int64_t rows = 0;
         std::vector<std::vector<std::int64_t>> ids;
-        while (g1 < split.size()) {
-          auto v = samples.ids(split[g1]);
+        while (g1 < mine.size()) {
+          auto v = samples.ids(mine[g1]);
           if (g1 > g0 && rows + static_cast<std::int64_t>(v.size()) > budget_rows) break;
           rows += static_cast<std::int64_t>(v.size());
           ids.push_back(std::move(v));
@@ -292,14 +372,18 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
         parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
           const auto& node_ids = ids[static_cast<std::size_t>(t)];
           const auto m = static_cast<std::int64_t>(node_ids.size());
+          const std::int64_t parent = mine[g0 + static_cast<std::size_t>(t)];
+          if (m < b)
+            throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
+                                                  " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
           std::vector<float> x(static_cast<std::size_t>(m * d));
           gather_rows(data, node_ids, x.data());
           if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
           cluster::KMeansParams kp;
-          kp.k = std::min<std::int64_t>(b, m);
+          kp.k = b;
           kp.max_iter = cfg.max_iter;
           kp.tol = cfg.tol;
-          kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(split[g0 + static_cast<std::size_t>(t)]));
+          kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(parent));
           kp.metric = s.kernel_metric();
           kp.spherical = cfg.metric != TaxonomyMetric::kL2;
           kernels::KnnOptions inner = knn;
@@ -312,14 +396,31 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
         });
         g0 = g1;
       }
-      lr.train_seconds = since(t_train);
+    }
+    lr.train_seconds = since(t_train);
+    std::vector<const std::vector<float>*> by_parent(static_cast<std::size_t>(n_parents), nullptr);
+    std::vector<std::vector<float>> received;
+    {
+      dist::MessageWriter m;
+      m.put_array<std::int64_t>(mine);
+      for (const auto& c : trained) m.put_array<float>(c);
+      const auto all = ex.allgather(m.take());
+      received.reserve(split.size());
+      for (const std::string& bytes : all) {
+        dist::MessageReader r(bytes, "centroid message");
+        const auto parents = r.get_array<std::int64_t>();
+        for (std::int64_t j : parents) {
+          received.push_back(r.get_array<float>());
+          by_parent[static_cast<std::size_t>(j)] = &received.back();
+        }
+      }
     }
     std::vector<float> centroids;
     std::vector<std::int64_t> parent;
-    for (std::size_t t = 0; t < split.size(); ++t) {
-      const auto k = static_cast<std::int64_t>(trained[t].size()) / d;
-      centroids.insert(centroids.end(), trained[t].begin(), trained[t].end());
-      parent.insert(parent.end(), static_cast<std::size_t>(k), split[t]);
+    for (std::int64_t j : split) {
+      const std::vector<float>& c = *by_parent[static_cast<std::size_t>(j)];
+      centroids.insert(centroids.end(), c.begin(), c.end());
+      parent.insert(parent.end(), static_cast<std::size_t>(b), j);
     }
     s.tree.truncate(l - 1);
     s.tree.add_level(std::move(centroids), std::move(parent));
@@ -332,7 +433,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " lloyd " +
                        std::to_string(pass) + "/" + std::to_string(cfg.lloyd_passes),
                    N, "pts", options.progress);
-      executor.run_shards(static_cast<std::int64_t>(data.shards().size()), [&](std::int64_t si, int) {
+      ex.run_shards(n_shards, [&](std::int64_t si) {
         const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
         std::vector<std::int32_t> prev_node;
         if (l == 1) {
@@ -362,35 +463,40 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
           bar.add(batch.view.rows);
         }
       });
+      ex.allreduce_sum(std::span<std::int64_t>(members));
+      ex.allreduce_sum(std::span<double>(sums));
       const auto& cur = s.tree.level(l);
-      std::vector<float> centroids = cur.centroids;
+      std::vector<float> lloyd_centroids = cur.centroids;
       std::vector<std::int64_t> parents = cur.parent;
       for (std::int64_t c = 0; c < n_nodes; ++c) {
         const std::int64_t m = members[static_cast<std::size_t>(c)];
         if (m == 0) continue;  // no point chose it: keep the sample-trained centroid
-        float* cen = centroids.data() + c * d;
+        float* cen = lloyd_centroids.data() + c * d;
         for (std::int64_t j = 0; j < d; ++j)
           cen[j] = static_cast<float>(sums[static_cast<std::size_t>(c * d + j)] / static_cast<double>(m));
         if (cfg.metric != TaxonomyMetric::kL2) taxonomy::normalise_rows(cen, 1, d);
       }
       s.tree.truncate(l - 1);
-      s.tree.add_level(std::move(centroids), std::move(parents));
+      s.tree.add_level(std::move(lloyd_centroids), std::move(parents));
     }
 
-    // ---- 3. Assignment pass over every shard ----------------------------------------
+    // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     const auto t_assign = Clock::now();
-    std::vector<std::int64_t> counts(static_cast<std::size_t>(n_nodes), 0);
-    std::vector<double> inertia(static_cast<std::size_t>(n_nodes), 0.0);
     const bool collect = l < L;
+    const std::int64_t next_k = collect ? cfg.sample_per_centroid * cfg.branching_at(l + 1) : 1;
     taxonomy::NodeSamples next;
-    if (collect) next = taxonomy::NodeSamples(n_nodes, cfg.sample_per_centroid * cfg.branching_at(l + 1));
+    if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
+    std::vector<ShardSummary> summaries;
+    std::int64_t my_points = 0;
+    std::vector<std::int64_t> my_shards;
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
       log("level " + std::to_string(l) + "/" + std::to_string(L) + ": assigning " +
           std::to_string(N) + " points");
       try {
-        executor.run_shards(static_cast<std::int64_t>(data.shards().size()), [&](std::int64_t si, int) {
+        my_shards = ex.run_shards(n_shards, [&](std::int64_t si) {
+          if (test_crash_here(me, l)) std::raise(SIGKILL);  // test hook: a rank dies mid-level
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
@@ -406,33 +512,42 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
           cur.paths.assign(static_cast<std::size_t>(n * l), -1);
           cur.dist = prev.dist;
           std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
-          if (n > 0) {
-            BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
-            Batch batch;
-            while (reader.next(&batch)) {
-              check_finite(batch, data);
-              if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
-              const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
-              s.tree.descend(l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
-                             cur.dist.data() + r0, knn);
-              for (std::int64_t i = 0; i < m; ++i) {
-                const std::int64_t r = r0 + i;
-                for (int t = 0; t < l - 1; ++t)
-                  cur.paths[static_cast<std::size_t>(r * l + t)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + t)];
-                cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
-                const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
-                if (nd < 0) continue;
-                ++counts[static_cast<std::size_t>(nd)];
-                inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
-                if (collect) {
-                  const Id id = shard.global_begin + r;
-                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
-                }
+          std::map<std::int64_t, std::pair<std::int64_t, double>> per_node;  // node -> (count, inertia)
+          BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
+          Batch batch;
+          while (reader.next(&batch)) {
+            check_finite(batch, data);
+            if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+            const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
+            s.tree.descend(l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
+                           cur.dist.data() + r0, knn);
+            for (std::int64_t i = 0; i < m; ++i) {
+              const std::int64_t r = r0 + i;
+              for (int t = 0; t < l - 1; ++t)
+                cur.paths[static_cast<std::size_t>(r * l + t)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + t)];
+              cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
+              const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
+              if (nd < 0) continue;
+              auto& acc = per_node[nd];
+              ++acc.first;
+              acc.second += cur.dist[static_cast<std::size_t>(r)];
+              if (collect) {
+                const Id id = shard.global_begin + r;
+                next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
               }
-              bar.add(m);
             }
+            bar.add(m);
           }
           write_shard_state(st, s.path(state_dir(l) + name), cur, l);
+          ShardSummary sum;
+          sum.shard = si;
+          for (const auto& [node, acc] : per_node) {
+            sum.nodes.push_back(node);
+            sum.counts.push_back(acc.first);
+            sum.inertia.push_back(acc.second);
+          }
+          summaries.push_back(std::move(sum));
+          my_points += n;
         });
       } catch (...) {
         if (l == 1 && done == 0) cleanup_uncommitted();
@@ -440,6 +555,45 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       }
     }
     lr.assign_seconds = since(t_assign);
+    {
+      std::string shard_list;
+      for (std::int64_t si : my_shards) shard_list += (shard_list.empty() ? "" : ",") + std::to_string(si);
+      log_worker("level " + std::to_string(l) + ": assigned " + std::to_string(my_shards.size()) + " shards [" +
+                 shard_list + "], " + std::to_string(my_points) + " points in " +
+                 std::to_string(lr.assign_seconds) + " s");
+    }
+    // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(n_nodes), 0);
+    std::vector<double> inertia(static_cast<std::size_t>(n_nodes), 0.0);
+    {
+      dist::MessageWriter m;
+      m.put_i64(static_cast<std::int64_t>(summaries.size()));
+      for (const auto& sum : summaries) {
+        m.put_i64(sum.shard);
+        m.put_array<std::int64_t>(sum.nodes);
+        m.put_array<std::int64_t>(sum.counts);
+        m.put_array<double>(sum.inertia);
+      }
+      std::vector<ShardSummary> all(static_cast<std::size_t>(n_shards));
+      for (const std::string& bytes : ex.allgather(m.take())) {
+        dist::MessageReader r(bytes, "shard summary message");
+        const std::int64_t count = r.get_i64();
+        for (std::int64_t t = 0; t < count; ++t) {
+          ShardSummary sum;
+          sum.shard = r.get_i64();
+          sum.nodes = r.get_array<std::int64_t>();
+          sum.counts = r.get_array<std::int64_t>();
+          sum.inertia = r.get_array<double>();
+          all.at(static_cast<std::size_t>(sum.shard)) = std::move(sum);
+        }
+      }
+      for (const auto& sum : all)
+        for (std::size_t t = 0; t < sum.nodes.size(); ++t) {
+          counts[static_cast<std::size_t>(sum.nodes[t])] += sum.counts[t];
+          inertia[static_cast<std::size_t>(sum.nodes[t])] += sum.inertia[t];
+        }
+    }
+    if (collect) next = route_samples(next, ex, n_nodes, next_k);
     auto& lv = s.tree.mutable_level(l);
     lv.count = counts;
     lv.inertia = inertia;
@@ -448,8 +602,33 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
     lr.nodes = n_nodes;
     points_levels += N;
 
-    // ---- 4. Commit: model files, next samples, then the manifest -------------------
-    {
+    // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
+    // The driver needs every owner's samples to write them.
+    std::vector<std::int64_t> s_offsets, s_ids, s_prio;
+    if (collect) {
+      taxonomy::NodeSamples all_samples = next;
+      if (R > 1) {
+        std::vector<std::int64_t> o, i, p;
+        next.flatten(&o, &i, &p);
+        dist::MessageWriter m;
+        m.put_array<std::int64_t>(o);
+        m.put_array<std::int64_t>(i);
+        m.put_array<std::int64_t>(p);
+        const auto parts = ex.allgather(m.take());
+        if (driver) {
+          all_samples = taxonomy::NodeSamples(n_nodes, next_k);
+          for (const std::string& bytes : parts) {
+            dist::MessageReader r(bytes, "sample message");
+            const auto o = r.get_array<std::int64_t>();  // in message order (not argument order)
+            const auto i = r.get_array<std::int64_t>();
+            const auto p = r.get_array<std::int64_t>();
+            all_samples.merge(taxonomy::NodeSamples::unflatten(next_k, o, i, p));
+          }
+        }
+      }
+      if (driver) all_samples.flatten(&s_offsets, &s_ids, &s_prio);
+    }
+    if (driver) {
       std::vector<std::int64_t> nodes(static_cast<std::size_t>(2 * n_nodes));
       for (std::int64_t i = 0; i < n_nodes; ++i) {
         nodes[static_cast<std::size_t>(2 * i)] = lv.parent[static_cast<std::size_t>(i)];
@@ -461,14 +640,12 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
       io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes});
       if (collect) {
-        std::vector<std::int64_t> offsets, ids, prio;
-        next.flatten(&offsets, &ids, &prio);
         const std::string p = s.path(samples_prefix(l + 1));
-        const std::int64_t o_shape[1] = {static_cast<std::int64_t>(offsets.size())};
-        const std::int64_t i_shape[1] = {static_cast<std::int64_t>(ids.size())};
-        write_npy(st, p + ".offsets.npy", std::span<const std::int64_t>(offsets), o_shape);
-        write_npy(st, p + ".ids.npy", std::span<const std::int64_t>(ids), i_shape);
-        write_npy(st, p + ".priorities.npy", std::span<const std::int64_t>(prio), i_shape);
+        const std::int64_t o_shape[1] = {static_cast<std::int64_t>(s_offsets.size())};
+        const std::int64_t i_shape[1] = {static_cast<std::int64_t>(s_ids.size())};
+        write_npy(st, p + ".offsets.npy", std::span<const std::int64_t>(s_offsets), o_shape);
+        write_npy(st, p + ".ids.npy", std::span<const std::int64_t>(s_ids), i_shape);
+        write_npy(st, p + ".priorities.npy", std::span<const std::int64_t>(s_prio), i_shape);
       }
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
@@ -478,8 +655,9 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       level_entries = entries;
       manifest.set("levels", level_entries);
       manifest.set("levels_done", l);
+      manifest.set("workers", R);
       st.write_atomic(manifest_path, json::dump(manifest, 2));
-      // The previous level's state is no longer needed.
+      // The previous level's state is no longer needed (every worker finished level l).
       if (l > 1) {
         const std::string old = s.path(state_dir(l - 1));
         for (const auto& name : st.list(old)) st.remove(old + name);
@@ -488,6 +666,8 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
         for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(p + suffix);
       }
     }
+    lr.seconds = since(t_level);
+    ex.barrier();  // level l is committed before anyone goes on (or stops)
     report.levels.push_back(lr);
     samples = std::move(next);
     log("level " + std::to_string(l) + "/" + std::to_string(L) + ": " + std::to_string(n_nodes) +
@@ -496,21 +676,26 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
       throw_error(ErrorCode::kCancelled, "fit stopped after level " + std::to_string(l) + " (test hook)");
   }
 
-  // ---- 5. Outputs, then the manifest says complete ----------------------------------
+  // ---- 5. Outputs (each worker writes its shards'), then the manifest says complete ----
   if (manifest["status"].as_string() != "complete") {
-    for (const auto& shard : data.shards()) {
+    ex.run_shards(n_shards, [&](std::int64_t si) {
+      const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
       const std::string name = taxonomy::base_name(shard.path);
       ShardState fin = read_shard_state(st, s.path(state_dir(L) + name), shard.rows, L);
       write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin,
                     fin.paths, fin.dist, L);
-    }
+    });
+    ex.barrier();
     manifest.set("status", "complete");
     manifest.set("output_uri", output_uri);
-    st.write_atomic(manifest_path, json::dump(manifest, 2));
-    const std::string last = s.path(state_dir(L));
-    for (const auto& name : st.list(last)) st.remove(last + name);
-    st.remove(last);
-    st.remove(s.path("state"));
+    if (driver) {
+      st.write_atomic(manifest_path, json::dump(manifest, 2));
+      const std::string last = s.path(state_dir(L));
+      for (const auto& name : st.list(last)) st.remove(last + name);
+      st.remove(last);
+      st.remove(s.path("state"));
+    }
+    ex.barrier();
   }
   s.manifest = std::move(manifest);
   s.fitted = true;
