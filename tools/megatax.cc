@@ -19,6 +19,7 @@
 #include "megatax/error.h"
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
+#include "taxonomy/plan.h"
 #include "taxonomy/synthetic.h"
 
 namespace {
@@ -147,6 +148,14 @@ const char* kDemoHelp =
     "prints its info and how well the true hierarchy was recovered. DIR defaults to\n"
     "./megatax-demo (overwritten).\n";
 
+const char* kPlanHelp =
+    "usage: megatax plan --n N --dim D [--dtype f32|f16|bf16] --levels L --branching B[,B2,...]\n"
+    "                    [--sample-per-centroid S] [--max-iter I] [--lloyd-passes P]\n"
+    "                    [--workers R] [--gemm-tflops T] [--storage-gbps G] [--network-gbps W]\n"
+    "                    [--shards S] [--batch-rows N]\n"
+    "Predicts, per level, the FLOPs, bytes read and exchanged, memory per worker and time of\n"
+    "a fit on R workers (rates are per worker; measure them with bench/ and the fit report).\n";
+
 const char* kMainHelp =
     "usage: megatax <command> [options]   (megatax <command> --help for details)\n"
     "commands:\n"
@@ -154,6 +163,7 @@ const char* kMainHelp =
     "  fit      fit a taxonomy on sharded vector files\n"
     "  predict  assign new vectors to a fitted taxonomy\n"
     "  info     describe a taxonomy\n"
+    "  plan     predict the cost of a fit (FLOPs, bytes, memory, time)\n"
     "  demo     gen + fit + info on a built-in default\n";
 
 int cmd_gen(const Args& a) {
@@ -317,6 +327,31 @@ int show_info(const std::string& uri, bool as_json) {
   return 0;
 }
 
+int cmd_plan(const Args& a) {
+  megatax::taxonomy::PlanInput in;
+  in.n = a.real("n", 0);
+  in.dim = a.integer("dim", 0);
+  if (in.n < 1 || in.dim < 1) throw UsageError{"--n and --dim are required (>= 1)"};
+  const megatax::DType dt = megatax::parse_dtype(a.str("dtype", "f32"));
+  in.element_bytes = static_cast<double>(megatax::dtype_size(dt));
+  const int levels = static_cast<int>(a.integer("levels", 3));
+  auto b = parse_branching(a.str("branching", "100"));
+  if (b.size() == 1) b.assign(static_cast<std::size_t>(levels), b[0]);
+  if (static_cast<int>(b.size()) != levels) throw UsageError{"--branching: give one value or one per level"};
+  in.branching = b;
+  in.sample_per_centroid = a.integer("sample-per-centroid", 256);
+  in.max_iter = static_cast<int>(a.integer("max-iter", 20));
+  in.lloyd_passes = static_cast<int>(a.integer("lloyd-passes", 0));
+  in.workers = static_cast<int>(a.integer("workers", 1));
+  in.gemm_flops = a.real("gemm-tflops", 0.1) * 1e12;
+  in.storage_bytes_per_s = a.real("storage-gbps", 1.0) * 1e9;
+  in.network_bytes_per_s = a.real("network-gbps", 1.0) * 1e9;
+  in.shards = a.real("shards", 1);
+  in.batch_rows = a.integer("batch-rows", 65536);
+  std::fputs(megatax::taxonomy::format_plan(in, megatax::taxonomy::plan_fit(in)).c_str(), stdout);
+  return 0;
+}
+
 // Adjusted Rand index between two labelings of n items.
 double adjusted_rand(const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
   std::map<std::pair<std::int64_t, std::int64_t>, double> joint;
@@ -436,6 +471,14 @@ int main(int argc, char** argv) {
       Args a(argc, argv, 2, {"storage"}, {"json"}, cmd);
       if (a.help) return std::fputs(kInfoHelp, stdout), 0;
       return show_info(a.required("storage"), a.flag("json"));
+    }
+    if (cmd == "plan") {
+      Args a(argc, argv, 2,
+             {"n", "dim", "dtype", "levels", "branching", "sample-per-centroid", "max-iter", "lloyd-passes", "workers",
+              "gemm-tflops", "storage-gbps", "network-gbps", "shards", "batch-rows"},
+             {}, cmd);
+      if (a.help) return std::fputs(kPlanHelp, stdout), 0;
+      return cmd_plan(a);
     }
     if (cmd == "demo") {
       Args a(argc, argv, 2, {"dir", "n", "dim", "threads"}, {}, cmd);

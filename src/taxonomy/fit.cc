@@ -563,35 +563,72 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  std::to_string(lr.assign_seconds) + " s");
     }
     // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
+    // Each node's partial sums go to its owner (volume ~ touched (shard, node) pairs / R),
+    // the owner adds them in shard order, and the totals are shared (16 bytes a node).
     std::vector<std::int64_t> counts(static_cast<std::size_t>(n_nodes), 0);
     std::vector<double> inertia(static_cast<std::size_t>(n_nodes), 0.0);
     {
-      dist::MessageWriter m;
-      m.put_i64(static_cast<std::int64_t>(summaries.size()));
-      for (const auto& sum : summaries) {
-        m.put_i64(sum.shard);
-        m.put_array<std::int64_t>(sum.nodes);
-        m.put_array<std::int64_t>(sum.counts);
-        m.put_array<double>(sum.inertia);
-      }
-      std::vector<ShardSummary> all(static_cast<std::size_t>(n_shards));
-      for (const std::string& bytes : ex.allgather(m.take())) {
-        dist::MessageReader r(bytes, "shard summary message");
-        const std::int64_t count = r.get_i64();
-        for (std::int64_t t = 0; t < count; ++t) {
-          ShardSummary sum;
-          sum.shard = r.get_i64();
-          sum.nodes = r.get_array<std::int64_t>();
-          sum.counts = r.get_array<std::int64_t>();
-          sum.inertia = r.get_array<double>();
-          all.at(static_cast<std::size_t>(sum.shard)) = std::move(sum);
-        }
-      }
-      for (const auto& sum : all)
+      std::vector<std::vector<std::int64_t>> shard_to(static_cast<std::size_t>(R)), node_to(static_cast<std::size_t>(R)),
+          count_to(static_cast<std::size_t>(R));
+      std::vector<std::vector<double>> inertia_to(static_cast<std::size_t>(R));
+      for (const auto& sum : summaries)
         for (std::size_t t = 0; t < sum.nodes.size(); ++t) {
-          counts[static_cast<std::size_t>(sum.nodes[t])] += sum.counts[t];
-          inertia[static_cast<std::size_t>(sum.nodes[t])] += sum.inertia[t];
+          const auto w = static_cast<std::size_t>(owner(sum.nodes[t]));
+          shard_to[w].push_back(sum.shard);
+          node_to[w].push_back(sum.nodes[t]);
+          count_to[w].push_back(sum.counts[t]);
+          inertia_to[w].push_back(sum.inertia[t]);
         }
+      std::vector<std::string> send(static_cast<std::size_t>(R));
+      for (std::size_t w = 0; w < send.size(); ++w) {
+        dist::MessageWriter m;
+        m.put_array<std::int64_t>(shard_to[w]);
+        m.put_array<std::int64_t>(node_to[w]);
+        m.put_array<std::int64_t>(count_to[w]);
+        m.put_array<double>(inertia_to[w]);
+        send[w] = m.take();
+      }
+      struct Part {
+        std::int64_t node, shard, count;
+        double inertia;
+      };
+      std::vector<Part> parts;
+      for (const std::string& bytes : ex.alltoall(send)) {
+        dist::MessageReader r(bytes, "shard summary message");
+        const auto sh = r.get_array<std::int64_t>();
+        const auto nd = r.get_array<std::int64_t>();
+        const auto ct = r.get_array<std::int64_t>();
+        const auto in = r.get_array<double>();
+        for (std::size_t t = 0; t < sh.size(); ++t) parts.push_back({nd[t], sh[t], ct[t], in[t]});
+      }
+      std::sort(parts.begin(), parts.end(), [](const Part& x, const Part& y) {
+        return x.node < y.node || (x.node == y.node && x.shard < y.shard);
+      });
+      std::vector<std::int64_t> own_nodes, own_counts;
+      std::vector<double> own_inertia;
+      for (const Part& part : parts) {
+        if (own_nodes.empty() || own_nodes.back() != part.node) {
+          own_nodes.push_back(part.node);
+          own_counts.push_back(0);
+          own_inertia.push_back(0.0);
+        }
+        own_counts.back() += part.count;
+        own_inertia.back() += part.inertia;
+      }
+      dist::MessageWriter m;
+      m.put_array<std::int64_t>(own_nodes);
+      m.put_array<std::int64_t>(own_counts);
+      m.put_array<double>(own_inertia);
+      for (const std::string& bytes : ex.allgather(m.take())) {
+        dist::MessageReader r(bytes, "node totals message");
+        const auto nd = r.get_array<std::int64_t>();
+        const auto ct = r.get_array<std::int64_t>();
+        const auto in = r.get_array<double>();
+        for (std::size_t t = 0; t < nd.size(); ++t) {
+          counts[static_cast<std::size_t>(nd[t])] = ct[t];
+          inertia[static_cast<std::size_t>(nd[t])] = in[t];
+        }
+      }
     }
     if (collect) next = route_samples(next, ex, n_nodes, next_k);
     auto& lv = s.tree.mutable_level(l);
