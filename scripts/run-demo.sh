@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo (README's first command): sets the machine up, builds the release tree and runs the
-# main job on its built-in defaults. Today that is the exact-kNN benchmark, bench_indexflat;
-# once the taxonomy engine lands it becomes `megatax demo`.
+# main job on its built-in default: `megatax demo` generates a hierarchical dataset, fits a
+# 3-level taxonomy on it, reports how well the planted hierarchy was recovered and prints
+# `megatax info`.
 #
 # Usage: bash scripts/run-demo.sh [arguments passed to the demo program]
 # Environment: MEGATAX_JOBS (build parallelism, default 2), MEGATAX_CUDA (default AUTO).
@@ -25,7 +26,7 @@ if [[ -f build/release/CMakeCache.txt ]] &&
 fi
 cmake -S "$ROOT" -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DMEGATAX_CUDA="${MEGATAX_CUDA:-AUTO}" -DMEGATAX_SANITIZE=
-cmake --build build/release -j"$JOBS" --target bench_indexflat
+cmake --build build/release -j"$JOBS" --target megatax_cli
 
-echo "== run-demo: build/release/tools/bench_indexflat $*"
-exec build/release/tools/bench_indexflat "$@"
+echo "== run-demo: build/release/tools/megatax demo $*"
+exec build/release/tools/megatax demo "$@"
