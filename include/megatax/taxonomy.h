@@ -96,6 +96,10 @@ struct FitOptions {
   // with several ranks). Every rank must call fit() with the same arguments. The tree is
   // the same bit for bit whatever the executor and rank count.
   std::string executor = "auto";
+  // Polled between batches and between trained nodes (may be empty); returning true stops
+  // the call with Error(kCancelled), leaving the last committed level in place (a fit then
+  // resumes with `resume`). Called on the calling thread.
+  std::function<bool()> should_stop;
 };
 
 // Paths for n vectors: paths[i * n_levels + l] (int32, -1 below a leaf) and the distance of

@@ -104,6 +104,7 @@ class _TaxonomyEngine:
         resume: bool = False,
         progress: bool = True,
         log: Optional[Callable[[str], Any]] = None,
+        executor: str = "auto",
     ) -> dict[str, Any]: ...
     def predict_array(
         self, x: npt.ArrayLike

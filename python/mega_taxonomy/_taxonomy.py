@@ -60,7 +60,7 @@ class TaxonomyEngine:
         threads: int = 0,
         lloyd_passes: int = 0,
         batch_rows: int = 65536,
-        memory_budget_mb: int = 512,
+        memory_budget_mb: int = 256,
         simd: str = "auto",
     ) -> None:
         """Creates an engine (nothing is read or written until ``fit``).
@@ -128,6 +128,7 @@ class TaxonomyEngine:
         resume: bool = False,
         progress: bool = True,
         log: Optional[Callable[[str], Any]] = None,
+        executor: str = "auto",
     ) -> dict:
         """Fits the taxonomy on every shard matching ``input`` (a glob, sorted by name).
 
@@ -144,6 +145,10 @@ class TaxonomyEngine:
                 level step ("megatax: level 1/3: training") through ``log``.
             log: called with each level-step line; default: print to sys.stderr when
                 ``progress`` is true.
+            executor: where the work runs: "local" (threads of this process), "mpi"
+                (one process per rank under mpirun/srun; needs an engine built with MPI,
+                which the wheel is not) or "auto" (mpi when started by mpirun with
+                several ranks, else local).
 
         Returns:
             The fit report: {"points", "resumed_from_level", "seconds",
@@ -161,7 +166,7 @@ class TaxonomyEngine:
         if log is None and progress:
             log = _stderr_log
         return self._engine.fit(
-            _uri(input, "input"), _uri(output, "output"), resume, progress, log
+            _uri(input, "input"), _uri(output, "output"), resume, progress, log, executor
         )
 
     def predict(

@@ -1,9 +1,9 @@
 // mega_taxonomy._core.TaxonomyConfig / _TaxonomyEngine over megatax::TaxonomyEngine. The
 // public class mega_taxonomy.TaxonomyEngine (python/mega_taxonomy/_taxonomy.py) wraps
 // _TaxonomyEngine with keyword arguments and URI-or-array dispatch.
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <atomic>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -83,16 +83,18 @@ py::dict report_dict(const FitReport& r) {
 
 // fit() with the GIL released. The engine's log hook (called by fit at each level step,
 // in this thread) takes the GIL back to forward the line to `log` and to run Python's
-// signal handlers (PyErr_CheckSignals). A Python exception there -- KeyboardInterrupt from
+// signal handlers (PyErr_CheckSignals); so does its should_stop hook, between batches. A Python exception there -- KeyboardInterrupt from
 // Ctrl-C, or one raised by `log` -- is kept, fit is stopped by throwing
 // Error(kCancelled) out of the hook (the taxonomy keeps its last committed level, so
 // fit(resume=True) continues it), and the kept exception is raised in its place.
 py::dict fit(PyEngine& self, const std::string& input_uri, const std::string& output_uri,
-             bool resume, bool progress, std::optional<py::function> log) {
+             bool resume, bool progress, std::optional<py::function> log,
+             const std::string& executor) {
   std::optional<py::error_already_set> pending;
   FitOptions options;
   options.resume = resume;
   options.progress = progress;
+  options.executor = executor;
   options.log = [&pending, &log](const std::string& line) {
     py::gil_scoped_acquire gil;
     try {
@@ -102,6 +104,16 @@ py::dict fit(PyEngine& self, const std::string& input_uri, const std::string& ou
       pending.emplace(std::move(e));
       throw Error(ErrorCode::kCancelled, "fit interrupted by a Python exception: " + line);
     }
+  };
+  // Between batches and trained nodes too: Ctrl-C stops a long pass within one batch.
+  options.should_stop = [&pending]() {
+    py::gil_scoped_acquire gil;
+    if (pending) return true;
+    if (PyErr_CheckSignals() != 0) {
+      pending.emplace();  // fetches the KeyboardInterrupt
+      return true;
+    }
+    return false;
   };
   FitReport report;
   try {
@@ -224,7 +236,7 @@ void bind_taxonomy(py::module_& m) {
           },
           arg("storage_uri"))
       .def("fit", &fit, arg("input_uri"), arg("output_uri"), arg("resume") = false,
-           arg("progress") = true, arg("log") = py::none())
+           arg("progress") = true, arg("log") = py::none(), arg("executor") = "auto")
       .def("predict_array", &predict_array, arg("x"))
       .def(
           "predict_uri",

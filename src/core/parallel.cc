@@ -10,8 +10,12 @@
 namespace megatax {
 
 int hardware_threads() noexcept {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+  // Cached: std::thread::hardware_concurrency() reads /sys on every call (microseconds).
+  static const int n = [] {
+    const unsigned h = std::thread::hardware_concurrency();
+    return h == 0 ? 1 : static_cast<int>(h);
+  }();
+  return n;
 }
 
 int resolve_threads(int threads, std::int64_t n_tasks) noexcept {

@@ -242,6 +242,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   auto log_worker = [&](const std::string& m) {  // every rank reports its own work
     if (options.log) options.log(R > 1 ? "rank " + std::to_string(me) + "/" + std::to_string(R) + ": " + m : m);
   };
+  auto check_stop = [&]() {
+    if (options.should_stop && options.should_stop())
+      throw_error(ErrorCode::kCancelled, "fit interrupted; the last committed level is kept (resume to finish)");
+  };
   Dataset data = Dataset::open(input_uri);
   const std::int64_t d = data.dim(), N = data.rows();
   if (cfg.dim != 0 && cfg.dim != d)
@@ -356,6 +360,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                    static_cast<std::int64_t>(mine.size()), "nodes", options.progress);
       std::size_t g0 = 0;
       while (g0 < mine.size()) {
+        check_stop();
         // A group of parents whose samples fit the memory budget (at least one).
         std::size_t g1 = g0;
         std::int64_t rows = 0;
@@ -448,6 +453,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
         Batch batch;
         while (reader.next(&batch)) {
+          check_stop();
           check_finite(batch, data);
           if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
           s.tree.descend(l, batch.view, prev_node.data() + batch.local_begin, node.data(), child.data(),
@@ -516,6 +522,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
           Batch batch;
           while (reader.next(&batch)) {
+            check_stop();
             check_finite(batch, data);
             if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
             const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
@@ -764,6 +771,8 @@ void TaxonomyEngine::predict(const std::string& input_uri, const std::string& ou
       BatchReader reader(data, si, s.config.batch_rows);
       Batch batch;
       while (reader.next(&batch)) {
+        if (options.should_stop && options.should_stop())
+          throw_error(ErrorCode::kCancelled, "predict interrupted (outputs of finished shards are kept)");
         check_finite(batch, data);
         Prediction p = this->predict(batch.view);
         std::copy(p.paths.begin(), p.paths.end(), paths.begin() + batch.local_begin * L);

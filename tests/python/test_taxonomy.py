@@ -202,3 +202,26 @@ def test_log_callback_cannot_reenter_its_engine(tmp_path, small_dataset):
         engine.fit(small_dataset, str(tmp_path / "o"), log=lambda line: engine.info(),
                    progress=False)
     assert e.value.code == "failed_precondition"
+
+
+def test_executor_option(tmp_path, small_dataset, fitted):
+    engine = TaxonomyEngine(n_levels=2, branching_factor=8, storage_uri=str(tmp_path / "t"))
+    engine.fit(small_dataset, str(tmp_path / "o"), executor="local", progress=False)
+    same_files(fitted / "out", tmp_path / "o", "*.npy")
+    with pytest.raises(MegataxValueError, match="executor: unknown value 'bogus'"):
+        TaxonomyEngine(n_levels=2, branching_factor=8, storage_uri=str(tmp_path / "t2")).fit(
+            small_dataset, str(tmp_path / "o2"), executor="bogus", progress=False)
+
+
+def test_keyword_defaults_are_the_engines():
+    """TaxonomyEngine's keyword defaults are megatax::TaxonomyConfig's (no drift)."""
+    import inspect
+
+    defaults = TaxonomyConfig()
+    for name, p in inspect.signature(TaxonomyEngine.__init__).parameters.items():
+        if name == "self":
+            continue
+        value = getattr(defaults, name)
+        if name == "branching_factor":
+            value = value[0] if len(value) == 1 else value
+        assert p.default == value, f"{name}: Python default {p.default!r}, C++ {value!r}"
