@@ -193,8 +193,10 @@ void run(const DistanceBlockArgs& a) {
     for (std::int64_t p0 = 0; p0 < a.npanels;) {
       const std::int64_t left = a.npanels - p0;
       const int np = few && left >= 4 ? 4 : left >= 2 ? 2 : 1;
-      for (std::int64_t i0 = 0; i0 < a.nq; i0 += kMaxRows) {
-        const std::int64_t rows = a.nq - i0 < kMaxRows ? a.nq - i0 : kMaxRows;
+      // Balanced query tiles (16 = 8 + 8, not 12 + 4): every tile keeps enough FMA chains.
+      const std::int64_t n_tiles = (a.nq + kMaxRows - 1) / kMaxRows;
+      for (std::int64_t t = 0, i0 = 0; t < n_tiles; ++t) {
+        const std::int64_t rows = (a.nq - i0) / (n_tiles - t) + ((a.nq - i0) % (n_tiles - t) != 0 ? 1 : 0);
         if (np == 4) {
           run_rows<E, 4>(c, i0, rows, p0, k0, kc, first, last);
         } else if (np == 2) {
@@ -202,6 +204,7 @@ void run(const DistanceBlockArgs& a) {
         } else {
           run_rows<E, 1>(c, i0, rows, p0, k0, kc, first, last);
         }
+        i0 += rows;
       }
       p0 += np;
     }

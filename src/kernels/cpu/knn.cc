@@ -119,9 +119,11 @@ void knn_search(const MatrixView& queries, const PackedMatrix& db, std::int64_t 
   const std::int64_t k_kept = std::max<std::int64_t>(1, std::min(k, db.rows()));
   const int threads = resolve_threads(options.threads, std::numeric_limits<std::int64_t>::max());
   // Few query blocks: also split the database so every thread has work (Q = 1..16 scans).
+  // Four ranges per thread rather than one: tasks are claimed dynamically, so a thread that
+  // starts late or shares its core for a while does not leave the others waiting at the end.
   std::int64_t n_ranges = 1;
   if (n_blocks < threads) {
-    n_ranges = std::min<std::int64_t>((threads + n_blocks - 1) / n_blocks,
+    n_ranges = std::min<std::int64_t>(4 * ((threads + n_blocks - 1) / n_blocks),
                                       std::max<std::int64_t>(1, panels / kMinPanelsPerRange));
   }
   const std::int64_t panels_per_range = (panels + n_ranges - 1) / std::max<std::int64_t>(n_ranges, 1);
