@@ -127,16 +127,28 @@ const char* kFitHelp =
     "                   [--threads T] [--metric l2|ip|cosine] [--lloyd-passes N]\n"
     "                   [--batch-rows N] [--memory-budget-mb N] [--simd auto|scalar|avx2|avx512|neon]\n"
     "                   [--executor auto|local|mpi] [--resume] [--quiet]\n"
+    "                   [--balance [--min-node-size N] [--max-leaf-size N] [--min-branching N]\n"
+    "                    [--max-branching N] [--max-split-rounds N]]\n"
+    "                   [--hnsw-threshold N] [--hnsw-m N] [--hnsw-ef-construction N] [--hnsw-ef N]\n"
     "Fits a taxonomy on the shards matching GLOB (.npy .fbin .u8bin .fvecs .bvecs), keeps the\n"
     "model at --storage and writes <stem>.paths.npy (int32 [n, L]), <stem>.ids.npy (int64)\n"
     "and <stem>.dist.npy (float32) per shard at --output. --resume continues a killed fit.\n"
     "Distributed: mpirun -np R megatax fit ... (one process per rank; rank 0 drives; shards\n"
-    "are handed out dynamically; the tree is the same on any rank count).\n";
+    "are handed out dynamically; the tree is the same on any rank count).\n"
+    "--balance: children per node follow its share of points (within [min, max] branching),\n"
+    "nodes under --min-node-size points (default: B) stay leaves, and last-level leaves over\n"
+    "--max-leaf-size points (default 1.5 N / prod B) are split again into siblings.\n"
+    "Parents with more than --hnsw-threshold children (default 4096, 0 = never) are searched\n"
+    "through an HNSW graph (persisted beside the centroids) instead of a scan.\n";
 
 const char* kPredictHelp =
-    "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--quiet]\n"
+    "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--beam W]\n"
+    "                       [--exact] [--hnsw-ef N] [--quiet]\n"
     "Descends the taxonomy at --storage for every vector of GLOB and writes the same files\n"
-    "as fit (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy) at --output.\n";
+    "as fit (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy) at --output. --beam W keeps\n"
+    "the W best nodes per level and returns the nearest leaf found (never farther than greedy);\n"
+    "it prints how many paths differ from greedy. --exact scans every child instead of the\n"
+    "HNSW graphs of wide nodes; --hnsw-ef sets their search breadth.\n";
 
 const char* kInfoHelp =
     "usage: megatax info --storage URI [--json]\n"
@@ -214,6 +226,19 @@ megatax::TaxonomyConfig config_from_args(const Args& a) {
   c.batch_rows = a.integer("batch-rows", c.batch_rows);
   c.memory_budget_mb = a.integer("memory-budget-mb", c.memory_budget_mb);
   c.simd = a.str("simd", "auto");
+  c.balance = a.flag("balance");
+  c.min_node_size = a.integer("min-node-size", c.min_node_size);
+  c.max_leaf_size = a.integer("max-leaf-size", c.max_leaf_size);
+  c.min_branching = a.integer("min-branching", c.min_branching);
+  c.max_branching = a.integer("max-branching", c.max_branching);
+  c.max_split_rounds = static_cast<int>(a.integer("max-split-rounds", c.max_split_rounds));
+  c.hnsw_threshold = a.integer("hnsw-threshold", c.hnsw_threshold);
+  c.hnsw_m = a.integer("hnsw-m", c.hnsw_m);
+  c.hnsw_ef_construction = a.integer("hnsw-ef-construction", c.hnsw_ef_construction);
+  c.hnsw_ef = a.integer("hnsw-ef", c.hnsw_ef);
+  if (!c.balance && (a.has("min-node-size") || a.has("max-leaf-size") || a.has("min-branching") ||
+                     a.has("max-branching") || a.has("max-split-rounds")))
+    throw UsageError{"--min-node-size, --max-leaf-size, --min/max-branching and --max-split-rounds need --balance"};
   return c;
 }
 
@@ -237,10 +262,19 @@ int cmd_predict(const Args& a) {
   engine.set_threads(static_cast<int>(a.integer("threads", 0)));
   megatax::FitOptions o;
   o.progress = !a.flag("quiet");
+  o.beam = static_cast<int>(a.integer("beam", 1));
+  const std::int64_t ef = a.integer("hnsw-ef", 0);
+  if (ef < 0) throw UsageError{"--hnsw-ef: expected an integer >= 1"};
+  engine.set_search(a.flag("exact"), ef);
+  if (o.beam < 1) throw UsageError{"--beam: expected an integer >= 1"};
   const auto t0 = std::chrono::steady_clock::now();
-  engine.predict(a.required("input"), a.required("output"), o);
+  const megatax::PredictReport r = engine.predict(a.required("input"), a.required("output"), o);
   std::printf("predict: done in %.2f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (o.beam > 1)
+    std::printf("beam %d: %lld of %lld paths differ from greedy (%.2f%%)\n", o.beam,
+                static_cast<long long>(r.beam_changed), static_cast<long long>(r.rows),
+                r.rows > 0 ? 100.0 * static_cast<double>(r.beam_changed) / static_cast<double>(r.rows) : 0.0);
   return 0;
 }
 
@@ -269,6 +303,12 @@ std::vector<std::int64_t> leaf_sizes(const megatax::Storage& st, const std::stri
   return sizes;
 }
 
+double mean_of(const std::vector<std::int64_t>& v) {
+  double total = 0;
+  for (std::int64_t x : v) total += static_cast<double>(x);
+  return v.empty() ? 0.0 : total / static_cast<double>(v.size());
+}
+
 int show_info(const std::string& uri, bool as_json) {
   std::string root;
   auto st = megatax::open_storage_for_uri(uri, &root);
@@ -288,6 +328,8 @@ int show_info(const std::string& uri, bool as_json) {
       leaves.set("median", sizes[sizes.size() / 2]);
       leaves.set("p99", sizes[std::min(sizes.size() - 1, sizes.size() * 99 / 100)]);
       leaves.set("max", sizes.back());
+      leaves.set("mean", mean_of(sizes));
+      leaves.set("max_over_mean", static_cast<double>(sizes.back()) / std::max(1e-300, mean_of(sizes)));
     }
     out.set("leaves", std::move(leaves));
     std::printf("%s\n", megatax::json::dump(out, 2).c_str());
@@ -298,21 +340,30 @@ int show_info(const std::string& uri, bool as_json) {
               m["status"].as_string().c_str(), done, static_cast<long long>(cfg["n_levels"].as_int()),
               static_cast<long long>(m["dim"].as_int()), cfg["metric"].as_string().c_str(),
               static_cast<long long>(m["dataset"]["rows"].as_int()));
-  std::printf("%-6s %10s %12s %16s %10s %10s %10s %10s\n", "level", "nodes", "points", "inertia",
-              "min", "median", "p99", "max");
+  std::printf("%-6s %10s %12s %16s %10s %10s %10s %10s %13s\n", "level", "nodes", "points", "inertia",
+              "min", "median", "p99", "max", "children");
   for (const auto& lv : m["levels"].as_array()) {
     const auto& sz = lv["sizes"];
-    std::printf("%-6lld %10lld %12lld %16.6g %10lld %10lld %10lld %10lld\n",
+    std::string children = "-";
+    if (lv.contains("branching")) {
+      const auto lo = lv["branching"]["min"].as_int(), hi = lv["branching"]["max"].as_int();
+      children = lo == hi ? std::to_string(lo) : std::to_string(lo) + ".." + std::to_string(hi);
+    }
+    std::printf("%-6lld %10lld %12lld %16.6g %10lld %10lld %10lld %10lld %13s\n",
                 static_cast<long long>(lv["level"].as_int()), static_cast<long long>(lv["nodes"].as_int()),
                 static_cast<long long>(lv["points"].as_int()), lv["inertia"].as_double(),
                 static_cast<long long>(sz["min"].as_int()), static_cast<long long>(sz["median"].as_int()),
-                static_cast<long long>(sz["p99"].as_int()), static_cast<long long>(sz["max"].as_int()));
+                static_cast<long long>(sz["p99"].as_int()), static_cast<long long>(sz["max"].as_int()),
+                children.c_str());
   }
   if (!sizes.empty()) {
-    std::printf("leaves: %zu, size min %lld, median %lld, p99 %lld, max %lld\n", sizes.size(),
-                static_cast<long long>(sizes.front()), static_cast<long long>(sizes[sizes.size() / 2]),
+    const double mean = mean_of(sizes);
+    std::printf("leaves: %zu, size min %lld, median %lld, p99 %lld, max %lld, mean %.1f, max/mean %.2f\n",
+                sizes.size(), static_cast<long long>(sizes.front()),
+                static_cast<long long>(sizes[sizes.size() / 2]),
                 static_cast<long long>(sizes[std::min(sizes.size() - 1, sizes.size() * 99 / 100)]),
-                static_cast<long long>(sizes.back()));
+                static_cast<long long>(sizes.back()), mean,
+                static_cast<double>(sizes.back()) / std::max(1e-300, mean));
     // Histogram of leaf sizes in powers of two.
     std::map<int, std::int64_t> buckets;
     for (std::int64_t v : sizes) buckets[v <= 0 ? 0 : 1 + static_cast<int>(std::floor(std::log2(static_cast<double>(v))))]++;
@@ -457,13 +508,14 @@ int main(int argc, char** argv) {
       Args a(argc, argv, 2,
              {"input", "storage", "output", "levels", "branching", "sample-per-centroid", "max-iter", "tol", "seed",
               "threads", "metric", "lloyd-passes", "batch-rows", "memory-budget-mb", "simd", "stop-after-level",
-              "executor"},
-             {"resume", "quiet"}, cmd);
+              "executor", "min-node-size", "max-leaf-size", "min-branching", "max-branching", "max-split-rounds",
+              "hnsw-threshold", "hnsw-m", "hnsw-ef-construction", "hnsw-ef"},
+             {"resume", "quiet", "balance"}, cmd);
       if (a.help) return std::fputs(kFitHelp, stdout), 0;
       return cmd_fit(a);
     }
     if (cmd == "predict") {
-      Args a(argc, argv, 2, {"storage", "input", "output", "threads"}, {"quiet"}, cmd);
+      Args a(argc, argv, 2, {"storage", "input", "output", "threads", "beam", "hnsw-ef"}, {"quiet", "exact"}, cmd);
       if (a.help) return std::fputs(kPredictHelp, stdout), 0;
       return cmd_predict(a);
     }

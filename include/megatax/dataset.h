@@ -37,6 +37,8 @@ struct ShardInfo {
   std::int64_t dim = 0;       // the dataset's dim (also for an empty .fvecs/.bvecs shard)
   DType dtype = DType::kF32;  // as stored
   Id global_begin = 0;        // global id of row 0
+  bool has_ids = false;       // the file carries ids (Parquet id column; reader(s).read_ids)
+  std::int64_t skipped_rows = 0;  // null rows skipped (VectorReadOptions::skip_null)
 };
 
 // Where a global id lives.
@@ -55,10 +57,16 @@ class Dataset {
   // mismatch ("shard /d/b.npy: dim 768, expected 1024 (from /d/a.npy)") or a dataset
   // without rows; and every error of open_vector_file, naming the shard.
   static Dataset open(std::string_view uri_glob);
+  // As above, reading every shard with `options` (Parquet column, id column, skip_null;
+  // see vector_format.h). With options.id_column set, every shard must be a file that has
+  // that column (kInvalidArgument otherwise).
+  static Dataset open(std::string_view uri_glob, const VectorReadOptions& options);
 
   // As above over a borrowed storage (which must outlive the Dataset); `pattern` is a
   // path pattern in that storage (no scheme).
   static Dataset open(const Storage& storage, const std::string& pattern);
+  static Dataset open(const Storage& storage, const std::string& pattern,
+                      const VectorReadOptions& options);
 
   Dataset(Dataset&&) noexcept;
   Dataset& operator=(Dataset&&) noexcept;
@@ -71,6 +79,12 @@ class Dataset {
   // The shards' stored dtype if they all agree, otherwise (f32 and f16 mixed) kF32.
   DType dtype() const noexcept { return dtype_; }
   const Storage& storage() const noexcept { return *storage_; }
+  const VectorReadOptions& read_options() const noexcept { return options_; }
+  // True if every shard carries ids (options.id_column was set); then the ids of shard s
+  // come from reader(s).read_ids().
+  bool has_ids() const noexcept { return has_ids_; }
+  // Null rows skipped over all shards (options.skip_null); not counted in rows().
+  std::int64_t skipped_rows() const noexcept { return skipped_rows_; }
 
   // Random access to shard s (0 <= s < shards().size(), else kOutOfRange). The reader
   // lives as long as the Dataset.
@@ -84,6 +98,7 @@ class Dataset {
   void open_shards(const std::vector<std::string>& paths);
 
   std::string pattern_;
+  VectorReadOptions options_;
   std::unique_ptr<Storage> owned_storage_;  // null when the storage is borrowed
   const Storage* storage_ = nullptr;
   std::vector<ShardInfo> shards_;
@@ -91,6 +106,8 @@ class Dataset {
   std::int64_t rows_ = 0;
   std::int64_t dim_ = 0;
   DType dtype_ = DType::kF32;
+  bool has_ids_ = false;
+  std::int64_t skipped_rows_ = 0;
 };
 
 // One batch of consecutive rows of one shard, converted to float32.

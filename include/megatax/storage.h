@@ -3,7 +3,7 @@
 // A Storage reads byte ranges of whole objects ("files"), writes whole objects atomically,
 // lists and removes them (in the spirit of LevelDB's Env). Everything above io/ reaches
 // files only through it, so one engine runs on local disk, NFS/Lustre, an in-memory store
-// (tests, fuzzers) and, later, object stores through Apache Arrow's filesystems.
+// (tests, fuzzers) and object stores through Apache Arrow's filesystems.
 //
 // Paths are '/'-separated strings in the storage's own namespace, without a URI scheme
 // (open_storage_for_uri() strips it). Byte offsets and sizes are 64-bit.
@@ -124,9 +124,13 @@ bool has_glob_wildcard(std::string_view text) noexcept;
 //   "file:///a/b", "file://localhost/a/b"  -> POSIX storage, path "/a/b" (%XX decoded)
 //   "mem://a/b"                            -> a NEW, EMPTY in-memory storage, path "a/b"
 //                                             (to share one, construct io::MemoryStorage)
-//   "s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://", "az://"
-//                                          -> Error(kUnimplemented): needs the Arrow
-//                                             filesystem backend (not built)
+//   "s3://bucket/key", "gs://bucket/key", "gcs://", "hdfs://host[:port]/path",
+//   "viewfs://", "abfs://", "abfss://", "az://"
+//                                          -> Arrow's filesystem (io/arrow_storage.h:
+//                                             AWS_* configuration, retries, path
+//                                             "bucket/key" or "/path"); when built without
+//                                             Arrow, Error(kUnimplemented) "needs the Arrow
+//                                             filesystem backend (not built)"
 //   any other "scheme://"                  -> Error(kInvalidArgument) naming the scheme
 // The result is owned by the caller. Thread-safe.
 std::unique_ptr<Storage> open_storage_for_uri(std::string_view uri, std::string* path = nullptr);

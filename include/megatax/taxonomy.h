@@ -58,8 +58,36 @@ struct TaxonomyConfig {
   std::int64_t memory_budget_mb = 256;    // training samples held at once (per group)
   std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
 
+  // Auto-balancing for skewed data (DESIGN.md "Balancing"). When on, a parent j of level
+  // l-1 gets b_j = clamp(round(b_l * count_j / mean count of the splittable parents),
+  // min_branching, max_branching) children (never more than its points or its sample), and
+  // on the last level every child with more than max_leaf_size points is split in place into
+  // ceil(count / max_leaf_size) siblings by k-means on its part of the parent's sample
+  // (dynamic splitting; at most max_split_rounds extra assignment passes). All decisions use the all-reduced node counts: deterministic on any
+  // thread or rank count. Off: every split parent gets exactly b_l children.
+  bool balance = false;
+  std::int64_t min_node_size = 0;   // parents with fewer points stay leaves (0: b_l)
+  std::int64_t max_leaf_size = 0;   // last-level cap (0: 1.5 x N / prod(b_l)); needs balance
+  std::int64_t min_branching = 2;   // per-node children, lower bound (balance)
+  std::int64_t max_branching = 0;   // per-node children, upper bound (0: 4 x b_l) (balance)
+  int max_split_rounds = 4;         // dynamic splitting rounds on the last level (balance)
+
+  // HNSW centroid search (hnswlib) for wide parents: a parent with more than hnsw_threshold
+  // children gets a graph over them, built at fit time (single-threaded, fixed seed:
+  // deterministic), persisted as level-<l>/hnsw-<parent>.bin and used by the assignment
+  // pass and by predict. 0 = always scan (exact). hnsw_ef trades speed for agreement with
+  // the scan; it can be changed after load (set_search).
+  std::int64_t hnsw_threshold = 4096;
+  std::int64_t hnsw_m = 16;
+  std::int64_t hnsw_ef_construction = 200;
+  std::int64_t hnsw_ef = 64;
+
   // Branching of level l (1-based); requires a valid config.
   std::int64_t branching_at(int level) const;
+  // Upper bound of per-node children at level l: b_l, or max_branching (4 b_l) when balancing.
+  std::int64_t max_branching_at(int level) const;
+  // Training sample kept per parent for level l: sample_per_centroid x max_branching_at(l).
+  std::int64_t sample_capacity(int level) const;
   // Throws Error(kInvalidArgument) naming the field when the config is unusable.
   void validate() const;
 };
@@ -73,6 +101,8 @@ struct LevelReport {
   double seconds = 0;           // wall time of the level (train + passes + commit)
   double train_seconds = 0;
   double assign_seconds = 0;
+  int split_rounds = 0;         // dynamic splitting rounds run (balance, last level)
+  std::int64_t min_children = 0, max_children = 0;  // over split parents
 };
 
 struct FitReport {
@@ -100,6 +130,8 @@ struct FitOptions {
   // the call with Error(kCancelled), leaving the last committed level in place (a fit then
   // resumes with `resume`). Called on the calling thread.
   std::function<bool()> should_stop;
+  // predict-to-files only: beam width (1 = greedy).
+  int beam = 1;
 };
 
 // Paths for n vectors: paths[i * n_levels + l] (int32, -1 below a leaf) and the distance of
@@ -108,6 +140,13 @@ struct Prediction {
   int n_levels = 0;
   std::vector<std::int32_t> paths;
   std::vector<float> distances;
+  std::int64_t beam_changed = 0;  // rows whose beam path differs from the greedy one
+};
+
+// What predict-to-files did.
+struct PredictReport {
+  std::int64_t rows = 0;
+  std::int64_t beam_changed = 0;  // rows whose beam path differs from the greedy one
 };
 
 class TaxonomyEngine {
@@ -129,14 +168,23 @@ class TaxonomyEngine {
   FitReport fit(const std::string& input_uri, const std::string& output_uri,
                 const FitOptions& options = {});
 
-  // Paths of vectors (x.dim == dim()); requires a fitted or loaded taxonomy.
+  // Paths of vectors (x.dim == dim()); requires a fitted or loaded taxonomy. Greedy
+  // descent: the nearest child at every level.
   Prediction predict(const MatrixView& x) const;
-  // The same for every shard of input_uri, written like fit()'s outputs.
-  void predict(const std::string& input_uri, const std::string& output_uri,
-               const FitOptions& options = {}) const;
+  // Beam descent: keeps the `beam` best nodes per level (by distance to the node's centroid,
+  // the greedy node always among them) and returns the path of the nearest leaf met, so the
+  // result is never farther than greedy's. beam == 1 is exactly predict(x); beam >= 1.
+  Prediction predict(const MatrixView& x, int beam) const;
+  // The same for every shard of input_uri, written like fit()'s outputs (beam width from
+  // options.beam).
+  PredictReport predict(const std::string& input_uri, const std::string& output_uri,
+                        const FitOptions& options = {}) const;
 
   // Threads for later fit/predict calls (0 = all hardware threads); does not change results.
   void set_threads(int threads) noexcept;
+  // Centroid search for later predict calls: exact = scan every child (ignore the HNSW
+  // graphs); ef = HNSW search breadth (>= 1; 0 keeps the current one).
+  void set_search(bool exact, std::int64_t ef);
 
   const TaxonomyConfig& config() const noexcept;
   std::int64_t dim() const noexcept;  // 0 until fitted/loaded

@@ -1,5 +1,6 @@
-// megatax/vector_format.h -- reading vector files (.npy, .fbin/.u8bin, .fvecs/.bvecs)
-// row range by row range, and writing .npy arrays. On-disk layouts: docs/formats.md.
+// megatax/vector_format.h -- reading vector files (.npy, .fbin/.u8bin, .fvecs/.bvecs and,
+// when built with Arrow, .parquet) row range by row range, and writing .npy arrays. On-disk
+// layouts: docs/formats.md.
 //
 // A VectorReader describes one file of `rows` vectors of `dim` elements stored as
 // `dtype` (f32, f16 or u8, as stored; never converted on open) and copies row ranges out
@@ -17,7 +18,10 @@
 //
 // Thread-safety: a VectorReader is immutable after open; read() and read_f32() are const
 // and may run concurrently (each call uses its own scratch memory), provided the Storage
-// is safe for concurrent access (all of ours are). Little-endian hosts only.
+// is safe for concurrent access (all of ours are). The Parquet reader keeps a cache of
+// decoded row-group pieces behind a mutex: its calls are safe concurrently but one reader
+// serves them one at a time (use one reader per thread, or one shard per thread, for
+// parallel decoding). Little-endian hosts only.
 #pragma once
 
 #include <cstdint>
@@ -33,14 +37,37 @@ namespace megatax {
 
 class Storage;
 
-enum class VectorFormat : std::uint8_t { kNpy, kFbin, kU8bin, kFvecs, kBvecs };
+enum class VectorFormat : std::uint8_t { kNpy, kFbin, kU8bin, kFvecs, kBvecs, kParquet };
 
-// "npy", "fbin", "u8bin", "fvecs", "bvecs".
+// "npy", "fbin", "u8bin", "fvecs", "bvecs", "parquet".
 const char* vector_format_name(VectorFormat format) noexcept;
 
 // The format named by a path's extension (case-sensitive: .npy .fbin .u8bin .fvecs
-// .bvecs); Error(kInvalidArgument) naming the path and the accepted extensions otherwise.
+// .bvecs .parquet); Error(kInvalidArgument) naming the path and the accepted extensions
+// otherwise. (.parquet is recognised also when built without Arrow: opening one then
+// throws kUnimplemented.)
 VectorFormat vector_format_from_path(const std::string& path);
+
+// How to read files that hold more than a bare matrix (Parquet; the other formats ignore
+// every field). A plain struct; the defaults read column "embedding", no ids, and refuse
+// null rows.
+struct VectorReadOptions {
+  // The embedding column (a top-level field): list<float>, large_list<float>,
+  // fixed_size_list<float>, list/large_list/fixed_size_list<halffloat>, or
+  // binary/large_binary/fixed_size_binary of packed little-endian elements (binary_dtype).
+  std::string column = "embedding";
+  // Optional id column (a top-level integer field, int8..int64 or uint8..uint32, no nulls);
+  // empty = none. Its values are returned by VectorReader::read_ids().
+  std::string id_column;
+  // false: a null embedding row is an error (kDataLoss naming file, column and row).
+  // true: null rows are skipped -- rows() counts only non-null rows, row r of the reader
+  // is the r-th non-null row -- and counted in skipped_rows().
+  bool skip_null = false;
+  // Element type packed in a binary column: kF32 (4 bytes per element) or kF16 (2 bytes;
+  // the bytes alone cannot tell f16 from f32, so this must be said). Ignored for list
+  // columns, whose element type is in the schema.
+  DType binary_dtype = DType::kF32;
+};
 
 class VectorReader {
  public:
@@ -76,6 +103,24 @@ class VectorReader {
     return dim() * static_cast<std::int64_t>(dtype_size(dtype()));
   }
 
+  // True if the file carries an id per row (Parquet with VectorReadOptions::id_column).
+  virtual bool has_ids() const noexcept { return false; }
+
+  // Copies the ids of rows [row_begin, row_begin + n_rows) into dst (n_rows int64 values;
+  // same row numbering as read(), so with skip_null the ids of the non-null rows). Range
+  // as for read() (kOutOfRange). Without ids: Error(kFailedPrecondition) naming the file.
+  virtual void read_ids(std::int64_t row_begin, std::int64_t n_rows, std::int64_t* dst) const;
+
+  // Rows that the file holds but the reader skips (null embeddings with skip_null); 0 for
+  // formats without nulls.
+  virtual std::int64_t skipped_rows() const noexcept { return 0; }
+
+  // Frees what the reader keeps between calls to make the next sequential read cheap (the
+  // Parquet reader: up to 4 streaming positions, each ~16 MiB of buffers and decoded rows;
+  // also freed by itself when a read reaches the last row). Call it when done with a shard
+  // for a while. Reads stay correct; the next one restarts its row group. No-op elsewhere.
+  virtual void drop_caches() const noexcept {}
+
  protected:
   // Throws kOutOfRange / kInvalidArgument unless the range and dst are valid (see read()).
   void check_read_range(std::int64_t row_begin, std::int64_t n_rows, const void* dst) const;
@@ -83,8 +128,13 @@ class VectorReader {
 
 // Opens `path` in `storage` as the format named by its extension and checks its header
 // and size (reads at most the header and, for .fvecs/.bvecs, the first and last row's
-// dim). `storage` is borrowed and must outlive the reader.
+// dim; for .parquet the footer, the schema and, to learn dim, the first non-null row -- and,
+// with skip_null when the column statistics cannot show that there are no nulls, one pass
+// over the column to count them). `storage` is borrowed and must outlive the reader.
+// .parquet without the Arrow backend: Error(kUnimplemented).
 std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std::string& path);
+std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std::string& path,
+                                               const VectorReadOptions& options);
 
 // ---- Writing .npy --------------------------------------------------------------------
 

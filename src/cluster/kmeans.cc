@@ -156,6 +156,8 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
   const bool maximise = p.metric == Metric::kInnerProduct;
 
   for (int iter = 0;; ++iter) {
+    // Without the final assignment, the last update's centroids are returned unscored.
+    if (iter == p.max_iter && iter > 0 && !p.final_assignment) break;
     assigner.set_centroids(r.centroids.data(), k, d);
     assigner.assign(x, r.labels.data(), dist.data());
     const double inertia = total(dist);

@@ -45,6 +45,10 @@ struct KMeansParams {
   int threads = 0;                             // for seeding and updates; 0 = all
   // Called after each assignment with (iteration, inertia); may be empty.
   std::function<void(int, double)> on_iteration;
+  // Assign once more after the last update (step 3 below). Off: saves one assignment when
+  // the caller re-assigns anyway (the taxonomy's pass) -- labels, counts and inertia.back()
+  // then describe the centroids before the last update.
+  bool final_assignment = true;
 };
 
 struct KMeansResult {

@@ -20,7 +20,16 @@ Dataset& Dataset::operator=(Dataset&&) noexcept = default;
 Dataset::~Dataset() = default;
 
 Dataset Dataset::open(std::string_view uri_glob) {
+  return open(uri_glob, VectorReadOptions());
+}
+
+Dataset Dataset::open(const Storage& storage, const std::string& pattern) {
+  return open(storage, pattern, VectorReadOptions());
+}
+
+Dataset Dataset::open(std::string_view uri_glob, const VectorReadOptions& options) {
   Dataset ds;
+  ds.options_ = options;
   std::string pattern;
   ds.owned_storage_ = open_storage_for_uri(uri_glob, &pattern);
   ds.storage_ = ds.owned_storage_.get();
@@ -29,8 +38,10 @@ Dataset Dataset::open(std::string_view uri_glob) {
   return ds;
 }
 
-Dataset Dataset::open(const Storage& storage, const std::string& pattern) {
+Dataset Dataset::open(const Storage& storage, const std::string& pattern,
+                      const VectorReadOptions& options) {
   Dataset ds;
+  ds.options_ = options;
   ds.storage_ = &storage;
   ds.pattern_ = pattern;
   ds.open_shards(storage.glob(pattern));
@@ -48,7 +59,13 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
   bool mixed_dtypes = false;
   std::int64_t total = 0;
   for (const std::string& path : paths) {
-    std::unique_ptr<VectorReader> reader = open_vector_file(*storage_, path);
+    std::unique_ptr<VectorReader> reader = open_vector_file(*storage_, path, options_);
+    if (!options_.id_column.empty() && !reader->has_ids()) {
+      throw_error(ErrorCode::kInvalidArgument,
+                  "shard " + path + ": has no id column '" + options_.id_column + "' (a " +
+                      vector_format_name(reader->format()) +
+                      " file has no columns; ids need Parquet shards)");
+    }
     ShardInfo info;
     info.path = path;
     info.format = reader->format();
@@ -56,6 +73,9 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
     info.dim = reader->dim();
     info.dtype = reader->dtype();
     info.global_begin = total;
+    info.has_ids = reader->has_ids();
+    info.skipped_rows = reader->skipped_rows();
+    skipped_rows_ += info.skipped_rows;
     if (info.rows > std::numeric_limits<std::int64_t>::max() - total) {
       throw_error(ErrorCode::kOutOfRange,
                   "dataset '" + pattern_ + "': more than 2^63 rows at shard " + path);
@@ -93,6 +113,7 @@ void Dataset::open_shards(const std::vector<std::string>& paths) {
   rows_ = total;
   dim_ = dim_from->dim;
   dtype_ = mixed_dtypes ? DType::kF32 : kind_from->dtype;
+  has_ids_ = !options_.id_column.empty();
   for (ShardInfo& s : shards_) s.dim = dim_;
 }
 

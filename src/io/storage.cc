@@ -4,6 +4,7 @@
 #include <cctype>
 #include <string>
 
+#include "io/arrow_storage.h"
 #include "io/memory_storage.h"
 #include "io/path.h"
 #include "io/posix_storage.h"
@@ -261,9 +262,7 @@ std::unique_ptr<Storage> open_storage_for_uri(std::string_view uri, std::string*
   }
   if (scheme == "s3" || scheme == "gs" || scheme == "gcs" || scheme == "hdfs" ||
       scheme == "viewfs" || scheme == "abfs" || scheme == "abfss" || scheme == "az") {
-    throw_error(ErrorCode::kUnimplemented,
-                "URI '" + std::string(uri) + "': scheme " + scheme +
-                    ":// needs the Arrow filesystem backend (not built)");
+    return io::open_arrow_storage(uri, path);  // kUnimplemented when built without Arrow
   }
   throw_error(ErrorCode::kInvalidArgument,
               "URI '" + std::string(uri) + "': unknown scheme '" + scheme +

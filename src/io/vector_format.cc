@@ -8,6 +8,7 @@
 #include "io/dense_vector_reader.h"
 #include "io/format.h"
 #include "io/npy.h"
+#include "io/parquet_reader.h"
 #include "io/path.h"
 #include "io/vecs.h"
 #include "megatax/error.h"
@@ -22,6 +23,7 @@ const char* vector_format_name(VectorFormat format) noexcept {
     case VectorFormat::kU8bin: return "u8bin";
     case VectorFormat::kFvecs: return "fvecs";
     case VectorFormat::kBvecs: return "bvecs";
+    case VectorFormat::kParquet: return "parquet";
   }
   return "unknown";
 }
@@ -35,9 +37,10 @@ VectorFormat vector_format_from_path(const std::string& path) {
   if (ext == ".u8bin") return VectorFormat::kU8bin;
   if (ext == ".fvecs") return VectorFormat::kFvecs;
   if (ext == ".bvecs") return VectorFormat::kBvecs;
-  throw_error(ErrorCode::kInvalidArgument, "file " + path + ": unknown vector file extension '" +
-                                               std::string(ext) +
-                                               "'; expected .npy, .fbin, .u8bin, .fvecs or .bvecs");
+  if (ext == ".parquet") return VectorFormat::kParquet;
+  throw_error(ErrorCode::kInvalidArgument,
+              "file " + path + ": unknown vector file extension '" + std::string(ext) +
+                  "'; expected .npy, .fbin, .u8bin, .fvecs or .bvecs, or .parquet");
 }
 
 void VectorReader::check_read_range(std::int64_t row_begin, std::int64_t n_rows,
@@ -75,7 +78,18 @@ void VectorReader::read_f32(std::int64_t row_begin, std::int64_t n_rows, float* 
   }
 }
 
+void VectorReader::read_ids(std::int64_t row_begin, std::int64_t n_rows, std::int64_t* dst) const {
+  check_read_range(row_begin, n_rows, dst);
+  throw_error(ErrorCode::kFailedPrecondition,
+              "file " + path() + ": has no id column (ids come from a Parquet id column)");
+}
+
 std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std::string& path) {
+  return open_vector_file(storage, path, VectorReadOptions());
+}
+
+std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std::string& path,
+                                               const VectorReadOptions& options) {
   const VectorFormat format = vector_format_from_path(path);
   switch (format) {
     case VectorFormat::kNpy: return io::open_npy(storage, path);
@@ -83,6 +97,7 @@ std::unique_ptr<VectorReader> open_vector_file(const Storage& storage, const std
     case VectorFormat::kU8bin: return io::open_bigann_bin(storage, path, format);
     case VectorFormat::kFvecs:
     case VectorFormat::kBvecs: return io::open_vecs(storage, path, format);
+    case VectorFormat::kParquet: return io::open_parquet(storage, path, options);
   }
   throw_error(ErrorCode::kInternal, "open_vector_file: unhandled format");
 }

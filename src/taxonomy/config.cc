@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <string>
 
 #include "megatax/error.h"
@@ -26,6 +27,16 @@ std::int64_t TaxonomyConfig::branching_at(int level) const {
   return branching.size() == 1 ? branching[0] : branching.at(static_cast<std::size_t>(level - 1));
 }
 
+std::int64_t TaxonomyConfig::max_branching_at(int level) const {
+  const std::int64_t b = branching_at(level);
+  if (!balance) return b;
+  return std::max(b, max_branching > 0 ? max_branching : 4 * b);
+}
+
+std::int64_t TaxonomyConfig::sample_capacity(int level) const {
+  return sample_per_centroid * max_branching_at(level);
+}
+
 void TaxonomyConfig::validate() const {
   auto bad = [](const std::string& msg) { throw_error(ErrorCode::kInvalidArgument, msg); };
   if (n_levels < 1 || n_levels > 64) bad("n_levels must be in [1, 64], got " + std::to_string(n_levels));
@@ -45,6 +56,17 @@ void TaxonomyConfig::validate() const {
   if (lloyd_passes < 0) bad("lloyd_passes must be >= 0, got " + std::to_string(lloyd_passes));
   if (batch_rows < 1) bad("batch_rows must be >= 1, got " + std::to_string(batch_rows));
   if (memory_budget_mb < 1) bad("memory_budget_mb must be >= 1");
+  if (min_node_size < 0) bad("min_node_size must be >= 0, got " + std::to_string(min_node_size));
+  if (max_leaf_size < 0) bad("max_leaf_size must be >= 0, got " + std::to_string(max_leaf_size));
+  if (min_branching < 2) bad("min_branching must be >= 2, got " + std::to_string(min_branching));
+  if (max_branching != 0 && (max_branching < min_branching || max_branching > (std::int64_t{1} << 24)))
+    bad("max_branching must be 0 or in [min_branching, 16777216], got " + std::to_string(max_branching));
+  if (hnsw_threshold < 0) bad("hnsw_threshold must be >= 0 (0 = never), got " + std::to_string(hnsw_threshold));
+  if (hnsw_m < 2 || hnsw_m > 1024) bad("hnsw_m must be in [2, 1024], got " + std::to_string(hnsw_m));
+  if (hnsw_ef_construction < 1) bad("hnsw_ef_construction must be >= 1, got " + std::to_string(hnsw_ef_construction));
+  if (hnsw_ef < 1) bad("hnsw_ef must be >= 1, got " + std::to_string(hnsw_ef));
+  if (max_split_rounds < 0 || max_split_rounds > 64)
+    bad("max_split_rounds must be in [0, 64], got " + std::to_string(max_split_rounds));
 }
 
 }  // namespace megatax

@@ -1,4 +1,5 @@
 // TaxonomyEngine: construction, loading, prediction and accessors (fitting is in fit.cc).
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -29,6 +30,16 @@ json::Value config_to_json(const TaxonomyConfig& c) {
   v.set("batch_rows", c.batch_rows);
   v.set("memory_budget_mb", c.memory_budget_mb);
   v.set("simd", c.simd);
+  v.set("balance", c.balance);
+  v.set("min_node_size", c.min_node_size);
+  v.set("max_leaf_size", c.max_leaf_size);
+  v.set("min_branching", c.min_branching);
+  v.set("max_branching", c.max_branching);
+  v.set("max_split_rounds", c.max_split_rounds);
+  v.set("hnsw_threshold", c.hnsw_threshold);
+  v.set("hnsw_m", c.hnsw_m);
+  v.set("hnsw_ef_construction", c.hnsw_ef_construction);
+  v.set("hnsw_ef", c.hnsw_ef);
   return v;
 }
 
@@ -48,6 +59,24 @@ TaxonomyConfig config_from_json(const json::Value& v) {
   c.batch_rows = v["batch_rows"].as_int();
   c.memory_budget_mb = v["memory_budget_mb"].as_int();
   c.simd = v["simd"].as_string();
+  // Balancing fields came later: manifests without them describe unbalanced fits.
+  if (v.contains("balance")) {
+    c.balance = v["balance"].as_bool();
+    c.min_node_size = v["min_node_size"].as_int();
+    c.max_leaf_size = v["max_leaf_size"].as_int();
+    c.min_branching = v["min_branching"].as_int();
+    c.max_branching = v["max_branching"].as_int();
+    c.max_split_rounds = static_cast<int>(v["max_split_rounds"].as_int());
+  }
+  // HNSW fields came later: manifests without them were fitted by scanning only.
+  if (v.contains("hnsw_threshold")) {
+    c.hnsw_threshold = v["hnsw_threshold"].as_int();
+    c.hnsw_m = v["hnsw_m"].as_int();
+    c.hnsw_ef_construction = v["hnsw_ef_construction"].as_int();
+    c.hnsw_ef = v["hnsw_ef"].as_int();
+  } else {
+    c.hnsw_threshold = 0;
+  }
   return c;
 }
 
@@ -65,6 +94,18 @@ bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::st
   if (a.tol != b.tol) return differ("tol");
   if (a.seed != b.seed) return differ("seed");
   if (a.lloyd_passes != b.lloyd_passes) return differ("lloyd_passes");
+  if (a.hnsw_threshold != b.hnsw_threshold) return differ("hnsw_threshold");
+  if (a.hnsw_threshold > 0 && (a.hnsw_m != b.hnsw_m || a.hnsw_ef_construction != b.hnsw_ef_construction ||
+                               a.hnsw_ef != b.hnsw_ef))
+    return differ("hnsw_m/hnsw_ef_construction/hnsw_ef");
+  if (a.balance != b.balance) return differ("balance");
+  if (a.balance) {
+    if (a.min_node_size != b.min_node_size) return differ("min_node_size");
+    if (a.max_leaf_size != b.max_leaf_size) return differ("max_leaf_size");
+    if (a.min_branching != b.min_branching) return differ("min_branching");
+    if (a.max_branching != b.max_branching) return differ("max_branching");
+    if (a.max_split_rounds != b.max_split_rounds) return differ("max_split_rounds");
+  }
   return true;
 }
 
@@ -118,6 +159,19 @@ void TaxonomyEngine::Impl::load_levels(int levels, std::int64_t dim) {
     tree.add_level(std::move(centroids), std::move(parent));
     tree.mutable_level(l).count = std::move(count);
     tree.mutable_level(l).inertia = std::move(inertia);
+    const auto& lv = tree.level(l);
+    for (std::size_t j = 0; j + 1 < lv.child_begin.size(); ++j) {
+      const std::int64_t kids = lv.child_begin[j + 1] - lv.child_begin[j];
+      if (config.hnsw_threshold <= 0 || kids <= config.hnsw_threshold) continue;
+      const std::string file = path(dir + "hnsw-" + std::to_string(j) + ".bin");
+      if (!storage->exists(file))
+        throw_error(ErrorCode::kDataLoss, file + ": missing (parent " + std::to_string(j) + " has " +
+                                              std::to_string(kids) + " children > hnsw_threshold " +
+                                              std::to_string(config.hnsw_threshold) + ")");
+      tree.set_graph(l, static_cast<std::int64_t>(j),
+                     taxonomy::CentroidGraph::load(read_all(*storage, file), kids, dim, kernel_metric(),
+                                                   hnsw_params(), file));
+    }
   }
 }
 
@@ -201,7 +255,127 @@ Prediction TaxonomyEngine::predict(const MatrixView& x) const {
   return p;
 }
 
+namespace {
+
+// One beam entry: a node of the current level, its score and its path so far.
+struct BeamEntry {
+  double score;  // distance (L2) or -similarity (inner product): smaller is nearer
+  std::int64_t node;
+  std::vector<std::int32_t> path;
+};
+
+double score_of(const float* x, const float* c, std::int64_t d, Metric metric) {
+  double acc = 0;
+  if (metric == Metric::kL2) {
+    for (std::int64_t j = 0; j < d; ++j) {
+      const double t = static_cast<double>(x[j]) - static_cast<double>(c[j]);
+      acc += t * t;
+    }
+    return acc;
+  }
+  for (std::int64_t j = 0; j < d; ++j) acc += static_cast<double>(x[j]) * static_cast<double>(c[j]);
+  return -acc;
+}
+
+bool nearer(const BeamEntry& a, const BeamEntry& b) {
+  return a.score < b.score || (a.score == b.score && a.node < b.node);
+}
+
+}  // namespace
+
+Prediction TaxonomyEngine::predict(const MatrixView& x, int beam) const {
+  if (beam < 1) throw_error(ErrorCode::kInvalidArgument, "predict: beam must be >= 1, got " + std::to_string(beam));
+  Prediction greedy = predict(x);
+  if (beam == 1) return greedy;
+  const Impl& s = *impl_;
+  const std::int64_t d = s.tree.dim();
+  const int L = s.tree.levels();
+  const Metric metric = s.kernel_metric();
+  Prediction p = greedy;
+  std::vector<std::int64_t> changed(static_cast<std::size_t>(x.rows), 0);
+  const int threads = resolve_threads(s.config.threads, x.rows);
+  parallel_for(threads, x.rows, [&](std::int64_t i, int) {
+    std::vector<float> row(static_cast<std::size_t>(d));
+    convert_to_f32(x.dtype, x.row(i), static_cast<std::size_t>(d), row.data());
+    if (s.normalise()) taxonomy::normalise_rows(row.data(), 1, d);
+    const std::int32_t* gpath = greedy.paths.data() + i * L;
+    std::vector<BeamEntry> cur{{0.0, 0, {}}}, next;
+    bool have_leaf = false;
+    BeamEntry best{0.0, 0, {}};
+    int best_level = 0;
+    std::int64_t greedy_node = 0;  // greedy's node at the current level (-1 once it stopped)
+    auto offer_leaf = [&](const BeamEntry& e, int level) {
+      if (level == 0) return;  // the root is never a leaf of a fitted tree
+      if (!have_leaf || nearer(e, best)) {
+        best = e;
+        best_level = level;
+        have_leaf = true;
+      }
+    };
+    for (int l = 1; l <= L && !cur.empty(); ++l) {
+      const taxonomy::TreeLevel& lv = s.tree.level(l);
+      next.clear();
+      for (const BeamEntry& e : cur) {
+        const std::int64_t b = lv.child_begin[static_cast<std::size_t>(e.node)];
+        const std::int64_t end = lv.child_begin[static_cast<std::size_t>(e.node + 1)];
+        if (b == end) {
+          offer_leaf(e, l - 1);
+          continue;
+        }
+        for (std::int64_t c = b; c < end; ++c) {
+          BeamEntry n{score_of(row.data(), lv.centroids.data() + c * d, d, metric), c, e.path};
+          n.path.push_back(static_cast<std::int32_t>(c - b));
+          next.push_back(std::move(n));
+        }
+      }
+      // Greedy's node at this level (kept in the beam so the result is never farther).
+      const std::int64_t g = greedy_node >= 0 && gpath[l - 1] >= 0
+                                 ? lv.child_begin[static_cast<std::size_t>(greedy_node)] + gpath[l - 1]
+                                 : -1;
+      greedy_node = g;
+      const auto keep = static_cast<std::size_t>(beam);
+      if (next.size() > keep) {
+        std::partial_sort(next.begin(), next.begin() + static_cast<std::ptrdiff_t>(keep), next.end(), nearer);
+        bool has_g = g < 0;
+        for (std::size_t t = 0; t < keep && !has_g; ++t) has_g = next[t].node == g;
+        if (!has_g)
+          for (std::size_t t = keep; t < next.size(); ++t)
+            if (next[t].node == g) {
+              std::swap(next[keep - 1], next[t]);
+              break;
+            }
+        next.resize(keep);
+      }
+      cur.swap(next);
+    }
+    for (const BeamEntry& e : cur) offer_leaf(e, L);
+    if (!have_leaf) return;
+    std::int32_t* out = p.paths.data() + i * L;
+    bool differs = false;
+    for (int l = 0; l < L; ++l) {
+      const std::int32_t v = l < best_level ? best.path[static_cast<std::size_t>(l)] : -1;
+      differs = differs || v != out[l];
+      out[l] = v;
+    }
+    if (differs) {
+      p.distances[static_cast<std::size_t>(i)] =
+          static_cast<float>(metric == Metric::kL2 ? best.score : -best.score);
+      changed[static_cast<std::size_t>(i)] = 1;
+    }
+  });
+  for (std::int64_t c : changed) p.beam_changed += c;
+  return p;
+}
+
 void TaxonomyEngine::set_threads(int threads) noexcept { impl_->config.threads = threads; }
+void TaxonomyEngine::set_search(bool exact, std::int64_t ef) {
+  if (ef < 0) throw_error(ErrorCode::kInvalidArgument, "hnsw_ef must be >= 1 (0 keeps it), got " + std::to_string(ef));
+  impl_->tree.set_use_graphs(!exact);
+  if (ef > 0) {
+    impl_->config.hnsw_ef = ef;
+    impl_->tree.set_graph_ef(ef);
+  }
+}
 const TaxonomyConfig& TaxonomyEngine::config() const noexcept { return impl_->config; }
 std::int64_t TaxonomyEngine::dim() const noexcept { return impl_->fitted ? impl_->tree.dim() : 0; }
 bool TaxonomyEngine::fitted() const noexcept { return impl_->fitted; }

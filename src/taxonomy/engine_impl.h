@@ -5,6 +5,7 @@
 //   level-<l>/centroids.npy             float32 [nodes_l, dim]
 //   level-<l>/nodes.npy                 int64 [nodes_l, 2]: parent at level l-1, point count
 //   level-<l>/inertia.npy               float64 [nodes_l]
+//   level-<l>/hnsw-<parent>.bin         HNSW graph over a wide parent's children (hnswlib)
 //   state/level-<l>/<shard>.{node,paths,dist}.npy   per-shard fit state after level l
 //   state/samples-<l>.{offsets,ids,priorities}.npy  level l's training samples
 #pragma once
@@ -38,6 +39,14 @@ struct TaxonomyEngine::Impl {
     return config.metric == TaxonomyMetric::kL2 ? Metric::kL2 : Metric::kInnerProduct;
   }
   bool normalise() const { return config.metric == TaxonomyMetric::kCosine; }
+  taxonomy::HnswParams hnsw_params() const {
+    taxonomy::HnswParams p;
+    p.m = config.hnsw_m;
+    p.ef_construction = config.hnsw_ef_construction;
+    p.ef = config.hnsw_ef;
+    p.vectorised = config.simd != "scalar";
+    return p;
+  }
   kernels::KnnOptions knn_options() const {
     kernels::KnnOptions o;
     o.threads = config.threads;
@@ -45,7 +54,8 @@ struct TaxonomyEngine::Impl {
     return o;
   }
   void open_storage();
-  // Loads levels 1..levels of the model files into `tree` (dim and metric from config).
+  // Loads levels 1..levels of the model files (and their HNSW graphs) into `tree` (dim and
+  // metric from config).
   void load_levels(int levels, std::int64_t dim);
 };
 

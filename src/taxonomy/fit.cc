@@ -158,6 +158,12 @@ json::Value level_json(const taxonomy::Tree& tree, int l, const LevelReport& r) 
     sz.set("max", sizes.back());
   }
   v.set("sizes", std::move(sz));
+  // Per-node branching (the node table holds it exactly: children = nodes with that parent).
+  json::Value br = json::Value::object();
+  br.set("min", r.min_children);
+  br.set("max", r.max_children);
+  v.set("branching", std::move(br));
+  v.set("split_rounds", r.split_rounds);
   return v;
 }
 
@@ -213,6 +219,75 @@ struct ShardSummary {
   std::vector<std::int64_t> nodes, counts;
   std::vector<double> inertia;
 };
+
+// Children per parent of level l-1 (0: the parent stays a leaf), from the parents' point
+// counts (all-reduced: every rank computes the same plan). Unbalanced: b_l for parents
+// with at least b_l points. Balanced: b_j = clamp(round(b_l * count_j / mean), min, max)
+// over the parents with at least min_node_size points, never more than the parent's
+// points or its training sample (min(count_j, sample_capacity(l))).
+std::vector<std::int64_t> plan_branching(const TaxonomyConfig& cfg, int l,
+                                         const std::vector<std::int64_t>& counts) {
+  const std::int64_t b = cfg.branching_at(l);
+  std::vector<std::int64_t> branch(counts.size(), 0);
+  if (!cfg.balance) {
+    for (std::size_t j = 0; j < counts.size(); ++j) branch[j] = counts[j] >= b ? b : 0;
+    return branch;
+  }
+  const std::int64_t min_node = std::max(cfg.min_node_size > 0 ? cfg.min_node_size : b, cfg.min_branching);
+  const std::int64_t max_b = cfg.max_branching_at(l), cap = cfg.sample_capacity(l);
+  double total = 0;
+  std::int64_t splittable = 0;
+  for (std::int64_t c : counts)
+    if (c >= min_node) {
+      total += static_cast<double>(c);
+      ++splittable;
+    }
+  if (splittable == 0) return branch;
+  const double mean = total / static_cast<double>(splittable);
+  for (std::size_t j = 0; j < counts.size(); ++j) {
+    const std::int64_t c = counts[j];
+    if (c < min_node) continue;
+    std::int64_t bj = std::llround(static_cast<double>(b) * static_cast<double>(c) / mean);
+    bj = std::clamp(bj, cfg.min_branching, max_b);
+    bj = std::min({bj, c, cap});
+    branch[j] = bj >= 2 ? bj : 0;
+  }
+  return branch;
+}
+
+// Leaf-size cap of the last level: max_leaf_size, or 1.5 x N / prod(b_l).
+std::int64_t leaf_cap(const TaxonomyConfig& cfg, std::int64_t n) {
+  if (cfg.max_leaf_size > 0) return cfg.max_leaf_size;
+  double leaves = 1;
+  for (int l = 1; l <= cfg.n_levels; ++l) leaves *= static_cast<double>(cfg.branching_at(l));
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(1.5 * static_cast<double>(n) / leaves)));
+}
+
+// Dynamic splitting plan (last level): for every child with more than `cap` points, into how
+// many siblings it is split (ceil(count / cap)); pieces[j][c] for child c of parent j (1 =
+// kept). Returns the parents with at least one split child (ascending). Decided from the
+// all-reduced counts: the same on every rank.
+std::vector<std::int64_t> plan_splits(const taxonomy::TreeLevel& lv, const std::vector<std::int64_t>& child_counts,
+                                      std::int64_t cap, std::vector<std::vector<std::int64_t>>* pieces) {
+  std::vector<std::int64_t> parents;
+  pieces->assign(lv.child_begin.size() - 1, {});
+  for (std::size_t j = 0; j + 1 < lv.child_begin.size(); ++j) {
+    const std::int64_t b = lv.child_begin[j], e = lv.child_begin[j + 1];
+    bool any = false;
+    std::vector<std::int64_t> p(static_cast<std::size_t>(e - b), 1);
+    for (std::int64_t c = b; c < e; ++c) {
+      const std::int64_t n = child_counts[static_cast<std::size_t>(c)];
+      if (n > cap) {
+        p[static_cast<std::size_t>(c - b)] = (n + cap - 1) / cap;
+        any = true;
+      }
+    }
+    if (!any) continue;
+    (*pieces)[j] = std::move(p);
+    parents.push_back(static_cast<std::int64_t>(j));
+  }
+  return parents;
+}
 
 }  // namespace
 
@@ -298,7 +373,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       std::vector<std::int64_t> sh;
       const std::string p = s.path(samples_prefix(done + 1));
       samples = taxonomy::NodeSamples::unflatten(
-          cfg.sample_per_centroid * cfg.branching_at(done + 1),
+          cfg.sample_capacity(done + 1),
           io::read_npy_array<std::int64_t>(st, p + ".offsets.npy", &sh),
           io::read_npy_array<std::int64_t>(st, p + ".ids.npy", &sh),
           io::read_npy_array<std::int64_t>(st, p + ".priorities.npy", &sh));
@@ -332,25 +407,36 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     const auto t_level = Clock::now();
     LevelReport lr;
     lr.level = l;
-    const std::int64_t b = cfg.branching_at(l);
     log("level " + std::to_string(l) + "/" + std::to_string(L) + ": training");
     // ---- 1. Samples: level 1 by id slices, routed to the root's owner -----------------
     if (l == 1) {
-      taxonomy::NodeSamples local(1, cfg.sample_per_centroid * b);
+      taxonomy::NodeSamples local(1, cfg.sample_capacity(1));
       const std::int64_t id0 = N * me / R, id1 = N * (me + 1) / R;
       for (std::int64_t id = id0; id < id1; ++id) local.offer(0, hash64(static_cast<std::uint64_t>(id), cfg.seed, 1), id);
-      samples = route_samples(local, ex, 1, cfg.sample_per_centroid * b);
+      samples = route_samples(local, ex, 1, cfg.sample_capacity(1));
     }
-    // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
     const std::int64_t n_parents = s.tree.nodes(l - 1);
-    std::vector<std::int64_t> split, mine;  // parents that get children; those owned here
-    for (std::int64_t j = 0; j < n_parents; ++j) {
-      const std::int64_t count = l == 1 ? N : s.tree.level(l - 1).count[static_cast<std::size_t>(j)];
-      if (count < b) continue;
-      split.push_back(j);
+    const std::vector<std::int64_t> parent_counts =
+        l == 1 ? std::vector<std::int64_t>{N} : s.tree.level(l - 1).count;
+    std::vector<std::int64_t> branch = plan_branching(cfg, l, parent_counts);
+    std::vector<std::int64_t> to_train;  // parents (re)trained in this round
+    for (std::int64_t j = 0; j < n_parents; ++j)
+      if (branch[static_cast<std::size_t>(j)] > 0) to_train.push_back(j);
+    lr.split_parents = static_cast<std::int64_t>(to_train.size());
+    std::vector<std::vector<float>> parent_centroids(static_cast<std::size_t>(n_parents));
+    std::vector<std::vector<std::int64_t>> pieces;  // split round: siblings per child
+    const bool collect = l < L;
+    const std::int64_t next_k = collect ? cfg.sample_capacity(l + 1) : 1;
+    taxonomy::NodeSamples next;
+    std::int64_t n_nodes = 0;
+    std::vector<std::int64_t> counts;
+    std::vector<double> inertia;
+    const std::int64_t cap_leaf = cfg.balance && l == L ? leaf_cap(cfg, N) : 0;
+    for (int round = 0;; ++round) {
+    // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
+    std::vector<std::int64_t> mine;  // parents to train that this worker owns
+    for (std::int64_t j : to_train)
       if (owner(j) == me) mine.push_back(j);
-    }
-    lr.split_parents = static_cast<std::int64_t>(split.size());
     std::vector<std::vector<float>> trained(mine.size());
     const auto t_train = Clock::now();
     {
@@ -378,6 +464,54 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const auto& node_ids = ids[static_cast<std::size_t>(t)];
           const auto m = static_cast<std::int64_t>(node_ids.size());
           const std::int64_t parent = mine[g0 + static_cast<std::size_t>(t)];
+          const std::int64_t b = branch[static_cast<std::size_t>(parent)];
+          kernels::KnnOptions inner = knn;
+          inner.threads = n_group > 1 ? 1 : cfg.threads;
+          if (round > 0) {
+            // Split round: partition the parent's sample among its current children and
+            // split each oversized child by k-means on its part; siblings stay in place.
+            std::vector<float> x(static_cast<std::size_t>(m * d));
+            gather_rows(data, node_ids, x.data());
+            if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
+            const std::vector<float>& old = parent_centroids[static_cast<std::size_t>(parent)];
+            const std::int64_t b_old = static_cast<std::int64_t>(old.size()) / d;
+            kernels::PackedMatrix pm(d, DType::kF32);
+            pm.append(f32_view(old.data(), b_old, d));
+            std::vector<std::int64_t> label(static_cast<std::size_t>(m));
+            std::vector<float> dd(static_cast<std::size_t>(m));
+            kernels::nearest(f32_view(x.data(), m, d), pm, s.kernel_metric(), label.data(), dd.data(), inner);
+            const auto& p = pieces[static_cast<std::size_t>(parent)];
+            std::vector<float> out;
+            for (std::int64_t c = 0; c < b_old; ++c) {
+              const float* keep = old.data() + c * d;
+              std::vector<float> rows;
+              if (p[static_cast<std::size_t>(c)] > 1)
+                for (std::int64_t i = 0; i < m; ++i)
+                  if (label[static_cast<std::size_t>(i)] == c) rows.insert(rows.end(), x.data() + i * d, x.data() + (i + 1) * d);
+              const std::int64_t rc = static_cast<std::int64_t>(rows.size()) / d;
+              const std::int64_t k = std::min(p[static_cast<std::size_t>(c)], rc);
+              if (k < 2) {
+                out.insert(out.end(), keep, keep + d);
+                continue;
+              }
+              cluster::KMeansParams kp;
+              kp.k = k;
+              kp.max_iter = cfg.max_iter;
+              kp.tol = cfg.tol;
+              kp.seed = hash64(hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(parent)),
+                               static_cast<std::uint64_t>(round), static_cast<std::uint64_t>(c));
+              kp.metric = s.kernel_metric();
+              kp.spherical = cfg.metric != TaxonomyMetric::kL2;
+          kp.final_assignment = false;  // the level's assignment pass re-assigns every point
+              kp.threads = inner.threads;
+              cluster::CpuAssigner assigner(s.kernel_metric(), inner);
+              auto r = cluster::fit_kmeans(f32_view(rows.data(), rc, d), kp, assigner);
+              out.insert(out.end(), r.centroids.begin(), r.centroids.end());
+            }
+            trained[g0 + static_cast<std::size_t>(t)] = std::move(out);
+            bar.add(1);
+            return;
+          }
           if (m < b)
             throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                   " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
@@ -391,8 +525,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(parent));
           kp.metric = s.kernel_metric();
           kp.spherical = cfg.metric != TaxonomyMetric::kL2;
-          kernels::KnnOptions inner = knn;
-          inner.threads = n_group > 1 ? 1 : cfg.threads;
+          kp.final_assignment = false;  // the level's assignment pass re-assigns every point
           kp.threads = inner.threads;
           cluster::CpuAssigner assigner(s.kernel_metric(), inner);
           auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, assigner);
@@ -402,34 +535,37 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         g0 = g1;
       }
     }
-    lr.train_seconds = since(t_train);
-    std::vector<const std::vector<float>*> by_parent(static_cast<std::size_t>(n_parents), nullptr);
-    std::vector<std::vector<float>> received;
+    lr.train_seconds += since(t_train);
     {
       dist::MessageWriter m;
       m.put_array<std::int64_t>(mine);
       for (const auto& c : trained) m.put_array<float>(c);
       const auto all = ex.allgather(m.take());
-      received.reserve(split.size());
       for (const std::string& bytes : all) {
         dist::MessageReader r(bytes, "centroid message");
         const auto parents = r.get_array<std::int64_t>();
         for (std::int64_t j : parents) {
-          received.push_back(r.get_array<float>());
-          by_parent[static_cast<std::size_t>(j)] = &received.back();
+          parent_centroids[static_cast<std::size_t>(j)] = r.get_array<float>();
+          branch[static_cast<std::size_t>(j)] = static_cast<std::int64_t>(parent_centroids[static_cast<std::size_t>(j)].size()) / d;
         }
       }
     }
     std::vector<float> centroids;
     std::vector<std::int64_t> parent;
-    for (std::int64_t j : split) {
-      const std::vector<float>& c = *by_parent[static_cast<std::size_t>(j)];
+    for (std::int64_t j = 0; j < n_parents; ++j) {
+      const std::int64_t bj = branch[static_cast<std::size_t>(j)];
+      if (bj == 0) continue;
+      const std::vector<float>& c = parent_centroids[static_cast<std::size_t>(j)];
+      if (static_cast<std::int64_t>(c.size()) != bj * d)
+        throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": parent " + std::to_string(j) +
+                                              " has no centroids for its " + std::to_string(bj) + " children");
       centroids.insert(centroids.end(), c.begin(), c.end());
-      parent.insert(parent.end(), static_cast<std::size_t>(b), j);
+      parent.insert(parent.end(), static_cast<std::size_t>(bj), j);
     }
     s.tree.truncate(l - 1);
     s.tree.add_level(std::move(centroids), std::move(parent));
-    const std::int64_t n_nodes = s.tree.nodes(l);
+    s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
+    n_nodes = s.tree.nodes(l);
 
     // ---- 2b. Optional full-data Lloyd passes (assign, sum in float64, update) --------
     for (int pass = 1; pass <= cfg.lloyd_passes; ++pass) {
@@ -484,13 +620,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
       s.tree.truncate(l - 1);
       s.tree.add_level(std::move(lloyd_centroids), std::move(parents));
+      s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
     }
 
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     const auto t_assign = Clock::now();
-    const bool collect = l < L;
-    const std::int64_t next_k = collect ? cfg.sample_per_centroid * cfg.branching_at(l + 1) : 1;
-    taxonomy::NodeSamples next;
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
     std::vector<ShardSummary> summaries;
     std::int64_t my_points = 0;
@@ -561,7 +695,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         throw;
       }
     }
-    lr.assign_seconds = since(t_assign);
+    lr.assign_seconds += since(t_assign);
     {
       std::string shard_list;
       for (std::int64_t si : my_shards) shard_list += (shard_list.empty() ? "" : ",") + std::to_string(si);
@@ -572,8 +706,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
     // Each node's partial sums go to its owner (volume ~ touched (shard, node) pairs / R),
     // the owner adds them in shard order, and the totals are shared (16 bytes a node).
-    std::vector<std::int64_t> counts(static_cast<std::size_t>(n_nodes), 0);
-    std::vector<double> inertia(static_cast<std::size_t>(n_nodes), 0.0);
+    counts.assign(static_cast<std::size_t>(n_nodes), 0);
+    inertia.assign(static_cast<std::size_t>(n_nodes), 0.0);
     {
       std::vector<std::vector<std::int64_t>> shard_to(static_cast<std::size_t>(R)), node_to(static_cast<std::size_t>(R)),
           count_to(static_cast<std::size_t>(R));
@@ -637,11 +771,35 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
       }
     }
+    // ---- 3b. Dynamic splitting (balance, last level): parents with an oversized child are
+    // re-trained with more children and the level is assigned again. Decided from the
+    // all-reduced counts, so every rank takes the same branch.
+    if (cap_leaf == 0 || round >= cfg.max_split_rounds) break;
+    to_train = plan_splits(s.tree.level(l), counts, cap_leaf, &pieces);
+    if (to_train.empty()) break;
+    {  // split from the centroids the pass used (Lloyd-refined when lloyd_passes > 0)
+      const auto& cur = s.tree.level(l);
+      for (std::int64_t j = 0; j < n_parents; ++j) {
+        const std::int64_t b0 = cur.child_begin[static_cast<std::size_t>(j)], e0 = cur.child_begin[static_cast<std::size_t>(j + 1)];
+        parent_centroids[static_cast<std::size_t>(j)].assign(cur.centroids.begin() + b0 * d, cur.centroids.begin() + e0 * d);
+      }
+    }
+    ++lr.split_rounds;
+    log("level " + std::to_string(l) + "/" + std::to_string(L) + ": split round " + std::to_string(round + 1) +
+        ": re-training " + std::to_string(to_train.size()) + " parents with leaves over " +
+        std::to_string(cap_leaf) + " points");
+    }  // rounds
     if (collect) next = route_samples(next, ex, n_nodes, next_k);
     auto& lv = s.tree.mutable_level(l);
     lv.count = counts;
     lv.inertia = inertia;
     for (std::int64_t c : counts) lr.points += c;
+    for (std::size_t j = 0; j + 1 < lv.child_begin.size(); ++j) {
+      const std::int64_t k = lv.child_begin[j + 1] - lv.child_begin[j];
+      if (k == 0) continue;
+      lr.min_children = lr.min_children == 0 ? k : std::min(lr.min_children, k);
+      lr.max_children = std::max(lr.max_children, k);
+    }
     for (double v : inertia) lr.inertia += v;
     lr.nodes = n_nodes;
     points_levels += N;
@@ -683,6 +841,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
       write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
       io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes});
+      for (std::size_t j = 0; j < lv.graph.size(); ++j)
+        if (lv.graph[j])
+          st.write_atomic(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
       if (collect) {
         const std::string p = s.path(samples_prefix(l + 1));
         const std::int64_t o_shape[1] = {static_cast<std::int64_t>(s_offsets.size())};
@@ -749,8 +910,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   return report;
 }
 
-void TaxonomyEngine::predict(const std::string& input_uri, const std::string& output_uri,
-                             const FitOptions& options) const {
+PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::string& output_uri,
+                                      const FitOptions& options) const {
   const Impl& s = *impl_;
   if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
   Dataset data = Dataset::open(input_uri);
@@ -762,6 +923,8 @@ void TaxonomyEngine::predict(const std::string& input_uri, const std::string& ou
   std::string out_root;
   auto out_storage = open_storage_for_uri(output_uri, &out_root);
   const int L = s.tree.levels();
+  if (options.beam < 1) throw_error(ErrorCode::kInvalidArgument, "predict: beam must be >= 1, got " + std::to_string(options.beam));
+  PredictReport report;
   Progress bar("predict", data.rows(), "pts", options.progress);
   for (std::size_t si = 0; si < data.shards().size(); ++si) {
     const ShardInfo& shard = data.shards()[si];
@@ -774,7 +937,9 @@ void TaxonomyEngine::predict(const std::string& input_uri, const std::string& ou
         if (options.should_stop && options.should_stop())
           throw_error(ErrorCode::kCancelled, "predict interrupted (outputs of finished shards are kept)");
         check_finite(batch, data);
-        Prediction p = this->predict(batch.view);
+        Prediction p = this->predict(batch.view, options.beam);
+        report.rows += batch.view.rows;
+        report.beam_changed += p.beam_changed;
         std::copy(p.paths.begin(), p.paths.end(), paths.begin() + batch.local_begin * L);
         std::copy(p.distances.begin(), p.distances.end(), dist.begin() + batch.local_begin);
         bar.add(batch.view.rows);
@@ -782,6 +947,7 @@ void TaxonomyEngine::predict(const std::string& input_uri, const std::string& ou
     }
     write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin, paths, dist, L);
   }
+  return report;
 }
 
 }  // namespace megatax

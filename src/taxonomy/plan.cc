@@ -37,7 +37,8 @@ std::vector<LevelPlan> plan_fit(const PlanInput& in) {
     const double shard_state = in.n / std::max(1.0, in.shards) * (4.0 * (i + 1) + 8);
     p.memory_per_worker = static_cast<double>(in.batch_rows) * d * 4 + p.nodes * d * 4 +
                           samples_next / R * 16 + group + shard_state;
-    p.train_seconds = p.train_flops / (R * in.gemm_flops);
+    // Nodes are trained by their owners: at most `parents` workers share the training.
+    p.train_seconds = p.train_flops / (std::min(R, parents) * in.gemm_flops);
     const double compute = p.assign_flops / (R * in.gemm_flops);
     const double io = p.bytes_read / (R * in.storage_bytes_per_s);
     p.assign_seconds = std::max(compute, io);

@@ -40,6 +40,7 @@ void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> par
     pm->append(f32_view(centroids.data() + b * dim_, e - b, dim_));
     lv.packed[static_cast<std::size_t>(j)] = std::move(pm);
   }
+  lv.graph.resize(static_cast<std::size_t>(n_parents));
   lv.centroids = std::move(centroids);
   lv.parent = std::move(parent);
   lv.count.assign(static_cast<std::size_t>(n), 0);
@@ -49,6 +50,32 @@ void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> par
 
 void Tree::truncate(int keep) {
   if (keep < levels()) levels_.resize(static_cast<std::size_t>(keep));
+}
+
+void Tree::build_graphs(int level, std::int64_t threshold, const HnswParams& params, int threads) {
+  TreeLevel& lv = mutable_level(level);
+  std::vector<std::int64_t> wide;
+  for (std::size_t j = 0; j < lv.graph.size(); ++j) {
+    lv.graph[j].reset();
+    if (threshold > 0 && lv.child_begin[j + 1] - lv.child_begin[j] > threshold)
+      wide.push_back(static_cast<std::int64_t>(j));
+  }
+  const int t = resolve_threads(threads, static_cast<std::int64_t>(wide.size()));
+  parallel_for(t, static_cast<std::int64_t>(wide.size()), [&](std::int64_t a, int) {
+    const auto j = static_cast<std::size_t>(wide[static_cast<std::size_t>(a)]);
+    const std::int64_t b = lv.child_begin[j], e = lv.child_begin[j + 1];
+    lv.graph[j] = CentroidGraph::build(lv.centroids.data() + b * dim_, e - b, dim_, metric_, params);
+  });
+}
+
+void Tree::set_graph(int level, std::int64_t parent, std::unique_ptr<CentroidGraph> graph) {
+  mutable_level(level).graph.at(static_cast<std::size_t>(parent)) = std::move(graph);
+}
+
+void Tree::set_graph_ef(std::int64_t ef) {
+  for (auto& lv : levels_)
+    for (auto& g : lv.graph)
+      if (g) g->set_ef(ef);
 }
 
 void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
@@ -98,8 +125,16 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
     }
     std::vector<std::int64_t> labels(static_cast<std::size_t>(m));
     std::vector<float> d(static_cast<std::size_t>(m));
-    kernels::nearest(f32_view(buf.data(), m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,
-                     labels.data(), d.data(), inner);
+    const CentroidGraph* g = use_graphs_ ? lv.graph[static_cast<std::size_t>(j)].get() : nullptr;
+    if (g != nullptr) {
+      const int row_threads = outer == 1 ? resolve_threads(options.threads, m) : 1;
+      parallel_for(row_threads, m, [&](std::int64_t t, int) {
+        g->search(buf.data() + t * dim_, &labels[static_cast<std::size_t>(t)], &d[static_cast<std::size_t>(t)]);
+      });
+    } else {
+      kernels::nearest(f32_view(buf.data(), m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,
+                       labels.data(), d.data(), inner);
+    }
     const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(j)];
     for (std::int64_t t = 0; t < m; ++t) {
       const std::int64_t i = order[static_cast<std::size_t>(b + t)];

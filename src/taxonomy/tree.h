@@ -15,6 +15,7 @@
 
 #include "kernels/cpu/knn.h"
 #include "kernels/cpu/packed_matrix.h"
+#include "taxonomy/hnsw_index.h"
 #include "megatax/matrix.h"
 #include "megatax/metric.h"
 
@@ -28,6 +29,9 @@ struct TreeLevel {
   std::vector<std::int64_t> child_begin; // nodes(level - 1) + 1 entries (CSR over parents)
   // One packed matrix per parent with children (null for leaves), for descent.
   std::vector<std::unique_ptr<kernels::PackedMatrix>> packed;
+  // One HNSW graph per wide parent (null otherwise): descend() searches it instead of
+  // scanning the packed children when graphs are enabled.
+  std::vector<std::unique_ptr<CentroidGraph>> graph;
 
   std::int64_t nodes() const noexcept { return static_cast<std::int64_t>(parent.size()); }
 };
@@ -50,11 +54,23 @@ class Tree {
   // Drops levels deeper than `keep`.
   void truncate(int keep);
 
+  // Builds an HNSW graph for every parent of level `level` with more than `threshold`
+  // children (threshold <= 0: none), one graph per task on up to `threads` threads, each
+  // built single-threaded (deterministic). Replaces graphs built before.
+  void build_graphs(int level, std::int64_t threshold, const HnswParams& params, int threads);
+  // Installs a graph (loaded from storage) for `parent` of level `level`.
+  void set_graph(int level, std::int64_t parent, std::unique_ptr<CentroidGraph> graph);
+  // Whether descend() uses the graphs (true) or always scans (exact); search breadth.
+  void set_use_graphs(bool use) noexcept { use_graphs_ = use; }
+  bool use_graphs() const noexcept { return use_graphs_; }
+  void set_graph_ef(std::int64_t ef);
+
   // Descends rows from level `level`-1 to level `level`: for row i whose node at level-1
   // is prev[i] (-1: the row stopped at a leaf above), sets node[i] to the nearest child
   // (or -1 when prev[i] is -1 or a leaf), child[i] to its index within the parent (-1
   // likewise) and, when a child is chosen, dist[i] to the distance (otherwise dist[i] is
-  // left unchanged). rows: n x dim, f32 (already normalised for cosine).
+  // left unchanged). rows: n x dim, f32 (already normalised for cosine). A parent with a
+  // graph (and graphs enabled) is searched through it: the nearest child it finds.
   void descend(int level, const MatrixView& rows, const std::int32_t* prev, std::int32_t* node,
                std::int32_t* child, float* dist, const kernels::KnnOptions& options) const;
 
@@ -62,6 +78,7 @@ class Tree {
   std::int64_t dim_ = 0;
   Metric metric_ = Metric::kL2;
   std::vector<TreeLevel> levels_;
+  bool use_graphs_ = true;
 };
 
 }  // namespace megatax::taxonomy

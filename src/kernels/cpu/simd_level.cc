@@ -1,5 +1,6 @@
 #include "kernels/cpu/simd_level.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 

@@ -1,0 +1,305 @@
+// bench_cuda: the CUDA kernels against cuBLAS and the memory system, on one card, in one run.
+//
+// Measured here, in this order (cudaEvent timing on one stream, warm-up, median of reps):
+//   - HBM: device-to-device cudaMemcpy bandwidth (2 x bytes / t) and a read-only kernel
+//   - cuBLAS bf16 GEMM 8192^3 (cublasGemmEx, f32 accumulation): the "peak" rate
+//   - assign (fused distance + argmin) at N=4M K=1024 D=1024 bf16 and f16, N=1M K=16384
+//     D=1024 bf16: ms, TFLOP/s (2NKD / t), % of the cuBLAS peak, and the cuBLAS GEMM-only time
+//     of the same shape (X C^T into a bf16 matrix, in row chunks: the floor a fused kernel
+//     must beat); then accumulate (f64 sums) on the labels, and assign + accumulate as a
+//     multiple of assign (one Lloyd iteration, without the tiny centroid update)
+//   - top-k at Q=1024 and Q=16 for N=10M D=128 and N=2M D=1024, k=10 and 100, bf16 (and f32):
+//     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
+//     (database bytes / measured copy bandwidth)
+// A table at the end repeats every number.
+//
+//   bench_cuda [--reps R] [--no-f32] [--only assign|topk]
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench/cuda/bench_util.h"
+#include "kernels/cuda/check.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace mc = megatax::cuda;
+using megatax::DType;
+using megatax::MatrixView;
+
+namespace {
+
+#define CUBLAS_CHECK(call)                                                              \
+  do {                                                                                  \
+    const cublasStatus_t st_ = (call);                                                  \
+    if (st_ != CUBLAS_STATUS_SUCCESS) {                                                 \
+      throw megatax::Error(megatax::ErrorCode::kInternal,                               \
+                           std::string("cuBLAS error in " #call ": ") +                 \
+                               cublasGetStatusString(st_));                             \
+    }                                                                                   \
+  } while (0)
+
+int g_reps = 5;
+
+// Median time in ms of f() queued on `stream` (after one warm-up call).
+double time_ms(cudaStream_t stream, const std::function<void()>& f, int reps = -1) {
+  if (reps < 0) reps = g_reps;
+  cudaEvent_t a, b;
+  MEGATAX_CUDA_CHECK(cudaEventCreate(&a));
+  MEGATAX_CUDA_CHECK(cudaEventCreate(&b));
+  f();
+  MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    MEGATAX_CUDA_CHECK(cudaEventRecord(a, stream));
+    f();
+    MEGATAX_CUDA_CHECK(cudaEventRecord(b, stream));
+    MEGATAX_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    MEGATAX_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  MEGATAX_CUDA_CHECK(cudaEventDestroy(a));
+  MEGATAX_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kF16: return CUDA_R_16F;
+    default: return CUDA_R_16BF;
+  }
+}
+
+// S[rows, cols] = A[rows, d] * B[cols, d]^T (row-major), S in the input dtype, f32
+// accumulation (pure f32 for f32 inputs: CUBLAS_COMPUTE_32F, no tf32).
+void gemm_abt(cublasHandle_t h, DType t, const void* a, std::int64_t rows, const void* b,
+              std::int64_t cols, std::int64_t d, void* s) {
+  const float alpha = 1.f, beta = 0.f;
+  // Column-major view: S^T[cols, rows] = B[cols, d] (as d x cols, transposed) * A^T.
+  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(cols),
+                            static_cast<int>(rows), static_cast<int>(d), &alpha, b, cuda_type(t),
+                            static_cast<int>(d), a, cuda_type(t), static_cast<int>(d), &beta, s,
+                            cuda_type(t), static_cast<int>(cols), CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+}
+
+struct Row {
+  std::string what;
+  std::string cols;
+};
+std::vector<Row> g_rows;
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof(buf), f, ap);
+  va_end(ap);
+  return buf;
+}
+
+std::string human(std::int64_t v) {
+  if (v % (1 << 20) == 0) return std::to_string(v >> 20) + "M";
+  if (v >= 1000000 && v % 1000000 == 0) return std::to_string(v / 1000000) + "M";
+  if (v % 1024 == 0 && v >= 1024) return std::to_string(v >> 10) + "K";
+  return std::to_string(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool f32 = true;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) {
+      g_reps = std::max(1, std::atoi(argv[++i]));
+    } else if (!std::strcmp(argv[i], "--no-f32")) {
+      f32 = false;
+    } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
+      only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk]\n", argv[0]);
+      return 2;
+    }
+  }
+  try {
+    mc::Resources res(0);
+    auto stream = static_cast<cudaStream_t>(res.stream());
+    std::size_t free_b = 0, total_b = 0;
+    MEGATAX_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    std::printf("bench_cuda: %s, %d SMs, %.1f GiB (%.1f free), median of %d\n",
+                res.device_name().c_str(), res.sm_count(), total_b / 1073741824.0,
+                free_b / 1073741824.0, g_reps);
+    cublasHandle_t cublas;
+    CUBLAS_CHECK(cublasCreate(&cublas));
+    CUBLAS_CHECK(cublasSetStream(cublas, stream));
+
+    // One big buffer for X / the database (8 GiB), one for GEMM outputs (2 GiB).
+    const std::size_t big_bytes = std::size_t{8} << 30;
+    mc::DeviceBuffer big(big_bytes), out(std::size_t{2} << 30);
+    mc::DeviceBuffer sink(64);
+
+    // ---- memory bandwidth --------------------------------------------------------------
+    const std::size_t copy_bytes = std::size_t{2} << 30;
+    megatax::bench::fill_uniform(big.data(), big_bytes / 4, DType::kF32, 1, stream);
+    const double copy_ms = time_ms(stream, [&] {
+      MEGATAX_CUDA_CHECK(cudaMemcpyAsync(out.data(), big.data(), copy_bytes,
+                                         cudaMemcpyDeviceToDevice, stream));
+    });
+    const double copy_bw = 2.0 * copy_bytes / (copy_ms * 1e-3);  // bytes/s, read + write
+    const double read_ms = time_ms(stream, [&] {
+      megatax::bench::read_all(big.data(), big_bytes, sink.as<unsigned>(), res.sm_count(),
+                               stream);
+    });
+    const double read_bw = big_bytes / (read_ms * 1e-3);
+    std::printf("HBM: device-to-device copy %.0f GB/s (2 x bytes / t), read kernel %.0f GB/s\n",
+                copy_bw / 1e9, read_bw / 1e9);
+    g_rows.push_back({"HBM copy bandwidth (d2d memcpy, 2B/t)", fmt("%.0f GB/s", copy_bw / 1e9)});
+    g_rows.push_back({"HBM read bandwidth (read kernel)", fmt("%.0f GB/s", read_bw / 1e9)});
+
+    // ---- cuBLAS peak -------------------------------------------------------------------
+    const std::int64_t g = 8192;
+    mc::DeviceBuffer ga(g * g * 2), gb(g * g * 2), gc(g * g * 2);
+    megatax::bench::fill_uniform(ga.data(), g * g, DType::kBF16, 2, stream);
+    megatax::bench::fill_uniform(gb.data(), g * g, DType::kBF16, 3, stream);
+    const double gemm_ms = time_ms(
+        stream, [&] { gemm_abt(cublas, DType::kBF16, ga.data(), g, gb.data(), g, g, gc.data()); },
+        std::max(g_reps, 10));
+    const double peak = 2.0 * g * g * g / (gemm_ms * 1e-3) / 1e12;
+    std::printf("cuBLAS bf16 GEMM 8192^3: %.3f ms, %.0f TFLOP/s (the peak below)\n", gemm_ms, peak);
+    g_rows.push_back({"cuBLAS bf16 GEMM 8192^3 (peak)", fmt("%.3f ms  %.0f TFLOP/s", gemm_ms, peak)});
+
+    // ---- assign ------------------------------------------------------------------------
+    struct AssignShape {
+      std::int64_t n, k, d;
+      DType t;
+    };
+    const std::vector<AssignShape> assign_shapes = {{std::int64_t{4} << 20, 1024, 1024, DType::kBF16},
+                                                    {std::int64_t{4} << 20, 1024, 1024, DType::kF16},
+                                                    {std::int64_t{1} << 20, 16384, 1024, DType::kBF16}};
+    if (only.empty() || only == "assign") {
+      std::printf("\nassign: ours (fused) vs cuBLAS GEMM-only of the same shape\n");
+      for (const auto& s : assign_shapes) {
+        const std::size_t es = megatax::dtype_size(s.t);
+        megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 10 + s.k, stream);
+        mc::DeviceBuffer cen(s.k * s.d * es), labels(s.n * 8), dist(s.n * 4);
+        megatax::bench::fill_uniform(cen.data(), s.k * s.d, s.t, 20 + s.k, stream);
+        const MatrixView xv(big.data(), s.n, s.d, s.t), cv(cen.data(), s.k, s.d, s.t);
+        mc::AssignArgs a;
+        a.x = xv;
+        a.centroids = cv;
+        a.labels = labels.data();
+        a.distances = dist.as<float>();
+        const double ours = time_ms(stream, [&] { mc::assign(res, a); });
+        // GEMM-only: X C^T into a bf16 matrix, in chunks of rows that fit the output buffer.
+        const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (s.k * es));
+        const double floor = time_ms(stream, [&] {
+          for (std::int64_t r = 0; r < s.n; r += chunk) {
+            gemm_abt(cublas, s.t, static_cast<const char*>(big.data()) + r * s.d * es,
+                     std::min(chunk, s.n - r), cen.data(), s.k, s.d, out.data());
+          }
+        });
+        const double flops = 2.0 * s.n * s.k * s.d;
+        const double tf = flops / (ours * 1e-3) / 1e12;
+        // One Lloyd iteration minus the update: assign + accumulate (f64 sums) on its labels.
+        mc::DeviceBuffer sums(s.k * s.d * 8), counts(s.k * 8);
+        mc::AccumulateArgs acc;
+        acc.x = xv;
+        acc.labels = labels.data();
+        acc.k = s.k;
+        acc.sums = sums.data();
+        acc.counts = counts.as<std::int64_t>();
+        const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
+        const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
+                                      human(s.n).c_str(), human(s.k).c_str(), (long long)s.d);
+        std::printf("  %-32s ours %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak | GEMM-only %8.3f ms "
+                    "(ours %.2fx) | accumulate %.3f ms, assign+accumulate = %.2fx assign\n",
+                    shape.c_str(), ours, tf, 100 * tf / peak, floor, ours / floor, acc_ms,
+                    (ours + acc_ms) / ours);
+        g_rows.push_back({"assign " + shape,
+                          fmt("%8.3f ms %5.0f TFLOP/s %5.1f%% peak | GEMM-only %8.3f ms, ours/GEMM "
+                              "%.2fx | +accumulate %.2fx",
+                              ours, tf, 100 * tf / peak, floor, ours / floor,
+                              (ours + acc_ms) / ours)});
+      }
+    }
+
+    // ---- top-k -------------------------------------------------------------------------
+    if (only.empty() || only == "topk") {
+      std::printf("\ntop-k: ours (fused) vs cuBLAS GEMM-only and the HBM read floor\n");
+      struct TopkShape {
+        std::int64_t n, d;
+        DType t;
+      };
+      std::vector<TopkShape> dbs = {{10000000, 128, DType::kBF16}, {2000000, 1024, DType::kBF16}};
+      if (f32) {
+        dbs.push_back({10000000, 128, DType::kF32});
+        dbs.push_back({2000000, 1024, DType::kF32});
+      }
+      for (const auto& s : dbs) {
+        const std::size_t es = megatax::dtype_size(s.t);
+        megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 30 + s.d, stream);
+        const MatrixView dbv(big.data(), s.n, s.d, s.t);
+        mc::DeviceBuffer dbn(s.n * 4);
+        mc::row_norms(res, dbv, dbn.as<float>());  // an index keeps these
+        const double read_floor = static_cast<double>(s.n) * s.d * es / copy_bw * 1e3;
+        for (std::int64_t q : {1024, 16}) {
+          mc::DeviceBuffer qb(q * s.d * es);
+          megatax::bench::fill_uniform(qb.data(), q * s.d, s.t, 40 + q, stream);
+          const MatrixView qv(qb.data(), q, s.d, s.t);
+          const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (q * es));
+          const double floor = time_ms(stream, [&] {
+            for (std::int64_t r = 0; r < s.n; r += chunk) {
+              gemm_abt(cublas, s.t, qb.data(), q,
+                       static_cast<const char*>(big.data()) + r * s.d * es,
+                       std::min(chunk, s.n - r), s.d, out.data());
+            }
+          });
+          for (std::int64_t k : {10, 100}) {
+            mc::DeviceBuffer dist(q * k * 4), ids(q * k * 8);
+            mc::TopkArgs a;
+            a.queries = qv;
+            a.database = dbv;
+            a.database_norms = dbn.as<float>();
+            a.k = k;
+            a.distances = dist.as<float>();
+            a.ids = ids.as<std::int64_t>();
+            const double ours = time_ms(stream, [&] { mc::topk(res, a); });
+            const std::string shape =
+                fmt("%s Q=%lld N=%s D=%lld k=%lld", megatax::dtype_name(s.t), (long long)q,
+                    human(s.n).c_str(), (long long)s.d, (long long)k);
+            std::printf("  %-36s ours %8.3f ms | GEMM-only %8.3f ms (ours %.2fx) | HBM read floor "
+                        "%.3f ms (ours at %.0f%% of copy bandwidth)\n",
+                        shape.c_str(), ours, floor, ours / floor, read_floor,
+                        100 * read_floor / ours);
+            g_rows.push_back({"topk " + shape,
+                              fmt("%8.3f ms | GEMM-only %8.3f ms, ours/GEMM %.2fx | read floor "
+                                  "%.3f ms, %3.0f%% of BW",
+                                  ours, floor, ours / floor, read_floor,
+                                  100 * read_floor / ours)});
+          }
+        }
+      }
+    }
+    CUBLAS_CHECK(cublasDestroy(cublas));
+
+    std::printf("\n==== bench_cuda summary (%s) ====\n", res.device_name().c_str());
+    for (const auto& r : g_rows) std::printf("%-44s %s\n", r.what.c_str(), r.cols.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

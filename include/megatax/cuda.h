@@ -1,0 +1,174 @@
+// megatax/cuda.h -- the CUDA backend's kernels: fused assign (distance + argmin), fused
+// top-k (distance + selection) and per-cluster accumulation, on NVIDIA GPUs.
+//
+// This header carries no CUDA types: streams are `void*` (a cudaStream_t), device memory is
+// `void*`. It is available when the library was built with the CUDA backend (CMake target
+// `megatax_cuda`, compile definition MEGATAX_HAVE_CUDA=1); the kernels live in
+// src/kernels/cuda/.
+//
+// Layout: every matrix is a MatrixView (megatax/matrix.h) whose `data` is DEVICE memory:
+// element (i, j) at data + (i * stride + j) * dtype_size(dtype). Outputs are device arrays
+// of the sizes stated per field. All work is queued on the Resources' stream; a function
+// returns when its work is queued (or, where stated, finished). Inputs must stay alive and
+// unchanged, outputs untouched, until the stream has finished (Resources::synchronize()).
+//
+// Numerics (squared L2, Metric::kL2): dist(x, c) = ||x||^2 + ||c||^2 - 2 <x, c>, clamped at
+// 0. f16/bf16 inputs are multiplied on tensor cores with f32 accumulation (products of two
+// 16-bit values are exact in f32); norms are accumulated in f32 from the same 16-bit values.
+// f32 inputs take an exact-f32 path (FFMA, no tf32). Metric::kInnerProduct returns the
+// similarity <x, c> (larger is nearer). Ties go to the smaller index. A row whose every
+// distance is NaN gets label -1 and distance NaN.
+//
+// Errors: every CUDA call is checked; a failure throws megatax::Error naming the call and
+// CUDA's error string (kResourceExhausted for out-of-memory, kFailedPrecondition when no
+// device is usable, kInternal otherwise). Bad arguments throw Error(kInvalidArgument)
+// naming the field before any work is queued.
+//
+// Thread-safety: a Resources handle (and everything queued through it) is used by one
+// thread at a time; separate handles may be used concurrently from separate threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "megatax/dtype.h"
+#include "megatax/matrix.h"
+#include "megatax/metric.h"
+
+namespace megatax::cuda {
+
+// Number of CUDA devices visible to this process; 0 when there is no driver or device
+// (never throws).
+int device_count() noexcept;
+
+// Owns what the kernels run with on one device: a non-blocking stream and a grow-only
+// scratch buffer (the workspace). Move-only.
+class Resources {
+ public:
+  // Selects `device` (0-based) and creates the stream. Throws Error(kFailedPrecondition)
+  // if the device does not exist or cannot be used.
+  explicit Resources(int device = 0);
+  ~Resources();
+  Resources(Resources&&) noexcept;
+  Resources& operator=(Resources&&) noexcept;
+  Resources(const Resources&) = delete;
+  Resources& operator=(const Resources&) = delete;
+
+  int device() const noexcept;
+  int sm_count() const noexcept;             // streaming multiprocessors
+  std::size_t max_smem_per_block() const noexcept;  // opt-in dynamic shared memory limit
+  std::size_t l2_cache_bytes() const noexcept;
+  std::string device_name() const;           // "NVIDIA H100 80GB HBM3"
+  void* stream() const noexcept;             // the cudaStream_t, for interop
+
+  // Makes this handle's device current for the calling thread (every entry point does it).
+  void activate() const;
+  // Blocks until everything queued on the stream has finished; throws on a CUDA error.
+  void synchronize() const;
+
+  // Scratch device memory of at least `bytes`, owned by the handle, 256-byte aligned. The
+  // pointer stays valid until the next workspace() call that needs to grow it (growing waits
+  // for the stream first). Entry points use it for their temporaries.
+  void* workspace(std::size_t bytes);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Device memory owned by a value (cudaMalloc / cudaFree on the current device). Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);  // throws Error(kResourceExhausted) on OOM
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  template <class T>
+  T* as() const noexcept {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Copies on the handle's stream. copy_to_host waits for the stream before returning (so the
+// host buffer is filled); copy_to_device and fill_zero only queue (the host source of
+// copy_to_device must stay alive until synchronize(); pageable memory makes it synchronous).
+void copy_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
+void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes);
+void fill_zero(Resources& res, void* dst, std::size_t bytes);
+
+enum class IndexType : std::uint8_t { kI32 = 0, kI64 = 1 };
+
+// out[i] = ||x_i||^2 accumulated in f32, for i < x.rows. out: device [x.rows].
+// x.dtype: f32, f16 or bf16.
+void row_norms(Resources& res, const MatrixView& x, float* out);
+
+// ---- assign: label[i] = argmin_j dist(x_i, c_j), fused (no [n, k] matrix anywhere) -------
+struct AssignArgs {
+  Metric metric = Metric::kL2;
+  MatrixView x;          // device, n x d; dtype f32, f16 or bf16
+  MatrixView centroids;  // device, k x d, same dtype and d as x; k >= 1
+  // Optional device [n] / [k] squared norms (kL2 only). When null they are computed: the
+  // x norms inside the fused kernel (no extra pass over x), the centroid norms by a small
+  // kernel. Pass cached centroid norms when reassigning many batches against the same
+  // centroids.
+  const float* x_norms = nullptr;
+  const float* c_norms = nullptr;
+  IndexType label_type = IndexType::kI64;
+  void* labels = nullptr;       // device [n] of int32 or int64 (label_type); required if n > 0
+  float* distances = nullptr;   // optional device [n]: distance (kL2) or similarity (kIP)
+};
+// Queues the assignment. Throws Error(kInvalidArgument) for bad shapes, dtypes or pointers.
+void assign(Resources& res, const AssignArgs& args);
+
+// ---- top-k: the k nearest database rows per query, fused distance + selection ---------------
+struct TopkArgs {
+  Metric metric = Metric::kL2;
+  MatrixView queries;   // device, q x d; dtype f32, f16 or bf16
+  MatrixView database;  // device, n x d, same dtype and d
+  // Optional device [n] squared norms of the database rows (kL2): an index keeps them so
+  // that a search reads the database once; computed (one extra pass) when null.
+  const float* database_norms = nullptr;
+  std::int64_t k = 0;             // 1..4096; k > n gives id -1 / distance +inf (IP: -inf) tails
+  float* distances = nullptr;     // device [q * k], row-major, nearest first
+  std::int64_t* ids = nullptr;    // device [q * k]: database row numbers
+  // Bound on the per-call candidate lists (q x chunks x k x 12 bytes); queries are processed
+  // in batches when one batch would exceed it.
+  std::size_t max_workspace_bytes = std::size_t{1} << 30;
+};
+// Queues the search. Results per query are sorted by (distance, id), ties to the smaller id
+// (kInnerProduct: by similarity, largest first). Throws Error(kInvalidArgument) for bad
+// arguments.
+void topk(Resources& res, const TopkArgs& args);
+
+// ---- accumulate: per-cluster sums and counts ---------------------------------------------
+enum class SumType : std::uint8_t { kF32 = 0, kF64 = 1 };
+
+struct AccumulateArgs {
+  MatrixView x;                    // device, n x d; dtype f32, f16 or bf16
+  IndexType label_type = IndexType::kI64;
+  const void* labels = nullptr;    // device [n], each in [0, k)
+  std::int64_t k = 0;              // clusters, >= 1
+  SumType sum_type = SumType::kF64;
+  void* sums = nullptr;            // device [k * d] of float/double: rows' sums are ADDED
+  std::int64_t* counts = nullptr;  // optional device [k]: rows per cluster are ADDED
+};
+// Adds every row of x to its cluster's sum (and 1 to its count). Deterministic: the same
+// inputs give bit-identical sums (rows are summed in row order within a cluster, through a
+// stable sort by label and a fixed-shape reduction; no atomics on sums). Needs n < 2^31.
+// Waits for the stream once (to validate the labels before anything is written): a label
+// outside [0, k) throws Error(kInvalidArgument) and leaves sums and counts unchanged.
+void accumulate(Resources& res, const AccumulateArgs& args);
+
+}  // namespace megatax::cuda

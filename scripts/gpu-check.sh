@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh -- everything the CUDA backend needs checked on a GPU machine, in one go:
+#   1. the GPU (nvidia-smi)
+#   2. a fresh CUDA build of the test and benchmark binaries only (build/gpu)
+#   3. the GPU tests (cuda_kernels_test: CPU float64 reference, fresh random seed)
+#   4. compute-sanitizer memcheck on the small case of the same tests
+#   5. bench_cuda (ours vs cuBLAS and HBM on this card) and, if PyTorch imports,
+#      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes)
+#   6. a short table
+# Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
+# Logs go to $OUT (the device tool's output folder) when set, else build/gpu/logs.
+#
+#   scripts/gpu-check.sh [--no-bench] [--no-torch] [--seed S]
+# Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16).
+# Budget: ~1-2 min build on 16 cores, ~1 min tests, < 1 min sanitizer, ~1-2 min benchmarks.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+
+bench=1
+torch_peer=1
+seed_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-bench) bench=0 ;;
+    --no-torch) torch_peer=0 ;;
+    --seed) seed_args=(--seed "$2"); shift ;;
+    *) echo "usage: $0 [--no-bench] [--no-torch] [--seed S]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+BUILD=${BUILD_DIR:-build/gpu}
+ARCH=${CUDA_ARCH:-90}
+JOBS=${JOBS:-16}
+LOGS=${OUT:-$BUILD/logs}
+mkdir -p "$LOGS"
+export PATH=/usr/local/cuda/bin:$PATH
+t_start=$(date +%s)
+status=0
+declare -a summary
+
+stamp() { echo "[gpu-check +$(( $(date +%s) - t_start ))s] $*"; }
+note() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
+
+stamp "GPU"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || {
+  echo "gpu-check: nvidia-smi failed: no GPU here?"; exit 1; }
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+
+# ---- build --------------------------------------------------------------------------------
+stamp "configure + build ($BUILD, sm_$ARCH, -j$JOBS)"
+generator=()
+command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+# The targets need the CUDA backend and two core sources only, not the CPU library.
+if ! cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+      -DMEGATAX_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DMEGATAX_ARROW=OFF \
+      -DMEGATAX_BUILD_TESTS=OFF -DMEGATAX_BUILD_TOOLS=OFF -DMEGATAX_BUILD_PYTHON=OFF \
+      -DMEGATAX_MPI=OFF -DMEGATAX_GPU_TESTS=ON >"$LOGS/configure.log" 2>&1; then
+  tail -30 "$LOGS/configure.log"; echo "gpu-check: configure FAILED"; exit 1
+fi
+if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda >"$LOGS/build.log" 2>&1; then
+  grep -E "error|Error" "$LOGS/build.log" | head -40; echo "gpu-check: build FAILED"; exit 1
+fi
+note "build (sm_$ARCH)" "ok, $(( $(date +%s) - t_start ))s after start"
+TEST=$BUILD/tests/cuda/cuda_kernels_test
+BENCH=$BUILD/bench/cuda/bench_cuda
+
+# ---- tests --------------------------------------------------------------------------------
+stamp "cuda_kernels_test"
+timeout 300 "$TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/test.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 0 ]; then
+  note "cuda_kernels_test" "PASS ($(grep -c '^\s*\[ ok \]' "$LOGS/test.log") cases, $(grep -o 'seed [0-9]*' "$LOGS/test.log" | head -1))"
+else
+  status=1
+  note "cuda_kernels_test" "FAIL (exit $rc; see test.log)"
+fi
+
+# ---- sanitizer ----------------------------------------------------------------------------
+stamp "compute-sanitizer --tool memcheck (small case)"
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 \
+    "$TEST" --small "${seed_args[@]}" 2>&1 | tee "$LOGS/sanitizer.log"
+  rc=${PIPESTATUS[0]}
+  errs=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$LOGS/sanitizer.log" | tail -1)
+  if [ "$rc" -eq 0 ]; then
+    note "compute-sanitizer memcheck" "clean (${errs:-no summary})"
+  else
+    status=1
+    note "compute-sanitizer memcheck" "FAIL (exit $rc, ${errs:-no summary})"
+  fi
+else
+  status=1
+  note "compute-sanitizer memcheck" "FAIL (compute-sanitizer not found)"
+fi
+
+# ---- benchmarks ---------------------------------------------------------------------------
+if [ "$bench" -eq 1 ]; then
+  stamp "bench_cuda"
+  timeout 300 "$BENCH" 2>&1 | tee "$LOGS/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] && note "bench_cuda" "ok" || note "bench_cuda" "FAILED (see bench.log)"
+  if [ "$torch_peer" -eq 1 ] && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    stamp "torch_peer.py"
+    PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda/torch_peer.py 2>&1 | tee "$LOGS/torch_peer.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && note "torch_peer.py" "ok" || note "torch_peer.py" "FAILED (see torch_peer.log)"
+  else
+    note "torch_peer.py" "skipped (no PyTorch with CUDA, or --no-torch)"
+  fi
+fi
+
+# ---- table --------------------------------------------------------------------------------
+echo
+echo "==================== gpu-check: $gpu, $(( $(date +%s) - t_start ))s ===================="
+for line in "${summary[@]}"; do echo "$line"; done
+for f in bench torch_peer; do
+  if [ -f "$LOGS/$f.log" ]; then
+    echo
+    sed -n '/^==== .* summary/,$p' "$LOGS/$f.log"
+  fi
+done
+echo
+if [ "$status" -eq 0 ]; then echo "gpu-check: PASS"; else echo "gpu-check: FAIL"; fi
+exit "$status"

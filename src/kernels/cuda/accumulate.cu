@@ -1,0 +1,329 @@
+// Per-cluster sums and counts without atomics on the sums (so no hot spot on a big cluster,
+// and bit-identical results run to run):
+//   1. keys: labels -> int32 keys (invalid labels flagged; checked before anything is written)
+//   2. a stable radix sort of (key, row) pairs (CUB): rows grouped by cluster, in row order
+//   3. offsets[c] = lower_bound(sorted keys, c); counts[c] += offsets[c+1] - offsets[c]
+//   4. each cluster is cut into pieces of kPieceRows rows; one block per (piece, column slab)
+//      sums its rows in order (f32 or f64 accumulators). A cluster of one piece adds its sum
+//      straight into sums[c]; larger clusters write per-piece partials,
+//   5. which one block per (cluster, column slab) adds, in piece order, into sums[c].
+// The work per block is bounded by kPieceRows rows, whatever the cluster sizes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::cuda {
+namespace detail {
+namespace {
+
+constexpr int kPieceRows = 1024;       // rows summed by one block
+constexpr int kSumThreads = 128;
+constexpr int kColsPerThread = 8;      // 16 bytes of f16/bf16, 32 of f32
+constexpr int kSlabCols = kSumThreads * kColsPerThread;
+
+template <class L>
+__global__ void make_keys_kernel(const L* labels, std::int64_t n, std::int64_t k, int* keys,
+                                 int* rows, int* bad) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const auto v = static_cast<std::int64_t>(labels[i]);
+  const bool ok = v >= 0 && v < k;
+  keys[i] = ok ? static_cast<int>(v) : static_cast<int>(k);
+  rows[i] = static_cast<int>(i);
+  if (!ok) atomicMin(bad, static_cast<int>(i));  // the first bad row, for the message
+}
+
+// offsets[c] = first position of key c in the sorted keys (c in [0, k]); also the pieces per
+// cluster (all, and those of clusters with more than one piece), and counts.
+__global__ void offsets_kernel(const int* sorted_keys, std::int64_t n, std::int64_t k,
+                               int* offsets, int* pieces, int* multi_pieces,
+                               std::int64_t* counts) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c > k) return;
+  auto lower = [&](std::int64_t key) {
+    std::int64_t lo = 0, hi = n;
+    while (lo < hi) {
+      const std::int64_t mid = (lo + hi) / 2;
+      if (sorted_keys[mid] < key) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  };
+  const std::int64_t begin = lower(c);
+  offsets[c] = static_cast<int>(begin);
+  if (c == k) {
+    pieces[c] = 0;
+    multi_pieces[c] = 0;
+    return;
+  }
+  const std::int64_t count = lower(c + 1) - begin;
+  const int p = static_cast<int>((count + kPieceRows - 1) / kPieceRows);
+  pieces[c] = p;
+  multi_pieces[c] = p > 1 ? p : 0;
+  if (counts != nullptr) counts[c] += count;
+}
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+struct SumParams {
+  const void* x = nullptr;
+  std::int64_t ld = 0;
+  std::int64_t d = 0;
+  std::int64_t k = 0;
+  bool aligned = false;
+  const int* sorted_rows = nullptr;
+  const int* offsets = nullptr;       // [k + 1]
+  const int* piece_offsets = nullptr; // exclusive scan of pieces, [k + 1]
+  const int* multi_offsets = nullptr; // exclusive scan of multi_pieces, [k + 1]
+  void* sums = nullptr;               // [k][d]
+  void* partials = nullptr;           // [multi pieces][d]
+};
+
+// Block (item, slab): item = piece number over all clusters.
+template <class T, class Acc>
+__global__ void __launch_bounds__(kSumThreads) piece_sum_kernel(const SumParams p) {
+  const int item = blockIdx.x;
+  // The cluster of this item: the last c with piece_offsets[c] <= item.
+  std::int64_t lo = 0, hi = p.k;  // piece_offsets[k] = total items
+  if (item >= p.piece_offsets[p.k]) return;
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (p.piece_offsets[mid] <= item) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const std::int64_t c = lo;
+  const int piece = item - p.piece_offsets[c];
+  const int r_begin = p.offsets[c] + piece * kPieceRows;
+  const int r_end = min(p.offsets[c + 1], r_begin + kPieceRows);
+  const bool single = p.piece_offsets[c + 1] - p.piece_offsets[c] == 1;
+
+  const std::int64_t col0 =
+      static_cast<std::int64_t>(blockIdx.y) * kSlabCols + threadIdx.x * kColsPerThread;
+  if (col0 >= p.d) return;
+  Acc acc[kColsPerThread];
+#pragma unroll
+  for (int e = 0; e < kColsPerThread; ++e) acc[e] = Acc(0);
+  const T* x = static_cast<const T*>(p.x);
+  const bool vec = p.aligned && col0 + kColsPerThread <= p.d;
+  // Rows in order; 4 rows' loads in flight before they are added (in order).
+  constexpr int kUnroll = 4;
+  int r = r_begin;
+  for (; r + kUnroll <= r_end; r += kUnroll) {
+    T v[kUnroll][kColsPerThread];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const T* row = x + static_cast<std::int64_t>(p.sorted_rows[r + u]) * p.ld + col0;
+      if (vec) {
+        constexpr int kVecs = kColsPerThread * sizeof(T) / 16;
+#pragma unroll
+        for (int w = 0; w < kVecs; ++w) {
+          *reinterpret_cast<uint4*>(&v[u][w * 16 / sizeof(T)]) =
+              *reinterpret_cast<const uint4*>(row + w * 16 / sizeof(T));
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kColsPerThread; ++e) v[u][e] = col0 + e < p.d ? row[e] : T(0.f);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int e = 0; e < kColsPerThread; ++e) acc[e] += static_cast<Acc>(to_f32(v[u][e]));
+  }
+  for (; r < r_end; ++r) {
+    const T* row = x + static_cast<std::int64_t>(p.sorted_rows[r]) * p.ld + col0;
+#pragma unroll
+    for (int e = 0; e < kColsPerThread; ++e) {
+      if (col0 + e < p.d) acc[e] += static_cast<Acc>(to_f32(row[e]));
+    }
+  }
+  Acc* out = single ? static_cast<Acc*>(p.sums) + c * p.d
+                    : static_cast<Acc*>(p.partials) +
+                          static_cast<std::int64_t>(p.multi_offsets[c] + piece) * p.d;
+#pragma unroll
+  for (int e = 0; e < kColsPerThread; ++e) {
+    if (col0 + e < p.d) {
+      if (single) {
+        out[col0 + e] += acc[e];
+      } else {
+        out[col0 + e] = acc[e];
+      }
+    }
+  }
+}
+
+// Block (cluster, slab): adds the partials of a many-piece cluster in piece order.
+template <class Acc>
+__global__ void __launch_bounds__(kSumThreads) combine_kernel(const SumParams p) {
+  const std::int64_t c = blockIdx.x;
+  const int first = p.multi_offsets[c];
+  const int count = p.multi_offsets[c + 1] - first;
+  if (count == 0) return;
+  const Acc* partials = static_cast<const Acc*>(p.partials);
+  Acc* sums = static_cast<Acc*>(p.sums) + c * p.d;
+  for (std::int64_t j = static_cast<std::int64_t>(blockIdx.y) * kSlabCols + threadIdx.x;
+       j < min(p.d, static_cast<std::int64_t>(blockIdx.y + 1) * kSlabCols); j += kSumThreads) {
+    Acc s = Acc(0);
+    for (int i = 0; i < count; ++i) s += partials[static_cast<std::int64_t>(first + i) * p.d + j];
+    sums[j] += s;
+  }
+}
+
+template <class T, class Acc>
+void launch_sums(const SumParams& p, std::int64_t items, std::int64_t slabs,
+                 cudaStream_t stream) {
+  piece_sum_kernel<T, Acc><<<dim3(static_cast<unsigned>(items), static_cast<unsigned>(slabs)),
+                             kSumThreads, 0, stream>>>(p);
+  MEGATAX_CUDA_CHECK_LAUNCH("piece_sum_kernel");
+  combine_kernel<Acc><<<dim3(static_cast<unsigned>(p.k), static_cast<unsigned>(slabs)),
+                        kSumThreads, 0, stream>>>(p);
+  MEGATAX_CUDA_CHECK_LAUNCH("combine_kernel");
+}
+
+template <class Acc>
+void launch_sums_dtype(DType dtype, const SumParams& p, std::int64_t items, std::int64_t slabs,
+                       cudaStream_t stream) {
+  switch (dtype) {
+    case DType::kF32: launch_sums<float, Acc>(p, items, slabs, stream); break;
+    case DType::kF16: launch_sums<__half, Acc>(p, items, slabs, stream); break;
+    default: launch_sums<__nv_bfloat16, Acc>(p, items, slabs, stream); break;
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void accumulate(Resources& res, const AccumulateArgs& args) {
+  using namespace detail;
+  validate_device_view(args.x, "accumulate: x");
+  const std::int64_t n = args.x.rows, d = args.x.dim, k = args.k;
+  if (k < 1 || k >= INT_MAX) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "accumulate: k = " + std::to_string(k) + ", expected 1 <= k < 2^31");
+  }
+  if (n >= INT_MAX) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "accumulate: n = " + std::to_string(n) + ", expected < 2^31 (split the batch)");
+  }
+  if (n == 0) return;
+  if (args.labels == nullptr || args.sums == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "accumulate: labels and sums must not be null");
+  }
+  if (k * d > (std::int64_t{1} << 40)) {
+    throw Error(ErrorCode::kInvalidArgument, "accumulate: k * d too large");
+  }
+  res.activate();
+  auto stream = static_cast<cudaStream_t>(res.stream());
+  const std::size_t acc_size = args.sum_type == SumType::kF64 ? 8 : 4;
+
+  int key_bits = 1;
+  while ((std::int64_t{1} << key_bits) <= k) ++key_bits;  // keys are in [0, k]
+  const std::int64_t max_items = n / kPieceRows + std::min(n, k) + 1;
+  const std::int64_t max_multi = 2 * n / kPieceRows + 1;
+
+  std::size_t sort_temp = 0, scan_temp = 0;
+  MEGATAX_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+      nullptr, sort_temp, static_cast<const int*>(nullptr), static_cast<int*>(nullptr),
+      static_cast<const int*>(nullptr), static_cast<int*>(nullptr), static_cast<int>(n), 0,
+      key_bits, stream));
+  MEGATAX_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp,
+                                                   static_cast<const int*>(nullptr),
+                                                   static_cast<int*>(nullptr),
+                                                   static_cast<int>(k + 1), stream));
+  struct Ptrs {
+    int *keys, *rows, *sorted_keys, *sorted_rows, *offsets, *pieces, *multi, *piece_off,
+        *multi_off, *bad;
+    void *partials, *temp;
+  } w{};
+  auto carve = [&](Carver& cv) {
+    w.keys = cv.take<int>(n);
+    w.rows = cv.take<int>(n);
+    w.sorted_keys = cv.take<int>(n);
+    w.sorted_rows = cv.take<int>(n);
+    w.offsets = cv.take<int>(k + 1);
+    w.pieces = cv.take<int>(k + 1);
+    w.multi = cv.take<int>(k + 1);
+    w.piece_off = cv.take<int>(k + 1);
+    w.multi_off = cv.take<int>(k + 1);
+    w.bad = cv.take<int>(1);
+    w.partials = cv.take<char>(static_cast<std::size_t>(max_multi) * d * acc_size);
+    w.temp = cv.take<char>(std::max(sort_temp, scan_temp));
+  };
+  Carver measure(nullptr);
+  carve(measure);
+  Carver cv(res.workspace(measure.bytes()));
+  carve(cv);
+
+  // 1. keys, and the label check (before anything is written to sums / counts).
+  const int no_bad = INT_MAX;
+  MEGATAX_CUDA_CHECK(
+      cudaMemcpyAsync(w.bad, &no_bad, sizeof(int), cudaMemcpyHostToDevice, stream));
+  const auto blocks_n = static_cast<unsigned>((n + 255) / 256);
+  if (args.label_type == IndexType::kI64) {
+    make_keys_kernel<<<blocks_n, 256, 0, stream>>>(static_cast<const std::int64_t*>(args.labels),
+                                                   n, k, w.keys, w.rows, w.bad);
+  } else {
+    make_keys_kernel<<<blocks_n, 256, 0, stream>>>(static_cast<const std::int32_t*>(args.labels),
+                                                   n, k, w.keys, w.rows, w.bad);
+  }
+  MEGATAX_CUDA_CHECK_LAUNCH("make_keys_kernel");
+  int bad = INT_MAX;
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(&bad, w.bad, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (bad != INT_MAX) {
+    throw Error(ErrorCode::kInvalidArgument, "accumulate: label of row " + std::to_string(bad) +
+                                                 " is outside [0, " + std::to_string(k) + ")");
+  }
+
+  // 2. stable sort by key.
+  MEGATAX_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(w.temp, sort_temp, w.keys, w.sorted_keys,
+                                                     w.rows, w.sorted_rows, static_cast<int>(n),
+                                                     0, key_bits, stream));
+  // 3. offsets, pieces, counts; scans of the pieces.
+  offsets_kernel<<<static_cast<unsigned>((k + 1 + 255) / 256), 256, 0, stream>>>(
+      w.sorted_keys, n, k, w.offsets, w.pieces, w.multi, args.counts);
+  MEGATAX_CUDA_CHECK_LAUNCH("offsets_kernel");
+  MEGATAX_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(w.temp, scan_temp, w.pieces, w.piece_off,
+                                                   static_cast<int>(k + 1), stream));
+  MEGATAX_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(w.temp, scan_temp, w.multi, w.multi_off,
+                                                   static_cast<int>(k + 1), stream));
+  // 4-5. piece sums and the combination of many-piece clusters.
+  SumParams p;
+  p.x = args.x.data;
+  p.ld = args.x.stride;
+  p.d = d;
+  p.k = k;
+  p.aligned = vector_aligned(args.x);
+  p.sorted_rows = w.sorted_rows;
+  p.offsets = w.offsets;
+  p.piece_offsets = w.piece_off;
+  p.multi_offsets = w.multi_off;
+  p.sums = args.sums;
+  p.partials = w.partials;
+  const std::int64_t slabs = (d + kSlabCols - 1) / kSlabCols;
+  if (args.sum_type == SumType::kF64) {
+    launch_sums_dtype<double>(args.x.dtype, p, max_items, slabs, stream);
+  } else {
+    launch_sums_dtype<float>(args.x.dtype, p, max_items, slabs, stream);
+  }
+}
+
+}  // namespace megatax::cuda

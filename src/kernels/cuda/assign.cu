@@ -1,0 +1,360 @@
+// Fused assign: label[i] = argmin_j dist(x_i, c_j) without an [n, k] matrix anywhere.
+//
+// Kernel shape (f16/bf16, AssignMmaPolicy): a block of 256 threads owns 128 rows of X and
+// streams the centroid tiles (128 columns each) through the tensor-core main loop of
+// gemm_core.cuh. After each tile, every thread folds its 8 x 8 accumulators into a running
+// (score, index) minimum per row slot held in registers (ArgMinEpilogue); at the end the row
+// minima are combined across the quad (shuffles) and the 4 warps of a row (shared memory) and
+// written out. ||x||^2 is summed from the shared-memory A tiles during the first tile (no
+// extra pass over X) unless the caller passes it.
+//
+// The centroid tiles of a row block are usually split over several blocks ("splits"), for two
+// reasons: (1) L2 reuse -- the blocks of one row block are launched next to each other (the
+// split index runs fastest in the 1-D grid), so X's row block is read from DRAM once and
+// shared through L2 while they run; a block that walked all tiles alone would re-read it
+// once per tile, from DRAM as soon as the resident blocks' row blocks outgrow L2 (measured:
+// 69 GB of DRAM traffic for an 8 GB X at N=4M, K=1024, D=1024); (2) small n, large k: fill
+// the GPU. Split results are merged with one 64-bit atomicMin per row and split on a packed
+// (order-preserving score key, index) word, so the winner is the same (ties to the smaller
+// index) whatever the split, and a small kernel unpacks it.
+//
+// f32 takes the same structure with the FFMA core (F32SimtPolicy).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/distance_ops.cuh"
+#include "kernels/cuda/gemm_core.cuh"
+#include "kernels/cuda/launch.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::cuda {
+namespace detail {
+namespace {
+
+// One argument struct, passed by value.
+struct AssignParams {
+  Operand x;                        // n rows
+  Operand c;                        // k rows
+  std::int64_t d = 0;
+  bool aligned = false;             // 16-byte copies allowed (f16/bf16)
+  const float* x_norms = nullptr;   // null: fused (summed in the kernel) or unused (IP)
+  const float* c_norms = nullptr;   // required for L2
+  std::int64_t tiles = 0;           // column tiles in total
+  std::int64_t tiles_per_split = 0; // column tiles per block
+  std::int64_t splits = 1;          // blocks per row block (block b: row block b / splits)
+  // Direct output (splits == 1).
+  void* labels = nullptr;
+  bool label64 = true;
+  float* dist = nullptr;
+  // Split output (splits > 1): packed minima, initialised to all ones, and the fused
+  // x norms (written by split 0) for the unpacking kernel.
+  unsigned long long* packed = nullptr;
+  float* x_norms_out = nullptr;
+};
+
+__device__ __forceinline__ void write_label(void* labels, bool label64, std::int64_t row,
+                                            std::int64_t value) {
+  if (label64) {
+    static_cast<std::int64_t*>(labels)[row] = value;
+  } else {
+    static_cast<std::int32_t*>(labels)[row] = static_cast<std::int32_t>(value);
+  }
+}
+
+// Running (score, index) minimum per row slot, across tiles, in registers.
+template <class Core, class Op>
+struct ArgMinEpilogue {
+  float best[Core::kRowSlots];
+  int best_idx[Core::kRowSlots];
+  const float* c_norms;
+  std::int64_t k;
+
+  __device__ ArgMinEpilogue(const float* c_norms_, std::int64_t k_) : c_norms(c_norms_), k(k_) {
+#pragma unroll
+    for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+      best[rs] = __int_as_float(0x7f800000);  // +inf
+      best_idx[rs] = INT_MAX;
+    }
+  }
+
+  __device__ void prefetch(const Core&, std::int64_t) {}
+
+  __device__ void on_tile(Core& core, std::int64_t t) {
+    // The column terms (L1-resident: every block reads the same k floats) are loaded first,
+    // all together, so their latencies overlap.
+    float cterm[Core::kColSlots];
+#pragma unroll
+    for (int cs = 0; cs < Core::kColSlots; ++cs) {
+      const std::int64_t col = t * Core::kBN + core.col_of(cs);
+      cterm[cs] = (Op::kUsesNorms && col < k) ? Op::col_term(c_norms, col) : 0.f;
+    }
+#pragma unroll
+    for (int cs = 0; cs < Core::kColSlots; ++cs) {
+      const std::int64_t col = t * Core::kBN + core.col_of(cs);
+      if (col >= k) continue;
+      const int ci = static_cast<int>(col);
+#pragma unroll
+      for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+        const float s = Op::score(core.at(rs, cs), cterm[cs]);
+        if (MinScoreIndex::better(s, ci, best[rs], best_idx[rs])) {
+          best[rs] = s;
+          best_idx[rs] = ci;
+        }
+      }
+    }
+  }
+};
+
+template <class Core>
+constexpr int min_blocks_per_sm() {
+  return Core::Policy::kMinBlocks;
+}
+
+// Dynamic shared memory: the pipeline, then kBM floats of fused row norms.
+template <class Core>
+constexpr int assign_smem_bytes() {
+  return Core::kSmemBytes + Core::kBM * static_cast<int>(sizeof(float));
+}
+
+template <class Core, class Op>
+__global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
+    assign_kernel(const AssignParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kBM = Core::kBM;
+  Core core(smem, p.aligned);
+  ArgMinEpilogue<Core, Op> epi(p.c_norms, p.c.rows);
+
+  const std::int64_t split = static_cast<std::int64_t>(blockIdx.x) % p.splits;
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) / p.splits * kBM;
+  const std::int64_t t0 = split * p.tiles_per_split;
+  const std::int64_t t1 = min(t0 + p.tiles_per_split, p.tiles);
+  // The fused x norms are needed once per row: split 0 sums them.
+  const bool fuse_norms = Op::kUsesNorms && p.x_norms == nullptr && split == 0;
+  float* xn_smem = reinterpret_cast<float*>(smem + Core::kSmemBytes);
+
+  run_tiles(core, epi, p.x, p.c, p.d, row0, t0, t1, fuse_norms ? xn_smem : nullptr);
+
+  // Combine across the lanes that share a row.
+#pragma unroll
+  for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+#pragma unroll
+    for (int o = 1; o < Core::kLanesPerRow; o *= 2) {
+      const float s = __shfl_xor_sync(0xffffffffu, epi.best[rs], o);
+      const int i = __shfl_xor_sync(0xffffffffu, epi.best_idx[rs], o);
+      if (MinScoreIndex::better(s, i, epi.best[rs], epi.best_idx[rs])) {
+        epi.best[rs] = s;
+        epi.best_idx[rs] = i;
+      }
+    }
+  }
+
+  // ... and across the warps that share a row (shared memory; the pipeline is drained).
+  float* red_s = reinterpret_cast<float*>(smem);
+  int* red_i = reinterpret_cast<int*>(red_s + Core::kWarpsPerRow * kBM);
+  static_assert(Core::kWarpsPerRow * kBM * 8 <= Core::kSmemBytes, "reduction fits");
+  const int lane = threadIdx.x % 32;
+  if (lane % Core::kLanesPerRow == 0) {
+    const int w = core.row_warp_index();
+#pragma unroll
+    for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+      const int r = core.row_of(rs);
+      red_s[w * kBM + r] = epi.best[rs];
+      red_i[w * kBM + r] = epi.best_idx[rs];
+    }
+  }
+  __syncthreads();
+
+  const std::int64_t n = p.x.rows;
+  for (int r = threadIdx.x; r < kBM; r += Core::kThreads) {
+    const std::int64_t row = row0 + r;
+    if (row >= n) continue;
+    float s = red_s[r];
+    int idx = red_i[r];
+#pragma unroll
+    for (int w = 1; w < Core::kWarpsPerRow; ++w) {
+      const float s2 = red_s[w * kBM + r];
+      const int i2 = red_i[w * kBM + r];
+      if (MinScoreIndex::better(s2, i2, s, idx)) {
+        s = s2;
+        idx = i2;
+      }
+    }
+    if (p.splits == 1) {
+      const float xn = !Op::kUsesNorms ? 0.f : (fuse_norms ? xn_smem[r] : p.x_norms[row]);
+      const bool found = idx != INT_MAX;
+      write_label(p.labels, p.label64, row, found ? idx : -1);
+      if (p.dist != nullptr) p.dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
+    } else {
+      if (idx != INT_MAX) {
+        const unsigned long long key =
+            (static_cast<unsigned long long>(float_order_key(s)) << 32) |
+            static_cast<unsigned int>(idx);
+        atomicMin(&p.packed[row], key);
+      }
+      if (fuse_norms) p.x_norms_out[row] = xn_smem[r];
+    }
+  }
+}
+
+template <class Op>
+__global__ void unpack_split_kernel(const unsigned long long* packed, std::int64_t n,
+                                    const float* x_norms, void* labels, bool label64,
+                                    float* dist) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= n) return;
+  const unsigned long long key = packed[row];
+  const bool found = key != ~0ull;
+  const auto idx = static_cast<std::int64_t>(key & 0xffffffffull);
+  write_label(labels, label64, row, found ? idx : -1);
+  if (dist != nullptr) {
+    const float s = float_from_order_key(static_cast<std::uint32_t>(key >> 32));
+    const float xn = Op::kUsesNorms ? x_norms[row] : 0.f;
+    dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
+  }
+}
+
+template <class Core, class Op>
+void launch_assign(const AssignParams& p, int sm_count, std::size_t l2_bytes, std::size_t elem,
+                   cudaStream_t stream, unsigned long long* packed_ws, float* xn_ws,
+                   const float* x_norms_given) {
+  constexpr int kBM = Core::kBM, kBN = Core::kBN;
+  auto kernel = assign_kernel<Core, Op>;
+  constexpr int kSmem = assign_smem_bytes<Core>();
+  MEGATAX_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  int per_sm = 0;
+  MEGATAX_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Core::kThreads, kSmem));
+  const std::int64_t n = p.x.rows, k = p.c.rows;
+  const std::int64_t row_blocks = (n + kBM - 1) / kBM;
+  const std::int64_t tiles = (k + kBN - 1) / kBN;
+  const std::int64_t resident = static_cast<std::int64_t>(sm_count) * (per_sm > 0 ? per_sm : 1);
+  // Tiles per block: as many as keep the row blocks in flight (resident * tps / tiles of them)
+  // within a quarter of L2, and few enough that the grid fills the GPU.
+  const auto x_block_bytes = static_cast<std::int64_t>(kBM) * p.d * static_cast<std::int64_t>(elem);
+  const auto l2_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / 4) / x_block_bytes);
+  std::int64_t tps = std::max<std::int64_t>(1, l2_rows * tiles / resident);
+  if (row_blocks < resident) {
+    const std::int64_t want_splits = (resident + row_blocks - 1) / row_blocks;
+    tps = std::min(tps, std::max<std::int64_t>(1, tiles / want_splits));
+  }
+  tps = std::min(tps, tiles);
+  AssignParams q = p;
+  q.tiles = tiles;
+  q.tiles_per_split = tps;
+  const std::int64_t splits = (tiles + tps - 1) / tps;
+  q.splits = splits;
+  if (splits > 1) {
+    q.packed = packed_ws;
+    q.x_norms_out = xn_ws;
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(packed_ws, 0xff, n * sizeof(unsigned long long), stream));
+  }
+  if (row_blocks * splits > INT_MAX) throw Error(ErrorCode::kInvalidArgument, "assign: n too large");
+  kernel<<<static_cast<unsigned>(row_blocks * splits), Core::kThreads, kSmem, stream>>>(q);
+  MEGATAX_CUDA_CHECK_LAUNCH("assign_kernel");
+  if (splits > 1) {
+    const float* xn = x_norms_given != nullptr ? x_norms_given : xn_ws;
+    const auto blocks = static_cast<unsigned>((n + 255) / 256);
+    unpack_split_kernel<Op><<<blocks, 256, 0, stream>>>(q.packed, n, xn, p.labels, p.label64,
+                                                         p.dist);
+    MEGATAX_CUDA_CHECK_LAUNCH("unpack_split_kernel");
+  }
+}
+
+template <class Core>
+void launch_assign_metric(Metric metric, const AssignParams& p, const Resources& res,
+                          std::size_t elem, cudaStream_t stream, unsigned long long* packed_ws,
+                          float* xn_ws) {
+  if (metric == Metric::kL2) {
+    launch_assign<Core, L2Op>(p, res.sm_count(), res.l2_cache_bytes(), elem, stream, packed_ws,
+                              xn_ws, p.x_norms);
+  } else {
+    launch_assign<Core, InnerProductOp>(p, res.sm_count(), res.l2_cache_bytes(), elem, stream,
+                                        packed_ws, xn_ws, p.x_norms);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void assign(Resources& res, const AssignArgs& args) {
+  using namespace detail;
+  validate_device_view(args.x, "assign: x");
+  validate_device_view(args.centroids, "assign: centroids");
+  const MatrixView& x = args.x;
+  const MatrixView& c = args.centroids;
+  if (c.dtype != x.dtype || c.dim != x.dim) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("assign: centroids are ") + dtype_label(c.dtype) + " x " +
+                    std::to_string(c.dim) + ", expected " + dtype_label(x.dtype) + " x " +
+                    std::to_string(x.dim) + " like x");
+  }
+  if (c.rows < 1 || c.rows >= INT_MAX) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "assign: k = " + std::to_string(c.rows) + ", expected 1 <= k < 2^31");
+  }
+  if (args.metric != Metric::kL2 && args.metric != Metric::kInnerProduct) {
+    throw Error(ErrorCode::kInvalidArgument, "assign: unknown metric");
+  }
+  if (x.rows == 0) return;
+  if (args.labels == nullptr) throw Error(ErrorCode::kInvalidArgument, "assign: labels is null");
+
+  res.activate();
+  auto stream = static_cast<cudaStream_t>(res.stream());
+  const bool l2 = args.metric == Metric::kL2;
+  const bool tensor = x.dtype != DType::kF32;
+  const std::int64_t n = x.rows, k = c.rows;
+
+  // Workspace: centroid norms, split minima + fused x norms.
+  const bool need_cn = l2 && args.c_norms == nullptr;
+  auto carve = [&](Carver& cv, float** cn, unsigned long long** packed, float** xn_out) {
+    *cn = need_cn ? cv.take<float>(k) : nullptr;
+    *packed = cv.take<unsigned long long>(n);
+    *xn_out = cv.take<float>(n);
+  };
+  float *cn = nullptr, *xn_out = nullptr;
+  unsigned long long* packed = nullptr;
+  Carver measure(nullptr);
+  carve(measure, &cn, &packed, &xn_out);
+  Carver cv(res.workspace(measure.bytes()));
+  carve(cv, &cn, &packed, &xn_out);
+
+  AssignParams p;
+  p.x = Operand{x.data, x.rows, x.stride};
+  p.c = Operand{c.data, c.rows, c.stride};
+  p.d = x.dim;
+  p.aligned = tensor && vector_aligned(x) && vector_aligned(c);
+  p.labels = args.labels;
+  p.label64 = args.label_type == IndexType::kI64;
+  p.dist = args.distances;
+  if (l2) {
+    if (need_cn) launch_row_norms(c, cn, stream);
+    p.c_norms = need_cn ? cn : args.c_norms;
+    p.x_norms = args.x_norms;  // null: summed inside the kernel from the first tile's A tiles
+  }
+
+  const std::size_t elem = dtype_size(x.dtype);
+  switch (x.dtype) {
+    case DType::kBF16:
+      launch_assign_metric<MmaCore<AssignMmaPolicy, __nv_bfloat16>>(args.metric, p, res, elem,
+                                                                     stream, packed, xn_out);
+      break;
+    case DType::kF16:
+      launch_assign_metric<MmaCore<AssignMmaPolicy, __half>>(args.metric, p, res, elem, stream,
+                                                              packed, xn_out);
+      break;
+    default:
+      launch_assign_metric<SimtCore<F32SimtPolicy>>(args.metric, p, res, elem, stream, packed,
+                                                     xn_out);
+      break;
+  }
+}
+
+}  // namespace megatax::cuda

@@ -1,0 +1,30 @@
+// kernels/cuda/launch.h -- host-side launchers shared between the backend's translation units.
+//
+// Internal header (CUDA runtime types allowed); the public face is megatax/cuda.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "megatax/dtype.h"
+#include "megatax/matrix.h"
+
+namespace megatax::cuda::detail {
+
+// "f32", "f16", "bf16", "u8" (as megatax::dtype_name; kept here so that the backend needs
+// the project's headers only, not the CPU library).
+const char* dtype_label(DType t) noexcept;
+
+// out[i] = ||row i||^2 (f32 accumulation) for the rows of x (device view; f32/f16/bf16).
+void launch_row_norms(const MatrixView& x, float* out, cudaStream_t stream);
+
+// True when 16-byte copies of rows are safe: the pointer is 16-byte aligned and both the
+// stride and d are multiples of 16 bytes' worth of elements.
+bool vector_aligned(const MatrixView& x);
+
+// Checks a device view used as a kernel operand (dtype f32/f16/bf16, sizes, stride, non-null
+// data when rows > 0); throws Error(kInvalidArgument) naming `what` otherwise.
+void validate_device_view(const MatrixView& x, const char* what);
+
+}  // namespace megatax::cuda::detail

@@ -1,0 +1,157 @@
+// The CUDA backend's resources handle, device buffers and copies (host code only).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "kernels/cuda/check.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::cuda {
+namespace detail {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  ErrorCode code = ErrorCode::kInternal;
+  switch (err) {
+    case cudaErrorMemoryAllocation: code = ErrorCode::kResourceExhausted; break;
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorInvalidDevice:
+    case cudaErrorDevicesUnavailable:
+    case cudaErrorSystemDriverMismatch:
+    case cudaErrorCompatNotSupportedOnDevice:
+    case cudaErrorNoKernelImageForDevice: code = ErrorCode::kFailedPrecondition; break;
+    default: break;
+  }
+  std::string where = file;
+  const auto slash = where.find_last_of('/');
+  if (slash != std::string::npos) where = where.substr(slash + 1);
+  throw Error(code, std::string("CUDA error in ") + call + " (" + where + ":" +
+                        std::to_string(line) + "): " + cudaGetErrorString(err) + " [" +
+                        cudaGetErrorName(err) + "]");
+}
+
+}  // namespace detail
+
+int device_count() noexcept {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky "no device" status
+    return 0;
+  }
+  return n;
+}
+
+struct Resources::Impl {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cudaDeviceProp prop{};
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+
+  ~Impl() {
+    // Destructors never throw: errors here are dropped on purpose (the process may be
+    // tearing down after a CUDA failure that was already reported).
+    if (stream != nullptr || workspace != nullptr) (void)cudaSetDevice(device);
+    if (stream != nullptr) (void)cudaStreamSynchronize(stream);
+    if (workspace != nullptr) (void)cudaFree(workspace);
+    if (stream != nullptr) (void)cudaStreamDestroy(stream);
+  }
+};
+
+Resources::Resources(int device) : impl_(std::make_unique<Impl>()) {
+  const int count = device_count();
+  if (device < 0 || device >= count) {
+    throw Error(ErrorCode::kFailedPrecondition,
+                "CUDA device " + std::to_string(device) + " does not exist (" +
+                    std::to_string(count) + " visible)");
+  }
+  impl_->device = device;
+  MEGATAX_CUDA_CHECK(cudaSetDevice(device));
+  MEGATAX_CUDA_CHECK(cudaGetDeviceProperties(&impl_->prop, device));
+  MEGATAX_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
+}
+
+Resources::~Resources() = default;
+Resources::Resources(Resources&&) noexcept = default;
+Resources& Resources::operator=(Resources&&) noexcept = default;
+
+int Resources::device() const noexcept { return impl_->device; }
+int Resources::sm_count() const noexcept { return impl_->prop.multiProcessorCount; }
+std::size_t Resources::max_smem_per_block() const noexcept {
+  return impl_->prop.sharedMemPerBlockOptin;
+}
+std::size_t Resources::l2_cache_bytes() const noexcept {
+  return static_cast<std::size_t>(impl_->prop.l2CacheSize);
+}
+std::string Resources::device_name() const { return impl_->prop.name; }
+void* Resources::stream() const noexcept { return impl_->stream; }
+
+void Resources::activate() const { MEGATAX_CUDA_CHECK(cudaSetDevice(impl_->device)); }
+
+void Resources::synchronize() const {
+  activate();
+  MEGATAX_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
+void* Resources::workspace(std::size_t bytes) {
+  if (bytes <= impl_->workspace_bytes) return impl_->workspace;
+  activate();
+  if (impl_->workspace != nullptr) {
+    MEGATAX_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+    MEGATAX_CUDA_CHECK(cudaFree(impl_->workspace));
+    impl_->workspace = nullptr;
+    impl_->workspace_bytes = 0;
+  }
+  // Grow by at least 1.5x so that a sequence of slightly larger calls does not reallocate
+  // every time.
+  const std::size_t want = std::max(bytes, impl_->workspace_bytes + impl_->workspace_bytes / 2);
+  MEGATAX_CUDA_CHECK(cudaMalloc(&impl_->workspace, want));
+  impl_->workspace_bytes = want;
+  return impl_->workspace;
+}
+
+DeviceBuffer::DeviceBuffer(std::size_t bytes) : size_(bytes) {
+  if (bytes > 0) MEGATAX_CUDA_CHECK(cudaMalloc(&data_, bytes));
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) (void)cudaFree(data_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) (void)cudaFree(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+void copy_to_device(Resources& res, void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  res.activate();
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                     static_cast<cudaStream_t>(res.stream())));
+}
+
+void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  res.activate();
+  auto stream = static_cast<cudaStream_t>(res.stream());
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+  MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void fill_zero(Resources& res, void* dst, std::size_t bytes) {
+  if (bytes == 0) return;
+  res.activate();
+  MEGATAX_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(res.stream())));
+}
+
+}  // namespace megatax::cuda

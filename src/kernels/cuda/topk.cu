@@ -1,0 +1,425 @@
+// Fused top-k (IndexFlatL2 / IP search): the k nearest database rows per query, streaming the
+// database once, never writing a [q, n] distance matrix.
+//
+// Phase 1 (topk_chunk_kernel): grid = (query blocks of kBM, database chunks). A block runs the
+// GEMM main loop of gemm_core.cuh over its chunk's column tiles; after each tile the dot
+// products (kBM x kBN floats) go to shared memory, and each warp scans the rows it owns: every
+// lane turns kBN / 32 adjacent dot products into scores and compares them with the row's
+// threshold (the k-th best so far); only when some lane beats it does the warp feed the tile
+// row to its warp selection (warp_select.cuh), whose sorted list is the block's output slot
+// in a candidate array [q][chunks][k] (bounded: TopkArgs::max_workspace_bytes). After the
+// first k candidates of a chunk most tile rows stop at that one compare.
+// Phase 2 (topk_merge_kernel): one warp per query streams its `chunks` sorted lists through
+// the same selection (stopping early in each list at the threshold), writes the list straight
+// into the caller's output and turns scores into distances.
+//
+// Chunks are chosen so that (query blocks x chunks) fills the GPU twice, each chunk holding at
+// least 4k database rows.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/distance_ops.cuh"
+#include "kernels/cuda/gemm_core.cuh"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/warp_select.cuh"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::cuda {
+namespace detail {
+namespace {
+
+constexpr std::int64_t kMaxTopK = 4096;
+
+struct TopkParams {
+  Operand q;                         // this batch's queries
+  Operand db;                        // n rows
+  std::int64_t d = 0;
+  bool aligned = false;
+  const float* db_norms = nullptr;   // L2
+  int k = 0;
+  std::int64_t tiles = 0;            // database column tiles in total
+  std::int64_t tiles_per_chunk = 0;
+  int chunks = 0;
+  float* list_s = nullptr;           // [q][chunks][k]
+  std::int64_t* list_id = nullptr;
+};
+
+// Shared-memory layout of phase 1 after the pipeline: the score tile, the per-row candidate
+// buffers and the per-row selection state.
+template <class Core>
+struct ChunkSmem {
+  static constexpr int kBM = Core::kBM;
+  static constexpr int kLdTile = Core::kBN + 8;  // +8 floats: conflict-free float2 stores
+  static constexpr int kTileOffset = Core::kSmemBytes;
+  static constexpr int kBufSOffset = kTileOffset + kBM * kLdTile * 4;
+  static constexpr int kBufIdOffset = kBufSOffset + kBM * 32 * 4;
+  static constexpr int kTauIdOffset = kBufIdOffset + kBM * 32 * 8;
+  static constexpr int kTauSOffset = kTauIdOffset + kBM * 8;
+  static constexpr int kMOffset = kTauSOffset + kBM * 4;
+  static constexpr int kCountOffset = kMOffset + kBM * 4;
+  static constexpr int kBytes = kCountOffset + kBM * 4;
+  static_assert(kTileOffset % 16 == 0 && kBufIdOffset % 16 == 0 && kTauIdOffset % 8 == 0,
+                "alignment");
+};
+
+template <class Core, class Op>
+struct SelectEpilogue {
+  using Layout = ChunkSmem<Core>;
+  static constexpr int kBM = Core::kBM;
+  static constexpr int kBN = Core::kBN;
+  static constexpr int kWarps = Core::kThreads / 32;
+
+  unsigned char* smem;
+  const TopkParams& p;
+  std::int64_t row0;  // first query row of the block (within the batch)
+  std::int64_t n;
+
+  __device__ SelectEpilogue(unsigned char* smem_, const TopkParams& p_, std::int64_t row0_)
+      : smem(smem_), p(p_), row0(row0_), n(p_.db.rows) {}
+
+  __device__ float* tile() const { return reinterpret_cast<float*>(smem + Layout::kTileOffset); }
+
+  __device__ RowSelect load_state(int r) const {
+    RowSelect st;
+    const std::int64_t slot = ((row0 + r) * p.chunks + blockIdx.y) * p.k;
+    st.list_s = p.list_s + slot;
+    st.list_id = p.list_id + slot;
+    st.buf_s = reinterpret_cast<float*>(smem + Layout::kBufSOffset) + r * 32;
+    st.buf_id = reinterpret_cast<std::int64_t*>(smem + Layout::kBufIdOffset) + r * 32;
+    st.k = p.k;
+    st.m = reinterpret_cast<const int*>(smem + Layout::kMOffset)[r];
+    st.count = reinterpret_cast<const int*>(smem + Layout::kCountOffset)[r];
+    st.tau_s = reinterpret_cast<const float*>(smem + Layout::kTauSOffset)[r];
+    st.tau_id = reinterpret_cast<const std::int64_t*>(smem + Layout::kTauIdOffset)[r];
+    return st;
+  }
+
+  __device__ void store_state(int r, const RowSelect& st) const {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) {
+      reinterpret_cast<int*>(smem + Layout::kMOffset)[r] = st.m;
+      reinterpret_cast<int*>(smem + Layout::kCountOffset)[r] = st.count;
+      reinterpret_cast<float*>(smem + Layout::kTauSOffset)[r] = st.tau_s;
+      reinterpret_cast<std::int64_t*>(smem + Layout::kTauIdOffset)[r] = st.tau_id;
+    }
+    __syncwarp();
+  }
+
+  __device__ void init_state() const {
+    for (int r = threadIdx.x; r < kBM; r += Core::kThreads) {
+      reinterpret_cast<int*>(smem + Layout::kMOffset)[r] = 0;
+      reinterpret_cast<int*>(smem + Layout::kCountOffset)[r] = 0;
+      reinterpret_cast<float*>(smem + Layout::kTauSOffset)[r] = kInfScore;
+      reinterpret_cast<std::int64_t*>(smem + Layout::kTauIdOffset)[r] = kNoId;
+    }
+  }
+
+  __device__ void prefetch(const Core&, std::int64_t) {}
+
+  __device__ void on_tile(Core& core, std::int64_t t) {
+    constexpr int kPerLane = kBN / 32;  // columns each lane scans per row
+    static_assert(kPerLane == 2 || kPerLane == 4, "tile width 64 or 128");
+    const std::int64_t col0 = t * kBN;
+    float* s_tile = tile();
+    // Raw dot products into shared memory, two adjacent columns at a time.
+#pragma unroll
+    for (int cs = 0; cs < Core::kColSlots; cs += 2) {
+      const int c = core.col_of(cs);
+#pragma unroll
+      for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+        *reinterpret_cast<float2*>(s_tile + core.row_of(rs) * Layout::kLdTile + c) =
+            make_float2(core.at(rs, cs), core.at(rs, cs + 1));
+      }
+    }
+    // This lane's columns (col0 + lane * kPerLane + e) and their terms, the same for all rows.
+    const int lane = threadIdx.x % 32;
+    float ct[kPerLane];
+    bool valid[kPerLane];
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const std::int64_t col = col0 + lane * kPerLane + e;
+      valid[e] = col < n;
+      ct[e] = (Op::kUsesNorms && valid[e]) ? Op::col_term(p.db_norms, col) : 0.f;
+    }
+    __syncthreads();
+    const float* tau_s = reinterpret_cast<const float*>(smem + Layout::kTauSOffset);
+    const int warp = threadIdx.x / 32;
+    for (int r = warp; r < kBM; r += kWarps) {
+      if (row0 + r >= p.q.rows) break;
+      float sc[kPerLane];
+      const float* src = s_tile + r * Layout::kLdTile + lane * kPerLane;
+      if constexpr (kPerLane == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(src);
+        sc[0] = v.x, sc[1] = v.y, sc[2] = v.z, sc[3] = v.w;
+      } else {
+        const float2 v = *reinterpret_cast<const float2*>(src);
+        sc[0] = v.x, sc[1] = v.y;
+      }
+      // Fast path: one compare per score against the row's threshold; most tiles stop here.
+      const float tau = tau_s[r];
+      bool any = false;
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) {
+        sc[e] = valid[e] ? Op::score(sc[e], ct[e]) : kInfScore;
+        any = any || (valid[e] && sc[e] <= tau);
+      }
+      if (!__any_sync(0xffffffffu, any)) continue;
+      RowSelect st = load_state(r);
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) {
+        offer(st, sc[e], col0 + lane * kPerLane + e, valid[e]);
+      }
+      store_state(r, st);
+    }
+    __syncthreads();  // the tile is rewritten by the next on_tile
+  }
+
+  // Flushes the buffers and pads each list to k entries with (+inf, -1).
+  __device__ void finish() {
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    for (int r = warp; r < kBM; r += kWarps) {
+      if (row0 + r >= p.q.rows) break;
+      RowSelect st = load_state(r);
+      if (st.count > 0) flush(st);
+      for (int i = st.m + lane; i < st.k; i += 32) {
+        st.list_s[i] = kInfScore;
+        st.list_id[i] = -1;
+      }
+    }
+  }
+};
+
+template <class Core, class Op>
+__global__ void __launch_bounds__(Core::kThreads)
+    topk_chunk_kernel(const TopkParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  Core core(smem, p.aligned);
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * Core::kBM;
+  SelectEpilogue<Core, Op> epi(smem, p, row0);
+  epi.init_state();
+  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.y) * p.tiles_per_chunk;
+  const std::int64_t t1 = min(t0 + p.tiles_per_chunk, p.tiles);
+  run_tiles(core, epi, p.q, p.db, p.d, row0, t0, t1, nullptr);
+  epi.finish();
+}
+
+struct MergeParams {
+  std::int64_t nq = 0;              // queries in this batch
+  int k = 0;
+  int chunks = 0;
+  const float* list_s = nullptr;    // [nq][chunks][k]
+  const std::int64_t* list_id = nullptr;
+  const float* q_norms = nullptr;   // [nq] (L2)
+  float* out_dist = nullptr;        // [nq][k]
+  std::int64_t* out_id = nullptr;
+};
+
+constexpr int kMergeWarps = 4;
+
+template <class Op>
+__global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const MergeParams p) {
+  __shared__ float buf_s[kMergeWarps][32];
+  __shared__ std::int64_t buf_id[kMergeWarps][32];
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t qi = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
+  if (qi >= p.nq) return;  // whole warp
+
+  RowSelect st;
+  st.list_s = p.out_dist + qi * p.k;
+  st.list_id = p.out_id + qi * p.k;
+  st.buf_s = buf_s[warp];
+  st.buf_id = buf_id[warp];
+  st.k = p.k;
+  st.m = 0;
+  st.count = 0;
+  st.tau_s = kInfScore;
+  st.tau_id = kNoId;
+  for (int c = 0; c < p.chunks; ++c) {
+    const float* ls = p.list_s + (qi * p.chunks + c) * p.k;
+    const std::int64_t* li = p.list_id + (qi * p.chunks + c) * p.k;
+    for (int j = 0; j < p.k; j += 32) {
+      const int i = j + lane;
+      float s = kInfScore;
+      std::int64_t id = -1;
+      if (i < p.k) {
+        s = ls[i];
+        id = li[i];
+      }
+      // The list is sorted: once no lane's entry beats the threshold, none later does.
+      if (!offer(st, s, id, id >= 0)) break;
+    }
+  }
+  if (st.count > 0) flush(st);
+  const float qn = Op::kUsesNorms ? p.q_norms[qi] : 0.f;
+  for (int i = lane; i < p.k; i += 32) {
+    if (i < st.m) {
+      st.list_s[i] = Op::finalize(st.list_s[i], qn);
+    } else {
+      st.list_s[i] = Op::finalize(kInfScore, qn);
+      st.list_id[i] = -1;
+    }
+  }
+}
+
+template <class Core, class Op>
+void run_topk(Resources& res, const TopkArgs& args, bool aligned) {
+  using Layout = ChunkSmem<Core>;
+  constexpr int kBM = Core::kBM, kBN = Core::kBN;
+  auto stream = static_cast<cudaStream_t>(res.stream());
+  auto kernel = topk_chunk_kernel<Core, Op>;
+  MEGATAX_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout::kBytes));
+  int per_sm = 0;
+  MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
+                                                                   Core::kThreads, Layout::kBytes));
+  const std::int64_t nq = args.queries.rows, n = args.database.rows, k = args.k;
+  const std::int64_t resident = static_cast<std::int64_t>(res.sm_count()) * std::max(per_sm, 1);
+  const std::int64_t tiles = (n + kBN - 1) / kBN;
+  const std::int64_t q_blocks = (nq + kBM - 1) / kBM;
+  const std::size_t entry_bytes = sizeof(float) + sizeof(std::int64_t);
+
+  std::int64_t chunks = 1;
+  if (tiles > 0) {
+    chunks = (2 * resident + q_blocks - 1) / q_blocks;
+    const std::int64_t min_tiles_per_chunk = std::max<std::int64_t>(1, (4 * k + kBN - 1) / kBN);
+    chunks = std::min({chunks, std::max<std::int64_t>(1, tiles / min_tiles_per_chunk),
+                       std::int64_t{65535}});
+    // The candidate lists of one query block must fit the budget.
+    const auto per_block = static_cast<std::size_t>(kBM) * k * entry_bytes;
+    chunks = std::min<std::int64_t>(
+        chunks, std::max<std::size_t>(1, args.max_workspace_bytes / per_block));
+    chunks = std::max<std::int64_t>(chunks, 1);
+  }
+  const std::int64_t tiles_per_chunk = tiles > 0 ? (tiles + chunks - 1) / chunks : 0;
+  if (tiles > 0) chunks = (tiles + tiles_per_chunk - 1) / tiles_per_chunk;
+  if (tiles == 0) chunks = 0;
+
+  // Query batch: as many query blocks as the budget allows.
+  const std::size_t per_query = static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
+                                static_cast<std::size_t>(k) * entry_bytes;
+  std::int64_t batch = static_cast<std::int64_t>(args.max_workspace_bytes / per_query);
+  batch = std::max<std::int64_t>(kBM, batch / kBM * kBM);
+  batch = std::min(batch, nq);
+
+  const std::size_t list_entries = static_cast<std::size_t>(batch) *
+                                   static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
+                                   static_cast<std::size_t>(k);
+  // Workspace: query norms, database norms (unless given), candidate lists.
+  const bool need_db_norms = Op::kUsesNorms && args.database_norms == nullptr;
+  auto carve = [&](Carver& cv, float** qn, float** dbn, float** ls, std::int64_t** li) {
+    *qn = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;
+    *dbn = need_db_norms ? cv.take<float>(n) : nullptr;
+    *ls = cv.take<float>(list_entries);
+    *li = cv.take<std::int64_t>(list_entries);
+  };
+  float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr;
+  std::int64_t* list_id = nullptr;
+  Carver measure(nullptr);
+  carve(measure, &q_norms, &db_norms_ws, &list_s, &list_id);
+  Carver cv(res.workspace(measure.bytes()));
+  carve(cv, &q_norms, &db_norms_ws, &list_s, &list_id);
+  if (Op::kUsesNorms) launch_row_norms(args.queries, q_norms, stream);
+  if (need_db_norms) launch_row_norms(args.database, db_norms_ws, stream);
+  const float* db_norms = need_db_norms ? db_norms_ws : args.database_norms;
+
+  const std::size_t qsize = dtype_size(args.queries.dtype);
+  for (std::int64_t b0 = 0; b0 < nq; b0 += batch) {
+    const std::int64_t nb = std::min(batch, nq - b0);
+    if (chunks > 0) {
+      TopkParams p;
+      p.q = Operand{static_cast<const char*>(args.queries.data) + b0 * args.queries.stride * qsize,
+                    nb, args.queries.stride};
+      p.db = Operand{args.database.data, n, args.database.stride};
+      p.d = args.queries.dim;
+      p.aligned = aligned;
+      p.db_norms = db_norms;
+      p.k = static_cast<int>(k);
+      p.tiles = tiles;
+      p.tiles_per_chunk = tiles_per_chunk;
+      p.chunks = static_cast<int>(chunks);
+      p.list_s = list_s;
+      p.list_id = list_id;
+      const dim3 grid(static_cast<unsigned>((nb + kBM - 1) / kBM), static_cast<unsigned>(chunks));
+      kernel<<<grid, Core::kThreads, Layout::kBytes, stream>>>(p);
+      MEGATAX_CUDA_CHECK_LAUNCH("topk_chunk_kernel");
+    }
+    MergeParams m;
+    m.nq = nb;
+    m.k = static_cast<int>(k);
+    m.chunks = static_cast<int>(chunks);
+    m.list_s = list_s;
+    m.list_id = list_id;
+    m.q_norms = q_norms != nullptr ? q_norms + b0 : nullptr;
+    m.out_dist = args.distances + b0 * k;
+    m.out_id = args.ids + b0 * k;
+    const auto blocks = static_cast<unsigned>((nb + kMergeWarps - 1) / kMergeWarps);
+    topk_merge_kernel<Op><<<blocks, kMergeWarps * 32, 0, stream>>>(m);
+    MEGATAX_CUDA_CHECK_LAUNCH("topk_merge_kernel");
+  }
+}
+
+template <class Core>
+void run_topk_metric(Resources& res, const TopkArgs& args, bool aligned) {
+  if (args.metric == Metric::kL2) {
+    run_topk<Core, L2Op>(res, args, aligned);
+  } else {
+    run_topk<Core, InnerProductOp>(res, args, aligned);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void topk(Resources& res, const TopkArgs& args) {
+  using namespace detail;
+  validate_device_view(args.queries, "topk: queries");
+  validate_device_view(args.database, "topk: database");
+  const MatrixView& q = args.queries;
+  const MatrixView& db = args.database;
+  if (db.dtype != q.dtype || db.dim != q.dim) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("topk: database is ") + dtype_label(db.dtype) + " x " +
+                    std::to_string(db.dim) + ", expected " + dtype_label(q.dtype) + " x " +
+                    std::to_string(q.dim) + " like the queries");
+  }
+  if (args.k < 1 || args.k > kMaxTopK) {
+    throw Error(ErrorCode::kInvalidArgument, "topk: k = " + std::to_string(args.k) +
+                                                 ", expected 1 <= k <= " +
+                                                 std::to_string(kMaxTopK));
+  }
+  if (args.metric != Metric::kL2 && args.metric != Metric::kInnerProduct) {
+    throw Error(ErrorCode::kInvalidArgument, "topk: unknown metric");
+  }
+  if (q.rows == 0) return;
+  if (args.distances == nullptr || args.ids == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "topk: distances and ids must not be null");
+  }
+  if (args.max_workspace_bytes < (std::size_t{1} << 20)) {
+    throw Error(ErrorCode::kInvalidArgument, "topk: max_workspace_bytes below 1 MiB");
+  }
+  res.activate();
+  const bool tensor = q.dtype != DType::kF32;
+  const bool aligned = tensor && vector_aligned(q) && vector_aligned(db);
+  switch (q.dtype) {
+    case DType::kBF16:
+      run_topk_metric<MmaCore<TopkMmaPolicy, __nv_bfloat16>>(res, args, aligned);
+      break;
+    case DType::kF16:
+      run_topk_metric<MmaCore<TopkMmaPolicy, __half>>(res, args, aligned);
+      break;
+    default:
+      run_topk_metric<SimtCore<F32SimtPolicy>>(res, args, aligned);
+      break;
+  }
+}
+
+}  // namespace megatax::cuda

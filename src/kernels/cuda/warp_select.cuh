@@ -1,0 +1,162 @@
+// kernels/cuda/warp_select.cuh -- one warp keeps the k smallest (score, id) pairs of a row.
+//
+// The result list (capacity k, sorted ascending, first m entries valid) lives in global
+// memory (it is also the kernel's output slot, so it is never copied); a 32-entry candidate
+// buffer lives in shared memory. Candidates arrive 32 at a time (one per lane) through
+// offer(): those below the current threshold tau (the k-th best so far; +inf until the list
+// is full) are appended to the buffer with a ballot; when the buffer would overflow it is
+// flushed: sorted across the lanes (bitonic, shuffles), ranked against the list by binary
+// search, and merged in place -- only the list's tail that the new entries displace moves,
+// back to front. After the first k candidates, flushes are rare (about k ln(n / k) insertions
+// over a stream of n random candidates), so the steady state is one compare and one ballot
+// per 32 candidates.
+//
+// Order: (score, id) lexicographic, so ties go to the smaller id and results are independent
+// of the order candidates arrive in. Ids must be unique within a row's stream. NaN scores
+// never enter.
+//
+// All functions are called by all 32 lanes of a warp with warp-uniform state.
+// Internal header: compiled by nvcc only.
+#pragma once
+
+#include <cstdint>
+
+namespace megatax::cuda::detail {
+
+constexpr float kInfScore = __builtin_huge_valf();
+constexpr std::int64_t kNoId = INT64_MAX;
+
+__device__ __forceinline__ bool key_less(float s1, std::int64_t i1, float s2, std::int64_t i2) {
+  return s1 < s2 || (s1 == s2 && i1 < i2);
+}
+
+// Sorts 32 (score, id) pairs held one per lane, ascending by lane (bitonic network).
+__device__ __forceinline__ void warp_sort32(float& s, std::int64_t& id) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int size = 2; size <= 32; size *= 2) {
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      const float os = __shfl_xor_sync(0xffffffffu, s, stride);
+      const std::int64_t oid = __shfl_xor_sync(0xffffffffu, id, stride);
+      const bool ascending = (lane & size) == 0 || size == 32;
+      const bool lower = (lane & stride) == 0;
+      // The lower lane of an ascending pair keeps the smaller key, and so on.
+      const bool take = (lower == ascending) ? key_less(os, oid, s, id) : key_less(s, id, os, oid);
+      if (take) {
+        s = os;
+        id = oid;
+      }
+    }
+  }
+}
+
+// Warp-uniform selection state of one row.
+struct RowSelect {
+  float* list_s;           // global [k], sorted, first m valid
+  std::int64_t* list_id;   // global [k]
+  float* buf_s;            // shared [32]
+  std::int64_t* buf_id;    // shared [32]
+  int k;
+  int m;
+  int count;               // entries in the buffer
+  float tau_s;             // the k-th best so far, (+inf, kNoId) until m == k
+  std::int64_t tau_id;
+};
+
+// Merges the buffer into the list (see the file comment).
+__device__ inline void flush(RowSelect& st) {
+  __syncwarp();  // buffer writes of other lanes are visible after this
+  const int lane = threadIdx.x % 32;
+  const int b = st.count;
+  float s = kInfScore;
+  std::int64_t id = kNoId;
+  if (lane < b) {
+    s = st.buf_s[lane];
+    id = st.buf_id[lane];
+  }
+  warp_sort32(s, id);
+
+  // Rank of each new entry among the old list: lower bound by binary search.
+  const int m_old = st.m;
+  int lb = 0;
+  if (lane < b) {
+    int lo = 0, hi = m_old;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (key_less(st.list_s[mid], st.list_id[mid], s, id)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    lb = lo;
+  }
+  const int lb0 = __shfl_sync(0xffffffffu, lb, 0);
+
+  // Shift the old entries at [lb0, m_old) right by the number of new entries below them,
+  // back to front, 32 at a time (each round reads before anyone writes).
+  if (b > 0 && m_old > lb0) {
+    for (int base = ((m_old - 1) / 32) * 32; base + 32 > lb0; base -= 32) {
+      const int i = base + lane;
+      const bool have = i >= lb0 && i < m_old;
+      float ls = kInfScore;
+      std::int64_t lid = kNoId;
+      if (have) {
+        ls = st.list_s[i];
+        lid = st.list_id[i];
+      }
+      int below = 0;  // new entries smaller than (ls, lid): binary lifting over the lanes
+#pragma unroll
+      for (int step = 32; step >= 1; step /= 2) {
+        const int probe = below + step - 1;
+        const float ps = __shfl_sync(0xffffffffu, s, probe & 31);
+        const std::int64_t pid = __shfl_sync(0xffffffffu, id, probe & 31);
+        if (probe < b && key_less(ps, pid, ls, lid)) below += step;
+      }
+      __syncwarp();
+      if (have && below > 0 && i + below < st.k) {
+        st.list_s[i + below] = ls;
+        st.list_id[i + below] = lid;
+      }
+      __syncwarp();
+      if (base == 0) break;
+    }
+  }
+  if (lane < b && lane + lb < st.k) {
+    st.list_s[lane + lb] = s;
+    st.list_id[lane + lb] = id;
+  }
+  __syncwarp();
+  st.m = min(st.k, m_old + b);
+  st.count = 0;
+  if (st.m == st.k) {
+    st.tau_s = st.list_s[st.k - 1];
+    st.tau_id = st.list_id[st.k - 1];
+  }
+}
+
+// Offers one candidate per lane (`valid` false: no candidate). Returns false when no lane's
+// candidate was below the threshold (nothing changed), true otherwise.
+__device__ inline bool offer(RowSelect& st, float s, std::int64_t id, bool valid) {
+  bool pass = valid && key_less(s, id, st.tau_s, st.tau_id);
+  unsigned mask = __ballot_sync(0xffffffffu, pass);
+  if (mask == 0) return false;
+  int c = __popc(mask);
+  if (st.count + c > 32) {
+    flush(st);
+    pass = pass && key_less(s, id, st.tau_s, st.tau_id);
+    mask = __ballot_sync(0xffffffffu, pass);
+    c = __popc(mask);
+  }
+  if (pass) {
+    const int lane = threadIdx.x % 32;
+    const int pos = st.count + __popc(mask & ((1u << lane) - 1u));
+    st.buf_s[pos] = s;
+    st.buf_id[pos] = id;
+  }
+  st.count += c;
+  return true;
+}
+
+}  // namespace megatax::cuda::detail

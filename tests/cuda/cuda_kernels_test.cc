@@ -1,0 +1,679 @@
+// The CUDA kernels (assign, top-k, accumulate, row norms) against a CPU float64 reference on
+// fresh random data, over shape tables that include sizes that are not tile multiples, one-row
+// cases, d = 1 .. 2048, strided views and duplicate (tied) centroids.
+//
+// A plain executable (no GoogleTest, so it builds where GoogleTest is missing): every check
+// prints what it compared; the exit code is the number of failed cases (capped at 100), 0 if
+// all passed. Needs a CUDA device.
+//
+//   cuda_kernels_test [--seed S] [--small]
+//     --seed S   reproduce a run (the seed is printed; default: std::random_device)
+//     --small    one small case per kernel (for compute-sanitizer)
+//
+// Reference and tolerances. Inputs are rounded to the kernel's dtype first and the reference
+// is computed in float64 on the rounded values, so the only differences left are the
+// kernel's float32 arithmetic: ||x||^2 + ||c||^2 - 2<x,c> accumulated in f32 over d terms.
+// Its error is bounded by about d * 2^-24 * (||x||^2 + ||c||^2) and is typically
+// sqrt(d) * 2^-24 times that; we allow
+//     tol = rel * (||x||^2 + ||c||^2),   rel = 1e-4 (f32, FFMA), 1e-3 (f16/bf16, tensor cores)
+// A label (or a top-k member) is accepted when its reference distance is within tol of the
+// best (the k-th best); everything else must match exactly, and reported distances must be
+// within tol of the reference distance of the returned id. "exact" in the output counts the
+// rows whose label equals the reference argmin outright (expected ~100%); "tie-ok" the rows
+// accepted by the tolerance only. Top-k "recall" is the plain |GPU ∩ reference| / k; the
+// check is the tie-aware recall (members within tol of the k-th distance count), which must
+// be 1.0 -- on the f32 path the plain recall is 1.0 except for such ties.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "megatax/cuda.h"
+#include "megatax/dtype.h"
+#include "megatax/error.h"
+
+namespace mc = megatax::cuda;
+using megatax::DType;
+using megatax::MatrixView;
+using megatax::Metric;
+
+namespace {
+
+int g_failures = 0;
+int g_cases = 0;
+
+#define CHECK_OR_FAIL(cond, ...)              \
+  do {                                        \
+    if (!(cond)) {                            \
+      std::printf("    FAILED: " __VA_ARGS__); \
+      std::printf("\n");                      \
+      ok = false;                             \
+    }                                         \
+  } while (0)
+
+void report(const std::string& name, bool ok, const std::string& detail) {
+  ++g_cases;
+  if (!ok) ++g_failures;
+  std::printf("  [%s] %s  %s\n", ok ? " ok " : "FAIL", name.c_str(), detail.c_str());
+  std::fflush(stdout);
+}
+
+void parallel_for(std::int64_t n, const std::function<void(std::int64_t)>& f) {
+  const int threads = std::max(1u, std::min(64u, std::thread::hardware_concurrency()));
+  std::atomic<std::int64_t> next{0};
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (std::int64_t i = next++; i < n; i = next++) f(i);
+    });
+  }
+  for (auto& th : pool) th.join();
+}
+
+// A host matrix in a kernel dtype (with row stride) plus its rounded values in double.
+struct HostMatrix {
+  std::int64_t rows = 0, d = 0, stride = 0;
+  DType dtype = DType::kF32;
+  std::vector<unsigned char> bytes;  // rows * stride elements; padding holds NaN
+  std::vector<double> v;             // rows * d rounded values
+  double at(std::int64_t i, std::int64_t j) const { return v[i * d + j]; }
+  double norm(std::int64_t i) const {
+    double s = 0;
+    for (std::int64_t j = 0; j < d; ++j) s += at(i, j) * at(i, j);
+    return s;
+  }
+};
+
+HostMatrix make_matrix(std::int64_t rows, std::int64_t d, std::int64_t stride, DType dtype,
+                       const std::vector<float>& values) {
+  HostMatrix m;
+  m.rows = rows;
+  m.d = d;
+  m.stride = stride;
+  m.dtype = dtype;
+  const std::size_t es = megatax::dtype_size(dtype);
+  m.bytes.assign(static_cast<std::size_t>(rows * stride) * es, 0);
+  // Padding = NaN, so a kernel that reads past d shows it.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> row(static_cast<std::size_t>(stride), nan);
+  m.v.resize(static_cast<std::size_t>(rows * d));
+  std::vector<float> back(static_cast<std::size_t>(d));
+  for (std::int64_t i = 0; i < rows; ++i) {
+    std::copy(values.begin() + i * d, values.begin() + (i + 1) * d, row.begin());
+    megatax::convert_from_f32(row.data(), static_cast<std::size_t>(stride), dtype,
+                              m.bytes.data() + static_cast<std::size_t>(i * stride) * es);
+    megatax::convert_to_f32(dtype, m.bytes.data() + static_cast<std::size_t>(i * stride) * es,
+                            static_cast<std::size_t>(d), back.data());
+    for (std::int64_t j = 0; j < d; ++j) m.v[i * d + j] = back[j];
+  }
+  return m;
+}
+
+struct DeviceMatrix {
+  mc::DeviceBuffer buf;
+  MatrixView view;
+};
+
+DeviceMatrix upload(mc::Resources& res, const HostMatrix& m) {
+  DeviceMatrix dm;
+  dm.buf = mc::DeviceBuffer(std::max<std::size_t>(m.bytes.size(), 16));
+  mc::copy_to_device(res, dm.buf.data(), m.bytes.data(), m.bytes.size());
+  dm.view = MatrixView(dm.buf.data(), m.rows, m.d, m.dtype, m.stride);
+  return dm;
+}
+
+template <class T>
+std::vector<T> download(mc::Resources& res, const mc::DeviceBuffer& b, std::size_t count) {
+  std::vector<T> out(count);
+  mc::copy_to_host(res, out.data(), b.data(), count * sizeof(T));
+  return out;
+}
+
+// Data: "blobs" (points around random centres) or "uniform" (no structure: many near-ties).
+std::vector<float> random_values(std::mt19937_64& rng, std::int64_t rows, std::int64_t d,
+                                 float scale) {
+  std::normal_distribution<float> g(0.f, scale);
+  std::vector<float> v(static_cast<std::size_t>(rows * d));
+  for (auto& x : v) x = g(rng);
+  return v;
+}
+
+std::vector<float> blob_values(std::mt19937_64& rng, const std::vector<float>& centres,
+                               std::int64_t ncentres, std::int64_t rows, std::int64_t d,
+                               float noise) {
+  std::uniform_int_distribution<std::int64_t> pick(0, ncentres - 1);
+  std::normal_distribution<float> g(0.f, noise);
+  std::vector<float> v(static_cast<std::size_t>(rows * d));
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const std::int64_t c = pick(rng);
+    for (std::int64_t j = 0; j < d; ++j) v[i * d + j] = centres[c * d + j] + g(rng);
+  }
+  return v;
+}
+
+double dtype_rel_tol(DType t) { return t == DType::kF32 ? 1e-4 : 1e-3; }
+
+// "Distance" for ranking: L2 = squared distance; IP = -similarity (smaller is nearer).
+double ref_score(const HostMatrix& x, std::int64_t i, const HostMatrix& c, std::int64_t j,
+                 Metric metric) {
+  double s = 0;
+  if (metric == Metric::kL2) {
+    for (std::int64_t e = 0; e < x.d; ++e) {
+      const double t = x.at(i, e) - c.at(j, e);
+      s += t * t;
+    }
+    return s;
+  }
+  for (std::int64_t e = 0; e < x.d; ++e) s += x.at(i, e) * c.at(j, e);
+  return -s;
+}
+
+const char* metric_str(Metric m) { return m == Metric::kL2 ? "L2" : "IP"; }
+
+// ---- assign -------------------------------------------------------------------------------
+
+struct AssignCase {
+  std::int64_t n, k, d;
+  DType dtype;
+  Metric metric = Metric::kL2;
+  bool uniform = false;     // uniform data (near-ties) instead of blobs
+  std::int64_t pad = 0;     // stride = d + pad
+  bool dup = false;         // duplicate centroids (exact ties)
+  bool label32 = false;
+  bool given_norms = false; // pass x / c norms computed by row_norms
+};
+
+void test_assign(mc::Resources& res, std::mt19937_64& rng, const AssignCase& tc) {
+  const std::int64_t n = tc.n, k = tc.k, d = tc.d;
+  std::vector<float> cv = random_values(rng, k, d, 1.f);
+  if (tc.dup && k >= 4) {
+    // c[k-1] = c[1] and c[k-2] = c[0]: points near them must get the smaller index.
+    std::copy(cv.begin() + 1 * d, cv.begin() + 2 * d, cv.begin() + (k - 1) * d);
+    std::copy(cv.begin(), cv.begin() + d, cv.begin() + (k - 2) * d);
+  }
+  std::vector<float> xv = tc.uniform ? random_values(rng, n, d, 1.f)
+                                     : blob_values(rng, cv, k, n, d, 0.3f);
+  const HostMatrix x = make_matrix(n, d, d + tc.pad, tc.dtype, xv);
+  const HostMatrix c = make_matrix(k, d, d + tc.pad, tc.dtype, cv);
+  DeviceMatrix dx = upload(res, x), dc = upload(res, c);
+
+  mc::DeviceBuffer labels(static_cast<std::size_t>(n) * 8), dist(static_cast<std::size_t>(n) * 4);
+  mc::DeviceBuffer xn(static_cast<std::size_t>(n) * 4 + 4), cn(static_cast<std::size_t>(k) * 4);
+  mc::AssignArgs a;
+  a.metric = tc.metric;
+  a.x = dx.view;
+  a.centroids = dc.view;
+  a.label_type = tc.label32 ? mc::IndexType::kI32 : mc::IndexType::kI64;
+  a.labels = labels.data();
+  a.distances = dist.as<float>();
+  if (tc.given_norms) {
+    mc::row_norms(res, dx.view, xn.as<float>());
+    mc::row_norms(res, dc.view, cn.as<float>());
+    a.x_norms = xn.as<float>();
+    a.c_norms = cn.as<float>();
+  }
+  mc::assign(res, a);
+  res.synchronize();
+
+  std::vector<std::int64_t> lab(static_cast<std::size_t>(n));
+  if (tc.label32) {
+    auto l32 = download<std::int32_t>(res, labels, static_cast<std::size_t>(n));
+    std::copy(l32.begin(), l32.end(), lab.begin());
+  } else {
+    lab = download<std::int64_t>(res, labels, static_cast<std::size_t>(n));
+  }
+  const auto gd = download<float>(res, dist, static_cast<std::size_t>(n));
+
+  std::vector<double> cnorm(static_cast<std::size_t>(k));
+  for (std::int64_t j = 0; j < k; ++j) cnorm[j] = c.norm(j);
+  const double rel = dtype_rel_tol(tc.dtype);
+  std::atomic<std::int64_t> exact{0}, tie_ok{0}, bad{0}, bad_dist{0}, bad_dup{0};
+  std::atomic<std::int64_t> first_bad{-1};
+  std::vector<double> max_err_t(static_cast<std::size_t>(n), 0.0);
+  parallel_for(n, [&](std::int64_t i) {
+    const double xn_i = x.norm(i);
+    double best = std::numeric_limits<double>::infinity();
+    std::int64_t arg = -1;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const double s = ref_score(x, i, c, j, tc.metric);
+      if (s < best) {
+        best = s;
+        arg = j;
+      }
+    }
+    const std::int64_t g = lab[i];
+    if (g < 0 || g >= k) {
+      ++bad;
+      first_bad = i;
+      return;
+    }
+    const double sg = ref_score(x, i, c, g, tc.metric);
+    const double tol = rel * (xn_i + std::max(cnorm[g], cnorm[arg]));
+    if (g == arg) {
+      ++exact;
+    } else if (sg - best <= tol) {
+      ++tie_ok;
+    } else {
+      ++bad;
+      first_bad = i;
+    }
+    // Exact duplicates tie exactly: the smaller index must win.
+    if (tc.dup && k >= 4 && (g == k - 1 || g == k - 2)) ++bad_dup;
+    const double want = tc.metric == Metric::kL2 ? sg : -sg;
+    const double err = std::fabs(static_cast<double>(gd[i]) - want);
+    max_err_t[i] = err / (xn_i + cnorm[g]);
+    if (!(err <= tol)) ++bad_dist;
+  });
+  const double max_err = *std::max_element(max_err_t.begin(), max_err_t.end());
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld rows with a wrong label (e.g. row %lld)", (long long)bad.load(),
+                (long long)first_bad.load());
+  CHECK_OR_FAIL(bad_dist == 0, "%lld rows with a distance off by more than tol",
+                (long long)bad_dist.load());
+  CHECK_OR_FAIL(bad_dup == 0, "%lld rows took the larger index of two equal centroids",
+                (long long)bad_dup.load());
+  char name[256], detail[256];
+  std::snprintf(name, sizeof(name), "assign %-4s %s n=%lld k=%lld d=%lld%s%s%s%s%s",
+                megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)n,
+                (long long)k, (long long)d, tc.pad ? " strided" : "",
+                tc.uniform ? " uniform" : "", tc.dup ? " dup" : "", tc.label32 ? " i32" : "",
+                tc.given_norms ? " norms-given" : "");
+  std::snprintf(detail, sizeof(detail), "exact %.2f%% tie-ok %lld, max dist err %.1e (rel)",
+                100.0 * exact.load() / n, (long long)tie_ok.load(), max_err);
+  report(name, ok, detail);
+}
+
+// ---- top-k ----------------------------------------------------------------------------------
+
+struct TopkCase {
+  std::int64_t q, n, d, k;
+  DType dtype;
+  Metric metric = Metric::kL2;
+  bool given_norms = true;
+  std::int64_t pad = 0;
+  std::size_t workspace = std::size_t{1} << 30;
+};
+
+void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
+  const std::int64_t q = tc.q, n = tc.n, d = tc.d, k = tc.k;
+  const std::int64_t centres = std::max<std::int64_t>(1, n / 50);
+  std::vector<float> cen = random_values(rng, centres, d, 1.f);
+  const HostMatrix db = make_matrix(n, d, d + tc.pad, tc.dtype, blob_values(rng, cen, centres, n, d, 0.5f));
+  const HostMatrix qm = make_matrix(q, d, d + tc.pad, tc.dtype, blob_values(rng, cen, centres, q, d, 0.5f));
+  DeviceMatrix ddb = upload(res, db), dq = upload(res, qm);
+  mc::DeviceBuffer dist(static_cast<std::size_t>(q * k) * 4), ids(static_cast<std::size_t>(q * k) * 8);
+  mc::DeviceBuffer dbn(static_cast<std::size_t>(n) * 4 + 4);
+  mc::TopkArgs a;
+  a.metric = tc.metric;
+  a.queries = dq.view;
+  a.database = ddb.view;
+  a.k = k;
+  a.distances = dist.as<float>();
+  a.ids = ids.as<std::int64_t>();
+  a.max_workspace_bytes = tc.workspace;
+  if (tc.given_norms && n > 0) {
+    mc::row_norms(res, ddb.view, dbn.as<float>());
+    a.database_norms = dbn.as<float>();
+  }
+  mc::topk(res, a);
+  res.synchronize();
+  const auto gd = download<float>(res, dist, static_cast<std::size_t>(q * k));
+  const auto gi = download<std::int64_t>(res, ids, static_cast<std::size_t>(q * k));
+
+  std::vector<double> dbnorm(static_cast<std::size_t>(n));
+  for (std::int64_t j = 0; j < n; ++j) dbnorm[j] = db.norm(j);
+  const double max_dbn = n > 0 ? *std::max_element(dbnorm.begin(), dbnorm.end()) : 0.0;
+  const double rel = dtype_rel_tol(tc.dtype);
+  const std::int64_t kv = std::min(k, n);
+  std::atomic<std::int64_t> hits{0}, bad_rows{0}, first_bad{-1};
+  std::vector<std::string> why(static_cast<std::size_t>(q));
+  parallel_for(q, [&](std::int64_t i) {
+    const double qn = qm.norm(i);
+    const double tol = rel * (qn + max_dbn);
+    std::vector<std::pair<double, std::int64_t>> all(static_cast<std::size_t>(n));
+    for (std::int64_t j = 0; j < n; ++j) all[j] = {ref_score(qm, i, db, j, tc.metric), j};
+    std::sort(all.begin(), all.end());
+    const double kth = kv > 0 ? all[kv - 1].first : 0.0;
+    std::vector<char> in_ref(static_cast<std::size_t>(n), 0);
+    for (std::int64_t j = 0; j < kv; ++j) in_ref[all[j].second] = 1;
+    std::vector<char> seen(static_cast<std::size_t>(n), 0);
+    std::string w;
+    std::int64_t h = 0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t id = gi[i * k + j];
+      const float dd = gd[i * k + j];
+      if (j >= kv) {
+        const bool tail_ok = id == -1 && std::isinf(dd) &&
+                             (tc.metric == Metric::kL2 ? dd > 0 : dd < 0);
+        if (!tail_ok && w.empty()) w = "bad tail entry at " + std::to_string(j);
+        continue;
+      }
+      if (id < 0 || id >= n || seen[id]) {
+        if (w.empty()) w = "bad or repeated id " + std::to_string(id) + " at " + std::to_string(j);
+        continue;
+      }
+      seen[id] = 1;
+      h += in_ref[id];
+      const double s = ref_score(qm, i, db, id, tc.metric);
+      if (s > kth + tol && w.empty()) {
+        w = "id " + std::to_string(id) + " at " + std::to_string(j) + " is not in the top-k (" +
+            std::to_string(s) + " > " + std::to_string(kth) + ")";
+      }
+      const double want = tc.metric == Metric::kL2 ? s : -s;
+      if (!(std::fabs(dd - want) <= tol) && w.empty()) {
+        w = "distance " + std::to_string(dd) + " of id " + std::to_string(id) + ", expected " +
+            std::to_string(want);
+      }
+      if (j > 0) {
+        const float prev = gd[i * k + j - 1];
+        const bool order = tc.metric == Metric::kL2 ? prev <= dd : prev >= dd;
+        if (!order && w.empty()) w = "not sorted at " + std::to_string(j);
+      }
+    }
+    hits += h;
+    if (!w.empty()) {
+      why[i] = w;
+      ++bad_rows;
+      first_bad = i;
+    }
+  });
+  bool ok = true;
+  if (bad_rows > 0) {
+    const std::int64_t fb = first_bad.load();
+    CHECK_OR_FAIL(false, "%lld queries wrong, e.g. query %lld: %s", (long long)bad_rows.load(),
+                  (long long)fb, why[fb].c_str());
+  }
+  char name[256], detail[128];
+  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s",
+                megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
+                (long long)d, (long long)k, tc.given_norms ? "" : " norms-computed",
+                tc.pad ? " strided" : "", tc.workspace < (std::size_t{1} << 30) ? " small-ws" : "");
+  const double recall = kv > 0 ? static_cast<double>(hits.load()) / (q * kv) : 1.0;
+  std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)", recall);
+  report(name, ok, detail);
+}
+
+// ---- accumulate ---------------------------------------------------------------------------
+
+struct AccCase {
+  std::int64_t n, k, d;
+  DType dtype;
+  mc::SumType sum = mc::SumType::kF64;
+  bool label32 = false;
+  double hot = 0.4;  // share of rows in cluster 0 (a hot spot)
+};
+
+void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc) {
+  const std::int64_t n = tc.n, k = tc.k, d = tc.d;
+  const HostMatrix x = make_matrix(n, d, d, tc.dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::vector<std::int64_t> lab(static_cast<std::size_t>(n));
+  std::uniform_real_distribution<double> u(0, 1);
+  // Clusters >= k/2 stay empty (except by the hot spot), to test empty clusters.
+  std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(0, k / 2 - 1));
+  for (auto& l : lab) l = u(rng) < tc.hot ? 0 : pick(rng);
+  mc::DeviceBuffer dl(static_cast<std::size_t>(n) * 8);
+  if (tc.label32) {
+    std::vector<std::int32_t> l32(lab.begin(), lab.end());
+    mc::copy_to_device(res, dl.data(), l32.data(), l32.size() * 4);
+    res.synchronize();
+  } else {
+    mc::copy_to_device(res, dl.data(), lab.data(), lab.size() * 8);
+    res.synchronize();
+  }
+  const std::size_t es = tc.sum == mc::SumType::kF64 ? 8 : 4;
+  mc::DeviceBuffer sums(static_cast<std::size_t>(k * d) * es), counts(static_cast<std::size_t>(k) * 8);
+  // Start from 1.0 everywhere (sums are added) and counts from 5.
+  std::vector<double> init_d(static_cast<std::size_t>(k * d), 1.0);
+  std::vector<float> init_f(static_cast<std::size_t>(k * d), 1.f);
+  std::vector<std::int64_t> init_c(static_cast<std::size_t>(k), 5);
+  auto reset = [&] {
+    if (es == 8) {
+      mc::copy_to_device(res, sums.data(), init_d.data(), init_d.size() * 8);
+    } else {
+      mc::copy_to_device(res, sums.data(), init_f.data(), init_f.size() * 4);
+    }
+    mc::copy_to_device(res, counts.data(), init_c.data(), init_c.size() * 8);
+    res.synchronize();
+  };
+  mc::AccumulateArgs a;
+  a.x = dx.view;
+  a.label_type = tc.label32 ? mc::IndexType::kI32 : mc::IndexType::kI64;
+  a.labels = dl.data();
+  a.k = k;
+  a.sum_type = tc.sum;
+  a.sums = sums.data();
+  a.counts = counts.as<std::int64_t>();
+  auto run = [&] {
+    reset();
+    mc::accumulate(res, a);
+    res.synchronize();
+    std::vector<double> out(static_cast<std::size_t>(k * d));
+    if (es == 8) {
+      out = download<double>(res, sums, static_cast<std::size_t>(k * d));
+    } else {
+      auto f = download<float>(res, sums, static_cast<std::size_t>(k * d));
+      std::copy(f.begin(), f.end(), out.begin());
+    }
+    return out;
+  };
+  const std::vector<double> g1 = run();
+  const auto gc = download<std::int64_t>(res, counts, static_cast<std::size_t>(k));
+  const std::vector<double> g2 = run();
+
+  std::vector<double> ref(static_cast<std::size_t>(k * d), 1.0), mag(static_cast<std::size_t>(k * d), 1.0);
+  std::vector<std::int64_t> rc(static_cast<std::size_t>(k), 5);
+  for (std::int64_t i = 0; i < n; ++i) {
+    ++rc[lab[i]];
+    for (std::int64_t j = 0; j < d; ++j) {
+      ref[lab[i] * d + j] += x.at(i, j);
+      mag[lab[i] * d + j] += std::fabs(x.at(i, j));
+    }
+  }
+  const double rel = tc.sum == mc::SumType::kF64 ? 1e-12 : 1e-4;
+  std::int64_t bad = 0, bad_counts = 0, first = -1;
+  double max_err = 0;
+  for (std::int64_t e = 0; e < k * d; ++e) {
+    const double err = std::fabs(g1[e] - ref[e]) / mag[e];
+    max_err = std::max(max_err, err);
+    if (!(err <= rel)) {
+      ++bad;
+      if (first < 0) first = e;
+    }
+  }
+  for (std::int64_t c = 0; c < k; ++c) bad_counts += gc[c] != rc[c];
+  const bool same = std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(double)) == 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld sums off (first at cluster %lld col %lld: %.9g vs %.9g)",
+                (long long)bad, (long long)(first / d), (long long)(first % d),
+                first >= 0 ? g1[first] : 0.0, first >= 0 ? ref[first] : 0.0);
+  CHECK_OR_FAIL(bad_counts == 0, "%lld counts off", (long long)bad_counts);
+  CHECK_OR_FAIL(same, "two runs gave different sums (not deterministic)");
+  char name[256], detail[128];
+  std::snprintf(name, sizeof(name), "accumulate %-4s -> %s n=%lld k=%lld d=%lld%s",
+                megatax::dtype_name(tc.dtype), tc.sum == mc::SumType::kF64 ? "f64" : "f32",
+                (long long)n, (long long)k, (long long)d, tc.label32 ? " i32" : "");
+  std::snprintf(detail, sizeof(detail), "max rel err %.1e, deterministic %s", max_err,
+                same ? "yes" : "NO");
+  report(name, ok, detail);
+}
+
+// ---- argument errors ----------------------------------------------------------------------
+
+template <class F>
+bool throws_invalid(F f) {
+  try {
+    f();
+  } catch (const megatax::Error& e) {
+    return e.code() == megatax::ErrorCode::kInvalidArgument;
+  }
+  return false;
+}
+
+void test_errors(mc::Resources& res, std::mt19937_64& rng) {
+  const HostMatrix x = make_matrix(10, 8, 8, DType::kBF16, random_values(rng, 10, 8, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  mc::DeviceBuffer labels(80), sums(8 * 8 * 8);
+  bool ok = true;
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::AssignArgs a;
+                  a.x = dx.view;
+                  a.centroids = MatrixView(dx.view.data, 0, 8, DType::kBF16);  // k = 0
+                  a.labels = labels.data();
+                  mc::assign(res, a);
+                }),
+                "assign with k = 0 did not throw kInvalidArgument");
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::AssignArgs a;
+                  a.x = dx.view;
+                  a.centroids = MatrixView(dx.view.data, 4, 8, DType::kF16);  // dtype mismatch
+                  a.labels = labels.data();
+                  mc::assign(res, a);
+                }),
+                "assign with mismatched dtypes did not throw");
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::TopkArgs a;
+                  a.queries = dx.view;
+                  a.database = dx.view;
+                  a.k = 5000;  // above the maximum
+                  a.distances = static_cast<float*>(sums.data());
+                  a.ids = static_cast<std::int64_t*>(labels.data());
+                  mc::topk(res, a);
+                }),
+                "topk with k = 5000 did not throw");
+  // A label out of range: error, and sums untouched.
+  std::vector<std::int64_t> lab(10, 1);
+  lab[7] = 8;
+  mc::copy_to_device(res, labels.data(), lab.data(), 80);
+  std::vector<double> zero(64, 0.0);
+  mc::copy_to_device(res, sums.data(), zero.data(), 64 * 8);
+  res.synchronize();
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::AccumulateArgs a;
+                  a.x = dx.view;
+                  a.labels = labels.data();
+                  a.k = 8;
+                  a.sums = sums.data();
+                  mc::accumulate(res, a);
+                }),
+                "accumulate with label 8 >= k did not throw");
+  const auto after = download<double>(res, sums, 64);
+  CHECK_OR_FAIL(std::all_of(after.begin(), after.end(), [](double v) { return v == 0.0; }),
+                "accumulate wrote sums before refusing a bad label");
+  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint64_t seed = std::random_device{}();
+  seed = (seed << 32) ^ std::random_device{}();
+  bool small = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+      seed = std::strtoull(argv[++i], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--small") == 0) {
+      small = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--seed S] [--small]\n", argv[0]);
+      return 2;
+    }
+  }
+  std::printf("cuda_kernels_test: seed %llu%s\n", (unsigned long long)seed,
+              small ? " (--small)" : "");
+  if (mc::device_count() == 0) {
+    std::printf("cuda_kernels_test: no CUDA device visible: FAILED (this test needs a GPU)\n");
+    return 1;
+  }
+  std::mt19937_64 rng(seed);
+  try {
+    mc::Resources res(0);
+    std::printf("device: %s, %d SMs\n", res.device_name().c_str(), res.sm_count());
+    const DType kB = DType::kBF16, kH = DType::kF16, kF = DType::kF32;
+    std::vector<AssignCase> assign_cases;
+    std::vector<TopkCase> topk_cases;
+    std::vector<AccCase> acc_cases;
+    if (small) {
+      assign_cases = {{70, 130, 40, kB}, {33, 300, 17, kB, Metric::kL2, false, 3, true},
+                      {70, 130, 17, kF}};
+      topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false}};
+      acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
+    } else {
+      for (std::int64_t d : {1, 3, 17, 128, 1000, 1024, 2048}) {
+        const std::int64_t n = d >= 1000 ? 700 : 3001;
+        assign_cases.push_back({n, 257, d, kB});
+        assign_cases.push_back({n, 257, d, kF});
+      }
+      assign_cases.push_back({1, 1, 1, kB});
+      assign_cases.push_back({1, 1, 1, kF});
+      assign_cases.push_back({129, 1, 64, kB});
+      assign_cases.push_back({4096, 1024, 128, kB});
+      assign_cases.push_back({4096, 1024, 128, kH});
+      assign_cases.push_back({2000, 1000, 256, kB, Metric::kL2, true});   // uniform: near-ties
+      assign_cases.push_back({1500, 200, 96, kB, Metric::kL2, false, 8, false, true});
+      assign_cases.push_back({1500, 200, 95, kH, Metric::kL2, false, 3});  // unaligned stride
+      assign_cases.push_back({1500, 200, 95, kF, Metric::kL2, false, 3});
+      assign_cases.push_back({3000, 64, 128, kB, Metric::kL2, false, 0, true});  // dup ties
+      assign_cases.push_back({3000, 64, 33, kF, Metric::kL2, false, 0, true});
+      assign_cases.push_back({50, 3000, 64, kB, Metric::kL2, false, 0, true});   // K split + ties
+      assign_cases.push_back({50, 3000, 64, kF, Metric::kL2, false, 0, true});
+      assign_cases.push_back({300, 5000, 128, kH, Metric::kL2, false, 0, false, false, true});
+      assign_cases.push_back({1000, 300, 128, kB, Metric::kInnerProduct});
+      assign_cases.push_back({1000, 300, 100, kF, Metric::kInnerProduct});
+      assign_cases.push_back({1000, 300, 64, kB, Metric::kL2, false, 0, false, true, true});
+
+      topk_cases = {
+          {1, 1, 1, 1, kF},
+          {3, 100, 3, 10, kF},
+          {7, 50, 8, 64, kB},            // k > n: padded tails
+          {17, 5000, 17, 100, kF},
+          {17, 5000, 17, 100, kB},
+          {64, 20000, 128, 10, kB},
+          {64, 20000, 128, 10, kF},
+          {130, 20000, 128, 100, kH},
+          {20, 20000, 128, 1024, kF},
+          {20, 20000, 128, 1024, kB},
+          {100, 8000, 1024, 10, kB},
+          {33, 3000, 2048, 1, kF},
+          {33, 3000, 2048, 1, kB},
+          {9, 4000, 1000, 32, kB, Metric::kL2, false},  // norms computed inside
+          {200, 10000, 64, 50, kB, Metric::kInnerProduct},
+          {50, 5000, 65, 20, kF, Metric::kInnerProduct},
+          {40, 6000, 95, 37, kH, Metric::kL2, true, 5},  // strided, unaligned
+          {300, 10000, 32, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 20},  // batches
+      };
+      acc_cases = {
+          {100000, 1000, 128, kB},
+          {200000, 16, 64, kF, mc::SumType::kF64, true, 0.6},
+          {50000, 300, 1000, kH, mc::SumType::kF32},
+          {20000, 50, 2048, kB},
+          {5000, 7, 3, kF, mc::SumType::kF32},
+          {5000, 4000, 17, kB, mc::SumType::kF64, true, 0.1},
+          {1, 1, 1, kF},
+      };
+    }
+    std::printf("assign (reference: float64 argmin on the rounded inputs)\n");
+    for (const auto& tc : assign_cases) test_assign(res, rng, tc);
+    std::printf("top-k (reference: float64 sort on the rounded inputs)\n");
+    for (const auto& tc : topk_cases) test_topk(res, rng, tc);
+    std::printf("accumulate (reference: float64 sums in row order)\n");
+    for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
+    if (!small) test_errors(res, rng);
+  } catch (const std::exception& e) {
+    std::printf("cuda_kernels_test: exception: %s\n", e.what());
+    ++g_failures;
+  }
+  std::printf("cuda_kernels_test: %d cases, %d failed (seed %llu) -> %s\n", g_cases, g_failures,
+              (unsigned long long)seed, g_failures == 0 ? "PASS" : "FAIL");
+  return std::min(g_failures, 100);
+}
