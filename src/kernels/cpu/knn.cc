@@ -38,20 +38,26 @@ void prepare_queries(const MatrixView& q, std::int64_t begin, std::int64_t count
   const std::int64_t dim = db.dim(), ld = db.dim_padded();
   out->n = count;
   out->ld = ld;
-  out->values.assign(static_cast<std::size_t>(count * ld), 0.f);
-  out->norms.assign(static_cast<std::size_t>(count), 0.f);
-  const bool bf16 = db.dtype() == DType::kBF16;
-  if (bf16) out->pairs.assign(static_cast<std::size_t>(count * ld / 2), 0u);
+  out->values.resize(static_cast<std::size_t>(count * ld));
+  out->norms.resize(static_cast<std::size_t>(count));
+  const bool f16 = db.dtype() == DType::kF16, bf16 = db.dtype() == DType::kBF16;
+  if (bf16) out->pairs.resize(static_cast<std::size_t>(count * ld / 2));
   for (std::int64_t i = 0; i < count; ++i) {
     float* v = out->values.data() + i * ld;
     convert_to_f32(q.dtype, q.row(begin + i), static_cast<std::size_t>(dim), v);
-    double norm = 0;
-    for (std::int64_t k = 0; k < dim; ++k) {
-      if (db.dtype() == DType::kF16) v[k] = f16_to_f32(f32_to_f16(v[k]));
-      if (bf16) v[k] = bf16_to_f32(f32_to_bf16(v[k]));
-      norm += static_cast<double>(v[k]) * v[k];
-    }
-    out->norms[static_cast<std::size_t>(i)] = static_cast<float>(norm);
+    for (std::int64_t k = dim; k < ld; ++k) v[k] = 0.f;  // padding
+    if (f16)
+      for (std::int64_t k = 0; k < dim; ++k) v[k] = f16_to_f32(f32_to_f16(v[k]));
+    if (bf16)
+      for (std::int64_t k = 0; k < dim; ++k) v[k] = bf16_to_f32(f32_to_bf16(v[k]));
+    // Squared norm in float64 with four interleaved partial sums (a fixed order, so the same
+    // bits every time; four chains instead of one keep the adder busy).
+    double acc[4] = {0, 0, 0, 0};
+    std::int64_t k = 0;
+    for (; k + 4 <= dim; k += 4)
+      for (int t = 0; t < 4; ++t) acc[t] += static_cast<double>(v[k + t]) * v[k + t];
+    for (; k < dim; ++k) acc[0] += static_cast<double>(v[k]) * v[k];
+    out->norms[static_cast<std::size_t>(i)] = static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
     if (bf16) {
       std::uint32_t* p = out->pairs.data() + i * ld / 2;
       for (std::int64_t m = 0; m < ld / 2; ++m)
