@@ -67,7 +67,7 @@ Times one k-means fit (k-means++ seeding + Lloyd) of N vectors of dimension D in
   --seed S                 k-means++ seed and data seed (default 1234)
   --simd S                 auto|scalar|avx2|avx512|neon (default auto)
   --init-sample-per-centroid M
-                           k-means++ subsample: at most M * K points (default 16, as KMeansParams)
+                           k-means++ subsample: at most M * K points (default 8, as KMeansParams)
   --noise X                generated data: noise standard deviation (default 1.0)
   --centres-per-k C        generated data: true centres per cluster asked for (default 4)
   --write-centroids FILE   save the final K x D centroids as .fbin
@@ -76,7 +76,7 @@ Times one k-means fit (k-means++ seeding + Lloyd) of N vectors of dimension D in
 
 struct Config {
   std::string data_file, centroids_out, simd = "auto";
-  std::int64_t n = 200000, d = 128, k = 1024, init_sample_per_centroid = 16, centres_per_k = 4;
+  std::int64_t n = 200000, d = 128, k = 1024, init_sample_per_centroid = 8, centres_per_k = 4;
   int iters = 10, threads = 0;
   std::uint64_t seed = 1234;
   double noise = 1.0;

@@ -153,7 +153,7 @@ done
 echo
 echo "Machine: $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), threads used: $threads;" \
      "sgemm $(printf %.1f "$sgemm") GFLOP/s ($(field "$rates" blas) via numpy, machine_rates.py)."
-echo "Ours: bench_kmeans f32, simd=$simd, greedy k-means++ on <= 16*K points, $iters updates + $((iters + 1)) assignments." \
+echo "Ours: bench_kmeans f32, simd=$simd, greedy k-means++ on max(8*K, 2048) points, $iters updates + $((iters + 1)) assignments." \
      "FAISS $(python3 -c 'import faiss; print(faiss.__version__)') Kmeans(niter=$iters, random init, max_points_per_centroid=N)." \
      "Inertia: exact (float64) for both final centroid sets.$([ "$quick" = 1 ] && echo " (--quick: N/4)")"
 echo

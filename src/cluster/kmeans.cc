@@ -39,7 +39,10 @@ std::vector<float> kmeans_plus_plus(const MatrixView& x, std::int64_t k, std::ui
   Rng rng(seed);
   // Subsample: a seeded partial Fisher-Yates shuffle, then sorted for locality.
   std::vector<std::int64_t> pool;
-  const std::int64_t m = std::min<std::int64_t>(n, std::max<std::int64_t>(k, sample_per_centroid * k));
+  // At least kMinInitSample points (or all): small k keeps a robust choice, large k a cheap one.
+  constexpr std::int64_t kMinInitSample = 2048;
+  const std::int64_t m = std::min<std::int64_t>(
+      n, std::max({k, sample_per_centroid * k, kMinInitSample}));
   if (m == n) {
     pool.resize(static_cast<std::size_t>(n));
     std::iota(pool.begin(), pool.end(), 0);

@@ -4,9 +4,9 @@
 //   1. Seeding (greedy k-means++ from params.seed): the first centroid is a uniformly drawn
 //      point; for each next one, min(8, 2 + 2 ln k) candidates are drawn with probability
 //      proportional to their squared distance to the nearest centroid so far, and the one
-//      that lowers the total squared distance most is kept. Seeding looks at a subsample of at most
-//      init_sample_per_centroid * k points (drawn from the seed), which bounds its cost at
-//      O(init_sample_per_centroid * k^2 * dim).
+//      that lowers the total squared distance most is kept. Seeding looks at a subsample of
+//      max(init_sample_per_centroid * k, 2048) points (all if fewer; drawn from the seed),
+//      which bounds its cost at O(init_sample_per_centroid * k^2 * dim).
 //   2. Lloyd: assign every point of x (through the Assigner), record the inertia, stop when
 //      the relative change of inertia is below tol or after max_iter updates; else move each
 //      centroid to the mean of its points (sums in float64, in point order: the result does
@@ -41,7 +41,7 @@ struct KMeansParams {
   std::uint64_t seed = 0;                      // seeding randomness
   Metric metric = Metric::kL2;                 // kInnerProduct: spherical when `spherical`
   bool spherical = false;                      // normalise centroids after each update
-  std::int64_t init_sample_per_centroid = 16;  // k-means++ subsample size per centroid
+  std::int64_t init_sample_per_centroid = 8;  // k-means++ subsample per centroid (>= 2048 in all)
   int threads = 0;                             // for seeding and updates; 0 = all
   // Called after each assignment with (iteration, inertia); may be empty.
   std::function<void(int, double)> on_iteration;
