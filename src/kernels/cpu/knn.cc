@@ -28,19 +28,41 @@ constexpr std::int64_t kMinPanelsPerRange = 512;
 struct PreparedQueries {
   std::int64_t n = 0;
   std::int64_t ld = 0;
+  const float* data = nullptr;        // n x ld: `values`, or the caller's rows when usable as is
   std::vector<float> values;          // n x ld
   std::vector<std::uint32_t> pairs;   // n x ld/2 (bf16 databases)
   std::vector<float> norms;           // n
 };
 
+// Squared norm in float64 with four interleaved partial sums (a fixed order, so the same bits
+// every time; four chains instead of one keep the adder busy).
+float squared_norm(const float* v, std::int64_t dim) {
+  double acc[4] = {0, 0, 0, 0};
+  std::int64_t k = 0;
+  for (; k + 4 <= dim; k += 4)
+    for (int t = 0; t < 4; ++t) acc[t] += static_cast<double>(v[k + t]) * v[k + t];
+  for (; k < dim; ++k) acc[0] += static_cast<double>(v[k]) * v[k];
+  return static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+}
+
 void prepare_queries(const MatrixView& q, std::int64_t begin, std::int64_t count,
                      const PackedMatrix& db, PreparedQueries* out) {
   const std::int64_t dim = db.dim(), ld = db.dim_padded();
   out->n = count;
-  out->ld = ld;
-  out->values.resize(static_cast<std::size_t>(count * ld));
   out->norms.resize(static_cast<std::size_t>(count));
   const bool f16 = db.dtype() == DType::kF16, bf16 = db.dtype() == DType::kBF16;
+  // f32 rows against an f32 database with an even dim are used in place: no copy of the
+  // block (the kernels read dim_padded == dim columns at the caller's stride).
+  if (q.dtype == DType::kF32 && db.dtype() == DType::kF32 && dim == ld) {
+    out->ld = q.stride;
+    out->data = static_cast<const float*>(q.row(begin));
+    for (std::int64_t i = 0; i < count; ++i)
+      out->norms[static_cast<std::size_t>(i)] = squared_norm(out->data + i * out->ld, dim);
+    return;
+  }
+  out->ld = ld;
+  out->values.resize(static_cast<std::size_t>(count * ld));
+  out->data = out->values.data();
   if (bf16) out->pairs.resize(static_cast<std::size_t>(count * ld / 2));
   for (std::int64_t i = 0; i < count; ++i) {
     float* v = out->values.data() + i * ld;
@@ -50,14 +72,7 @@ void prepare_queries(const MatrixView& q, std::int64_t begin, std::int64_t count
       for (std::int64_t k = 0; k < dim; ++k) v[k] = f16_to_f32(f32_to_f16(v[k]));
     if (bf16)
       for (std::int64_t k = 0; k < dim; ++k) v[k] = bf16_to_f32(f32_to_bf16(v[k]));
-    // Squared norm in float64 with four interleaved partial sums (a fixed order, so the same
-    // bits every time; four chains instead of one keep the adder busy).
-    double acc[4] = {0, 0, 0, 0};
-    std::int64_t k = 0;
-    for (; k + 4 <= dim; k += 4)
-      for (int t = 0; t < 4; ++t) acc[t] += static_cast<double>(v[k + t]) * v[k + t];
-    for (; k < dim; ++k) acc[0] += static_cast<double>(v[k]) * v[k];
-    out->norms[static_cast<std::size_t>(i)] = static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    out->norms[static_cast<std::size_t>(i)] = squared_norm(v, dim);
     if (bf16) {
       std::uint32_t* p = out->pairs.data() + i * ld / 2;
       for (std::int64_t m = 0; m < ld / 2; ++m)
@@ -75,7 +90,7 @@ void scan_range(const PreparedQueries& q, const PackedMatrix& db, Metric metric,
   std::vector<float> distances(static_cast<std::size_t>(q.n * ld_distances));
   std::vector<std::uint16_t> masks(static_cast<std::size_t>(q.n * kPanelsPerChunk));
   DistanceBlockArgs args;
-  args.queries = q.values.data();
+  args.queries = q.data;
   args.ld_queries = q.ld;
   args.query_bf16_pairs = q.pairs.empty() ? nullptr : q.pairs.data();
   args.query_norms = q.norms.data();
@@ -196,7 +211,7 @@ void all_distances(const MatrixView& queries, const PackedMatrix& db, Metric met
     std::vector<std::uint16_t> masks(static_cast<std::size_t>(qn * kPanelsPerChunk));
     std::vector<float> thresholds(static_cast<std::size_t>(qn), never);
     DistanceBlockArgs args;
-    args.queries = q.values.data();
+    args.queries = q.data;
     args.ld_queries = q.ld;
     args.query_bf16_pairs = q.pairs.empty() ? nullptr : q.pairs.data();
     args.query_norms = q.norms.data();
