@@ -34,6 +34,21 @@ if cmd == "make":
                                            pa.array(part.ravel()))
             w.write_table(pa.table({"id": pa.array(np.arange(b, b + n, dtype=np.int64)),
                                     "embedding": emb}), row_group_size=chunk)
+    # The same vectors as 16 shards (what a dataset looks like; also what a local moto
+    # server can serve: its ranged GET copies the whole object, so it is slow on 1 GB ones).
+    shards = os.path.join(out, "shards")
+    os.makedirs(shards)
+    per = -(-rows // 16)
+    for i, b in enumerate(range(0, rows, per)):
+        part = x[b:b + per]
+        n = part.shape[0]
+        np.save(os.path.join(shards, f"part-{i:02d}.npy"), part)
+        emb = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim),
+                                       pa.array(part.ravel()))
+        pq.write_table(pa.table({"id": pa.array(np.arange(b, b + n, dtype=np.int64)),
+                                 "embedding": emb}),
+                       os.path.join(shards, f"part-{i:02d}.parquet"), compression="zstd",
+                       row_group_size=chunk)
     print(json.dumps({"rows": rows, "dim": dim,
                       "npy_bytes": os.path.getsize(os.path.join(out, "emb.npy")),
                       "parquet_bytes": os.path.getsize(os.path.join(out, "emb.parquet"))}))

@@ -23,7 +23,7 @@ mkdir -p "$build"
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMEGATAX_SANITIZE=address,undefined \
-  -DMEGATAX_CUDA=OFF -DMEGATAX_BUILD_TOOLS=OFF -DMEGATAX_BUILD_TESTS=OFF \
+  -DMEGATAX_CUDA=OFF -DMEGATAX_ARROW=OFF -DMEGATAX_MPI=OFF -DMEGATAX_BUILD_TOOLS=OFF -DMEGATAX_BUILD_TESTS=OFF \
   -DMEGATAX_BUILD_FUZZERS=ON >"$build/configure.log" 2>&1 || {
   cat "$build/configure.log" >&2; exit 2; }
 cmake --build "$build" --target "${targets[@]}"

@@ -194,8 +194,14 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
         std::fill(s, s + d, 0.0);
         const std::int64_t b = start[static_cast<std::size_t>(c)], e = start[static_cast<std::size_t>(c + 1)];
         for (std::int64_t t = b; t < e; ++t) {
-          row_f32(x, order[static_cast<std::size_t>(t)], row.data());
-          for (std::int64_t j = 0; j < d; ++j) s[j] += row[static_cast<std::size_t>(j)];
+          const std::int64_t i = order[static_cast<std::size_t>(t)];
+          const float* v = row.data();
+          if (x.dtype == DType::kF32) {
+            v = static_cast<const float*>(x.row(i));  // f32 rows are summed in place
+          } else {
+            row_f32(x, i, row.data());
+          }
+          for (std::int64_t j = 0; j < d; ++j) s[j] += v[j];
         }
         if (e > b) {
           float* cen = r.centroids.data() + c * d;

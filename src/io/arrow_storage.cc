@@ -524,7 +524,18 @@ void ArrowStorage::make_dirs(const std::string& path) {
 }
 
 std::unique_ptr<Storage> open_arrow_storage(std::string_view uri, std::string* path) {
-  return ArrowStorage::open(uri, path);
+  ObjectStoreOptions options;
+  // AWS_MAX_ATTEMPTS, as the AWS CLI and SDKs read it: tries per request, the first included.
+  if (const std::string attempts = env("AWS_MAX_ATTEMPTS"); !attempts.empty()) {
+    char* end = nullptr;
+    const long n = std::strtol(attempts.c_str(), &end, 10);
+    if (end == attempts.c_str() || *end != '\0' || n < 1 || n > 100) {
+      throw_error(ErrorCode::kInvalidArgument,
+                  "AWS_MAX_ATTEMPTS '" + attempts + "': expected an integer in 1..100");
+    }
+    options.max_retries = static_cast<int>(n) - 1;
+  }
+  return ArrowStorage::open(uri, path, options);
 }
 
 bool arrow_backend_available() noexcept { return true; }

@@ -90,8 +90,10 @@ class ArrowStorage final : public Storage {
 };
 
 // open_storage_for_uri's route for the object-store schemes: ArrowStorage::open with
-// default options, or, when built without Arrow, Error(kUnimplemented) "URI '<uri>':
-// scheme s3:// needs the Arrow filesystem backend (not built)".
+// default options, except that AWS_MAX_ATTEMPTS (tries per request, 1..100, as the AWS CLI
+// reads it) sets max_retries = AWS_MAX_ATTEMPTS - 1. When built without Arrow:
+// Error(kUnimplemented) "URI '<uri>': scheme s3:// needs the Arrow filesystem backend (not
+// built)".
 std::unique_ptr<Storage> open_arrow_storage(std::string_view uri, std::string* path);
 
 // True when this build has the Arrow backend (Parquet and object stores).

@@ -217,6 +217,7 @@ TEST_F(ParquetFixtures, ConcurrentReadsOfOneReader) {
   const auto r = open_vector_file(posix_, fx.file, fx.options);
   std::atomic<int> mismatches{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(static_cast<std::uint64_t>(t) + 1);

@@ -61,18 +61,16 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-// A moto S3 server process of our own (127.0.0.1, a free port), with authentication on.
-class MotoServer {
+// A Python script of tests/ run as a child process (output to `log`) that writes
+// `ready_file` once it serves; stopped by signal (SIGKILL: at once, as a crash would).
+class PythonChild {
  public:
-  MotoServer(const std::string& dir, const std::vector<std::string>& buckets) {
-    port_ = free_port();
-    endpoint_ = "http://127.0.0.1:" + std::to_string(port_);
-    const std::string ready = dir + "/moto-" + std::to_string(port_) + ".ready";
-    log_ = dir + "/moto-" + std::to_string(port_) + ".log";
-    std::vector<std::string> args = {"python3", testing_io::tests_dir() + "/s3/moto_server.py",
-                                     std::to_string(port_), ready};
-    args.insert(args.end(), buckets.begin(), buckets.end());
+  PythonChild(const std::string& what, std::vector<std::string> args, const std::string& log,
+              const std::string& ready_file)
+      : what_(what), log_(log) {
+    args.insert(args.begin(), "python3");
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
@@ -84,7 +82,7 @@ class MotoServer {
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
       pid_ = -1;
-      ADD_FAILURE() << "cannot start python3 for the moto server: " << std::strerror(rc);
+      ADD_FAILURE() << "cannot start python3 for the " << what_ << ": " << std::strerror(rc);
       return;
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -93,28 +91,26 @@ class MotoServer {
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
         const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        ADD_FAILURE() << "the moto S3 server exited (status " << code << ")"
+        ADD_FAILURE() << "the " << what_ << " exited (status " << code << ")"
                       << (code == 97 ? " -- a Python package is missing" : "") << ":\n"
                       << testing_io::read_file(log_);
         return;
       }
-      if (std::filesystem::exists(ready)) {
-        const std::vector<std::string> lines = split(testing_io::read_file(ready), '\n');
-        key_id_ = lines.at(0);
-        secret_ = lines.at(1);
+      if (std::filesystem::exists(ready_file)) {
+        ready_ = testing_io::read_file(ready_file);
         return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ADD_FAILURE() << "the moto S3 server did not come up in 60 s:\n" << testing_io::read_file(log_);
+    ADD_FAILURE() << "the " << what_ << " did not come up in 60 s:\n" << testing_io::read_file(log_);
     stop(SIGKILL);
   }
-  ~MotoServer() { stop(SIGTERM); }
-  MotoServer(const MotoServer&) = delete;
-  MotoServer& operator=(const MotoServer&) = delete;
+  ~PythonChild() { stop(SIGTERM); }
+  PythonChild(const PythonChild&) = delete;
+  PythonChild& operator=(const PythonChild&) = delete;
 
-  bool up() const { return pid_ > 0 && !key_id_.empty(); }
-  // Ends the server (SIGKILL: at once, as a crash would).
+  bool up() const { return pid_ > 0; }
+  const std::string& ready_text() const { return ready_; }
   void stop(int sig) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);
@@ -122,9 +118,37 @@ class MotoServer {
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
   }
-  // Points the AWS_* variables (read by ArrowStorage and by s3_tool.py) at this server.
-  void export_env(const std::string& secret_override = "") const {
-    ::setenv("AWS_ENDPOINT_URL", endpoint_.c_str(), 1);
+
+ private:
+  std::string what_;
+  std::string log_;
+  pid_t pid_ = -1;
+  std::string ready_;
+};
+
+// A moto S3 server process of our own (127.0.0.1, a free port), with authentication on.
+class MotoServer {
+ public:
+  MotoServer(const std::string& dir, const std::vector<std::string>& buckets)
+      : port_(free_port()),
+        endpoint_("http://127.0.0.1:" + std::to_string(port_)),
+        child_("moto S3 server", moto_args(dir, buckets),
+               dir + "/moto-" + std::to_string(port_) + ".log", ready_file(dir)) {
+    if (child_.up()) {
+      const std::vector<std::string> lines = split(child_.ready_text(), '\n');
+      key_id_ = lines.at(0);
+      secret_ = lines.at(1);
+    }
+  }
+
+  bool up() const { return child_.up() && !key_id_.empty(); }
+  int port() const { return port_; }
+  // Ends the server (SIGKILL: at once, as a crash would).
+  void stop(int sig) { child_.stop(sig); }
+  // Points the AWS_* variables (read by ArrowStorage and by s3_tool.py) at this server, or
+  // at `endpoint` (a proxy in front of it).
+  void export_env(const std::string& secret_override = "", const std::string& endpoint = "") const {
+    ::setenv("AWS_ENDPOINT_URL", (endpoint.empty() ? endpoint_ : endpoint).c_str(), 1);
     ::setenv("AWS_ACCESS_KEY_ID", key_id_.c_str(), 1);
     ::setenv("AWS_SECRET_ACCESS_KEY",
              (secret_override.empty() ? secret_ : secret_override).c_str(), 1);
@@ -132,16 +156,39 @@ class MotoServer {
     ::unsetenv("AWS_SESSION_TOKEN");
     ::unsetenv("AWS_ENDPOINT_URL_S3");
     ::unsetenv("AWS_PROFILE");
+    ::unsetenv("AWS_MAX_ATTEMPTS");
   }
 
  private:
+  std::string ready_file(const std::string& dir) const {
+    return dir + "/moto-" + std::to_string(port_) + ".ready";
+  }
+  std::vector<std::string> moto_args(const std::string& dir,
+                                     const std::vector<std::string>& buckets) const {
+    std::vector<std::string> args = {testing_io::tests_dir() + "/s3/moto_server.py",
+                                     std::to_string(port_), ready_file(dir)};
+    args.insert(args.end(), buckets.begin(), buckets.end());
+    return args;
+  }
+
   int port_ = 0;
-  pid_t pid_ = -1;
   std::string endpoint_;
-  std::string log_;
+  PythonChild child_;
   std::string key_id_;
   std::string secret_;
 };
+
+// A TCP proxy in front of a server (tests/s3/tcp_proxy.py): killing it takes the server off
+// the network without losing its objects.
+std::unique_ptr<PythonChild> start_proxy(const std::string& dir, int listen_port, int target_port) {
+  const std::string ready = dir + "/proxy-" + std::to_string(listen_port) + "-" +
+                            std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  return std::make_unique<PythonChild>(
+      "TCP proxy",
+      std::vector<std::string>{testing_io::tests_dir() + "/s3/tcp_proxy.py",
+                               std::to_string(listen_port), std::to_string(target_port), ready},
+      ready + ".log", ready);
+}
 
 class S3StorageTest : public ::testing::Test {
  protected:
@@ -292,7 +339,7 @@ TEST_F(S3StorageTest, DatasetsOfNpyAndParquetShards) {
   EXPECT_EQ(ds.rows(), 60);
   std::vector<float> got(40);
   ds.reader(1).read_f32(0, 10, got.data());
-  EXPECT_EQ(std::memcmp(got.data(), x.data(), 40 * 4), 0);
+  EXPECT_EQ(got, std::vector<float>(x.begin(), x.begin() + 40));
   // Parquet on S3: written by pyarrow, uploaded by boto3, read by us.
   write_npy(posix, dir_->path() + "/pq.npy", std::span<const float>(x),
             std::vector<std::int64_t>{50, 4});
@@ -306,7 +353,7 @@ TEST_F(S3StorageTest, DatasetsOfNpyAndParquetShards) {
   EXPECT_EQ(pq.rows(), 50);
   std::vector<float> all(200);
   pq.reader(0).read_f32(0, 50, all.data());
-  EXPECT_EQ(std::memcmp(all.data(), x.data(), 200 * 4), 0);
+  EXPECT_EQ(all, x);
   std::vector<std::int64_t> ids(50);
   pq.reader(0).read_ids(0, 50, ids.data());
   EXPECT_EQ(ids[49], 49);
@@ -320,11 +367,9 @@ TEST_F(S3StorageTest, DatasetsOfNpyAndParquetShards) {
   EXPECT_EQ(s->list("bkt/ds/out"), std::vector<std::string>{"part.parquet"});
 }
 
-// Input, model and outputs all on s3://, through the public API; the result equals the same
-// fit on local files, file for file.
-TEST_F(S3StorageTest, FitEndToEndOnS3EqualsLocalFit) {
+// Two shards of clustered vectors at <s3_root>/in (through `s3`) and <local_root>/in.
+void write_fit_inputs(Storage& s3, const std::string& s3_root, const std::string& local_root) {
   io::PosixStorage posix;
-  std::unique_ptr<Storage> s = open_storage_for_uri("s3://bkt/fit/x");
   std::mt19937_64 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const std::int64_t dim = 8;
@@ -333,42 +378,78 @@ TEST_F(S3StorageTest, FitEndToEndOnS3EqualsLocalFit) {
     for (std::size_t i = 0; i < x.size(); ++i) {
       x[i] = normal(rng) + static_cast<float>((i / dim) % 4) * 3.0f;
     }
-    write_npy(*s, std::string("bkt/fit/in/") + shard + ".npy", std::span<const float>(x),
+    write_npy(s3, s3_root + "/in/" + shard + ".npy", std::span<const float>(x),
               std::vector<std::int64_t>{800, dim});
-    write_npy(posix, dir_->path() + "/fit/in/" + shard + ".npy", std::span<const float>(x),
+    write_npy(posix, local_root + "/in/" + shard + ".npy", std::span<const float>(x),
               std::vector<std::int64_t>{800, dim});
   }
-  auto fit = [&](const std::string& root) {
-    TaxonomyConfig config;
-    config.n_levels = 2;
-    config.branching = {3};
-    config.seed = 3;
-    config.threads = 2;
-    config.storage_uri = root + "/model";
-    TaxonomyEngine engine(config);
-    FitOptions options;
-    options.progress = false;
-    engine.fit(root + "/in/*.npy", root + "/out", options);
-  };
-  ASSERT_NO_THROW(fit("s3://bkt/fit"));
-  ASSERT_NO_THROW(fit(dir_->path() + "/fit"));
+}
+
+// Fits <root>/in/*.npy into <root>/model and <root>/out (a URI or a local path).
+void fit_at(const std::string& root, int levels, const FitOptions& extra = {}) {
+  TaxonomyConfig config;
+  config.n_levels = levels;
+  config.branching = {3};
+  config.seed = 3;
+  config.threads = 2;
+  config.storage_uri = root + "/model";
+  TaxonomyEngine engine(config);
+  FitOptions options = extra;
+  options.progress = false;
+  engine.fit(root + "/in/*.npy", root + "/out", options);
+}
+
+// Every file of the local fit under <local_root>/{model,out} (except the manifest, which
+// names its URIs) is in `s3` under <s3_key_root>/..., byte for byte. Returns the count.
+int expect_same_files(const Storage& s3, const std::string& s3_key_root,
+                      const std::string& local_root) {
   int compared = 0;
   for (const char* sub : {"/model", "/out"}) {
-    const std::string local_root = dir_->path() + "/fit" + sub;
-    for (const auto& e : std::filesystem::recursive_directory_iterator(local_root)) {
+    const std::string local = local_root + sub;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(local)) {
       if (!e.is_regular_file()) continue;
-      const std::string rel = e.path().lexically_relative(local_root).string();
-      if (rel.find("taxonomy.json") != std::string::npos) continue;  // names its URIs
-      const std::string key = std::string("bkt/fit") + sub + "/" + rel;
-      ASSERT_TRUE(s->exists(key)) << key;
-      EXPECT_TRUE(read_all(*s, key) == testing_io::read_file(e.path().string())) << key;
+      const std::string rel = e.path().lexically_relative(local).string();
+      if (rel.find("taxonomy.json") != std::string::npos) continue;
+      std::string key = s3_key_root;
+      key += sub;
+      key += "/";
+      key += rel;
+      const bool present = s3.exists(key);
+      EXPECT_TRUE(present) << key;
+      if (!present) continue;
+      EXPECT_TRUE(read_all(s3, key) == testing_io::read_file(e.path().string())) << key;
       ++compared;
     }
   }
-  EXPECT_GT(compared, 4);
+  return compared;
+}
+
+// Input, model and outputs all on s3://, through the public API; the result equals the same
+// fit on local files, file for file.
+TEST_F(S3StorageTest, FitEndToEndOnS3EqualsLocalFit) {
+  std::unique_ptr<Storage> s = open_storage_for_uri("s3://bkt/fit/x");
+  write_fit_inputs(*s, "bkt/fit", dir_->path() + "/fit");
+  ASSERT_NO_THROW(fit_at("s3://bkt/fit", 2));
+  ASSERT_NO_THROW(fit_at(dir_->path() + "/fit", 2));
+  EXPECT_GT(expect_same_files(*s, "bkt/fit", dir_->path() + "/fit"), 4);
   EXPECT_TRUE(s->exists("bkt/fit/model/taxonomy.json"));
   // A second fit does not overwrite the finished model.
-  expect_error([&] { fit("s3://bkt/fit"); }, ErrorCode::kAlreadyExists, {});
+  expect_error([&] { fit_at("s3://bkt/fit", 2); }, ErrorCode::kAlreadyExists, {});
+}
+
+// A fit on S3 interrupted after level 1 resumes from what it committed there and ends with
+// the same tree and outputs as an uninterrupted fit.
+TEST_F(S3StorageTest, InterruptedFitOnS3ResumesToTheSameResult) {
+  std::unique_ptr<Storage> s = open_storage_for_uri("s3://bkt/resume/x");
+  write_fit_inputs(*s, "bkt/resume", dir_->path() + "/resume");
+  FitOptions stop;
+  stop.stop_after_level = 1;
+  expect_error([&] { fit_at("s3://bkt/resume", 3, stop); }, ErrorCode::kCancelled, {});
+  FitOptions resume;
+  resume.resume = true;
+  ASSERT_NO_THROW(fit_at("s3://bkt/resume", 3, resume));
+  ASSERT_NO_THROW(fit_at(dir_->path() + "/resume", 3));
+  EXPECT_GT(expect_same_files(*s, "bkt/resume", dir_->path() + "/resume"), 6);
 }
 
 // The server dies in the middle of a sequence of reads: the reads retry with backoff, then
@@ -426,6 +507,50 @@ TEST(S3ServerDownTest, RetriesThenAClearError) {
   expect_error([&] { s->write_atomic("bkt2/other.bin", std::string_view("x")); },
                ErrorCode::kUnavailable, {"s3://bkt2/other.bin"});
   expect_error([&] { s->glob("bkt2/*.bin"); }, ErrorCode::kUnavailable, {"s3://bkt2/*.bin"});
+}
+
+// The S3 server goes off the network in the middle of a fit (its proxy is killed): the fit
+// retries, then fails with kUnavailable; with the server back, --resume completes it, with
+// the same tree and outputs as an uninterrupted fit.
+TEST(S3ServerDownTest, FitThroughAnOutageResumesToTheSameResult) {
+  ScratchDir dir;
+  MotoServer server(dir.path(), {"bkt3"});
+  ASSERT_TRUE(server.up());
+  const int proxy_port = free_port();
+  std::unique_ptr<PythonChild> proxy = start_proxy(dir.path(), proxy_port, server.port());
+  ASSERT_TRUE(proxy->up());
+  server.export_env("", "http://127.0.0.1:" + std::to_string(proxy_port));
+  ::setenv("AWS_MAX_ATTEMPTS", "3", 1);  // 2 retries per request: a quick failure
+  std::unique_ptr<Storage> s = open_storage_for_uri("s3://bkt3/x");
+  write_fit_inputs(*s, "bkt3/run", dir.path() + "/run");
+  // The uninterrupted reference, and how many log lines a fit says.
+  int lines = 0;
+  FitOptions count;
+  count.log = [&](const std::string&) { ++lines; };
+  ASSERT_NO_THROW(fit_at(dir.path() + "/run", 3, count));
+  ASSERT_GT(lines, 2);
+  // Halfway through, the server disappears.
+  int seen = 0;
+  FitOptions outage;
+  outage.log = [&](const std::string&) {
+    if (++seen == lines / 2) proxy->stop(SIGKILL);
+  };
+  try {
+    fit_at("s3://bkt3/run", 3, outage);
+    ADD_FAILURE() << "the fit went on without its storage";
+  } catch (const Error& e) {
+    std::printf("fit during the outage -> %s: %s\n", error_code_name(e.code()), e.what());
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable) << e.what();
+    EXPECT_NE(std::string(e.what()).find("s3://bkt3/"), std::string::npos) << e.what();
+  }
+  // The server comes back (same objects, same address): resume.
+  proxy = start_proxy(dir.path(), proxy_port, server.port());
+  ASSERT_TRUE(proxy->up());
+  FitOptions resume;
+  resume.resume = true;
+  ASSERT_NO_THROW(fit_at("s3://bkt3/run", 3, resume));
+  EXPECT_GT(expect_same_files(*s, "bkt3/run", dir.path() + "/run"), 6);
+  ::unsetenv("AWS_MAX_ATTEMPTS");
 }
 
 }  // namespace
