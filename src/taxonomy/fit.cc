@@ -170,9 +170,10 @@ json::Value level_json(const taxonomy::Tree& tree, int l, const LevelReport& r) 
 
 // Sends each node's sampled (priority, id) pairs to the worker that owns the node
 // (node mod workers) and returns what this worker owns, merged. Exact: bottom-k merges.
-taxonomy::NodeSamples route_samples(const taxonomy::NodeSamples& local, dist::Executor& ex,
+taxonomy::NodeSamples route_samples(taxonomy::NodeSamples local, dist::Executor& ex,
                                     std::int64_t n_nodes, std::int64_t k) {
   const int R = ex.workers();
+  if (R == 1) return local;  // one worker owns every node: nothing to move (nor to copy)
   std::vector<std::int64_t> offsets, ids, prio;
   local.flatten(&offsets, &ids, &prio);
   std::vector<std::vector<std::int64_t>> nodes_to(static_cast<std::size_t>(R)), ids_to(static_cast<std::size_t>(R)),
@@ -623,6 +624,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
     }
 
+    // This level's training samples are done with unless a split round may retrain: free
+    // them before the pass collects the next level's (bounded memory).
+    if (cap_leaf == 0) samples = taxonomy::NodeSamples();
+
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     const auto t_assign = Clock::now();
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
@@ -789,7 +794,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         ": re-training " + std::to_string(to_train.size()) + " parents with leaves over " +
         std::to_string(cap_leaf) + " points");
     }  // rounds
-    if (collect) next = route_samples(next, ex, n_nodes, next_k);
+    if (collect) next = route_samples(std::move(next), ex, n_nodes, next_k);
     auto& lv = s.tree.mutable_level(l);
     lv.count = counts;
     lv.inertia = inertia;
@@ -807,15 +812,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
     // The driver needs every owner's samples to write them.
     std::vector<std::int64_t> s_offsets, s_ids, s_prio;
-    if (collect) {
-      taxonomy::NodeSamples all_samples = next;
-      if (R > 1) {
-        std::vector<std::int64_t> o, i, p;
-        next.flatten(&o, &i, &p);
+    if (collect && R == 1) {
+      next.flatten(&s_offsets, &s_ids, &s_prio);
+    } else if (collect) {
+      taxonomy::NodeSamples all_samples;
+      {
+        std::vector<std::int64_t> my_o, my_i, my_p;
+        next.flatten(&my_o, &my_i, &my_p);
         dist::MessageWriter m;
-        m.put_array<std::int64_t>(o);
-        m.put_array<std::int64_t>(i);
-        m.put_array<std::int64_t>(p);
+        m.put_array<std::int64_t>(my_o);
+        m.put_array<std::int64_t>(my_i);
+        m.put_array<std::int64_t>(my_p);
         const auto parts = ex.allgather(m.take());
         if (driver) {
           all_samples = taxonomy::NodeSamples(n_nodes, next_k);
