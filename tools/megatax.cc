@@ -127,10 +127,12 @@ const char* kFitHelp =
     "                   [--threads T] [--metric l2|ip|cosine] [--lloyd-passes N]\n"
     "                   [--batch-rows N] [--memory-budget-mb N] [--simd auto|scalar|avx2|avx512|neon]\n"
     "                   [--executor auto|local|mpi] [--resume] [--quiet]\n"
+    "                   [--column NAME] [--id-column NAME] [--skip-null] [--output-format npy|parquet]\n"
     "                   [--balance [--min-node-size N] [--max-leaf-size N] [--min-branching N]\n"
     "                    [--max-branching N] [--max-split-rounds N]]\n"
     "                   [--hnsw-threshold N] [--hnsw-m N] [--hnsw-ef-construction N] [--hnsw-ef N]\n"
-    "Fits a taxonomy on the shards matching GLOB (.npy .fbin .u8bin .fvecs .bvecs), keeps the\n"
+    "Fits a taxonomy on the shards matching GLOB (.npy .fbin .u8bin .fvecs .bvecs .parquet;\n"
+    "Parquet: --column embedding column, --id-column ids carried to the outputs), keeps the\n"
     "model at --storage and writes <stem>.paths.npy (int32 [n, L]), <stem>.ids.npy (int64)\n"
     "and <stem>.dist.npy (float32) per shard at --output. --resume continues a killed fit.\n"
     "Distributed: mpirun -np R megatax fit ... (one process per rank; rank 0 drives; shards\n"
@@ -508,9 +510,9 @@ int main(int argc, char** argv) {
       Args a(argc, argv, 2,
              {"input", "storage", "output", "levels", "branching", "sample-per-centroid", "max-iter", "tol", "seed",
               "threads", "metric", "lloyd-passes", "batch-rows", "memory-budget-mb", "simd", "stop-after-level",
-              "executor", "min-node-size", "max-leaf-size", "min-branching", "max-branching", "max-split-rounds",
+              "executor", "column", "id-column", "output-format", "min-node-size", "max-leaf-size", "min-branching", "max-branching", "max-split-rounds",
               "hnsw-threshold", "hnsw-m", "hnsw-ef-construction", "hnsw-ef"},
-             {"resume", "quiet", "balance"}, cmd);
+             {"resume", "quiet", "skip-null", "balance"}, cmd);
       if (a.help) return std::fputs(kFitHelp, stdout), 0;
       return cmd_fit(a);
     }

@@ -57,6 +57,15 @@ struct TaxonomyConfig {
   std::int64_t batch_rows = 65536;        // rows read per batch
   std::int64_t memory_budget_mb = 256;    // training samples held at once (per group)
   std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
+  // Input columns of Parquet shards: the embedding column, an optional integer id column whose
+  // values replace the global ids in the outputs, and whether null embeddings are skipped
+  // (counted) instead of being an error. Ignored by the other formats.
+  std::string column = "embedding";
+  std::string id_column;
+  bool skip_null = false;
+  // Output files per shard: "npy" (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy) or
+  // "parquet" (<stem>.parquet: id int64, path list<int32>, dist float32; ZSTD).
+  std::string output_format = "npy";
 
   // Auto-balancing for skewed data (DESIGN.md "Balancing"). When on, a parent j of level
   // l-1 gets b_j = clamp(round(b_l * count_j / mean count of the splittable parents),

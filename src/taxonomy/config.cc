@@ -56,6 +56,9 @@ void TaxonomyConfig::validate() const {
   if (lloyd_passes < 0) bad("lloyd_passes must be >= 0, got " + std::to_string(lloyd_passes));
   if (batch_rows < 1) bad("batch_rows must be >= 1, got " + std::to_string(batch_rows));
   if (memory_budget_mb < 1) bad("memory_budget_mb must be >= 1");
+  if (output_format != "npy" && output_format != "parquet")
+    bad("output_format: unknown value '" + output_format + "': expected npy or parquet");
+  if (column.empty()) bad("column: the embedding column name is empty");
   if (min_node_size < 0) bad("min_node_size must be >= 0, got " + std::to_string(min_node_size));
   if (max_leaf_size < 0) bad("max_leaf_size must be >= 0, got " + std::to_string(max_leaf_size));
   if (min_branching < 2) bad("min_branching must be >= 2, got " + std::to_string(min_branching));

@@ -30,6 +30,10 @@ json::Value config_to_json(const TaxonomyConfig& c) {
   v.set("batch_rows", c.batch_rows);
   v.set("memory_budget_mb", c.memory_budget_mb);
   v.set("simd", c.simd);
+  v.set("column", c.column);
+  v.set("id_column", c.id_column);
+  v.set("skip_null", c.skip_null);
+  v.set("output_format", c.output_format);
   v.set("balance", c.balance);
   v.set("min_node_size", c.min_node_size);
   v.set("max_leaf_size", c.max_leaf_size);
@@ -59,6 +63,10 @@ TaxonomyConfig config_from_json(const json::Value& v) {
   c.batch_rows = v["batch_rows"].as_int();
   c.memory_budget_mb = v["memory_budget_mb"].as_int();
   c.simd = v["simd"].as_string();
+  if (const json::Value* x = v.find("column")) c.column = x->as_string();  // absent before v0.2
+  if (const json::Value* x = v.find("id_column")) c.id_column = x->as_string();
+  if (const json::Value* x = v.find("skip_null")) c.skip_null = x->as_bool();
+  if (const json::Value* x = v.find("output_format")) c.output_format = x->as_string();
   // Balancing fields came later: manifests without them describe unbalanced fits.
   if (v.contains("balance")) {
     c.balance = v["balance"].as_bool();
@@ -94,6 +102,8 @@ bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::st
   if (a.tol != b.tol) return differ("tol");
   if (a.seed != b.seed) return differ("seed");
   if (a.lloyd_passes != b.lloyd_passes) return differ("lloyd_passes");
+  if (a.column != b.column) return differ("column");
+  if (a.skip_null != b.skip_null) return differ("skip_null");
   if (a.hnsw_threshold != b.hnsw_threshold) return differ("hnsw_threshold");
   if (a.hnsw_threshold > 0 && (a.hnsw_m != b.hnsw_m || a.hnsw_ef_construction != b.hnsw_ef_construction ||
                                a.hnsw_ef != b.hnsw_ef))

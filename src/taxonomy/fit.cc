@@ -16,6 +16,7 @@
 #include "dist/executor.h"
 #include "dist/message.h"
 #include "io/npy_array.h"
+#include "io/parquet_writer.h"
 #include "megatax/dataset.h"
 #include "megatax/error.h"
 #include "megatax/vector_format.h"
@@ -98,12 +99,34 @@ ShardState read_shard_state(const Storage& st, const std::string& prefix, std::i
   return s;
 }
 
-void write_outputs(Storage& st, const std::string& root, const std::string& stem, Id global_begin,
-                   const std::vector<std::int32_t>& paths, const std::vector<float>& dist, int levels) {
+// The read options of the config (Parquet columns).
+VectorReadOptions read_options(const TaxonomyConfig& c) {
+  VectorReadOptions o;
+  o.column = c.column;
+  o.id_column = c.id_column;
+  o.skip_null = c.skip_null;
+  return o;
+}
+
+// Writes one shard's outputs in the configured format. Ids: the shard's id column when the
+// dataset has one, else global ids (global_begin + row).
+void write_outputs(Storage& st, const std::string& root, const Dataset& data, std::size_t shard_index,
+                   const std::vector<std::int32_t>& paths, const std::vector<float>& dist, int levels,
+                   const std::string& format) {
+  const ShardInfo& shard = data.shards()[shard_index];
   const auto n = static_cast<std::int64_t>(dist.size());
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = global_begin + i;
+  if (data.has_ids() && n > 0) {
+    data.reader(shard_index).read_ids(0, n, ids.data());
+  } else {
+    for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = shard.global_begin + i;
+  }
+  const std::string stem = taxonomy::shard_stem(shard.path);
   const std::string base = root.empty() ? stem : (root.back() == '/' ? root + stem : root + "/" + stem);
+  if (format == "parquet") {
+    io::write_paths_parquet(st, base + ".parquet", ids, paths, levels, dist);
+    return;
+  }
   const std::int64_t shape1[1] = {n};
   const std::int64_t shape2[2] = {n, levels};
   write_npy(st, base + ".paths.npy", std::span<const std::int32_t>(paths), shape2);
@@ -322,7 +345,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (options.should_stop && options.should_stop())
       throw_error(ErrorCode::kCancelled, "fit interrupted; the last committed level is kept (resume to finish)");
   };
-  Dataset data = Dataset::open(input_uri);
+  Dataset data = Dataset::open(input_uri, read_options(s.config));
   const std::int64_t d = data.dim(), N = data.rows();
   if (cfg.dim != 0 && cfg.dim != d)
     throw_error(ErrorCode::kInvalidArgument, "dataset '" + input_uri + "' has dim " +
@@ -894,8 +917,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
       const std::string name = taxonomy::base_name(shard.path);
       ShardState fin = read_shard_state(st, s.path(state_dir(L) + name), shard.rows, L);
-      write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin,
-                    fin.paths, fin.dist, L);
+      write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), fin.paths, fin.dist, L,
+                    cfg.output_format);
     });
     ex.barrier();
     manifest.set("status", "complete");
@@ -921,7 +944,7 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
                                       const FitOptions& options) const {
   const Impl& s = *impl_;
   if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
-  Dataset data = Dataset::open(input_uri);
+  Dataset data = Dataset::open(input_uri, read_options(s.config));
   if (data.dim() != s.tree.dim())
     throw_error(ErrorCode::kInvalidArgument, "dataset '" + input_uri + "' has dim " +
                                                  std::to_string(data.dim()) + ", taxonomy has dim " +
@@ -952,7 +975,7 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
         bar.add(batch.view.rows);
       }
     }
-    write_outputs(*out_storage, out_root, taxonomy::shard_stem(shard.path), shard.global_begin, paths, dist, L);
+    write_outputs(*out_storage, out_root, data, si, paths, dist, L, s.config.output_format);
   }
   return report;
 }
