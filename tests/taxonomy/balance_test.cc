@@ -16,39 +16,14 @@
 #include "megatax/taxonomy.h"
 #include "megatax/vector_format.h"
 #include "taxonomy/synthetic.h"
+#include "taxonomy/taxonomy_test_util.h"
 
 namespace megatax {
 namespace {
 
 using testing_io::ScratchDir;
+using namespace testing_taxonomy;
 namespace fs = std::filesystem;
-
-std::map<std::string, std::vector<char>> tree_bytes(const std::string& dir, bool skip_manifest) {
-  std::map<std::string, std::vector<char>> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    const std::string rel = fs::relative(e.path(), dir).string();
-    if (skip_manifest && rel == "taxonomy.json") continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    out[rel] = std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  }
-  return out;
-}
-
-std::vector<std::int32_t> all_paths(const std::string& out_dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(out_dir))
-    if (e.path().string().ends_with(".paths.npy")) names.push_back(e.path().string());
-  std::sort(names.begin(), names.end());
-  auto st = open_storage_for_uri("/");
-  std::vector<std::int32_t> all;
-  for (const auto& n : names) {
-    std::vector<std::int64_t> shape;
-    auto p = io::read_npy_array<std::int32_t>(*st, n, &shape);
-    all.insert(all.end(), p.begin(), p.end());
-  }
-  return all;
-}
 
 // Leaf sizes (points per distinct full path; early leaves included).
 std::vector<std::int64_t> leaf_sizes(const std::vector<std::int32_t>& paths, int levels) {
@@ -69,12 +44,6 @@ double max_over_mean(const std::vector<std::int64_t>& s) {
     mx = std::max(mx, v);
   }
   return static_cast<double>(mx) / (total / static_cast<double>(s.size()));
-}
-
-FitOptions quiet() {
-  FitOptions o;
-  o.progress = false;
-  return o;
 }
 
 class ZipfData : public ::testing::Test {

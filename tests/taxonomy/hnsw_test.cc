@@ -20,11 +20,13 @@
 #include "taxonomy/hnsw_index.h"
 #include "taxonomy/synthetic.h"
 #include "taxonomy/tree.h"
+#include "taxonomy/taxonomy_test_util.h"
 
 namespace megatax {
 namespace {
 
 using testing_io::ScratchDir;
+using namespace testing_taxonomy;
 namespace fs = std::filesystem;
 
 // Clustered centroids (as k-means gives on real data: dense regions) and queries from them.
@@ -98,18 +100,6 @@ TEST(Hnsw, GraphBuildIsDeterministic) {
   auto a = taxonomy::CentroidGraph::build(w.centroids.data(), w.b, w.dim, Metric::kL2, {});
   auto b = taxonomy::CentroidGraph::build(w.centroids.data(), w.b, w.dim, Metric::kL2, {});
   EXPECT_EQ(a->serialize(), b->serialize());
-}
-
-std::map<std::string, std::vector<char>> tree_bytes(const std::string& dir, bool skip_manifest) {
-  std::map<std::string, std::vector<char>> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    const std::string rel = fs::relative(e.path(), dir).string();
-    if (skip_manifest && rel == "taxonomy.json") continue;
-    std::ifstream f(e.path(), std::ios::binary);
-    out[rel] = std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  }
-  return out;
 }
 
 TEST(Hnsw, FitWithGraphsIsDeterministicAndPredictReproducesIt) {

@@ -15,45 +15,14 @@
 #include "megatax/taxonomy.h"
 #include "megatax/vector_format.h"
 #include "taxonomy/synthetic.h"
+#include "taxonomy/taxonomy_test_util.h"
 
 namespace megatax {
 namespace {
 
 using testing_io::ScratchDir;
+using namespace testing_taxonomy;
 namespace fs = std::filesystem;
-
-std::vector<char> file_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-// All files under dir (relative name -> bytes), recursively.
-std::map<std::string, std::vector<char>> tree_bytes(const std::string& dir, bool skip_manifest) {
-  std::map<std::string, std::vector<char>> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    const std::string rel = fs::relative(e.path(), dir).string();
-    if (skip_manifest && rel == "taxonomy.json") continue;
-    out[rel] = file_bytes(e.path().string());
-  }
-  return out;
-}
-
-// Paths of all shards of an output dir, concatenated in shard order (int32 [n, L]).
-std::vector<std::int32_t> all_paths(const std::string& out_dir) {
-  std::vector<std::int32_t> all;
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(out_dir))
-    if (e.path().string().ends_with(".paths.npy")) names.push_back(e.path().string());
-  std::sort(names.begin(), names.end());
-  auto st = open_storage_for_uri("/");
-  for (const auto& n : names) {
-    std::vector<std::int64_t> shape;
-    auto p = io::read_npy_array<std::int32_t>(*st, n, &shape);
-    all.insert(all.end(), p.begin(), p.end());
-  }
-  return all;
-}
 
 double adjusted_rand(const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
   std::map<std::pair<std::int64_t, std::int64_t>, double> joint;
@@ -83,12 +52,6 @@ TaxonomyConfig config(const std::string& storage, int levels, std::int64_t b, in
   c.sample_per_centroid = 64;
   c.batch_rows = 1000;  // several batches per shard
   return c;
-}
-
-FitOptions quiet() {
-  FitOptions o;
-  o.progress = false;
-  return o;
 }
 
 TEST(Taxonomy, RecoversPlantedHierarchy) {
