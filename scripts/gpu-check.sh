@@ -2,16 +2,19 @@
 # scripts/gpu-check.sh -- everything the CUDA backend needs checked on a GPU machine, in one go:
 #   1. the GPU (nvidia-smi)
 #   2. a fresh CUDA build of the test and benchmark binaries only (build/gpu)
-#   3. the GPU tests (cuda_kernels_test: CPU float64 reference, fresh random seed)
+#   3. the GPU tests (cuda_kernels_test: CPU float64 reference, fresh random seed;
+#      cuda_engine_test: the whole fit on the GPU against the CPU engine)
 #   4. compute-sanitizer memcheck on the small case of the same tests
 #   5. bench_cuda (ours vs cuBLAS and HBM on this card) and, if PyTorch imports,
-#      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes)
+#      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
+#      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data)
 #   6. a short table
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
 # Logs go to $OUT (the device tool's output folder) when set, else build/gpu/logs.
 #
 #   scripts/gpu-check.sh [--no-bench] [--no-torch] [--seed S]
-# Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16).
+# Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16),
+#   MPI (default OFF: -DMEGATAX_MPI), FIT_N / FIT_D / FIT_LEVELS / FIT_B (gpu_fit.sh shape).
 # Budget: ~1-2 min build on 16 cores, ~1 min tests, < 1 min sanitizer, ~1-2 min benchmarks.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -51,18 +54,22 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 stamp "configure + build ($BUILD, sm_$ARCH, -j$JOBS)"
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-# The targets need the CUDA backend and two core sources only, not the CPU library.
+# The kernel test and benchmark need the CUDA backend only; the engine test and the CLI the
+# CPU library too (no GoogleTest, Arrow or Python needed).
 if ! cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DMEGATAX_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DMEGATAX_ARROW=OFF \
-      -DMEGATAX_BUILD_TESTS=OFF -DMEGATAX_BUILD_TOOLS=OFF -DMEGATAX_BUILD_PYTHON=OFF \
-      -DMEGATAX_MPI=OFF -DMEGATAX_GPU_TESTS=ON >"$LOGS/configure.log" 2>&1; then
+      -DMEGATAX_BUILD_TESTS=OFF -DMEGATAX_BUILD_TOOLS=ON -DMEGATAX_BUILD_PYTHON=OFF \
+      -DMEGATAX_MPI="${MPI:-OFF}" -DMEGATAX_GPU_TESTS=ON >"$LOGS/configure.log" 2>&1; then
   tail -30 "$LOGS/configure.log"; echo "gpu-check: configure FAILED"; exit 1
 fi
-if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda >"$LOGS/build.log" 2>&1; then
+if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda cuda_engine_test \
+      megatax_cli >"$LOGS/build.log" 2>&1; then
   grep -E "error|Error" "$LOGS/build.log" | head -40; echo "gpu-check: build FAILED"; exit 1
 fi
 note "build (sm_$ARCH)" "ok, $(( $(date +%s) - t_start ))s after start"
 TEST=$BUILD/tests/cuda/cuda_kernels_test
+ENGINE_TEST=$BUILD/tests/cuda/cuda_engine_test
+CLI=$BUILD/tools/megatax
 BENCH=$BUILD/bench/cuda/bench_cuda
 
 # ---- tests --------------------------------------------------------------------------------
@@ -74,6 +81,16 @@ if [ "$rc" -eq 0 ]; then
 else
   status=1
   note "cuda_kernels_test" "FAIL (exit $rc; see test.log)"
+fi
+
+stamp "cuda_engine_test"
+timeout 600 "$ENGINE_TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/engine_test.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 0 ]; then
+  note "cuda_engine_test" "PASS ($(grep -c '^\[ ok \]' "$LOGS/engine_test.log") checks)"
+else
+  status=1
+  note "cuda_engine_test" "FAIL (exit $rc; see engine_test.log)"
 fi
 
 # ---- sanitizer ----------------------------------------------------------------------------
@@ -106,12 +123,20 @@ if [ "$bench" -eq 1 ]; then
   else
     note "torch_peer.py" "skipped (no PyTorch with CUDA, or --no-torch)"
   fi
+  stamp "gpu_fit.sh"
+  CPU_TOO=1 timeout 400 bench/cuda/gpu_fit.sh "$CLI" "${FIT_N:-2000000}" "${FIT_D:-1024}" \
+    "${FIT_LEVELS:-2}" "${FIT_B:-100}" 2>&1 | tee "$LOGS/gpu_fit.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] && note "gpu_fit.sh" "ok" || note "gpu_fit.sh" "FAILED (see gpu_fit.log)"
 fi
 
 # ---- table --------------------------------------------------------------------------------
 echo
 echo "==================== gpu-check: $gpu, $(( $(date +%s) - t_start ))s ===================="
 for line in "${summary[@]}"; do echo "$line"; done
+if [ -f "$LOGS/gpu_fit.log" ]; then
+  echo
+  grep -E '^(gpu_fit|----|level|[0-9]+ |fit:|peak)' "$LOGS/gpu_fit.log"
+fi
 for f in bench torch_peer; do
   if [ -f "$LOGS/$f.log" ]; then
     echo

@@ -127,6 +127,7 @@ const char* kFitHelp =
     "                   [--threads T] [--metric l2|ip|cosine] [--lloyd-passes N]\n"
     "                   [--batch-rows N] [--memory-budget-mb N] [--simd auto|scalar|avx2|avx512|neon]\n"
     "                   [--executor auto|local|mpi] [--resume] [--quiet]\n"
+    "                   [--device cpu|cuda [--gpu-dtype auto|f32|f16|bf16] [--gpu N]]\n"
     "                   [--column NAME] [--id-column NAME] [--skip-null] [--output-format npy|parquet]\n"
     "                   [--balance [--min-node-size N] [--max-leaf-size N] [--min-branching N]\n"
     "                    [--max-branching N] [--max-split-rounds N]]\n"
@@ -141,7 +142,11 @@ const char* kFitHelp =
     "nodes under --min-node-size points (default: B) stay leaves, and last-level leaves over\n"
     "--max-leaf-size points (default 1.5 N / prod B) are split again into siblings.\n"
     "Parents with more than --hnsw-threshold children (default 4096, 0 = never) are searched\n"
-    "through an HNSW graph (persisted beside the centroids) instead of a scan.\n";
+    "through an HNSW graph (persisted beside the centroids) instead of a scan.\n"
+    "--device cuda: k-means and the assignment passes run on a GPU (under mpirun, one per\n"
+    "rank, picked by the local rank unless --gpu N); --gpu-dtype is what it multiplies in\n"
+    "(auto: the data's dtype when f16/bf16, else f32 exact). Deterministic, but near-ties may\n"
+    "resolve differently from the CPU's.\n";
 
 const char* kPredictHelp =
     "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--beam W]\n"
@@ -228,6 +233,11 @@ megatax::TaxonomyConfig config_from_args(const Args& a) {
   c.batch_rows = a.integer("batch-rows", c.batch_rows);
   c.memory_budget_mb = a.integer("memory-budget-mb", c.memory_budget_mb);
   c.simd = a.str("simd", "auto");
+  c.device = a.str("device", c.device);
+  c.gpu_dtype = a.str("gpu-dtype", c.gpu_dtype);
+  c.gpu = static_cast<int>(a.integer("gpu", c.gpu));
+  if (c.device != "cuda" && (a.has("gpu-dtype") || a.has("gpu")))
+    throw UsageError{"--gpu-dtype and --gpu need --device cuda"};
   c.balance = a.flag("balance");
   c.min_node_size = a.integer("min-node-size", c.min_node_size);
   c.max_leaf_size = a.integer("max-leaf-size", c.max_leaf_size);
@@ -511,7 +521,7 @@ int main(int argc, char** argv) {
              {"input", "storage", "output", "levels", "branching", "sample-per-centroid", "max-iter", "tol", "seed",
               "threads", "metric", "lloyd-passes", "batch-rows", "memory-budget-mb", "simd", "stop-after-level",
               "executor", "column", "id-column", "output-format", "min-node-size", "max-leaf-size", "min-branching", "max-branching", "max-split-rounds",
-              "hnsw-threshold", "hnsw-m", "hnsw-ef-construction", "hnsw-ef"},
+              "hnsw-threshold", "hnsw-m", "hnsw-ef-construction", "hnsw-ef", "device", "gpu-dtype", "gpu"},
              {"resume", "quiet", "skip-null", "balance"}, cmd);
       if (a.help) return std::fputs(kFitHelp, stdout), 0;
       return cmd_fit(a);

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "megatax/dtype.h"
 #include "megatax/matrix.h"
@@ -101,6 +102,30 @@ class DeviceBuffer {
   std::size_t size_ = 0;
 };
 
+// Page-locked host memory (cudaMallocHost / cudaFreeHost): copies from and to it run at the
+// link's full rate and asynchronously. Move-only.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(std::size_t bytes);  // throws Error(kResourceExhausted) on failure
+  ~PinnedBuffer();
+  PinnedBuffer(PinnedBuffer&& other) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  void* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  template <class T>
+  T* as() const noexcept {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 // Copies on the handle's stream. copy_to_host waits for the stream before returning (so the
 // host buffer is filled); copy_to_device and fill_zero only queue (the host source of
 // copy_to_device must stay alive until synchronize(); pageable memory makes it synchronous).
@@ -131,6 +156,28 @@ struct AssignArgs {
 };
 // Queues the assignment. Throws Error(kInvalidArgument) for bad shapes, dtypes or pointers.
 void assign(Resources& res, const AssignArgs& args);
+
+// ---- grouped assign: each row against its own group's centroids (a tree level's descent) ---
+// Rows are sorted by group: group g owns rows [row_begin[g], row_begin[g+1]) of x and
+// centroids [centroid_begin[g], centroid_end[g]) of `centroids` (non-empty; groups may share
+// or skip centroids). labels[i] =
+// the nearest of its group's centroids, as an index WITHIN the group (ties to the smaller);
+// the same numerics as assign(). One launch for all groups (one block per 128 rows of a
+// group, so groups of very few rows use the tensor cores poorly).
+struct GroupedAssignArgs {
+  Metric metric = Metric::kL2;
+  MatrixView x;                               // device, n x d; f32, f16 or bf16
+  MatrixView centroids;                       // device, K x d, same dtype and d
+  const float* c_norms = nullptr;             // optional device [K] (kL2); computed when null
+  std::vector<std::int64_t> row_begin;        // host, groups + 1: 0 ... n, non-decreasing
+  std::vector<std::int64_t> centroid_begin;   // host, groups
+  std::vector<std::int64_t> centroid_end;     // host, groups
+  std::int32_t* labels = nullptr;             // device [n]
+  float* distances = nullptr;                 // optional device [n]
+};
+// Queues the grouped assignment (the host arrays are consumed before it returns). Throws
+// Error(kInvalidArgument) naming the field for bad shapes or group ranges.
+void assign_grouped(Resources& res, const GroupedAssignArgs& args);
 
 // ---- top-k: the k nearest database rows per query, fused distance + selection ---------------
 struct TopkArgs {

@@ -130,13 +130,19 @@ class BatchReader {
   // `dataset` is borrowed and must outlive the reader. batch_rows >= 1; row_end = -1
   // means the end of the shard; 0 <= row_begin <= row_end <= shard rows. Violations:
   // kInvalidArgument / kOutOfRange naming the shard.
+  // `buffer` (optional): a vector the reader uses (and grows) instead of its own, so that a
+  // caller reading shard after shard reuses one allocation (no fresh pages to fault in).
   BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
-              std::int64_t row_begin = 0, std::int64_t row_end = -1);
+              std::int64_t row_begin = 0, std::int64_t row_end = -1,
+              std::vector<float>* buffer = nullptr);
 
   // Reads the next batch into *batch and returns true, or returns false when all rows
   // have been read (then *batch is untouched). Errors of the reader propagate (the
   // reader stays at the failed batch, so next() may be retried after a kUnavailable).
   bool next(Batch* batch);
+
+  BatchReader(const BatchReader&) = delete;  // buffer_ may refer to own_
+  BatchReader& operator=(const BatchReader&) = delete;
 
   // Rows not yet returned.
   std::int64_t remaining() const noexcept { return row_end_ - next_row_; }
@@ -147,7 +153,8 @@ class BatchReader {
   std::int64_t batch_rows_;
   std::int64_t next_row_;
   std::int64_t row_end_;
-  std::vector<float> buffer_;
+  std::vector<float> own_;
+  std::vector<float>& buffer_;  // own_ or the caller's
 };
 
 // Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is

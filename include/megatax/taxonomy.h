@@ -57,6 +57,14 @@ struct TaxonomyConfig {
   std::int64_t batch_rows = 65536;        // rows read per batch
   std::int64_t memory_budget_mb = 256;    // training samples held at once (per group)
   std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
+  // Where the kernels run: "cpu", or "cuda" (one GPU per process: `gpu` >= 0 picks it, -1 =
+  // the MPI local rank mod the visible GPUs). gpu_dtype is what the GPU multiplies in:
+  // "auto" (the data's dtype when f16/bf16, else f32), "f32" (exact FFMA), "f16", "bf16"
+  // (tensor cores). A GPU fit is deterministic but its tree may differ from the CPU's where
+  // two centroids tie within rounding; a fit resumes only on the device it started on.
+  std::string device = "cpu";
+  std::string gpu_dtype = "auto";
+  int gpu = -1;
   // Input columns of Parquet shards: the embedding column, an optional integer id column whose
   // values replace the global ids in the outputs, and whether null embeddings are skipped
   // (counted) instead of being an error. Ignored by the other formats.
@@ -205,9 +213,17 @@ class TaxonomyEngine {
   // The manifest (taxonomy.json) as text.
   std::string manifest_json() const;
 
- private:
+  // fit() on an executor of the caller (options.executor is ignored): for executors that
+  // live outside this library, e.g. the Ray workers of the Python package, which run it on
+  // a dist::CallbackExecutor (src/dist/callback_executor.h). SPMD: every worker calls it with
+  // the same arguments and its own executor and engine. Unlike fit(), a failure is thrown on
+  // the failing worker only: the caller must unblock the others (their collectives then
+  // throw); the storage keeps its last committed level, so a later call with
+  // options.resume continues it and ends with the same tree.
   FitReport fit_with(dist::Executor& executor, const std::string& input_uri,
                      const std::string& output_uri, const FitOptions& options);
+
+ private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -16,6 +16,9 @@ namespace megatax::cluster {
 class Assigner {
  public:
   virtual ~Assigner() = default;
+  // Announces that assign() will be called with this same x (unchanged) until the next
+  // prepare(): an assigner may keep a copy of it (the CUDA one keeps it on the device).
+  virtual void prepare(const MatrixView& /*x*/) {}
   // Replaces the centroids: k x dim floats, row-major (copied).
   virtual void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) = 0;
   // For each row i of x: labels[i] = index of the nearest centroid (ties to the smaller

@@ -157,6 +157,7 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
   std::vector<double> sums(static_cast<std::size_t>(k * d));
   std::vector<std::int64_t> order(static_cast<std::size_t>(n)), start(static_cast<std::size_t>(k + 1));
   const bool maximise = p.metric == Metric::kInnerProduct;
+  assigner.prepare(x);
 
   for (int iter = 0;; ++iter) {
     // Without the final assignment, the last update's centroids are returned unscored.

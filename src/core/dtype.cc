@@ -90,6 +90,21 @@ std::uint16_t f32_to_bf16(float f) noexcept {
   return static_cast<std::uint16_t>(rounded >> 16);
 }
 
+#if defined(MEGATAX_HAVE_F16C_TU)
+namespace detail {
+void f16_to_f32_f16c(const std::uint16_t* src, std::size_t n, float* dst) noexcept;
+void f32_to_f16_f16c(const float* src, std::size_t n, std::uint16_t* dst) noexcept;
+}  // namespace detail
+
+namespace {
+// F16C array conversions (core/dtype_f16c.cc) when the CPU has them; else the scalar loops.
+bool have_f16c() noexcept {
+  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return yes;
+}
+}  // namespace
+#endif
+
 void convert_to_f32(DType src_type, const void* src, std::size_t n, float* dst) noexcept {
   if (n == 0) return;
   switch (src_type) {
@@ -98,6 +113,9 @@ void convert_to_f32(DType src_type, const void* src, std::size_t n, float* dst) 
       return;
     case DType::kF16: {
       const auto* s = static_cast<const std::uint16_t*>(src);
+#if defined(MEGATAX_HAVE_F16C_TU)
+      if (have_f16c()) return detail::f16_to_f32_f16c(s, n, dst);
+#endif
       for (std::size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
@@ -122,6 +140,9 @@ void convert_from_f32(const float* src, std::size_t n, DType dst_type, void* dst
       return;
     case DType::kF16: {
       auto* d = static_cast<std::uint16_t*>(dst);
+#if defined(MEGATAX_HAVE_F16C_TU)
+      if (have_f16c()) return detail::f32_to_f16_f16c(src, n, d);
+#endif
       for (std::size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
       return;
     }

@@ -55,6 +55,10 @@ void TaxonomyConfig::validate() const {
   if (!(tol >= 0)) bad("tol must be >= 0");
   if (lloyd_passes < 0) bad("lloyd_passes must be >= 0, got " + std::to_string(lloyd_passes));
   if (batch_rows < 1) bad("batch_rows must be >= 1, got " + std::to_string(batch_rows));
+  if (device != "cpu" && device != "cuda") bad("device must be cpu or cuda, got '" + device + "'");
+  if (gpu_dtype != "auto" && gpu_dtype != "f32" && gpu_dtype != "f16" && gpu_dtype != "bf16")
+    bad("gpu_dtype must be auto, f32, f16 or bf16, got '" + gpu_dtype + "'");
+  if (gpu < -1) bad("gpu must be >= 0 (or -1: the local rank's), got " + std::to_string(gpu));
   if (memory_budget_mb < 1) bad("memory_budget_mb must be >= 1");
   if (output_format != "npy" && output_format != "parquet")
     bad("output_format: unknown value '" + output_format + "': expected npy or parquet");

@@ -30,6 +30,8 @@ json::Value config_to_json(const TaxonomyConfig& c) {
   v.set("batch_rows", c.batch_rows);
   v.set("memory_budget_mb", c.memory_budget_mb);
   v.set("simd", c.simd);
+  v.set("device", c.device);
+  v.set("gpu_dtype", c.gpu_dtype);
   v.set("column", c.column);
   v.set("id_column", c.id_column);
   v.set("skip_null", c.skip_null);
@@ -63,6 +65,8 @@ TaxonomyConfig config_from_json(const json::Value& v) {
   c.batch_rows = v["batch_rows"].as_int();
   c.memory_budget_mb = v["memory_budget_mb"].as_int();
   c.simd = v["simd"].as_string();
+  if (const json::Value* x = v.find("device")) c.device = x->as_string();  // absent: cpu
+  if (const json::Value* x = v.find("gpu_dtype")) c.gpu_dtype = x->as_string();
   if (const json::Value* x = v.find("column")) c.column = x->as_string();  // absent before v0.2
   if (const json::Value* x = v.find("id_column")) c.id_column = x->as_string();
   if (const json::Value* x = v.find("skip_null")) c.skip_null = x->as_bool();
@@ -103,6 +107,8 @@ bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::st
   if (a.seed != b.seed) return differ("seed");
   if (a.lloyd_passes != b.lloyd_passes) return differ("lloyd_passes");
   if (a.column != b.column) return differ("column");
+  if (a.device != b.device) return differ("device");
+  if (a.device == "cuda" && a.gpu_dtype != b.gpu_dtype) return differ("gpu_dtype");
   if (a.skip_null != b.skip_null) return differ("skip_null");
   if (a.hnsw_threshold != b.hnsw_threshold) return differ("hnsw_threshold");
   if (a.hnsw_threshold > 0 && (a.hnsw_m != b.hnsw_m || a.hnsw_ef_construction != b.hnsw_ef_construction ||

@@ -20,6 +20,7 @@
 #include "megatax/dataset.h"
 #include "megatax/error.h"
 #include "megatax/vector_format.h"
+#include "taxonomy/compute_backend.h"
 #include "taxonomy/engine_impl.h"
 #include "taxonomy/node_samples.h"
 
@@ -426,6 +427,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     }
   };
 
+  // Where the kernels run (CPU, or this rank's GPU); after the resume checks, so that a
+  // resume on another device is refused as such.
+  const std::unique_ptr<taxonomy::ComputeBackend> backend =
+      taxonomy::make_compute_backend(cfg.device, cfg.gpu_dtype, cfg.gpu, data.dtype());
+  if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
+  std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
   std::int64_t points_levels = 0;
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
@@ -483,14 +490,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           ++g1;
         }
         const auto n_group = static_cast<std::int64_t>(g1 - g0);
-        const int outer = resolve_threads(cfg.threads, n_group);
+        const int outer = backend->concurrent_training() ? resolve_threads(cfg.threads, n_group) : 1;
         parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
           const auto& node_ids = ids[static_cast<std::size_t>(t)];
           const auto m = static_cast<std::int64_t>(node_ids.size());
           const std::int64_t parent = mine[g0 + static_cast<std::size_t>(t)];
           const std::int64_t b = branch[static_cast<std::size_t>(parent)];
           kernels::KnnOptions inner = knn;
-          inner.threads = n_group > 1 ? 1 : cfg.threads;
+          inner.threads = n_group > 1 && outer > 1 ? 1 : cfg.threads;
           if (round > 0) {
             // Split round: partition the parent's sample among its current children and
             // split each oversized child by k-means on its part; siblings stay in place.
@@ -528,8 +535,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               kp.spherical = cfg.metric != TaxonomyMetric::kL2;
           kp.final_assignment = false;  // the level's assignment pass re-assigns every point
               kp.threads = inner.threads;
-              cluster::CpuAssigner assigner(s.kernel_metric(), inner);
-              auto r = cluster::fit_kmeans(f32_view(rows.data(), rc, d), kp, assigner);
+              const auto assigner = backend->make_assigner(s.kernel_metric(), inner);
+              auto r = cluster::fit_kmeans(f32_view(rows.data(), rc, d), kp, *assigner);
               out.insert(out.end(), r.centroids.begin(), r.centroids.end());
             }
             trained[g0 + static_cast<std::size_t>(t)] = std::move(out);
@@ -551,8 +558,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           kp.spherical = cfg.metric != TaxonomyMetric::kL2;
           kp.final_assignment = false;  // the level's assignment pass re-assigns every point
           kp.threads = inner.threads;
-          cluster::CpuAssigner assigner(s.kernel_metric(), inner);
-          auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, assigner);
+          const auto assigner = backend->make_assigner(s.kernel_metric(), inner);
+          auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, *assigner);
           trained[g0 + static_cast<std::size_t>(t)] = std::move(r.centroids);
           bar.add(1);
         });
@@ -589,6 +596,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     s.tree.truncate(l - 1);
     s.tree.add_level(std::move(centroids), std::move(parent));
     s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
+    backend->prepare_level(s.tree, l);
     n_nodes = s.tree.nodes(l);
 
     // ---- 2b. Optional full-data Lloyd passes (assign, sum in float64, update) --------
@@ -610,13 +618,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         const auto cap = static_cast<std::size_t>(cfg.batch_rows);
         std::vector<std::int32_t> node(cap), child(cap);
         std::vector<float> dist(cap);
-        BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
+        BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
         Batch batch;
         while (reader.next(&batch)) {
           check_stop();
           check_finite(batch, data);
           if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
-          s.tree.descend(l, batch.view, prev_node.data() + batch.local_begin, node.data(), child.data(),
+          backend->descend(s.tree, l, batch.view, prev_node.data() + batch.local_begin, node.data(), child.data(),
                          dist.data(), knn);
           for (std::int64_t i = 0; i < batch.view.rows; ++i) {
             const std::int32_t nd = node[static_cast<std::size_t>(i)];
@@ -645,6 +653,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       s.tree.truncate(l - 1);
       s.tree.add_level(std::move(lloyd_centroids), std::move(parents));
       s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
+      backend->prepare_level(s.tree, l);
     }
 
     // This level's training samples are done with unless a split round may retrain: free
@@ -681,14 +690,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.dist = prev.dist;
           std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
           std::map<std::int64_t, std::pair<std::int64_t, double>> per_node;  // node -> (count, inertia)
-          BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows);
+          BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
           Batch batch;
           while (reader.next(&batch)) {
             check_stop();
             check_finite(batch, data);
             if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
             const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
-            s.tree.descend(l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
+            backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                            cur.dist.data() + r0, knn);
             for (std::int64_t i = 0; i < m; ++i) {
               const std::int64_t r = r0 + i;

@@ -293,6 +293,100 @@ void test_assign(mc::Resources& res, std::mt19937_64& rng, const AssignCase& tc)
   report(name, ok, detail);
 }
 
+// ---- grouped assign ---------------------------------------------------------------------------
+
+struct GroupedCase {
+  std::int64_t groups, max_rows, max_children, d;  // group sizes drawn in [0, max_rows]
+  DType dtype;
+  Metric metric = Metric::kL2;
+  std::int64_t pad = 0;
+};
+
+void test_assign_grouped(mc::Resources& res, std::mt19937_64& rng, const GroupedCase& tc) {
+  const std::int64_t G = tc.groups, d = tc.d;
+  std::uniform_int_distribution<std::int64_t> rows_of(0, tc.max_rows), kids_of(1, tc.max_children);
+  // Centroid ranges are disjoint, in order, with gaps (unused centroids) between some.
+  std::vector<std::int64_t> rb{0}, cb, ce;
+  std::int64_t next_c = 0;
+  for (std::int64_t g = 0; g < G; ++g) {
+    rb.push_back(rb.back() + rows_of(rng));
+    next_c += g % 3 == 1 ? 5 : 0;
+    cb.push_back(next_c);
+    next_c += kids_of(rng);
+    ce.push_back(next_c);
+  }
+  const std::int64_t n = rb.back(), K = next_c;
+  std::vector<float> cv = random_values(rng, K, d, 1.f);
+  // Each group's rows lie near its own centroids (blobs per group).
+  std::vector<float> xv(static_cast<std::size_t>(n * d));
+  for (std::int64_t g = 0; g < G; ++g) {
+    const std::int64_t kg = ce[g] - cb[g];
+    std::vector<float> own(cv.begin() + cb[g] * d, cv.begin() + ce[g] * d);
+    const auto part = blob_values(rng, own, kg, rb[g + 1] - rb[g], d, 0.3f);
+    std::copy(part.begin(), part.end(), xv.begin() + rb[g] * d);
+  }
+  const HostMatrix x = make_matrix(n, d, d + tc.pad, tc.dtype, xv);
+  const HostMatrix c = make_matrix(K, d, d + tc.pad, tc.dtype, cv);
+  DeviceMatrix dx = upload(res, x), dc = upload(res, c);
+  mc::DeviceBuffer labels(static_cast<std::size_t>(n) * 4 + 4), dist(static_cast<std::size_t>(n) * 4 + 4);
+  mc::GroupedAssignArgs a;
+  a.metric = tc.metric;
+  a.x = dx.view;
+  a.centroids = dc.view;
+  a.row_begin = rb;
+  a.centroid_begin = cb;
+  a.centroid_end = ce;
+  a.labels = labels.as<std::int32_t>();
+  a.distances = dist.as<float>();
+  mc::assign_grouped(res, a);
+  res.synchronize();
+  const auto lab = download<std::int32_t>(res, labels, static_cast<std::size_t>(n));
+  const auto gd = download<float>(res, dist, static_cast<std::size_t>(n));
+  const double rel = dtype_rel_tol(tc.dtype);
+  std::atomic<std::int64_t> exact{0}, bad{0}, bad_dist{0};
+  std::atomic<std::int64_t> first_bad{-1};
+  parallel_for(G, [&](std::int64_t g) {
+    for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i) {
+      double best = std::numeric_limits<double>::infinity();
+      std::int64_t arg = -1;
+      for (std::int64_t j = cb[g]; j < ce[g]; ++j) {
+        const double s = ref_score(x, i, c, j, tc.metric);
+        if (s < best) {
+          best = s;
+          arg = j - cb[g];
+        }
+      }
+      const std::int64_t got = lab[i];
+      if (got < 0 || got >= ce[g] - cb[g]) {
+        ++bad;
+        first_bad = i;
+        continue;
+      }
+      const double sg = ref_score(x, i, c, cb[g] + got, tc.metric);
+      const double tol = rel * (x.norm(i) + std::max(c.norm(cb[g] + got), c.norm(cb[g] + arg)));
+      if (got == arg) {
+        ++exact;
+      } else if (sg - best > tol) {
+        ++bad;
+        first_bad = i;
+      }
+      const double want = tc.metric == Metric::kL2 ? sg : -sg;
+      if (!(std::fabs(static_cast<double>(gd[i]) - want) <= tol)) ++bad_dist;
+    }
+  });
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld rows with a wrong label (e.g. row %lld)", (long long)bad.load(),
+                (long long)first_bad.load());
+  CHECK_OR_FAIL(bad_dist == 0, "%lld rows with a distance off by more than tol",
+                (long long)bad_dist.load());
+  char name[256], detail[128];
+  std::snprintf(name, sizeof(name), "assign_grouped %-4s %s groups=%lld n=%lld K=%lld d=%lld%s",
+                megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)G, (long long)n,
+                (long long)K, (long long)d, tc.pad ? " strided" : "");
+  std::snprintf(detail, sizeof(detail), "exact %.2f%%", n > 0 ? 100.0 * exact.load() / n : 100.0);
+  report(name, ok, detail);
+}
+
 // ---- top-k ----------------------------------------------------------------------------------
 
 struct TopkCase {
@@ -542,6 +636,28 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                 }),
                 "assign with mismatched dtypes did not throw");
   CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::GroupedAssignArgs a;
+                  a.x = dx.view;
+                  a.centroids = dx.view;
+                  a.row_begin = {0, 4, 10};
+                  a.centroid_begin = {0, 3};
+                  a.centroid_end = {3, 3};  // second group has no centroids
+                  a.labels = static_cast<std::int32_t*>(labels.data());
+                  mc::assign_grouped(res, a);
+                }),
+                "assign_grouped with an empty centroid range did not throw");
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::GroupedAssignArgs a;
+                  a.x = dx.view;
+                  a.centroids = dx.view;
+                  a.row_begin = {0, 4, 9};  // does not end at n = 10
+                  a.centroid_begin = {0, 3};
+                  a.centroid_end = {3, 6};
+                  a.labels = static_cast<std::int32_t*>(labels.data());
+                  mc::assign_grouped(res, a);
+                }),
+                "assign_grouped with row_begin not ending at n did not throw");
+  CHECK_OR_FAIL(throws_invalid([&] {
                   mc::TopkArgs a;
                   a.queries = dx.view;
                   a.database = dx.view;
@@ -603,11 +719,13 @@ int main(int argc, char** argv) {
     std::vector<AssignCase> assign_cases;
     std::vector<TopkCase> topk_cases;
     std::vector<AccCase> acc_cases;
+    std::vector<GroupedCase> grouped_cases;
     if (small) {
       assign_cases = {{70, 130, 40, kB}, {33, 300, 17, kB, Metric::kL2, false, 3, true},
                       {70, 130, 17, kF}};
       topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false}};
       acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
+      grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}};
     } else {
       for (std::int64_t d : {1, 3, 17, 128, 1000, 1024, 2048}) {
         const std::int64_t n = d >= 1000 ? 700 : 3001;
@@ -652,6 +770,16 @@ int main(int argc, char** argv) {
           {40, 6000, 95, 37, kH, Metric::kL2, true, 5},  // strided, unaligned
           {300, 10000, 32, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 20},  // batches
       };
+      grouped_cases = {
+          {1, 5000, 100, 128, kB},                      // one group = plain assign
+          {100, 400, 100, 1024, kB},                    // a level of 100 x 100
+          {100, 400, 100, 1024, kH},
+          {300, 50, 130, 64, kF},                       // tiny groups, > 1 tile of children
+          {50, 700, 300, 96, kB, Metric::kL2, 8},       // strided
+          {40, 300, 50, 95, kH, Metric::kL2, 3},        // unaligned stride
+          {60, 300, 80, 128, kB, Metric::kInnerProduct},
+          {60, 300, 80, 33, kF, Metric::kInnerProduct},
+      };
       acc_cases = {
           {100000, 1000, 128, kB},
           {200000, 16, 64, kF, mc::SumType::kF64, true, 0.6},
@@ -664,6 +792,8 @@ int main(int argc, char** argv) {
     }
     std::printf("assign (reference: float64 argmin on the rounded inputs)\n");
     for (const auto& tc : assign_cases) test_assign(res, rng, tc);
+    std::printf("grouped assign (reference: float64 argmin within each group)\n");
+    for (const auto& tc : grouped_cases) test_assign_grouped(res, rng, tc);
     std::printf("top-k (reference: float64 sort on the rounded inputs)\n");
     for (const auto& tc : topk_cases) test_topk(res, rng, tc);
     std::printf("accumulate (reference: float64 sums in row order)\n");

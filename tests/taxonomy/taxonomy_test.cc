@@ -280,6 +280,80 @@ void expect_fit_error(const std::string& input, const std::string& storage, cons
   EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out)) << out << " is not empty";
 }
 
+// device = cuda where no GPU can run it: a clear error before anything is written (this
+// build without the CUDA backend: kUnimplemented; with it but no device: kFailedPrecondition).
+// On a GPU machine the whole GPU fit is checked by tests/cuda/cuda_engine_test.
+TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
+  ScratchDir dir;
+  taxonomy::SyntheticSpec spec;
+  spec.n = 2000;
+  spec.dim = 8;
+  spec.levels = 1;
+  spec.branching = 4;
+  spec.shards = 2;
+  taxonomy::generate_dataset(spec, dir / "data");
+  auto cfg = config(dir / "t", 1, 4, 1, 1);
+  cfg.device = "cuda";
+  TaxonomyEngine e(cfg);
+  try {
+    e.fit(dir / "data/part-*.npy", dir / "o", quiet());
+    GTEST_SKIP() << "a CUDA device is visible here: tests/cuda/cuda_engine_test covers this case";
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    if (err.code() == ErrorCode::kUnimplemented) {
+      EXPECT_NE(what.find("this build has no CUDA backend"), std::string::npos) << what;
+    } else {
+      EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << what;
+      EXPECT_NE(what.find("no CUDA device is visible"), std::string::npos) << what;
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir / "t/taxonomy.json"));
+  EXPECT_FALSE(fs::exists(dir / "o"));
+  // Unknown devices and GPU dtypes are named.
+  for (auto [field, value] : {std::pair<std::string, std::string>{"device", "tpu"}, {"gpu_dtype", "f8"}}) {
+    auto bad = config(dir / "t", 1, 4, 1, 1);
+    (field == "device" ? bad.device : bad.gpu_dtype) = value;
+    try {
+      TaxonomyEngine engine(bad);
+      engine.fit(dir / "data/part-*.npy", dir / "o", quiet());
+      ADD_FAILURE() << field << " = " << value << " was accepted";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(err.what()).find(field), std::string::npos) << err.what();
+    }
+  }
+}
+
+// A fit resumes only on the device it started on (the GPU rounds differently).
+TEST(TaxonomyErrors, ResumeOnAnotherDeviceIsRefused) {
+  ScratchDir dir;
+  taxonomy::SyntheticSpec spec;
+  spec.n = 3000;
+  spec.dim = 8;
+  spec.levels = 2;
+  spec.branching = 3;
+  spec.shards = 2;
+  taxonomy::generate_dataset(spec, dir / "data");
+  auto cfg = config(dir / "t", 2, 3, 1, 1);
+  {
+    TaxonomyEngine e(cfg);
+    auto o = quiet();
+    o.stop_after_level = 1;
+    EXPECT_THROW(e.fit(dir / "data/part-*.npy", dir / "o", o), Error);
+  }
+  cfg.device = "cuda";
+  TaxonomyEngine e(cfg);
+  auto o = quiet();
+  o.resume = true;
+  try {
+    e.fit(dir / "data/part-*.npy", dir / "o", o);
+    ADD_FAILURE() << "resumed a CPU fit on the GPU";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << err.what();
+    EXPECT_NE(std::string(err.what()).find("config field 'device' differs"), std::string::npos) << err.what();
+  }
+}
+
 TEST(TaxonomyErrors, BadInputsAreNamedAndLeaveNothing) {
   ScratchDir dir;
   auto st = open_storage_for_uri("/");

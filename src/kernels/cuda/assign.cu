@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <climits>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
@@ -123,6 +124,54 @@ constexpr int assign_smem_bytes() {
   return Core::kSmemBytes + Core::kBM * static_cast<int>(sizeof(float));
 }
 
+// Ends a block: combines the per-thread running minima of the block's kBM rows across the
+// lanes (shuffles) and warps (shared memory; the pipeline must be drained) that share a row,
+// then calls emit(r, score, index) once per row r < kBM (index INT_MAX: no finite score).
+template <class Core, class Epi, class Emit>
+__device__ void reduce_block_minima(Core& core, Epi& epi, unsigned char* smem, Emit emit) {
+  constexpr int kBM = Core::kBM;
+#pragma unroll
+  for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+#pragma unroll
+    for (int o = 1; o < Core::kLanesPerRow; o *= 2) {
+      const float s = __shfl_xor_sync(0xffffffffu, epi.best[rs], o);
+      const int i = __shfl_xor_sync(0xffffffffu, epi.best_idx[rs], o);
+      if (MinScoreIndex::better(s, i, epi.best[rs], epi.best_idx[rs])) {
+        epi.best[rs] = s;
+        epi.best_idx[rs] = i;
+      }
+    }
+  }
+  float* red_s = reinterpret_cast<float*>(smem);
+  int* red_i = reinterpret_cast<int*>(red_s + Core::kWarpsPerRow * kBM);
+  static_assert(Core::kWarpsPerRow * kBM * 8 <= Core::kSmemBytes, "reduction fits");
+  const int lane = threadIdx.x % 32;
+  if (lane % Core::kLanesPerRow == 0) {
+    const int w = core.row_warp_index();
+#pragma unroll
+    for (int rs = 0; rs < Core::kRowSlots; ++rs) {
+      const int r = core.row_of(rs);
+      red_s[w * kBM + r] = epi.best[rs];
+      red_i[w * kBM + r] = epi.best_idx[rs];
+    }
+  }
+  __syncthreads();
+  for (int r = threadIdx.x; r < kBM; r += Core::kThreads) {
+    float s = red_s[r];
+    int idx = red_i[r];
+#pragma unroll
+    for (int w = 1; w < Core::kWarpsPerRow; ++w) {
+      const float s2 = red_s[w * kBM + r];
+      const int i2 = red_i[w * kBM + r];
+      if (MinScoreIndex::better(s2, i2, s, idx)) {
+        s = s2;
+        idx = i2;
+      }
+    }
+    emit(r, s, idx);
+  }
+}
+
 template <class Core, class Op>
 __global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
     assign_kernel(const AssignParams p) {
@@ -141,51 +190,10 @@ __global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
 
   run_tiles(core, epi, p.x, p.c, p.d, row0, t0, t1, fuse_norms ? xn_smem : nullptr);
 
-  // Combine across the lanes that share a row.
-#pragma unroll
-  for (int rs = 0; rs < Core::kRowSlots; ++rs) {
-#pragma unroll
-    for (int o = 1; o < Core::kLanesPerRow; o *= 2) {
-      const float s = __shfl_xor_sync(0xffffffffu, epi.best[rs], o);
-      const int i = __shfl_xor_sync(0xffffffffu, epi.best_idx[rs], o);
-      if (MinScoreIndex::better(s, i, epi.best[rs], epi.best_idx[rs])) {
-        epi.best[rs] = s;
-        epi.best_idx[rs] = i;
-      }
-    }
-  }
-
-  // ... and across the warps that share a row (shared memory; the pipeline is drained).
-  float* red_s = reinterpret_cast<float*>(smem);
-  int* red_i = reinterpret_cast<int*>(red_s + Core::kWarpsPerRow * kBM);
-  static_assert(Core::kWarpsPerRow * kBM * 8 <= Core::kSmemBytes, "reduction fits");
-  const int lane = threadIdx.x % 32;
-  if (lane % Core::kLanesPerRow == 0) {
-    const int w = core.row_warp_index();
-#pragma unroll
-    for (int rs = 0; rs < Core::kRowSlots; ++rs) {
-      const int r = core.row_of(rs);
-      red_s[w * kBM + r] = epi.best[rs];
-      red_i[w * kBM + r] = epi.best_idx[rs];
-    }
-  }
-  __syncthreads();
-
   const std::int64_t n = p.x.rows;
-  for (int r = threadIdx.x; r < kBM; r += Core::kThreads) {
+  reduce_block_minima<Core>(core, epi, smem, [&](int r, float s, int idx) {
     const std::int64_t row = row0 + r;
-    if (row >= n) continue;
-    float s = red_s[r];
-    int idx = red_i[r];
-#pragma unroll
-    for (int w = 1; w < Core::kWarpsPerRow; ++w) {
-      const float s2 = red_s[w * kBM + r];
-      const int i2 = red_i[w * kBM + r];
-      if (MinScoreIndex::better(s2, i2, s, idx)) {
-        s = s2;
-        idx = i2;
-      }
-    }
+    if (row >= n) return;
     if (p.splits == 1) {
       const float xn = !Op::kUsesNorms ? 0.f : (fuse_norms ? xn_smem[r] : p.x_norms[row]);
       const bool found = idx != INT_MAX;
@@ -200,7 +208,7 @@ __global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
       }
       if (fuse_norms) p.x_norms_out[row] = xn_smem[r];
     }
-  }
+  });
 }
 
 template <class Op>
@@ -281,6 +289,105 @@ void launch_assign_metric(Metric metric, const AssignParams& p, const Resources&
   }
 }
 
+// ---- grouped assign: every row against its own group's centroids ------------------------
+// One block per work item: kBM rows of one group (rows [row0, row_end), sorted by group by
+// the caller) against all of that group's centroids; no splits, so labels are written
+// directly (as an index within the group's centroids).
+struct GroupTile {
+  std::int64_t row0;     // first row of the block
+  std::int64_t row_end;  // end of the block's group (rows >= row_end are not the group's)
+  std::int64_t c_begin;  // the group's centroids: [c_begin, c_begin + c_count)
+  std::int64_t c_count;
+};
+
+struct GroupedParams {
+  Operand x;
+  Operand c;                      // all groups' centroids
+  std::int64_t d = 0;
+  std::int64_t elem = 0;          // bytes per element
+  bool aligned = false;
+  const float* c_norms = nullptr; // [c.rows] (L2)
+  const GroupTile* tiles = nullptr;
+  std::int32_t* labels = nullptr;
+  float* dist = nullptr;
+};
+
+template <class Core, class Op>
+__global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
+    assign_grouped_kernel(const GroupedParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const GroupTile tile = p.tiles[blockIdx.x];
+  Core core(smem, p.aligned);
+  const Operand c{static_cast<const char*>(p.c.ptr) + tile.c_begin * p.c.ld * p.elem, tile.c_count,
+                  p.c.ld};
+  const Operand x{p.x.ptr, tile.row_end, p.x.ld};
+  ArgMinEpilogue<Core, Op> epi(p.c_norms == nullptr ? nullptr : p.c_norms + tile.c_begin,
+                               tile.c_count);
+  const bool fuse_norms = Op::kUsesNorms;
+  float* xn_smem = reinterpret_cast<float*>(smem + Core::kSmemBytes);
+  const std::int64_t tiles = (tile.c_count + Core::kBN - 1) / Core::kBN;
+  run_tiles(core, epi, x, c, p.d, tile.row0, 0, tiles, fuse_norms ? xn_smem : nullptr);
+  reduce_block_minima<Core>(core, epi, smem, [&](int r, float s, int idx) {
+    const std::int64_t row = tile.row0 + r;
+    if (row >= tile.row_end) return;
+    const float xn = fuse_norms ? xn_smem[r] : 0.f;
+    const bool found = idx != INT_MAX;
+    p.labels[row] = found ? idx : -1;
+    if (p.dist != nullptr) p.dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
+  });
+}
+
+// Queues the grouped kernel: one work item per kBM rows of each group.
+template <class Core, class Op>
+void launch_assign_grouped(const GroupedParams& p, const std::vector<std::int64_t>& row_begin,
+                           const std::vector<std::int64_t>& centroid_begin,
+                           const std::vector<std::int64_t>& centroid_end, GroupTile* tiles_dev,
+                           cudaStream_t stream) {
+  constexpr int kBM = Core::kBM;
+  auto kernel = assign_grouped_kernel<Core, Op>;
+  constexpr int kSmem = assign_smem_bytes<Core>();
+  MEGATAX_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  std::vector<GroupTile> tiles;
+  for (std::size_t g = 0; g + 1 < row_begin.size(); ++g)
+    for (std::int64_t r = row_begin[g]; r < row_begin[g + 1]; r += kBM)
+      tiles.push_back(GroupTile{r, row_begin[g + 1], centroid_begin[g],
+                                centroid_end[g] - centroid_begin[g]});
+  if (tiles.empty()) return;
+  if (tiles.size() > static_cast<std::size_t>(INT_MAX))
+    throw Error(ErrorCode::kInvalidArgument, "assign_grouped: too many rows");
+  // Pageable source: the copy is complete (staged) when cudaMemcpyAsync returns.
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(tiles_dev, tiles.data(), tiles.size() * sizeof(GroupTile),
+                                     cudaMemcpyHostToDevice, stream));
+  GroupedParams q = p;
+  q.tiles = tiles_dev;
+  kernel<<<static_cast<unsigned>(tiles.size()), Core::kThreads, kSmem, stream>>>(q);
+  MEGATAX_CUDA_CHECK_LAUNCH("assign_grouped_kernel");
+}
+
+// Upper bound of the work items of a grouped launch (any core: kBM >= 32).
+std::int64_t max_group_tiles(const std::vector<std::int64_t>& row_begin, int bm) {
+  std::int64_t t = 0;
+  for (std::size_t g = 0; g + 1 < row_begin.size(); ++g)
+    t += (row_begin[g + 1] - row_begin[g] + bm - 1) / bm;
+  return t;
+}
+
+template <class Core>
+void launch_grouped_metric(Metric metric, const GroupedParams& p,
+                           const std::vector<std::int64_t>& row_begin,
+                           const std::vector<std::int64_t>& centroid_begin,
+                           const std::vector<std::int64_t>& centroid_end, Carver& cv,
+                           cudaStream_t stream) {
+  GroupTile* tiles = cv.take<GroupTile>(static_cast<std::size_t>(max_group_tiles(row_begin, Core::kBM)));
+  if (metric == Metric::kL2) {
+    launch_assign_grouped<Core, L2Op>(p, row_begin, centroid_begin, centroid_end, tiles, stream);
+  } else {
+    launch_assign_grouped<Core, InnerProductOp>(p, row_begin, centroid_begin, centroid_end, tiles,
+                                                stream);
+  }
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -353,6 +460,83 @@ void assign(Resources& res, const AssignArgs& args) {
     default:
       launch_assign_metric<SimtCore<F32SimtPolicy>>(args.metric, p, res, elem, stream, packed,
                                                      xn_out);
+      break;
+  }
+}
+
+void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
+  using namespace detail;
+  validate_device_view(args.x, "assign_grouped: x");
+  validate_device_view(args.centroids, "assign_grouped: centroids");
+  const MatrixView& x = args.x;
+  const MatrixView& c = args.centroids;
+  if (c.dtype != x.dtype || c.dim != x.dim) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("assign_grouped: centroids are ") + dtype_label(c.dtype) + " x " +
+                    std::to_string(c.dim) + ", expected " + dtype_label(x.dtype) + " x " +
+                    std::to_string(x.dim) + " like x");
+  }
+  if (args.metric != Metric::kL2 && args.metric != Metric::kInnerProduct)
+    throw Error(ErrorCode::kInvalidArgument, "assign_grouped: unknown metric");
+  const auto& rb = args.row_begin;
+  const auto& cb = args.centroid_begin;
+  const auto& ce = args.centroid_end;
+  if (rb.empty() || cb.size() + 1 != rb.size() || ce.size() != cb.size())
+    throw Error(ErrorCode::kInvalidArgument,
+                "assign_grouped: expected row_begin of groups + 1 entries and centroid_begin / "
+                "centroid_end of groups entries, got " + std::to_string(rb.size()) + ", " +
+                    std::to_string(cb.size()) + " and " + std::to_string(ce.size()));
+  if (rb.front() != 0 || rb.back() != x.rows)
+    throw Error(ErrorCode::kInvalidArgument, "assign_grouped: row_begin must run from 0 to x.rows = " +
+                                                 std::to_string(x.rows));
+  for (std::size_t g = 0; g < cb.size(); ++g) {
+    if (rb[g + 1] < rb[g])
+      throw Error(ErrorCode::kInvalidArgument,
+                  "assign_grouped: row_begin decreases at group " + std::to_string(g));
+    if (cb[g] < 0 || ce[g] <= cb[g] || ce[g] > c.rows || ce[g] - cb[g] >= INT_MAX)
+      throw Error(ErrorCode::kInvalidArgument,
+                  "assign_grouped: group " + std::to_string(g) + " has centroids [" +
+                      std::to_string(cb[g]) + ", " + std::to_string(ce[g]) +
+                      "), expected a non-empty range within [0, " + std::to_string(c.rows) + ")");
+  }
+  if (x.rows == 0) return;
+  if (args.labels == nullptr)
+    throw Error(ErrorCode::kInvalidArgument, "assign_grouped: labels is null");
+
+  res.activate();
+  auto stream = static_cast<cudaStream_t>(res.stream());
+  const bool l2 = args.metric == Metric::kL2;
+  const bool tensor = x.dtype != DType::kF32;
+  const bool need_cn = l2 && args.c_norms == nullptr;
+  // Workspace: centroid norms, then the work items (bounded by rows / 32 + groups).
+  const std::int64_t max_tiles = max_group_tiles(rb, 32);
+  Carver measure(nullptr);
+  measure.take<float>(need_cn ? c.rows : 0);
+  measure.take<GroupTile>(static_cast<std::size_t>(max_tiles));
+  Carver cv(res.workspace(measure.bytes()));
+  float* cn = cv.take<float>(need_cn ? c.rows : 0);
+
+  GroupedParams p;
+  p.x = Operand{x.data, x.rows, x.stride};
+  p.c = Operand{c.data, c.rows, c.stride};
+  p.d = x.dim;
+  p.elem = static_cast<std::int64_t>(dtype_size(x.dtype));
+  p.aligned = tensor && vector_aligned(x) && vector_aligned(c);
+  p.labels = args.labels;
+  p.dist = args.distances;
+  if (l2) {
+    if (need_cn) launch_row_norms(c, cn, stream);
+    p.c_norms = need_cn ? cn : args.c_norms;
+  }
+  switch (x.dtype) {
+    case DType::kBF16:
+      launch_grouped_metric<MmaCore<AssignMmaPolicy, __nv_bfloat16>>(args.metric, p, rb, cb, ce, cv, stream);
+      break;
+    case DType::kF16:
+      launch_grouped_metric<MmaCore<AssignMmaPolicy, __half>>(args.metric, p, rb, cb, ce, cv, stream);
+      break;
+    default:
+      launch_grouped_metric<SimtCore<F32SimtPolicy>>(args.metric, p, rb, cb, ce, cv, stream);
       break;
   }
 }

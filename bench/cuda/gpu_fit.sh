@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/cuda/gpu_fit.sh -- the engine end to end on one GPU vs the CPU, same data, same run:
+# generates N x D f16 shards (local disk), then `megatax fit` with --device cuda (f16 tensor
+# cores) and, when CPU_TOO=1, --device cpu; prints each level's train / assign seconds, the
+# fit rate (points * level / s) and the floor of reading X once from the page cache.
+#
+#   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
+# Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576).
+set -euo pipefail
+MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
+WORK=${WORK:-/tmp/megatax_gpu_fit}
+BATCH=${BATCH_ROWS:-1048576}
+rm -rf "$WORK"; mkdir -p "$WORK"
+t0=$(date +%s.%N)
+"$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
+  --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
+t1=$(date +%s.%N)
+bytes=$(du -cb "$WORK"/data/part-*.npy | tail -1 | cut -f1)
+echo "gpu_fit: generated $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(echo "$t1 - $t0" | bc) s"
+# Floor: one read of X from the page cache (what every assignment pass must at least do).
+cat "$WORK"/data/part-*.npy >/dev/null
+r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
+echo "gpu_fit: read X once (page cache, cat): $(echo "$r1 - $r0" | bc) s = $(echo "scale=2; $bytes / ($r1 - $r0) / 1000000000" | bc) GB/s"
+run() {
+  local dev=$1; shift
+  echo "---- megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
+  /usr/bin/time -f "peak RSS %M KB, wall %e s" "$MEGATAX" fit --input "$WORK/data/part-*.npy" \
+    --storage "$WORK/m_$dev" --output "$WORK/o_$dev" --levels "$LEVELS" --branching "$B" \
+    --batch-rows "$BATCH" --device "$dev" --quiet "$@"
+}
+run cuda
+if [ "${CPU_TOO:-0}" = 1 ]; then
+  run cpu
+  python3 - "$WORK" "$SHARDS" <<'PY'
+import sys, numpy as np
+w, s = sys.argv[1], int(sys.argv[2])
+a = np.concatenate([np.load(f"{w}/o_cpu/part-{i:05d}.paths.npy") for i in range(s)])
+b = np.concatenate([np.load(f"{w}/o_cuda/part-{i:05d}.paths.npy") for i in range(s)])
+print(f"gpu_fit: cuda vs cpu paths equal for {100 * (a == b).all(axis=1).mean():.3f}% of rows")
+PY
+fi
+rm -rf "$WORK"

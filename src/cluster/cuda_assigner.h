@@ -1,0 +1,44 @@
+// cluster/cuda_assigner.h -- k-means assignment on one CUDA device (the fused assign kernel of
+// megatax/cuda.h), behind the Assigner seam.
+//
+// The points announced by prepare() are converted once to the compute dtype and kept on the
+// device for the Lloyd iterations; the centroids are uploaded at each set_centroids() (small).
+// Labels and distances come back to the host (assign() waits for the device).
+//
+// Numerics: those of cuda::assign in the compute dtype (f32: exact FFMA, f16/bf16: tensor
+// cores with f32 accumulation, inputs rounded to 16 bits).
+// Thread-safety: one thread at a time. Each assigner has its own stream (Resources), so
+// several assigners may run concurrently on one device from several threads.
+#pragma once
+
+#include <cstdint>
+
+#include "cluster/assigner.h"
+#include "megatax/cuda.h"
+
+namespace megatax::cluster {
+
+class CudaAssigner final : public Assigner {
+ public:
+  CudaAssigner(int device, Metric metric, DType compute_dtype);
+  void prepare(const MatrixView& x) override;
+  void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) override;
+  void assign(const MatrixView& x, std::int64_t* labels, float* distances) override;
+
+ private:
+  void upload_points(const MatrixView& x);
+
+  cuda::Resources res_;
+  Metric metric_;
+  DType compute_;
+  cuda::DeviceBuffer x_dev_, c_dev_, labels_dev_, dist_dev_;
+  MatrixView prepared_;  // the host view whose copy is in x_dev_ (data null: none)
+  std::int64_t n_dev_ = 0, k_ = 0, dim_ = 0;
+};
+
+// Converts one row of d values from `from` to `to` (tmp: d floats of scratch).
+void convert_row(DType from, const void* src, std::size_t d, DType to, void* dst, float* tmp) noexcept;
+// Converts the rows of x (any dtype) to `to`, densely packed (stride = dim), into out.
+void convert_rows(const MatrixView& x, DType to, void* out);
+
+}  // namespace megatax::cluster

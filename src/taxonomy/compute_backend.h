@@ -1,0 +1,65 @@
+// taxonomy/compute_backend.h -- where the kernels of a fit (and of predict) run: the CPU
+// kernels of kernels/cpu, or one CUDA device. The level pipeline (fit.cc, engine.cc) is
+// written once over this seam; a backend never changes what is computed, only where (the
+// CUDA one rounds differently, see below).
+//
+// Numerics: the CPU backend is bit-identical on every thread and rank count. The CUDA
+// backend computes the same distances with another summation order (f32: exact FFMA;
+// f16/bf16: tensor cores, f32 accumulation, inputs rounded to 16 bits when the data is f32),
+// so it is deterministic on its own (same GPU model, same bits) but its tree can differ from
+// the CPU's where two centroids are within rounding of each other. HNSW graphs are not used
+// on the GPU (it scans all children: exact).
+//
+// Thread-safety: a backend is used by one thread at a time, except make_assigner() and the
+// assigners it makes when concurrent_training() is true: then several threads may each make
+// and use their own assigner at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cluster/assigner.h"
+#include "kernels/cpu/knn.h"
+#include "megatax/dtype.h"
+#include "megatax/matrix.h"
+#include "megatax/metric.h"
+#include "taxonomy/tree.h"
+
+namespace megatax::taxonomy {
+
+class ComputeBackend {
+ public:
+  virtual ~ComputeBackend() = default;
+  // For logs: "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3, bf16)".
+  virtual std::string describe() const = 0;
+  // Whether node problems may be trained concurrently (one assigner per thread).
+  virtual bool concurrent_training() const = 0;
+  // An assigner for the k-means of one node; `options` are the CPU kernels' options.
+  virtual std::unique_ptr<cluster::Assigner> make_assigner(Metric metric,
+                                                           const kernels::KnnOptions& options) = 0;
+  // Must be called after level `level` of `tree` was (re)built, before descend() on it.
+  virtual void prepare_level(const Tree& tree, int level) = 0;
+  // Tree::descend's contract (tree.h).
+  virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
+                       std::int32_t* node, std::int32_t* child, float* dist,
+                       const kernels::KnnOptions& options) = 0;
+};
+
+// The backend for `device`: "cpu", or "cuda" (one GPU of this process: `gpu` >= 0 picks it,
+// -1 = the local rank mod the visible devices (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID,
+// MPI_LOCALRANKID; 0 outside MPI). `gpu_dtype` is what the GPU multiplies in: "f32", "f16",
+// "bf16", or "auto" = the data's dtype when it is f16/bf16, else f32. Throws
+// Error(kUnimplemented) for "cuda" in a build without the CUDA backend,
+// Error(kFailedPrecondition) when no CUDA device is usable, kInvalidArgument otherwise.
+std::unique_ptr<ComputeBackend> make_compute_backend(const std::string& device,
+                                                     const std::string& gpu_dtype, int gpu,
+                                                     DType data_dtype);
+
+// True when this build has the CUDA backend (a GPU may still be absent).
+bool have_cuda_backend() noexcept;
+
+// Internal: the CUDA backend's factory (cuda_backend.cc, or cuda_backend_unavailable.cc).
+std::unique_ptr<ComputeBackend> make_cuda_backend(DType compute_dtype, int gpu);
+
+}  // namespace megatax::taxonomy

@@ -1,0 +1,179 @@
+// The CUDA compute backend: k-means of node problems through CudaAssigner, and descent of a
+// batch of rows to a level through one grouped-assign launch (every row against its own
+// parent's children), with the level's centroids kept on the device.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cluster/cuda_assigner.h"
+#include "megatax/cuda.h"
+#include "core/parallel.h"
+#include "megatax/error.h"
+#include "taxonomy/compute_backend.h"
+
+namespace megatax::taxonomy {
+namespace {
+
+// The node-local rank of this process under mpirun / srun (0 otherwise).
+int local_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return 0;
+}
+
+void reserve(cuda::DeviceBuffer& b, std::size_t bytes) {
+  if (b.size() < bytes) b = cuda::DeviceBuffer(bytes);
+}
+void reserve(cuda::PinnedBuffer& b, std::size_t bytes) {
+  if (b.size() < bytes) b = cuda::PinnedBuffer(bytes);
+}
+
+class CudaBackend final : public ComputeBackend {
+ public:
+  CudaBackend(DType compute, int gpu) : res_(gpu), compute_(compute) {}
+
+  std::string describe() const override {
+    return "cuda:" + std::to_string(res_.device()) + " (" + res_.device_name() + ", " +
+           dtype_name(compute_) + ")";
+  }
+  // Node problems train concurrently, each on its own stream: their CPU parts (k-means++
+  // init, the float64 updates) then use every core while the GPU assigns.
+  bool concurrent_training() const override { return true; }
+  std::unique_ptr<cluster::Assigner> make_assigner(Metric metric, const kernels::KnnOptions&) override {
+    return std::make_unique<cluster::CudaAssigner>(res_.device(), metric, compute_);
+  }
+
+  void prepare_level(const Tree& tree, int level) override {
+    const TreeLevel& lv = tree.level(level);
+    const std::int64_t k = lv.nodes(), d = tree.dim();
+    const std::size_t bytes = static_cast<std::size_t>(k * d) * dtype_size(compute_);
+    std::vector<unsigned char> host(bytes);
+    cluster::convert_rows(f32_view(lv.centroids.data(), k, d), compute_, host.data());
+    reserve(centroids_, std::max<std::size_t>(bytes, 16));
+    cuda::copy_to_device(res_, centroids_.data(), host.data(), bytes);
+    reserve(c_norms_, static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));
+    if (k > 0) cuda::row_norms(res_, MatrixView(centroids_.data(), k, d, compute_, d), c_norms_.as<float>());
+    res_.synchronize();
+    level_ = level;
+    k_ = k;
+  }
+
+  void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
+               std::int32_t* node, std::int32_t* child, float* dist,
+               const kernels::KnnOptions& options) override {
+    if (level != level_)
+      throw_error(ErrorCode::kInternal, "cuda descend: level " + std::to_string(level) +
+                                            " was not prepared (prepare_level)");
+    const TreeLevel& lv = tree.level(level);
+    const std::int64_t n = rows.rows, d = tree.dim();
+    const std::int64_t n_parents = tree.nodes(level - 1);
+    // Group rows by parent (counting sort), keeping only parents with children.
+    std::vector<std::int64_t> start(static_cast<std::size_t>(n_parents + 2), 0);
+    for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
+    for (std::int64_t j = 0; j <= n_parents; ++j)
+      start[static_cast<std::size_t>(j + 1)] += start[static_cast<std::size_t>(j)];
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+    {
+      std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+      for (std::int64_t i = 0; i < n; ++i)
+        order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
+    }
+    std::vector<std::int64_t> row_begin{0}, centroid_begin, centroid_end, group_parent;
+    std::vector<std::int64_t> active_order;  // rows of the active groups, in group order
+    active_order.reserve(static_cast<std::size_t>(n));
+    for (std::int64_t j = -1; j < n_parents; ++j) {
+      const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
+      if (b == e) continue;
+      const bool has_children = j >= 0 && lv.child_begin[static_cast<std::size_t>(j + 1)] >
+                                              lv.child_begin[static_cast<std::size_t>(j)];
+      if (!has_children) {
+        for (std::int64_t t = b; t < e; ++t) {
+          const std::int64_t i = order[static_cast<std::size_t>(t)];
+          node[i] = -1;
+          child[i] = -1;
+        }
+        continue;
+      }
+      active_order.insert(active_order.end(), order.begin() + b, order.begin() + e);
+      row_begin.push_back(static_cast<std::int64_t>(active_order.size()));
+      centroid_begin.push_back(lv.child_begin[static_cast<std::size_t>(j)]);
+      centroid_end.push_back(lv.child_begin[static_cast<std::size_t>(j + 1)]);
+      group_parent.push_back(j);
+    }
+    const auto m = static_cast<std::int64_t>(active_order.size());
+    if (m == 0) return;
+    // Stage the active rows in the compute dtype (pinned), copy, assign, copy back.
+    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
+    reserve(staging_, static_cast<std::size_t>(m) * row_bytes);
+    reserve(x_dev_, static_cast<std::size_t>(m) * row_bytes);
+    reserve(labels_dev_, static_cast<std::size_t>(m) * sizeof(std::int32_t));
+    reserve(dist_dev_, static_cast<std::size_t>(m) * sizeof(float));
+    reserve(out_host_, static_cast<std::size_t>(m) * 8);
+    auto* staged = static_cast<unsigned char*>(staging_.data());
+    constexpr std::int64_t kChunk = 1024;  // rows per task
+    const std::int64_t chunks = (m + kChunk - 1) / kChunk;
+    parallel_for(resolve_threads(options.threads, chunks), chunks, [&](std::int64_t c, int) {
+      std::vector<float> tmp(static_cast<std::size_t>(d));
+      for (std::int64_t t = c * kChunk; t < std::min(m, (c + 1) * kChunk); ++t)
+        cluster::convert_row(rows.dtype, rows.row(active_order[static_cast<std::size_t>(t)]),
+                             static_cast<std::size_t>(d), compute_,
+                             staged + static_cast<std::size_t>(t) * row_bytes, tmp.data());
+    });
+    cuda::copy_to_device(res_, x_dev_.data(), staging_.data(), static_cast<std::size_t>(m) * row_bytes);
+    cuda::GroupedAssignArgs a;
+    a.metric = tree.kernel_metric();
+    a.x = MatrixView(x_dev_.data(), m, d, compute_, d);
+    a.centroids = MatrixView(centroids_.data(), k_, d, compute_, d);
+    a.c_norms = a.metric == Metric::kL2 ? c_norms_.as<float>() : nullptr;
+    a.row_begin = std::move(row_begin);
+    a.centroid_begin = std::move(centroid_begin);
+    a.centroid_end = std::move(centroid_end);
+    a.labels = labels_dev_.as<std::int32_t>();
+    a.distances = dist_dev_.as<float>();
+    const std::vector<std::int64_t> rb = a.row_begin;
+    cuda::assign_grouped(res_, a);
+    auto* lab = out_host_.as<std::int32_t>();
+    auto* dd = reinterpret_cast<float*>(lab + m);
+    cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(m) * sizeof(std::int32_t));
+    cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(m) * sizeof(float));
+    for (std::size_t g = 0; g < group_parent.size(); ++g) {
+      const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(group_parent[g])];
+      for (std::int64_t t = rb[g]; t < rb[g + 1]; ++t) {
+        const std::int64_t i = active_order[static_cast<std::size_t>(t)];
+        child[i] = lab[t];
+        node[i] = static_cast<std::int32_t>(first_child + lab[t]);
+        dist[i] = dd[t];
+      }
+    }
+  }
+
+ private:
+  cuda::Resources res_;
+  DType compute_;
+  int level_ = -1;
+  std::int64_t k_ = 0;
+  cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_;
+  cuda::PinnedBuffer staging_, out_host_;
+};
+
+}  // namespace
+
+bool have_cuda_backend() noexcept { return true; }
+
+std::unique_ptr<ComputeBackend> make_cuda_backend(DType compute_dtype, int gpu) {
+  const int count = cuda::device_count();
+  if (count == 0)
+    throw_error(ErrorCode::kFailedPrecondition,
+                "device 'cuda': no CUDA device is visible to this process (check nvidia-smi and "
+                "CUDA_VISIBLE_DEVICES), or use device 'cpu'");
+  const int id = gpu >= 0 ? gpu : local_rank() % count;
+  if (id >= count)
+    throw_error(ErrorCode::kInvalidArgument, "gpu " + std::to_string(id) + " does not exist: " +
+                                                 std::to_string(count) + " CUDA device(s) visible");
+  return std::make_unique<CudaBackend>(compute_dtype, id);
+}
+
+}  // namespace megatax::taxonomy
