@@ -16,11 +16,12 @@ t0=$(date +%s.%N)
   --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
 t1=$(date +%s.%N)
 bytes=$(du -cb "$WORK"/data/part-*.npy | tail -1 | cut -f1)
-echo "gpu_fit: generated $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(echo "$t1 - $t0" | bc) s"
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+echo "gpu_fit: generated $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(secs "$t0" "$t1") s"
 # Floor: one read of X from the page cache (what every assignment pass must at least do).
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
-echo "gpu_fit: read X once (page cache, cat): $(echo "$r1 - $r0" | bc) s = $(echo "scale=2; $bytes / ($r1 - $r0) / 1000000000" | bc) GB/s"
+echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
 run() {
   local dev=$1; shift
   echo "---- megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
