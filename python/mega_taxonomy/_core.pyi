@@ -106,6 +106,24 @@ class _TaxonomyEngine:
         log: Optional[Callable[[str], Any]] = None,
         executor: str = "auto",
     ) -> dict[str, Any]: ...
+    def fit_with_callbacks(
+        self,
+        input_uri: str,
+        output_uri: str,
+        resume: bool,
+        rank: int,
+        workers: int,
+        next_shard: Callable[[int, int], int],
+        allgather: Callable[[bytes], list[bytes]],
+        progress: bool = False,
+        log: Optional[Callable[[str], Any]] = None,
+    ) -> dict[str, Any]:
+        """This worker's part of an SPMD fit (mega_taxonomy.ray): every worker calls it with
+        the same arguments but its own rank. next_shard(round, n_shards) returns the next
+        unclaimed shard of pass `round` (one fetch-and-add shared by the workers) or -1;
+        allgather(payload) returns every worker's payload, by rank. Both are called in the
+        fit's thread with the GIL held; an exception they raise stops this worker's fit and
+        is raised from here (the caller must unblock the other workers)."""
     def predict_array(
         self, x: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...

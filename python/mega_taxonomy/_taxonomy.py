@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -129,6 +129,8 @@ class TaxonomyEngine:
         progress: bool = True,
         log: Optional[Callable[[str], Any]] = None,
         executor: str = "auto",
+        workers: Optional[int] = None,
+        ray_options: Optional[Mapping[str, Any]] = None,
     ) -> dict:
         """Fits the taxonomy on every shard matching ``input`` (a glob, sorted by name).
 
@@ -147,13 +149,21 @@ class TaxonomyEngine:
                 ``progress`` is true.
             executor: where the work runs: "local" (threads of this process), "mpi"
                 (one process per rank under mpirun/srun; needs an engine built with MPI,
-                which the wheel is not) or "auto" (mpi when started by mpirun with
-                several ranks, else local).
+                which the wheel is not), "auto" (mpi when started by mpirun with
+                several ranks, else local) or "ray" (``workers`` Ray actors, on the Ray
+                instance of this process or a local one: ``mega_taxonomy.ray.fit_on_ray``;
+                needs ``pip install ray``). The tree is the same whatever the executor.
+            workers: executor="ray" only: the number of worker actors (default 2).
+            ray_options: executor="ray" only: more keyword arguments of
+                ``mega_taxonomy.ray.fit_on_ray`` (num_gpus_per_worker, num_cpus_per_worker,
+                max_attempts, address, env, start_timeout).
 
         Returns:
             The fit report: {"points", "resumed_from_level", "seconds",
             "points_levels_per_second", "levels": [{"level", "nodes", "split_parents",
-            "points", "inertia", "seconds", "train_seconds", "assign_seconds"}, ...]}.
+            "points", "inertia", "seconds", "train_seconds", "assign_seconds"}, ...]};
+            with executor="ray" also "executor", "attempts", "workers" and "log" (see
+            ``fit_on_ray``).
 
         Raises:
             KeyboardInterrupt: Ctrl-C. It is noticed at the next level step (start of a
@@ -163,6 +173,21 @@ class TaxonomyEngine:
             MegataxError: the engine failed (message and ``.code`` from the engine);
                 nothing half-written is left behind.
         """
+        if executor == "ray":
+            from .ray import fit_on_ray  # imports Ray: only when asked for
+
+            options = dict(ray_options or {})
+            report = fit_on_ray(self._engine.config, _uri(input, "input"), _uri(output, "output"),
+                                num_workers=2 if workers is None else workers, resume=resume,
+                                progress=progress, log=log, **options)
+            # The workers fitted it: this engine now holds the model they committed.
+            fitted = _core._TaxonomyEngine.load(self._engine.config.storage_uri)
+            fitted.set_threads(self._engine.config.threads)
+            self._engine = fitted
+            return report
+        if workers is not None or ray_options is not None:
+            raise ValueError("fit: workers and ray_options are for executor='ray' (MPI ranks "
+                             "come from mpirun)")
         if log is None and progress:
             log = _stderr_log
         return self._engine.fit(

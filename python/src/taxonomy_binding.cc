@@ -15,6 +15,7 @@
 #include <pybind11/stl.h>
 
 #include "binding.h"
+#include "dist/callback_executor.h"
 #include "megatax/error.h"
 #include "megatax/taxonomy.h"
 
@@ -81,50 +82,117 @@ py::dict report_dict(const FitReport& r) {
   return out;
 }
 
-// fit() with the GIL released. The engine's log hook (called by fit at each level step,
-// in this thread) takes the GIL back to forward the line to `log` and to run Python's
-// signal handlers (PyErr_CheckSignals); so does its should_stop hook, between batches. A Python exception there -- KeyboardInterrupt from
-// Ctrl-C, or one raised by `log` -- is kept, fit is stopped by throwing
-// Error(kCancelled) out of the hook (the taxonomy keeps its last committed level, so
-// fit(resume=True) continues it), and the kept exception is raised in its place.
+// The Python side of one fit call: the options' log and should_stop hooks, and the first
+// Python exception raised by a hook or a callback (`pending`). Every hook runs in the fit's
+// thread, takes the GIL back and runs Python's signal handlers (PyErr_CheckSignals). A
+// Python exception there -- KeyboardInterrupt from Ctrl-C, or one raised by `log` or an
+// executor callback -- is kept, the fit is stopped by throwing Error(kCancelled) out of the
+// hook (the taxonomy keeps its last committed level, so fit(resume=True) continues it), and
+// the kept exception is raised in its place (run).
+class PythonHooks {
+ public:
+  PythonHooks(bool resume, bool progress, std::optional<py::function> log) : log_(std::move(log)) {
+    options_.resume = resume;
+    options_.progress = progress;
+    options_.log = [this](const std::string& line) {
+      call("log", [&] {
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        if (log_) (*log_)(line);
+      });
+    };
+    // Between batches and trained nodes too: Ctrl-C stops a long pass within one batch.
+    options_.should_stop = [this]() {
+      py::gil_scoped_acquire gil;
+      if (pending_) return true;
+      if (PyErr_CheckSignals() != 0) {
+        pending_.emplace();  // fetches the KeyboardInterrupt
+        return true;
+      }
+      return false;
+    };
+  }
+  PythonHooks(const PythonHooks&) = delete;  // the hooks point at this object
+  PythonHooks& operator=(const PythonHooks&) = delete;
+  FitOptions& options() { return options_; }
+
+  // Runs body() under the GIL; a Python exception (or a C++ one of pybind11's casts) is kept
+  // and ends the fit with Error(kCancelled) naming `what`.
+  template <typename Body>
+  void call(const char* what, Body&& body) {
+    py::gil_scoped_acquire gil;
+    try {
+      body();
+    } catch (py::error_already_set& e) {
+      if (!pending_) pending_.emplace(std::move(e));
+      throw Error(ErrorCode::kCancelled,
+                  std::string("fit stopped by a Python exception in ") + what);
+    } catch (const py::cast_error& e) {
+      if (!pending_) {
+        PyErr_SetString(PyExc_TypeError, (std::string(what) + ": " + e.what()).c_str());
+        pending_.emplace();
+      }
+      throw Error(ErrorCode::kCancelled, std::string("fit stopped: bad result of ") + what);
+    }
+  }
+
+  // Runs fit(options) with the GIL released; an Error caused by a kept Python exception is
+  // replaced by that exception.
+  template <typename Fit>
+  FitReport run(Fit&& fit) {
+    try {
+      py::gil_scoped_release release;
+      return fit(options_);
+    } catch (const Error&) {
+      if (pending_) throw *pending_;
+      throw;
+    }
+  }
+
+ private:
+  FitOptions options_;
+  std::optional<py::function> log_;
+  std::optional<py::error_already_set> pending_;
+};
+
+// fit() with the GIL released (see PythonHooks for log, Ctrl-C and exceptions).
 py::dict fit(PyEngine& self, const std::string& input_uri, const std::string& output_uri,
              bool resume, bool progress, std::optional<py::function> log,
              const std::string& executor) {
-  std::optional<py::error_already_set> pending;
-  FitOptions options;
-  options.resume = resume;
-  options.progress = progress;
-  options.executor = executor;
-  options.log = [&pending, &log](const std::string& line) {
-    py::gil_scoped_acquire gil;
-    try {
-      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-      if (log) (*log)(line);
-    } catch (py::error_already_set& e) {
-      pending.emplace(std::move(e));
-      throw Error(ErrorCode::kCancelled, "fit interrupted by a Python exception: " + line);
-    }
-  };
-  // Between batches and trained nodes too: Ctrl-C stops a long pass within one batch.
-  options.should_stop = [&pending]() {
-    py::gil_scoped_acquire gil;
-    if (pending) return true;
-    if (PyErr_CheckSignals() != 0) {
-      pending.emplace();  // fetches the KeyboardInterrupt
-      return true;
-    }
-    return false;
-  };
-  FitReport report;
-  try {
-    py::gil_scoped_release release;
+  PythonHooks hooks(resume, progress, std::move(log));
+  hooks.options().executor = executor;
+  return report_dict(hooks.run([&](const FitOptions& options) {
     EngineLock lock(self);
-    report = self.engine().fit(input_uri, output_uri, options);
-  } catch (const Error&) {
-    if (pending) throw *pending;
-    throw;
-  }
-  return report_dict(report);
+    return self.engine().fit(input_uri, output_uri, options);
+  }));
+}
+
+// This process's part of an SPMD fit whose collectives go through two Python callables (a
+// dist::CallbackExecutor; the Ray workers of mega_taxonomy.ray): next_shard(round, n_shards)
+// -> int and allgather(bytes) -> list of bytes by rank, called with the GIL held in the
+// fit's thread. An exception raised by a callback stops this worker's fit and is raised
+// from here; the caller must unblock the other workers (their callbacks then raise).
+py::dict fit_with_callbacks(PyEngine& self, const std::string& input_uri,
+                            const std::string& output_uri, bool resume, int rank, int workers,
+                            py::function next_shard, py::function allgather, bool progress,
+                            std::optional<py::function> log) {
+  PythonHooks hooks(resume, progress, std::move(log));
+  dist::CallbackExecutor executor(
+      rank, workers,
+      [&hooks, &next_shard](std::int64_t round, std::int64_t n_shards) {
+        std::int64_t shard = -1;
+        hooks.call("next_shard", [&] { shard = next_shard(round, n_shards).cast<std::int64_t>(); });
+        return shard;
+      },
+      [&hooks, &allgather](const std::string& mine) {
+        std::vector<std::string> parts;
+        hooks.call("allgather",
+                   [&] { parts = allgather(py::bytes(mine)).cast<std::vector<std::string>>(); });
+        return parts;
+      });
+  return report_dict(hooks.run([&](const FitOptions& options) {
+    EngineLock lock(self);
+    return self.engine().fit_with(executor, input_uri, output_uri, options);
+  }));
 }
 
 // Paths (int32 [n, L]) and distances (float32 [n]) of the rows of x, returned without a
@@ -237,6 +305,12 @@ void bind_taxonomy(py::module_& m) {
           arg("storage_uri"))
       .def("fit", &fit, arg("input_uri"), arg("output_uri"), arg("resume") = false,
            arg("progress") = true, arg("log") = py::none(), arg("executor") = "auto")
+      .def("fit_with_callbacks", &fit_with_callbacks, arg("input_uri"), arg("output_uri"),
+           arg("resume"), arg("rank"), arg("workers"), arg("next_shard"), arg("allgather"),
+           arg("progress") = false, arg("log") = py::none(),
+           "This worker's part of a fit whose collectives go through next_shard(round, "
+           "n_shards) -> int (-1: all claimed) and allgather(bytes) -> [bytes by rank] "
+           "(mega_taxonomy.ray).")
       .def("predict_array", &predict_array, arg("x"))
       .def(
           "predict_uri",

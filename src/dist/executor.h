@@ -7,8 +7,21 @@
 // outputs to per-shard places and reductions that decide the tree are exact (integer sums,
 // bottom-k merges) or done in shard order.
 //
-// Errors: a worker whose task throws calls fail(); the local executor rethrows, the MPI
-// executor prints the message and aborts every rank (no collective can then hang).
+// Executors (make_executor picks the first two; the third is built by its caller):
+//   local     one process, shards in order on the calling thread (below);
+//   mpi       one process per rank (mpirun/srun), shards claimed through a one-sided
+//             fetch-and-add counter, collectives are MPI's (mpi_executor.cc);
+//   callback  the transport is two functions of the caller -- next_shard (a fetch-and-add
+//             per run_shards round) and allgather of bytes -- and every other collective is
+//             built from allgather, reductions summed in rank order (callback_executor.h).
+//             The Ray executor of the Python package (python/mega_taxonomy/ray.py) runs one
+//             per worker actor, with a coordinator actor behind the callbacks; docs/ray.md.
+//
+// Errors: when one of several workers fails, TaxonomyEngine::fit calls abort(): the MPI
+// executor prints the message and aborts every rank (no collective can then hang); with one
+// worker the error is simply thrown. TaxonomyEngine::fit_with never aborts: it throws on the
+// failing worker, and the callback executor's caller (the Ray driver) unblocks the others
+// and decides whether to retry from the last committed level.
 //
 // Thread-safety: an Executor is used by one driver thread per worker.
 #pragma once
@@ -46,7 +59,8 @@ class Executor {
   // Broadcast from worker 0: its `message` replaces everyone's.
   virtual void broadcast(std::string* message) = 0;
   // Stops every worker after this one failed with `message` (MPI: prints it with the rank
-  // and aborts the job, exit status 1). Only called when workers() > 1.
+  // and aborts the job, exit status 1; callback: throws Error(kCancelled), its caller stops
+  // the others). Only called when workers() > 1.
   [[noreturn]] virtual void abort(const std::string& message) = 0;
 };
 
