@@ -14,7 +14,8 @@
 #
 #   scripts/gpu-check.sh [--no-bench] [--no-torch] [--seed S]
 # Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16),
-#   MPI (default OFF: -DMEGATAX_MPI), FIT_N / FIT_D / FIT_LEVELS / FIT_B (gpu_fit.sh shape).
+#   MPI (default OFF: -DMEGATAX_MPI), FIT_N / FIT_D / FIT_LEVELS / FIT_B (gpu_fit.sh shape),
+#   GPU_FIT=0 skips gpu_fit.sh.
 # Budget: ~1-2 min build on 16 cores, ~1 min tests, < 1 min sanitizer, ~1-2 min benchmarks.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -63,12 +64,13 @@ if ! cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   tail -30 "$LOGS/configure.log"; echo "gpu-check: configure FAILED"; exit 1
 fi
 if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda cuda_engine_test \
-      megatax_cli >"$LOGS/build.log" 2>&1; then
+      cuda_index_test megatax_cli bench_indexflat >"$LOGS/build.log" 2>&1; then
   grep -E "error|Error" "$LOGS/build.log" | head -40; echo "gpu-check: build FAILED"; exit 1
 fi
 note "build (sm_$ARCH)" "ok, $(( $(date +%s) - t_start ))s after start"
 TEST=$BUILD/tests/cuda/cuda_kernels_test
 ENGINE_TEST=$BUILD/tests/cuda/cuda_engine_test
+INDEX_TEST=$BUILD/tests/cuda/cuda_index_test
 CLI=$BUILD/tools/megatax
 BENCH=$BUILD/bench/cuda/bench_cuda
 
@@ -91,6 +93,16 @@ if [ "$rc" -eq 0 ]; then
 else
   status=1
   note "cuda_engine_test" "FAIL (exit $rc; see engine_test.log)"
+fi
+
+stamp "cuda_index_test"
+timeout 300 "$INDEX_TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/index_test.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 0 ]; then
+  note "cuda_index_test" "PASS ($(grep -c '^\[ ok \]' "$LOGS/index_test.log") checks)"
+else
+  status=1
+  note "cuda_index_test" "FAIL (exit $rc; see index_test.log)"
 fi
 
 # ---- sanitizer ----------------------------------------------------------------------------
@@ -123,16 +135,33 @@ if [ "$bench" -eq 1 ]; then
   else
     note "torch_peer.py" "skipped (no PyTorch with CUDA, or --no-torch)"
   fi
-  stamp "gpu_fit.sh"
-  CPU_TOO=1 timeout 400 bench/cuda/gpu_fit.sh "$CLI" "${FIT_N:-2000000}" "${FIT_D:-1024}" \
-    "${FIT_LEVELS:-2}" "${FIT_B:-100}" 2>&1 | tee "$LOGS/gpu_fit.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] && note "gpu_fit.sh" "ok" || note "gpu_fit.sh" "FAILED (see gpu_fit.log)"
+  stamp "bench_indexflat --backend cuda (end to end: queries in, results out; database resident)"
+  for shape in "2000000 1024" "10000000 128"; do
+    set -- $shape
+    for q in 1024 16; do
+      for dt in bf16 fp32; do
+        line=$("$BUILD/tools/bench_indexflat" --backend cuda --n "$1" --d "$2" --q "$q" --k 10 \
+          --dtype "$dt" --iters 5 2>&1 | grep -E 'ms|search' | tail -1)
+        echo "indexflat cuda $dt n=$1 d=$2 q=$q k=10: $line" | tee -a "$LOGS/indexflat.log"
+      done
+    done
+  done
+  if [ "${GPU_FIT:-1}" = 1 ]; then
+    stamp "gpu_fit.sh"
+    CPU_TOO=1 timeout 400 bench/cuda/gpu_fit.sh "$CLI" "${FIT_N:-2000000}" "${FIT_D:-1024}" \
+      "${FIT_LEVELS:-2}" "${FIT_B:-100}" 2>&1 | tee "$LOGS/gpu_fit.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && note "gpu_fit.sh" "ok" || note "gpu_fit.sh" "FAILED (see gpu_fit.log)"
+  fi
 fi
 
 # ---- table --------------------------------------------------------------------------------
 echo
 echo "==================== gpu-check: $gpu, $(( $(date +%s) - t_start ))s ===================="
 for line in "${summary[@]}"; do echo "$line"; done
+if [ -f "$LOGS/indexflat.log" ]; then
+  echo
+  cat "$LOGS/indexflat.log"
+fi
 if [ -f "$LOGS/gpu_fit.log" ]; then
   echo
   grep -E '^(gpu_fit|----|level|[0-9]+ |fit:|peak)' "$LOGS/gpu_fit.log"

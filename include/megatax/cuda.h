@@ -132,6 +132,8 @@ class PinnedBuffer {
 void copy_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes);
 void fill_zero(Resources& res, void* dst, std::size_t bytes);
+// Device-to-device copy (queued; dst and src must not overlap).
+void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 
 enum class IndexType : std::uint8_t { kI32 = 0, kI64 = 1 };
 

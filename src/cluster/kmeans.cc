@@ -8,6 +8,7 @@
 #include "core/parallel.h"
 #include "core/random.h"
 #include "kernels/cpu/knn.h"
+#include "kernels/cpu/row_sums.h"
 #include "megatax/error.h"
 
 namespace megatax::cluster {
@@ -202,7 +203,7 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
           } else {
             row_f32(x, i, row.data());
           }
-          for (std::int64_t j = 0; j < d; ++j) s[j] += v[j];
+          kernels::add_row_f64(v, s, d);
         }
         if (e > b) {
           float* cen = r.centroids.data() + c * d;

@@ -24,9 +24,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "index/index_flat_cuda.h"
 #include "kernels/cpu/knn.h"
 #include "kernels/cpu/packed_matrix.h"
 #include "kernels/cpu/simd_level.h"
@@ -218,7 +220,14 @@ struct IndexFlat::Impl {
   Impl(std::int64_t dim, Metric metric_, DType dtype) : db(dim, dtype), metric(metric_) {}
   kernels::PackedMatrix db;
   Metric metric;
+  // The device copy for Backend::kCuda searches, made by the first one (searches are const
+  // and may run concurrently: they share it under the mutex).
+  mutable std::mutex gpu_mutex;
+  mutable std::unique_ptr<index::CudaFlatMirror> gpu;
+  std::uint64_t generation = 0;  // bumped by reset(): the device copy must start over
 };
+
+constexpr std::int64_t kMaxCudaK = 4096;  // cuda::topk's limit
 
 IndexFlat::IndexFlat(std::int64_t dim, Metric metric, DType dtype) {
   if (dim < 1)
@@ -279,8 +288,7 @@ void IndexFlat::search(const MatrixView& queries, std::int64_t k, float* distanc
   switch (options.backend) {
     case Backend::kAuto:
     case Backend::kCpu: break;
-    case Backend::kCuda:
-      throw_error(ErrorCode::kUnimplemented, "search: CUDA backend not built/available yet");
+    case Backend::kCuda: break;
     default:
       throw_error(ErrorCode::kInvalidArgument,
                   "search: backend must be auto, cpu or cuda, got " +
@@ -292,6 +300,18 @@ void IndexFlat::search(const MatrixView& queries, std::int64_t k, float* distanc
     knn.simd = kernels::resolve_simd_level(kernels::parse_simd_level(options.simd));
   } catch (const Error& e) {
     throw Error(e.code(), std::string("search: simd: ") + e.what());
+  }
+  if (options.backend == Backend::kCuda) {
+    std::lock_guard<std::mutex> lock(impl_->gpu_mutex);
+    if (!impl_->gpu) impl_->gpu = index::make_cuda_flat_mirror();
+    if (k > kMaxCudaK)
+      throw_error(ErrorCode::kInvalidArgument, "search: backend cuda: k = " + std::to_string(k) +
+                                                   " is above its maximum " + std::to_string(kMaxCudaK));
+    if (queries.rows == 0) return;
+    check_finite_rows(queries, dtype(), "search: query row");
+    impl_->gpu->sync(impl_->db, impl_->generation);
+    impl_->gpu->search(queries, k, impl_->metric, distances, ids);
+    return;
   }
   if (queries.rows == 0) return;
   check_finite_rows(queries, dtype(), "search: query row");
@@ -309,7 +329,10 @@ void IndexFlat::reconstruct(std::int64_t i, float* out) const {
 }
 
 void IndexFlat::reset() noexcept {
-  if (impl_) impl_->db.clear();
+  if (impl_) {
+    impl_->db.clear();
+    ++impl_->generation;  // the device copy starts over at the next CUDA search
+  }
 }
 std::int64_t IndexFlat::ntotal() const noexcept { return impl_ ? impl_->db.rows() : 0; }
 std::int64_t IndexFlat::dim() const noexcept { return impl_ ? impl_->db.dim() : 0; }

@@ -17,6 +17,7 @@
 #include "dist/message.h"
 #include "io/npy_array.h"
 #include "io/parquet_writer.h"
+#include "kernels/cpu/row_sums.h"
 #include "megatax/dataset.h"
 #include "megatax/error.h"
 #include "megatax/vector_format.h"
@@ -631,8 +632,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             if (nd < 0) continue;
             ++members[static_cast<std::size_t>(nd)];
             double* sum = sums.data() + static_cast<std::int64_t>(nd) * d;
-            const float* row = batch.data + i * d;
-            for (std::int64_t j = 0; j < d; ++j) sum[j] += row[j];
+            kernels::add_row_f64(batch.data + i * d, sum, d);
           }
           bar.add(batch.view.rows);
         }

@@ -560,11 +560,18 @@ TEST(IndexFlatErrors, BadKAndOptions) {
                    [&] { index.search(1, x.data(), 1, nullptr, ids.data()); });
   EXPECT_TRUE(contains(e, "distances")) << e.what();
 
+  // Backend cuda where it cannot run (no CUDA build: kUnimplemented; no GPU:
+  // kFailedPrecondition); on a GPU machine tests/cuda/cuda_index_test checks the searches.
   SearchOptions cuda;
   cuda.backend = Backend::kCuda;
-  e = expect_error(ErrorCode::kUnimplemented,
-                   [&] { index.search(1, x.data(), 1, d.data(), ids.data(), cuda); });
-  EXPECT_TRUE(contains(e, "CUDA backend not built/available yet")) << e.what();
+  try {
+    index.search(1, x.data(), 1, d.data(), ids.data(), cuda);
+    std::printf("note: a CUDA device is visible: the cuda backend searched\n");
+  } catch (const Error& err) {
+    EXPECT_TRUE(err.code() == ErrorCode::kUnimplemented || err.code() == ErrorCode::kFailedPrecondition)
+        << err.what();
+    EXPECT_TRUE(contains(err, "backend cuda")) << err.what();
+  }
 
   SearchOptions bad_simd;
   bad_simd.simd = "sse9";

@@ -153,6 +153,13 @@ PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
   return *this;
 }
 
+void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  res.activate();
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                                     static_cast<cudaStream_t>(res.stream())));
+}
+
 void copy_to_device(Resources& res, void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   res.activate();

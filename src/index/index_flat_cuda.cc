@@ -1,0 +1,108 @@
+#include "index/index_flat_cuda.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cluster/cuda_assigner.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::index {
+namespace {
+
+class Mirror final : public CudaFlatMirror {
+ public:
+  Mirror() : res_(0) {}
+
+  void sync(const kernels::PackedMatrix& db, std::uint64_t generation) override {
+    const std::int64_t n = db.rows(), d = db.dim();
+    const DType t = db.dtype();
+    if (generation != generation_ || n < rows_ || t != dtype_ || d != dim_) {  // start over
+      rows_ = 0;
+      dtype_ = t;
+      dim_ = d;
+      generation_ = generation;
+    }
+    if (n == rows_) return;
+    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(t);
+    if (static_cast<std::size_t>(n) * row_bytes > rows_buf_.size()) {
+      // Grow geometrically; keep the rows already on the device.
+      const std::size_t want = std::max<std::size_t>(static_cast<std::size_t>(n) * row_bytes,
+                                                     rows_buf_.size() * 3 / 2);
+      cuda::DeviceBuffer bigger(want);
+      cuda::DeviceBuffer bigger_norms(want / row_bytes * sizeof(float) + sizeof(float));
+      if (rows_ > 0) {
+        copy_device(bigger.data(), rows_buf_.data(), static_cast<std::size_t>(rows_) * row_bytes);
+        copy_device(bigger_norms.data(), norms_.data(), static_cast<std::size_t>(rows_) * sizeof(float));
+      }
+      rows_buf_ = std::move(bigger);
+      norms_ = std::move(bigger_norms);
+    }
+    const std::int64_t add = n - rows_;
+    std::vector<unsigned char> host(static_cast<std::size_t>(add) * row_bytes);
+    for (std::int64_t i = 0; i < add; ++i) db.get_row_raw(rows_ + i, host.data() + static_cast<std::size_t>(i) * row_bytes);
+    auto* dst = static_cast<unsigned char*>(rows_buf_.data()) + static_cast<std::size_t>(rows_) * row_bytes;
+    cuda::copy_to_device(res_, dst, host.data(), host.size());
+    cuda::row_norms(res_, MatrixView(dst, add, d, t, d), norms_.as<float>() + rows_);
+    res_.synchronize();  // `host` dies here
+    rows_ = n;
+  }
+
+  void search(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
+              std::int64_t* ids) override {
+    const std::int64_t q = queries.rows, d = dim_;
+    if (q == 0) return;
+    if (rows_ == 0) {  // empty index: every id -1, distance +inf (L2) / -inf (IP)
+      std::fill(ids, ids + q * k, -1);
+      std::fill(distances, distances + q * k,
+                metric == Metric::kL2 ? std::numeric_limits<float>::infinity()
+                                      : -std::numeric_limits<float>::infinity());
+      return;
+    }
+    const std::size_t qbytes = static_cast<std::size_t>(q * d) * dtype_size(dtype_);
+    std::vector<unsigned char> host(qbytes);
+    cluster::convert_rows(queries, dtype_, host.data());
+    if (queries_.size() < qbytes) queries_ = cuda::DeviceBuffer(qbytes);
+    const std::size_t out = static_cast<std::size_t>(q * k);
+    if (dist_.size() < out * sizeof(float)) dist_ = cuda::DeviceBuffer(out * sizeof(float));
+    if (ids_.size() < out * sizeof(std::int64_t)) ids_ = cuda::DeviceBuffer(out * sizeof(std::int64_t));
+    cuda::copy_to_device(res_, queries_.data(), host.data(), qbytes);
+    cuda::TopkArgs a;
+    a.metric = metric;
+    a.queries = MatrixView(queries_.data(), q, d, dtype_, d);
+    a.database = MatrixView(rows_buf_.data(), rows_, d, dtype_, d);
+    a.database_norms = metric == Metric::kL2 ? norms_.as<float>() : nullptr;
+    a.k = k;
+    a.distances = dist_.as<float>();
+    a.ids = ids_.as<std::int64_t>();
+    cuda::topk(res_, a);
+    cuda::copy_to_host(res_, distances, dist_.data(), out * sizeof(float));
+    cuda::copy_to_host(res_, ids, ids_.data(), out * sizeof(std::int64_t));
+  }
+
+ private:
+  void copy_device(void* dst, const void* src, std::size_t bytes) {
+    // Through the host would be slow; a device-to-device copy on the stream.
+    cuda::copy_device_to_device(res_, dst, src, bytes);
+  }
+
+  cuda::Resources res_;
+  DType dtype_ = DType::kF32;
+  std::int64_t dim_ = 0, rows_ = 0;
+  std::uint64_t generation_ = 0;
+  cuda::DeviceBuffer rows_buf_, norms_, queries_, dist_, ids_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaFlatMirror> make_cuda_flat_mirror() {
+  if (cuda::device_count() == 0)
+    throw_error(ErrorCode::kFailedPrecondition,
+                "search: backend cuda: no CUDA device is visible to this process (check "
+                "nvidia-smi and CUDA_VISIBLE_DEVICES), or use backend cpu");
+  return std::make_unique<Mirror>();
+}
+
+}  // namespace megatax::index

@@ -1,0 +1,37 @@
+// index/index_flat_cuda.h -- the device copy of an IndexFlat's database, for searches with
+// Backend::kCuda: the rows (in the index dtype) and their squared norms stay in GPU memory
+// between searches; a search copies only the queries in and the results out, and rows added
+// since the last search are uploaded (appended) before it. reset()/load() drop the copy.
+//
+// Numerics: cuda::topk on the index dtype: f32 exact (FFMA), f16/bf16 on tensor cores with
+// f32 accumulation; queries are rounded to the index dtype first (the CPU path widens the
+// rows instead), so 16-bit indexes may order near-ties differently from the CPU.
+//
+// Thread-safety: one thread at a time (IndexFlat serialises its searches on the mirror).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "kernels/cpu/packed_matrix.h"
+#include "megatax/matrix.h"
+#include "megatax/metric.h"
+
+namespace megatax::index {
+
+class CudaFlatMirror {
+ public:
+  virtual ~CudaFlatMirror() = default;
+  // Brings the device copy up to `db`: rows are only ever appended, except that a new
+  // `generation` (the index was reset) means start over.
+  virtual void sync(const kernels::PackedMatrix& db, std::uint64_t generation) = 0;
+  // The k nearest rows of the device copy for each query (IndexFlat::search's contract).
+  virtual void search(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
+                      std::int64_t* ids) = 0;
+};
+
+// A mirror on this process's first visible GPU. Throws Error(kUnimplemented) in a build
+// without the CUDA backend, Error(kFailedPrecondition) when no GPU is visible.
+std::unique_ptr<CudaFlatMirror> make_cuda_flat_mirror();
+
+}  // namespace megatax::index
