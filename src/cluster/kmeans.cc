@@ -1,6 +1,7 @@
 #include "cluster/kmeans.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -150,6 +151,9 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
     throw_error(ErrorCode::kInvalidArgument, "k-means: " + std::to_string(n) +
                                                  " points are fewer than k = " + std::to_string(k));
   KMeansResult r;
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  auto t_step = Clock::now();
   r.centroids = kmeans_plus_plus(x, k, p.seed, p.init_sample_per_centroid, p.threads);
   if (p.spherical)
     for (std::int64_t c = 0; c < k; ++c) normalise(r.centroids.data() + c * d, d);
@@ -158,13 +162,18 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
   std::vector<double> sums(static_cast<std::size_t>(k * d));
   std::vector<std::int64_t> order(static_cast<std::size_t>(n)), start(static_cast<std::size_t>(k + 1));
   const bool maximise = p.metric == Metric::kInnerProduct;
-  assigner.prepare(x);
+  r.seed_seconds = since(t_step);
+  t_step = Clock::now();
+  assigner.prepare(x);  // counted with the assignments (a device upload)
+  r.assign_seconds = since(t_step);
 
   for (int iter = 0;; ++iter) {
     // Without the final assignment, the last update's centroids are returned unscored.
     if (iter == p.max_iter && iter > 0 && !p.final_assignment) break;
+    t_step = Clock::now();
     assigner.set_centroids(r.centroids.data(), k, d);
     assigner.assign(x, r.labels.data(), dist.data());
+    r.assign_seconds += since(t_step);
     const double inertia = total(dist);
     r.inertia.push_back(inertia);
     if (p.on_iteration) p.on_iteration(iter, inertia);
@@ -178,6 +187,7 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
     }
     if (iter == p.max_iter) break;
 
+    t_step = Clock::now();
     // Group points by label (counting sort keeps point order inside each cluster).
     std::fill(start.begin(), start.end(), 0);
     for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(r.labels[static_cast<std::size_t>(i)] + 1)];
@@ -230,6 +240,7 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
       for (std::size_t e = 0; e < need; ++e)
         row_f32(x, cand[e], r.centroids.data() + empty[e] * d);
     }
+    r.update_seconds += since(t_step);
     r.iterations = iter + 1;
   }
   r.counts.assign(static_cast<std::size_t>(k), 0);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -471,6 +472,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       if (owner(j) == me) mine.push_back(j);
     std::vector<std::vector<float>> trained(mine.size());
     const auto t_train = Clock::now();
+    // Where training time goes, summed over the node problems (thread-seconds).
+    std::mutex breakdown_mutex;
+    double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
+    auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
+      std::lock_guard<std::mutex> lock(breakdown_mutex);
+      gather_s += g;
+      seed_s += r.seed_seconds;
+      kassign_s += r.assign_seconds;
+      update_s += r.update_seconds;
+    };
     {
       const std::int64_t budget_rows =
           std::max<std::int64_t>(1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * 4));
@@ -547,9 +558,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           if (m < b)
             throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                   " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
+          const auto t_gather = Clock::now();
           std::vector<float> x(static_cast<std::size_t>(m * d));
           gather_rows(data, node_ids, x.data());
           if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
+          const double gathered = since(t_gather);
           cluster::KMeansParams kp;
           kp.k = b;
           kp.max_iter = cfg.max_iter;
@@ -561,6 +574,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           kp.threads = inner.threads;
           const auto assigner = backend->make_assigner(s.kernel_metric(), inner);
           auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, *assigner);
+          add_breakdown(gathered, r);
           trained[g0 + static_cast<std::size_t>(t)] = std::move(r.centroids);
           bar.add(1);
         });
@@ -568,6 +582,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
     }
     lr.train_seconds += since(t_train);
+    if (!mine.empty())
+      log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
+                 std::to_string(since(t_train)) + " s (thread-seconds: gather " + std::to_string(gather_s) +
+                 ", seeding " + std::to_string(seed_s) + ", assign " + std::to_string(kassign_s) +
+                 ", update " + std::to_string(update_s) + ")");
     {
       dist::MessageWriter m;
       m.put_array<std::int64_t>(mine);
