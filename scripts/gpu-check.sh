@@ -7,7 +7,8 @@
 #   4. compute-sanitizer memcheck on the small case of the same tests
 #   5. bench_cuda (ours vs cuBLAS and HBM on this card) and, if PyTorch imports,
 #      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
-#      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data)
+#      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data);
+#      bench/cuda/flash_kmeans_peer.py when third_party/flash-kmeans was fetched and carried
 #   6. a short table
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
 # Logs go to $OUT (the device tool's output folder) when set, else build/gpu/logs.
@@ -135,6 +136,14 @@ if [ "$bench" -eq 1 ]; then
   else
     note "torch_peer.py" "skipped (no PyTorch with CUDA, or --no-torch)"
   fi
+  # Flash-KMeans (Triton) as a peer, when its folder was fetched into third_party/ and carried.
+  if [ "$torch_peer" -eq 1 ] && [ -d third_party/flash-kmeans/flash_kmeans ]; then
+    stamp "flash_kmeans_peer.py"
+    PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda/flash_kmeans_peer.py 2>&1 | tee "$LOGS/flash_kmeans.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && note "flash_kmeans_peer.py" "ok" || note "flash_kmeans_peer.py" "FAILED (see flash_kmeans.log)"
+  else
+    note "flash_kmeans_peer.py" "skipped (no third_party/flash-kmeans: see the script's header)"
+  fi
   stamp "bench_indexflat --backend cuda (end to end: queries in, results out; database resident)"
   for shape in "2000000 1024" "10000000 128"; do
     set -- $shape
@@ -166,7 +175,7 @@ if [ -f "$LOGS/gpu_fit.log" ]; then
   echo
   grep -E '^(gpu_fit|----|level|[0-9]+ |fit:|peak)' "$LOGS/gpu_fit.log"
 fi
-for f in bench torch_peer; do
+for f in bench torch_peer flash_kmeans; do
   if [ -f "$LOGS/$f.log" ]; then
     echo
     sed -n '/^==== .* summary/,$p' "$LOGS/$f.log"
