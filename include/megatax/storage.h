@@ -56,6 +56,16 @@ class Storage {
   virtual void read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
                           void* dst) const = 0;
 
+  // Several read_range()s of one object as one call, in order, with read_range's errors
+  // (the first failing request throws). The default calls read_range for each; POSIX opens
+  // the file once for all of them (gathering scattered rows would otherwise open it per row).
+  struct ReadRequest {
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    void* dst = nullptr;
+  };
+  virtual void read_ranges(const std::string& path, std::span<const ReadRequest> requests) const;
+
   // Size in bytes of the object (regular file) at `path`. Missing: kNotFound; a directory:
   // kInvalidArgument.
   virtual std::uint64_t size(const std::string& path) const = 0;

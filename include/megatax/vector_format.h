@@ -98,6 +98,13 @@ class VectorReader {
   // conversion goes through a scratch buffer of at most ~1 MiB (or one row).
   void read_f32(std::int64_t row_begin, std::int64_t n_rows, float* dst) const;
 
+  // Reads the given rows (ascending, each in [0, rows()), else kOutOfRange) into dst, one
+  // after the other (rows.size() * row_bytes() bytes): scattered rows in one storage call
+  // (dense formats; the others read row by row).
+  virtual void read_rows(std::span<const std::int64_t> rows, void* dst) const;
+  // As read_rows(), converted to float32 (rows.size() * dim() floats).
+  void read_rows_f32(std::span<const std::int64_t> rows, float* dst) const;
+
   // Bytes of one row as stored, header-free: dim() * dtype_size(dtype()).
   std::int64_t row_bytes() const noexcept {
     return dim() * static_cast<std::int64_t>(dtype_size(dtype()));

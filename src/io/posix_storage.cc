@@ -130,10 +130,10 @@ std::string random_suffix() {
 
 }  // namespace
 
-void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
-                              void* dst) const {
-  Fd fd(open_retry(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw_errno(errno, "cannot open", path);
+namespace {
+
+// Reads exactly `length` bytes at `offset` of the open file `fd` (named `path` in errors).
+void pread_all(int fd, const std::string& path, std::uint64_t offset, std::uint64_t length, void* dst) {
   if (length == 0) return;
   if (offset > static_cast<std::uint64_t>(INT64_MAX) ||
       length > static_cast<std::uint64_t>(INT64_MAX) - offset) {
@@ -145,7 +145,7 @@ void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std
   while (done < length) {
     const std::size_t chunk =
         static_cast<std::size_t>(std::min<std::uint64_t>(length - done, 1u << 30));
-    const ssize_t n = ::pread(fd.get(), out + done, chunk, static_cast<off_t>(offset + done));
+    const ssize_t n = ::pread(fd, out + done, chunk, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno(errno, "cannot read", path);
@@ -153,7 +153,7 @@ void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std
     if (n == 0) {
       struct stat st {};
       const std::uint64_t file_size =
-          ::fstat(fd.get(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+          ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
       throw_error(ErrorCode::kDataLoss,
                   "short read: file " + path + ": wanted " + std::to_string(length) +
                       " bytes at offset " + std::to_string(offset) + ", got " +
@@ -161,6 +161,22 @@ void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std
     }
     done += static_cast<std::uint64_t>(n);
   }
+}
+
+}  // namespace
+
+void PosixStorage::read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
+                              void* dst) const {
+  Fd fd(open_retry(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno(errno, "cannot open", path);
+  pread_all(fd.get(), path, offset, length, dst);
+}
+
+void PosixStorage::read_ranges(const std::string& path, std::span<const ReadRequest> requests) const {
+  if (requests.empty()) return;
+  Fd fd(open_retry(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno(errno, "cannot open", path);
+  for (const ReadRequest& r : requests) pread_all(fd.get(), path, r.offset, r.length, r.dst);
 }
 
 std::uint64_t PosixStorage::size(const std::string& path) const {

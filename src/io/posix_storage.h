@@ -22,6 +22,7 @@ class PosixStorage final : public Storage {
   std::string name() const override { return "posix"; }
   void read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
                   void* dst) const override;
+  void read_ranges(const std::string& path, std::span<const ReadRequest> requests) const override;
   std::uint64_t size(const std::string& path) const override;
   bool exists(const std::string& path) const override;
   void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;

@@ -12,6 +12,10 @@
 
 namespace megatax {
 
+void Storage::read_ranges(const std::string& path, std::span<const ReadRequest> requests) const {
+  for (const ReadRequest& r : requests) read_range(path, r.offset, r.length, r.dst);
+}
+
 void Storage::write_atomic(const std::string& path, const void* data, std::uint64_t size) {
   const ByteSpan piece{data, size};
   write_atomic_gather(path, std::span<const ByteSpan>(&piece, 1));

@@ -56,6 +56,22 @@ void VectorReader::check_read_range(std::int64_t row_begin, std::int64_t n_rows,
   }
 }
 
+void VectorReader::read_rows(std::span<const std::int64_t> rows, void* dst) const {
+  auto* out = static_cast<unsigned char*>(dst);
+  for (std::size_t t = 0; t < rows.size(); ++t)
+    read(rows[t], 1, out + t * static_cast<std::size_t>(row_bytes()));
+}
+
+void VectorReader::read_rows_f32(std::span<const std::int64_t> rows, float* dst) const {
+  if (dtype() == DType::kF32) {
+    read_rows(rows, dst);
+    return;
+  }
+  std::vector<unsigned char> raw(rows.size() * static_cast<std::size_t>(row_bytes()));
+  read_rows(rows, raw.data());
+  convert_to_f32(dtype(), raw.data(), rows.size() * static_cast<std::size_t>(dim()), dst);
+}
+
 void VectorReader::read_f32(std::int64_t row_begin, std::int64_t n_rows, float* dst) const {
   if (dtype() == DType::kF32) {
     read(row_begin, n_rows, dst);
@@ -111,6 +127,17 @@ void check_file_size(const std::string& path, std::uint64_t expected, std::uint6
                                         " bytes, found " + std::to_string(actual) + " (" + why +
                                         ")" +
                                         (actual < expected ? ": truncated" : ": trailing bytes"));
+}
+
+void DenseVectorReader::read_rows(std::span<const std::int64_t> rows, void* dst) const {
+  const auto rb = static_cast<std::uint64_t>(row_bytes());
+  std::vector<Storage::ReadRequest> requests(rows.size());
+  for (std::size_t t = 0; t < rows.size(); ++t) {
+    check_read_range(rows[t], 1, dst);
+    requests[t] = {data_offset_ + static_cast<std::uint64_t>(rows[t]) * rb, rb,
+                   static_cast<unsigned char*>(dst) + t * rb};
+  }
+  storage_.read_ranges(path_, requests);
 }
 
 void DenseVectorReader::read(std::int64_t row_begin, std::int64_t n_rows, void* dst) const {

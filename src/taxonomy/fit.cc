@@ -45,30 +45,35 @@ struct ShardState {
 };
 
 // Reads rows of the dataset by global id (ids sorted ascending), as f32, into out (n x d),
-// checking they are finite. Nearby ids of one shard are read as one span (gaps of up to
-// kMaxGap rows are read and dropped), so dense samples stream and sparse ones seek.
+// checking they are finite. Per shard, up to kChunk ids at a time: a dense stretch (span at
+// most twice the rows wanted) is read as one range and the wanted rows picked; a sparse one
+// is read row by row in one storage call (one open, then a pread per row).
 void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out) {
-  constexpr std::int64_t kMaxGap = 32, kMaxSpan = 4096;
+  constexpr std::size_t kChunk = 4096;
   const std::int64_t d = data.dim();
   std::vector<float> span_buf;
+  std::vector<std::int64_t> rows;
   std::size_t i = 0;
   while (i < ids.size()) {
     const ShardRow at = data.locate(ids[i]);
     const auto& shard = data.shards()[at.shard];
     const Id shard_end = shard.global_begin + shard.rows;
     std::size_t j = i + 1;
-    while (j < ids.size() && ids[j] < shard_end && ids[j] - ids[j - 1] <= kMaxGap &&
-           ids[j] - ids[i] < kMaxSpan)
-      ++j;
+    while (j < ids.size() && j - i < kChunk && ids[j] < shard_end) ++j;
     const std::int64_t span = ids[j - 1] - ids[i] + 1;
-    if (span == static_cast<std::int64_t>(j - i)) {  // consecutive: read straight into out
-      float* dst = out + static_cast<std::int64_t>(i) * d;
+    const auto count = static_cast<std::int64_t>(j - i);
+    float* dst = out + static_cast<std::int64_t>(i) * d;
+    if (span == count) {  // consecutive: read straight into out
       data.reader(at.shard).read_f32(at.row, span, dst);
-    } else {
+    } else if (span <= 2 * count) {
       span_buf.resize(static_cast<std::size_t>(span * d));
       data.reader(at.shard).read_f32(at.row, span, span_buf.data());
       for (std::size_t t = i; t < j; ++t)
         std::copy_n(span_buf.data() + (ids[t] - ids[i]) * d, d, out + static_cast<std::int64_t>(t) * d);
+    } else {
+      rows.resize(j - i);
+      for (std::size_t t = i; t < j; ++t) rows[t - i] = at.row + (ids[t] - ids[i]);
+      data.reader(at.shard).read_rows_f32(rows, dst);
     }
     for (std::size_t t = i; t < j; ++t)
       check_finite(f32_view(out + static_cast<std::int64_t>(t) * d, 1, d), shard.path,

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -80,6 +81,35 @@ TEST_P(StorageContractTest, ShortReadIsDataLossNamingPathAndOffset) {
                {"short read", path, "offset 40", "wanted 20", "got 10", "file is 50 bytes"});
   expect_error([&] { s.read_range(path, 60, 1, buf); }, ErrorCode::kDataLoss,
                {"short read", path, "offset 60"});
+}
+
+// read_ranges = the same bytes and errors as one read_range per request (in order), on
+// scattered ranges of random sizes; through the fault-injection wrapper every request counts.
+TEST_P(StorageContractTest, ReadRangesEqualsOneReadRangeEach) {
+  Storage& s = *storage_;
+  const std::string path = p("scatter.bin");
+  std::mt19937_64 rng(std::random_device{}());
+  std::string data(50000, '\0');
+  for (auto& c : data) c = static_cast<char>(rng());
+  s.write_atomic(path, data);
+  std::vector<Storage::ReadRequest> reqs;
+  std::vector<std::string> got(200);
+  for (std::size_t t = 0; t < got.size(); ++t) {
+    const std::uint64_t off = rng() % data.size(), len = rng() % std::min<std::uint64_t>(300, data.size() - off + 1);
+    got[t].resize(len);
+    reqs.push_back({off, len, got[t].data()});
+  }
+  s.read_ranges(path, reqs);
+  for (std::size_t t = 0; t < got.size(); ++t) EXPECT_EQ(got[t], data.substr(reqs[t].offset, reqs[t].length)) << t;
+  s.read_ranges(path, {});  // nothing to read: fine
+  char buf[16];
+  const Storage::ReadRequest past[] = {{0, 4, buf}, {data.size() - 2, 8, buf}};
+  expect_error([&] { s.read_ranges(path, past); }, ErrorCode::kDataLoss, {"short read", path});
+  const Storage::ReadRequest one[] = {{0, 4, buf}};
+  expect_error([&] { s.read_ranges(p("nope.bin"), one); }, ErrorCode::kNotFound, {p("nope.bin")});
+  FaultInjectionStorage faulty(s);
+  faulty.read_ranges(path, std::span<const Storage::ReadRequest>(reqs.data(), 3));
+  EXPECT_EQ(faulty.reads(), 3);
 }
 
 TEST_P(StorageContractTest, MissingPathsAreNotFound) {
