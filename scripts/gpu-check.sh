@@ -76,35 +76,23 @@ CLI=$BUILD/tools/megatax
 BENCH=$BUILD/bench/cuda/bench_cuda
 
 # ---- tests --------------------------------------------------------------------------------
-stamp "cuda_kernels_test"
-timeout 300 "$TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/test.log"
-rc=${PIPESTATUS[0]}
-if [ "$rc" -eq 0 ]; then
-  note "cuda_kernels_test" "PASS ($(grep -c '^\s*\[ ok \]' "$LOGS/test.log") cases, $(grep -o 'seed [0-9]*' "$LOGS/test.log" | head -1))"
-else
-  status=1
-  note "cuda_kernels_test" "FAIL (exit $rc; see test.log)"
-fi
-
-stamp "cuda_engine_test"
-timeout 600 "$ENGINE_TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/engine_test.log"
-rc=${PIPESTATUS[0]}
-if [ "$rc" -eq 0 ]; then
-  note "cuda_engine_test" "PASS ($(grep -c '^\[ ok \]' "$LOGS/engine_test.log") checks)"
-else
-  status=1
-  note "cuda_engine_test" "FAIL (exit $rc; see engine_test.log)"
-fi
-
-stamp "cuda_index_test"
-timeout 300 "$INDEX_TEST" "${seed_args[@]}" 2>&1 | tee "$LOGS/index_test.log"
-rc=${PIPESTATUS[0]}
-if [ "$rc" -eq 0 ]; then
-  note "cuda_index_test" "PASS ($(grep -c '^\[ ok \]' "$LOGS/index_test.log") checks)"
-else
-  status=1
-  note "cuda_index_test" "FAIL (exit $rc; see index_test.log)"
-fi
+# run_gpu_test NAME BINARY LOG TIMEOUT: runs a GPU test (fresh seed unless --seed), notes
+# PASS with its count of "[ ok ]" lines (and seed), or FAIL and sets the exit status.
+run_gpu_test() {
+  local name=$1 bin=$2 log=$3 limit=$4
+  stamp "$name"
+  timeout "$limit" "$bin" "${seed_args[@]}" 2>&1 | tee "$LOGS/$log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then
+    note "$name" "PASS ($(grep -c '^\s*\[ ok \]' "$LOGS/$log") checks, $(grep -o 'seed [0-9]*' "$LOGS/$log" | head -1))"
+  else
+    status=1
+    note "$name" "FAIL (exit $rc; see $log)"
+  fi
+}
+run_gpu_test cuda_kernels_test "$TEST" test.log 300
+run_gpu_test cuda_engine_test "$ENGINE_TEST" engine_test.log 600
+run_gpu_test cuda_index_test "$INDEX_TEST" index_test.log 300
 
 # ---- sanitizer ----------------------------------------------------------------------------
 stamp "compute-sanitizer --tool memcheck (small case)"

@@ -283,15 +283,20 @@ void expect_fit_error(const std::string& input, const std::string& storage, cons
 // device = cuda where no GPU can run it: a clear error before anything is written (this
 // build without the CUDA backend: kUnimplemented; with it but no device: kFailedPrecondition).
 // On a GPU machine the whole GPU fit is checked by tests/cuda/cuda_engine_test.
+// A small generated dataset of 2 shards at dir/data (for the error tests).
+void small_dataset(const std::string& dir, std::int64_t n, int levels, std::int64_t b) {
+  taxonomy::SyntheticSpec spec;
+  spec.n = n;
+  spec.dim = 8;
+  spec.levels = levels;
+  spec.branching = b;
+  spec.shards = 2;
+  taxonomy::generate_dataset(spec, dir + "/data");
+}
+
 TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
   ScratchDir dir;
-  taxonomy::SyntheticSpec spec;
-  spec.n = 2000;
-  spec.dim = 8;
-  spec.levels = 1;
-  spec.branching = 4;
-  spec.shards = 2;
-  taxonomy::generate_dataset(spec, dir / "data");
+  small_dataset(dir.path(), 2000, 1, 4);
   auto cfg = config(dir / "t", 1, 4, 1, 1);
   cfg.device = "cuda";
   TaxonomyEngine e(cfg);
@@ -327,13 +332,7 @@ TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
 // A fit resumes only on the device it started on (the GPU rounds differently).
 TEST(TaxonomyErrors, ResumeOnAnotherDeviceIsRefused) {
   ScratchDir dir;
-  taxonomy::SyntheticSpec spec;
-  spec.n = 3000;
-  spec.dim = 8;
-  spec.levels = 2;
-  spec.branching = 3;
-  spec.shards = 2;
-  taxonomy::generate_dataset(spec, dir / "data");
+  small_dataset(dir.path(), 3000, 2, 3);
   auto cfg = config(dir / "t", 2, 3, 1, 1);
   {
     TaxonomyEngine e(cfg);
