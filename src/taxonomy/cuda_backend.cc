@@ -12,6 +12,7 @@
 #include "core/parallel.h"
 #include "megatax/error.h"
 #include "taxonomy/compute_backend.h"
+#include "taxonomy/row_groups.h"
 
 namespace megatax::taxonomy {
 namespace {
@@ -70,17 +71,10 @@ class CudaBackend final : public ComputeBackend {
     const TreeLevel& lv = tree.level(level);
     const std::int64_t n = rows.rows, d = tree.dim();
     const std::int64_t n_parents = tree.nodes(level - 1);
-    // Group rows by parent (counting sort), keeping only parents with children.
-    std::vector<std::int64_t> start(static_cast<std::size_t>(n_parents + 2), 0);
-    for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
-    for (std::int64_t j = 0; j <= n_parents; ++j)
-      start[static_cast<std::size_t>(j + 1)] += start[static_cast<std::size_t>(j)];
-    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-    {
-      std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
-      for (std::int64_t i = 0; i < n; ++i)
-        order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
-    }
+    // Group rows by parent, keeping only parents with children.
+    const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
+    const std::vector<std::int64_t>& start = groups.start;
+    const std::vector<std::int64_t>& order = groups.order;
     std::vector<std::int64_t> row_begin{0}, centroid_begin, centroid_end, group_parent;
     std::vector<std::int64_t> active_order;  // rows of the active groups, in group order
     active_order.reserve(static_cast<std::size_t>(n));

@@ -5,6 +5,7 @@
 
 #include "core/parallel.h"
 #include "megatax/error.h"
+#include "taxonomy/row_groups.h"
 
 namespace megatax::taxonomy {
 
@@ -84,16 +85,9 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
   const TreeLevel& lv = this->level(level);
   const std::int64_t n = rows.rows;
   const std::int64_t n_parents = nodes(level - 1);
-  // Group rows by parent (counting sort keeps row order inside a group).
-  std::vector<std::int64_t> start(static_cast<std::size_t>(n_parents + 2), 0);
-  for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
-  for (std::int64_t j = 0; j <= n_parents; ++j)
-    start[static_cast<std::size_t>(j + 1)] += start[static_cast<std::size_t>(j)];
-  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-  {
-    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
-    for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
-  }
+  const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
+  const std::vector<std::int64_t>& start = groups.start;
+  const std::vector<std::int64_t>& order = groups.order;
   // Rows at a leaf above (prev == -1) or at a leaf parent get no child.
   std::vector<std::int64_t> active;  // parents with rows and children
   for (std::int64_t j = -1; j < n_parents; ++j) {
