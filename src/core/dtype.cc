@@ -5,6 +5,10 @@
 #include <cstring>
 #include <string>
 
+#if defined(MEGATAX_HAVE_F16C_TU)
+#include <cpuid.h>
+#endif
+
 #include "megatax/error.h"
 
 namespace megatax {
@@ -97,9 +101,19 @@ void f32_to_f16_f16c(const float* src, std::size_t n, std::uint16_t* dst) noexce
 }  // namespace detail
 
 namespace {
-// F16C array conversions (core/dtype_f16c.cc) when the CPU has them; else the scalar loops.
+// F16C array conversions (core/dtype_f16c.cc) when the CPU has them (CPUID.1:ECX F16C, AVX,
+// OSXSAVE, and the OS saving YMM state); else the scalar loops. (cpuid directly: clang's
+// __builtin_cpu_supports does not know "f16c".)
 bool have_f16c() noexcept {
-  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool f16c = (c >> 29) & 1u, avx = (c >> 28) & 1u, osxsave = (c >> 27) & 1u;
+    if (!(f16c && avx && osxsave)) return false;
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0x6u) == 0x6u;  // XMM and YMM state enabled
+  }();
   return yes;
 }
 }  // namespace
