@@ -141,7 +141,7 @@ const char* kFitHelp =
     "--balance: children per node follow its share of points (within [min, max] branching),\n"
     "nodes under --min-node-size points (default: B) stay leaves, and last-level leaves over\n"
     "--max-leaf-size points (default 1.5 N / prod B) are split again into siblings.\n"
-    "Parents with more than --hnsw-threshold children (default 4096, 0 = never) are searched\n"
+    "Parents with more than --hnsw-threshold children (default 8192, 0 = never) are searched\n"
     "through an HNSW graph (persisted beside the centroids) instead of a scan.\n"
     "--device cuda: k-means and the assignment passes run on a GPU (under mpirun, one per\n"
     "rank, picked by the local rank unless --gpu N); --gpu-dtype is what it multiplies in\n"

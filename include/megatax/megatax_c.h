@@ -16,6 +16,17 @@
  * megatax_index_save may run concurrently on the same index; megatax_index_add,
  * megatax_index_add_typed, megatax_index_reset and megatax_index_destroy need exclusive
  * access to it. Different indexes are independent. megatax_last_error() is per thread.
+ *
+ * Versions. MEGATAX_C_API_VERSION grows by one whenever this header gains functions or
+ * struct fields; nothing is ever removed, renumbered or reordered: struct fields are only
+ * appended, and status codes and constants keep their values. The library is static, so a
+ * program is compiled with the header of the library it links; code that must build against
+ * several versions tests MEGATAX_C_API_VERSION. Structs are filled by their *_init
+ * function before fields are changed, so fields a program does not know keep their defaults.
+ *   1: the flat index; the taxonomy (create/load/fit/predict/predict_files, levels, dim).
+ *   2: taxonomy balancing and HNSW fields in megatax_taxonomy_config_t,
+ *      megatax_taxonomy_set_search, megatax_taxonomy_predict_beam,
+ *      megatax_taxonomy_predict_files_beam.
  */
 #ifndef MEGATAX_MEGATAX_C_H_
 #define MEGATAX_MEGATAX_C_H_
@@ -25,6 +36,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define MEGATAX_C_API_VERSION 2
 
 /* ---- status codes (= megatax::ErrorCode) ------------------------------------------------ */
 #define MEGATAX_OK 0
@@ -173,6 +186,26 @@ typedef struct megatax_taxonomy_config {
   int threads;                  /* 0 (default) = all hardware threads */
   int lloyd_passes;             /* default 0 */
   int64_t batch_rows;           /* default 65536 */
+
+  /* Since version 2. Auto-balancing for skewed data (TaxonomyConfig::balance and the
+   * fields after it): != 0 gives each parent a number of children that follows its share of
+   * points, within [min_branching, max_branching], and splits last-level leaves over
+   * max_leaf_size points (at most max_split_rounds extra passes). */
+  int balance;                  /* default 0 (off: every split parent gets b_l children) */
+  int64_t min_node_size;        /* parents with fewer points stay leaves; default 0 (= b_l) */
+  int64_t max_leaf_size;        /* last-level cap; default 0 (= 1.5 N / prod b_l); needs balance */
+  int64_t min_branching;        /* default 2 */
+  int64_t max_branching;        /* default 0 (= 4 b_l) */
+  int max_split_rounds;         /* default 4 */
+  /* Since version 2. HNSW centroid search (TaxonomyConfig::hnsw_*): parents with more than
+   * hnsw_threshold children get a graph over them at fit time (persisted beside the
+   * centroids), searched by the assignment pass and predict instead of a scan; 0 = always
+   * scan (exact). The defaults are TaxonomyConfig's (see megatax/taxonomy.h for how they were
+   * chosen); hnsw_ef can be changed after load with megatax_taxonomy_set_search. */
+  int64_t hnsw_threshold;
+  int64_t hnsw_m;
+  int64_t hnsw_ef_construction;
+  int64_t hnsw_ef;
 } megatax_taxonomy_config_t;
 
 /* Sets *config to the defaults above (storage_uri NULL, branching NULL meaning 100). */
@@ -206,6 +239,28 @@ int megatax_taxonomy_predict_files(const megatax_taxonomy_t* taxonomy, const cha
 /* Number of levels and dimension of a fitted taxonomy (dim 0 before fit). */
 int megatax_taxonomy_levels(const megatax_taxonomy_t* taxonomy, int* out);
 int megatax_taxonomy_dim(const megatax_taxonomy_t* taxonomy, int64_t* out);
+
+/* Since version 2. Centroid search of later predict calls on this handle
+ * (TaxonomyEngine::set_search): exact != 0 scans every child, ignoring the HNSW graphs;
+ * hnsw_ef > 0 sets the graphs' search breadth, 0 keeps the current one.
+ * INVALID_ARGUMENT if hnsw_ef < 0. */
+int megatax_taxonomy_set_search(megatax_taxonomy_t* taxonomy, int exact, int64_t hnsw_ef);
+
+/* Since version 2. megatax_taxonomy_predict with a beam (TaxonomyEngine::predict(x, beam)):
+ * keeps the `beam` (>= 1) best nodes per level and returns the path of the nearest leaf
+ * met, never farther than greedy's; beam 1 is megatax_taxonomy_predict. beam_changed (may
+ * be NULL) receives the number of rows whose path differs from the greedy one.
+ * INVALID_ARGUMENT if beam < 1. */
+int megatax_taxonomy_predict_beam(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                                  int beam, int32_t* paths, float* distances,
+                                  int64_t* beam_changed);
+
+/* Since version 2. megatax_taxonomy_predict_files with a beam (FitOptions::beam). rows and
+ * beam_changed (either may be NULL) receive the rows written and those whose path differs
+ * from the greedy one. INVALID_ARGUMENT if beam < 1. */
+int megatax_taxonomy_predict_files_beam(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                        const char* output_uri, int beam, int64_t* rows,
+                                        int64_t* beam_changed);
 
 #ifdef __cplusplus
 } /* extern "C" */

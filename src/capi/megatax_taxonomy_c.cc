@@ -46,6 +46,16 @@ megatax::TaxonomyConfig to_config(const megatax_taxonomy_config_t& c) {
   out.threads = c.threads;
   out.lloyd_passes = c.lloyd_passes;
   out.batch_rows = c.batch_rows;
+  out.balance = c.balance != 0;
+  out.min_node_size = c.min_node_size;
+  out.max_leaf_size = c.max_leaf_size;
+  out.min_branching = c.min_branching;
+  out.max_branching = c.max_branching;
+  out.max_split_rounds = c.max_split_rounds;
+  out.hnsw_threshold = c.hnsw_threshold;
+  out.hnsw_m = c.hnsw_m;
+  out.hnsw_ef_construction = c.hnsw_ef_construction;
+  out.hnsw_ef = c.hnsw_ef;
   return out;
 }
 
@@ -70,6 +80,16 @@ int megatax_taxonomy_config_init(megatax_taxonomy_config_t* config) {
     config->threads = d.threads;
     config->lloyd_passes = d.lloyd_passes;
     config->batch_rows = d.batch_rows;
+    config->balance = d.balance ? 1 : 0;
+    config->min_node_size = d.min_node_size;
+    config->max_leaf_size = d.max_leaf_size;
+    config->min_branching = d.min_branching;
+    config->max_branching = d.max_branching;
+    config->max_split_rounds = d.max_split_rounds;
+    config->hnsw_threshold = d.hnsw_threshold;
+    config->hnsw_m = d.hnsw_m;
+    config->hnsw_ef_construction = d.hnsw_ef_construction;
+    config->hnsw_ef = d.hnsw_ef;
   });
 }
 
@@ -123,6 +143,23 @@ int megatax_taxonomy_predict(const megatax_taxonomy_t* taxonomy, int64_t n, cons
   });
 }
 
+int megatax_taxonomy_predict_beam(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                                  int beam, int32_t* paths, float* distances,
+                                  int64_t* beam_changed) {
+  return guarded("megatax_taxonomy_predict_beam", [&] {
+    require(taxonomy, "taxonomy");
+    if (n > 0) {
+      require(x, "x");
+      require(paths, "paths");
+    }
+    const auto p = taxonomy->engine.predict(
+        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32), beam);
+    std::copy(p.paths.begin(), p.paths.end(), paths);
+    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+    if (beam_changed != nullptr) *beam_changed = p.beam_changed;
+  });
+}
+
 int megatax_taxonomy_predict_files(const megatax_taxonomy_t* taxonomy, const char* input_uri,
                                    const char* output_uri) {
   return guarded("megatax_taxonomy_predict_files", [&] {
@@ -132,6 +169,29 @@ int megatax_taxonomy_predict_files(const megatax_taxonomy_t* taxonomy, const cha
     megatax::FitOptions options;
     options.progress = false;
     taxonomy->engine.predict(input_uri, output_uri, options);
+  });
+}
+
+int megatax_taxonomy_predict_files_beam(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                        const char* output_uri, int beam, int64_t* rows,
+                                        int64_t* beam_changed) {
+  return guarded("megatax_taxonomy_predict_files_beam", [&] {
+    require(taxonomy, "taxonomy");
+    require(input_uri, "input_uri");
+    require(output_uri, "output_uri");
+    megatax::FitOptions options;
+    options.progress = false;
+    options.beam = beam;
+    const auto report = taxonomy->engine.predict(input_uri, output_uri, options);
+    if (rows != nullptr) *rows = report.rows;
+    if (beam_changed != nullptr) *beam_changed = report.beam_changed;
+  });
+}
+
+int megatax_taxonomy_set_search(megatax_taxonomy_t* taxonomy, int exact, int64_t hnsw_ef) {
+  return guarded("megatax_taxonomy_set_search", [&] {
+    require(taxonomy, "taxonomy");
+    taxonomy->engine.set_search(exact != 0, hnsw_ef);
   });
 }
 

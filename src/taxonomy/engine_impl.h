@@ -44,7 +44,7 @@ struct TaxonomyEngine::Impl {
     p.m = config.hnsw_m;
     p.ef_construction = config.hnsw_ef_construction;
     p.ef = config.hnsw_ef;
-    p.vectorised = config.simd != "scalar";
+    p.simd = kernels::parse_simd_level(config.simd);
     return p;
   }
   kernels::KnnOptions knn_options() const {

@@ -1,5 +1,5 @@
 // CentroidGraph in a build without hnswlib (libhnswlib-dev not found): every use is a clear
-// error. Fits with the default hnsw_threshold never build graphs below 4096 children.
+// error. Fits with the default hnsw_threshold never build graphs for 8192 children or fewer.
 #include <string>
 
 #include "megatax/error.h"
@@ -28,6 +28,7 @@ std::unique_ptr<CentroidGraph> CentroidGraph::load(const std::string&, std::int6
 }
 std::string CentroidGraph::serialize() const { unavailable(); }
 void CentroidGraph::search(const float*, std::int64_t*, float*) const { unavailable(); }
+void CentroidGraph::search(const float*, std::int64_t, std::int64_t*, float*, std::int64_t*) const { unavailable(); }
 void CentroidGraph::set_ef(std::int64_t) { unavailable(); }
 
 }  // namespace megatax::taxonomy

@@ -121,9 +121,13 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
     std::vector<float> d(static_cast<std::size_t>(m));
     const CentroidGraph* g = use_graphs_ ? lv.graph[static_cast<std::size_t>(j)].get() : nullptr;
     if (g != nullptr) {
-      const int row_threads = outer == 1 ? resolve_threads(options.threads, m) : 1;
-      parallel_for(row_threads, m, [&](std::int64_t t, int) {
-        g->search(buf.data() + t * dim_, &labels[static_cast<std::size_t>(t)], &d[static_cast<std::size_t>(t)]);
+      // Chunks of rows per task: each thread interleaves the searches of a chunk.
+      constexpr std::int64_t kChunk = 64;
+      const std::int64_t chunks = (m + kChunk - 1) / kChunk;
+      const int row_threads = outer == 1 ? resolve_threads(options.threads, chunks) : 1;
+      parallel_for(row_threads, chunks, [&](std::int64_t c, int) {
+        const std::int64_t t = c * kChunk, len = std::min(kChunk, m - t);
+        g->search(buf.data() + t * dim_, len, &labels[static_cast<std::size_t>(t)], &d[static_cast<std::size_t>(t)]);
       });
     } else {
       kernels::nearest(f32_view(buf.data(), m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,

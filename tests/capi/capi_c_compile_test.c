@@ -56,3 +56,33 @@ int megatax_capi_c_smoke(char* msg, size_t msg_len) {
   msg[0] = '\0';
   return 0;
 }
+
+/* The version-2 taxonomy settings from C: the config fields exist with their defaults and
+ * the new functions translate a null handle into INVALID_ARGUMENT. Returns 0 on success. */
+int megatax_capi_c_taxonomy_v2(char* msg, size_t msg_len);
+
+int megatax_capi_c_taxonomy_v2(char* msg, size_t msg_len) {
+#if MEGATAX_C_API_VERSION >= 2
+  megatax_taxonomy_config_t cfg;
+  float x[2] = {0.f, 1.f};
+  int32_t paths[2];
+  int64_t rows = 0, changed = 0;
+  if (megatax_taxonomy_config_init(&cfg) != MEGATAX_OK || cfg.balance != 0 || cfg.hnsw_threshold <= 0 ||
+      cfg.hnsw_ef < 1 || cfg.hnsw_m < 2 || cfg.min_branching != 2) {
+    snprintf(msg, msg_len, "config_init: unexpected defaults");
+    return 1;
+  }
+  cfg.balance = 1;
+  cfg.min_node_size = 10;
+  cfg.max_leaf_size = 100;
+  cfg.hnsw_threshold = 0;
+  if (megatax_taxonomy_set_search(NULL, 1, 0) != MEGATAX_INVALID_ARGUMENT ||
+      megatax_taxonomy_predict_beam(NULL, 1, x, 2, paths, NULL, &changed) != MEGATAX_INVALID_ARGUMENT ||
+      megatax_taxonomy_predict_files_beam(NULL, "a", "b", 2, &rows, &changed) != MEGATAX_INVALID_ARGUMENT) {
+    snprintf(msg, msg_len, "a null taxonomy was not refused");
+    return 2;
+  }
+#endif
+  msg[0] = '\0';
+  return 0;
+}

@@ -18,6 +18,7 @@
 #include "megatax/megatax_c.h"
 
 extern "C" int megatax_capi_c_smoke(char* msg, size_t msg_len);
+extern "C" int megatax_capi_c_taxonomy_v2(char* msg, size_t msg_len);
 
 namespace {
 
@@ -47,6 +48,7 @@ struct Handle {
 TEST(CApi, PureCCallerWorks) {
   char msg[512];
   EXPECT_EQ(megatax_capi_c_smoke(msg, sizeof msg), 0) << msg;
+  EXPECT_EQ(megatax_capi_c_taxonomy_v2(msg, sizeof msg), 0) << msg;
 }
 
 TEST(CApi, StatusNames) {

@@ -1,7 +1,10 @@
-// The taxonomy C API: a round trip equal to the C++ engine, and its error paths.
+// The taxonomy C API: a round trip equal to the C++ engine, the balancing / HNSW / beam /
+// search settings of version 2 giving the C++ API's results, and the error paths.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/io_test_util.h"
@@ -10,10 +13,18 @@
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
 #include "taxonomy/synthetic.h"
+#include "taxonomy/taxonomy_test_util.h"
 
 namespace {
 
 using megatax::testing_io::ScratchDir;
+using megatax::testing_taxonomy::tree_bytes;
+
+#if defined(MEGATAX_TEST_HAVE_HNSWLIB)
+constexpr bool kHaveHnswlib = true;
+#else
+constexpr bool kHaveHnswlib = false;  // builds without hnswlib refuse graphs (kUnimplemented)
+#endif
 
 std::string last_error() { return megatax_last_error(); }
 
@@ -117,6 +128,196 @@ TEST(TaxonomyCApi, ErrorsAreCodesWithMessages) {
   EXPECT_EQ(loaded, nullptr);
   EXPECT_NE(last_error().find("taxonomy.json"), std::string::npos) << last_error();
   megatax_taxonomy_destroy(nullptr);
+}
+
+TEST(TaxonomyCApi, ConfigDefaultsAreTheEngines) {
+  static_assert(MEGATAX_C_API_VERSION >= 2, "the version-2 fields are tested here");
+  megatax_taxonomy_config_t c;
+  ASSERT_EQ(megatax_taxonomy_config_init(&c), MEGATAX_OK);
+  const megatax::TaxonomyConfig d;
+  EXPECT_EQ(c.balance != 0, d.balance);
+  EXPECT_EQ(c.min_node_size, d.min_node_size);
+  EXPECT_EQ(c.max_leaf_size, d.max_leaf_size);
+  EXPECT_EQ(c.min_branching, d.min_branching);
+  EXPECT_EQ(c.max_branching, d.max_branching);
+  EXPECT_EQ(c.max_split_rounds, d.max_split_rounds);
+  EXPECT_EQ(c.hnsw_threshold, d.hnsw_threshold);
+  EXPECT_EQ(c.hnsw_m, d.hnsw_m);
+  EXPECT_EQ(c.hnsw_ef_construction, d.hnsw_ef_construction);
+  EXPECT_EQ(c.hnsw_ef, d.hnsw_ef);
+}
+
+// Balancing, HNSW, beam and search settings through C equal the same settings through C++.
+TEST(TaxonomyCApi, BalanceHnswBeamAndSearchMatchTheEngine) {
+  MEGATAX_SEEDED_RNG(rng);
+  ScratchDir dir;
+  megatax::taxonomy::SyntheticSpec spec;
+  spec.n = 8000;
+  spec.dim = 12;
+  spec.levels = 2;
+  spec.branching = 6;
+  spec.shards = 3;
+  spec.separation = 2.0;
+  spec.zipf = 1.1;  // skewed: balancing has work to do
+  spec.seed = rng_seed;
+  megatax::taxonomy::generate_dataset(spec, dir / "data");
+  const std::string input = dir / "data/part-*.npy";
+
+  // The same settings, once as C and once as C++.
+  const int64_t branching[2] = {40, 4};
+  const std::string c_storage = dir / "c_tax", cpp_storage = dir / "cpp_tax";
+  megatax_taxonomy_config_t cfg;
+  ASSERT_EQ(megatax_taxonomy_config_init(&cfg), MEGATAX_OK);
+  cfg.n_levels = 2;
+  cfg.branching = branching;
+  cfg.n_branching = 2;
+  cfg.storage_uri = c_storage.c_str();
+  cfg.seed = 11;
+  cfg.sample_per_centroid = 16;
+  cfg.threads = 2;
+  cfg.balance = 1;
+  cfg.min_node_size = 30;
+  cfg.max_leaf_size = 150;
+  cfg.min_branching = 2;
+  cfg.max_branching = 8;
+  cfg.max_split_rounds = 2;
+  cfg.hnsw_threshold = kHaveHnswlib ? 32 : 0;  // the root's 40 children go through a graph
+  cfg.hnsw_m = 8;
+  cfg.hnsw_ef_construction = 60;
+  cfg.hnsw_ef = 12;
+  megatax::TaxonomyConfig cpp;
+  cpp.n_levels = 2;
+  cpp.branching = {40, 4};
+  cpp.storage_uri = cpp_storage;
+  cpp.seed = 11;
+  cpp.sample_per_centroid = 16;
+  cpp.threads = 2;
+  cpp.balance = true;
+  cpp.min_node_size = 30;
+  cpp.max_leaf_size = 150;
+  cpp.min_branching = 2;
+  cpp.max_branching = 8;
+  cpp.max_split_rounds = 2;
+  cpp.hnsw_threshold = kHaveHnswlib ? 32 : 0;
+  cpp.hnsw_m = 8;
+  cpp.hnsw_ef_construction = 60;
+  cpp.hnsw_ef = 12;
+
+  megatax_taxonomy_t* t = nullptr;
+  ASSERT_EQ(megatax_taxonomy_create(&cfg, &t), MEGATAX_OK) << last_error();
+  const std::string c_out = dir / "c_out", cpp_out = dir / "cpp_out";
+  ASSERT_EQ(megatax_taxonomy_fit(t, input.c_str(), c_out.c_str(), 0), MEGATAX_OK) << last_error();
+  megatax::TaxonomyEngine engine(cpp);
+  megatax::FitOptions quiet;
+  quiet.progress = false;
+  engine.fit(input, cpp_out, quiet);
+  EXPECT_EQ(std::filesystem::exists(dir / "c_tax/level-1/hnsw-0.bin"), kHaveHnswlib);
+  EXPECT_EQ(tree_bytes(c_storage, true), tree_bytes(cpp_storage, true));
+  EXPECT_EQ(tree_bytes(c_out, false), tree_bytes(cpp_out, false));
+  const auto nodes = engine.nodes_per_level();
+  EXPECT_NE(nodes[1], 40 * 4);  // balancing changed the per-node branching
+
+  // Beam predict of in-memory rows.
+  auto st = megatax::open_storage_for_uri("/");
+  std::vector<int64_t> shape;
+  const auto x = megatax::io::read_npy_array<float>(*st, dir / "data/part-00000.npy", &shape);
+  const int64_t n = shape[0];
+  const megatax::MatrixView view(x.data(), n, 12, megatax::DType::kF32);
+  for (const int beam : {1, 3}) {
+    SCOPED_TRACE("beam " + std::to_string(beam));
+    std::vector<int32_t> paths(static_cast<std::size_t>(2 * n));
+    std::vector<float> dist(static_cast<std::size_t>(n));
+    int64_t changed = -1;
+    ASSERT_EQ(megatax_taxonomy_predict_beam(t, n, x.data(), beam, paths.data(), dist.data(), &changed), MEGATAX_OK)
+        << last_error();
+    const auto want = engine.predict(view, beam);
+    EXPECT_EQ(paths, want.paths);
+    EXPECT_EQ(dist, want.distances);
+    EXPECT_EQ(changed, want.beam_changed);
+  }
+  // Search settings: exact scan, then the graphs with another ef.
+  for (const auto& [exact, ef] : {std::pair<int, int64_t>{1, 0}, {0, 3}, {0, 0}}) {
+    SCOPED_TRACE("exact " + std::to_string(exact) + ", ef " + std::to_string(ef));
+    ASSERT_EQ(megatax_taxonomy_set_search(t, exact, ef), MEGATAX_OK) << last_error();
+    engine.set_search(exact != 0, ef);
+    std::vector<int32_t> paths(static_cast<std::size_t>(2 * n));
+    std::vector<float> dist(static_cast<std::size_t>(n));
+    ASSERT_EQ(megatax_taxonomy_predict(t, n, x.data(), paths.data(), dist.data()), MEGATAX_OK) << last_error();
+    const auto want = engine.predict(view);
+    EXPECT_EQ(paths, want.paths);
+    EXPECT_EQ(dist, want.distances);
+  }
+  // Beam predict of files, on a loaded copy.
+  megatax_taxonomy_t* loaded = nullptr;
+  ASSERT_EQ(megatax_taxonomy_load(c_storage.c_str(), &loaded), MEGATAX_OK) << last_error();
+  const std::string c_pred = dir / "c_pred", cpp_pred = dir / "cpp_pred";
+  int64_t rows = -1, changed = -1;
+  ASSERT_EQ(megatax_taxonomy_predict_files_beam(loaded, input.c_str(), c_pred.c_str(), 2, &rows, &changed), MEGATAX_OK)
+      << last_error();
+  auto cpp_loaded = megatax::TaxonomyEngine::load(cpp_storage);
+  megatax::FitOptions beam2 = quiet;
+  beam2.beam = 2;
+  const auto report = cpp_loaded.predict(input, cpp_pred, beam2);
+  EXPECT_EQ(rows, report.rows);
+  EXPECT_EQ(rows, spec.n);
+  EXPECT_EQ(changed, report.beam_changed);
+  EXPECT_EQ(tree_bytes(c_pred, false), tree_bytes(cpp_pred, false));
+  // A beam below 1 is refused, naming it.
+  const std::string unused = dir / "unused";
+  EXPECT_EQ(megatax_taxonomy_predict_files_beam(loaded, input.c_str(), unused.c_str(), 0, nullptr, nullptr),
+            MEGATAX_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("beam"), std::string::npos) << last_error();
+  std::vector<int32_t> one_path(2);
+  EXPECT_EQ(megatax_taxonomy_predict_beam(loaded, 1, x.data(), 0, one_path.data(), nullptr, nullptr),
+            MEGATAX_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("beam"), std::string::npos) << last_error();
+  megatax_taxonomy_destroy(loaded);
+  megatax_taxonomy_destroy(t);
+}
+
+TEST(TaxonomyCApi, Version2SettingsErrors) {
+  ScratchDir dir;
+  const std::string storage = dir / "t";
+  megatax_taxonomy_config_t cfg;
+  megatax_taxonomy_t* t = nullptr;
+  auto refused = [&](const char* field) {
+    SCOPED_TRACE(field);
+    EXPECT_EQ(megatax_taxonomy_create(&cfg, &t), MEGATAX_INVALID_ARGUMENT);
+    EXPECT_EQ(t, nullptr);
+    EXPECT_NE(last_error().find(field), std::string::npos) << last_error();
+    ASSERT_EQ(megatax_taxonomy_config_init(&cfg), MEGATAX_OK);
+    cfg.storage_uri = storage.c_str();
+  };
+  ASSERT_EQ(megatax_taxonomy_config_init(&cfg), MEGATAX_OK);
+  cfg.storage_uri = storage.c_str();
+  cfg.hnsw_m = 1;
+  refused("hnsw_m");
+  cfg.hnsw_ef = 0;
+  refused("hnsw_ef");
+  cfg.hnsw_threshold = -1;
+  refused("hnsw_threshold");
+  cfg.min_node_size = -5;
+  refused("min_node_size");
+  cfg.max_leaf_size = -1;
+  refused("max_leaf_size");
+  cfg.min_branching = 1;
+  refused("min_branching");
+  cfg.max_split_rounds = 99;
+  refused("max_split_rounds");
+
+  ASSERT_EQ(megatax_taxonomy_create(&cfg, &t), MEGATAX_OK) << last_error();
+  EXPECT_EQ(megatax_taxonomy_set_search(nullptr, 0, 0), MEGATAX_INVALID_ARGUMENT);
+  EXPECT_EQ(megatax_taxonomy_set_search(t, 0, -1), MEGATAX_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("hnsw_ef"), std::string::npos) << last_error();
+  float x[2] = {1, 2};
+  int32_t paths[6];
+  EXPECT_EQ(megatax_taxonomy_predict_beam(t, 1, x, 2, paths, nullptr, nullptr), MEGATAX_FAILED_PRECONDITION);
+  EXPECT_EQ(megatax_taxonomy_predict_beam(t, 1, nullptr, 2, paths, nullptr, nullptr), MEGATAX_INVALID_ARGUMENT);
+  const std::string in = dir / "none/*.npy", out = dir / "o";
+  EXPECT_EQ(megatax_taxonomy_predict_files_beam(t, in.c_str(), out.c_str(), 1, nullptr, nullptr),
+            MEGATAX_FAILED_PRECONDITION);
+  EXPECT_EQ(megatax_taxonomy_predict_files_beam(t, nullptr, out.c_str(), 1, nullptr, nullptr), MEGATAX_INVALID_ARGUMENT);
+  megatax_taxonomy_destroy(t);
 }
 
 }  // namespace
