@@ -87,6 +87,23 @@ class TaxonomyConfig:
     batch_rows: int
     memory_budget_mb: int
     simd: str
+    column: str
+    id_column: str
+    skip_null: bool
+    output_format: str
+    balance: bool
+    min_node_size: int
+    max_leaf_size: int
+    min_branching: int
+    max_branching: int
+    max_split_rounds: int
+    hnsw_threshold: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef: int
+    device: str
+    gpu_dtype: str
+    gpu: int
     def __init__(self) -> None: ...
     def validate(self) -> None:
         """Raises MegataxValueError naming the field when the config is unusable."""
@@ -125,9 +142,11 @@ class _TaxonomyEngine:
         fit's thread with the GIL held; an exception they raise stops this worker's fit and
         is raised from here (the caller must unblock the other workers)."""
     def predict_array(
-        self, x: npt.ArrayLike
+        self, x: npt.ArrayLike, beam: int = 1
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...
-    def predict_uri(self, input_uri: str, output_uri: str, progress: bool = True) -> None: ...
+    def predict_uri(
+        self, input_uri: str, output_uri: str, progress: bool = True, beam: int = 1
+    ) -> None: ...
     def set_threads(self, threads: int) -> None: ...
     @property
     def config(self) -> TaxonomyConfig: ...

@@ -62,6 +62,23 @@ class TaxonomyEngine:
         batch_rows: int = 65536,
         memory_budget_mb: int = 256,
         simd: str = "auto",
+        column: str = "embedding",
+        id_column: str = "",
+        skip_null: bool = False,
+        output_format: str = "npy",
+        balance: bool = False,
+        min_node_size: int = 0,
+        max_leaf_size: int = 0,
+        min_branching: int = 2,
+        max_branching: int = 0,
+        max_split_rounds: int = 4,
+        hnsw_threshold: int = 8192,
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 200,
+        hnsw_ef: int = 32,
+        device: str = "cpu",
+        gpu_dtype: str = "auto",
+        gpu: int = -1,
     ) -> None:
         """Creates an engine (nothing is read or written until ``fit``).
 
@@ -81,6 +98,17 @@ class TaxonomyEngine:
             batch_rows: rows read per batch.
             memory_budget_mb: training samples held at once (per group).
             simd: CPU kernel path: "auto", "scalar", "avx2", "avx512" or "neon".
+            column, id_column, skip_null: Parquet inputs: the embedding column, an integer
+                id column carried to the outputs, skip (count) null embeddings.
+            output_format: "npy" (<stem>.paths/ids/dist.npy) or "parquet" (<stem>.parquet).
+            balance: children per node follow its share of points (within
+                [min_branching, max_branching]); parents under min_node_size points stay
+                leaves; last-level leaves over max_leaf_size are split (max_split_rounds).
+            hnsw_threshold: parents with more children are searched through an HNSW graph
+                (hnsw_m, hnsw_ef_construction, hnsw_ef); 0 = always scan (exact).
+            device: "cpu", or "cuda" (a build with the CUDA backend; this wheel is CPU-only
+                unless built with -DMEGATAX_CUDA=ON); gpu_dtype: "auto", "f32", "f16" or
+                "bf16"; gpu: which GPU (-1 = the MPI local rank's).
 
         Raises:
             MegataxValueError: a field is invalid (the message names it).
@@ -106,6 +134,23 @@ class TaxonomyEngine:
         config.batch_rows = batch_rows
         config.memory_budget_mb = memory_budget_mb
         config.simd = simd
+        config.column = column
+        config.id_column = id_column
+        config.skip_null = skip_null
+        config.output_format = output_format
+        config.balance = balance
+        config.min_node_size = min_node_size
+        config.max_leaf_size = max_leaf_size
+        config.min_branching = min_branching
+        config.max_branching = max_branching
+        config.max_split_rounds = max_split_rounds
+        config.hnsw_threshold = hnsw_threshold
+        config.hnsw_m = hnsw_m
+        config.hnsw_ef_construction = hnsw_ef_construction
+        config.hnsw_ef = hnsw_ef
+        config.device = device
+        config.gpu_dtype = gpu_dtype
+        config.gpu = gpu
         self._engine = _core._TaxonomyEngine(config)
 
     @staticmethod
@@ -201,6 +246,7 @@ class TaxonomyEngine:
         *,
         return_distances: bool = False,
         progress: bool = True,
+        beam: int = 1,
     ) -> Any:
         """Descends the taxonomy for new vectors.
 
@@ -214,6 +260,8 @@ class TaxonomyEngine:
             return_distances: also return the float32 distance of each vector to its
                 deepest centroid.
             progress: progress bar on stderr (URI input, when stderr is a terminal).
+            beam: keep the ``beam`` best nodes per level and return the nearest leaf found
+                (1 = greedy descent; a larger beam never returns a farther leaf).
 
         Returns:
             paths, int32 (n, n_levels), -1 below a leaf -- or (paths, distances) with
@@ -222,15 +270,15 @@ class TaxonomyEngine:
         if isinstance(x, (str, os.PathLike)):
             uri = os.fspath(x)
             if output is not None:
-                self._engine.predict_uri(uri, _uri(output, "output"), progress)
+                self._engine.predict_uri(uri, _uri(output, "output"), progress, beam)
                 return None
             with tempfile.TemporaryDirectory(prefix="megatax-predict-") as tmp:
-                self._engine.predict_uri(uri, tmp, progress)
+                self._engine.predict_uri(uri, tmp, progress, beam)
                 paths, dist = _read_outputs(tmp, self.n_levels)
         else:
             if output is not None:
                 raise ValueError("predict: output is only for a URI input; an array's paths are returned")
-            paths, dist = self._engine.predict_array(x)
+            paths, dist = self._engine.predict_array(x, beam)
         return (paths, dist) if return_distances else paths
 
     def info(self) -> dict:

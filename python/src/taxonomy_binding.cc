@@ -197,13 +197,13 @@ py::dict fit_with_callbacks(PyEngine& self, const std::string& input_uri,
 
 // Paths (int32 [n, L]) and distances (float32 [n]) of the rows of x, returned without a
 // copy: both arrays share ownership of the Prediction.
-py::tuple predict_array(PyEngine& self, py::handle x) {
+py::tuple predict_array(PyEngine& self, py::handle x, int beam) {
   MatrixArg a = matrix_arg(x, "predict: vectors");
   auto prediction = std::make_unique<Prediction>();
   {
     py::gil_scoped_release release;
     EngineLock lock(self);
-    *prediction = self.engine().predict(a.view);
+    *prediction = self.engine().predict(a.view, beam);
   }
   const std::int64_t n = a.view.rows, levels = prediction->n_levels;
   Prediction* p = prediction.get();
@@ -228,7 +228,15 @@ threads             0 = all hardware threads (does not change results)
 lloyd_passes        extra full-data Lloyd passes per level
 batch_rows          rows read per batch
 memory_budget_mb    training samples held at once (per group)
-simd                CPU kernel path: auto, scalar, avx2, avx512 or neon)";
+simd                CPU kernel path: auto, scalar, avx2, avx512 or neon
+column, id_column, skip_null   Parquet inputs: embedding column, id column, skip null rows
+output_format       'npy' or 'parquet'
+balance, min_node_size, max_leaf_size, min_branching, max_branching, max_split_rounds
+                    auto-balancing of skewed data (see megatax/taxonomy.h)
+hnsw_threshold, hnsw_m, hnsw_ef_construction, hnsw_ef
+                    HNSW search of wide parents' children (0 = always scan)
+device, gpu_dtype, gpu   'cpu' or 'cuda' (a build with CUDA); what the GPU multiplies in;
+                    which GPU (-1 = the MPI local rank's))";
 
 }  // namespace
 
@@ -266,6 +274,32 @@ void bind_taxonomy(py::module_& m) {
                      "Training samples held at once (per group), in MiB.")
       .def_readwrite("simd", &TaxonomyConfig::simd,
                      "CPU kernel path: auto, scalar, avx2, avx512 or neon.")
+      .def_readwrite("column", &TaxonomyConfig::column, "Parquet: the embedding column.")
+      .def_readwrite("id_column", &TaxonomyConfig::id_column,
+                     "Parquet: an integer id column carried to the outputs ('' = global ids).")
+      .def_readwrite("skip_null", &TaxonomyConfig::skip_null,
+                     "Parquet: skip (count) null embeddings instead of failing.")
+      .def_readwrite("output_format", &TaxonomyConfig::output_format, "'npy' or 'parquet'.")
+      .def_readwrite("balance", &TaxonomyConfig::balance,
+                     "Children per node follow its share of points; oversized leaves split.")
+      .def_readwrite("min_node_size", &TaxonomyConfig::min_node_size,
+                     "Balance: parents with fewer points stay leaves (0 = the branching).")
+      .def_readwrite("max_leaf_size", &TaxonomyConfig::max_leaf_size,
+                     "Balance: last-level cap (0 = 1.5 N / prod(branching)).")
+      .def_readwrite("min_branching", &TaxonomyConfig::min_branching, "Balance: children per node, lower bound.")
+      .def_readwrite("max_branching", &TaxonomyConfig::max_branching,
+                     "Balance: children per node, upper bound (0 = 4 x branching).")
+      .def_readwrite("max_split_rounds", &TaxonomyConfig::max_split_rounds,
+                     "Balance: dynamic splitting rounds on the last level.")
+      .def_readwrite("hnsw_threshold", &TaxonomyConfig::hnsw_threshold,
+                     "Parents with more children are searched through an HNSW graph (0 = never).")
+      .def_readwrite("hnsw_m", &TaxonomyConfig::hnsw_m, "HNSW graph degree.")
+      .def_readwrite("hnsw_ef_construction", &TaxonomyConfig::hnsw_ef_construction, "HNSW build breadth.")
+      .def_readwrite("hnsw_ef", &TaxonomyConfig::hnsw_ef, "HNSW search breadth.")
+      .def_readwrite("device", &TaxonomyConfig::device,
+                     "'cpu' or 'cuda' (needs a build with the CUDA backend and a GPU).")
+      .def_readwrite("gpu_dtype", &TaxonomyConfig::gpu_dtype, "'auto', 'f32', 'f16' or 'bf16'.")
+      .def_readwrite("gpu", &TaxonomyConfig::gpu, "GPU index; -1 = the MPI local rank's.")
       .def("validate", &TaxonomyConfig::validate,
            "Raises MegataxValueError naming the field when the config is unusable.")
       .def("__repr__", [](const TaxonomyConfig& c) {
@@ -311,17 +345,19 @@ void bind_taxonomy(py::module_& m) {
            "This worker's part of a fit whose collectives go through next_shard(round, "
            "n_shards) -> int (-1: all claimed) and allgather(bytes) -> [bytes by rank] "
            "(mega_taxonomy.ray).")
-      .def("predict_array", &predict_array, arg("x"))
+      .def("predict_array", &predict_array, arg("x"), arg("beam") = 1)
       .def(
           "predict_uri",
-          [](PyEngine& self, const std::string& input_uri, const std::string& output_uri, bool progress) {
+          [](PyEngine& self, const std::string& input_uri, const std::string& output_uri, bool progress,
+             int beam) {
             FitOptions options;
             options.progress = progress;
+            options.beam = beam;
             py::gil_scoped_release release;
             EngineLock lock(self);
             self.engine().predict(input_uri, output_uri, options);
           },
-          arg("input_uri"), arg("output_uri"), arg("progress") = true)
+          arg("input_uri"), arg("output_uri"), arg("progress") = true, arg("beam") = 1)
       .def(
           "set_threads",
           [](PyEngine& self, int threads) {
