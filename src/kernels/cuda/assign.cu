@@ -393,16 +393,9 @@ void launch_grouped_metric(Metric metric, const GroupedParams& p,
 
 void assign(Resources& res, const AssignArgs& args) {
   using namespace detail;
-  validate_device_view(args.x, "assign: x");
-  validate_device_view(args.centroids, "assign: centroids");
+  validate_operand_pair(args.x, args.centroids, "assign", "x", "centroids", "are");
   const MatrixView& x = args.x;
   const MatrixView& c = args.centroids;
-  if (c.dtype != x.dtype || c.dim != x.dim) {
-    throw Error(ErrorCode::kInvalidArgument,
-                std::string("assign: centroids are ") + dtype_label(c.dtype) + " x " +
-                    std::to_string(c.dim) + ", expected " + dtype_label(x.dtype) + " x " +
-                    std::to_string(x.dim) + " like x");
-  }
   if (c.rows < 1 || c.rows >= INT_MAX) {
     throw Error(ErrorCode::kInvalidArgument,
                 "assign: k = " + std::to_string(c.rows) + ", expected 1 <= k < 2^31");
@@ -466,16 +459,9 @@ void assign(Resources& res, const AssignArgs& args) {
 
 void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
   using namespace detail;
-  validate_device_view(args.x, "assign_grouped: x");
-  validate_device_view(args.centroids, "assign_grouped: centroids");
+  validate_operand_pair(args.x, args.centroids, "assign_grouped", "x", "centroids", "are");
   const MatrixView& x = args.x;
   const MatrixView& c = args.centroids;
-  if (c.dtype != x.dtype || c.dim != x.dim) {
-    throw Error(ErrorCode::kInvalidArgument,
-                std::string("assign_grouped: centroids are ") + dtype_label(c.dtype) + " x " +
-                    std::to_string(c.dim) + ", expected " + dtype_label(x.dtype) + " x " +
-                    std::to_string(x.dim) + " like x");
-  }
   if (args.metric != Metric::kL2 && args.metric != Metric::kInnerProduct)
     throw Error(ErrorCode::kInvalidArgument, "assign_grouped: unknown metric");
   const auto& rb = args.row_begin;

@@ -27,4 +27,10 @@ bool vector_aligned(const MatrixView& x);
 // data when rows > 0); throws Error(kInvalidArgument) naming `what` otherwise.
 void validate_device_view(const MatrixView& x, const char* what);
 
+// Checks `other` (e.g. the centroids) against `x` (e.g. the points) as operands of one
+// product: both valid device views of the same dtype and dim. Throws Error(kInvalidArgument)
+// "<op>: <other_name> is <dtype> x <dim>, expected <dtype> x <dim> like <x_name>" otherwise.
+void validate_operand_pair(const MatrixView& x, const MatrixView& other, const char* op,
+                           const char* x_name, const char* other_name, const char* other_verb);
+
 }  // namespace megatax::cuda::detail

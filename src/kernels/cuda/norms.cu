@@ -91,6 +91,18 @@ void validate_device_view(const MatrixView& x, const char* what) {
   }
 }
 
+void validate_operand_pair(const MatrixView& x, const MatrixView& other, const char* op,
+                           const char* x_name, const char* other_name, const char* other_verb) {
+  validate_device_view(x, (std::string(op) + ": " + x_name).c_str());
+  validate_device_view(other, (std::string(op) + ": " + other_name).c_str());
+  if (other.dtype != x.dtype || other.dim != x.dim) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(op) + ": " + other_name + " " + other_verb + " " + dtype_label(other.dtype) +
+                    " x " + std::to_string(other.dim) + ", expected " + dtype_label(x.dtype) + " x " +
+                    std::to_string(x.dim) + " like " + x_name);
+  }
+}
+
 void launch_row_norms(const MatrixView& x, float* out, cudaStream_t stream) {
   if (x.rows == 0) return;
   const auto blocks =

@@ -381,16 +381,9 @@ void run_topk_metric(Resources& res, const TopkArgs& args, bool aligned) {
 
 void topk(Resources& res, const TopkArgs& args) {
   using namespace detail;
-  validate_device_view(args.queries, "topk: queries");
-  validate_device_view(args.database, "topk: database");
+  validate_operand_pair(args.queries, args.database, "topk", "queries", "database", "is");
   const MatrixView& q = args.queries;
   const MatrixView& db = args.database;
-  if (db.dtype != q.dtype || db.dim != q.dim) {
-    throw Error(ErrorCode::kInvalidArgument,
-                std::string("topk: database is ") + dtype_label(db.dtype) + " x " +
-                    std::to_string(db.dim) + ", expected " + dtype_label(q.dtype) + " x " +
-                    std::to_string(q.dim) + " like the queries");
-  }
   if (args.k < 1 || args.k > kMaxTopK) {
     throw Error(ErrorCode::kInvalidArgument, "topk: k = " + std::to_string(args.k) +
                                                  ", expected 1 <= k <= " +
