@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "megatax/dtype.h"
@@ -79,16 +80,42 @@ class Resources {
   std::unique_ptr<Impl> impl_;
 };
 
-// Device memory owned by a value (cudaMalloc / cudaFree on the current device). Move-only.
-class DeviceBuffer {
+namespace detail {
+// The kinds of memory a buffer can own (resources.cc). allocate throws
+// Error(kResourceExhausted) on failure; release never throws.
+struct DeviceMemory {  // cudaMalloc / cudaFree on the current device
+  static void* allocate(std::size_t bytes);
+  static void release(void* p) noexcept;
+};
+struct PinnedMemory {  // cudaMallocHost / cudaFreeHost: page-locked host memory
+  static void* allocate(std::size_t bytes);
+  static void release(void* p) noexcept;
+};
+}  // namespace detail
+
+// Memory owned by a value, of one kind (detail::DeviceMemory, detail::PinnedMemory).
+// Move-only; size 0 owns nothing.
+template <class Memory>
+class OwnedBuffer {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(std::size_t bytes);  // throws Error(kResourceExhausted) on OOM
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& other) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  OwnedBuffer() = default;
+  explicit OwnedBuffer(std::size_t bytes)
+      : data_(bytes > 0 ? Memory::allocate(bytes) : nullptr), size_(bytes) {}
+  ~OwnedBuffer() {
+    if (data_ != nullptr) Memory::release(data_);
+  }
+  OwnedBuffer(OwnedBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  OwnedBuffer& operator=(OwnedBuffer&& other) noexcept {
+    if (this != &other) {
+      if (data_ != nullptr) Memory::release(data_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  OwnedBuffer(const OwnedBuffer&) = delete;
+  OwnedBuffer& operator=(const OwnedBuffer&) = delete;
 
   void* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
@@ -102,29 +129,10 @@ class DeviceBuffer {
   std::size_t size_ = 0;
 };
 
-// Page-locked host memory (cudaMallocHost / cudaFreeHost): copies from and to it run at the
-// link's full rate and asynchronously. Move-only.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(std::size_t bytes);  // throws Error(kResourceExhausted) on failure
-  ~PinnedBuffer();
-  PinnedBuffer(PinnedBuffer&& other) noexcept;
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  void* data() const noexcept { return data_; }
-  std::size_t size() const noexcept { return size_; }
-  template <class T>
-  T* as() const noexcept {
-    return static_cast<T*>(data_);
-  }
-
- private:
-  void* data_ = nullptr;
-  std::size_t size_ = 0;
-};
+// Device memory (kernels' operands). Page-locked host memory: copies from and to it run at
+// the link's full rate and asynchronously.
+using DeviceBuffer = OwnedBuffer<detail::DeviceMemory>;
+using PinnedBuffer = OwnedBuffer<detail::PinnedMemory>;
 
 // Copies on the handle's stream. copy_to_host waits for the stream before returning (so the
 // host buffer is filled); copy_to_device and fill_zero only queue (the host source of

@@ -113,45 +113,23 @@ void* Resources::workspace(std::size_t bytes) {
   return impl_->workspace;
 }
 
-DeviceBuffer::DeviceBuffer(std::size_t bytes) : size_(bytes) {
-  if (bytes > 0) MEGATAX_CUDA_CHECK(cudaMalloc(&data_, bytes));
+namespace detail {
+
+void* DeviceMemory::allocate(std::size_t bytes) {
+  void* p = nullptr;
+  MEGATAX_CUDA_CHECK(cudaMalloc(&p, bytes));
+  return p;
 }
+void DeviceMemory::release(void* p) noexcept { (void)cudaFree(p); }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) (void)cudaFree(data_);
+void* PinnedMemory::allocate(std::size_t bytes) {
+  void* p = nullptr;
+  MEGATAX_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  return p;
 }
+void PinnedMemory::release(void* p) noexcept { (void)cudaFreeHost(p); }
 
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_ != nullptr) (void)cudaFree(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-  }
-  return *this;
-}
-
-PinnedBuffer::PinnedBuffer(std::size_t bytes) : size_(bytes) {
-  if (bytes > 0) MEGATAX_CUDA_CHECK(cudaMallocHost(&data_, bytes));
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) (void)cudaFreeHost(data_);
-}
-
-PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
-  if (this != &other) {
-    if (data_ != nullptr) (void)cudaFreeHost(data_);
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-  }
-  return *this;
-}
+}  // namespace detail
 
 void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
