@@ -749,6 +749,9 @@ int main(int argc, char** argv) {
       assign_cases.push_back({1000, 300, 128, kB, Metric::kInnerProduct});
       assign_cases.push_back({1000, 300, 100, kF, Metric::kInnerProduct});
       assign_cases.push_back({1000, 300, 64, kB, Metric::kL2, false, 0, false, true, true});
+      assign_cases.push_back({3000, 700, 136, kB});                 // d chunk tail, 3 tiles
+      assign_cases.push_back({5000, 513, 200, kH, Metric::kInnerProduct});
+      assign_cases.push_back({20, 9000, 128, kB, Metric::kL2, false, 0, false, true});
 
       topk_cases = {
           {1, 1, 1, 1, kF},
@@ -779,6 +782,7 @@ int main(int argc, char** argv) {
           {40, 300, 50, 95, kH, Metric::kL2, 3},        // unaligned stride
           {60, 300, 80, 128, kB, Metric::kInnerProduct},
           {60, 300, 80, 33, kF, Metric::kInnerProduct},
+          {7, 1000, 300, 200, kB},                      // > 2 tiles of 128 children
       };
       acc_cases = {
           {100000, 1000, 128, kB},
@@ -790,10 +794,18 @@ int main(int argc, char** argv) {
           {1, 1, 1, kF},
       };
     }
-    std::printf("assign (reference: float64 argmin on the rounded inputs)\n");
-    for (const auto& tc : assign_cases) test_assign(res, rng, tc);
-    std::printf("grouped assign (reference: float64 argmin within each group)\n");
-    for (const auto& tc : grouped_cases) test_assign_grouped(res, rng, tc);
+    // On Hopper, f16/bf16 assignments run the sm_90a (wgmma + TMA) kernel; the portable
+    // mma.sync kernel, which other GPUs and TMA-incompatible strides use, is checked too
+    // (MEGATAX_CUDA_ASSIGN=mma forces it).
+    for (const bool portable : {false, true}) {
+      if (portable) setenv("MEGATAX_CUDA_ASSIGN", "mma", 1);
+      const char* which = portable ? "portable kernel" : "default kernel";
+      std::printf("assign, %s (reference: float64 argmin on the rounded inputs)\n", which);
+      for (const auto& tc : assign_cases) test_assign(res, rng, tc);
+      std::printf("grouped assign, %s (reference: float64 argmin within each group)\n", which);
+      for (const auto& tc : grouped_cases) test_assign_grouped(res, rng, tc);
+      if (portable) unsetenv("MEGATAX_CUDA_ASSIGN");
+    }
     std::printf("top-k (reference: float64 sort on the rounded inputs)\n");
     for (const auto& tc : topk_cases) test_topk(res, rng, tc);
     std::printf("accumulate (reference: float64 sums in row order)\n");

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/assign_sm90.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/gemm_core.cuh"
@@ -440,6 +441,21 @@ void assign(Resources& res, const AssignArgs& args) {
     p.x_norms = args.x_norms;  // null: summed inside the kernel from the first tile's A tiles
   }
 
+  if (tensor && sm90_assign_usable(x, c)) {
+    Sm90AssignJob job;
+    job.x = x;
+    job.c = c;
+    job.l2 = l2;
+    job.c_norms = p.c_norms;
+    job.x_norms = p.x_norms;
+    job.labels = p.labels;
+    job.label64 = p.label64;
+    job.dist = p.dist;
+    job.packed_ws = packed;
+    job.xn_ws = xn_out;
+    launch_assign_sm90(job, res.sm_count(), res.l2_cache_bytes(), stream);
+    return;
+  }
   const std::size_t elem = dtype_size(x.dtype);
   switch (x.dtype) {
     case DType::kBF16:
@@ -494,8 +510,10 @@ void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
   const bool l2 = args.metric == Metric::kL2;
   const bool tensor = x.dtype != DType::kF32;
   const bool need_cn = l2 && args.c_norms == nullptr;
-  // Workspace: centroid norms, then the work items (bounded by rows / 32 + groups).
+  // Workspace: centroid norms, then the work items (bounded by rows / 32 + groups; the
+  // Hopper kernel's items, rows / 128 + groups of the same 32 bytes, fit in the same space).
   const std::int64_t max_tiles = max_group_tiles(rb, 32);
+  static_assert(sizeof(GroupTile) == 32, "work item size");
   Carver measure(nullptr);
   measure.take<float>(need_cn ? c.rows : 0);
   measure.take<GroupTile>(static_cast<std::size_t>(max_tiles));
@@ -513,6 +531,19 @@ void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
   if (l2) {
     if (need_cn) launch_row_norms(c, cn, stream);
     p.c_norms = need_cn ? cn : args.c_norms;
+  }
+  if (tensor && sm90_assign_usable(x, c)) {
+    Sm90GroupedJob job;
+    job.x = x;
+    job.c = c;
+    job.l2 = l2;
+    job.c_norms = p.c_norms;
+    job.labels = p.labels;
+    job.dist = p.dist;
+    void* items = cv.take<GroupTile>(static_cast<std::size_t>(max_tiles));
+    launch_assign_grouped_sm90(job, rb.data(), cb.data(), ce.data(), cb.size(), items,
+                               res.sm_count(), stream);
+    return;
   }
   switch (x.dtype) {
     case DType::kBF16:

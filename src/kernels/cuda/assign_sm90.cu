@@ -1,0 +1,583 @@
+// Fused assign on Hopper: warpgroup MMA (wgmma) fed by TMA, argmin in registers.
+//
+// Block: 3 warpgroups (384 threads), one block per SM, a persistent grid walking work items.
+//   warpgroup 0  producer: one thread issues the TMA copies of the X tile (128 rows x 64 d)
+//                and the centroid tile (BN rows x 64 d) of each d chunk into a kStages-deep
+//                ring of shared-memory stages (128-byte swizzle, zeros past the edges), each
+//                stage guarded by a "full" mbarrier (copies landed) and an "empty" one (both
+//                consumer warpgroups are done with it). Its registers are given to the
+//                consumers (setmaxnreg).
+//   warpgroups 1, 2  consumers: each owns 64 of the 128 rows and all BN columns of the tile:
+//                4 wgmma m64nBNk16 per chunk (f32 accumulators, BN / 2 registers a thread),
+//                one chunk's MMAs in flight while the next chunk's are issued; when a
+//                column tile is complete its scores fold into a running (score, index)
+//                minimum of the thread's two rows, in registers.
+// A row's columns live in the four lanes of one quad, so the end of a work item needs two
+// shuffles, no shared memory. ||x||^2 (L2 distances) is summed from the X tiles of the first
+// column tile while they are in shared memory (no extra pass over X).
+//
+// Work items. Flat assign: (row block, split) with the split running fastest, exactly as the
+// portable kernel (assign.cu): the blocks working at one time share their X row blocks
+// through L2, and splits merge with one packed 64-bit atomicMin per row (same winner, ties
+// to the smaller index, whatever the split). Flat work runs in clusters of 2 CTAs (two row
+// blocks against the same centroid tiles, each CTA loading half of the centroid tile and
+// multicasting it to both). Grouped assign: one item per 128 rows of a group against that
+// group's centroids (BN = 128: a 100-child node is one tile), no clusters.
+//
+// The FLOP floor: 2 n k d. Shared-memory stages: (128 + BN) * 128 bytes; BN = 256 gives
+// 48 KiB a stage and 85 FLOPs per byte brought from L2 (128 with the multicast).
+// Measured on an H100 (bench_cuda, bench/RESULTS.md): 71-73% of cuBLAS's bf16 8192^3 rate
+// at N=4M K=1024 D=1024; the main loop alone (argmin fold skipped, a diagnostic build)
+// reached 79-81%, so the fold, which does not overlap the MMAs, costs ~9%.
+#include "kernels/cuda/assign_sm90.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/distance_ops.cuh"
+#include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/tensor_map.h"
+#include "megatax/error.h"
+#if defined(MEGATAX_SM90A)
+#include "kernels/cuda/wgmma_ops.cuh"
+#endif
+
+namespace megatax::cuda::detail {
+namespace {
+
+constexpr int kBM = 128;                 // rows of X per work item
+constexpr int kBK = 64;                  // d per chunk: 128 bytes, one swizzle row
+constexpr int kConsumerWarps = 8;
+constexpr int kThreads = 384;
+constexpr int kProducerRegs = 40;
+constexpr int kConsumerRegs = 232;
+
+template <int BN>
+struct Sm90Shape {
+  static constexpr int kABytes = kBM * kBK * 2;
+  static constexpr int kBBytes = BN * kBK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kStages = (200 * 1024) / kStageBytes;  // 4 for BN 256, 6 for BN 128
+  static constexpr int kBarrierBytes = 2 * kStages * 8;
+  static constexpr int kSmemBytes = 1024 /* alignment slack */ + kStages * kStageBytes +
+                                    kBarrierBytes + kBM * 4 /* fused norms */;
+  static_assert(kStages >= 2, "double buffering at least");
+  static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
+};
+
+// A group's rows and centroids (grouped assign): rows [row0, row_end) are the group's rows
+// in this item, its centroids [c_begin, c_begin + c_count).
+struct GroupItem {
+  std::int64_t row0;
+  std::int64_t row_end;
+  std::int64_t c_begin;
+  std::int64_t c_count;
+};
+
+struct Sm90Params {
+  std::int64_t n = 0, k = 0, d = 0;
+  const float* c_norms = nullptr;
+  const float* x_norms = nullptr;
+  // Flat: work item w = (w / splits, w % splits).
+  std::int64_t tiles = 0, tiles_per_split = 0, splits = 1, items = 0;
+  // Grouped: the work items.
+  const GroupItem* groups = nullptr;
+  void* labels = nullptr;
+  bool label64 = true;
+  float* dist = nullptr;
+  unsigned long long* packed = nullptr;  // splits > 1
+  float* x_norms_out = nullptr;          // splits > 1, fused norms
+};
+
+// What one work item covers.
+struct Work {
+  std::int64_t row0, row_end;  // X rows [row0, min(row0 + 128, row_end)) are outputs
+  std::int64_t c_begin, c_count;
+  std::int64_t t0, t1;         // column tiles of BN
+  bool first_split;
+};
+
+template <int BN, bool kGrouped, int kCluster>
+__device__ __forceinline__ Work work_item(const Sm90Params& p, std::int64_t w, int cta_rank) {
+  Work r;
+  if constexpr (kGrouped) {
+    const GroupItem g = p.groups[w];
+    r.row0 = g.row0;
+    r.row_end = g.row_end;
+    r.c_begin = g.c_begin;
+    r.c_count = g.c_count;
+    r.t0 = 0;
+    r.t1 = (g.c_count + BN - 1) / BN;
+    r.first_split = true;
+  } else {
+    const std::int64_t split = w % p.splits;
+    r.row0 = (w / p.splits * kCluster + cta_rank) * kBM;
+    r.row_end = p.n;
+    r.c_begin = 0;
+    r.c_count = p.k;
+    r.t0 = split * p.tiles_per_split;
+    r.t1 = min(r.t0 + p.tiles_per_split, p.tiles);
+    r.first_split = split == 0;
+  }
+  return r;
+}
+
+#if defined(MEGATAX_SM90A)
+// A consumer warp is done with a stage: arrive on the stage's "empty" barrier of every CTA of
+// the cluster (their producers write into this CTA's copy of the stage too).
+template <int kCluster>
+__device__ __forceinline__ void release(std::uint64_t* empty_bar) {
+  if constexpr (kCluster == 1) {
+    sm90::mbarrier_arrive(empty_bar);
+  } else {
+#pragma unroll
+    for (int r = 0; r < kCluster; ++r) sm90::mbarrier_arrive_cluster(empty_bar, r);
+  }
+}
+#endif
+
+template <class T, int BN, class Op, bool kGrouped, int kCluster>
+__device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem,
+                                        std::uint64_t* full, std::uint64_t* empty,
+                                        float* xn_smem, int cw, int cta_rank,
+                                        std::int64_t cluster_id, std::int64_t clusters,
+                                        std::int64_t chunks);
+
+template <class T, int BN, class Op, bool kGrouped, int kCluster>
+__global__ void __launch_bounds__(kThreads, 1)
+    assign_sm90_kernel(const __grid_constant__ CUtensorMap map_x,
+                       const __grid_constant__ CUtensorMap map_c, const Sm90Params p) {
+#if defined(MEGATAX_SM90A)
+  using S = Sm90Shape<BN>;
+  extern __shared__ unsigned char smem_raw[];
+  // The 128-byte swizzle repeats every 1024 bytes: stages start 1024-byte aligned.
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + S::kStages * S::kStageBytes);
+  std::uint64_t* empty = full + S::kStages;
+  auto* xn_smem = reinterpret_cast<float*>(empty + S::kStages);
+
+  const int wg = static_cast<int>(threadIdx.x) / 128;
+  // Clusters of kCluster CTAs work on kCluster consecutive row blocks against the same
+  // centroid tiles: each CTA loads its own X tile and 1 / kCluster of the centroid tile,
+  // multicast to all of them (L2 reads of the centroids divided by kCluster). A stage is
+  // refilled only when the consumers of every CTA of the cluster are done with it.
+  const int cta_rank = kCluster > 1 ? static_cast<int>(sm90::cluster_cta_rank()) : 0;
+  const std::int64_t cluster_id = blockIdx.x / kCluster;
+  const std::int64_t clusters = gridDim.x / kCluster;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S::kStages; ++s) {
+      sm90::mbarrier_init(&full[s], 1);
+      sm90::mbarrier_init(&empty[s], kConsumerWarps * kCluster);
+    }
+    sm90::fence_barrier_init();
+  }
+  if constexpr (kCluster > 1) {
+    sm90::cluster_sync();
+  } else {
+    __syncthreads();
+  }
+
+  const std::int64_t chunks = (p.d + kBK - 1) / kBK;
+
+  if (wg == 0) {
+    // ---- producer ----
+    sm90::setmaxnreg_dec<kProducerRegs>();
+    if (threadIdx.x == 0) {
+      sm90::prefetch_tensor_map(&map_x);
+      sm90::prefetch_tensor_map(&map_c);
+      constexpr int kBPart = BN / kCluster;  // centroid rows this CTA loads
+      int stage = 0;
+      std::uint32_t phase = 0;
+      for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
+        const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
+        for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
+          const auto col0 = static_cast<std::int32_t>(wk.c_begin + t * BN + cta_rank * kBPart);
+          for (std::int64_t c = 0; c < chunks; ++c) {
+            sm90::mbarrier_wait(&empty[stage], phase ^ 1);
+            unsigned char* a = smem + stage * S::kStageBytes;
+            unsigned char* b = a + S::kABytes + cta_rank * (kBPart * kBK * 2);
+            sm90::mbarrier_arrive_expect_tx(&full[stage], S::kStageBytes);
+            const auto k0 = static_cast<std::int32_t>(c * kBK);
+            sm90::tma_load_2d(a, &map_x, k0, static_cast<std::int32_t>(wk.row0), &full[stage]);
+            if constexpr (kCluster > 1) {
+              sm90::tma_load_2d_multicast(b, &map_c, k0, col0, &full[stage],
+                                          static_cast<std::uint16_t>((1u << kCluster) - 1));
+            } else {
+              sm90::tma_load_2d(b, &map_c, k0, col0, &full[stage]);
+            }
+            if (++stage == S::kStages) {
+              stage = 0;
+              phase ^= 1;
+            }
+          }
+        }
+      }
+    }
+  } else {
+    consume<T, BN, Op, kGrouped, kCluster>(p, smem, full, empty, xn_smem, wg - 1, cta_rank,
+                                           cluster_id, clusters, chunks);
+  }
+  // No CTA may leave while a peer can still multicast into its shared memory or arrive on its
+  // barriers.
+  if constexpr (kCluster > 1) sm90::cluster_sync();
+#else
+  __trap();  // launched only on compute capability 9.0 with the sm_90a image (see usable())
+#endif
+}
+
+// The consumer warpgroup `cw` (0 or 1) of assign_sm90_kernel.
+template <class T, int BN, class Op, bool kGrouped, int kCluster>
+__device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem,
+                                        std::uint64_t* full, std::uint64_t* empty,
+                                        float* xn_smem, int cw, int cta_rank,
+                                        std::int64_t cluster_id, std::int64_t clusters,
+                                        std::int64_t chunks) {
+#if defined(MEGATAX_SM90A)
+  using S = Sm90Shape<BN>;
+  sm90::setmaxnreg_inc<kConsumerRegs>();
+  const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
+  const int warp = tid / 32, lane = tid % 32;
+  const int local_row = cw * 64 + warp * 16 + lane / 4;  // + 8 for the second row slot
+  float acc[BN / 2];
+  int stage = 0;
+  std::uint32_t phase = 0;
+
+  for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
+    const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
+    const bool fuse_norms = Op::kUsesNorms && (kGrouped || p.x_norms == nullptr) && wk.first_split;
+    float best[2] = {__int_as_float(0x7f800000), __int_as_float(0x7f800000)};
+    int best_idx[2] = {INT_MAX, INT_MAX};
+    float xn_part = 0.f;
+
+    for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
+      int pending = -1;  // the stage whose MMAs are in flight
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        sm90::mbarrier_wait(&full[stage], phase);
+        const unsigned char* a = smem + stage * S::kStageBytes + cw * 64 * (kBK * 2);
+        const unsigned char* b = smem + stage * S::kStageBytes + S::kABytes;
+        if (fuse_norms && t == wk.t0) {
+          // Two threads a row, four 16-byte pieces each (the swizzle permutes a row's
+          // pieces, which a sum does not mind; zeros past d).
+          const auto* row = reinterpret_cast<const uint4*>(a + (tid / 2) * (kBK * 2)) + (tid % 2) * 4;
+#pragma unroll
+          for (int v = 0; v < 4; ++v) {
+            const uint4 u = row[v];
+            const std::uint32_t words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              float2 f;
+              if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+                __nv_bfloat162 h;
+                memcpy(&h, &words[e], 4);
+                f = __bfloat1622float2(h);
+              } else {
+                __half2 h;
+                memcpy(&h, &words[e], 4);
+                f = __half22float2(h);
+              }
+              xn_part = fmaf(f.x, f.x, xn_part);
+              xn_part = fmaf(f.y, f.y, xn_part);
+            }
+          }
+        }
+        sm90::wgmma_fence();
+        const std::uint64_t da = sm90::smem_desc_k_major_sw128(a);
+        const std::uint64_t db = sm90::smem_desc_k_major_sw128(b);
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk) {
+          Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+        }
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<1>();
+        if (pending >= 0 && lane == 0) release<kCluster>(&empty[pending]);
+        pending = stage;
+        if (++stage == S::kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      sm90::wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) sm90::fence_register(acc[i]);
+      if (lane == 0) release<kCluster>(&empty[pending]);
+
+      // Fold the tile into the running minima. Within a thread the columns come in
+      // increasing order, so "strictly smaller" keeps the smallest index among ties.
+      const std::int64_t tile_col0 = t * BN;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const std::int64_t col = tile_col0 + j * 8 + (lane % 4) * 2;
+        const bool ok0 = col < wk.c_count, ok1 = col + 1 < wk.c_count;
+        float ct0 = 0.f, ct1 = 0.f;
+        if (Op::kUsesNorms) {
+          if (ok0) ct0 = __ldg(p.c_norms + wk.c_begin + col);
+          if (ok1) ct1 = __ldg(p.c_norms + wk.c_begin + col + 1);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float s0 = Op::score(acc[4 * j + 2 * h], ct0);
+          const float s1 = Op::score(acc[4 * j + 2 * h + 1], ct1);
+          if (ok0 && s0 < best[h]) {
+            best[h] = s0;
+            best_idx[h] = static_cast<int>(col);
+          }
+          if (ok1 && s1 < best[h]) {
+            best[h] = s1;
+            best_idx[h] = static_cast<int>(col + 1);
+          }
+        }
+      }
+    }
+
+    // Row minima across the quad.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int o = 1; o < 4; o *= 2) {
+        const float s = __shfl_xor_sync(0xffffffffu, best[h], o);
+        const int i = __shfl_xor_sync(0xffffffffu, best_idx[h], o);
+        if (MinScoreIndex::better(s, i, best[h], best_idx[h])) {
+          best[h] = s;
+          best_idx[h] = i;
+        }
+      }
+    }
+    if (fuse_norms) {
+      xn_part += __shfl_xor_sync(0xffffffffu, xn_part, 1);
+      if (tid % 2 == 0) xn_smem[cw * 64 + tid / 2] = xn_part;
+    }
+    sm90::named_barrier_sync(1 + cw, 128);
+    if (lane % 4 == 0) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = local_row + 8 * h;
+        const std::int64_t row = wk.row0 + r;
+        if (row >= wk.row_end || row >= p.n) continue;
+        const bool found = best_idx[h] != INT_MAX;
+        if (kGrouped || p.splits == 1) {
+          const float xn = !Op::kUsesNorms ? 0.f : (fuse_norms ? xn_smem[r] : p.x_norms[row]);
+          const std::int64_t label = found ? best_idx[h] : -1;
+          if (kGrouped || !p.label64) {
+            static_cast<std::int32_t*>(p.labels)[row] = static_cast<std::int32_t>(label);
+          } else {
+            static_cast<std::int64_t*>(p.labels)[row] = label;
+          }
+          if (p.dist != nullptr)
+            p.dist[row] = found ? Op::finalize(best[h], xn) : __int_as_float(0x7fc00000);
+        } else {
+          if (found) {
+            const unsigned long long key =
+                (static_cast<unsigned long long>(float_order_key(best[h])) << 32) |
+                static_cast<unsigned int>(best_idx[h]);
+            atomicMin(&p.packed[row], key);
+          }
+          if (fuse_norms) p.x_norms_out[row] = xn_smem[r];
+        }
+      }
+    }
+    sm90::named_barrier_sync(1 + cw, 128);  // xn_smem is rewritten by the next item
+  }
+#endif
+}
+
+template <class Op>
+__global__ void unpack_sm90_split_kernel(const unsigned long long* packed, std::int64_t n,
+                                         const float* x_norms, void* labels, bool label64,
+                                         float* dist) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= n) return;
+  const unsigned long long key = packed[row];
+  const bool found = key != ~0ull;
+  const auto idx = static_cast<std::int64_t>(key & 0xffffffffull);
+  if (label64) {
+    static_cast<std::int64_t*>(labels)[row] = found ? idx : -1;
+  } else {
+    static_cast<std::int32_t*>(labels)[row] = found ? static_cast<std::int32_t>(idx) : -1;
+  }
+  if (dist != nullptr) {
+    const float s = float_from_order_key(static_cast<std::uint32_t>(key >> 32));
+    const float xn = Op::kUsesNorms ? x_norms[row] : 0.f;
+    dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
+  }
+}
+
+bool device_is_sm90() {
+  static int cached[64];
+  static std::once_flag once[64];
+  int dev = 0;
+  MEGATAX_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  std::call_once(once[dev], [dev] {
+    int major = 0, minor = 0;
+    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cached[dev] = (major == 9 && minor == 0) ? 1 : 0;
+  });
+  return cached[dev] == 1;
+}
+
+template <class T, int BN, class Op, bool kGrouped, int kCluster>
+void launch_kernel(const MatrixView& x, const MatrixView& c, const Sm90Params& p, int sm_count,
+                   cudaStream_t stream) {
+  using S = Sm90Shape<BN>;
+  auto kernel = assign_sm90_kernel<T, BN, Op, kGrouped, kCluster>;
+  MEGATAX_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
+  const CUtensorMap map_x = make_tensor_map_2d(x, x.rows, kBM, kBK);
+  const CUtensorMap map_c = make_tensor_map_2d(c, c.rows, BN / kCluster, kBK);
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kCluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = S::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  // Persistent grid: as many clusters as can be resident at once (a cluster's CTAs must sit
+  // in one GPC, so that can be fewer than SMs / kCluster), no more than the work items.
+  int resident = sm_count / kCluster;
+  if constexpr (kCluster > 1) {
+    cfg.gridDim = dim3(static_cast<unsigned>(sm_count / kCluster * kCluster));
+    int clusters = 0;
+    MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+    if (clusters > 0) resident = std::min(resident, clusters);
+  }
+  const auto clusters = std::max<std::int64_t>(1, std::min<std::int64_t>(p.items, resident));
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
+  MEGATAX_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_c, p));
+  MEGATAX_CUDA_CHECK_LAUNCH("assign_sm90_kernel");
+}
+
+template <int BN, class Op, bool kGrouped, int kCluster>
+void launch_typed(const MatrixView& x, const MatrixView& c, const Sm90Params& p, int sm_count,
+                  cudaStream_t stream) {
+  if (x.dtype == DType::kBF16) {
+    launch_kernel<__nv_bfloat16, BN, Op, kGrouped, kCluster>(x, c, p, sm_count, stream);
+  } else {
+    launch_kernel<__half, BN, Op, kGrouped, kCluster>(x, c, p, sm_count, stream);
+  }
+}
+
+constexpr int kFlatBN = 256;  // 128 measured 1.4x slower (more L2 traffic per FLOP)
+constexpr int kGroupBN = 128;
+// MEGATAX_SM90_CLUSTER=1 (nvcc -D) turns the multicast off, for side-by-side runs.
+#ifndef MEGATAX_SM90_CLUSTER
+#define MEGATAX_SM90_CLUSTER 2
+#endif
+constexpr int kFlatCluster = MEGATAX_SM90_CLUSTER;  // CTAs sharing (multicasting) centroid tiles
+
+}  // namespace
+
+bool sm90_assign_usable(const MatrixView& x, const MatrixView& c) {
+  if (const char* force = std::getenv("MEGATAX_CUDA_ASSIGN"); force != nullptr && std::strcmp(force, "mma") == 0)
+    return false;
+  return tma_compatible(x) && tma_compatible(c) && device_is_sm90();
+}
+
+void launch_assign_sm90(const Sm90AssignJob& job, int sm_count, std::size_t l2_bytes,
+                        cudaStream_t stream) {
+  const std::int64_t n = job.x.rows, k = job.c.rows, d = job.x.dim;
+  Sm90Params p;
+  p.n = n;
+  p.k = k;
+  p.d = d;
+  p.c_norms = job.c_norms;
+  p.x_norms = job.x_norms;
+  p.labels = job.labels;
+  p.label64 = job.label64;
+  p.dist = job.dist;
+  // Column tiles per work item: as in assign.cu, keep the X row blocks in flight (one per
+  // resident block) within a quarter of L2, and split enough that the grid fills the GPU.
+  const std::int64_t row_blocks = (n + kBM - 1) / kBM;
+  const std::int64_t tiles = (k + kFlatBN - 1) / kFlatBN;
+  const std::int64_t resident = sm_count;
+  const std::int64_t x_block_bytes = kBM * d * 2;
+  const std::int64_t l2_rows =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / 4) / x_block_bytes);
+  std::int64_t tps = std::max<std::int64_t>(1, l2_rows * tiles / resident);
+  if (row_blocks < resident) {
+    const std::int64_t want_splits = (resident + row_blocks - 1) / row_blocks;
+    tps = std::min(tps, std::max<std::int64_t>(1, tiles / want_splits));
+  }
+  tps = std::min(tps, tiles);
+  p.tiles = tiles;
+  p.tiles_per_split = tps;
+  p.splits = (tiles + tps - 1) / tps;
+  p.items = (row_blocks + kFlatCluster - 1) / kFlatCluster * p.splits;
+  if (p.splits > 1) {
+    p.packed = job.packed_ws;
+    p.x_norms_out = job.xn_ws;
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.packed, 0xff, n * sizeof(unsigned long long), stream));
+  }
+  if (job.l2) {
+    launch_typed<kFlatBN, L2Op, false, kFlatCluster>(job.x, job.c, p, sm_count, stream);
+  } else {
+    launch_typed<kFlatBN, InnerProductOp, false, kFlatCluster>(job.x, job.c, p, sm_count, stream);
+  }
+  if (p.splits > 1) {
+    const float* xn = job.x_norms != nullptr ? job.x_norms : job.xn_ws;
+    const auto blocks = static_cast<unsigned>((n + 255) / 256);
+    if (job.l2) {
+      unpack_sm90_split_kernel<L2Op><<<blocks, 256, 0, stream>>>(p.packed, n, xn, job.labels,
+                                                                 job.label64, job.dist);
+    } else {
+      unpack_sm90_split_kernel<InnerProductOp><<<blocks, 256, 0, stream>>>(
+          p.packed, n, xn, job.labels, job.label64, job.dist);
+    }
+    MEGATAX_CUDA_CHECK_LAUNCH("unpack_sm90_split_kernel");
+  }
+}
+
+std::int64_t max_sm90_group_items(const std::int64_t* row_begin, std::size_t groups) {
+  std::int64_t items = 0;
+  for (std::size_t g = 0; g < groups; ++g) items += (row_begin[g + 1] - row_begin[g] + kBM - 1) / kBM;
+  return items;
+}
+
+void launch_assign_grouped_sm90(const Sm90GroupedJob& job, const std::int64_t* row_begin,
+                                const std::int64_t* centroid_begin,
+                                const std::int64_t* centroid_end, std::size_t groups,
+                                void* items_ws, int sm_count, cudaStream_t stream) {
+  std::vector<GroupItem> items;
+  for (std::size_t g = 0; g < groups; ++g)
+    for (std::int64_t r = row_begin[g]; r < row_begin[g + 1]; r += kBM)
+      items.push_back(GroupItem{r, row_begin[g + 1], centroid_begin[g],
+                                centroid_end[g] - centroid_begin[g]});
+  if (items.empty()) return;
+  auto* items_dev = static_cast<GroupItem*>(items_ws);
+  // Pageable source: the copy is staged when cudaMemcpyAsync returns.
+  MEGATAX_CUDA_CHECK(cudaMemcpyAsync(items_dev, items.data(), items.size() * sizeof(GroupItem),
+                                     cudaMemcpyHostToDevice, stream));
+  Sm90Params p;
+  p.n = job.x.rows;
+  p.k = job.c.rows;
+  p.d = job.x.dim;
+  p.c_norms = job.c_norms;
+  p.groups = items_dev;
+  p.items = static_cast<std::int64_t>(items.size());
+  p.labels = job.labels;
+  p.label64 = false;
+  p.dist = job.dist;
+  if (job.l2) {
+    launch_typed<kGroupBN, L2Op, true, 1>(job.x, job.c, p, sm_count, stream);
+  } else {
+    launch_typed<kGroupBN, InnerProductOp, true, 1>(job.x, job.c, p, sm_count, stream);
+  }
+}
+
+}  // namespace megatax::cuda::detail
