@@ -27,7 +27,8 @@ run() {
   echo "---- megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$MEGATAX" fit --input "$WORK/data/part-*.npy" \
     --storage "$WORK/m_$dev" --output "$WORK/o_$dev" --levels "$LEVELS" --branching "$B" \
-    --batch-rows "$BATCH" --device "$dev" --quiet "$@"
+    --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
+    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:" | sed 's/shards \[[0-9,]*\]/shards/'
 }
 run cuda
 if [ "${CPU_TOO:-0}" = 1 ]; then

@@ -110,15 +110,18 @@ class Dataset {
   std::int64_t skipped_rows_ = 0;
 };
 
-// One batch of consecutive rows of one shard, converted to float32.
+// One batch of consecutive rows of one shard, converted to float32 (or, when the reader
+// keeps the stored dtype, as stored).
 struct Batch {
   std::size_t shard = 0;
   std::int64_t local_begin = 0;  // row of view row 0 within the shard
   Id global_begin = 0;           // global id of view row 0
-  // rows x dim f32, dense (stride == dim); rows >= 1. Points into the BatchReader's
-  // buffer: valid until the next call of next() or the reader's destruction.
+  // rows x dim, dense (stride == dim); rows >= 1; f32, or f16/bf16 as stored (see
+  // BatchReader::keep_stored_dtype). Points into the BatchReader's buffer: valid until the
+  // next call of next() or the reader's destruction.
   MatrixView view;
-  // The same memory, writable (e.g. to normalise in place): view.rows * view.dim floats.
+  // The same memory when it is f32, writable (e.g. to normalise in place): view.rows *
+  // view.dim floats; null for a batch kept in its stored 16-bit dtype.
   float* data = nullptr;
 };
 
@@ -141,6 +144,11 @@ class BatchReader {
   // reader stays at the failed batch, so next() may be retried after a kUnavailable).
   bool next(Batch* batch);
 
+  // From now on, batches of an f16/bf16 shard come as stored (no float32 conversion; for a
+  // consumer that computes in that dtype, e.g. the GPU), in `raw_buffer` (borrowed, grown as
+  // needed, reusable across readers like `buffer`). No effect on other dtypes.
+  void keep_stored_dtype(std::vector<unsigned char>* raw_buffer);
+
   BatchReader(const BatchReader&) = delete;  // buffer_ may refer to own_
   BatchReader& operator=(const BatchReader&) = delete;
 
@@ -155,6 +163,7 @@ class BatchReader {
   std::int64_t row_end_;
   std::vector<float> own_;
   std::vector<float>& buffer_;  // own_ or the caller's
+  std::vector<unsigned char>* raw_ = nullptr;  // set: batches keep the stored dtype
 };
 
 // Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is

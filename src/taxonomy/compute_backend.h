@@ -40,10 +40,16 @@ class ComputeBackend {
                                                            const kernels::KnnOptions& options) = 0;
   // Must be called after level `level` of `tree` was (re)built, before descend() on it.
   virtual void prepare_level(const Tree& tree, int level) = 0;
-  // Tree::descend's contract (tree.h).
+  // Whether descend() takes rows in the stored dtype `stored` (f16/bf16) as they are, so the
+  // caller can skip converting them to float32 (the CUDA backend, when it computes in it).
+  virtual bool takes_stored_rows(DType /*stored*/) const { return false; }
+  // Tree::descend's contract (tree.h); rows are f32, or `stored` when takes_stored_rows().
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,
                        const kernels::KnnOptions& options) = 0;
+  // Where descend()'s time went since the last call, for the pass log ("" when the backend
+  // does not break it down); resets the counters.
+  virtual std::string take_descend_breakdown() { return {}; }
 };
 
 // The backend for `device`: "cpu", or "cuda" (one GPU of this process: `gpu` >= 0 picks it,

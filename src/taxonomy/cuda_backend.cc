@@ -2,6 +2,7 @@
 // batch of rows to a level through one grouped-assign launch (every row against its own
 // parent's children), with the level's centroids kept on the device.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -43,6 +44,8 @@ class CudaBackend final : public ComputeBackend {
   // Node problems train concurrently, each on its own stream: their CPU parts (k-means++
   // init, the float64 updates) then use every core while the GPU assigns.
   bool concurrent_training() const override { return true; }
+  // Rows in the compute dtype are staged as they are (a copy, no conversion).
+  bool takes_stored_rows(DType stored) const override { return stored == compute_; }
   std::unique_ptr<cluster::Assigner> make_assigner(Metric metric, const kernels::KnnOptions&) override {
     return std::make_unique<cluster::CudaAssigner>(res_.device(), metric, compute_);
   }
@@ -71,6 +74,12 @@ class CudaBackend final : public ComputeBackend {
     const TreeLevel& lv = tree.level(level);
     const std::int64_t n = rows.rows, d = tree.dim();
     const std::int64_t n_parents = tree.nodes(level - 1);
+    auto t = std::chrono::steady_clock::now();
+    auto lap = [&t](double& into) {
+      const auto now = std::chrono::steady_clock::now();
+      into += std::chrono::duration<double>(now - t).count();
+      t = now;
+    };
     // Group rows by parent, keeping only parents with children.
     const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
     const std::vector<std::int64_t>& start = groups.start;
@@ -98,6 +107,7 @@ class CudaBackend final : public ComputeBackend {
       group_parent.push_back(j);
     }
     const auto m = static_cast<std::int64_t>(active_order.size());
+    lap(time_.group);
     if (m == 0) return;
     // Stage the active rows in the compute dtype (pinned), copy, assign, copy back.
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
@@ -116,6 +126,7 @@ class CudaBackend final : public ComputeBackend {
                              static_cast<std::size_t>(d), compute_,
                              staged + static_cast<std::size_t>(t) * row_bytes, tmp.data());
     });
+    lap(time_.stage);
     cuda::copy_to_device(res_, x_dev_.data(), staging_.data(), static_cast<std::size_t>(m) * row_bytes);
     cuda::GroupedAssignArgs a;
     a.metric = tree.kernel_metric();
@@ -133,6 +144,7 @@ class CudaBackend final : public ComputeBackend {
     auto* dd = reinterpret_cast<float*>(lab + m);
     cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(m) * sizeof(std::int32_t));
     cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(m) * sizeof(float));
+    lap(time_.device);
     for (std::size_t g = 0; g < group_parent.size(); ++g) {
       const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(group_parent[g])];
       for (std::int64_t t = rb[g]; t < rb[g + 1]; ++t) {
@@ -142,6 +154,15 @@ class CudaBackend final : public ComputeBackend {
         dist[i] = dd[t];
       }
     }
+    lap(time_.scatter);
+  }
+
+  std::string take_descend_breakdown() override {
+    const std::string r = "group " + std::to_string(time_.group) + ", stage " +
+                          std::to_string(time_.stage) + ", device " + std::to_string(time_.device) +
+                          ", scatter " + std::to_string(time_.scatter);
+    time_ = {};
+    return r;
   }
 
  private:
@@ -149,6 +170,11 @@ class CudaBackend final : public ComputeBackend {
   DType compute_;
   int level_ = -1;
   std::int64_t k_ = 0;
+  // descend(): grouping rows by parent, staging them in the compute dtype (pinned), the
+  // device (copies in and out, kernel, waits), scattering the results (seconds).
+  struct {
+    double group = 0, stage = 0, device = 0, scatter = 0;
+  } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_;
   cuda::PinnedBuffer staging_, out_host_;
 };

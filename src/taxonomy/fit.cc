@@ -440,6 +440,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       taxonomy::make_compute_backend(cfg.device, cfg.gpu_dtype, cfg.gpu, data.dtype());
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
+  std::vector<unsigned char> stored_buffer;  // the same, for batches kept in their stored dtype
   std::int64_t points_levels = 0;
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
@@ -686,10 +687,19 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
 
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     const auto t_assign = Clock::now();
+    (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
     std::vector<ShardSummary> summaries;
     std::int64_t my_points = 0;
     std::vector<std::int64_t> my_shards;
+    // Where this worker's pass time goes (seconds; the shards run one after another).
+    struct {
+      double state = 0, read = 0, check = 0, descend = 0, bookkeep = 0;
+    } pass;
+    // Per-node count and inertia of the current shard (touched entries reset after each).
+    std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
+    std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
+    std::vector<std::int32_t> touched;
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
@@ -701,6 +711,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
+          for (const std::int32_t node : touched) {  // left over by a shard that threw
+            node_count[static_cast<std::size_t>(node)] = 0;
+            node_inertia[static_cast<std::size_t>(node)] = 0.0;
+          }
+          touched.clear();
+          auto t_stage = Clock::now();
+          auto lap = [&t_stage](double& into) {
+            const auto now = Clock::now();
+            into += std::chrono::duration<double>(now - t_stage).count();
+            t_stage = now;
+          };
           ShardState prev;
           if (l == 1) {
             prev.node.assign(static_cast<std::size_t>(n), 0);
@@ -713,16 +734,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.paths.assign(static_cast<std::size_t>(n * l), -1);
           cur.dist = prev.dist;
           std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
-          std::map<std::int64_t, std::pair<std::int64_t, double>> per_node;  // node -> (count, inertia)
+          lap(pass.state);
           BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
+          // A backend computing in the data's 16-bit dtype gets the rows as stored.
+          if (!s.normalise() && backend->takes_stored_rows(data.dtype())) reader.keep_stored_dtype(&stored_buffer);
           Batch batch;
           while (reader.next(&batch)) {
+            lap(pass.read);
             check_stop();
             check_finite(batch, data);
             if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+            lap(pass.check);
             const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
             backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                            cur.dist.data() + r0, knn);
+            lap(pass.descend);
             for (std::int64_t i = 0; i < m; ++i) {
               const std::int64_t r = r0 + i;
               for (int t = 0; t < l - 1; ++t)
@@ -730,26 +756,34 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
               const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
               if (nd < 0) continue;
-              auto& acc = per_node[nd];
-              ++acc.first;
-              acc.second += cur.dist[static_cast<std::size_t>(r)];
+              if (node_count[static_cast<std::size_t>(nd)]++ == 0) touched.push_back(nd);
+              node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
               if (collect) {
                 const Id id = shard.global_begin + r;
                 next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
               }
             }
             bar.add(m);
+            lap(pass.bookkeep);
           }
+          lap(pass.read);
           write_shard_state(st, s.path(state_dir(l) + name), cur, l);
           ShardSummary sum;
           sum.shard = si;
-          for (const auto& [node, acc] : per_node) {
+          std::sort(touched.begin(), touched.end());
+          for (const std::int32_t node : touched) {
+            auto& c = node_count[static_cast<std::size_t>(node)];
+            auto& v = node_inertia[static_cast<std::size_t>(node)];
             sum.nodes.push_back(node);
-            sum.counts.push_back(acc.first);
-            sum.inertia.push_back(acc.second);
+            sum.counts.push_back(c);
+            sum.inertia.push_back(v);
+            c = 0;
+            v = 0.0;
           }
+          touched.clear();
           summaries.push_back(std::move(sum));
           my_points += n;
+          lap(pass.state);
         });
       } catch (...) {
         if (l == 1 && done == 0) cleanup_uncommitted();
@@ -762,7 +796,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       for (std::int64_t si : my_shards) shard_list += (shard_list.empty() ? "" : ",") + std::to_string(si);
       log_worker("level " + std::to_string(l) + ": assigned " + std::to_string(my_shards.size()) + " shards [" +
                  shard_list + "], " + std::to_string(my_points) + " points in " +
-                 std::to_string(lr.assign_seconds) + " s");
+                 std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
+                 ", check " + std::to_string(pass.check) + ", descend " + std::to_string(pass.descend) +
+                 ", bookkeeping " + std::to_string(pass.bookkeep) + ", state files " +
+                 std::to_string(pass.state) + ")");
+      const std::string inside = backend->take_descend_breakdown();
+      if (!inside.empty()) log_worker("level " + std::to_string(l) + ": descend: " + inside);
     }
     // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
     // Each node's partial sums go to its owner (volume ~ touched (shard, node) pairs / R),

@@ -253,6 +253,54 @@ TEST(DatasetTest, NonFiniteRowsAreNamed) {
                ErrorCode::kDataLoss, {"(nan) in column 0"});
 }
 
+// keep_stored_dtype: f16 shards come as stored (bytes of the file, no float32 copy);
+// f32 shards are unaffected; the 16-bit finite check names the row and column past the
+// vectorised blocks of 64.
+TEST(DatasetTest, BatchesKeepTheStoredDtypeOnRequest) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage s;
+  const std::int64_t d = 100, n = 300;
+  std::vector<float> x = random_matrix(rng, n, d);
+  write_npy(s, "k/a.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  const std::array<std::int64_t, 2> shape{n, d};
+  write_npy(s, "k/b.npy", std::span<const float>(x), shape);
+  const Dataset ds = Dataset::open(s, "k/*.npy");
+  std::vector<unsigned char> raw;
+  BatchReader r(ds, 0, 128);
+  r.keep_stored_dtype(&raw);
+  Batch batch;
+  std::int64_t seen = 0;
+  while (r.next(&batch)) {
+    ASSERT_EQ(batch.view.dtype, DType::kF16);
+    EXPECT_EQ(batch.data, nullptr);
+    EXPECT_EQ(batch.local_begin, seen);
+    for (std::int64_t i = 0; i < batch.view.rows; ++i) {
+      const auto* row = static_cast<const std::uint16_t*>(batch.view.row(i));
+      for (std::int64_t j = 0; j < d; ++j)
+        ASSERT_EQ(row[j], f32_to_f16(x[static_cast<std::size_t>((seen + i) * d + j)]));
+    }
+    seen += batch.view.rows;
+  }
+  EXPECT_EQ(seen, n);
+  BatchReader r32(ds, 1, 1000);
+  r32.keep_stored_dtype(&raw);
+  ASSERT_TRUE(r32.next(&batch));
+  EXPECT_EQ(batch.view.dtype, DType::kF32);
+  ASSERT_NE(batch.data, nullptr);
+  EXPECT_EQ(batch.data[7], x[7]);
+
+  const std::int64_t wide = 150, bad_col = 64 + static_cast<std::int64_t>(rng() % 86);
+  std::vector<std::uint16_t> h(3 * wide, f32_to_f16(0.5f)), bf(3 * wide, f32_to_bf16(0.5f));
+  check_finite(MatrixView(h.data(), 3, wide, DType::kF16), "h", 0, 0);
+  check_finite(MatrixView(bf.data(), 3, wide, DType::kBF16), "bf", 0, 0);
+  h[static_cast<std::size_t>(2 * wide + bad_col)] = 0xFC00;  // -inf
+  bf[static_cast<std::size_t>(wide + bad_col)] = 0x7F81;     // nan
+  expect_error([&] { check_finite(MatrixView(h.data(), 3, wide, DType::kF16), "h", 0, 0); },
+               ErrorCode::kDataLoss, {"row 2", "(-inf) in column " + std::to_string(bad_col)});
+  expect_error([&] { check_finite(MatrixView(bf.data(), 3, wide, DType::kBF16), "bf", 0, 0); },
+               ErrorCode::kDataLoss, {"row 1", "(nan) in column " + std::to_string(bad_col)});
+}
+
 // Reading through a failing storage surfaces the error; a retry of next() continues.
 TEST(DatasetTest, ReadFaultsPropagateAndNextCanBeRetried) {
   io::MemoryStorage mem;
