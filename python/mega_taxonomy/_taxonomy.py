@@ -60,7 +60,7 @@ class TaxonomyEngine:
         threads: int = 0,
         lloyd_passes: int = 0,
         batch_rows: int = 65536,
-        memory_budget_mb: int = 256,
+        memory_budget_mb: int = 1024,
         simd: str = "auto",
         column: str = "embedding",
         id_column: str = "",

@@ -600,7 +600,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="engine threads per worker (0: --cpus-per-worker)")
     p.add_argument("--lloyd-passes", type=int, default=0)
     p.add_argument("--batch-rows", type=int, default=65536)
-    p.add_argument("--memory-budget-mb", type=int, default=256)
+    p.add_argument("--memory-budget-mb", type=int, default=1024)
     p.add_argument("--workers", type=int, default=2, help="worker actors (ranks)")
     p.add_argument("--cpus-per-worker", type=float, default=1)
     p.add_argument("--gpus-per-worker", type=float, default=0)

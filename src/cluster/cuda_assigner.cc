@@ -48,6 +48,11 @@ void CudaAssigner::upload_points(const MatrixView& x) {
   n_dev_ = x.rows;
 }
 
+void CudaAssigner::reset() noexcept {
+  prepared_ = MatrixView();
+  n_dev_ = k_ = dim_ = 0;
+}
+
 void CudaAssigner::prepare(const MatrixView& x) {
   upload_points(x);
   prepared_ = x;

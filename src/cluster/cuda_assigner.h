@@ -25,6 +25,12 @@ class CudaAssigner final : public Assigner {
   void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) override;
   void assign(const MatrixView& x, std::int64_t* labels, float* distances) override;
 
+  Metric metric() const noexcept { return metric_; }
+  // Forgets the points and centroids (keeps the device buffers and stream): the assigner can
+  // serve another k-means problem, as if new, without allocating (allocations and frees
+  // synchronise the whole device, stalling the other problems' streams).
+  void reset() noexcept;
+
  private:
   void upload_points(const MatrixView& x);
 

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,51 @@ void reserve(cuda::PinnedBuffer& b, std::size_t bytes) {
   if (b.size() < bytes) b = cuda::PinnedBuffer(bytes);
 }
 
+// CudaAssigners kept for reuse across node problems (one per concurrent problem at most).
+class AssignerPool {
+ public:
+  std::unique_ptr<cluster::CudaAssigner> take(int device, Metric metric, DType compute) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if ((*it)->metric() != metric) continue;
+        auto a = std::move(*it);
+        free_.erase(it);
+        a->reset();
+        return a;
+      }
+    }
+    return std::make_unique<cluster::CudaAssigner>(device, metric, compute);
+  }
+  void give_back(std::unique_ptr<cluster::CudaAssigner> a) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(a));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<cluster::CudaAssigner>> free_;
+};
+
+// An assigner on loan from the pool; returned when the node problem is done with it.
+class PooledAssigner final : public cluster::Assigner {
+ public:
+  PooledAssigner(AssignerPool& pool, std::unique_ptr<cluster::CudaAssigner> a)
+      : pool_(pool), a_(std::move(a)) {}
+  ~PooledAssigner() override { pool_.give_back(std::move(a_)); }
+  void prepare(const MatrixView& x) override { a_->prepare(x); }
+  void set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) override {
+    a_->set_centroids(centroids, k, dim);
+  }
+  void assign(const MatrixView& x, std::int64_t* labels, float* distances) override {
+    a_->assign(x, labels, distances);
+  }
+
+ private:
+  AssignerPool& pool_;
+  std::unique_ptr<cluster::CudaAssigner> a_;
+};
+
 class CudaBackend final : public ComputeBackend {
  public:
   CudaBackend(DType compute, int gpu) : res_(gpu), compute_(compute) {}
@@ -47,7 +94,7 @@ class CudaBackend final : public ComputeBackend {
   // Rows in the compute dtype are staged as they are (a copy, no conversion).
   bool takes_stored_rows(DType stored) const override { return stored == compute_; }
   std::unique_ptr<cluster::Assigner> make_assigner(Metric metric, const kernels::KnnOptions&) override {
-    return std::make_unique<cluster::CudaAssigner>(res_.device(), metric, compute_);
+    return std::make_unique<PooledAssigner>(pool_, pool_.take(res_.device(), metric, compute_));
   }
 
   void prepare_level(const Tree& tree, int level) override {
@@ -168,6 +215,7 @@ class CudaBackend final : public ComputeBackend {
  private:
   cuda::Resources res_;
   DType compute_;
+  AssignerPool pool_;
   int level_ = -1;
   std::int64_t k_ = 0;
   // descend(): grouping rows by parent, staging them in the compute dtype (pinned), the

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 
 #include "cluster/kmeans.h"
@@ -48,7 +49,7 @@ struct ShardState {
 // checking they are finite. Per shard, up to kChunk ids at a time: a dense stretch (span at
 // most twice the rows wanted) is read as one range and the wanted rows picked; a sparse one
 // is read row by row in one storage call (one open, then a pread per row).
-void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out) {
+void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, float* out) {
   constexpr std::size_t kChunk = 4096;
   const std::int64_t d = data.dim();
   std::vector<float> span_buf;
@@ -80,6 +81,18 @@ void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, floa
                    at.row + (ids[t] - ids[i]), ids[t]);
     i = j;
   }
+}
+
+// gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
+void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out, int threads) {
+  constexpr std::int64_t kMinSlice = 1024;
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t slices = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n / kMinSlice));
+  parallel_for(static_cast<int>(slices), slices, [&](std::int64_t t, int) {
+    const std::int64_t b = n * t / slices, e = n * (t + 1) / slices;
+    gather_rows(data, std::span<const std::int64_t>(ids).subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)),
+                out + b * data.dim());
+  });
 }
 
 void write_shard_state(Storage& st, const std::string& prefix, const ShardState& s, int levels) {
@@ -514,13 +527,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const auto m = static_cast<std::int64_t>(node_ids.size());
           const std::int64_t parent = mine[g0 + static_cast<std::size_t>(t)];
           const std::int64_t b = branch[static_cast<std::size_t>(parent)];
+          // Concurrent problems share the threads: a group smaller than the thread count
+          // (the memory budget bounds it) still keeps every core busy.
           kernels::KnnOptions inner = knn;
-          inner.threads = n_group > 1 && outer > 1 ? 1 : cfg.threads;
+          inner.threads = n_group > 1 && outer > 1
+                              ? std::max(1, resolve_threads(cfg.threads, 1 << 20) / outer)
+                              : cfg.threads;
           if (round > 0) {
             // Split round: partition the parent's sample among its current children and
             // split each oversized child by k-means on its part; siblings stay in place.
             std::vector<float> x(static_cast<std::size_t>(m * d));
-            gather_rows(data, node_ids, x.data());
+            gather_rows(data, node_ids, x.data(), inner.threads);
             if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
             const std::vector<float>& old = parent_centroids[static_cast<std::size_t>(parent)];
             const std::int64_t b_old = static_cast<std::int64_t>(old.size()) / d;
@@ -566,7 +583,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                                   " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
           const auto t_gather = Clock::now();
           std::vector<float> x(static_cast<std::size_t>(m * d));
-          gather_rows(data, node_ids, x.data());
+          gather_rows(data, node_ids, x.data(), inner.threads);
           if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
           const double gathered = since(t_gather);
           cluster::KMeansParams kp;
