@@ -26,7 +26,7 @@
 //
 // The FLOP floor: 2 n k d. Shared-memory stages: (128 + BN) * 128 bytes; BN = 256 gives
 // 48 KiB a stage and 85 FLOPs per byte brought from L2 (128 with the multicast).
-// Measured on an H100 (bench_cuda, bench/RESULTS.md): 71-73% of cuBLAS's bf16 8192^3 rate
+// Measured on an H100 (bench_cuda, bench/RESULTS.md): 69-79% of cuBLAS's bf16 8192^3 rate
 // at N=4M K=1024 D=1024; the main loop alone (argmin fold skipped, a diagnostic build)
 // reached 79-81%, so the fold, which does not overlap the MMAs, costs ~9%.
 #include "kernels/cuda/assign_sm90.h"
