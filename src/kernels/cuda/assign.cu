@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "kernels/cuda/assign_sm90.h"
+#include "kernels/cuda/assign_splits.cuh"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/gemm_core.cuh"
@@ -60,15 +61,6 @@ struct AssignParams {
   unsigned long long* packed = nullptr;
   float* x_norms_out = nullptr;
 };
-
-__device__ __forceinline__ void write_label(void* labels, bool label64, std::int64_t row,
-                                            std::int64_t value) {
-  if (label64) {
-    static_cast<std::int64_t*>(labels)[row] = value;
-  } else {
-    static_cast<std::int32_t*>(labels)[row] = static_cast<std::int32_t>(value);
-  }
-}
 
 // Running (score, index) minimum per row slot, across tiles, in registers.
 template <class Core, class Op>
@@ -202,31 +194,11 @@ __global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
       if (p.dist != nullptr) p.dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
     } else {
       if (idx != INT_MAX) {
-        const unsigned long long key =
-            (static_cast<unsigned long long>(float_order_key(s)) << 32) |
-            static_cast<unsigned int>(idx);
-        atomicMin(&p.packed[row], key);
+        atomicMin(&p.packed[row], pack_min(s, idx));
       }
       if (fuse_norms) p.x_norms_out[row] = xn_smem[r];
     }
   });
-}
-
-template <class Op>
-__global__ void unpack_split_kernel(const unsigned long long* packed, std::int64_t n,
-                                    const float* x_norms, void* labels, bool label64,
-                                    float* dist) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (row >= n) return;
-  const unsigned long long key = packed[row];
-  const bool found = key != ~0ull;
-  const auto idx = static_cast<std::int64_t>(key & 0xffffffffull);
-  write_label(labels, label64, row, found ? idx : -1);
-  if (dist != nullptr) {
-    const float s = float_from_order_key(static_cast<std::uint32_t>(key >> 32));
-    const float xn = Op::kUsesNorms ? x_norms[row] : 0.f;
-    dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
-  }
 }
 
 template <class Core, class Op>
@@ -245,16 +217,8 @@ void launch_assign(const AssignParams& p, int sm_count, std::size_t l2_bytes, st
   const std::int64_t row_blocks = (n + kBM - 1) / kBM;
   const std::int64_t tiles = (k + kBN - 1) / kBN;
   const std::int64_t resident = static_cast<std::int64_t>(sm_count) * (per_sm > 0 ? per_sm : 1);
-  // Tiles per block: as many as keep the row blocks in flight (resident * tps / tiles of them)
-  // within a quarter of L2, and few enough that the grid fills the GPU.
   const auto x_block_bytes = static_cast<std::int64_t>(kBM) * p.d * static_cast<std::int64_t>(elem);
-  const auto l2_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / 4) / x_block_bytes);
-  std::int64_t tps = std::max<std::int64_t>(1, l2_rows * tiles / resident);
-  if (row_blocks < resident) {
-    const std::int64_t want_splits = (resident + row_blocks - 1) / row_blocks;
-    tps = std::min(tps, std::max<std::int64_t>(1, tiles / want_splits));
-  }
-  tps = std::min(tps, tiles);
+  const std::int64_t tps = tiles_per_split(row_blocks, tiles, resident, x_block_bytes, l2_bytes);
   AssignParams q = p;
   q.tiles = tiles;
   q.tiles_per_split = tps;
@@ -270,10 +234,7 @@ void launch_assign(const AssignParams& p, int sm_count, std::size_t l2_bytes, st
   MEGATAX_CUDA_CHECK_LAUNCH("assign_kernel");
   if (splits > 1) {
     const float* xn = x_norms_given != nullptr ? x_norms_given : xn_ws;
-    const auto blocks = static_cast<unsigned>((n + 255) / 256);
-    unpack_split_kernel<Op><<<blocks, 256, 0, stream>>>(q.packed, n, xn, p.labels, p.label64,
-                                                         p.dist);
-    MEGATAX_CUDA_CHECK_LAUNCH("unpack_split_kernel");
+    launch_unpack_splits<Op>(q.packed, n, xn, p.labels, p.label64, p.dist, stream);
   }
 }
 

@@ -44,6 +44,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cuda/assign_splits.cuh"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/hopper.cuh"
@@ -368,20 +369,12 @@ __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem
         const bool found = best_idx[h] != INT_MAX;
         if (kGrouped || p.splits == 1) {
           const float xn = !Op::kUsesNorms ? 0.f : (fuse_norms ? xn_smem[r] : p.x_norms[row]);
-          const std::int64_t label = found ? best_idx[h] : -1;
-          if (kGrouped || !p.label64) {
-            static_cast<std::int32_t*>(p.labels)[row] = static_cast<std::int32_t>(label);
-          } else {
-            static_cast<std::int64_t*>(p.labels)[row] = label;
-          }
+          write_label(p.labels, !kGrouped && p.label64, row, found ? best_idx[h] : -1);
           if (p.dist != nullptr)
             p.dist[row] = found ? Op::finalize(best[h], xn) : __int_as_float(0x7fc00000);
         } else {
           if (found) {
-            const unsigned long long key =
-                (static_cast<unsigned long long>(float_order_key(best[h])) << 32) |
-                static_cast<unsigned int>(best_idx[h]);
-            atomicMin(&p.packed[row], key);
+            atomicMin(&p.packed[row], pack_min(best[h], best_idx[h]));
           }
           if (fuse_norms) p.x_norms_out[row] = xn_smem[r];
         }
@@ -390,27 +383,6 @@ __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem
     sm90::named_barrier_sync(1 + cw, 128);  // xn_smem is rewritten by the next item
   }
 #endif
-}
-
-template <class Op>
-__global__ void unpack_sm90_split_kernel(const unsigned long long* packed, std::int64_t n,
-                                         const float* x_norms, void* labels, bool label64,
-                                         float* dist) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (row >= n) return;
-  const unsigned long long key = packed[row];
-  const bool found = key != ~0ull;
-  const auto idx = static_cast<std::int64_t>(key & 0xffffffffull);
-  if (label64) {
-    static_cast<std::int64_t*>(labels)[row] = found ? idx : -1;
-  } else {
-    static_cast<std::int32_t*>(labels)[row] = found ? static_cast<std::int32_t>(idx) : -1;
-  }
-  if (dist != nullptr) {
-    const float s = float_from_order_key(static_cast<std::uint32_t>(key >> 32));
-    const float xn = Op::kUsesNorms ? x_norms[row] : 0.f;
-    dist[row] = found ? Op::finalize(s, xn) : __int_as_float(0x7fc00000);
-  }
 }
 
 bool device_is_sm90() {
@@ -501,20 +473,9 @@ void launch_assign_sm90(const Sm90AssignJob& job, int sm_count, std::size_t l2_b
   p.labels = job.labels;
   p.label64 = job.label64;
   p.dist = job.dist;
-  // Column tiles per work item: as in assign.cu, keep the X row blocks in flight (one per
-  // resident block) within a quarter of L2, and split enough that the grid fills the GPU.
   const std::int64_t row_blocks = (n + kBM - 1) / kBM;
   const std::int64_t tiles = (k + kFlatBN - 1) / kFlatBN;
-  const std::int64_t resident = sm_count;
-  const std::int64_t x_block_bytes = kBM * d * 2;
-  const std::int64_t l2_rows =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / 4) / x_block_bytes);
-  std::int64_t tps = std::max<std::int64_t>(1, l2_rows * tiles / resident);
-  if (row_blocks < resident) {
-    const std::int64_t want_splits = (resident + row_blocks - 1) / row_blocks;
-    tps = std::min(tps, std::max<std::int64_t>(1, tiles / want_splits));
-  }
-  tps = std::min(tps, tiles);
+  const std::int64_t tps = tiles_per_split(row_blocks, tiles, sm_count, kBM * d * 2, l2_bytes);
   p.tiles = tiles;
   p.tiles_per_split = tps;
   p.splits = (tiles + tps - 1) / tps;
@@ -531,15 +492,12 @@ void launch_assign_sm90(const Sm90AssignJob& job, int sm_count, std::size_t l2_b
   }
   if (p.splits > 1) {
     const float* xn = job.x_norms != nullptr ? job.x_norms : job.xn_ws;
-    const auto blocks = static_cast<unsigned>((n + 255) / 256);
     if (job.l2) {
-      unpack_sm90_split_kernel<L2Op><<<blocks, 256, 0, stream>>>(p.packed, n, xn, job.labels,
-                                                                 job.label64, job.dist);
+      launch_unpack_splits<L2Op>(p.packed, n, xn, job.labels, job.label64, job.dist, stream);
     } else {
-      unpack_sm90_split_kernel<InnerProductOp><<<blocks, 256, 0, stream>>>(
-          p.packed, n, xn, job.labels, job.label64, job.dist);
+      launch_unpack_splits<InnerProductOp>(p.packed, n, xn, job.labels, job.label64, job.dist,
+                                           stream);
     }
-    MEGATAX_CUDA_CHECK_LAUNCH("unpack_sm90_split_kernel");
   }
 }
 
