@@ -26,9 +26,11 @@
 //
 // The FLOP floor: 2 n k d. Shared-memory stages: (128 + BN) * 128 bytes; BN = 256 gives
 // 48 KiB a stage and 85 FLOPs per byte brought from L2 (128 with the multicast).
-// Measured on an H100 (bench_cuda, bench/RESULTS.md): 69-79% of cuBLAS's bf16 8192^3 rate
-// at N=4M K=1024 D=1024; the main loop alone (argmin fold skipped, a diagnostic build)
-// reached 79-81%, so the fold, which does not overlap the MMAs, costs ~9%.
+// Measured on an H100 (bench_cuda, bench/RESULTS.md): 73-79% of cuBLAS's bf16 8192^3 rate
+// at N=4M K=1024 D=1024 and 76-78% at N=1M K=16384 (bench/cuda/ab_assign.sh, against the
+// fold before fold_tile: 66-75% / 70-73% in the same runs). The main loop alone (fold skipped,
+// a diagnostic build) reached 79-81%; the fold does not overlap the MMAs. cuBLAS's own
+// GEMM-only time at these shapes is 88-91% of its 8192^3 rate.
 #include "kernels/cuda/assign_sm90.h"
 
 #include <cuda_bf16.h>
@@ -90,6 +92,8 @@ struct Sm90Params {
   std::int64_t n = 0, k = 0, d = 0;
   const float* c_norms = nullptr;
   const float* x_norms = nullptr;
+  // c_norms + c_begin is 8-byte aligned for every item (full tiles load column pairs).
+  bool c_norm_pairs = false;
   // Flat: work item w = (w / splits, w % splits).
   std::int64_t tiles = 0, tiles_per_split = 0, splits = 1, items = 0;
   // Grouped: the work items.
@@ -147,6 +151,45 @@ __device__ __forceinline__ void release(std::uint64_t* empty_bar) {
   }
 }
 #endif
+
+// Folds one BN-column tile of accumulators (a thread's two rows x BN / 4 columns, wgmma's
+// register layout) into the thread's running (score, index) minima. kFull: every column of
+// the tile exists and the column norms can be read in 8-byte pairs (no bounds tests, half
+// the loads); the fold is on the critical path between tiles, so its instructions count.
+template <int BN, class Op, bool kFull>
+__device__ __forceinline__ void fold_tile(const float (&acc)[BN / 2], const float* c_norms,
+                                          std::int64_t tile_col0, std::int64_t c_count, int lane,
+                                          float (&best)[2], int (&best_idx)[2]) {
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const std::int64_t col = tile_col0 + j * 8 + (lane % 4) * 2;
+    const bool ok0 = kFull || col < c_count, ok1 = kFull || col + 1 < c_count;
+    float ct0 = 0.f, ct1 = 0.f;
+    if constexpr (Op::kUsesNorms) {
+      if constexpr (kFull) {
+        const float2 ct = __ldg(reinterpret_cast<const float2*>(c_norms + col));
+        ct0 = ct.x;
+        ct1 = ct.y;
+      } else {
+        if (ok0) ct0 = __ldg(c_norms + col);
+        if (ok1) ct1 = __ldg(c_norms + col + 1);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float s0 = Op::score(acc[4 * j + 2 * h], ct0);
+      const float s1 = Op::score(acc[4 * j + 2 * h + 1], ct1);
+      if (ok0 && s0 < best[h]) {
+        best[h] = s0;
+        best_idx[h] = static_cast<int>(col);
+      }
+      if (ok1 && s1 < best[h]) {
+        best[h] = s1;
+        best_idx[h] = static_cast<int>(col + 1);
+      }
+    }
+  }
+}
 
 template <class T, int BN, class Op, bool kGrouped, int kCluster>
 __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem,
@@ -317,28 +360,11 @@ __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem
       // Fold the tile into the running minima. Within a thread the columns come in
       // increasing order, so "strictly smaller" keeps the smallest index among ties.
       const std::int64_t tile_col0 = t * BN;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        const std::int64_t col = tile_col0 + j * 8 + (lane % 4) * 2;
-        const bool ok0 = col < wk.c_count, ok1 = col + 1 < wk.c_count;
-        float ct0 = 0.f, ct1 = 0.f;
-        if (Op::kUsesNorms) {
-          if (ok0) ct0 = __ldg(p.c_norms + wk.c_begin + col);
-          if (ok1) ct1 = __ldg(p.c_norms + wk.c_begin + col + 1);
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float s0 = Op::score(acc[4 * j + 2 * h], ct0);
-          const float s1 = Op::score(acc[4 * j + 2 * h + 1], ct1);
-          if (ok0 && s0 < best[h]) {
-            best[h] = s0;
-            best_idx[h] = static_cast<int>(col);
-          }
-          if (ok1 && s1 < best[h]) {
-            best[h] = s1;
-            best_idx[h] = static_cast<int>(col + 1);
-          }
-        }
+      const float* c_norms = Op::kUsesNorms ? p.c_norms + wk.c_begin : nullptr;
+      if (tile_col0 + BN <= wk.c_count && p.c_norm_pairs) {
+        fold_tile<BN, Op, true>(acc, c_norms, tile_col0, wk.c_count, lane, best, best_idx);
+      } else {
+        fold_tile<BN, Op, false>(acc, c_norms, tile_col0, wk.c_count, lane, best, best_idx);
       }
     }
 
@@ -469,6 +495,7 @@ void launch_assign_sm90(const Sm90AssignJob& job, int sm_count, std::size_t l2_b
   p.k = k;
   p.d = d;
   p.c_norms = job.c_norms;
+  p.c_norm_pairs = reinterpret_cast<std::uintptr_t>(job.c_norms) % 8 == 0;
   p.x_norms = job.x_norms;
   p.labels = job.labels;
   p.label64 = job.label64;
@@ -526,6 +553,9 @@ void launch_assign_grouped_sm90(const Sm90GroupedJob& job, const std::int64_t* r
   p.k = job.c.rows;
   p.d = job.x.dim;
   p.c_norms = job.c_norms;
+  p.c_norm_pairs = reinterpret_cast<std::uintptr_t>(job.c_norms) % 8 == 0 &&
+                   std::all_of(centroid_begin, centroid_begin + groups,
+                               [](std::int64_t b) { return b % 2 == 0; });
   p.groups = items_dev;
   p.items = static_cast<std::int64_t>(items.size());
   p.labels = job.labels;
