@@ -5,7 +5,9 @@
 # fit rate (points * level / s) and the floor of reading X once from the page cache.
 #
 #   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
-# Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576).
+# Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576),
+#   BASE_MEGATAX (another build's megatax, e.g. the commit before a change: also fitted with
+#   --device cuda on the same data, before ours, for a same-run comparison).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
@@ -22,17 +24,20 @@ echo "gpu_fit: generated $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB)
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
 echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
-run() {
-  local dev=$1; shift
-  echo "---- megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
-  /usr/bin/time -f "peak RSS %M KB, wall %e s" "$MEGATAX" fit --input "$WORK/data/part-*.npy" \
-    --storage "$WORK/m_$dev" --output "$WORK/o_$dev" --levels "$LEVELS" --branching "$B" \
+run() {  # run LABEL BINARY DEVICE [fit args...]
+  local label=$1 bin=$2 dev=$3; shift 3
+  echo "---- $label: megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
+  /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
+    --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
     grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:" | sed 's/shards \[[0-9,]*\]/shards/'
 }
-run cuda
+if [ -n "${BASE_MEGATAX:-}" ]; then
+  run base-cuda "$BASE_MEGATAX" cuda
+fi
+run cuda "$MEGATAX" cuda
 if [ "${CPU_TOO:-0}" = 1 ]; then
-  run cpu
+  run cpu "$MEGATAX" cpu
   python3 - "$WORK" "$SHARDS" <<'PY'
 import sys, numpy as np
 w, s = sys.argv[1], int(sys.argv[2])

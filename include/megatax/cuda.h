@@ -209,6 +209,39 @@ struct TopkArgs {
 // arguments.
 void topk(Resources& res, const TopkArgs& args);
 
+// ---- row distances: a few rows of x against many (k-means++ seeding) --------------------
+struct RowDistanceArgs {
+  MatrixView x;                    // device, n x d; dtype f32, f16 or bf16
+  const std::int64_t* a = nullptr; // device [n_a] row numbers of x (the candidates)
+  std::int64_t n_a = 0;            // 1..kMaxRowDistanceCandidates
+  const std::int64_t* b = nullptr; // device [n_b] row numbers of x; null: rows 0..n_b-1
+  std::int64_t n_b = 0;            // >= 0
+  float* out = nullptr;            // device [n_a * n_b]
+};
+inline constexpr std::int64_t kMaxRowDistanceCandidates = 16;
+// Queues out[t * n_b + i] = sum_j (x[a[t]][j] - x[b[i]][j])^2, summed in f32 from the
+// elements' exact f32 values in a fixed order (same inputs, same bits). Row numbers must lie
+// in [0, x.rows) (device arrays: not checked). Throws Error(kInvalidArgument) for bad
+// arguments (naming the field).
+void row_distances(Resources& res, const RowDistanceArgs& args);
+
+// The same for many groups in one launch (k-means++ of many problems at once): group g has
+// pool rows b[b_begin[g] .. b_begin[g+1]) and n_a[g] (0..16) candidates a[g * 16 + t]; it
+// writes out[out_begin[g] + t * m_g + i] (m_g = its pool size), with the arithmetic of
+// row_distances (the same bits for the same rows). All arrays are device arrays.
+struct GroupedRowDistanceArgs {
+  MatrixView x;
+  std::int64_t groups = 0;
+  const std::int64_t* b = nullptr;          // [n_b]
+  const std::int64_t* b_begin = nullptr;    // [groups + 1], b_begin[0] = 0, b_begin[groups] = n_b
+  std::int64_t n_b = 0;
+  const std::int64_t* a = nullptr;          // [groups * kMaxRowDistanceCandidates]
+  const std::int32_t* n_a = nullptr;        // [groups]
+  const std::int64_t* out_begin = nullptr;  // [groups]
+  float* out = nullptr;
+};
+void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
+
 // ---- accumulate: per-cluster sums and counts ---------------------------------------------
 enum class SumType : std::uint8_t { kF32 = 0, kF64 = 1 };
 
@@ -227,5 +260,22 @@ struct AccumulateArgs {
 // Waits for the stream once (to validate the labels before anything is written): a label
 // outside [0, k) throws Error(kInvalidArgument) and leaves sums and counts unchanged.
 void accumulate(Resources& res, const AccumulateArgs& args);
+
+// ---- means: centroids from per-cluster sums (k-means' update on the device) ---------------
+struct MeansArgs {
+  const double* sums = nullptr;            // device [k * d]
+  const std::int64_t* counts = nullptr;    // device [k]
+  std::int64_t k = 0, d = 0;
+  const std::uint8_t* keep = nullptr;      // optional device [k]: nonzero = leave centroid c
+  bool normalise = false;                  // scale each new centroid to unit L2 norm
+  float* centroids = nullptr;              // device [k * d] f32: updated in place
+  void* converted = nullptr;               // optional device [k * d] of converted_dtype: the
+  DType converted_dtype = DType::kF16;     // same centroids in the kernels' dtype, kept in step
+};
+// For every cluster c with counts[c] > 0 and !keep[c]: centroids[c][j] = float(sums[c][j] /
+// counts[c]) (float64 division), then, with normalise, times 1 / sqrt(sum of squares in
+// float64, a fixed order); converted[c] = the same values rounded to its dtype. Other
+// clusters are untouched. Deterministic. Throws Error(kInvalidArgument) for bad arguments.
+void means(Resources& res, const MeansArgs& args);
 
 }  // namespace megatax::cuda

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "kernels/cpu/knn.h"
 #include "megatax/matrix.h"
@@ -25,6 +26,19 @@ class Assigner {
   // index), distances[i] = its distance (kL2: squared L2; kInnerProduct: similarity).
   // Requires set_centroids() first; x.dim == dim.
   virtual void assign(const MatrixView& x, std::int64_t* labels, float* distances) = 0;
+
+  // ---- optional device work of k-means (fit_kmeans uses it when offered, else the CPU) ----
+  // k-means++ on the prepared points: set_seeding_pool announces a pool of their rows
+  // (ascending row numbers, copied); seeding_distances then writes out[t * pool + i] =
+  // squared L2 distance between pool rows cand[t] and i (cand: indices into the pool).
+  // set_seeding_pool returns false when not offered.
+  virtual bool set_seeding_pool(std::span<const std::int64_t> /*rows*/) { return false; }
+  virtual void seeding_distances(std::span<const std::int64_t> /*cand*/, float* /*out*/) {}
+  // Per-label float64 sums (k x dim, overwritten) and counts (k) of the prepared points
+  // under the labels of the last assign() of them. Returns false when not offered.
+  virtual bool cluster_sums(std::int64_t /*k*/, double* /*sums*/, std::int64_t* /*counts*/) {
+    return false;
+  }
 };
 
 // The CPU assigner: the fused distance + argmin kernels of kernels/cpu.

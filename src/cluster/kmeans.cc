@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <span>
 #include <string>
 
+#include "cluster/kmeans_steps.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "kernels/cpu/knn.h"
@@ -35,217 +37,322 @@ double total(const std::vector<float>& distances) {
 
 }  // namespace
 
-std::vector<float> kmeans_plus_plus(const MatrixView& x, std::int64_t k, std::uint64_t seed,
-                                    std::int64_t sample_per_centroid, int threads) {
-  const std::int64_t n = x.rows, d = x.dim;
-  Rng rng(seed);
+namespace detail {
+
+// ---- seeding ------------------------------------------------------------------------------
+
+SeedingRun::SeedingRun(const MatrixView& x, std::int64_t k, std::uint64_t seed,
+                       std::int64_t sample_per_centroid)
+    : x_(x), k_(k), rng_(seed) {
+  const std::int64_t n = x.rows;
   // Subsample: a seeded partial Fisher-Yates shuffle, then sorted for locality.
-  std::vector<std::int64_t> pool;
   // At least kMinInitSample points (or all): small k keeps a robust choice, large k a cheap one.
   constexpr std::int64_t kMinInitSample = 2048;
-  const std::int64_t m = std::min<std::int64_t>(
-      n, std::max({k, sample_per_centroid * k, kMinInitSample}));
-  if (m == n) {
-    pool.resize(static_cast<std::size_t>(n));
-    std::iota(pool.begin(), pool.end(), 0);
+  m_ = std::min<std::int64_t>(n, std::max({k, sample_per_centroid * k, kMinInitSample}));
+  if (m_ == n) {
+    pool_.resize(static_cast<std::size_t>(n));
+    std::iota(pool_.begin(), pool_.end(), 0);
   } else {
     std::vector<std::int64_t> perm(static_cast<std::size_t>(n));
     std::iota(perm.begin(), perm.end(), 0);
-    for (std::int64_t i = 0; i < m; ++i) {
-      const auto j = i + static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(n - i)));
+    for (std::int64_t i = 0; i < m_; ++i) {
+      const auto j = i + static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(n - i)));
       std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(j)]);
     }
-    pool.assign(perm.begin(), perm.begin() + m);
-    std::sort(pool.begin(), pool.end());
+    pool_.assign(perm.begin(), perm.begin() + m_);
+    std::sort(pool_.begin(), pool_.end());
   }
-  kernels::PackedMatrix packed(d, DType::kF32);
-  std::vector<float> row(static_cast<std::size_t>(d));
-  packed.reserve(m);
-  for (std::int64_t i : pool) {
-    row_f32(x, i, row.data());
-    packed.append(f32_view(row.data(), 1, d));
-  }
-  kernels::KnnOptions opt;
-  opt.threads = threads;
   // Greedy k-means++ (as scikit-learn): each step draws `trials` candidates by D^2
   // sampling and keeps the one that lowers the total potential most. Far more robust than
   // one draw at separating true clusters, for trials times the distance work.
-  const std::int64_t trials =
-      std::min<std::int64_t>(8, 2 + static_cast<std::int64_t>(2 * std::log(static_cast<double>(k))));
-  std::vector<float> centroids(static_cast<std::size_t>(k * d));
-  std::vector<double> best(static_cast<std::size_t>(m), INFINITY);
-  std::vector<float> cand_rows(static_cast<std::size_t>(trials * d));
-  std::vector<float> dist(static_cast<std::size_t>(trials * m));
-  std::vector<std::int64_t> cand(static_cast<std::size_t>(trials));
-  auto draw = [&](double sum) -> std::int64_t {  // a point with probability best[i] / sum
-    const double target = rng.uniform() * sum;
-    double acc = 0;
-    std::int64_t last = -1;
-    for (std::int64_t i = 0; i < m; ++i) {
-      const double w = best[static_cast<std::size_t>(i)];
-      if (w <= 0) continue;
-      acc += w;
-      last = i;
-      if (acc > target) return i;
-    }
-    return last;  // rounding at the very end
-  };
-  // First centroid: uniform.
-  std::int64_t first = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(m)));
-  packed.get_row_f32(first, centroids.data());
-  kernels::all_distances(f32_view(centroids.data(), 1, d), packed, Metric::kL2, dist.data(), m, opt);
-  double potential = 0;
-  for (std::int64_t i = 0; i < m; ++i) {
-    best[static_cast<std::size_t>(i)] = dist[static_cast<std::size_t>(i)];
-    potential += dist[static_cast<std::size_t>(i)];
+  trials_ = std::min<std::int64_t>(8, 2 + static_cast<std::int64_t>(2 * std::log(static_cast<double>(k))));
+  centroids_.resize(static_cast<std::size_t>(k * x.dim));
+  best_.assign(static_cast<std::size_t>(m_), INFINITY);
+}
+
+void SeedingRun::set_from_pool(std::int64_t c, std::int64_t i) {
+  row_f32(x_, pool_[static_cast<std::size_t>(i)], centroids_.data() + c * x_.dim);
+}
+
+// A pool point with probability best[i] / sum.
+std::int64_t SeedingRun::draw(double sum) {
+  const double target = rng_.uniform() * sum;
+  double acc = 0;
+  std::int64_t last = -1;
+  for (std::int64_t i = 0; i < m_; ++i) {
+    const double w = best_[static_cast<std::size_t>(i)];
+    if (w <= 0) continue;
+    acc += w;
+    last = i;
+    if (acc > target) return i;
   }
-  for (std::int64_t c = 1; c < k; ++c) {
-    float* cen = centroids.data() + c * d;
-    if (potential <= 0) {  // every point sits on a centroid: duplicates; reuse point c mod m
-      packed.get_row_f32(c % m, cen);
-      continue;
-    }
-    std::int64_t nc = 0;
-    for (std::int64_t t = 0; t < trials; ++t) {
-      const std::int64_t pick = draw(potential);
+  return last;  // rounding at the very end
+}
+
+bool SeedingRun::next(std::vector<std::int64_t>* cand) {
+  cand->clear();
+  cand_.clear();
+  if (c_ >= k_) return false;
+  if (c_ == 0) {  // first centroid: uniform
+    const auto first = static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(m_)));
+    set_from_pool(0, first);
+    cand_.push_back(first);
+  } else if (potential_ <= 0) {  // every point sits on a centroid: duplicates; reuse point c mod m
+    set_from_pool(c_, c_ % m_);
+    ++c_;
+  } else {
+    for (std::int64_t t = 0; t < trials_; ++t) {
+      const std::int64_t pick = draw(potential_);
       if (pick < 0) break;
-      cand[static_cast<std::size_t>(nc)] = pick;
-      packed.get_row_f32(pick, cand_rows.data() + nc * d);
-      ++nc;
+      cand_.push_back(pick);
     }
-    if (nc == 0) {
-      packed.get_row_f32(c % m, cen);
-      continue;
+    if (cand_.empty()) {
+      set_from_pool(c_, c_ % m_);
+      ++c_;
     }
-    // Squared L2 (also for inner product: seeding spreads points out).
-    kernels::all_distances(f32_view(cand_rows.data(), nc, d), packed, Metric::kL2, dist.data(), m, opt);
-    std::int64_t chosen = 0;
-    double chosen_potential = INFINITY;
-    for (std::int64_t t = 0; t < nc; ++t) {
-      double pot = 0;
-      const float* dt = dist.data() + t * m;
-      for (std::int64_t i = 0; i < m; ++i)
-        pot += std::min(best[static_cast<std::size_t>(i)], static_cast<double>(dt[i]));
-      if (pot < chosen_potential) {
-        chosen_potential = pot;
-        chosen = t;
+  }
+  *cand = cand_;
+  return true;
+}
+
+void SeedingRun::take(const float* dist) {
+  if (c_ == 0) {
+    potential_ = 0;
+    for (std::int64_t i = 0; i < m_; ++i) {
+      best_[static_cast<std::size_t>(i)] = dist[i];
+      potential_ += dist[i];
+    }
+    c_ = 1;
+    return;
+  }
+  // Squared L2 (also for inner product: seeding spreads points out).
+  std::size_t chosen = 0;
+  double chosen_potential = INFINITY;
+  for (std::size_t t = 0; t < cand_.size(); ++t) {
+    double pot = 0;
+    const float* dt = dist + static_cast<std::int64_t>(t) * m_;
+    for (std::int64_t i = 0; i < m_; ++i) pot += std::min(best_[static_cast<std::size_t>(i)], static_cast<double>(dt[i]));
+    if (pot < chosen_potential) {
+      chosen_potential = pot;
+      chosen = t;
+    }
+  }
+  set_from_pool(c_, cand_[chosen]);
+  const float* dt = dist + static_cast<std::int64_t>(chosen) * m_;
+  potential_ = 0;
+  for (std::int64_t i = 0; i < m_; ++i) {
+    auto& b = best_[static_cast<std::size_t>(i)];
+    b = std::min(b, static_cast<double>(dt[i]));
+    potential_ += b;
+  }
+  ++c_;
+}
+
+// ---- Lloyd --------------------------------------------------------------------------------
+
+LloydRun::LloydRun(const MatrixView& x, const KMeansParams& p, std::vector<float> centroids)
+    : x_(x), p_(p) {
+  r_.centroids = std::move(centroids);
+  if (p.spherical)
+    for (std::int64_t c = 0; c < p.k; ++c) normalise(r_.centroids.data() + c * x.dim, x.dim);
+  r_.labels.resize(static_cast<std::size_t>(x.rows));
+  dist_.resize(static_cast<std::size_t>(x.rows));
+}
+
+bool LloydRun::wants_assignment() const noexcept {
+  // Without the final assignment, the last update's centroids are returned unscored.
+  return !done_ && !(iter_ == p_.max_iter && iter_ > 0 && !p_.final_assignment);
+}
+
+bool LloydRun::assigned() {
+  const double inertia = total(dist_);
+  r_.inertia.push_back(inertia);
+  if (p_.on_iteration) p_.on_iteration(iter_, inertia);
+  if (iter_ > 0) {
+    const double prev = r_.inertia[r_.inertia.size() - 2];
+    const double change = std::fabs(prev - inertia) / std::max(std::fabs(inertia), 1e-300);
+    if (change < p_.tol) {
+      r_.converged = true;
+      done_ = true;
+      return false;
+    }
+  }
+  if (iter_ == p_.max_iter) {
+    done_ = true;
+    return false;
+  }
+  return true;
+}
+
+void cluster_means(const double* sums, const std::int64_t* counts, std::int64_t k, std::int64_t d,
+                   bool spherical, float* centroids, int threads) {
+  // Clusters in parallel: deterministic.
+  parallel_for(threads, (k + 63) / 64, [&](std::int64_t task, int) {
+    for (std::int64_t c = task * 64; c < std::min(k, (task + 1) * 64); ++c) {
+      const std::int64_t count = counts[c];
+      if (count == 0) continue;
+      const double* s = sums + c * d;
+      float* cen = centroids + c * d;
+      for (std::int64_t j = 0; j < d; ++j) cen[j] = static_cast<float>(s[j] / static_cast<double>(count));
+      if (spherical) normalise(cen, d);
+    }
+  });
+}
+
+void LloydRun::update(const double* sums, const std::int64_t* counts, int threads) {
+  cluster_means(sums, counts, p_.k, x_.dim, p_.spherical, r_.centroids.data(), threads);
+  repair(counts);
+  r_.iterations = iter_ + 1;
+  ++iter_;
+}
+
+std::vector<std::int64_t> LloydRun::updated_elsewhere(const std::int64_t* counts) {
+  std::vector<std::int64_t> moved = repair(counts);
+  r_.iterations = iter_ + 1;
+  ++iter_;
+  return moved;
+}
+
+// Empty clusters: each takes the worst-served point, in cluster order. Returns them.
+std::vector<std::int64_t> LloydRun::repair(const std::int64_t* counts) {
+  const std::int64_t k = p_.k, d = x_.dim, n = x_.rows;
+  std::vector<std::int64_t> empty;
+  for (std::int64_t c = 0; c < k; ++c)
+    if (counts[c] == 0) empty.push_back(c);
+  if (empty.empty()) return empty;
+  const bool maximise = p_.metric == Metric::kInnerProduct;
+  std::vector<std::int64_t> cand(static_cast<std::size_t>(n));
+  std::iota(cand.begin(), cand.end(), 0);
+  const std::size_t need = std::min(empty.size(), cand.size());
+  std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(need), cand.end(),
+                    [&](std::int64_t a, std::int64_t b) {
+                      const float da = dist_[static_cast<std::size_t>(a)], db = dist_[static_cast<std::size_t>(b)];
+                      // kL2: farthest first; inner product: least similar first.
+                      if (da != db) return maximise ? da < db : da > db;
+                      return a < b;
+                    });
+  for (std::size_t e = 0; e < need; ++e) row_f32(x_, cand[e], r_.centroids.data() + empty[e] * d);
+  empty.resize(need);
+  return empty;
+}
+
+KMeansResult LloydRun::finish() {
+  r_.counts.assign(static_cast<std::size_t>(p_.k), 0);
+  for (std::int64_t l : r_.labels) ++r_.counts[static_cast<std::size_t>(l)];
+  return std::move(r_);
+}
+
+void cluster_sums(const MatrixView& x, const std::vector<std::int64_t>& labels, std::int64_t k,
+                  int threads, double* sums, std::int64_t* counts) {
+  const std::int64_t n = x.rows, d = x.dim;
+  // Group points by label (counting sort keeps point order inside each cluster).
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n)), start(static_cast<std::size_t>(k + 1), 0);
+  for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(labels[static_cast<std::size_t>(i)] + 1)];
+  for (std::int64_t c = 0; c < k; ++c) start[static_cast<std::size_t>(c + 1)] += start[static_cast<std::size_t>(c)];
+  {
+    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+    for (std::int64_t i = 0; i < n; ++i)
+      order[static_cast<std::size_t>(fill[static_cast<std::size_t>(labels[static_cast<std::size_t>(i)])]++)] = i;
+  }
+  parallel_for(threads, (k + 63) / 64, [&](std::int64_t task, int) {
+    std::vector<float> row(static_cast<std::size_t>(d));
+    for (std::int64_t c = task * 64; c < std::min(k, (task + 1) * 64); ++c) {
+      double* s = sums + c * d;
+      std::fill(s, s + d, 0.0);
+      const std::int64_t b = start[static_cast<std::size_t>(c)], e = start[static_cast<std::size_t>(c + 1)];
+      counts[c] = e - b;
+      for (std::int64_t t = b; t < e; ++t) {
+        const std::int64_t i = order[static_cast<std::size_t>(t)];
+        const float* v = row.data();
+        if (x.dtype == DType::kF32) {
+          v = static_cast<const float*>(x.row(i));  // f32 rows are summed in place
+        } else {
+          row_f32(x, i, row.data());
+        }
+        kernels::add_row_f64(v, s, d);
       }
     }
-    std::copy(cand_rows.begin() + chosen * d, cand_rows.begin() + (chosen + 1) * d, cen);
-    const float* dt = dist.data() + chosen * m;
-    potential = 0;
-    for (std::int64_t i = 0; i < m; ++i) {
-      auto& b = best[static_cast<std::size_t>(i)];
-      b = std::min(b, static_cast<double>(dt[i]));
-      potential += b;
+  });
+}
+
+void validate_problem(const MatrixView& x, const KMeansParams& p) {
+  validate_view(x, "k-means points");
+  if (p.k < 1) throw_error(ErrorCode::kInvalidArgument, "k-means: k must be >= 1, got " + std::to_string(p.k));
+  if (x.rows < p.k)
+    throw_error(ErrorCode::kInvalidArgument, "k-means: " + std::to_string(x.rows) +
+                                                 " points are fewer than k = " + std::to_string(p.k));
+}
+
+}  // namespace detail
+
+std::vector<float> kmeans_plus_plus(const MatrixView& x, std::int64_t k, std::uint64_t seed,
+                                    std::int64_t sample_per_centroid, int threads, Assigner* device) {
+  const std::int64_t d = x.dim;
+  detail::SeedingRun run(x, k, seed, sample_per_centroid);
+  const std::vector<std::int64_t>& pool = run.pool();
+  const auto m = static_cast<std::int64_t>(pool.size());
+  // The distances run on the device when the assigner offers it (its prepared copy of x),
+  // else on the CPU kernels over the pool's rows packed as float32.
+  const bool on_device = device != nullptr && device->set_seeding_pool(pool);
+  kernels::PackedMatrix packed(d, DType::kF32);
+  std::vector<float> row(static_cast<std::size_t>(d));
+  if (!on_device) {
+    packed.reserve(m);
+    for (std::int64_t i : pool) {
+      row_f32(x, i, row.data());
+      packed.append(f32_view(row.data(), 1, d));
     }
   }
-  return centroids;
+  kernels::KnnOptions opt;
+  opt.threads = threads;
+  std::vector<std::int64_t> cand;
+  std::vector<float> cand_rows, dist;
+  while (run.next(&cand)) {
+    if (cand.empty()) continue;
+    const auto nc = static_cast<std::int64_t>(cand.size());
+    dist.resize(static_cast<std::size_t>(nc * m));
+    if (on_device) {
+      device->seeding_distances(cand, dist.data());
+    } else {
+      cand_rows.resize(static_cast<std::size_t>(nc * d));
+      for (std::int64_t t = 0; t < nc; ++t) packed.get_row_f32(cand[static_cast<std::size_t>(t)], cand_rows.data() + t * d);
+      kernels::all_distances(f32_view(cand_rows.data(), nc, d), packed, Metric::kL2, dist.data(), m, opt);
+    }
+    run.take(dist.data());
+  }
+  return std::move(run.centroids());
 }
 
 KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& assigner) {
-  validate_view(x, "k-means points");
-  const std::int64_t n = x.rows, d = x.dim, k = p.k;
-  if (k < 1) throw_error(ErrorCode::kInvalidArgument, "k-means: k must be >= 1, got " + std::to_string(k));
-  if (n < k)
-    throw_error(ErrorCode::kInvalidArgument, "k-means: " + std::to_string(n) +
-                                                 " points are fewer than k = " + std::to_string(k));
-  KMeansResult r;
+  detail::validate_problem(x, p);
+  const std::int64_t k = p.k, d = x.dim;
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto t_step = Clock::now();
-  r.centroids = kmeans_plus_plus(x, k, p.seed, p.init_sample_per_centroid, p.threads);
-  if (p.spherical)
-    for (std::int64_t c = 0; c < k; ++c) normalise(r.centroids.data() + c * d, d);
-  r.labels.resize(static_cast<std::size_t>(n));
-  std::vector<float> dist(static_cast<std::size_t>(n));
-  std::vector<double> sums(static_cast<std::size_t>(k * d));
-  std::vector<std::int64_t> order(static_cast<std::size_t>(n)), start(static_cast<std::size_t>(k + 1));
-  const bool maximise = p.metric == Metric::kInnerProduct;
-  r.seed_seconds = since(t_step);
+  assigner.prepare(x);  // a device upload, counted with the assignments; seeding may use it
+  const double prepare_seconds = since(t_step);
   t_step = Clock::now();
-  assigner.prepare(x);  // counted with the assignments (a device upload)
-  r.assign_seconds = since(t_step);
-
-  for (int iter = 0;; ++iter) {
-    // Without the final assignment, the last update's centroids are returned unscored.
-    if (iter == p.max_iter && iter > 0 && !p.final_assignment) break;
+  std::vector<float> seeds = kmeans_plus_plus(x, k, p.seed, p.init_sample_per_centroid, p.threads, &assigner);
+  const double seed_seconds = since(t_step);
+  detail::LloydRun run(x, p, std::move(seeds));
+  KMeansResult& r = run.result();
+  r.seed_seconds = seed_seconds;
+  r.assign_seconds = prepare_seconds;
+  std::vector<double> sums(static_cast<std::size_t>(k * d));
+  std::vector<std::int64_t> members(static_cast<std::size_t>(k));
+  while (run.wants_assignment()) {
     t_step = Clock::now();
-    assigner.set_centroids(r.centroids.data(), k, d);
-    assigner.assign(x, r.labels.data(), dist.data());
+    assigner.set_centroids(run.centroids().data(), k, d);
+    assigner.assign(x, run.labels(), run.distances());
     r.assign_seconds += since(t_step);
-    const double inertia = total(dist);
-    r.inertia.push_back(inertia);
-    if (p.on_iteration) p.on_iteration(iter, inertia);
-    if (iter > 0) {
-      const double prev = r.inertia[r.inertia.size() - 2];
-      const double change = std::fabs(prev - inertia) / std::max(std::fabs(inertia), 1e-300);
-      if (change < p.tol) {
-        r.converged = true;
-        break;
-      }
-    }
-    if (iter == p.max_iter) break;
-
+    if (!run.assigned()) break;
     t_step = Clock::now();
-    // Group points by label (counting sort keeps point order inside each cluster).
-    std::fill(start.begin(), start.end(), 0);
-    for (std::int64_t i = 0; i < n; ++i) ++start[static_cast<std::size_t>(r.labels[static_cast<std::size_t>(i)] + 1)];
-    for (std::int64_t c = 0; c < k; ++c) start[static_cast<std::size_t>(c + 1)] += start[static_cast<std::size_t>(c)];
-    {
-      std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
-      for (std::int64_t i = 0; i < n; ++i)
-        order[static_cast<std::size_t>(fill[static_cast<std::size_t>(r.labels[static_cast<std::size_t>(i)])]++)] = i;
-    }
-    // Means, in float64, cluster by cluster (parallel over clusters: deterministic).
-    parallel_for(p.threads, (k + 63) / 64, [&](std::int64_t task, int) {
-      std::vector<float> row(static_cast<std::size_t>(d));
-      const std::int64_t c1 = std::min(k, (task + 1) * 64);
-      for (std::int64_t c = task * 64; c < c1; ++c) {
-        double* s = sums.data() + c * d;
-        std::fill(s, s + d, 0.0);
-        const std::int64_t b = start[static_cast<std::size_t>(c)], e = start[static_cast<std::size_t>(c + 1)];
-        for (std::int64_t t = b; t < e; ++t) {
-          const std::int64_t i = order[static_cast<std::size_t>(t)];
-          const float* v = row.data();
-          if (x.dtype == DType::kF32) {
-            v = static_cast<const float*>(x.row(i));  // f32 rows are summed in place
-          } else {
-            row_f32(x, i, row.data());
-          }
-          kernels::add_row_f64(v, s, d);
-        }
-        if (e > b) {
-          float* cen = r.centroids.data() + c * d;
-          for (std::int64_t j = 0; j < d; ++j) cen[j] = static_cast<float>(s[j] / static_cast<double>(e - b));
-          if (p.spherical) normalise(cen, d);
-        }
-      }
-    });
-    // Empty clusters: take the worst-served points, in cluster order.
-    std::vector<std::int64_t> empty;
-    for (std::int64_t c = 0; c < k; ++c)
-      if (start[static_cast<std::size_t>(c)] == start[static_cast<std::size_t>(c + 1)]) empty.push_back(c);
-    if (!empty.empty()) {
-      std::vector<std::int64_t> cand(static_cast<std::size_t>(n));
-      std::iota(cand.begin(), cand.end(), 0);
-      const std::size_t need = std::min(empty.size(), cand.size());
-      std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(need), cand.end(),
-                        [&](std::int64_t a, std::int64_t b) {
-                          const float da = dist[static_cast<std::size_t>(a)], db = dist[static_cast<std::size_t>(b)];
-                          // kL2: farthest first; inner product: least similar first.
-                          if (da != db) return maximise ? da < db : da > db;
-                          return a < b;
-                        });
-      for (std::size_t e = 0; e < need; ++e)
-        row_f32(x, cand[e], r.centroids.data() + empty[e] * d);
-    }
+    if (!assigner.cluster_sums(k, sums.data(), members.data()))
+      detail::cluster_sums(x, run.label_vector(), k, p.threads, sums.data(), members.data());
+    run.update(sums.data(), members.data(), p.threads);
     r.update_seconds += since(t_step);
-    r.iterations = iter + 1;
   }
-  r.counts.assign(static_cast<std::size_t>(k), 0);
-  for (std::int64_t l : r.labels) ++r.counts[static_cast<std::size_t>(l)];
-  return r;
+  return run.finish();
 }
 
 }  // namespace megatax::cluster

@@ -10,7 +10,8 @@
 //   2. Lloyd: assign every point of x (through the Assigner), record the inertia, stop when
 //      the relative change of inertia is below tol or after max_iter updates; else move each
 //      centroid to the mean of its points (sums in float64, in point order: the result does
-//      not depend on threads). Empty clusters are re-seeded deterministically: in index
+//      not depend on threads; an assigner offering cluster_sums() computes them on its
+//      device instead, deterministically in its own order). Empty clusters are re-seeded deterministically: in index
 //      order, each takes the point farthest from its centroid (ties: smaller point index)
 //      among points not already taken; that point moves to it.
 //   3. The final centroids are assigned once more, so inertia.back() and labels describe
@@ -19,6 +20,8 @@
 // kInnerProduct the objective is the sum of similarities (maximised) and `spherical`
 // normalises centroids after every update (cosine k-means).
 //
+// An assigner that offers device seeding (Assigner::set_seeding_pool) computes step 1's
+// distances from its prepared copy of x (prepare() is called before seeding).
 // Requires x.rows >= k (Error(kInvalidArgument) otherwise, naming both numbers), k >= 1,
 // finite x (the callers validate data). x may be any dtype; it is read as float.
 // Thread-safety: independent calls may run concurrently with separate assigners.
@@ -66,7 +69,11 @@ struct KMeansResult {
 KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& params, Assigner& assigner);
 
 // k-means++ seeding alone (step 1): k x dim centroids.
+// `device`: an assigner already prepare()d with x whose set_seeding_pool() accepts the pool
+// computes the distances (null or not offered: the CPU kernels, bit-identical on every
+// thread count).
 std::vector<float> kmeans_plus_plus(const MatrixView& x, std::int64_t k, std::uint64_t seed,
-                                    std::int64_t sample_per_centroid, int threads);
+                                    std::int64_t sample_per_centroid, int threads,
+                                    Assigner* device = nullptr);
 
 }  // namespace megatax::cluster

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "cluster/assigner.h"
+#include "cluster/kmeans_batch.h"
 #include "kernels/cpu/knn.h"
 #include "megatax/dtype.h"
 #include "megatax/matrix.h"
@@ -38,6 +39,12 @@ class ComputeBackend {
   // An assigner for the k-means of one node; `options` are the CPU kernels' options.
   virtual std::unique_ptr<cluster::Assigner> make_assigner(Metric metric,
                                                            const kernels::KnnOptions& options) = 0;
+  // A device that trains many node problems per launch (cluster/kmeans_batch.h), or null:
+  // the caller then trains them one by one through make_assigner(). The CUDA backend
+  // batches; its problems' results do not depend on how they are batched.
+  virtual std::unique_ptr<cluster::BatchKMeansDevice> make_batch_kmeans(Metric /*metric*/) {
+    return nullptr;
+  }
   // Must be called after level `level` of `tree` was (re)built, before descend() on it.
   virtual void prepare_level(const Tree& tree, int level) = 0;
   // Whether descend() takes rows in the stored dtype `stored` (f16/bf16) as they are, so the

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cluster/cuda_assigner.h"
+#include "cluster/cuda_batch_kmeans.h"
 #include "megatax/cuda.h"
 #include "core/parallel.h"
 #include "megatax/error.h"
@@ -74,6 +75,13 @@ class PooledAssigner final : public cluster::Assigner {
   void assign(const MatrixView& x, std::int64_t* labels, float* distances) override {
     a_->assign(x, labels, distances);
   }
+  bool set_seeding_pool(std::span<const std::int64_t> rows) override { return a_->set_seeding_pool(rows); }
+  void seeding_distances(std::span<const std::int64_t> cand, float* out) override {
+    a_->seeding_distances(cand, out);
+  }
+  bool cluster_sums(std::int64_t k, double* sums, std::int64_t* counts) override {
+    return a_->cluster_sums(k, sums, counts);
+  }
 
  private:
   AssignerPool& pool_;
@@ -95,6 +103,10 @@ class CudaBackend final : public ComputeBackend {
   bool takes_stored_rows(DType stored) const override { return stored == compute_; }
   std::unique_ptr<cluster::Assigner> make_assigner(Metric metric, const kernels::KnnOptions&) override {
     return std::make_unique<PooledAssigner>(pool_, pool_.take(res_.device(), metric, compute_));
+  }
+
+  std::unique_ptr<cluster::BatchKMeansDevice> make_batch_kmeans(Metric metric) override {
+    return std::make_unique<cluster::CudaBatchKMeans>(res_.device(), metric, compute_);
   }
 
   void prepare_level(const Tree& tree, int level) override {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -49,10 +50,14 @@ struct ShardState {
 // checking they are finite. Per shard, up to kChunk ids at a time: a dense stretch (span at
 // most twice the rows wanted) is read as one range and the wanted rows picked; a sparse one
 // is read row by row in one storage call (one open, then a pread per row).
-void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, float* out) {
+// Reads the rows `ids` (ascending) into out, as float32 or, with `stored`, in the dtype the
+// files hold (dense, one row after the other), checking that every value is finite.
+void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, void* out, bool stored) {
   constexpr std::size_t kChunk = 4096;
   const std::int64_t d = data.dim();
-  std::vector<float> span_buf;
+  const DType dtype = stored ? data.dtype() : DType::kF32;
+  const auto row_bytes = static_cast<std::int64_t>(d * dtype_size(dtype));
+  std::vector<unsigned char> span_buf;
   std::vector<std::int64_t> rows;
   std::size_t i = 0;
   while (i < ids.size()) {
@@ -63,35 +68,50 @@ void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, float* 
     while (j < ids.size() && j - i < kChunk && ids[j] < shard_end) ++j;
     const std::int64_t span = ids[j - 1] - ids[i] + 1;
     const auto count = static_cast<std::int64_t>(j - i);
-    float* dst = out + static_cast<std::int64_t>(i) * d;
+    auto* dst = static_cast<unsigned char*>(out) + static_cast<std::int64_t>(i) * row_bytes;
+    const VectorReader& reader = data.reader(at.shard);
+    auto read = [&](std::int64_t row, std::int64_t n, void* to) {
+      if (stored) {
+        reader.read(row, n, to);
+      } else {
+        reader.read_f32(row, n, static_cast<float*>(to));
+      }
+    };
     if (span == count) {  // consecutive: read straight into out
-      data.reader(at.shard).read_f32(at.row, span, dst);
+      read(at.row, span, dst);
     } else if (span <= 2 * count) {
-      span_buf.resize(static_cast<std::size_t>(span * d));
-      data.reader(at.shard).read_f32(at.row, span, span_buf.data());
+      span_buf.resize(static_cast<std::size_t>(span * row_bytes));
+      read(at.row, span, span_buf.data());
       for (std::size_t t = i; t < j; ++t)
-        std::copy_n(span_buf.data() + (ids[t] - ids[i]) * d, d, out + static_cast<std::int64_t>(t) * d);
+        std::memcpy(static_cast<unsigned char*>(out) + static_cast<std::int64_t>(t) * row_bytes,
+                    span_buf.data() + (ids[t] - ids[i]) * row_bytes, static_cast<std::size_t>(row_bytes));
     } else {
       rows.resize(j - i);
       for (std::size_t t = i; t < j; ++t) rows[t - i] = at.row + (ids[t] - ids[i]);
-      data.reader(at.shard).read_rows_f32(rows, dst);
+      if (stored) {
+        reader.read_rows(rows, dst);
+      } else {
+        reader.read_rows_f32(rows, reinterpret_cast<float*>(dst));
+      }
     }
     for (std::size_t t = i; t < j; ++t)
-      check_finite(f32_view(out + static_cast<std::int64_t>(t) * d, 1, d), shard.path,
-                   at.row + (ids[t] - ids[i]), ids[t]);
+      check_finite(MatrixView(static_cast<unsigned char*>(out) + static_cast<std::int64_t>(t) * row_bytes, 1, d, dtype),
+                   shard.path, at.row + (ids[t] - ids[i]), ids[t]);
     i = j;
   }
 }
 
 // gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
-void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, float* out, int threads) {
+void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, void* out, bool stored,
+                 int threads) {
   constexpr std::int64_t kMinSlice = 1024;
   const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t row_bytes = data.dim() * static_cast<std::int64_t>(dtype_size(stored ? data.dtype() : DType::kF32));
   const std::int64_t slices = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n / kMinSlice));
   parallel_for(static_cast<int>(slices), slices, [&](std::int64_t t, int) {
     const std::int64_t b = n * t / slices, e = n * (t + 1) / slices;
     gather_rows(data, std::span<const std::int64_t>(ids).subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)),
-                out + b * data.dim());
+                static_cast<unsigned char*>(out) + b * row_bytes, stored);
   });
 }
 
@@ -452,6 +472,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   const std::unique_ptr<taxonomy::ComputeBackend> backend =
       taxonomy::make_compute_backend(cfg.device, cfg.gpu_dtype, cfg.gpu, data.dtype());
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
+  // Trains many node problems per launch when the backend can (the CUDA one).
+  const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans = backend->make_batch_kmeans(s.kernel_metric());
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
   std::vector<unsigned char> stored_buffer;  // the same, for batches kept in their stored dtype
   std::int64_t points_levels = 0;
@@ -501,9 +523,27 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       kassign_s += r.assign_seconds;
       update_s += r.update_seconds;
     };
+    // Samples as stored (f16/bf16) when the backend computes in that dtype and nothing
+    // normalises them: half the bytes, no conversion on the way to the device.
+    const bool stored = !s.normalise() && backend->takes_stored_rows(data.dtype());
+    const DType x_dtype = stored ? data.dtype() : DType::kF32;
+    // The node problem of `parent` (b children) in the first round.
+    auto node_params = [&](std::int64_t parent, std::int64_t b, int threads) {
+      cluster::KMeansParams kp;
+      kp.k = b;
+      kp.max_iter = cfg.max_iter;
+      kp.tol = cfg.tol;
+      kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(parent));
+      kp.metric = s.kernel_metric();
+      kp.spherical = cfg.metric != TaxonomyMetric::kL2;
+      kp.final_assignment = false;  // the level's assignment pass re-assigns every point
+      kp.threads = threads;
+      return kp;
+    };
+    bool batched = false;
     {
-      const std::int64_t budget_rows =
-          std::max<std::int64_t>(1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * 4));
+      const std::int64_t budget_rows = std::max<std::int64_t>(
+          1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * static_cast<std::int64_t>(dtype_size(x_dtype))));
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " train",
                    static_cast<std::int64_t>(mine.size()), "nodes", options.progress);
       std::size_t g0 = 0;
@@ -522,6 +562,39 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
         const auto n_group = static_cast<std::int64_t>(g1 - g0);
         const int outer = backend->concurrent_training() ? resolve_threads(cfg.threads, n_group) : 1;
+        if (batch_kmeans != nullptr && round == 0) {
+          // The group's problems at once on the device: one launch per step for all.
+          batched = true;
+          const auto t_gather = Clock::now();
+          std::vector<std::vector<unsigned char>> xs(static_cast<std::size_t>(n_group));
+          std::vector<MatrixView> views(static_cast<std::size_t>(n_group));
+          std::vector<cluster::KMeansParams> kps(static_cast<std::size_t>(n_group));
+          const int inner_threads = std::max(1, resolve_threads(cfg.threads, 1 << 20) / std::max(1, outer));
+          parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
+            const auto u = static_cast<std::size_t>(t);
+            const auto m = static_cast<std::int64_t>(ids[u].size());
+            const std::int64_t parent = mine[g0 + u];
+            const std::int64_t b = branch[static_cast<std::size_t>(parent)];
+            if (m < b)
+              throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
+                                                    " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
+            xs[u].resize(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
+            gather_rows(data, ids[u], xs[u].data(), stored, n_group > 1 ? inner_threads : cfg.threads);
+            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(xs[u].data()), m, d);
+            views[u] = MatrixView(xs[u].data(), m, d, x_dtype);
+            kps[u] = node_params(parent, b, 1);
+          });
+          gather_s += since(t_gather);
+          cluster::BatchKMeansTimes bt;
+          auto results = cluster::fit_kmeans_batch(views, kps, *batch_kmeans, cfg.threads, &bt);
+          seed_s += bt.seeding;
+          kassign_s += bt.prepare + bt.assign;
+          update_s += bt.update;
+          for (std::size_t u = 0; u < results.size(); ++u) trained[g0 + u] = std::move(results[u].centroids);
+          bar.add(n_group);
+          g0 = g1;
+          continue;
+        }
         parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
           const auto& node_ids = ids[static_cast<std::size_t>(t)];
           const auto m = static_cast<std::int64_t>(node_ids.size());
@@ -537,7 +610,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // Split round: partition the parent's sample among its current children and
             // split each oversized child by k-means on its part; siblings stay in place.
             std::vector<float> x(static_cast<std::size_t>(m * d));
-            gather_rows(data, node_ids, x.data(), inner.threads);
+            gather_rows(data, node_ids, x.data(), false, inner.threads);
             if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
             const std::vector<float>& old = parent_centroids[static_cast<std::size_t>(parent)];
             const std::int64_t b_old = static_cast<std::int64_t>(old.size()) / d;
@@ -582,21 +655,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                   " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
           const auto t_gather = Clock::now();
-          std::vector<float> x(static_cast<std::size_t>(m * d));
-          gather_rows(data, node_ids, x.data(), inner.threads);
-          if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
+          std::vector<unsigned char> x(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
+          gather_rows(data, node_ids, x.data(), stored, inner.threads);
+          if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x.data()), m, d);
           const double gathered = since(t_gather);
-          cluster::KMeansParams kp;
-          kp.k = b;
-          kp.max_iter = cfg.max_iter;
-          kp.tol = cfg.tol;
-          kp.seed = hash64(cfg.seed, static_cast<std::uint64_t>(l), static_cast<std::uint64_t>(parent));
-          kp.metric = s.kernel_metric();
-          kp.spherical = cfg.metric != TaxonomyMetric::kL2;
-          kp.final_assignment = false;  // the level's assignment pass re-assigns every point
-          kp.threads = inner.threads;
+          const cluster::KMeansParams kp = node_params(parent, b, inner.threads);
           const auto assigner = backend->make_assigner(s.kernel_metric(), inner);
-          auto r = cluster::fit_kmeans(f32_view(x.data(), m, d), kp, *assigner);
+          auto r = cluster::fit_kmeans(MatrixView(x.data(), m, d, x_dtype), kp, *assigner);
           add_breakdown(gathered, r);
           trained[g0 + static_cast<std::size_t>(t)] = std::move(r.centroids);
           bar.add(1);
@@ -607,7 +672,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     lr.train_seconds += since(t_train);
     if (!mine.empty())
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
-                 std::to_string(since(t_train)) + " s (thread-seconds: gather " + std::to_string(gather_s) +
+                 std::to_string(since(t_train)) + " s (" +
+                 (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
                  ", seeding " + std::to_string(seed_s) + ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) + ")");
     {

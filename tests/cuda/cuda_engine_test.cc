@@ -8,9 +8,16 @@
 //   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
+//   6. One k-means problem through the CUDA assigner (device seeding distances, assignments
+//      and float64 sums) on f16 blobs: its seeding distances and per-cluster sums against
+//      float64 on the same rows, its final inertia within 1% of the CPU k-means' (same seed),
+//      and the same centroids bit for bit when run twice; the same problem batched with six
+//      others (cluster/kmeans_batch.h on the device) within 1% of it, bit-identical to the
+//      same problem batched alone, and the others within 2% of their one-by-one results.
 // Prints the CPU and GPU fit times (information, not a check).
 //
 //   cuda_engine_test [--seed S] [--dir D]   (exit code = failed checks)
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -21,6 +28,9 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cuda_assigner.h"
+#include "cluster/cuda_batch_kmeans.h"
+#include "cluster/kmeans.h"
 #include "io/npy_array.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
@@ -107,6 +117,131 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Check 6 (see the header).
+void test_kmeans_on_device(std::uint64_t seed) {
+  using megatax::DType;
+  using megatax::MatrixView;
+  const std::int64_t n = 20000, d = 256, k = 50;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> centres(static_cast<std::size_t>(k * d));
+  for (auto& v : centres) v = g(rng);
+  std::vector<float> xf(static_cast<std::size_t>(n * d));
+  std::uniform_int_distribution<std::int64_t> pick(0, k - 1);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t c = pick(rng);
+    for (std::int64_t j = 0; j < d; ++j) xf[static_cast<std::size_t>(i * d + j)] = centres[static_cast<std::size_t>(c * d + j)] + 0.3f * g(rng);
+  }
+  std::vector<std::uint16_t> x16(xf.size());
+  megatax::convert_from_f32(xf.data(), xf.size(), DType::kF16, x16.data());
+  std::vector<float> xr(xf.size());  // the f16 values, exactly
+  megatax::convert_to_f32(DType::kF16, x16.data(), x16.size(), xr.data());
+  const MatrixView x(x16.data(), n, d, DType::kF16);
+
+  // Seeding distances and sums through the assigner's device copy, against float64.
+  {
+    megatax::cluster::CudaAssigner a(0, megatax::Metric::kL2, DType::kF16);
+    a.prepare(x);
+    std::vector<std::int64_t> pool;
+    for (std::int64_t i = 3; i < n; i += 7) pool.push_back(i);
+    const std::vector<std::int64_t> cand = {0, 5, static_cast<std::int64_t>(pool.size()) - 1};
+    std::vector<float> out(cand.size() * pool.size());
+    const bool offered = a.set_seeding_pool(pool);
+    if (offered) a.seeding_distances(cand, out.data());
+    double worst = 0;
+    for (std::size_t t = 0; t < cand.size(); ++t)
+      for (std::size_t i = 0; i < pool.size(); ++i) {
+        const float* p = xr.data() + pool[static_cast<std::size_t>(cand[t])] * d;
+        const float* q = xr.data() + pool[i] * d;
+        double ref = 0;
+        for (std::int64_t j = 0; j < d; ++j) ref += (double(p[j]) - q[j]) * (double(p[j]) - q[j]);
+        if (ref > 0) worst = std::max(worst, std::fabs(out[t * pool.size() + i] - ref) / ref);
+        else worst = std::max(worst, std::fabs(double(out[t * pool.size() + i])));
+      }
+    check(offered && worst <= 1e-5, "CUDA assigner seeding distances vs float64: max rel err " +
+                                        std::to_string(worst) + " (<= 1e-5)");
+    std::vector<float> c(xr.begin(), xr.begin() + k * d);  // the first k points as centroids
+    a.set_centroids(c.data(), k, d);
+    std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
+    std::vector<float> dist(static_cast<std::size_t>(n));
+    a.assign(x, labels.data(), dist.data());
+    std::vector<double> sums(static_cast<std::size_t>(k * d)), ref(static_cast<std::size_t>(k * d), 0.0);
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(k)), ref_counts(static_cast<std::size_t>(k), 0);
+    const bool summed = a.cluster_sums(k, sums.data(), counts.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto l = labels[static_cast<std::size_t>(i)];
+      ++ref_counts[static_cast<std::size_t>(l)];
+      for (std::int64_t j = 0; j < d; ++j) ref[static_cast<std::size_t>(l * d + j)] += xr[static_cast<std::size_t>(i * d + j)];
+    }
+    double sum_err = 0;
+    for (std::size_t e = 0; e < ref.size(); ++e)
+      sum_err = std::max(sum_err, std::fabs(sums[e] - ref[e]) / (std::fabs(ref[e]) + 1.0));
+    check(summed && counts == ref_counts && sum_err <= 1e-12,
+          "CUDA assigner cluster sums vs float64: counts " + std::string(counts == ref_counts ? "equal" : "DIFFER") +
+              ", max err " + std::to_string(sum_err) + " (<= 1e-12)");
+  }
+
+  megatax::cluster::KMeansParams p;
+  p.k = k;
+  p.seed = seed;
+  p.max_iter = 25;
+  megatax::kernels::KnnOptions opt;
+  megatax::cluster::CpuAssigner cpu(megatax::Metric::kL2, opt);
+  const auto rc = megatax::cluster::fit_kmeans(x, p, cpu);
+  megatax::cluster::CudaAssigner gpu(0, megatax::Metric::kL2, DType::kF16);
+  const auto rg = megatax::cluster::fit_kmeans(x, p, gpu);
+  megatax::cluster::CudaAssigner gpu2(0, megatax::Metric::kL2, DType::kF16);
+  const auto rg2 = megatax::cluster::fit_kmeans(x, p, gpu2);
+  const double ratio = rg.inertia.back() / rc.inertia.back();
+  std::printf("  k-means %lld x %lld f16, k=%lld: inertia cpu %.6g (%d it), cuda %.6g (%d it); seeding %.3f vs %.3f s, "
+              "updates %.3f vs %.3f s\n",
+              (long long)n, (long long)d, (long long)k, rc.inertia.back(), rc.iterations, rg.inertia.back(),
+              rg.iterations, rc.seed_seconds, rg.seed_seconds, rc.update_seconds, rg.update_seconds);
+  check(ratio <= 1.01 && ratio >= 0.99, "k-means on the device vs CPU: inertia ratio " + std::to_string(ratio) +
+                                            " (within 1%)");
+  check(rg.centroids == rg2.centroids, "k-means on the device twice: identical centroids");
+
+  // The same problem batched with others on the device (one launch per step for all):
+  // close to the single-problem result, and bit-identical whatever shares its batch.
+  std::vector<std::vector<std::uint16_t>> extra;
+  std::vector<MatrixView> views = {x};
+  std::vector<megatax::cluster::KMeansParams> params = {p};
+  for (int e = 0; e < 6; ++e) {
+    const std::int64_t ne = 1000 + 900 * e;
+    extra.emplace_back(x16.begin() + e * 1000 * d, x16.begin() + (e * 1000 + ne) * d);
+    views.emplace_back(extra.back().data(), ne, d, DType::kF16);
+    megatax::cluster::KMeansParams q = p;
+    q.k = 10 + 15 * e;
+    q.seed = seed + static_cast<std::uint64_t>(e);
+    q.max_iter = 3 + 4 * e;
+    params.push_back(q);
+  }
+  megatax::cluster::CudaBatchKMeans dev(0, megatax::Metric::kL2, DType::kF16);
+  megatax::cluster::BatchKMeansTimes bt;
+  const auto rb = megatax::cluster::fit_kmeans_batch(views, params, dev, 0, &bt);
+  const auto rb_alone = megatax::cluster::fit_kmeans_batch(std::span<const MatrixView>(views.data(), 1),
+                                                           std::span<const megatax::cluster::KMeansParams>(params.data(), 1), dev, 0);
+  const double bratio = rb[0].inertia.back() / rg.inertia.back();
+  std::printf("  batched: %zu problems, inertia of the first %.6g (%d it); seconds: prepare %.3f, seeding %.3f, "
+              "assign %.3f, update %.3f\n",
+              views.size(), rb[0].inertia.back(), rb[0].iterations, bt.prepare, bt.seeding, bt.assign, bt.update);
+  check(bratio <= 1.01 && bratio >= 0.99, "batched k-means on the device vs one problem: inertia ratio " +
+                                              std::to_string(bratio) + " (within 1%)");
+  check(rb_alone[0].centroids == rb[0].centroids && rb_alone[0].inertia == rb[0].inertia,
+        "batched k-means: a problem alone gives the same bits as in its batch");
+  bool others_ok = true;
+  for (std::size_t q = 1; q < rb.size(); ++q) {
+    megatax::cluster::CudaAssigner one(0, megatax::Metric::kL2, DType::kF16);
+    const auto r1 = megatax::cluster::fit_kmeans(views[q], params[q], one);
+    const double rr = rb[q].inertia.back() / r1.inertia.back();
+    if (!(rr <= 1.02 && rr >= 0.98)) {
+      others_ok = false;
+      std::printf("  problem %zu: batched inertia %.6g vs single %.6g\n", q, rb[q].inertia.back(), r1.inertia.back());
+    }
+  }
+  check(others_ok, "batched k-means: every other problem within 2% of its single-problem inertia");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,6 +261,7 @@ int main(int argc, char** argv) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   try {
+    test_kmeans_on_device(seed);
     const int shards = 4, levels = 2;
     megatax::taxonomy::SyntheticSpec spec;
     spec.n = 300000;

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -602,6 +603,154 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   report(name, ok, detail);
 }
 
+// ---- row distances (k-means++ seeding) ------------------------------------------------------
+
+struct RowDistCase {
+  std::int64_t n, n_a, n_b, d;
+  DType dtype;
+  std::int64_t stride_pad = 0;
+  bool pool = true;  // b = a random ascending subset of rows (else rows 0..n_b-1)
+};
+
+void test_row_distances(mc::Resources& res, std::mt19937_64& rng, const RowDistCase& tc) {
+  const std::int64_t n = tc.n, d = tc.d, stride = d + tc.stride_pad;
+  const HostMatrix x = make_matrix(n, d, stride, tc.dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::uniform_int_distribution<std::int64_t> row(0, n - 1);
+  std::vector<std::int64_t> a(static_cast<std::size_t>(tc.n_a)), b;
+  for (auto& v : a) v = row(rng);
+  if (tc.pool) {
+    std::vector<std::int64_t> all(static_cast<std::size_t>(n));
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    b.assign(all.begin(), all.begin() + tc.n_b);
+    std::sort(b.begin(), b.end());
+  } else {
+    b.resize(static_cast<std::size_t>(tc.n_b));
+    std::iota(b.begin(), b.end(), 0);
+  }
+  mc::DeviceBuffer da(a.size() * 8 + 8), db(b.size() * 8 + 8), out(a.size() * b.size() * 4 + 4);
+  mc::copy_to_device(res, da.data(), a.data(), a.size() * 8);
+  mc::copy_to_device(res, db.data(), b.data(), b.size() * 8);
+  mc::RowDistanceArgs r;
+  r.x = dx.view;
+  r.a = da.as<std::int64_t>();
+  r.n_a = tc.n_a;
+  r.b = tc.pool ? db.as<std::int64_t>() : nullptr;
+  r.n_b = tc.n_b;
+  r.out = out.as<float>();
+  mc::row_distances(res, r);
+  const auto g1 = download<float>(res, out, a.size() * b.size());
+  mc::row_distances(res, r);
+  const auto g2 = download<float>(res, out, a.size() * b.size());
+  // Reference: float64 on the rounded values; f32 summation of d terms errs by ~d * 2^-24
+  // of the sum of squares (all terms are >= 0).
+  std::int64_t bad = 0, first = -1;
+  double max_err = 0;
+  for (std::int64_t t = 0; t < tc.n_a; ++t) {
+    for (std::int64_t i = 0; i < tc.n_b; ++i) {
+      double ref = 0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double diff = x.at(a[t], j) - x.at(b[i], j);
+        ref += diff * diff;
+      }
+      const double got = g1[t * tc.n_b + i];
+      const double err = std::fabs(got - ref) / std::max(ref, 1e-30);
+      max_err = std::max(max_err, ref == 0 ? std::fabs(got) : err);
+      const bool ok_v = ref == 0 ? got == 0 : err <= 2e-6 * std::max<double>(8, std::sqrt(double(d)));
+      if (!ok_v) {
+        ++bad;
+        if (first < 0) first = t * tc.n_b + i;
+      }
+    }
+  }
+  const bool same = std::memcmp(g1.data(), g2.data(), g1.size() * 4) == 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld distances off (first: candidate %lld, pool %lld: %.9g)", (long long)bad,
+                (long long)(first >= 0 ? first / tc.n_b : -1), (long long)(first >= 0 ? first % tc.n_b : -1),
+                first >= 0 ? double(g1[first]) : 0.0);
+  CHECK_OR_FAIL(same, "two runs gave different distances (not deterministic)");
+  char name[256], detail[128];
+  std::snprintf(name, sizeof(name), "row distances %-4s n=%lld a=%lld b=%lld d=%lld%s%s",
+                megatax::dtype_name(tc.dtype), (long long)n, (long long)tc.n_a, (long long)tc.n_b,
+                (long long)d, tc.stride_pad ? " strided" : "", tc.pool ? " pool" : "");
+  std::snprintf(detail, sizeof(detail), "max rel err %.1e, deterministic %s", max_err, same ? "yes" : "NO");
+  report(name, ok, detail);
+}
+
+// ---- means (k-means update on the device) -----------------------------------------------------
+
+void test_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t k, std::int64_t d, bool normalise,
+                DType conv) {
+  std::uniform_real_distribution<double> u(-50, 50);
+  std::uniform_int_distribution<int> cnt(0, 40);
+  std::vector<double> sums(static_cast<std::size_t>(k * d));
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(k));
+  std::vector<std::uint8_t> keep(static_cast<std::size_t>(k));
+  std::vector<float> start(static_cast<std::size_t>(k * d));
+  for (auto& v : sums) v = u(rng);
+  for (std::int64_t c = 0; c < k; ++c) {
+    counts[c] = cnt(rng) < 5 ? 0 : cnt(rng) + 1;  // some empty clusters
+    keep[c] = cnt(rng) < 4 ? 1 : 0;               // some kept
+  }
+  for (auto& v : start) v = static_cast<float>(u(rng));
+  const std::size_t es = megatax::dtype_size(conv);
+  mc::DeviceBuffer ds(sums.size() * 8), dc(counts.size() * 8), dk(keep.size() + 1), dcen(start.size() * 4),
+      dconv(start.size() * es);
+  mc::copy_to_device(res, ds.data(), sums.data(), sums.size() * 8);
+  mc::copy_to_device(res, dc.data(), counts.data(), counts.size() * 8);
+  mc::copy_to_device(res, dk.data(), keep.data(), keep.size());
+  mc::copy_to_device(res, dcen.data(), start.data(), start.size() * 4);
+  std::vector<unsigned char> start_conv(start.size() * es);
+  megatax::convert_from_f32(start.data(), start.size(), conv, start_conv.data());
+  mc::copy_to_device(res, dconv.data(), start_conv.data(), start_conv.size());
+  mc::MeansArgs a;
+  a.sums = ds.as<double>();
+  a.counts = dc.as<std::int64_t>();
+  a.k = k;
+  a.d = d;
+  a.keep = dk.as<std::uint8_t>();
+  a.normalise = normalise;
+  a.centroids = dcen.as<float>();
+  a.converted = dconv.data();
+  a.converted_dtype = conv;
+  mc::means(res, a);
+  const auto got = download<float>(res, dcen, start.size());
+  std::vector<unsigned char> got_conv(start_conv.size());
+  mc::copy_to_host(res, got_conv.data(), dconv.data(), got_conv.size());
+  // Reference: float64 division cast to float (exact), then the float64 norm.
+  std::vector<float> want = start;
+  for (std::int64_t c = 0; c < k; ++c) {
+    if (counts[c] == 0 || keep[c]) continue;
+    double sq = 0;
+    for (std::int64_t j = 0; j < d; ++j) {
+      want[c * d + j] = static_cast<float>(sums[c * d + j] / static_cast<double>(counts[c]));
+      sq += static_cast<double>(want[c * d + j]) * want[c * d + j];
+    }
+    if (normalise && sq > 0)
+      for (std::int64_t j = 0; j < d; ++j) want[c * d + j] = static_cast<float>(want[c * d + j] / std::sqrt(sq));
+  }
+  std::int64_t bad = 0, bad_conv = 0;
+  double max_err = 0;
+  std::vector<unsigned char> want_conv(start_conv.size());
+  megatax::convert_from_f32(got.data(), got.size(), conv, want_conv.data());
+  for (std::size_t e = 0; e < want.size(); ++e) {
+    const double err = std::fabs(static_cast<double>(got[e]) - want[e]) / (std::fabs(static_cast<double>(want[e])) + 1e-30);
+    max_err = std::max(max_err, err);
+    // Unnormalised: exact. Normalised: the device sums the squares in another order.
+    if (normalise ? err > 1e-6 : got[e] != want[e]) ++bad;
+  }
+  for (std::size_t b = 0; b < want_conv.size(); ++b) bad_conv += want_conv[b] != got_conv[b];
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld centroid values off", (long long)bad);
+  CHECK_OR_FAIL(bad_conv == 0, "%lld bytes of the converted copy differ from the f32 values rounded", (long long)bad_conv);
+  char name[160], detail[96];
+  std::snprintf(name, sizeof(name), "means k=%lld d=%lld%s -> %s", (long long)k, (long long)d,
+                normalise ? " normalised" : "", megatax::dtype_name(conv));
+  std::snprintf(detail, sizeof(detail), "max rel err %.1e (empty and kept clusters untouched)", max_err);
+  report(name, ok, detail);
+}
+
 // ---- argument errors ----------------------------------------------------------------------
 
 template <class F>
@@ -720,6 +869,7 @@ int main(int argc, char** argv) {
     std::vector<TopkCase> topk_cases;
     std::vector<AccCase> acc_cases;
     std::vector<GroupedCase> grouped_cases;
+    std::vector<RowDistCase> rowdist_cases = {{3000, 8, 2048, 1024, kB}, {500, 1, 37, 3, kF, 0, false}};
     if (small) {
       assign_cases = {{70, 130, 40, kB}, {33, 300, 17, kB, Metric::kL2, false, 3, true},
                       {70, 130, 17, kF}};
@@ -784,6 +934,11 @@ int main(int argc, char** argv) {
           {60, 300, 80, 33, kF, Metric::kInnerProduct},
           {7, 1000, 300, 200, kB},                      // > 2 tiles of 128 children
       };
+      rowdist_cases.insert(rowdist_cases.end(), {{5000, 16, 4096, 1024, kH},
+                                                 {700, 5, 700, 1, kB, 0, false},
+                                                 {2000, 3, 999, 2048, kF},
+                                                 {1000, 9, 100, 95, kH, 3},
+                                                 {4000, 7, 2048, 17, kF, 2}});
       acc_cases = {
           {100000, 1000, 128, kB},
           {200000, 16, 64, kF, mc::SumType::kF64, true, 0.6},
@@ -810,6 +965,12 @@ int main(int argc, char** argv) {
     for (const auto& tc : topk_cases) test_topk(res, rng, tc);
     std::printf("accumulate (reference: float64 sums in row order)\n");
     for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
+    std::printf("row distances (reference: float64 on the rounded inputs)\n");
+    for (const auto& tc : rowdist_cases) test_row_distances(res, rng, tc);
+    std::printf("means (reference: float64 division, float64 norms)\n");
+    test_means(res, rng, 300, 1024, false, kH);
+    test_means(res, rng, 77, 33, true, kB);
+    test_means(res, rng, 5, 3000, true, kF);
     if (!small) test_errors(res, rng);
   } catch (const std::exception& e) {
     std::printf("cuda_kernels_test: exception: %s\n", e.what());

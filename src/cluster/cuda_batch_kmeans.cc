@@ -1,0 +1,264 @@
+#include "cluster/cuda_batch_kmeans.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "cluster/cuda_assigner.h"
+#include "core/parallel.h"
+#include "megatax/error.h"
+
+namespace megatax::cluster {
+namespace {
+
+void reserve(cuda::DeviceBuffer& b, std::size_t bytes) {
+  if (b.size() < bytes) b = cuda::DeviceBuffer(std::max<std::size_t>(bytes, 16));
+}
+void reserve(cuda::PinnedBuffer& b, std::size_t bytes) {
+  if (b.size() < bytes) b = cuda::PinnedBuffer(std::max<std::size_t>(bytes, 16));
+}
+
+constexpr std::size_t kStagingBytes = std::size_t{128} << 20;  // host -> device chunks
+constexpr std::int64_t kMaxCand = cuda::kMaxRowDistanceCandidates;
+
+}  // namespace
+
+CudaBatchKMeans::CudaBatchKMeans(int device, Metric metric, DType compute_dtype)
+    : res_(device), metric_(metric), compute_(compute_dtype) {}
+
+void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
+  const std::size_t P = xs.size();
+  dim_ = P > 0 ? xs[0].dim : 0;
+  row_begin_.assign(P + 1, 0);
+  for (std::size_t p = 0; p < P; ++p) row_begin_[p + 1] = row_begin_[p] + xs[p].rows;
+  const std::int64_t n = row_begin_[P];
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+  reserve(x_dev_, static_cast<std::size_t>(n) * row_bytes);
+  // Rows go through a pinned staging buffer, filled (converted if need be) by all threads.
+  const std::int64_t chunk_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(kStagingBytes / std::max<std::size_t>(row_bytes, 1)));
+  reserve(staging_, static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes);
+  auto* stage = static_cast<unsigned char*>(staging_.data());
+  for (std::int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
+    const std::int64_t r1 = std::min(n, r0 + chunk_rows);
+    constexpr std::int64_t kRowsPerTask = 256;
+    const std::int64_t tasks = (r1 - r0 + kRowsPerTask - 1) / kRowsPerTask;
+    parallel_for(resolve_threads(0, tasks), tasks, [&](std::int64_t t, int) {
+      const std::int64_t b = r0 + t * kRowsPerTask, e = std::min(r1, b + kRowsPerTask);
+      // The problem holding row b, then walking forward.
+      auto q = static_cast<std::size_t>(std::upper_bound(row_begin_.begin(), row_begin_.end(), b) - row_begin_.begin() - 1);
+      std::vector<float> tmp(static_cast<std::size_t>(dim_));
+      for (std::int64_t i = b; i < e; ++i) {
+        while (i >= row_begin_[q + 1]) ++q;
+        const MatrixView& x = xs[q];
+        convert_row(x.dtype, x.row(i - row_begin_[q]), static_cast<std::size_t>(dim_), compute_,
+                    stage + static_cast<std::size_t>(i - r0) * row_bytes, tmp.data());
+      }
+    });
+    cuda::copy_to_device(res_, static_cast<unsigned char*>(x_dev_.data()) + static_cast<std::size_t>(r0) * row_bytes,
+                         stage, static_cast<std::size_t>(r1 - r0) * row_bytes);
+    res_.synchronize();  // the staging buffer is refilled next
+  }
+  labels_host_.assign(static_cast<std::size_t>(n), 0);
+}
+
+void CudaBatchKMeans::set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) {
+  const std::size_t P = pools.size();
+  pool_begin_.assign(P + 1, 0);
+  for (std::size_t p = 0; p < P; ++p) pool_begin_[p + 1] = pool_begin_[p] + static_cast<std::int64_t>(pools[p].size());
+  pool_rows_.resize(static_cast<std::size_t>(pool_begin_[P]));
+  for (std::size_t p = 0; p < P; ++p)
+    for (std::size_t i = 0; i < pools[p].size(); ++i)
+      pool_rows_[static_cast<std::size_t>(pool_begin_[p]) + i] = row_begin_[p] + pools[p][i];
+  reserve(pool_dev_, pool_rows_.size() * sizeof(std::int64_t));
+  reserve(pool_begin_dev_, pool_begin_.size() * sizeof(std::int64_t));
+  cuda::copy_to_device(res_, pool_dev_.data(), pool_rows_.data(), pool_rows_.size() * sizeof(std::int64_t));
+  cuda::copy_to_device(res_, pool_begin_dev_.data(), pool_begin_.data(), pool_begin_.size() * sizeof(std::int64_t));
+}
+
+void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
+                                        std::vector<const float*>* out) {
+  const std::size_t P = cands.size();
+  // Host side of the launch: candidates' rows, their counts, where each problem writes.
+  const std::size_t a_bytes = P * kMaxCand * sizeof(std::int64_t), ob_bytes = P * sizeof(std::int64_t),
+                    na_bytes = P * sizeof(std::int32_t);
+  reserve(small_, a_bytes + ob_bytes + na_bytes);
+  auto* a = small_.as<std::int64_t>();
+  auto* out_begin = a + P * kMaxCand;
+  auto* n_a = reinterpret_cast<std::int32_t*>(out_begin + P);
+  std::int64_t total = 0;
+  for (std::size_t p = 0; p < P; ++p) {
+    const auto nc = static_cast<std::int64_t>(cands[p].size());
+    if (nc > kMaxCand)
+      throw_error(ErrorCode::kInvalidArgument, "seeding_distances: " + std::to_string(nc) + " candidates > " +
+                                                   std::to_string(kMaxCand));
+    const std::int64_t m = pool_begin_[p + 1] - pool_begin_[p];
+    for (std::int64_t t = 0; t < nc; ++t) {
+      const std::int64_t c = cands[p][static_cast<std::size_t>(t)];
+      if (c < 0 || c >= m)
+        throw_error(ErrorCode::kInvalidArgument, "seeding_distances: problem " + std::to_string(p) + " candidate " +
+                                                     std::to_string(c) + " is outside its pool of " + std::to_string(m));
+      a[p * kMaxCand + static_cast<std::size_t>(t)] = pool_rows_[static_cast<std::size_t>(pool_begin_[p] + c)];
+    }
+    n_a[p] = static_cast<std::int32_t>(nc);
+    out_begin[p] = total;
+    total += nc * m;
+  }
+  out->assign(P, nullptr);
+  if (total == 0) return;
+  reserve(cand_dev_, a_bytes + ob_bytes + na_bytes);
+  cuda::copy_to_device(res_, cand_dev_.data(), small_.data(), a_bytes + ob_bytes + na_bytes);
+  reserve(seed_out_dev_, static_cast<std::size_t>(total) * sizeof(float));
+  cuda::GroupedRowDistanceArgs g;
+  g.x = MatrixView(x_dev_.data(), row_begin_.back(), dim_, compute_, dim_);
+  g.groups = static_cast<std::int64_t>(P);
+  g.b = pool_dev_.as<std::int64_t>();
+  g.b_begin = pool_begin_dev_.as<std::int64_t>();
+  g.n_b = pool_begin_.back();
+  g.a = cand_dev_.as<std::int64_t>();
+  g.out_begin = g.a + P * kMaxCand;
+  g.n_a = reinterpret_cast<const std::int32_t*>(g.out_begin + P);
+  g.out = seed_out_dev_.as<float>();
+  cuda::row_distances_grouped(res_, g);
+  reserve(seed_host_, static_cast<std::size_t>(total) * sizeof(float));
+  cuda::copy_to_host(res_, seed_host_.data(), seed_out_dev_.data(), static_cast<std::size_t>(total) * sizeof(float));
+  out->resize(P);
+  for (std::size_t p = 0; p < P; ++p) (*out)[p] = seed_host_.as<float>() + out_begin[p];
+}
+
+void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) {
+  const std::size_t P = centroids.size();
+  centroid_begin_.assign(P, 0);
+  centroid_end_.assign(P, 0);
+  std::int64_t total = 0;
+  for (std::size_t p = 0; p < P; ++p) {
+    centroid_begin_[p] = total;
+    total += k[p];
+    centroid_end_[p] = total;
+  }
+  // float32 (what the updates refine) and the compute dtype (what assign reads), both kept.
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+  const auto f32_bytes = static_cast<std::size_t>(dim_) * sizeof(float);
+  reserve(staging_, static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
+  auto* conv = static_cast<unsigned char*>(staging_.data());
+  auto* f32 = reinterpret_cast<float*>(conv + static_cast<std::size_t>(total) * row_bytes);
+  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P) / 8), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+    const auto p = static_cast<std::size_t>(q);
+    const auto c0 = static_cast<std::size_t>(centroid_begin_[p]);
+    std::memcpy(f32 + c0 * static_cast<std::size_t>(dim_), centroids[p], static_cast<std::size_t>(k[p]) * f32_bytes);
+    convert_rows(f32_view(centroids[p], k[p], dim_), compute_, conv + c0 * row_bytes);
+  });
+  reserve(c_dev_, static_cast<std::size_t>(total) * row_bytes);
+  reserve(c32_dev_, static_cast<std::size_t>(total) * f32_bytes);
+  cuda::copy_to_device(res_, c_dev_.data(), conv, static_cast<std::size_t>(total) * row_bytes);
+  cuda::copy_to_device(res_, c32_dev_.data(), f32, static_cast<std::size_t>(total) * f32_bytes);
+  res_.synchronize();  // the staging buffer is reused
+}
+
+void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) {
+  const std::size_t P = labels.size();
+  const std::int64_t n = row_begin_.back();
+  reserve(labels_dev_, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  reserve(dist_dev_, static_cast<std::size_t>(n) * sizeof(float));
+  cuda::GroupedAssignArgs g;
+  g.metric = metric_;
+  g.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
+  g.centroids = MatrixView(c_dev_.data(), centroid_end_.back(), dim_, compute_, dim_);
+  g.row_begin = row_begin_;
+  g.centroid_begin = centroid_begin_;
+  g.centroid_end = centroid_end_;
+  g.labels = labels_dev_.as<std::int32_t>();
+  g.distances = dist_dev_.as<float>();
+  cuda::assign_grouped(res_, g);
+  reserve(results_, static_cast<std::size_t>(n) * 8);
+  auto* lab = results_.as<std::int32_t>();
+  auto* dd = reinterpret_cast<float*>(lab + n);
+  cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(n) * sizeof(float));
+  std::memcpy(labels_host_.data(), lab, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P)), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+    const auto p = static_cast<std::size_t>(q);
+    if (labels[p] == nullptr) return;
+    for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i) {
+      labels[p][i - row_begin_[p]] = lab[i];
+      if (distances[p] != nullptr) distances[p][i - row_begin_[p]] = dd[i];
+    }
+  });
+}
+
+void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) {
+  const std::size_t P = counts.size();
+  const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
+  // Clusters numbered across the batch: problem p's cluster c is centroid_begin[p] + c; the
+  // clusters of problems not updated now are kept.
+  reserve(small_, static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  auto* global = small_.as<std::int32_t>();
+  auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
+  for (std::size_t p = 0; p < P; ++p) {
+    for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i)
+      global[i] = labels_host_[static_cast<std::size_t>(i)] + static_cast<std::int32_t>(centroid_begin_[p]);
+    std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
+                static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
+  }
+  reserve(global_labels_dev_, static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  cuda::copy_to_device(res_, global_labels_dev_.data(), global,
+                       static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
+  reserve(sums_dev_, sum_bytes);
+  reserve(counts_dev_, static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
+  cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  cuda::AccumulateArgs a;
+  a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
+  a.label_type = cuda::IndexType::kI32;
+  a.labels = global_labels_dev_.data();
+  a.k = total_k;
+  a.sum_type = cuda::SumType::kF64;
+  a.sums = sums_dev_.data();
+  a.counts = counts_dev_.as<std::int64_t>();
+  cuda::accumulate(res_, a);
+  cuda::MeansArgs m;
+  m.sums = sums_dev_.as<double>();
+  m.counts = counts_dev_.as<std::int64_t>();
+  m.k = total_k;
+  m.d = dim_;
+  m.keep = reinterpret_cast<const std::uint8_t*>(global_labels_dev_.as<std::int32_t>() + n);
+  m.normalise = spherical;
+  m.centroids = c32_dev_.as<float>();
+  m.converted = c_dev_.data();
+  m.converted_dtype = compute_;
+  cuda::means(res_, m);
+  reserve(results_, static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  auto* c = results_.as<std::int64_t>();
+  cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  for (std::size_t p = 0; p < P; ++p)
+    if (counts[p] != nullptr)
+      std::memcpy(counts[p], c + centroid_begin_[p],
+                  static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]) * sizeof(std::int64_t));
+}
+
+void CudaBatchKMeans::set_centroid(std::size_t p, std::int64_t c, const float* row) {
+  const std::int64_t g = centroid_begin_[p] + c;
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+  std::vector<unsigned char> conv(row_bytes);
+  std::vector<float> tmp(static_cast<std::size_t>(dim_));
+  convert_row(DType::kF32, row, static_cast<std::size_t>(dim_), compute_, conv.data(), tmp.data());
+  // Pageable sources: both copies are staged before they return.
+  cuda::copy_to_device(res_, c32_dev_.as<float>() + g * dim_, row, static_cast<std::size_t>(dim_) * sizeof(float));
+  cuda::copy_to_device(res_, static_cast<unsigned char*>(c_dev_.data()) + static_cast<std::size_t>(g) * row_bytes,
+                       conv.data(), row_bytes);
+  res_.synchronize();
+}
+
+void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
+  const std::size_t P = out.size();
+  const std::int64_t total_k = centroid_end_.back();
+  const std::size_t bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(float);
+  reserve(results_, bytes);
+  auto* f = results_.as<float>();
+  cuda::copy_to_host(res_, f, c32_dev_.data(), bytes);
+  for (std::size_t p = 0; p < P; ++p)
+    std::memcpy(out[p], f + centroid_begin_[p] * dim_,
+                static_cast<std::size_t>((centroid_end_[p] - centroid_begin_[p]) * dim_) * sizeof(float));
+}
+
+}  // namespace megatax::cluster

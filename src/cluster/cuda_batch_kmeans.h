@@ -1,0 +1,53 @@
+// cluster/cuda_batch_kmeans.h -- BatchKMeansDevice on one CUDA device: the batch's points
+// live on the device in the compute dtype, one after the other (problem p's rows from
+// row_begin[p]); each step is one launch for every problem: k-means++ distances through
+// cuda::row_distances_grouped, assignments through cuda::assign_grouped (each problem's
+// points against its own centroids), updates through cuda::accumulate (clusters numbered
+// across the batch) and cuda::means: the centroids stay on the device (float32, and in the
+// compute dtype for the assignments) and only labels, distances and counts come back each
+// iteration. A problem's numbers do not depend on the other problems of its batch.
+//
+// Numerics: as CudaAssigner (the compute dtype; f16/bf16: tensor cores, f32 accumulation).
+// Thread-safety: one thread at a time; its own stream.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "cluster/kmeans_batch.h"
+#include "megatax/cuda.h"
+#include "megatax/dtype.h"
+#include "megatax/metric.h"
+
+namespace megatax::cluster {
+
+class CudaBatchKMeans final : public BatchKMeansDevice {
+ public:
+  CudaBatchKMeans(int device, Metric metric, DType compute_dtype);
+  void prepare(std::span<const MatrixView> xs) override;
+  void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override;
+  void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
+                         std::vector<const float*>* out) override;
+  void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override;
+  void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override;
+  void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override;
+  void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
+  void get_centroids(const std::vector<float*>& out) override;
+
+ private:
+  cuda::Resources res_;
+  Metric metric_;
+  DType compute_;
+  std::int64_t dim_ = 0;
+  std::vector<std::int64_t> row_begin_;      // problems + 1
+  std::vector<std::int64_t> pool_begin_;     // problems + 1
+  std::vector<std::int64_t> pool_rows_;      // the pools' rows, numbered across the batch
+  std::vector<std::int64_t> centroid_begin_, centroid_end_;
+  std::vector<std::int32_t> labels_host_;    // the last assignment, local labels, all rows
+  cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
+      seed_out_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
+  cuda::PinnedBuffer staging_, small_, results_, seed_host_;
+};
+
+}  // namespace megatax::cluster

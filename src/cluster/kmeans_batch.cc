@@ -1,0 +1,148 @@
+#include "cluster/kmeans_batch.h"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cluster/kmeans_steps.h"
+#include "core/parallel.h"
+#include "megatax/error.h"
+
+namespace megatax::cluster {
+
+std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
+                                           std::span<const KMeansParams> params,
+                                           BatchKMeansDevice& device, int threads,
+                                           BatchKMeansTimes* times) {
+  const std::size_t P = xs.size();
+  if (params.size() != P)
+    throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(P) + " problems but " +
+                                                 std::to_string(params.size()) + " parameter sets");
+  if (P == 0) return {};
+  for (std::size_t p = 0; p < P; ++p) {
+    try {
+      detail::validate_problem(xs[p], params[p]);
+    } catch (const Error& e) {
+      throw_error(e.code(), "k-means batch, problem " + std::to_string(p) + ": " + e.what());
+    }
+    if (xs[p].dim != xs[0].dim || params[p].metric != params[0].metric ||
+        params[p].spherical != params[0].spherical)
+      throw_error(ErrorCode::kInvalidArgument, "k-means batch, problem " + std::to_string(p) +
+                                                   ": dim, metric and spherical must match problem 0's");
+  }
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  BatchKMeansTimes local;
+  BatchKMeansTimes& tm = times != nullptr ? *times : local;
+  const auto P64 = static_cast<std::int64_t>(P);
+  // Per-problem host steps run on threads when there are enough problems to share (each
+  // parallel_for starts its threads: a few tens of microseconds).
+  const int step_threads = resolve_threads(threads, P64 / 8);
+  auto each = [&](const std::function<void(std::size_t)>& f) {
+    parallel_for(step_threads, P64, [&](std::int64_t p, int) { f(static_cast<std::size_t>(p)); });
+  };
+
+  auto t = Clock::now();
+  device.prepare(xs);
+  tm.prepare += since(t);
+
+  // ---- seeding: one distance call per step for every problem still choosing -------------
+  t = Clock::now();
+  std::vector<std::unique_ptr<detail::SeedingRun>> seeds(P);
+  each([&](std::size_t p) {
+    seeds[p] = std::make_unique<detail::SeedingRun>(xs[p], params[p].k, params[p].seed,
+                                                     params[p].init_sample_per_centroid);
+  });
+  {
+    std::vector<std::vector<std::int64_t>> pools(P);
+    for (std::size_t p = 0; p < P; ++p) pools[p] = seeds[p]->pool();
+    device.set_seeding_pools(pools);
+  }
+  std::vector<std::vector<std::int64_t>> cands(P);
+  std::vector<const float*> dist(P, nullptr);
+  std::vector<char> choosing(P, 1);
+  // Advances problem p to its next centroid that needs distances (or to its end).
+  auto advance = [&](std::size_t p) {
+    cands[p].clear();
+    while (choosing[p] && cands[p].empty()) choosing[p] = seeds[p]->next(&cands[p]) ? 1 : 0;
+  };
+  each(advance);
+  for (;;) {
+    bool any = false;
+    for (std::size_t p = 0; p < P; ++p) any = any || !cands[p].empty();
+    if (!any) break;
+    device.seeding_distances(cands, &dist);
+    each([&](std::size_t p) {
+      if (cands[p].empty()) return;
+      seeds[p]->take(dist[p]);
+      advance(p);
+    });
+  }
+  std::vector<std::unique_ptr<detail::LloydRun>> runs(P);
+  each([&](std::size_t p) {
+    runs[p] = std::make_unique<detail::LloydRun>(xs[p], params[p], std::move(seeds[p]->centroids()));
+    seeds[p].reset();
+  });
+  tm.seeding += since(t);
+
+  // ---- Lloyd: every problem is assigned while any still iterates; the centroids live on
+  // the device (the host copies are read back at the end) --------------------------------
+  std::vector<std::int64_t> ks(P);
+  std::vector<const float*> initial(P);
+  for (std::size_t p = 0; p < P; ++p) {
+    ks[p] = params[p].k;
+    initial[p] = runs[p]->centroids().data();
+  }
+  const std::int64_t d = xs[0].dim;
+  t = Clock::now();
+  device.set_centroids(initial, ks);
+  tm.assign += since(t);
+  std::vector<std::vector<std::int64_t>> counts(P);
+  std::vector<char> active(P);
+  std::vector<std::int64_t*> labels(P), count_ptr(P);
+  std::vector<float*> distances(P);
+  for (;;) {
+    bool any = false;
+    for (std::size_t p = 0; p < P; ++p) {
+      active[p] = runs[p]->wants_assignment() ? 1 : 0;
+      any = any || active[p];
+      labels[p] = active[p] ? runs[p]->labels() : nullptr;
+      distances[p] = active[p] ? runs[p]->distances() : nullptr;
+    }
+    if (!any) break;
+    t = Clock::now();
+    device.assign(labels, distances);
+    tm.assign += since(t);
+    t = Clock::now();
+    bool update = false;
+    for (std::size_t p = 0; p < P; ++p) {
+      const bool u = active[p] && runs[p]->assigned();
+      update = update || u;
+      counts[p].resize(static_cast<std::size_t>(ks[p]));
+      count_ptr[p] = u ? counts[p].data() : nullptr;
+    }
+    if (update) {
+      device.update_centroids(count_ptr, params[0].spherical);
+      for (std::size_t p = 0; p < P; ++p) {
+        if (count_ptr[p] == nullptr) continue;
+        for (std::int64_t c : runs[p]->updated_elsewhere(counts[p].data()))
+          device.set_centroid(p, c, runs[p]->centroids().data() + c * d);
+      }
+    }
+    tm.update += since(t);
+  }
+  std::vector<std::vector<float>> final_centroids(P);
+  std::vector<float*> out_ptr(P);
+  for (std::size_t p = 0; p < P; ++p) {
+    final_centroids[p].resize(static_cast<std::size_t>(ks[p] * d));
+    out_ptr[p] = final_centroids[p].data();
+  }
+  device.get_centroids(out_ptr);
+  for (std::size_t p = 0; p < P; ++p) runs[p]->set_centroids(std::move(final_centroids[p]));
+  std::vector<KMeansResult> results(P);
+  for (std::size_t p = 0; p < P; ++p) results[p] = runs[p]->finish();
+  return results;
+}
+
+}  // namespace megatax::cluster

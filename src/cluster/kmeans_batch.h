@@ -1,0 +1,65 @@
+// cluster/kmeans_batch.h -- many small k-means problems at once on one device: every step
+// (a k-means++ step, an assignment, the per-cluster sums) is one device call for all the
+// problems, instead of one small call per problem (a node level of a taxonomy has 100s to
+// 10,000s of problems of a few thousand points each; per-call latency then dominates).
+//
+// fit_kmeans_batch(xs, params, device) returns what fit_kmeans would for each problem given
+// the same distances, assignments and sums (kmeans.h's algorithm, the same steps in
+// kmeans_steps.h): each problem's result depends on its own points and parameters only, not
+// on which other problems share the batch. All problems share dim and metric.
+//
+// Thread-safety: one call at a time per device object.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "cluster/kmeans.h"
+#include "megatax/matrix.h"
+
+namespace megatax::cluster {
+
+// What a device does for a batch of problems p = 0..P-1 (P fixed by prepare()).
+class BatchKMeansDevice {
+ public:
+  virtual ~BatchKMeansDevice() = default;
+  // Keeps a copy of every problem's points (xs[p]: any dtype, one dim) until the next prepare().
+  virtual void prepare(std::span<const MatrixView> xs) = 0;
+  // Seeding pools: pools[p] = ascending row numbers of xs[p].
+  virtual void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) = 0;
+  // For every p with cands[p] non-empty (indices into pools[p], at most 16):
+  // (*out)[p][t * pools[p].size() + i] = squared L2 between pool points cands[p][t] and i,
+  // in host memory the device owns, valid until its next call.
+  virtual void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
+                                 std::vector<const float*>* out) = 0;
+  // Centroids of every problem (centroids[p] = k[p] x dim floats), kept on the device.
+  virtual void set_centroids(const std::vector<const float*>& centroids,
+                             const std::vector<std::int64_t>& k) = 0;
+  // Assigns every problem's points to its own centroids; for every p with labels[p] non-null,
+  // labels[p][i] / distances[p][i] (kmeans.h's Assigner contract, labels in [0, k[p])).
+  virtual void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) = 0;
+  // Lloyd's update on the device for every p with counts[p] non-null: each cluster with
+  // points under the last assignment moves to their mean (detail::cluster_means' arithmetic
+  // on float64 sums; spherical: normalised); counts[p] (k[p]) = points per cluster. Other
+  // problems' centroids stay as they are.
+  virtual void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) = 0;
+  // Overwrites centroid c of problem p (the empty-cluster repair): dim floats.
+  virtual void set_centroid(std::size_t p, std::int64_t c, const float* row) = 0;
+  // Reads every problem's centroids back: out[p] = k[p] x dim floats.
+  virtual void get_centroids(const std::vector<float*>& out) = 0;
+};
+
+// Where a batch's time went (wall seconds).
+struct BatchKMeansTimes {
+  double prepare = 0, seeding = 0, assign = 0, update = 0;
+};
+
+// Requires xs.size() == params.size(), every problem valid for fit_kmeans (Error naming the
+// problem otherwise), one dim, metric and spherical flag. `threads`: host threads for the per-problem steps.
+std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
+                                           std::span<const KMeansParams> params,
+                                           BatchKMeansDevice& device, int threads,
+                                           BatchKMeansTimes* times = nullptr);
+
+}  // namespace megatax::cluster

@@ -1,0 +1,96 @@
+// cluster/kmeans_steps.h -- one k-means problem (kmeans.h's algorithm) as step machines, so
+// that the same steps serve fit_kmeans (one problem, distances from an Assigner) and
+// fit_kmeans_batch (many problems in lock-step, one device call per step for all of them).
+// Internal to cluster/. The arithmetic of every step is fixed here; the drivers only supply
+// distances, assignments and sums, so a problem's result depends on those alone.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cluster/kmeans.h"
+#include "core/random.h"
+#include "megatax/matrix.h"
+
+namespace megatax::cluster::detail {
+
+// Greedy k-means++ (kmeans.h step 1) driven step by step. Protocol:
+//   while (run.next(&cand)) { if (!cand.empty()) run.take(distances of cand); }
+// where distances[t * pool().size() + i] = squared L2 between pool points cand[t] and i.
+class SeedingRun {
+ public:
+  SeedingRun(const MatrixView& x, std::int64_t k, std::uint64_t seed, std::int64_t sample_per_centroid);
+  // The subsample seeding looks at: ascending row numbers of x.
+  const std::vector<std::int64_t>& pool() const noexcept { return pool_; }
+  // Prepares the next centroid: false when all k are chosen. Else *cand = the pool indices
+  // whose distances take() needs (empty: this centroid was set without distances).
+  bool next(std::vector<std::int64_t>* cand);
+  void take(const float* distances);
+  std::vector<float>& centroids() noexcept { return centroids_; }
+
+ private:
+  void set_from_pool(std::int64_t c, std::int64_t i);
+  std::int64_t draw(double sum);
+
+  MatrixView x_;
+  std::int64_t k_, m_ = 0, trials_ = 0, c_ = 0;
+  Rng rng_;
+  std::vector<std::int64_t> pool_, cand_;
+  std::vector<double> best_;
+  double potential_ = 0;
+  std::vector<float> centroids_;
+};
+
+// Lloyd iterations (kmeans.h steps 2 and 3) driven step by step. Protocol:
+//   while (run.wants_assignment()) {
+//     assign run.centroids() -> run.labels(), run.distances();
+//     if (run.assigned()) run.update(per-cluster float64 sums, counts);
+//   }
+//   KMeansResult r = run.finish();
+class LloydRun {
+ public:
+  LloydRun(const MatrixView& x, const KMeansParams& p, std::vector<float> centroids);
+  bool wants_assignment() const noexcept;
+  const std::vector<float>& centroids() const noexcept { return r_.centroids; }
+  std::int64_t* labels() noexcept { return r_.labels.data(); }
+  float* distances() noexcept { return dist_.data(); }
+  // Records the inertia of the assignment just made; true when an update follows.
+  bool assigned();
+  // Means of the clusters (sums: k x dim, counts: k), then the empty-cluster repair.
+  void update(const double* sums, const std::int64_t* counts, int threads);
+  // The same when a device made the means (its centroids are the true ones): the repair
+  // alone, on the host copy; returns the clusters it moved (their rows: centroids()).
+  std::vector<std::int64_t> updated_elsewhere(const std::int64_t* counts);
+  // Replaces the centroids (read back from a device) before finish().
+  void set_centroids(std::vector<float> centroids) { r_.centroids = std::move(centroids); }
+  // The labels of the last assignment (x.rows) and the problem's size.
+  const std::vector<std::int64_t>& label_vector() const noexcept { return r_.labels; }
+  std::int64_t k() const noexcept { return p_.k; }
+  KMeansResult finish();
+  KMeansResult& result() noexcept { return r_; }  // for the drivers' timings
+
+ private:
+  std::vector<std::int64_t> repair(const std::int64_t* counts);
+
+  MatrixView x_;
+  KMeansParams p_;
+  KMeansResult r_;
+  std::vector<float> dist_;
+  int iter_ = 0;
+  bool done_ = false;
+};
+
+// Per-label float64 sums (k x dim, overwritten) and counts of x's rows: each cluster's rows
+// in point order (clusters in parallel: the same bits on every thread count).
+void cluster_sums(const MatrixView& x, const std::vector<std::int64_t>& labels, std::int64_t k,
+                  int threads, double* sums, std::int64_t* counts);
+
+// Lloyd's means: centroids[c] = sums[c] / counts[c] (float64, cast to float; spherical:
+// normalised) for every cluster c < k with points; the others are left as they are.
+void cluster_means(const double* sums, const std::int64_t* counts, std::int64_t k, std::int64_t d,
+                   bool spherical, float* centroids, int threads);
+
+// Validates one problem (kmeans.h's requirements), naming the numbers.
+void validate_problem(const MatrixView& x, const KMeansParams& p);
+
+}  // namespace megatax::cluster::detail

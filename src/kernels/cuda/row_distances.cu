@@ -1,0 +1,173 @@
+// Row distances for k-means++ seeding: a few candidate rows of x against a pool of rows of x.
+// One warp per pool row; the candidates' elements come through L1 (a few KiB, shared by every
+// warp of a block). Memory-bound: the pool is read once per call (n_b * d elements).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
+#include "megatax/cuda.h"
+#include "megatax/error.h"
+
+namespace megatax::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = kThreads / 32;
+constexpr int kMaxCand = static_cast<int>(kMaxRowDistanceCandidates);
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// One warp: the distances from `row` to the n_a candidate rows, written to out[t * ld_out]
+// by lane t. Each lane sums its strided elements for every candidate, then the warp folds
+// the lanes (butterfly): a fixed order for given (d, n_a), whichever kernel calls it.
+template <class T>
+__device__ __forceinline__ void warp_row_distances(const T* row, const T* const (&cand)[kMaxCand],
+                                                   int n_a, std::int64_t d, int lane, float* out,
+                                                   std::int64_t ld_out) {
+  float acc[kMaxCand];
+#pragma unroll
+  for (int t = 0; t < kMaxCand; ++t) acc[t] = 0.f;
+  for (std::int64_t j = lane; j < d; j += 32) {
+    const float v = to_f32(row[j]);
+#pragma unroll
+    for (int t = 0; t < kMaxCand; ++t) {
+      if (t < n_a) {
+        const float diff = v - to_f32(__ldg(cand[t] + j));
+        acc[t] = fmaf(diff, diff, acc[t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxCand; ++t) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+  if (lane < n_a) {
+    float v = acc[0];
+#pragma unroll
+    for (int t = 1; t < kMaxCand; ++t)
+      if (lane == t) v = acc[t];
+    out[static_cast<std::int64_t>(lane) * ld_out] = v;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, const std::int64_t* a,
+                         int n_a, const std::int64_t* b, std::int64_t n_b, float* out) {
+  const int lane = threadIdx.x % 32;
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (i >= n_b) return;
+  const T* row = x + (b != nullptr ? b[i] : i) * ld;
+  const T* cand[kMaxCand];
+#pragma unroll
+  for (int t = 0; t < kMaxCand; ++t) cand[t] = t < n_a ? x + a[t] * ld : row;
+  warp_row_distances(row, cand, n_a, d, lane, out + i, n_b);
+}
+
+// Grouped: warp i serves pool entry b[i] of group g (found by binary search in b_begin).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    grouped_row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, std::int64_t groups,
+                                 const std::int64_t* b, const std::int64_t* b_begin, std::int64_t n_b,
+                                 const std::int64_t* a, const std::int32_t* n_a,
+                                 const std::int64_t* out_begin, float* out) {
+  const int lane = threadIdx.x % 32;
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (i >= n_b) return;
+  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= i
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (b_begin[mid] <= i) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const std::int64_t g = lo;
+  const int na = n_a[g];
+  if (na == 0) return;
+  const std::int64_t m = b_begin[g + 1] - b_begin[g];
+  const T* row = x + b[i] * ld;
+  const T* cand[kMaxCand];
+#pragma unroll
+  for (int t = 0; t < kMaxCand; ++t) cand[t] = t < na ? x + a[g * kMaxCand + t] * ld : row;
+  warp_row_distances(row, cand, na, d, lane, out + out_begin[g] + (i - b_begin[g]), m);
+}
+
+template <class T>
+void launch(const RowDistanceArgs& r, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
+  row_distances_kernel<T><<<blocks, kThreads, 0, stream>>>(
+      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, r.a, static_cast<int>(r.n_a), r.b,
+      r.n_b, r.out);
+  MEGATAX_CUDA_CHECK_LAUNCH("row_distances_kernel");
+}
+
+template <class T>
+void launch_grouped(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
+  grouped_row_distances_kernel<T><<<blocks, kThreads, 0, stream>>>(
+      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, r.groups, r.b, r.b_begin, r.n_b, r.a,
+      r.n_a, r.out_begin, r.out);
+  MEGATAX_CUDA_CHECK_LAUNCH("grouped_row_distances_kernel");
+}
+
+}  // namespace
+}  // namespace detail
+
+void row_distances(Resources& res, const RowDistanceArgs& r) {
+  detail::validate_device_view(r.x, "row_distances: x");
+  if (r.n_a < 1 || r.n_a > kMaxRowDistanceCandidates)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances: n_a = " + std::to_string(r.n_a) +
+                                                 ", expected 1.." +
+                                                 std::to_string(kMaxRowDistanceCandidates));
+  if (r.n_b < 0)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances: n_b = " + std::to_string(r.n_b) + " < 0");
+  if (r.a == nullptr) throw Error(ErrorCode::kInvalidArgument, "row_distances: a is null");
+  if (r.b == nullptr && r.n_b > r.x.rows)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances: n_b = " + std::to_string(r.n_b) +
+                                                 " rows without b, but x has " + std::to_string(r.x.rows));
+  if (r.n_b > 0 && r.out == nullptr) throw Error(ErrorCode::kInvalidArgument, "row_distances: out is null");
+  if (r.n_b == 0) return;
+  res.activate();
+  const auto stream = static_cast<cudaStream_t>(res.stream());
+  switch (r.x.dtype) {
+    case DType::kF32: detail::launch<float>(r, stream); break;
+    case DType::kF16: detail::launch<__half>(r, stream); break;
+    case DType::kBF16: detail::launch<__nv_bfloat16>(r, stream); break;
+    default: throw Error(ErrorCode::kInvalidArgument, "row_distances: unsupported dtype");
+  }
+}
+
+}  // namespace megatax::cuda
+
+namespace megatax::cuda {
+
+void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& r) {
+  detail::validate_device_view(r.x, "row_distances_grouped: x");
+  if (r.groups < 1 || r.n_b < 0)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: groups = " + std::to_string(r.groups) +
+                                                 ", n_b = " + std::to_string(r.n_b) +
+                                                 " (expected groups >= 1, n_b >= 0)");
+  if (r.n_b == 0) return;
+  if (r.b == nullptr || r.b_begin == nullptr || r.a == nullptr || r.n_a == nullptr ||
+      r.out_begin == nullptr || r.out == nullptr)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: a device array is null");
+  res.activate();
+  const auto stream = static_cast<cudaStream_t>(res.stream());
+  switch (r.x.dtype) {
+    case DType::kF32: detail::launch_grouped<float>(r, stream); break;
+    case DType::kF16: detail::launch_grouped<__half>(r, stream); break;
+    case DType::kBF16: detail::launch_grouped<__nv_bfloat16>(r, stream); break;
+    default: throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: unsupported dtype");
+  }
+}
+
+}  // namespace megatax::cuda

@@ -1,0 +1,192 @@
+// fit_kmeans_batch (many problems in lock-step) against fit_kmeans (one problem at a time),
+// the independent reference: with a device that computes every step exactly as the single
+// path does (CPU kernels), each problem's result must be the same, bit for bit, whatever
+// other problems share its batch.
+#include "cluster/kmeans_batch.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cluster/kmeans_steps.h"
+#include "kernels/cpu/knn.h"
+#include "megatax/error.h"
+
+namespace megatax::cluster {
+namespace {
+
+// BatchKMeansDevice on the CPU kernels, step by step as fit_kmeans with a CpuAssigner:
+// seeding distances over the pool packed as float32, assignment through CpuAssigner, the
+// update through the point-order float64 sums and the same means.
+class CpuBatchDevice final : public BatchKMeansDevice {
+ public:
+  void prepare(std::span<const MatrixView> xs) override {
+    xs_.assign(xs.begin(), xs.end());
+    ++prepares;
+  }
+  void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override {
+    packed_.clear();
+    for (std::size_t p = 0; p < pools.size(); ++p) {
+      packed_.emplace_back(xs_[p].dim, DType::kF32);
+      std::vector<float> row(static_cast<std::size_t>(xs_[p].dim));
+      for (std::int64_t i : pools[p]) {
+        convert_to_f32(xs_[p].dtype, xs_[p].row(i), row.size(), row.data());
+        packed_.back().append(f32_view(row.data(), 1, xs_[p].dim));
+      }
+    }
+  }
+  void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
+                         std::vector<const float*>* out) override {
+    ++seeding_calls;
+    dist_.resize(cands.size());
+    out->assign(cands.size(), nullptr);
+    for (std::size_t p = 0; p < cands.size(); ++p) {
+      if (cands[p].empty()) continue;
+      const std::int64_t d = xs_[p].dim, nc = static_cast<std::int64_t>(cands[p].size());
+      std::vector<float> rows(static_cast<std::size_t>(nc * d));
+      for (std::int64_t t = 0; t < nc; ++t) packed_[p].get_row_f32(cands[p][static_cast<std::size_t>(t)], rows.data() + t * d);
+      kernels::KnnOptions opt;
+      opt.threads = 1;
+      dist_[p].resize(static_cast<std::size_t>(nc * packed_[p].rows()));
+      kernels::all_distances(f32_view(rows.data(), nc, d), packed_[p], Metric::kL2, dist_[p].data(), packed_[p].rows(), opt);
+      (*out)[p] = dist_[p].data();
+    }
+  }
+  void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override {
+    centroids_.clear();
+    for (std::size_t p = 0; p < centroids.size(); ++p)
+      centroids_.emplace_back(centroids[p], centroids[p] + k[p] * xs_[p].dim);
+    k_ = k;
+  }
+  void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override {
+    labels_.resize(labels.size());
+    for (std::size_t p = 0; p < labels.size(); ++p) {
+      kernels::KnnOptions opt;
+      opt.threads = 1;
+      CpuAssigner a(Metric::kL2, opt);
+      a.set_centroids(centroids_[p].data(), k_[p], xs_[p].dim);
+      labels_[p].resize(static_cast<std::size_t>(xs_[p].rows));
+      std::vector<float> dist(static_cast<std::size_t>(xs_[p].rows));
+      a.assign(xs_[p], labels_[p].data(), dist.data());
+      if (labels[p] != nullptr) {
+        std::copy(labels_[p].begin(), labels_[p].end(), labels[p]);
+        std::copy(dist.begin(), dist.end(), distances[p]);
+      }
+    }
+  }
+  void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override {
+    for (std::size_t p = 0; p < counts.size(); ++p) {
+      if (counts[p] == nullptr) continue;
+      std::vector<double> sums(static_cast<std::size_t>(k_[p] * xs_[p].dim));
+      detail::cluster_sums(xs_[p], labels_[p], k_[p], 1, sums.data(), counts[p]);
+      detail::cluster_means(sums.data(), counts[p], k_[p], xs_[p].dim, spherical, centroids_[p].data(), 1);
+    }
+  }
+  void set_centroid(std::size_t p, std::int64_t c, const float* row) override {
+    std::copy(row, row + xs_[p].dim, centroids_[p].begin() + c * xs_[p].dim);
+  }
+  void get_centroids(const std::vector<float*>& out) override {
+    for (std::size_t p = 0; p < out.size(); ++p) std::copy(centroids_[p].begin(), centroids_[p].end(), out[p]);
+  }
+  int prepares = 0, seeding_calls = 0;
+
+ private:
+  std::vector<MatrixView> xs_;
+  std::vector<kernels::PackedMatrix> packed_;
+  std::vector<std::vector<float>> centroids_, dist_;
+  std::vector<std::vector<std::int64_t>> labels_;
+  std::vector<std::int64_t> k_;
+};
+
+struct Problem {
+  std::vector<float> x;
+  std::int64_t n, d;
+  KMeansParams p;
+};
+
+Problem make_problem(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::int64_t k, int max_iter) {
+  Problem pr{std::vector<float>(static_cast<std::size_t>(n * d)), n, d, {}};
+  std::normal_distribution<float> g;
+  const int blobs = static_cast<int>(k) + 3;
+  std::vector<float> centres(static_cast<std::size_t>(blobs * d));
+  for (auto& v : centres) v = 4.f * g(rng);
+  std::uniform_int_distribution<int> pick(0, blobs - 1);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int c = pick(rng);
+    for (std::int64_t j = 0; j < d; ++j) pr.x[static_cast<std::size_t>(i * d + j)] = centres[static_cast<std::size_t>(c * d + j)] + g(rng);
+  }
+  pr.p.k = k;
+  pr.p.seed = rng();
+  pr.p.max_iter = max_iter;
+  pr.p.tol = 1e-6;
+  pr.p.threads = 1;
+  return pr;
+}
+
+TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::int64_t d = 12;
+  // Different sizes, k and iteration budgets: problems finish seeding and Lloyd at
+  // different steps (one converges at once, one runs out of iterations, one has k = 1).
+  std::vector<Problem> probs;
+  probs.push_back(make_problem(rng, 3000, d, 20, 25));
+  probs.push_back(make_problem(rng, 700, d, 7, 3));
+  probs.push_back(make_problem(rng, 50, d, 1, 10));
+  probs.push_back(make_problem(rng, 2500, d, 40, 0));
+  probs.push_back(make_problem(rng, 400, d, 400 / 2, 25));
+  probs[1].p.final_assignment = false;
+  std::vector<MatrixView> views;
+  std::vector<KMeansParams> params;
+  for (const auto& pr : probs) {
+    views.push_back(f32_view(pr.x.data(), pr.n, pr.d));
+    params.push_back(pr.p);
+  }
+  CpuBatchDevice dev;
+  BatchKMeansTimes times;
+  const auto batch = fit_kmeans_batch(views, params, dev, 2, &times);
+  ASSERT_EQ(batch.size(), probs.size());
+  // Seeding ran in lock-step: as many device calls as the largest k needs, not the sum.
+  EXPECT_LE(dev.seeding_calls, 200);
+  for (std::size_t p = 0; p < probs.size(); ++p) {
+    SCOPED_TRACE("problem " + std::to_string(p));
+    kernels::KnnOptions opt;
+    opt.threads = 1;
+    CpuAssigner single(Metric::kL2, opt);
+    const auto ref = fit_kmeans(views[p], params[p], single);
+    EXPECT_EQ(batch[p].centroids, ref.centroids);
+    EXPECT_EQ(batch[p].labels, ref.labels);
+    EXPECT_EQ(batch[p].counts, ref.counts);
+    EXPECT_EQ(batch[p].inertia, ref.inertia);
+    EXPECT_EQ(batch[p].iterations, ref.iterations);
+    EXPECT_EQ(batch[p].converged, ref.converged);
+  }
+  // A problem alone gives what it gave in the batch.
+  CpuBatchDevice alone;
+  const auto one = fit_kmeans_batch(std::span<const MatrixView>(views.data() + 1, 1),
+                                    std::span<const KMeansParams>(params.data() + 1, 1), alone, 1);
+  EXPECT_EQ(one[0].centroids, batch[1].centroids);
+}
+
+TEST(KMeansBatch, BadProblemIsNamed) {
+  std::mt19937_64 rng(5);
+  auto a = make_problem(rng, 100, 4, 3, 5), b = make_problem(rng, 5, 4, 9, 5);
+  std::vector<MatrixView> views = {f32_view(a.x.data(), a.n, a.d), f32_view(b.x.data(), b.n, b.d)};
+  std::vector<KMeansParams> params = {a.p, b.p};
+  CpuBatchDevice dev;
+  try {
+    fit_kmeans_batch(views, params, dev, 1);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("problem 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("5 points are fewer than k = 9"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(dev.prepares, 0);  // refused before any device work
+}
+
+}  // namespace
+}  // namespace megatax::cluster
