@@ -7,19 +7,38 @@
 #   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
 # Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576),
 #   BASE_MEGATAX (another build's megatax, e.g. the commit before a change: also fitted with
-#   --device cuda on the same data, before ours, for a same-run comparison).
+#   --device cuda on the same data, before ours, for a same-run comparison), GEN (planted:
+#   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
 BATCH=${BATCH_ROWS:-1048576}
 rm -rf "$WORK"; mkdir -p "$WORK"
 t0=$(date +%s.%N)
-"$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
-  --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
+if [ "${GEN:-planted}" = numpy ]; then
+  # Normal noise from numpy on every core (fast for tens of GB; no structure: every node
+  # problem runs its full max_iter, the slowest case for training).
+  mkdir -p "$WORK/data"
+  python3 - "$WORK/data" "$N" "$D" "$SHARDS" <<'PY'
+import sys, numpy as np
+from concurrent.futures import ThreadPoolExecutor
+out, n, d, shards = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def shard(s):
+    b, e = n * s // shards, n * (s + 1) // shards
+    x = np.random.default_rng(s).standard_normal((e - b, d), dtype=np.float32).astype(np.float16)
+    np.save(f"{out}/part-{s:05d}.npy", x)
+with ThreadPoolExecutor(16) as ex:
+    list(ex.map(shard, range(shards)))
+PY
+else
+  "$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
+    --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
+fi
 t1=$(date +%s.%N)
+GEN_NAME=${GEN:-planted}
 bytes=$(du -cb "$WORK"/data/part-*.npy | tail -1 | cut -f1)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-echo "gpu_fit: generated $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(secs "$t0" "$t1") s"
+echo "gpu_fit: generated ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(secs "$t0" "$t1") s"
 # Floor: one read of X from the page cache (what every assignment pass must at least do).
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)

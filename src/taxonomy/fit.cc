@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -546,31 +547,45 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * static_cast<std::int64_t>(dtype_size(x_dtype))));
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " train",
                    static_cast<std::int64_t>(mine.size()), "nodes", options.progress);
-      std::size_t g0 = 0;
-      while (g0 < mine.size()) {
-        check_stop();
-        // A group of parents whose samples fit the memory budget (at least one).
+      // A group of parents from g0 whose samples fit the memory budget (at least one):
+      // returns its end and the parents' sample ids.
+      auto next_group = [&](std::size_t g0, std::vector<std::vector<std::int64_t>>* ids) {
         std::size_t g1 = g0;
         std::int64_t rows = 0;
-        std::vector<std::vector<std::int64_t>> ids;
+        ids->clear();
         while (g1 < mine.size()) {
           auto v = samples.ids(mine[g1]);
           if (g1 > g0 && rows + static_cast<std::int64_t>(v.size()) > budget_rows) break;
           rows += static_cast<std::int64_t>(v.size());
-          ids.push_back(std::move(v));
+          ids->push_back(std::move(v));
           ++g1;
         }
-        const auto n_group = static_cast<std::int64_t>(g1 - g0);
-        const int outer = backend->concurrent_training() ? resolve_threads(cfg.threads, n_group) : 1;
-        if (batch_kmeans != nullptr && round == 0) {
-          // The group's problems at once on the device: one launch per step for all.
-          batched = true;
+        return g1;
+      };
+      if (batch_kmeans != nullptr && round == 0) {
+        // Each group's problems at once on the device (one launch per step for all of them),
+        // the next group's samples gathered meanwhile: up to two groups are held at once.
+        batched = true;
+        struct Group {
+          std::size_t g0 = 0, g1 = 0;
+          std::vector<std::vector<unsigned char>> xs;
+          std::vector<MatrixView> views;
+          std::vector<cluster::KMeansParams> kps;
+          double seconds = 0;
+        };
+        auto gather_group = [&](std::size_t g0) {
           const auto t_gather = Clock::now();
-          std::vector<std::vector<unsigned char>> xs(static_cast<std::size_t>(n_group));
-          std::vector<MatrixView> views(static_cast<std::size_t>(n_group));
-          std::vector<cluster::KMeansParams> kps(static_cast<std::size_t>(n_group));
+          Group gr;
+          std::vector<std::vector<std::int64_t>> ids;
+          gr.g0 = g0;
+          gr.g1 = next_group(g0, &ids);
+          const auto n_group = static_cast<std::int64_t>(gr.g1 - g0);
+          gr.xs.resize(static_cast<std::size_t>(n_group));
+          gr.views.resize(static_cast<std::size_t>(n_group));
+          gr.kps.resize(static_cast<std::size_t>(n_group));
+          const int outer = resolve_threads(cfg.threads, n_group);
           const int inner_threads = std::max(1, resolve_threads(cfg.threads, 1 << 20) / std::max(1, outer));
-          parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
+          parallel_for(outer, n_group, [&](std::int64_t t, int) {
             const auto u = static_cast<std::size_t>(t);
             const auto m = static_cast<std::int64_t>(ids[u].size());
             const std::int64_t parent = mine[g0 + u];
@@ -578,23 +593,38 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             if (m < b)
               throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                     " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
-            xs[u].resize(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
-            gather_rows(data, ids[u], xs[u].data(), stored, n_group > 1 ? inner_threads : cfg.threads);
-            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(xs[u].data()), m, d);
-            views[u] = MatrixView(xs[u].data(), m, d, x_dtype);
-            kps[u] = node_params(parent, b, 1);
+            gr.xs[u].resize(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
+            gather_rows(data, ids[u], gr.xs[u].data(), stored, n_group > 1 ? inner_threads : cfg.threads);
+            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(gr.xs[u].data()), m, d);
+            gr.views[u] = MatrixView(gr.xs[u].data(), m, d, x_dtype);
+            gr.kps[u] = node_params(parent, b, 1);
           });
-          gather_s += since(t_gather);
+          gr.seconds = since(t_gather);
+          return gr;
+        };
+        std::future<Group> pending;
+        if (!mine.empty()) pending = std::async(std::launch::async, gather_group, std::size_t{0});
+        while (pending.valid()) {
+          check_stop();
+          Group gr = pending.get();
+          if (gr.g1 < mine.size()) pending = std::async(std::launch::async, gather_group, gr.g1);
+          gather_s += gr.seconds;
           cluster::BatchKMeansTimes bt;
-          auto results = cluster::fit_kmeans_batch(views, kps, *batch_kmeans, cfg.threads, &bt);
+          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt);
           seed_s += bt.seeding;
           kassign_s += bt.prepare + bt.assign;
           update_s += bt.update;
-          for (std::size_t u = 0; u < results.size(); ++u) trained[g0 + u] = std::move(results[u].centroids);
-          bar.add(n_group);
-          g0 = g1;
-          continue;
+          for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
+          bar.add(static_cast<std::int64_t>(results.size()));
         }
+      }
+      std::size_t g0 = batched ? mine.size() : 0;
+      while (g0 < mine.size()) {
+        check_stop();
+        std::vector<std::vector<std::int64_t>> ids;
+        const std::size_t g1 = next_group(g0, &ids);
+        const auto n_group = static_cast<std::int64_t>(g1 - g0);
+        const int outer = backend->concurrent_training() ? resolve_threads(cfg.threads, n_group) : 1;
         parallel_for(n_group > 1 ? outer : 1, n_group, [&](std::int64_t t, int) {
           const auto& node_ids = ids[static_cast<std::size_t>(t)];
           const auto m = static_cast<std::int64_t>(node_ids.size());
