@@ -24,22 +24,51 @@ __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // One warp: the distances from `row` to the n_a candidate rows, written to out[t * ld_out]
-// by lane t. Each lane sums its strided elements for every candidate, then the warp folds
-// the lanes (butterfly): a fixed order for given (d, n_a), whichever kernel calls it.
+// by lane t. Each lane sums its elements for every candidate (with `vec`, 16-byte pieces
+// of consecutive elements, 32 pieces apart; else single elements, 32 apart), then the warp
+// folds the lanes (butterfly): a fixed order for given (d, n_a, vec), whichever kernel calls
+// it. `vec` requires 16-byte aligned rows and d a multiple of 16 / sizeof(T).
 template <class T>
 __device__ __forceinline__ void warp_row_distances(const T* row, const T* const (&cand)[kMaxCand],
-                                                   int n_a, std::int64_t d, int lane, float* out,
-                                                   std::int64_t ld_out) {
+                                                   int n_a, std::int64_t d, bool vec, int lane,
+                                                   float* out, std::int64_t ld_out) {
+  constexpr int kVec = 16 / sizeof(T);
   float acc[kMaxCand];
 #pragma unroll
   for (int t = 0; t < kMaxCand; ++t) acc[t] = 0.f;
-  for (std::int64_t j = lane; j < d; j += 32) {
-    const float v = to_f32(row[j]);
+  if (vec) {
+    union Piece {
+      uint4 u;
+      T e[kVec];
+    };
+    for (std::int64_t j = static_cast<std::int64_t>(lane) * kVec; j < d; j += 32 * kVec) {
+      Piece r;
+      r.u = *reinterpret_cast<const uint4*>(row + j);
+      float v[kVec];
 #pragma unroll
-    for (int t = 0; t < kMaxCand; ++t) {
-      if (t < n_a) {
-        const float diff = v - to_f32(__ldg(cand[t] + j));
-        acc[t] = fmaf(diff, diff, acc[t]);
+      for (int e = 0; e < kVec; ++e) v[e] = to_f32(r.e[e]);
+#pragma unroll
+      for (int t = 0; t < kMaxCand; ++t) {
+        if (t < n_a) {
+          Piece c;
+          c.u = __ldg(reinterpret_cast<const uint4*>(cand[t] + j));
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) {
+            const float diff = v[e] - to_f32(c.e[e]);
+            acc[t] = fmaf(diff, diff, acc[t]);
+          }
+        }
+      }
+    }
+  } else {
+    for (std::int64_t j = lane; j < d; j += 32) {
+      const float v = to_f32(row[j]);
+#pragma unroll
+      for (int t = 0; t < kMaxCand; ++t) {
+        if (t < n_a) {
+          const float diff = v - to_f32(__ldg(cand[t] + j));
+          acc[t] = fmaf(diff, diff, acc[t]);
+        }
       }
     }
   }
@@ -59,7 +88,7 @@ __device__ __forceinline__ void warp_row_distances(const T* row, const T* const 
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, const std::int64_t* a,
+    row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, bool vec, const std::int64_t* a,
                          int n_a, const std::int64_t* b, std::int64_t n_b, float* out) {
   const int lane = threadIdx.x % 32;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
@@ -68,13 +97,13 @@ __global__ void __launch_bounds__(kThreads)
   const T* cand[kMaxCand];
 #pragma unroll
   for (int t = 0; t < kMaxCand; ++t) cand[t] = t < n_a ? x + a[t] * ld : row;
-  warp_row_distances(row, cand, n_a, d, lane, out + i, n_b);
+  warp_row_distances(row, cand, n_a, d, vec, lane, out + i, n_b);
 }
 
 // Grouped: warp i serves pool entry b[i] of group g (found by binary search in b_begin).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    grouped_row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, std::int64_t groups,
+    grouped_row_distances_kernel(const T* x, std::int64_t ld, std::int64_t d, bool vec, std::int64_t groups,
                                  const std::int64_t* b, const std::int64_t* b_begin, std::int64_t n_b,
                                  const std::int64_t* a, const std::int32_t* n_a,
                                  const std::int64_t* out_begin, float* out) {
@@ -98,14 +127,14 @@ __global__ void __launch_bounds__(kThreads)
   const T* cand[kMaxCand];
 #pragma unroll
   for (int t = 0; t < kMaxCand; ++t) cand[t] = t < na ? x + a[g * kMaxCand + t] * ld : row;
-  warp_row_distances(row, cand, na, d, lane, out + out_begin[g] + (i - b_begin[g]), m);
+  warp_row_distances(row, cand, na, d, vec, lane, out + out_begin[g] + (i - b_begin[g]), m);
 }
 
 template <class T>
 void launch(const RowDistanceArgs& r, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
   row_distances_kernel<T><<<blocks, kThreads, 0, stream>>>(
-      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, r.a, static_cast<int>(r.n_a), r.b,
+      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, vector_aligned(r.x), r.a, static_cast<int>(r.n_a), r.b,
       r.n_b, r.out);
   MEGATAX_CUDA_CHECK_LAUNCH("row_distances_kernel");
 }
@@ -114,7 +143,8 @@ template <class T>
 void launch_grouped(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
   grouped_row_distances_kernel<T><<<blocks, kThreads, 0, stream>>>(
-      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, r.groups, r.b, r.b_begin, r.n_b, r.a,
+      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, vector_aligned(r.x), r.groups, r.b, r.b_begin,
+      r.n_b, r.a,
       r.n_a, r.out_begin, r.out);
   MEGATAX_CUDA_CHECK_LAUNCH("grouped_row_distances_kernel");
 }
