@@ -26,8 +26,8 @@
 //
 // The FLOP floor: 2 n k d. Shared-memory stages: (128 + BN) * 128 bytes; BN = 256 gives
 // 48 KiB a stage and 85 FLOPs per byte brought from L2 (128 with the multicast).
-// Measured on an H100 (bench_cuda, bench/RESULTS.md): 73-79% of cuBLAS's bf16 8192^3 rate
-// at N=4M K=1024 D=1024 and 76-78% at N=1M K=16384 (bench/cuda/ab_assign.sh, against the
+// Measured on an H100 (bench_cuda, bench/RESULTS.md): 70-79% of cuBLAS's bf16 8192^3 rate
+// at N=4M K=1024 D=1024 and 75-78% at N=1M K=16384 (bench/cuda/ab_assign.sh, against the
 // fold before fold_tile: 66-75% / 70-73% in the same runs). The main loop alone (fold skipped,
 // a diagnostic build) reached 79-81%; the fold does not overlap the MMAs. cuBLAS's own
 // GEMM-only time at these shapes is 88-91% of its 8192^3 rate.
