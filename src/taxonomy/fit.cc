@@ -47,12 +47,11 @@ struct ShardState {
   std::vector<float> dist;
 };
 
-// Reads rows of the dataset by global id (ids sorted ascending), as f32, into out (n x d),
-// checking they are finite. Per shard, up to kChunk ids at a time: a dense stretch (span at
-// most twice the rows wanted) is read as one range and the wanted rows picked; a sparse one
-// is read row by row in one storage call (one open, then a pread per row).
-// Reads the rows `ids` (ascending) into out, as float32 or, with `stored`, in the dtype the
-// files hold (dense, one row after the other), checking that every value is finite.
+// Reads rows of the dataset by global id (ids sorted ascending) into out (n x d, one row
+// after the other): float32, or with `stored` in the dtype the files hold; checks they are
+// finite. Per shard, up to kChunk ids at a time: a dense stretch (span at most twice the
+// rows wanted) is read as one range and the wanted rows picked; a sparse one is read row by
+// row in one storage call (one open, then a pread per row).
 void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, void* out, bool stored) {
   constexpr std::size_t kChunk = 4096;
   const std::int64_t d = data.dim();
@@ -871,10 +870,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               if (nd < 0) continue;
               if (node_count[static_cast<std::size_t>(nd)]++ == 0) touched.push_back(nd);
               node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
-              if (collect) {
-                const Id id = shard.global_begin + r;
-                next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
-              }
+            }
+            if (collect) {
+              // The next level's sample offers: thread t serves the nodes nd % T == t, each
+              // in row order (NodeSamples' nodes are independent; the samples do not
+              // depend on the order anyway).
+              const int T = resolve_threads(cfg.threads, m / 65536);
+              parallel_for(T, T, [&](std::int64_t t, int) {
+                for (std::int64_t i = 0; i < m; ++i) {
+                  const std::int64_t r = r0 + i;
+                  const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
+                  if (nd < 0 || nd % T != t) continue;
+                  const Id id = shard.global_begin + r;
+                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
+                }
+              });
             }
             bar.add(m);
             lap(pass.bookkeep);

@@ -4,7 +4,8 @@
 // points of the node with the smallest (priority, id). The choice depends on the ids alone:
 // not on shard order, batch size, threads or ranks, and partial samples merge exactly.
 //
-// Thread-safety: one thread at a time; merge() combines per-thread or per-worker parts.
+// Thread-safety: one thread at a time, except that offer() calls for different nodes may
+// run concurrently; merge() combines per-thread or per-worker parts.
 #pragma once
 
 #include <cstdint>
