@@ -699,6 +699,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
     }
     lr.train_seconds += since(t_train);
+    const auto t_tree = Clock::now();
     if (!mine.empty())
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
                  std::to_string(since(t_train)) + " s (" +
@@ -736,6 +737,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
     backend->prepare_level(s.tree, l);
     n_nodes = s.tree.nodes(l);
+    log_worker("level " + std::to_string(l) + ": centroids exchanged and level built in " +
+               std::to_string(since(t_tree)) + " s");
 
     // ---- 2b. Optional full-data Lloyd passes (assign, sum in float64, update) --------
     for (int pass = 1; pass <= cfg.lloyd_passes; ++pass) {
@@ -1028,6 +1031,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     points_levels += N;
 
     // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
+    const auto t_commit = Clock::now();
     // The driver needs every owner's samples to write them.
     std::vector<std::int64_t> s_offsets, s_ids, s_prio;
     if (collect && R == 1) {
@@ -1097,6 +1101,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
     }
     lr.seconds = since(t_level);
+    if (driver)
+      log_worker("level " + std::to_string(l) + ": committed in " + std::to_string(since(t_commit)) + " s (" +
+                 std::to_string(n_nodes) + " x " + std::to_string(d) + " centroids, samples, manifest)");
     ex.barrier();  // level l is committed before anyone goes on (or stops)
     report.levels.push_back(lr);
     samples = std::move(next);
