@@ -25,6 +25,8 @@ class MessageWriter {
     put_i64(static_cast<std::int64_t>(values.size()));
     put_raw(values.data(), values.size() * sizeof(T));
   }
+  // Room for `bytes` more without reallocating (large messages: no growth copies).
+  void reserve(std::size_t bytes) { bytes_.reserve(bytes_.size() + bytes); }
   std::string take() { return std::move(bytes_); }
 
  private:

@@ -114,7 +114,15 @@ class CudaBackend final : public ComputeBackend {
     const std::int64_t k = lv.nodes(), d = tree.dim();
     const std::size_t bytes = static_cast<std::size_t>(k * d) * dtype_size(compute_);
     std::vector<unsigned char> host(bytes);
-    cluster::convert_rows(f32_view(lv.centroids.data(), k, d), compute_, host.data());
+    // Converted in parallel row chunks (a deep level has ~1M centroids).
+    constexpr std::int64_t kRows = 4096;
+    const std::int64_t chunks = (k + kRows - 1) / kRows;
+    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
+    parallel_for(resolve_threads(0, chunks), chunks, [&](std::int64_t c, int) {
+      const std::int64_t r0 = c * kRows, r1 = std::min(k, r0 + kRows);
+      cluster::convert_rows(f32_view(lv.centroids.data() + r0 * d, r1 - r0, d), compute_,
+                            host.data() + static_cast<std::size_t>(r0) * row_bytes);
+    });
     reserve(centroids_, std::max<std::size_t>(bytes, 16));
     cuda::copy_to_device(res_, centroids_.data(), host.data(), bytes);
     reserve(c_norms_, static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));

@@ -706,8 +706,18 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
                  ", seeding " + std::to_string(seed_s) + ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) + ")");
+    double exchange_s = 0, concat_s = 0, add_s = 0, graphs_s = 0, device_s = 0;
+    auto t_step = Clock::now();
+    auto step = [&t_step](double& into) {
+      const auto now = Clock::now();
+      into += std::chrono::duration<double>(now - t_step).count();
+      t_step = now;
+    };
     {
       dist::MessageWriter m;
+      std::size_t bytes = (mine.size() + 1) * sizeof(std::int64_t);
+      for (const auto& c : trained) bytes += sizeof(std::int64_t) + c.size() * sizeof(float);
+      m.reserve(bytes);
       m.put_array<std::int64_t>(mine);
       for (const auto& c : trained) m.put_array<float>(c);
       const auto all = ex.allgather(m.take());
@@ -720,8 +730,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
       }
     }
+    step(exchange_s);
     std::vector<float> centroids;
     std::vector<std::int64_t> parent;
+    {
+      std::size_t total = 0;
+      for (std::int64_t j = 0; j < n_parents; ++j) total += parent_centroids[static_cast<std::size_t>(j)].size();
+      centroids.reserve(total);
+      parent.reserve(total / static_cast<std::size_t>(d));
+    }
     for (std::int64_t j = 0; j < n_parents; ++j) {
       const std::int64_t bj = branch[static_cast<std::size_t>(j)];
       if (bj == 0) continue;
@@ -732,13 +749,19 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       centroids.insert(centroids.end(), c.begin(), c.end());
       parent.insert(parent.end(), static_cast<std::size_t>(bj), j);
     }
+    step(concat_s);
     s.tree.truncate(l - 1);
-    s.tree.add_level(std::move(centroids), std::move(parent));
+    s.tree.add_level(std::move(centroids), std::move(parent), cfg.threads);
+    step(add_s);
     s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
+    step(graphs_s);
     backend->prepare_level(s.tree, l);
+    step(device_s);
     n_nodes = s.tree.nodes(l);
     log_worker("level " + std::to_string(l) + ": centroids exchanged and level built in " +
-               std::to_string(since(t_tree)) + " s");
+               std::to_string(since(t_tree)) + " s (exchange " + std::to_string(exchange_s) + ", concatenate " +
+               std::to_string(concat_s) + ", level " + std::to_string(add_s) + ", graphs " +
+               std::to_string(graphs_s) + ", backend " + std::to_string(device_s) + ")");
 
     // ---- 2b. Optional full-data Lloyd passes (assign, sum in float64, update) --------
     for (int pass = 1; pass <= cfg.lloyd_passes; ++pass) {
@@ -878,7 +901,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               // The next level's sample offers: thread t serves the nodes nd % T == t, each
               // in row order (NodeSamples' nodes are independent; the samples do not
               // depend on the order anyway).
-              const int T = resolve_threads(cfg.threads, m / 65536);
+              const int T = resolve_threads(cfg.threads, m / 8192);
               parallel_for(T, T, [&](std::int64_t t, int) {
                 for (std::int64_t i = 0; i < m; ++i) {
                   const std::int64_t r = r0 + i;

@@ -50,7 +50,8 @@ class Tree {
 
   // Appends level levels()+1 with the given nodes (parents must be sorted ascending and
   // refer to nodes of the current last level) and builds its CSR and packed children.
-  void add_level(std::vector<float> centroids, std::vector<std::int64_t> parent);
+  // `threads` packs the parents' children for the CPU kernels (0 = all cores).
+  void add_level(std::vector<float> centroids, std::vector<std::int64_t> parent, int threads = 0);
   // Drops levels deeper than `keep`.
   void truncate(int keep);
 
