@@ -713,7 +713,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       into += std::chrono::duration<double>(now - t_step).count();
       t_step = now;
     };
-    {
+    if (R == 1) {  // nothing to exchange: the trained centroids move in place
+      for (std::size_t u = 0; u < mine.size(); ++u) {
+        const auto j = static_cast<std::size_t>(mine[u]);
+        parent_centroids[j] = std::move(trained[u]);
+        branch[j] = static_cast<std::int64_t>(parent_centroids[j].size()) / d;
+      }
+    } else {
       dist::MessageWriter m;
       std::size_t bytes = (mine.size() + 1) * sizeof(std::int64_t);
       for (const auto& c : trained) bytes += sizeof(std::int64_t) + c.size() * sizeof(float);
