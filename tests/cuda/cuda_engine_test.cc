@@ -8,6 +8,7 @@
 //   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
+//   5b. Cosine (spherical k-means on the device) vs the CPU: >= 99% of paths equal.
 //   6. One k-means problem through the CUDA assigner (device seeding distances, assignments
 //      and float64 sums) on f16 blobs: its seeding distances and per-cluster sums against
 //      float64 on the same rows, its final inertia within 1% of the CPU k-means' (same seed),
@@ -316,6 +317,18 @@ int main(int argc, char** argv) {
       loaded.predict(in32, dir + "/p_gpu");
       const double self = fraction_equal_rows(p_gpu, all_paths(dir + "/p_gpu", shards), levels);
       check(self >= 0.995, "GPU model, CPU predict vs its fit's paths: " + std::to_string(100 * self) + "% (>= 99.5%)");
+    }
+
+    {
+      // Cosine: spherical k-means (normalised rows, centroids normalised on the device after
+      // each update) against the CPU engine on the same f32 data.
+      TaxonomyConfig c = base;
+      c.metric = megatax::TaxonomyMetric::kCosine;
+      fit(c, "cpu", in32, dir + "/m_cos_cpu", dir + "/o_cos_cpu");
+      fit(c, "cuda", in32, dir + "/m_cos_gpu", dir + "/o_cos_gpu");
+      const double agree_cos =
+          fraction_equal_rows(all_paths(dir + "/o_cos_cpu", shards), all_paths(dir + "/o_cos_gpu", shards), levels);
+      check(agree_cos >= 0.99, "cosine f32 GPU vs CPU: " + std::to_string(100 * agree_cos) + "% of paths equal (>= 99%)");
     }
 
     bool threw_invalid = false;
