@@ -55,7 +55,8 @@ struct TaxonomyConfig {
   int threads = 0;                        // 0 = all hardware threads
   int lloyd_passes = 0;                   // extra full-data Lloyd passes per level
   std::int64_t batch_rows = 65536;        // rows read per batch
-  std::int64_t memory_budget_mb = 1024;   // training samples held at once (per group)
+  std::int64_t memory_budget_mb = 1024;   // training samples of one group of node problems
+                                          // (the CUDA backend holds two: one trains, one is read)
   std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
   // Where the kernels run: "cpu", or "cuda" (one GPU per process: `gpu` >= 0 picks it, -1 =
   // the MPI local rank mod the visible GPUs). gpu_dtype is what the GPU multiplies in:

@@ -96,7 +96,8 @@ class TaxonomyEngine:
             threads: worker threads, 0 = all hardware threads (results do not change).
             lloyd_passes: extra full-data Lloyd passes per level.
             batch_rows: rows read per batch.
-            memory_budget_mb: training samples held at once (per group).
+            memory_budget_mb: training samples of one group of node problems (the CUDA
+                backend holds two groups: one training, the next being read).
             simd: CPU kernel path: "auto", "scalar", "avx2", "avx512" or "neon".
             column, id_column, skip_null: Parquet inputs: the embedding column, an integer
                 id column carried to the outputs, skip (count) null embeddings.

@@ -227,7 +227,7 @@ seed                random seed (same data + config + seed = same tree)
 threads             0 = all hardware threads (does not change results)
 lloyd_passes        extra full-data Lloyd passes per level
 batch_rows          rows read per batch
-memory_budget_mb    training samples held at once (per group)
+memory_budget_mb    training samples per group of node problems (CUDA: two groups held)
 simd                CPU kernel path: auto, scalar, avx2, avx512 or neon
 column, id_column, skip_null   Parquet inputs: embedding column, id column, skip null rows
 output_format       'npy' or 'parquet'
