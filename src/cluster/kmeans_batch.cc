@@ -72,7 +72,10 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     bool any = false;
     for (std::size_t p = 0; p < P; ++p) any = any || !cands[p].empty();
     if (!any) break;
+    const auto t_device = Clock::now();
     device.seeding_distances(cands, &dist);
+    tm.seeding_device += since(t_device);
+    ++tm.seeding_steps;
     each([&](std::size_t p) {
       if (cands[p].empty()) return;
       seeds[p]->take(dist[p]);

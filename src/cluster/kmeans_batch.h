@@ -53,6 +53,8 @@ class BatchKMeansDevice {
 // Where a batch's time went (wall seconds).
 struct BatchKMeansTimes {
   double prepare = 0, seeding = 0, assign = 0, update = 0;
+  double seeding_device = 0;  // of `seeding`: in the device's seeding_distances calls
+  std::int64_t seeding_steps = 0;
 };
 
 // Requires xs.size() == params.size(), every problem valid for fit_kmeans (Error naming the

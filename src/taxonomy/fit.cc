@@ -516,6 +516,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Where training time goes, summed over the node problems (thread-seconds).
     std::mutex breakdown_mutex;
     double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
+    double seed_device_s = 0;  // batched: seeding's device calls
+    std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
       std::lock_guard<std::mutex> lock(breakdown_mutex);
       gather_s += g;
@@ -611,6 +613,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cluster::BatchKMeansTimes bt;
           auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt);
           seed_s += bt.seeding;
+          seed_device_s += bt.seeding_device;
+          seed_steps += bt.seeding_steps;
           kassign_s += bt.prepare + bt.assign;
           update_s += bt.update;
           for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
@@ -704,7 +708,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
                  std::to_string(since(t_train)) + " s (" +
                  (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
-                 ", seeding " + std::to_string(seed_s) + ", assign " + std::to_string(kassign_s) +
+                 ", seeding " + std::to_string(seed_s) +
+                 (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) + ")"
+                          : std::string()) +
+                 ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) + ")");
     double exchange_s = 0, concat_s = 0, add_s = 0, graphs_s = 0, device_s = 0;
     auto t_step = Clock::now();
