@@ -36,11 +36,11 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   BatchKMeansTimes local;
   BatchKMeansTimes& tm = times != nullptr ? *times : local;
   const auto P64 = static_cast<std::int64_t>(P);
-  // Per-problem host steps run on threads when there are enough problems to share (each
-  // parallel_for starts its threads: a few tens of microseconds).
-  const int step_threads = resolve_threads(threads, P64 / 8);
+  // Per-problem host steps run on a pool of threads kept for the batch (thousands of steps
+  // of a millisecond or so: starting threads per step would cost a good part of each).
+  WorkerPool pool(resolve_threads(threads, P64 / 8));
   auto each = [&](const std::function<void(std::size_t)>& f) {
-    parallel_for(step_threads, P64, [&](std::int64_t p, int) { f(static_cast<std::size_t>(p)); });
+    pool.run(P64, [&](std::int64_t p, int) { f(static_cast<std::size_t>(p)); });
   };
 
   auto t = Clock::now();

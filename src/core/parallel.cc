@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -57,6 +58,95 @@ void parallel_for(int threads, std::int64_t n_tasks,
   work(0);
   for (auto& th : pool) th.join();
   if (first_error) std::rethrow_exception(first_error);
+}
+
+struct WorkerPool::State {
+  std::mutex mu;
+  std::condition_variable start, done;
+  std::uint64_t generation = 0;  // bumped by run(); workers wait for a new one
+  bool stop = false;
+  int busy = 0;                  // workers still in the current run
+  std::int64_t n_tasks = 0;
+  const std::function<void(std::int64_t, int)>* fn = nullptr;
+  std::atomic<std::int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::vector<std::thread> workers;
+
+  void work(int worker) {
+    for (;;) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      const std::int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n_tasks) return;
+      try {
+        (*fn)(i, worker);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first_error) first_error = std::current_exception();
+        failed.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+};
+
+WorkerPool::WorkerPool(int threads) : threads_(threads <= 0 ? hardware_threads() : threads), state_(new State) {
+  State* st = state_;
+  for (int w = 1; w < threads_; ++w) {
+    st->workers.emplace_back([st, w] {
+      std::uint64_t seen = 0;
+      for (;;) {
+        {
+          std::unique_lock<std::mutex> lock(st->mu);
+          st->start.wait(lock, [&] { return st->stop || st->generation != seen; });
+          if (st->stop) return;
+          seen = st->generation;
+        }
+        st->work(w);
+        std::lock_guard<std::mutex> lock(st->mu);
+        if (--st->busy == 0) st->done.notify_one();
+      }
+    });
+  }
+}
+
+WorkerPool::~WorkerPool() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->stop = true;
+  }
+  state_->start.notify_all();
+  for (auto& t : state_->workers) t.join();
+  delete state_;
+}
+
+void WorkerPool::run(std::int64_t n_tasks, const std::function<void(std::int64_t, int)>& fn) {
+  if (n_tasks <= 0) return;
+  State& st = *state_;
+  if (threads_ == 1 || n_tasks == 1) {
+    for (std::int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    st.n_tasks = n_tasks;
+    st.fn = &fn;
+    st.next.store(0, std::memory_order_relaxed);
+    st.failed.store(false, std::memory_order_relaxed);
+    st.first_error = nullptr;
+    st.busy = threads_ - 1;
+    ++st.generation;
+  }
+  st.start.notify_all();
+  st.work(0);
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lock(st.mu);
+    st.done.wait(lock, [&] { return st.busy == 0; });
+    error = st.first_error;
+    st.fn = nullptr;
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace megatax

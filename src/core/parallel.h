@@ -24,4 +24,23 @@ int resolve_threads(int threads, std::int64_t n_tasks) noexcept;
 void parallel_for(int threads, std::int64_t n_tasks,
                   const std::function<void(std::int64_t task, int worker)>& fn);
 
+// Threads kept for many short parallel loops: parallel_for starts its threads on every call
+// (tens of microseconds), which dominates loops of a millisecond run thousands of times.
+// run() has parallel_for's contract on the pool's threads (the caller is worker 0). One
+// run() at a time; the workers stop when the pool is destroyed.
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads);  // threads <= 0: hardware_threads()
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+  int threads() const noexcept { return threads_; }
+  void run(std::int64_t n_tasks, const std::function<void(std::int64_t task, int worker)>& fn);
+
+ private:
+  struct State;
+  int threads_;
+  State* state_;
+};
+
 }  // namespace megatax
