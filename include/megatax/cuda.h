@@ -117,6 +117,11 @@ class OwnedBuffer {
   OwnedBuffer(const OwnedBuffer&) = delete;
   OwnedBuffer& operator=(const OwnedBuffer&) = delete;
 
+  // Grows to at least `bytes` (a new allocation: the contents are not kept); no-op if large
+  // enough. Allocating and freeing device memory synchronise the device: reuse buffers.
+  void reserve(std::size_t bytes) {
+    if (size_ < bytes) *this = OwnedBuffer(bytes);
+  }
   void* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   template <class T>

@@ -8,14 +8,6 @@
 #include "megatax/error.h"
 
 namespace megatax::cluster {
-namespace {
-
-// Grows a device buffer to at least `bytes` (contents are not kept).
-void reserve(cuda::DeviceBuffer& b, std::size_t bytes) {
-  if (b.size() < bytes) b = cuda::DeviceBuffer(bytes);
-}
-
-}  // namespace
 
 void convert_row(DType from, const void* src, std::size_t d, DType to, void* dst, float* tmp) noexcept {
   if (from == to) {
@@ -42,7 +34,7 @@ CudaAssigner::CudaAssigner(int device, Metric metric, DType compute_dtype)
 
 void CudaAssigner::upload_points(const MatrixView& x) {
   const std::size_t bytes = static_cast<std::size_t>(x.rows * x.dim) * dtype_size(compute_);
-  reserve(x_dev_, std::max<std::size_t>(bytes, 16));
+  x_dev_.reserve(std::max<std::size_t>(bytes, 16));
   if (x.dtype == compute_ && x.stride == x.dim) {
     cuda::copy_to_device(res_, x_dev_.data(), x.data, bytes);  // as they are: no host copy
   } else {
@@ -77,7 +69,7 @@ bool CudaAssigner::set_seeding_pool(std::span<const std::int64_t> rows) {
                                                    " is not one of the " + std::to_string(n_dev_) +
                                                    " prepared points");
   pool_.assign(rows.begin(), rows.end());
-  reserve(pool_dev_, std::max<std::size_t>(pool_.size() * sizeof(std::int64_t), 16));
+  pool_dev_.reserve(std::max<std::size_t>(pool_.size() * sizeof(std::int64_t), 16));
   cuda::copy_to_device(res_, pool_dev_.data(), pool_.data(), pool_.size() * sizeof(std::int64_t));
   return true;
 }
@@ -97,8 +89,8 @@ void CudaAssigner::seeding_distances(std::span<const std::int64_t> cand, float* 
                                                      " is outside the pool of " + std::to_string(m));
       rows[t] = pool_[static_cast<std::size_t>(c)];
     }
-    reserve(cand_dev_, sizeof(rows));
-    reserve(seed_out_dev_, static_cast<std::size_t>(nc * m) * sizeof(float));
+    cand_dev_.reserve(sizeof(rows));
+    seed_out_dev_.reserve(static_cast<std::size_t>(nc * m) * sizeof(float));
     cuda::copy_to_device(res_, cand_dev_.data(), rows, static_cast<std::size_t>(nc) * sizeof(std::int64_t));
     cuda::RowDistanceArgs a;
     a.x = x;
@@ -117,8 +109,8 @@ bool CudaAssigner::cluster_sums(std::int64_t k, double* sums, std::int64_t* coun
   if (!labels_of_prepared_) return false;
   const std::int64_t d = prepared_.dim;
   const std::size_t sum_bytes = static_cast<std::size_t>(k * d) * sizeof(double);
-  reserve(sums_dev_, std::max<std::size_t>(sum_bytes, 16));
-  reserve(counts_dev_, static_cast<std::size_t>(k) * sizeof(std::int64_t));
+  sums_dev_.reserve(std::max<std::size_t>(sum_bytes, 16));
+  counts_dev_.reserve(static_cast<std::size_t>(k) * sizeof(std::int64_t));
   cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
   cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(k) * sizeof(std::int64_t));
   cuda::AccumulateArgs a;
@@ -139,7 +131,7 @@ void CudaAssigner::set_centroids(const float* centroids, std::int64_t k, std::in
   const std::size_t bytes = static_cast<std::size_t>(k * dim) * dtype_size(compute_);
   std::vector<unsigned char> host(bytes);
   convert_rows(f32_view(centroids, k, dim), compute_, host.data());
-  reserve(c_dev_, std::max<std::size_t>(bytes, 16));
+  c_dev_.reserve(std::max<std::size_t>(bytes, 16));
   cuda::copy_to_device(res_, c_dev_.data(), host.data(), bytes);
   res_.synchronize();
   k_ = k;
@@ -160,8 +152,8 @@ void CudaAssigner::assign(const MatrixView& x, std::int64_t* labels, float* dist
   }
   const std::int64_t n = x.rows;
   if (n == 0) return;
-  reserve(labels_dev_, static_cast<std::size_t>(n) * sizeof(std::int64_t));
-  reserve(dist_dev_, static_cast<std::size_t>(n) * sizeof(float));
+  labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int64_t));
+  dist_dev_.reserve(static_cast<std::size_t>(n) * sizeof(float));
   cuda::AssignArgs a;
   a.metric = metric_;
   a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);

@@ -11,13 +11,6 @@
 namespace megatax::cluster {
 namespace {
 
-void reserve(cuda::DeviceBuffer& b, std::size_t bytes) {
-  if (b.size() < bytes) b = cuda::DeviceBuffer(std::max<std::size_t>(bytes, 16));
-}
-void reserve(cuda::PinnedBuffer& b, std::size_t bytes) {
-  if (b.size() < bytes) b = cuda::PinnedBuffer(std::max<std::size_t>(bytes, 16));
-}
-
 constexpr std::size_t kStagingBytes = std::size_t{128} << 20;  // host -> device chunks
 constexpr std::int64_t kMaxCand = cuda::kMaxRowDistanceCandidates;
 
@@ -33,10 +26,10 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   for (std::size_t p = 0; p < P; ++p) row_begin_[p + 1] = row_begin_[p] + xs[p].rows;
   const std::int64_t n = row_begin_[P];
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
-  reserve(x_dev_, static_cast<std::size_t>(n) * row_bytes);
+  x_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
   // Rows go through a pinned staging buffer, filled (converted if need be) by all threads.
   const std::int64_t chunk_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(kStagingBytes / std::max<std::size_t>(row_bytes, 1)));
-  reserve(staging_, static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes);
+  staging_.reserve(static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes);
   auto* stage = static_cast<unsigned char*>(staging_.data());
   for (std::int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
     const std::int64_t r1 = std::min(n, r0 + chunk_rows);
@@ -69,8 +62,8 @@ void CudaBatchKMeans::set_seeding_pools(const std::vector<std::vector<std::int64
   for (std::size_t p = 0; p < P; ++p)
     for (std::size_t i = 0; i < pools[p].size(); ++i)
       pool_rows_[static_cast<std::size_t>(pool_begin_[p]) + i] = row_begin_[p] + pools[p][i];
-  reserve(pool_dev_, pool_rows_.size() * sizeof(std::int64_t));
-  reserve(pool_begin_dev_, pool_begin_.size() * sizeof(std::int64_t));
+  pool_dev_.reserve(pool_rows_.size() * sizeof(std::int64_t));
+  pool_begin_dev_.reserve(pool_begin_.size() * sizeof(std::int64_t));
   cuda::copy_to_device(res_, pool_dev_.data(), pool_rows_.data(), pool_rows_.size() * sizeof(std::int64_t));
   cuda::copy_to_device(res_, pool_begin_dev_.data(), pool_begin_.data(), pool_begin_.size() * sizeof(std::int64_t));
 }
@@ -81,7 +74,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   // Host side of the launch: candidates' rows, their counts, where each problem writes.
   const std::size_t a_bytes = P * kMaxCand * sizeof(std::int64_t), ob_bytes = P * sizeof(std::int64_t),
                     na_bytes = P * sizeof(std::int32_t);
-  reserve(small_, a_bytes + ob_bytes + na_bytes);
+  small_.reserve(a_bytes + ob_bytes + na_bytes);
   auto* a = small_.as<std::int64_t>();
   auto* out_begin = a + P * kMaxCand;
   auto* n_a = reinterpret_cast<std::int32_t*>(out_begin + P);
@@ -105,9 +98,9 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   }
   out->assign(P, nullptr);
   if (total == 0) return;
-  reserve(cand_dev_, a_bytes + ob_bytes + na_bytes);
+  cand_dev_.reserve(a_bytes + ob_bytes + na_bytes);
   cuda::copy_to_device(res_, cand_dev_.data(), small_.data(), a_bytes + ob_bytes + na_bytes);
-  reserve(seed_out_dev_, static_cast<std::size_t>(total) * sizeof(float));
+  seed_out_dev_.reserve(static_cast<std::size_t>(total) * sizeof(float));
   cuda::GroupedRowDistanceArgs g;
   g.x = MatrixView(x_dev_.data(), row_begin_.back(), dim_, compute_, dim_);
   g.groups = static_cast<std::int64_t>(P);
@@ -119,7 +112,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   g.n_a = reinterpret_cast<const std::int32_t*>(g.out_begin + P);
   g.out = seed_out_dev_.as<float>();
   cuda::row_distances_grouped(res_, g);
-  reserve(seed_host_, static_cast<std::size_t>(total) * sizeof(float));
+  seed_host_.reserve(static_cast<std::size_t>(total) * sizeof(float));
   cuda::copy_to_host(res_, seed_host_.data(), seed_out_dev_.data(), static_cast<std::size_t>(total) * sizeof(float));
   out->resize(P);
   for (std::size_t p = 0; p < P; ++p) (*out)[p] = seed_host_.as<float>() + out_begin[p];
@@ -138,7 +131,7 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
   // float32 (what the updates refine) and the compute dtype (what assign reads), both kept.
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   const auto f32_bytes = static_cast<std::size_t>(dim_) * sizeof(float);
-  reserve(staging_, static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
+  staging_.reserve(static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
   auto* conv = static_cast<unsigned char*>(staging_.data());
   auto* f32 = reinterpret_cast<float*>(conv + static_cast<std::size_t>(total) * row_bytes);
   parallel_for(resolve_threads(0, static_cast<std::int64_t>(P) / 8), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
@@ -147,8 +140,8 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
     std::memcpy(f32 + c0 * static_cast<std::size_t>(dim_), centroids[p], static_cast<std::size_t>(k[p]) * f32_bytes);
     convert_rows(f32_view(centroids[p], k[p], dim_), compute_, conv + c0 * row_bytes);
   });
-  reserve(c_dev_, static_cast<std::size_t>(total) * row_bytes);
-  reserve(c32_dev_, static_cast<std::size_t>(total) * f32_bytes);
+  c_dev_.reserve(static_cast<std::size_t>(total) * row_bytes);
+  c32_dev_.reserve(static_cast<std::size_t>(total) * f32_bytes);
   cuda::copy_to_device(res_, c_dev_.data(), conv, static_cast<std::size_t>(total) * row_bytes);
   cuda::copy_to_device(res_, c32_dev_.data(), f32, static_cast<std::size_t>(total) * f32_bytes);
   res_.synchronize();  // the staging buffer is reused
@@ -157,8 +150,8 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
 void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) {
   const std::size_t P = labels.size();
   const std::int64_t n = row_begin_.back();
-  reserve(labels_dev_, static_cast<std::size_t>(n) * sizeof(std::int32_t));
-  reserve(dist_dev_, static_cast<std::size_t>(n) * sizeof(float));
+  labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  dist_dev_.reserve(static_cast<std::size_t>(n) * sizeof(float));
   cuda::GroupedAssignArgs g;
   g.metric = metric_;
   g.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
@@ -169,7 +162,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   g.labels = labels_dev_.as<std::int32_t>();
   g.distances = dist_dev_.as<float>();
   cuda::assign_grouped(res_, g);
-  reserve(results_, static_cast<std::size_t>(n) * 8);
+  results_.reserve(static_cast<std::size_t>(n) * 8);
   auto* lab = results_.as<std::int32_t>();
   auto* dd = reinterpret_cast<float*>(lab + n);
   cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
@@ -190,7 +183,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
   // Clusters numbered across the batch: problem p's cluster c is centroid_begin[p] + c; the
   // clusters of problems not updated now are kept.
-  reserve(small_, static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  small_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   auto* global = small_.as<std::int32_t>();
   auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
   for (std::size_t p = 0; p < P; ++p) {
@@ -199,12 +192,12 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
     std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
                 static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
   }
-  reserve(global_labels_dev_, static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
                        static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
-  reserve(sums_dev_, sum_bytes);
-  reserve(counts_dev_, static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  sums_dev_.reserve(sum_bytes);
+  counts_dev_.reserve(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
   cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::AccumulateArgs a;
@@ -227,7 +220,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   m.converted = c_dev_.data();
   m.converted_dtype = compute_;
   cuda::means(res_, m);
-  reserve(results_, static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  results_.reserve(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   auto* c = results_.as<std::int64_t>();
   cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   for (std::size_t p = 0; p < P; ++p)
@@ -253,7 +246,7 @@ void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();
   const std::size_t bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(float);
-  reserve(results_, bytes);
+  results_.reserve(bytes);
   auto* f = results_.as<float>();
   cuda::copy_to_host(res_, f, c32_dev_.data(), bytes);
   for (std::size_t p = 0; p < P; ++p)

@@ -29,13 +29,6 @@ int local_rank() {
   return 0;
 }
 
-void reserve(cuda::DeviceBuffer& b, std::size_t bytes) {
-  if (b.size() < bytes) b = cuda::DeviceBuffer(bytes);
-}
-void reserve(cuda::PinnedBuffer& b, std::size_t bytes) {
-  if (b.size() < bytes) b = cuda::PinnedBuffer(bytes);
-}
-
 // CudaAssigners kept for reuse across node problems (one per concurrent problem at most).
 class AssignerPool {
  public:
@@ -123,9 +116,9 @@ class CudaBackend final : public ComputeBackend {
       cluster::convert_rows(f32_view(lv.centroids.data() + r0 * d, r1 - r0, d), compute_,
                             host.data() + static_cast<std::size_t>(r0) * row_bytes);
     });
-    reserve(centroids_, std::max<std::size_t>(bytes, 16));
+    centroids_.reserve(std::max<std::size_t>(bytes, 16));
     cuda::copy_to_device(res_, centroids_.data(), host.data(), bytes);
-    reserve(c_norms_, static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));
+    c_norms_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));
     if (k > 0) cuda::row_norms(res_, MatrixView(centroids_.data(), k, d, compute_, d), c_norms_.as<float>());
     res_.synchronize();
     level_ = level;
@@ -178,11 +171,11 @@ class CudaBackend final : public ComputeBackend {
     if (m == 0) return;
     // Stage the active rows in the compute dtype (pinned), copy, assign, copy back.
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
-    reserve(staging_, static_cast<std::size_t>(m) * row_bytes);
-    reserve(x_dev_, static_cast<std::size_t>(m) * row_bytes);
-    reserve(labels_dev_, static_cast<std::size_t>(m) * sizeof(std::int32_t));
-    reserve(dist_dev_, static_cast<std::size_t>(m) * sizeof(float));
-    reserve(out_host_, static_cast<std::size_t>(m) * 8);
+    staging_.reserve(static_cast<std::size_t>(m) * row_bytes);
+    x_dev_.reserve(static_cast<std::size_t>(m) * row_bytes);
+    labels_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int32_t));
+    dist_dev_.reserve(static_cast<std::size_t>(m) * sizeof(float));
+    out_host_.reserve(static_cast<std::size_t>(m) * 8);
     auto* staged = static_cast<unsigned char*>(staging_.data());
     constexpr std::int64_t kChunk = 1024;  // rows per task
     const std::int64_t chunks = (m + kChunk - 1) / kChunk;

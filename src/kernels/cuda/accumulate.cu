@@ -18,6 +18,7 @@
 #include <string>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -75,10 +76,6 @@ __global__ void offsets_kernel(const int* sorted_keys, std::int64_t n, std::int6
   multi_pieces[c] = p > 1 ? p : 0;
   if (counts != nullptr) counts[c] += count;
 }
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 struct SumParams {
   const void* x = nullptr;

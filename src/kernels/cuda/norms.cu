@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -15,10 +16,6 @@ namespace {
 
 constexpr int kNormThreads = 256;
 constexpr int kNormRowsPerBlock = kNormThreads / 32;
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // kVec elements of T fill 16 bytes.
 template <class T>

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -18,10 +19,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / 32;
 constexpr int kMaxCand = static_cast<int>(kMaxRowDistanceCandidates);
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // One warp: the distances from `row` to the n_a candidate rows, written to out[t * ld_out]
 // by lane t. Each lane sums its elements for every candidate (with `vec`, 16-byte pieces
