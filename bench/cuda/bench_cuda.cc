@@ -11,9 +11,11 @@
 //   - top-k at Q=1024 and Q=16 for N=10M D=128 and N=2M D=1024, k=10 and 100, bf16 (and f32):
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
 //     (database bytes / measured copy bandwidth)
+//   - k-means++ seeding of a level's batch of node problems (grouped distances per round, and
+//     the whole seed_grouped): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
-//   bench_cuda [--reps R] [--no-f32] [--only assign|topk]
+//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding]
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
       only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding]\n", argv[0]);
       return 2;
     }
   }
@@ -298,6 +300,82 @@ int main(int argc, char** argv) {
                                   100 * read_floor / ours)});
           }
         }
+      }
+    }
+    // ---- k-means++ seeding of many node problems ----------------------------------------
+    // The shapes of a taxonomy level's batch: G problems of m pool points, D=1024 f16, k=100,
+    // 8 candidates per centroid. Per round: one grouped distance launch (reads the pools
+    // once: the floor is pool bytes / HBM read bandwidth) and one choose-and-draw launch.
+    if (only.empty() || only == "seeding") {
+      std::printf("\nk-means++ seeding (grouped): per round vs the pool read floor\n");
+      struct SeedShape {
+        std::int64_t groups, m;
+      };
+      const std::int64_t d = 1024, k = 100, trials = 8;
+      for (const SeedShape sh : {SeedShape{186, 2048}, SeedShape{2450, 200}, SeedShape{100, 2048}}) {
+        const std::int64_t n_b = sh.groups * sh.m;
+        megatax::bench::fill_uniform(big.data(), static_cast<std::size_t>(n_b * d), DType::kF16, 77, stream);
+        std::vector<std::int64_t> b(static_cast<std::size_t>(n_b)), b_begin, a(static_cast<std::size_t>(sh.groups) * 16),
+            out_begin;
+        for (std::int64_t i = 0; i < n_b; ++i) b[i] = i;
+        std::vector<std::int32_t> n_a(static_cast<std::size_t>(sh.groups), static_cast<std::int32_t>(trials));
+        std::vector<mc::SeedingProblem> probs(static_cast<std::size_t>(sh.groups));
+        std::vector<double> uni(static_cast<std::size_t>(sh.groups * (k - 1) * trials));
+        for (std::size_t u = 0; u < uni.size(); ++u) uni[u] = static_cast<double>((u * 2654435761u) % 1000003) / 1000003.0;
+        for (std::int64_t g = 0; g <= sh.groups; ++g) b_begin.push_back(g * sh.m);
+        for (std::int64_t g = 0; g < sh.groups; ++g) {
+          out_begin.push_back(g * sh.m * trials);
+          for (std::int64_t t = 0; t < trials; ++t) a[g * 16 + t] = g * sh.m + (t * 37) % sh.m;
+          probs[g].k = k;
+          probs[g].first = g % sh.m;
+          probs[g].uniform_begin = g * (k - 1) * trials;
+          probs[g].trials = static_cast<std::int32_t>(trials);
+        }
+        mc::DeviceBuffer db(b.size() * 8), dbb(b_begin.size() * 8), da(a.size() * 8), dna(n_a.size() * 4),
+            dob(out_begin.size() * 8), dout(static_cast<std::size_t>(n_b * trials) * 4),
+            dprob(probs.size() * sizeof(mc::SeedingProblem)), duni(uni.size() * 8),
+            dchosen(static_cast<std::size_t>(sh.groups * k) * 8);
+        mc::copy_to_device(res, db.data(), b.data(), b.size() * 8);
+        mc::copy_to_device(res, dbb.data(), b_begin.data(), b_begin.size() * 8);
+        mc::copy_to_device(res, da.data(), a.data(), a.size() * 8);
+        mc::copy_to_device(res, dna.data(), n_a.data(), n_a.size() * 4);
+        mc::copy_to_device(res, dob.data(), out_begin.data(), out_begin.size() * 8);
+        mc::copy_to_device(res, dprob.data(), probs.data(), probs.size() * sizeof(mc::SeedingProblem));
+        mc::copy_to_device(res, duni.data(), uni.data(), uni.size() * 8);
+        res.synchronize();
+        const MatrixView xv(big.data(), n_b, d, DType::kF16);
+        mc::GroupedRowDistanceArgs r;
+        r.x = xv;
+        r.groups = sh.groups;
+        r.b = db.as<std::int64_t>();
+        r.b_begin = dbb.as<std::int64_t>();
+        r.n_b = n_b;
+        r.a = da.as<std::int64_t>();
+        r.n_a = dna.as<std::int32_t>();
+        r.out_begin = dob.as<std::int64_t>();
+        r.out = dout.as<float>();
+        r.max_n_a = trials;
+        const double dist_ms = time_ms(stream, [&] { mc::row_distances_grouped(res, r); });
+        mc::GroupedSeedingArgs sa;
+        sa.x = xv;
+        sa.groups = sh.groups;
+        sa.b = r.b;
+        sa.b_begin = r.b_begin;
+        sa.n_b = n_b;
+        sa.problems = dprob.as<mc::SeedingProblem>();
+        sa.uniforms = duni.as<double>();
+        sa.max_k = k;
+        sa.max_trials = static_cast<std::int32_t>(trials);
+        sa.chosen = dchosen.as<std::int64_t>();
+        const double seed_ms = time_ms(stream, [&] { mc::seed_grouped(res, sa); }, std::min(g_reps, 3));
+        const double floor_ms = static_cast<double>(n_b * d * 2) / read_bw * 1e3;
+        const std::string shape = fmt("%lld x m=%lld D=%lld f16 k=%lld", (long long)sh.groups, (long long)sh.m,
+                                      (long long)d, (long long)k);
+        std::printf("  %-32s distances %7.3f ms (%3.0f%% of read BW) | seeding %8.2f ms = %.3f ms/round "
+                    "(floor %.3f)\n",
+                    shape.c_str(), dist_ms, 100 * floor_ms / dist_ms, seed_ms, seed_ms / k, floor_ms);
+        g_rows.push_back({"seeding " + shape, fmt("%.3f ms/round, distances %.3f ms, floor %.3f ms", seed_ms / k,
+                                                  dist_ms, floor_ms)});
       }
     }
     CUBLAS_CHECK(cublasDestroy(cublas));

@@ -244,8 +244,47 @@ struct GroupedRowDistanceArgs {
   const std::int32_t* n_a = nullptr;        // [groups]
   const std::int64_t* out_begin = nullptr;  // [groups]
   float* out = nullptr;
+  std::int64_t max_n_a = kMaxRowDistanceCandidates;  // host: no n_a[g] exceeds it (sizes shared memory)
 };
 void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
+
+// ---- k-means++ seeding of many problems, on the device ----------------------------------
+// Greedy k-means++ (cluster/kmeans_steps.h's SeedingRun: each centroid draws `trials` pool
+// points by D^2 sampling and keeps the one that lowers the pool's potential most) for many
+// problems at once, queued as max_k rounds of two launches (candidate distances through
+// row_distances_grouped, then one block per problem that picks, updates its pool's nearest
+// distances and draws the next candidates) with no host round trip in between.
+//
+// The arithmetic is SeedingRun's, step for step: float64 potentials summed in pool order,
+// the candidate with the smallest potential (first on ties), a draw = the first pool point
+// whose running float64 sum of nearest distances exceeds u * potential (the last point with
+// a non-zero distance if none does), and when the potential is 0 (every pool point sits on
+// a centroid) centroid c is pool point c mod m without drawing. The uniforms are the ones
+// the host run would draw, in its order: a problem consumes `trials` of them per drawn
+// centroid. Given the same candidate distances a problem chooses the same pool points as
+// SeedingRun, whatever other problems share the launch.
+struct SeedingProblem {        // one problem (an element of a device array)
+  std::int64_t k = 0;          // centroids to choose: 1 .. its pool size
+  std::int64_t first = 0;      // centroid 0: this pool index (0-based in its pool)
+  std::int64_t uniform_begin = 0;  // its (k - 1) * trials uniforms in [0, 1) start here
+  std::int32_t trials = 0;     // candidates per drawn centroid: 1 .. kMaxRowDistanceCandidates
+  std::int32_t pad = 0;
+};
+struct GroupedSeedingArgs {
+  MatrixView x;                                // device rows, dtype f32, f16 or bf16
+  std::int64_t groups = 0;                     // >= 1
+  const std::int64_t* b = nullptr;             // [n_b] pool rows (row numbers of x)
+  const std::int64_t* b_begin = nullptr;       // [groups + 1] problem g's pool: b[b_begin[g] ..)
+  std::int64_t n_b = 0;
+  const SeedingProblem* problems = nullptr;    // [groups]
+  const double* uniforms = nullptr;
+  std::int64_t max_k = 0;                      // host copy: the largest k (rounds queued)
+  std::int32_t max_trials = 0;                 // host copy: the largest trials
+  std::int64_t* chosen = nullptr;              // [groups * max_k] out: problem g's k pool indices at g * max_k
+};
+// Queues the whole seeding (its temporaries in res.workspace(): about (4 + 8 + 4 * max_trials)
+// bytes per pool row). Device arrays are not checked; host fields are (Error(kInvalidArgument)).
+void seed_grouped(Resources& res, const GroupedSeedingArgs& args);
 
 // ---- accumulate: per-cluster sums and counts ---------------------------------------------
 enum class SumType : std::uint8_t { kF32 = 0, kF64 = 1 };

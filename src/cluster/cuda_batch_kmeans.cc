@@ -27,12 +27,16 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   const std::int64_t n = row_begin_[P];
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   x_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
-  // Rows go through a pinned staging buffer, filled (converted if need be) by all threads.
-  const std::int64_t chunk_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(kStagingBytes / std::max<std::size_t>(row_bytes, 1)));
-  staging_.reserve(static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes);
-  auto* stage = static_cast<unsigned char*>(staging_.data());
-  for (std::int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
+  // Rows go through two pinned staging halves, filled (converted if need be) by all threads:
+  // one half is filled while the other's copy to the device runs.
+  const std::int64_t chunk_rows =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(kStagingBytes / 2 / std::max<std::size_t>(row_bytes, 1)));
+  const std::size_t half_bytes = static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes;
+  staging_.reserve(2 * half_bytes);
+  int half = 0;
+  for (std::int64_t r0 = 0; r0 < n; r0 += chunk_rows, half ^= 1) {
     const std::int64_t r1 = std::min(n, r0 + chunk_rows);
+    auto* stage = static_cast<unsigned char*>(staging_.data()) + static_cast<std::size_t>(half) * half_bytes;
     constexpr std::int64_t kRowsPerTask = 256;
     const std::int64_t tasks = (r1 - r0 + kRowsPerTask - 1) / kRowsPerTask;
     parallel_for(resolve_threads(0, tasks), tasks, [&](std::int64_t t, int) {
@@ -47,10 +51,13 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
                     stage + static_cast<std::size_t>(i - r0) * row_bytes, tmp.data());
       }
     });
+    // The copy from the other half (queued last round) must be done before this one is
+    // queued, and this half is refilled two rounds from now: wait for the stream, then queue.
+    res_.synchronize();
     cuda::copy_to_device(res_, static_cast<unsigned char*>(x_dev_.data()) + static_cast<std::size_t>(r0) * row_bytes,
                          stage, static_cast<std::size_t>(r1 - r0) * row_bytes);
-    res_.synchronize();  // the staging buffer is refilled next
   }
+  res_.synchronize();  // the staging halves are reused by the next call
   labels_host_.assign(static_cast<std::size_t>(n), 0);
 }
 
@@ -78,9 +85,10 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   auto* a = small_.as<std::int64_t>();
   auto* out_begin = a + P * kMaxCand;
   auto* n_a = reinterpret_cast<std::int32_t*>(out_begin + P);
-  std::int64_t total = 0;
+  std::int64_t total = 0, max_nc = 1;
   for (std::size_t p = 0; p < P; ++p) {
     const auto nc = static_cast<std::int64_t>(cands[p].size());
+    max_nc = std::max(max_nc, nc);
     if (nc > kMaxCand)
       throw_error(ErrorCode::kInvalidArgument, "seeding_distances: " + std::to_string(nc) + " candidates > " +
                                                    std::to_string(kMaxCand));
@@ -111,11 +119,76 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   g.out_begin = g.a + P * kMaxCand;
   g.n_a = reinterpret_cast<const std::int32_t*>(g.out_begin + P);
   g.out = seed_out_dev_.as<float>();
+  g.max_n_a = max_nc;
   cuda::row_distances_grouped(res_, g);
   seed_host_.reserve(static_cast<std::size_t>(total) * sizeof(float));
   cuda::copy_to_host(res_, seed_host_.data(), seed_out_dev_.data(), static_cast<std::size_t>(total) * sizeof(float));
   out->resize(P);
   for (std::size_t p = 0; p < P; ++p) (*out)[p] = seed_host_.as<float>() + out_begin[p];
+}
+
+void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
+                           std::vector<std::vector<std::int64_t>>* chosen) {
+  const std::size_t P = plans.size();
+  if (P + 1 != pool_begin_.size())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seed: " + std::to_string(P) + " plans for " +
+                                          std::to_string(pool_begin_.size() - 1) + " pools");
+  std::int64_t max_k = 1, max_trials = 1, n_uniforms = 0;
+  for (const auto& pl : plans) {
+    max_k = std::max(max_k, pl.k);
+    max_trials = std::max(max_trials, pl.trials);
+    n_uniforms += static_cast<std::int64_t>(pl.uniforms.size());
+  }
+  const std::size_t prob_bytes = P * sizeof(cuda::SeedingProblem);
+  const std::size_t uni_bytes = static_cast<std::size_t>(std::max<std::int64_t>(n_uniforms, 1)) * sizeof(double);
+  small_.reserve(prob_bytes + uni_bytes);
+  auto* probs = small_.as<cuda::SeedingProblem>();
+  auto* uni = reinterpret_cast<double*>(static_cast<unsigned char*>(small_.data()) + prob_bytes);
+  std::int64_t u0 = 0;
+  for (std::size_t p = 0; p < P; ++p) {
+    const auto& pl = plans[p];
+    const std::int64_t m = pool_begin_[p + 1] - pool_begin_[p];
+    if (pl.k < 1 || pl.k > m || pl.first < 0 || pl.first >= m || pl.trials < 1 || pl.trials > kMaxCand ||
+        static_cast<std::int64_t>(pl.uniforms.size()) != (pl.k - 1) * pl.trials)
+      throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::seed: problem " + std::to_string(p) + " has k = " +
+                                                   std::to_string(pl.k) + ", first = " + std::to_string(pl.first) +
+                                                   ", trials = " + std::to_string(pl.trials) + ", " +
+                                                   std::to_string(pl.uniforms.size()) + " uniforms for a pool of " +
+                                                   std::to_string(m));
+    probs[p] = cuda::SeedingProblem{};
+    probs[p].k = pl.k;
+    probs[p].first = pl.first;
+    probs[p].uniform_begin = u0;
+    probs[p].trials = static_cast<std::int32_t>(pl.trials);
+    std::copy(pl.uniforms.begin(), pl.uniforms.end(), uni + u0);
+    u0 += static_cast<std::int64_t>(pl.uniforms.size());
+  }
+  problems_dev_.reserve(prob_bytes);
+  uniforms_dev_.reserve(uni_bytes);
+  const std::size_t chosen_bytes = P * static_cast<std::size_t>(max_k) * sizeof(std::int64_t);
+  chosen_dev_.reserve(chosen_bytes);
+  cuda::copy_to_device(res_, problems_dev_.data(), probs, prob_bytes);
+  cuda::copy_to_device(res_, uniforms_dev_.data(), uni, uni_bytes);
+  cuda::GroupedSeedingArgs g;
+  g.x = MatrixView(x_dev_.data(), row_begin_.back(), dim_, compute_, dim_);
+  g.groups = static_cast<std::int64_t>(P);
+  g.b = pool_dev_.as<std::int64_t>();
+  g.b_begin = pool_begin_dev_.as<std::int64_t>();
+  g.n_b = pool_begin_.back();
+  g.problems = problems_dev_.as<cuda::SeedingProblem>();
+  g.uniforms = uniforms_dev_.as<double>();
+  g.max_k = max_k;
+  g.max_trials = static_cast<std::int32_t>(max_trials);
+  g.chosen = chosen_dev_.as<std::int64_t>();
+  cuda::seed_grouped(res_, g);
+  results_.reserve(chosen_bytes);
+  auto* out = results_.as<std::int64_t>();
+  cuda::copy_to_host(res_, out, chosen_dev_.data(), chosen_bytes);  // waits for the stream
+  chosen->assign(P, {});
+  for (std::size_t p = 0; p < P; ++p) {
+    const std::int64_t* c = out + static_cast<std::int64_t>(p) * max_k;
+    (*chosen)[p].assign(c, c + plans[p].k);
+  }
 }
 
 void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) {

@@ -1,7 +1,8 @@
 // cluster/cuda_batch_kmeans.h -- BatchKMeansDevice on one CUDA device: the batch's points
 // live on the device in the compute dtype, one after the other (problem p's rows from
 // row_begin[p]); each step is one launch for every problem: k-means++ distances through
-// cuda::row_distances_grouped, assignments through cuda::assign_grouped (each problem's
+// cuda::row_distances_grouped (or the whole seeding at once through cuda::seed_grouped),
+// assignments through cuda::assign_grouped (each problem's
 // points against its own centroids), updates through cuda::accumulate (clusters numbered
 // across the batch) and cuda::means: the centroids stay on the device (float32, and in the
 // compute dtype for the assignments) and only labels, distances and counts come back each
@@ -29,6 +30,11 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                          std::vector<const float*>* out) override;
+  // Seeding on the device (cuda::seed_grouped) unless turned off (then step by step through
+  // seeding_distances; the same choices: for tests and comparisons).
+  bool can_seed() const override { return seed_on_device_; }
+  void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen) override;
+  void set_seed_on_device(bool on) noexcept { seed_on_device_ = on; }
   void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override;
   void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override;
   void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override;
@@ -39,6 +45,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   cuda::Resources res_;
   Metric metric_;
   DType compute_;
+  bool seed_on_device_ = true;
   std::int64_t dim_ = 0;
   std::vector<std::int64_t> row_begin_;      // problems + 1
   std::vector<std::int64_t> pool_begin_;     // problems + 1
@@ -46,7 +53,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::vector<std::int64_t> centroid_begin_, centroid_end_;
   std::vector<std::int32_t> labels_host_;    // the last assignment, local labels, all rows
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
-      seed_out_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
+      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
   cuda::PinnedBuffer staging_, small_, results_, seed_host_;
 };
 

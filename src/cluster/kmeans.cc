@@ -148,6 +148,27 @@ void SeedingRun::take(const float* dist) {
   ++c_;
 }
 
+SeedingPlan SeedingRun::plan() {
+  SeedingPlan p;
+  p.k = k_;
+  p.first = static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(m_)));  // as next() at c = 0
+  p.trials = trials_;
+  p.uniforms.resize(static_cast<std::size_t>((k_ - 1) * trials_));
+  for (double& u : p.uniforms) u = rng_.uniform();
+  c_ = k_;  // next() has nothing left to do
+  return p;
+}
+
+void SeedingRun::set_chosen(const std::int64_t* pool_indices) {
+  for (std::int64_t c = 0; c < k_; ++c) {
+    const std::int64_t i = pool_indices[c];
+    if (i < 0 || i >= m_)
+      throw_error(ErrorCode::kInternal, "k-means++: centroid " + std::to_string(c) + " chose pool index " +
+                                            std::to_string(i) + ", outside the pool of " + std::to_string(m_));
+    set_from_pool(c, i);
+  }
+}
+
 // ---- Lloyd --------------------------------------------------------------------------------
 
 LloydRun::LloydRun(const MatrixView& x, const KMeansParams& p, std::vector<float> centroids)

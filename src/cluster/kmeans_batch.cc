@@ -1,5 +1,6 @@
 #include "cluster/kmeans_batch.h"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -10,6 +11,10 @@
 #include "megatax/error.h"
 
 namespace megatax::cluster {
+
+void BatchKMeansDevice::seed(const std::vector<detail::SeedingPlan>&, std::vector<std::vector<std::int64_t>>*) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not seed (can_seed() is false)");
+}
 
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
@@ -59,9 +64,30 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     for (std::size_t p = 0; p < P; ++p) pools[p] = seeds[p]->pool();
     device.set_seeding_pools(pools);
   }
+  // The device may run the whole seeding itself (no host step per centroid).
+  const bool on_device = device.can_seed();
+  if (on_device) {
+    std::vector<detail::SeedingPlan> plans(P);
+    each([&](std::size_t p) { plans[p] = seeds[p]->plan(); });
+    std::vector<std::vector<std::int64_t>> chosen;
+    const auto t_device = Clock::now();
+    device.seed(plans, &chosen);
+    tm.seeding_device += since(t_device);
+    for (const auto& pl : plans) tm.seeding_steps = std::max(tm.seeding_steps, pl.k);
+    if (chosen.size() != P)
+      throw_error(ErrorCode::kInternal, "k-means batch: the device seeded " + std::to_string(chosen.size()) +
+                                            " problems of " + std::to_string(P));
+    each([&](std::size_t p) {
+      if (static_cast<std::int64_t>(chosen[p].size()) != params[p].k)
+        throw_error(ErrorCode::kInternal, "k-means batch, problem " + std::to_string(p) + ": the device chose " +
+                                              std::to_string(chosen[p].size()) + " centroids, k = " +
+                                              std::to_string(params[p].k));
+      seeds[p]->set_chosen(chosen[p].data());
+    });
+  }
   std::vector<std::vector<std::int64_t>> cands(P);
   std::vector<const float*> dist(P, nullptr);
-  std::vector<char> choosing(P, 1);
+  std::vector<char> choosing(P, on_device ? 0 : 1);
   // Advances problem p to its next centroid that needs distances (or to its end).
   auto advance = [&](std::size_t p) {
     cands[p].clear();
@@ -135,16 +161,15 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     }
     tm.update += since(t);
   }
-  std::vector<std::vector<float>> final_centroids(P);
+  // The device's centroids overwrite the host copies in place (fresh buffers would cost a
+  // page fault per 4 KiB: tens of milliseconds per batch of a wide level).
+  t = Clock::now();
   std::vector<float*> out_ptr(P);
-  for (std::size_t p = 0; p < P; ++p) {
-    final_centroids[p].resize(static_cast<std::size_t>(ks[p] * d));
-    out_ptr[p] = final_centroids[p].data();
-  }
+  for (std::size_t p = 0; p < P; ++p) out_ptr[p] = runs[p]->result().centroids.data();
   device.get_centroids(out_ptr);
-  for (std::size_t p = 0; p < P; ++p) runs[p]->set_centroids(std::move(final_centroids[p]));
   std::vector<KMeansResult> results(P);
   for (std::size_t p = 0; p < P; ++p) results[p] = runs[p]->finish();
+  tm.collect += since(t);
   return results;
 }
 

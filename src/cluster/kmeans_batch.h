@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cluster/kmeans.h"
+#include "cluster/kmeans_steps.h"
 #include "megatax/matrix.h"
 
 namespace megatax::cluster {
@@ -33,6 +34,13 @@ class BatchKMeansDevice {
   // in host memory the device owns, valid until its next call.
   virtual void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                                  std::vector<const float*>* out) = 0;
+  // Optional: every problem's whole greedy k-means++ on the device, no host round trip per
+  // step (cuda::seed_grouped's contract: SeedingRun's choices given the same distances).
+  // can_seed(): whether seed() is there (else the driver steps on the host through
+  // seeding_distances). plans[p] = problem p's SeedingRun::plan(); (*chosen)[p] = the
+  // plans[p].k pool indices chosen. Pools: set_seeding_pools.
+  virtual bool can_seed() const { return false; }
+  virtual void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen);
   // Centroids of every problem (centroids[p] = k[p] x dim floats), kept on the device.
   virtual void set_centroids(const std::vector<const float*>& centroids,
                              const std::vector<std::int64_t>& k) = 0;
@@ -53,6 +61,7 @@ class BatchKMeansDevice {
 // Where a batch's time went (wall seconds).
 struct BatchKMeansTimes {
   double prepare = 0, seeding = 0, assign = 0, update = 0;
+  double collect = 0;         // the centroids read back and the results put together
   double seeding_device = 0;  // of `seeding`: in the device's seeding_distances calls
   std::int64_t seeding_steps = 0;
 };

@@ -14,6 +14,14 @@
 
 namespace megatax::cluster::detail {
 
+// What a run draws, in its order, for running it elsewhere (cuda::seed_grouped): centroid 0's
+// pool index, then the uniforms of the (k - 1) * trials draws a run can make (it consumes
+// `trials` of them per drawn centroid, none for a centroid set while the potential is 0).
+struct SeedingPlan {
+  std::int64_t k = 0, first = 0, trials = 0;
+  std::vector<double> uniforms;
+};
+
 // Greedy k-means++ (kmeans.h step 1) driven step by step. Protocol:
 //   while (run.next(&cand)) { if (!cand.empty()) run.take(distances of cand); }
 // where distances[t * pool().size() + i] = squared L2 between pool points cand[t] and i.
@@ -27,6 +35,12 @@ class SeedingRun {
   bool next(std::vector<std::int64_t>* cand);
   void take(const float* distances);
   std::vector<float>& centroids() noexcept { return centroids_; }
+
+  // The alternative to next()/take(): the whole run elsewhere (a device). Call before any
+  // next(); next() then has nothing left to do.
+  SeedingPlan plan();
+  // Sets the centroids from the k pool indices the run chose (Error if one is outside the pool).
+  void set_chosen(const std::int64_t* pool_indices);
 
  private:
   void set_from_pool(std::int64_t c, std::int64_t i);
@@ -61,8 +75,6 @@ class LloydRun {
   // The same when a device made the means (its centroids are the true ones): the repair
   // alone, on the host copy; returns the clusters it moved (their rows: centroids()).
   std::vector<std::int64_t> updated_elsewhere(const std::int64_t* counts);
-  // Replaces the centroids (read back from a device) before finish().
-  void set_centroids(std::vector<float> centroids) { r_.centroids = std::move(centroids); }
   // The labels of the last assignment (x.rows) and the problem's size.
   const std::vector<std::int64_t>& label_vector() const noexcept { return r_.labels; }
   std::int64_t k() const noexcept { return p_.k; }

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -37,6 +39,69 @@ class CpuBatchDevice final : public BatchKMeansDevice {
       }
     }
   }
+  // With seed_on_device: the whole seeding here, written as cuda::seed_grouped does it
+  // (running float64 sums of the nearest distances and a binary search per draw, uniforms
+  // consumed by a counter), not as SeedingRun's linear scans: the test holds the two to the
+  // same choices.
+  bool can_seed() const override { return seed_on_device; }
+  void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen) override {
+    ++seed_calls;
+    chosen->assign(plans.size(), {});
+    for (std::size_t p = 0; p < plans.size(); ++p) {
+      const auto& pl = plans[p];
+      const std::int64_t m = packed_[p].rows();
+      std::vector<std::int64_t>& out = (*chosen)[p];
+      out.assign(static_cast<std::size_t>(pl.k), -1);
+      std::vector<float> best(static_cast<std::size_t>(m));
+      std::vector<double> prefix(static_cast<std::size_t>(m));
+      std::vector<std::int64_t> cand = {pl.first};
+      std::int64_t used = 0;
+      for (std::int64_t c = 0;;) {
+        const std::vector<float> d = pool_distances(p, cand);
+        if (c == 0) {
+          out[0] = pl.first;
+          best.assign(d.begin(), d.begin() + m);
+        } else {
+          std::size_t choice = 0;
+          double lowest = INFINITY;
+          for (std::size_t t = 0; t < cand.size(); ++t) {
+            double pot = 0;
+            for (std::int64_t i = 0; i < m; ++i)
+              pot += std::min(static_cast<double>(best[static_cast<std::size_t>(i)]),
+                              static_cast<double>(d[t * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)]));
+            if (pot < lowest) {
+              lowest = pot;
+              choice = t;
+            }
+          }
+          out[static_cast<std::size_t>(c)] = cand[choice];
+          for (std::int64_t i = 0; i < m; ++i)
+            best[static_cast<std::size_t>(i)] = std::min(best[static_cast<std::size_t>(i)],
+                                                         d[choice * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)]);
+        }
+        double acc = 0;
+        std::int64_t last = -1;
+        for (std::int64_t i = 0; i < m; ++i) {
+          acc += best[static_cast<std::size_t>(i)];
+          prefix[static_cast<std::size_t>(i)] = acc;
+          if (best[static_cast<std::size_t>(i)] > 0) last = i;
+        }
+        ++c;
+        while (c < pl.k && acc <= 0) {
+          out[static_cast<std::size_t>(c)] = c % m;
+          ++c;
+        }
+        if (c >= pl.k) break;
+        cand.clear();
+        for (std::int64_t t = 0; t < pl.trials; ++t) {
+          const double target = pl.uniforms[static_cast<std::size_t>(used + t)] * acc;
+          const auto it = std::upper_bound(prefix.begin(), prefix.end(), target);
+          cand.push_back(it != prefix.end() ? it - prefix.begin() : last);
+        }
+        used += pl.trials;
+      }
+    }
+  }
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                          std::vector<const float*>* out) override {
     ++seeding_calls;
@@ -44,15 +109,20 @@ class CpuBatchDevice final : public BatchKMeansDevice {
     out->assign(cands.size(), nullptr);
     for (std::size_t p = 0; p < cands.size(); ++p) {
       if (cands[p].empty()) continue;
-      const std::int64_t d = xs_[p].dim, nc = static_cast<std::int64_t>(cands[p].size());
-      std::vector<float> rows(static_cast<std::size_t>(nc * d));
-      for (std::int64_t t = 0; t < nc; ++t) packed_[p].get_row_f32(cands[p][static_cast<std::size_t>(t)], rows.data() + t * d);
-      kernels::KnnOptions opt;
-      opt.threads = 1;
-      dist_[p].resize(static_cast<std::size_t>(nc * packed_[p].rows()));
-      kernels::all_distances(f32_view(rows.data(), nc, d), packed_[p], Metric::kL2, dist_[p].data(), packed_[p].rows(), opt);
+      dist_[p] = pool_distances(p, cands[p]);
       (*out)[p] = dist_[p].data();
     }
+  }
+  // Squared L2 from the candidates (pool indices) to every pool point, candidate-major.
+  std::vector<float> pool_distances(std::size_t p, const std::vector<std::int64_t>& cand) const {
+    const std::int64_t d = xs_[p].dim, nc = static_cast<std::int64_t>(cand.size());
+    std::vector<float> rows(static_cast<std::size_t>(nc * d));
+    for (std::int64_t t = 0; t < nc; ++t) packed_[p].get_row_f32(cand[static_cast<std::size_t>(t)], rows.data() + t * d);
+    kernels::KnnOptions opt;
+    opt.threads = 1;
+    std::vector<float> out(static_cast<std::size_t>(nc * packed_[p].rows()));
+    kernels::all_distances(f32_view(rows.data(), nc, d), packed_[p], Metric::kL2, out.data(), packed_[p].rows(), opt);
+    return out;
   }
   void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override {
     centroids_.clear();
@@ -90,7 +160,8 @@ class CpuBatchDevice final : public BatchKMeansDevice {
   void get_centroids(const std::vector<float*>& out) override {
     for (std::size_t p = 0; p < out.size(); ++p) std::copy(centroids_[p].begin(), centroids_[p].end(), out[p]);
   }
-  int prepares = 0, seeding_calls = 0;
+  int prepares = 0, seeding_calls = 0, seed_calls = 0;
+  bool seed_on_device = false;
 
  private:
   std::vector<MatrixView> xs_;
@@ -125,7 +196,9 @@ Problem make_problem(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::
   return pr;
 }
 
-TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) {
+// Every problem of a batch against fit_kmeans alone; seed_on_device: the seeding through
+// the device's seed() (the device algorithm's formulation) instead of host steps.
+void check_batch_matches_single(bool seed_on_device) {
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -139,6 +212,10 @@ TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) {
   probs.push_back(make_problem(rng, 2500, d, 40, 0));
   probs.push_back(make_problem(rng, 400, d, 400 / 2, 25));
   probs[1].p.final_assignment = false;
+  // Only 4 distinct points for k = 9: the potential reaches 0 and the seeding copies.
+  probs.push_back(make_problem(rng, 60, d, 9, 5));
+  for (std::int64_t i = 4; i < 60; ++i)
+    std::copy_n(probs.back().x.begin() + (i % 4) * d, d, probs.back().x.begin() + i * d);
   std::vector<MatrixView> views;
   std::vector<KMeansParams> params;
   for (const auto& pr : probs) {
@@ -146,11 +223,17 @@ TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) {
     params.push_back(pr.p);
   }
   CpuBatchDevice dev;
+  dev.seed_on_device = seed_on_device;
   BatchKMeansTimes times;
   const auto batch = fit_kmeans_batch(views, params, dev, 2, &times);
   ASSERT_EQ(batch.size(), probs.size());
-  // Seeding ran in lock-step: as many device calls as the largest k needs, not the sum.
-  EXPECT_LE(dev.seeding_calls, 200);
+  if (seed_on_device) {
+    EXPECT_EQ(dev.seed_calls, 1);
+    EXPECT_EQ(dev.seeding_calls, 0);
+  } else {
+    // Seeding ran in lock-step: as many device calls as the largest k needs, not the sum.
+    EXPECT_LE(dev.seeding_calls, 200);
+  }
   for (std::size_t p = 0; p < probs.size(); ++p) {
     SCOPED_TRACE("problem " + std::to_string(p));
     kernels::KnnOptions opt;
@@ -166,10 +249,15 @@ TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) {
   }
   // A problem alone gives what it gave in the batch.
   CpuBatchDevice alone;
+  alone.seed_on_device = seed_on_device;
   const auto one = fit_kmeans_batch(std::span<const MatrixView>(views.data() + 1, 1),
                                     std::span<const KMeansParams>(params.data() + 1, 1), alone, 1);
   EXPECT_EQ(one[0].centroids, batch[1].centroids);
 }
+
+TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) { check_batch_matches_single(false); }
+
+TEST(KMeansBatch, SeedingOnTheDeviceChoosesAsTheHostSteps) { check_batch_matches_single(true); }
 
 TEST(KMeansBatch, BadProblemIsNamed) {
   std::mt19937_64 rng(5);

@@ -14,7 +14,9 @@
 //      float64 on the same rows, its final inertia within 1% of the CPU k-means' (same seed),
 //      and the same centroids bit for bit when run twice; the same problem batched with six
 //      others (cluster/kmeans_batch.h on the device) within 1% of it, bit-identical to the
-//      same problem batched alone, and the others within 2% of their one-by-one results.
+//      same problem batched alone, and the others within 2% of their one-by-one results;
+//      the batch's k-means++ on the device (cuda::seed_grouped) bit-identical to the same
+//      seeding stepped on the host (incl. a problem whose potential reaches 0).
 // Prints the CPU and GPU fit times (information, not a check).
 //
 //   cuda_engine_test [--seed S] [--dir D]   (exit code = failed checks)
@@ -230,6 +232,32 @@ void test_kmeans_on_device(std::uint64_t seed) {
                                               std::to_string(bratio) + " (within 1%)");
   check(rb_alone[0].centroids == rb[0].centroids && rb_alone[0].inertia == rb[0].inertia,
         "batched k-means: a problem alone gives the same bits as in its batch");
+  // The seeding on the device (cuda::seed_grouped: no host step per centroid) against the
+  // host's SeedingRun steps over the same device distances: the same choices, so the same
+  // bits; with a problem whose pool has 3 distinct points for k = 8 (the potential reaches 0).
+  {
+    std::vector<std::uint16_t> dup(static_cast<std::size_t>(500 * d));
+    for (std::int64_t i = 0; i < 500; ++i)
+      std::copy_n(x16.begin() + (i % 3) * d, d, dup.begin() + i * d);
+    auto views2 = views;
+    auto params2 = params;
+    views2.emplace_back(dup.data(), 500, d, DType::kF16);
+    params2.push_back(params[1]);
+    params2.back().k = 8;
+    megatax::cluster::CudaBatchKMeans host_steps(0, megatax::Metric::kL2, DType::kF16);
+    host_steps.set_seed_on_device(false);
+    megatax::cluster::BatchKMeansTimes bt_dev, bt_host;
+    const auto on_dev = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, &bt_dev);
+    const auto on_host = megatax::cluster::fit_kmeans_batch(views2, params2, host_steps, 0, &bt_host);
+    std::size_t same = 0;
+    for (std::size_t q = 0; q < on_dev.size(); ++q)
+      same += on_dev[q].centroids == on_host[q].centroids && on_dev[q].inertia == on_host[q].inertia ? 1 : 0;
+    std::printf("  seeding %zu problems: on the device %.4f s (%lld rounds), host steps %.4f s (%lld steps)\n",
+                views2.size(), bt_dev.seeding, (long long)bt_dev.seeding_steps, bt_host.seeding,
+                (long long)bt_host.seeding_steps);
+    check(same == on_dev.size(), "k-means++ on the device vs host steps: " + std::to_string(same) + " of " +
+                                     std::to_string(on_dev.size()) + " problems bit-identical");
+  }
   bool others_ok = true;
   for (std::size_t q = 1; q < rb.size(); ++q) {
     megatax::cluster::CudaAssigner one(0, megatax::Metric::kL2, DType::kF16);

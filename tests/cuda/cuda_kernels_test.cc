@@ -680,6 +680,82 @@ void test_row_distances(mc::Resources& res, std::mt19937_64& rng, const RowDistC
 
 // ---- means (k-means update on the device) -----------------------------------------------------
 
+// Grouped row distances (k-means++ of many problems) against row_distances run group by
+// group: the same bits, whatever the group sizes (empty and one-row groups: blocks of pool
+// rows then span many groups), with groups that have no candidates left untouched.
+void test_row_distances_grouped(mc::Resources& res, std::mt19937_64& rng, std::int64_t d, DType dtype,
+                                std::int64_t stride_pad, std::int64_t groups, std::int64_t max_rows,
+                                std::int64_t max_n_a) {
+  const std::int64_t n = 4000, stride = d + stride_pad;
+  const HostMatrix x = make_matrix(n, d, stride, dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::uniform_int_distribution<std::int64_t> rows_of(0, max_rows), row(0, n - 1), na_of(0, max_n_a);
+  std::vector<std::int64_t> b, b_begin = {0}, a(static_cast<std::size_t>(groups * mc::kMaxRowDistanceCandidates), 0),
+                                  out_begin(static_cast<std::size_t>(groups));
+  std::vector<std::int32_t> n_a(static_cast<std::size_t>(groups));
+  std::int64_t total = 0;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t m = g % 7 == 3 ? 0 : rows_of(rng);
+    for (std::int64_t i = 0; i < m; ++i) b.push_back(row(rng));
+    b_begin.push_back(static_cast<std::int64_t>(b.size()));
+    n_a[g] = static_cast<std::int32_t>(g == 0 ? max_n_a : na_of(rng));
+    for (std::int32_t t = 0; t < n_a[g]; ++t) a[g * mc::kMaxRowDistanceCandidates + t] = row(rng);
+    out_begin[g] = total;
+    total += n_a[g] * m;
+  }
+  const auto n_b = static_cast<std::int64_t>(b.size());
+  mc::DeviceBuffer db(b.size() * 8 + 8), dbb(b_begin.size() * 8), da(a.size() * 8), dna(n_a.size() * 4),
+      dob(out_begin.size() * 8), out(static_cast<std::size_t>(total) * 4 + 4), one(static_cast<std::size_t>(max_n_a * n_b) * 4 + 4);
+  mc::copy_to_device(res, db.data(), b.data(), b.size() * 8);
+  mc::copy_to_device(res, dbb.data(), b_begin.data(), b_begin.size() * 8);
+  mc::copy_to_device(res, da.data(), a.data(), a.size() * 8);
+  mc::copy_to_device(res, dna.data(), n_a.data(), n_a.size() * 4);
+  mc::copy_to_device(res, dob.data(), out_begin.data(), out_begin.size() * 8);
+  // Groups without candidates keep what was there: mark everything first.
+  std::vector<float> marks(static_cast<std::size_t>(total) + 1, -7.f);
+  mc::copy_to_device(res, out.data(), marks.data(), marks.size() * 4);
+  mc::GroupedRowDistanceArgs r;
+  r.x = dx.view;
+  r.groups = groups;
+  r.b = db.as<std::int64_t>();
+  r.b_begin = dbb.as<std::int64_t>();
+  r.n_b = n_b;
+  r.a = da.as<std::int64_t>();
+  r.n_a = dna.as<std::int32_t>();
+  r.out_begin = dob.as<std::int64_t>();
+  r.out = out.as<float>();
+  r.max_n_a = max_n_a;
+  mc::row_distances_grouped(res, r);
+  const auto got = download<float>(res, out, static_cast<std::size_t>(total) + 1);
+  std::int64_t differ = 0, first = -1;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t m = b_begin[g + 1] - b_begin[g];
+    if (n_a[g] == 0 || m == 0) continue;
+    mc::RowDistanceArgs s1;
+    s1.x = dx.view;
+    s1.a = da.as<std::int64_t>() + g * mc::kMaxRowDistanceCandidates;
+    s1.n_a = n_a[g];
+    s1.b = db.as<std::int64_t>() + b_begin[g];
+    s1.n_b = m;
+    s1.out = one.as<float>();
+    mc::row_distances(res, s1);
+    const auto ref = download<float>(res, one, static_cast<std::size_t>(n_a[g] * m));
+    if (std::memcmp(ref.data(), got.data() + out_begin[g], ref.size() * 4) != 0) {
+      ++differ;
+      if (first < 0) first = g;
+    }
+  }
+  bool ok = true;
+  CHECK_OR_FAIL(differ == 0, "%lld groups differ from row_distances (first: group %lld)", (long long)differ,
+                (long long)first);
+  CHECK_OR_FAIL(got[static_cast<std::size_t>(total)] == -7.f, "wrote past the last group's output");
+  char name[256];
+  std::snprintf(name, sizeof(name), "row distances grouped %-4s d=%lld%s groups=%lld rows<=%lld a<=%lld",
+                megatax::dtype_name(dtype), (long long)d, stride_pad ? " strided" : "", (long long)groups,
+                (long long)max_rows, (long long)max_n_a);
+  report(name, ok, "bit-identical to row_distances per group");
+}
+
 void test_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t k, std::int64_t d, bool normalise,
                 DType conv) {
   std::uniform_real_distribution<double> u(-50, 50);
@@ -967,6 +1043,13 @@ int main(int argc, char** argv) {
     for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
     std::printf("row distances (reference: float64 on the rounded inputs)\n");
     for (const auto& tc : rowdist_cases) test_row_distances(res, rng, tc);
+    test_row_distances_grouped(res, rng, 1024, kH, 0, 40, 300, 8);
+    test_row_distances_grouped(res, rng, 17, kF, 3, 300, 4, 16);
+    if (!small) {
+      test_row_distances_grouped(res, rng, 2048, kF, 0, 12, 700, 16);  // 128 KiB of candidates
+      test_row_distances_grouped(res, rng, 95, kB, 1, 500, 40, 5);
+      test_row_distances_grouped(res, rng, 1024, kB, 0, 200, 2048, 8);
+    }
     std::printf("means (reference: float64 division, float64 norms)\n");
     test_means(res, rng, 300, 1024, false, kH);
     test_means(res, rng, 77, 33, true, kB);

@@ -1,6 +1,7 @@
 // Row distances for k-means++ seeding: a few candidate rows of x against a pool of rows of x.
-// One warp per pool row; the candidates' elements come through L1 (a few KiB, shared by every
-// warp of a block). Memory-bound: the pool is read once per call (n_b * d elements).
+// One warp per pool row. The plain kernels fetch the candidates' elements through L1 in
+// each warp; the grouped one stages them in shared memory per block of pool rows (when
+// max_n_a * d floats fit). The pool is read once per call (n_b * d elements).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -127,6 +128,175 @@ __global__ void __launch_bounds__(kThreads)
   warp_row_distances(row, cand, na, d, vec, lane, out + out_begin[g] + (i - b_begin[g]), m);
 }
 
+// ---- grouped, candidates staged in shared memory ------------------------------------------
+// Block blk serves pool entries [blk * kStagedRows, +kStagedRows), group segment by group
+// segment; per segment the group's candidates are converted to f32 into shared memory once,
+// and each warp computes kStagedRowsPerWarp pool rows at a time, so that every candidate
+// value read from shared memory serves that many rows (one row at a time, shared-memory
+// bandwidth bounded the kernel). Each (row, candidate) sum is formed exactly as in
+// warp_row_distances (the same lanes, elements, order and butterfly): the same bits.
+constexpr int kStagedRows = 128;
+constexpr int kStagedRowsPerWarp = 4;
+
+// Where element j of a staged candidate sits. 16-bit rows with `vec`: a lane's 8 elements
+// j = 256 p + 8 lane + 4 q + e are stored at 256 p + 128 q + 4 lane + e, so that a warp's
+// 16-byte reads of one q are consecutive (no bank conflicts); the row stride is d rounded up
+// to 256. Otherwise in place.
+template <class T>
+__device__ __forceinline__ std::int64_t staged_pos(std::int64_t j, bool vec) {
+  if (sizeof(T) == 2 && vec) return (j & ~std::int64_t{255}) | ((j & 4) << 5) | ((j & 248) >> 1) | (j & 3);
+  return j;
+}
+template <class T>
+__host__ __device__ std::int64_t staged_stride(std::int64_t d, bool vec) {
+  return sizeof(T) == 2 && vec ? (d + 255) / 256 * 256 : d;
+}
+
+// Up to kR pool rows (nr of them) against the n_a staged candidates (cand[t * ldc + pos]).
+template <class T, int kA, int kR>
+__device__ __forceinline__ void warp_rows_staged(const T* const (&rows)[kR], int nr, const float* cand,
+                                                 std::int64_t ldc, int n_a, std::int64_t d, bool vec, int lane,
+                                                 float* const (&out)[kR], std::int64_t ld_out) {
+  constexpr int kVec = 16 / sizeof(T);
+  float acc[kR][kA];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int t = 0; t < kA; ++t) acc[r][t] = 0.f;
+  if (vec) {
+    union Piece {
+      uint4 u;
+      T e[kVec];
+    };
+    for (std::int64_t j = static_cast<std::int64_t>(lane) * kVec; j < d; j += 32 * kVec) {
+      float v[kR][kVec];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        Piece p;
+        p.u = r < nr ? *reinterpret_cast<const uint4*>(rows[r] + j) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) v[r][e] = to_f32(p.e[e]);
+      }
+      // This lane's kVec candidate elements: kVec / 4 aligned float4s (staged_pos).
+      const std::int64_t base = staged_pos<T>(j, true);
+#pragma unroll
+      for (int t = 0; t < kA; ++t) {
+        if (t < n_a) {
+#pragma unroll
+          for (int q = 0; q < kVec / 4; ++q) {
+            const float4 c = *reinterpret_cast<const float4*>(cand + t * ldc + base + q * 128);
+            const float cv[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+            for (int r = 0; r < kR; ++r)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float diff = v[r][q * 4 + e] - cv[e];
+                acc[r][t] = fmaf(diff, diff, acc[r][t]);
+              }
+          }
+        }
+      }
+    }
+  } else {
+    for (std::int64_t j = lane; j < d; j += 32) {
+      float v[kR];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) v[r] = r < nr ? to_f32(rows[r][j]) : 0.f;
+#pragma unroll
+      for (int t = 0; t < kA; ++t) {
+        if (t < n_a) {
+          const float c = cand[t * ldc + j];
+#pragma unroll
+          for (int r = 0; r < kR; ++r) {
+            const float diff = v[r] - c;
+            acc[r][t] = fmaf(diff, diff, acc[r][t]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+#pragma unroll
+    for (int t = 0; t < kA; ++t) {
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) acc[r][t] += __shfl_xor_sync(0xffffffffu, acc[r][t], o);
+    }
+    if (r < nr && lane < n_a) {
+      float v = acc[r][0];
+#pragma unroll
+      for (int t = 1; t < kA; ++t)
+        if (lane == t) v = acc[r][t];
+      out[r][static_cast<std::int64_t>(lane) * ld_out] = v;
+    }
+  }
+}
+
+template <class T, int kA>
+__global__ void __launch_bounds__(kThreads)
+    grouped_row_distances_staged_kernel(const T* x, std::int64_t ld, std::int64_t d, bool vec,
+                                        std::int64_t groups, const std::int64_t* b,
+                                        const std::int64_t* b_begin, std::int64_t n_b, const std::int64_t* a,
+                                        const std::int32_t* n_a, const std::int64_t* out_begin, float* out) {
+  extern __shared__ float4 s_cand4[];
+  auto* s_cand = reinterpret_cast<float*>(s_cand4);
+  constexpr int kR = kStagedRowsPerWarp;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const std::int64_t ldc = staged_stride<T>(d, vec);
+  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kStagedRows;
+  const std::int64_t r1 = r0 + kStagedRows < n_b ? r0 + kStagedRows : n_b;
+  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= r0
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (b_begin[mid] <= r0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  std::int64_t g = lo;
+  for (std::int64_t s0 = r0; s0 < r1;) {
+    while (b_begin[g + 1] <= s0) ++g;  // empty groups
+    const std::int64_t g_begin = b_begin[g], g_end = b_begin[g + 1];
+    const std::int64_t s1 = g_end < r1 ? g_end : r1;
+    const int na = n_a[g];
+    if (na > 0) {
+      __syncthreads();  // the previous segment's warps are done with s_cand
+      for (int t = 0; t < na; ++t) {
+        const T* c = x + a[g * kMaxCand + t] * ld;
+        for (std::int64_t j = threadIdx.x; j < d; j += kThreads) s_cand[t * ldc + staged_pos<T>(j, vec)] = to_f32(c[j]);
+      }
+      __syncthreads();
+      for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kR; i < s1; i += kRowsPerBlock * kR) {
+        const int nr = static_cast<int>(s1 - i < kR ? s1 - i : kR);
+        const T* rows[kR];
+        float* outs[kR];
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          const std::int64_t ir = r < nr ? i + r : i;
+          rows[r] = x + b[ir] * ld;
+          outs[r] = out + out_begin[g] + (ir - g_begin);
+        }
+        warp_rows_staged<T, kA, kR>(rows, nr, s_cand, ldc, na, d, vec, lane, outs, g_end - g_begin);
+      }
+    }
+    s0 = s1;
+  }
+}
+
+template <class T, int kA>
+void launch_staged(const GroupedRowDistanceArgs& r, std::size_t smem, cudaStream_t stream) {
+  if (smem > 48 * 1024) {
+    MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(grouped_row_distances_staged_kernel<T, kA>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  const auto blocks = static_cast<unsigned>((r.n_b + kStagedRows - 1) / kStagedRows);
+  grouped_row_distances_staged_kernel<T, kA><<<blocks, kThreads, smem, stream>>>(
+      static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, vector_aligned(r.x), r.groups, r.b, r.b_begin, r.n_b,
+      r.a, r.n_a, r.out_begin, r.out);
+  MEGATAX_CUDA_CHECK_LAUNCH("grouped_row_distances_staged_kernel");
+}
+
 template <class T>
 void launch(const RowDistanceArgs& r, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
@@ -137,7 +307,17 @@ void launch(const RowDistanceArgs& r, cudaStream_t stream) {
 }
 
 template <class T>
-void launch_grouped(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
+void launch_grouped(const GroupedRowDistanceArgs& r, std::size_t max_smem, cudaStream_t stream) {
+  const std::size_t smem = static_cast<std::size_t>(r.max_n_a) *
+                           static_cast<std::size_t>(staged_stride<T>(r.x.dim, vector_aligned(r.x))) * sizeof(float);
+  if (smem <= max_smem) {
+    if (r.max_n_a <= 8) {
+      launch_staged<T, 8>(r, smem, stream);
+    } else {
+      launch_staged<T, kMaxCand>(r, smem, stream);
+    }
+    return;
+  }
   const auto blocks = static_cast<unsigned>((r.n_b + kRowsPerBlock - 1) / kRowsPerBlock);
   grouped_row_distances_kernel<T><<<blocks, kThreads, 0, stream>>>(
       static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, vector_aligned(r.x), r.groups, r.b, r.b_begin,
@@ -187,12 +367,16 @@ void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& r) {
   if (r.b == nullptr || r.b_begin == nullptr || r.a == nullptr || r.n_a == nullptr ||
       r.out_begin == nullptr || r.out == nullptr)
     throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: a device array is null");
+  if (r.max_n_a < 1 || r.max_n_a > kMaxRowDistanceCandidates)
+    throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: max_n_a = " + std::to_string(r.max_n_a) +
+                                                 ", expected 1.." + std::to_string(kMaxRowDistanceCandidates));
   res.activate();
   const auto stream = static_cast<cudaStream_t>(res.stream());
+  const std::size_t smem = res.max_smem_per_block();
   switch (r.x.dtype) {
-    case DType::kF32: detail::launch_grouped<float>(r, stream); break;
-    case DType::kF16: detail::launch_grouped<__half>(r, stream); break;
-    case DType::kBF16: detail::launch_grouped<__nv_bfloat16>(r, stream); break;
+    case DType::kF32: detail::launch_grouped<float>(r, smem, stream); break;
+    case DType::kF16: detail::launch_grouped<__half>(r, smem, stream); break;
+    case DType::kBF16: detail::launch_grouped<__nv_bfloat16>(r, smem, stream); break;
     default: throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: unsupported dtype");
   }
 }
