@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cluster/kmeans.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "core/progress.h"
 #include "core/random.h"
@@ -517,6 +518,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::mutex breakdown_mutex;
     double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
     double seed_device_s = 0;  // batched: seeding's device calls
+    // batched: points to the device; waits for a group's samples; inside fit_kmeans_batch
+    double prepare_s = 0, wait_s = 0, batch_s = 0, collect_s = 0;
     std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
       std::lock_guard<std::mutex> lock(breakdown_mutex);
@@ -607,16 +610,22 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         if (!mine.empty()) pending = std::async(std::launch::async, gather_group, std::size_t{0});
         while (pending.valid()) {
           check_stop();
+          const auto t_wait = Clock::now();
           Group gr = pending.get();
+          wait_s += since(t_wait);
           if (gr.g1 < mine.size()) pending = std::async(std::launch::async, gather_group, gr.g1);
           gather_s += gr.seconds;
           cluster::BatchKMeansTimes bt;
+          const auto t_batch = Clock::now();
           auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt);
+          batch_s += since(t_batch);
           seed_s += bt.seeding;
           seed_device_s += bt.seeding_device;
           seed_steps += bt.seeding_steps;
-          kassign_s += bt.prepare + bt.assign;
+          prepare_s += bt.prepare;
+          kassign_s += bt.assign;
           update_s += bt.update;
+          collect_s += bt.collect;
           for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
           bar.add(static_cast<std::int64_t>(results.size()));
         }
@@ -708,11 +717,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
                  std::to_string(since(t_train)) + " s (" +
                  (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
+                 (batched ? " (waited " + std::to_string(wait_s) + "), batches " + std::to_string(batch_s) + ": prepare " +
+                                std::to_string(prepare_s)
+                          : std::string()) +
                  ", seeding " + std::to_string(seed_s) +
                  (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) + ")"
                           : std::string()) +
                  ", assign " + std::to_string(kassign_s) +
-                 ", update " + std::to_string(update_s) + ")");
+                 ", update " + std::to_string(update_s) +
+                 (batched ? ", collect " + std::to_string(collect_s) : std::string()) + ")");
     double exchange_s = 0, concat_s = 0, add_s = 0, graphs_s = 0, device_s = 0;
     auto t_step = Clock::now();
     auto step = [&t_step](double& into) {
@@ -744,23 +757,30 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
     }
     step(exchange_s);
+    // The level's centroids, parent by parent: gigabytes on a wide level, so the fresh buffer
+    // asks for huge pages and the copies run on every thread.
     std::vector<float> centroids;
     std::vector<std::int64_t> parent;
     {
-      std::size_t total = 0;
-      for (std::int64_t j = 0; j < n_parents; ++j) total += parent_centroids[static_cast<std::size_t>(j)].size();
+      std::vector<std::size_t> offset(static_cast<std::size_t>(n_parents) + 1, 0);
+      for (std::int64_t j = 0; j < n_parents; ++j) {
+        const std::int64_t bj = branch[static_cast<std::size_t>(j)];
+        const std::vector<float>& c = parent_centroids[static_cast<std::size_t>(j)];
+        if (bj > 0 && static_cast<std::int64_t>(c.size()) != bj * d)
+          throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": parent " + std::to_string(j) +
+                                                " has no centroids for its " + std::to_string(bj) + " children");
+        offset[static_cast<std::size_t>(j) + 1] = offset[static_cast<std::size_t>(j)] + (bj > 0 ? c.size() : 0);
+        parent.insert(parent.end(), static_cast<std::size_t>(bj), j);
+      }
+      const std::size_t total = offset.back();
       centroids.reserve(total);
-      parent.reserve(total / static_cast<std::size_t>(d));
-    }
-    for (std::int64_t j = 0; j < n_parents; ++j) {
-      const std::int64_t bj = branch[static_cast<std::size_t>(j)];
-      if (bj == 0) continue;
-      const std::vector<float>& c = parent_centroids[static_cast<std::size_t>(j)];
-      if (static_cast<std::int64_t>(c.size()) != bj * d)
-        throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": parent " + std::to_string(j) +
-                                              " has no centroids for its " + std::to_string(bj) + " children");
-      centroids.insert(centroids.end(), c.begin(), c.end());
-      parent.insert(parent.end(), static_cast<std::size_t>(bj), j);
+      advise_huge_pages(centroids.data(), total * sizeof(float));
+      centroids.resize(total);
+      parallel_for(resolve_threads(cfg.threads, n_parents / 8), n_parents, [&](std::int64_t j, int) {
+        const std::vector<float>& c = parent_centroids[static_cast<std::size_t>(j)];
+        const std::size_t o = offset[static_cast<std::size_t>(j)], e = offset[static_cast<std::size_t>(j) + 1];
+        if (e > o) std::memcpy(centroids.data() + o, c.data(), (e - o) * sizeof(float));
+      });
     }
     step(concat_s);
     s.tree.truncate(l - 1);
