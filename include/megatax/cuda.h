@@ -248,6 +248,13 @@ struct GroupedRowDistanceArgs {
 };
 void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
 
+// ---- gather rows ---------------------------------------------------------------------------
+// Queues dst row t = src row idx[t] for t < n: rows of row_bytes bytes, packed (device
+// memory; idx a device array of row numbers of src, not checked). 16-byte copies when the
+// rows and pointers allow. Throws Error(kInvalidArgument) for null pointers or n < 0.
+void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const std::int64_t* idx, std::int64_t n,
+                 void* dst);
+
 // ---- k-means++ seeding of many problems, on the device ----------------------------------
 // Greedy k-means++ (cluster/kmeans_steps.h's SeedingRun: each centroid draws `trials` pool
 // points by D^2 sampling and keeps the one that lowers the pool's potential most) for many

@@ -123,6 +123,9 @@ struct Batch {
   // The same memory when it is f32, writable (e.g. to normalise in place): view.rows *
   // view.dim floats; null for a batch kept in its stored 16-bit dtype.
   float* data = nullptr;
+  // True when the reader already checked every value is finite (check_finite's contract,
+  // with its error): then check_finite(batch) has nothing left to find.
+  bool checked = false;
 };
 
 // Reads rows [row_begin, row_end) of one shard in batches of at most `batch_rows` rows,
@@ -148,6 +151,11 @@ class BatchReader {
   // consumer that computes in that dtype, e.g. the GPU), in `raw_buffer` (borrowed, grown as
   // needed, reusable across readers like `buffer`). No effect on other dtypes.
   void keep_stored_dtype(std::vector<unsigned char>* raw_buffer);
+  // The same, into a buffer the caller owns (e.g. page-locked memory a GPU copies from
+  // directly) of `bytes`, which must hold a whole batch (Error(kInvalidArgument) naming the
+  // shard otherwise). Batches read this way are checked for non-finite values while they
+  // are read (Batch::checked).
+  void keep_stored_dtype(unsigned char* buffer, std::size_t bytes);
 
   BatchReader(const BatchReader&) = delete;  // buffer_ may refer to own_
   BatchReader& operator=(const BatchReader&) = delete;
@@ -164,6 +172,7 @@ class BatchReader {
   std::vector<float> own_;
   std::vector<float>& buffer_;  // own_ or the caller's
   std::vector<unsigned char>* raw_ = nullptr;  // set: batches keep the stored dtype
+  unsigned char* fixed_ = nullptr;             // ... into the caller's buffer instead
 };
 
 // Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is

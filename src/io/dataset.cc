@@ -144,73 +144,6 @@ ShardRow Dataset::locate(Id global_id) const {
   return ShardRow{static_cast<std::size_t>(it - shards_.begin()), global_id - it->global_begin};
 }
 
-BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
-                         std::int64_t row_begin, std::int64_t row_end, std::vector<float>* buffer)
-    : dataset_(dataset), shard_(shard), batch_rows_(batch_rows), next_row_(row_begin),
-      buffer_(buffer != nullptr ? *buffer : own_) {
-  const VectorReader& reader = dataset.reader(shard);  // checks the index
-  const ShardInfo& info = dataset.shards()[shard];
-  if (batch_rows < 1) {
-    throw_error(ErrorCode::kInvalidArgument, "shard " + info.path + ": batch_rows " +
-                                                 std::to_string(batch_rows) + " must be >= 1");
-  }
-  row_end_ = row_end < 0 ? reader.rows() : row_end;
-  if (row_begin < 0 || row_begin > row_end_ || row_end_ > reader.rows()) {
-    throw_error(ErrorCode::kOutOfRange, "shard " + info.path + ": row range [" +
-                                            std::to_string(row_begin) + ", " +
-                                            std::to_string(row_end_) + ") is not inside [0, " +
-                                            std::to_string(reader.rows()) + ")");
-  }
-  const std::int64_t max_rows = std::min(batch_rows, row_end_ - row_begin);
-  std::int64_t floats = 0;
-  if (__builtin_mul_overflow(max_rows, dataset.dim(), &floats) ||
-      static_cast<std::uint64_t>(floats) > std::vector<float>().max_size()) {
-    throw_error(ErrorCode::kInvalidArgument,
-                "shard " + info.path + ": a batch of " + std::to_string(max_rows) + " x " +
-                    std::to_string(dataset.dim()) + " floats is too large");
-  }
-  if (buffer_.size() < static_cast<std::size_t>(floats)) buffer_.resize(static_cast<std::size_t>(floats));
-}
-
-void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
-  const VectorReader& reader = dataset_.reader(shard_);
-  if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
-  raw_ = raw_buffer;
-  const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
-  if (raw_->size() < bytes) raw_->resize(bytes);
-}
-
-bool BatchReader::next(Batch* batch) {
-  if (next_row_ >= row_end_) return false;
-  const std::int64_t n = std::min(batch_rows_, row_end_ - next_row_);
-  const ShardInfo& info = dataset_.shards()[shard_];
-  const VectorReader& reader = dataset_.reader(shard_);
-  if (raw_ != nullptr) {
-    // Row ranges of >= 16 MiB read in parallel: one thread's copies out of the page cache
-    // run at a fraction of the memory bandwidth (measured 4-5 GB/s for 4 GB of f16 rows).
-    const std::int64_t rb = reader.row_bytes();
-    const std::int64_t piece = std::max<std::int64_t>(1, (std::int64_t{16} << 20) / std::max<std::int64_t>(1, rb));
-    const std::int64_t pieces = (n + piece - 1) / piece;
-    unsigned char* dst = raw_->data();
-    const std::int64_t first = next_row_;
-    parallel_for(resolve_threads(0, pieces), pieces, [&](std::int64_t p, int) {
-      const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
-      reader.read(first + r0, k, dst + static_cast<std::size_t>(r0 * rb));
-    });
-    batch->view = MatrixView(raw_->data(), n, dataset_.dim(), reader.dtype());
-    batch->data = nullptr;
-  } else {
-    reader.read_f32(next_row_, n, buffer_.data());
-    batch->view = MatrixView(buffer_.data(), n, dataset_.dim(), DType::kF32);
-    batch->data = buffer_.data();
-  }
-  batch->shard = shard_;
-  batch->local_begin = next_row_;
-  batch->global_begin = info.global_begin + next_row_;
-  next_row_ += n;
-  return true;
-}
-
 namespace {
 
 // Index of the first of n 16-bit floats whose exponent bits (`mask`) are all ones (inf or
@@ -254,6 +187,106 @@ std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) {
 }
 
 }  // namespace
+
+BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
+                         std::int64_t row_begin, std::int64_t row_end, std::vector<float>* buffer)
+    : dataset_(dataset), shard_(shard), batch_rows_(batch_rows), next_row_(row_begin),
+      buffer_(buffer != nullptr ? *buffer : own_) {
+  const VectorReader& reader = dataset.reader(shard);  // checks the index
+  const ShardInfo& info = dataset.shards()[shard];
+  if (batch_rows < 1) {
+    throw_error(ErrorCode::kInvalidArgument, "shard " + info.path + ": batch_rows " +
+                                                 std::to_string(batch_rows) + " must be >= 1");
+  }
+  row_end_ = row_end < 0 ? reader.rows() : row_end;
+  if (row_begin < 0 || row_begin > row_end_ || row_end_ > reader.rows()) {
+    throw_error(ErrorCode::kOutOfRange, "shard " + info.path + ": row range [" +
+                                            std::to_string(row_begin) + ", " +
+                                            std::to_string(row_end_) + ") is not inside [0, " +
+                                            std::to_string(reader.rows()) + ")");
+  }
+  const std::int64_t max_rows = std::min(batch_rows, row_end_ - row_begin);
+  std::int64_t floats = 0;
+  if (__builtin_mul_overflow(max_rows, dataset.dim(), &floats) ||
+      static_cast<std::uint64_t>(floats) > std::vector<float>().max_size()) {
+    throw_error(ErrorCode::kInvalidArgument,
+                "shard " + info.path + ": a batch of " + std::to_string(max_rows) + " x " +
+                    std::to_string(dataset.dim()) + " floats is too large");
+  }
+  if (buffer_.size() < static_cast<std::size_t>(floats)) buffer_.resize(static_cast<std::size_t>(floats));
+}
+
+void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
+  const VectorReader& reader = dataset_.reader(shard_);
+  if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
+  raw_ = raw_buffer;
+  const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
+  if (raw_->size() < bytes) raw_->resize(bytes);
+}
+
+void BatchReader::keep_stored_dtype(unsigned char* buffer, std::size_t bytes) {
+  const VectorReader& reader = dataset_.reader(shard_);
+  if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
+  const auto need = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
+  if (buffer == nullptr || bytes < need)
+    throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path + ": a batch needs " +
+                                                 std::to_string(need) + " bytes, the buffer has " +
+                                                 std::to_string(buffer == nullptr ? 0 : bytes));
+  raw_ = nullptr;
+  fixed_ = buffer;
+}
+
+bool BatchReader::next(Batch* batch) {
+  if (next_row_ >= row_end_) return false;
+  const std::int64_t n = std::min(batch_rows_, row_end_ - next_row_);
+  const ShardInfo& info = dataset_.shards()[shard_];
+  const VectorReader& reader = dataset_.reader(shard_);
+  batch->checked = false;
+  if (raw_ != nullptr || fixed_ != nullptr) {
+    // Row ranges of >= 16 MiB read in parallel: one thread's copies out of the page cache
+    // run at a fraction of the memory bandwidth (measured 4-5 GB/s for 4 GB of f16 rows).
+    // Into the caller's buffer, each range is checked for non-finite values while it is
+    // still in cache (the first bad range is then checked again to name the row).
+    const std::int64_t rb = reader.row_bytes();
+    const std::int64_t piece = std::max<std::int64_t>(1, (std::int64_t{16} << 20) / std::max<std::int64_t>(1, rb));
+    const std::int64_t pieces = (n + piece - 1) / piece;
+    unsigned char* dst = fixed_ != nullptr ? fixed_ : raw_->data();
+    const std::int64_t first = next_row_;
+    const bool check = fixed_ != nullptr;
+    const auto elements_per_row = static_cast<std::size_t>(dataset_.dim());
+    std::atomic<std::int64_t> first_bad{pieces};
+    parallel_for(resolve_threads(0, pieces), pieces, [&](std::int64_t p, int) {
+      const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
+      unsigned char* out = dst + static_cast<std::size_t>(r0 * rb);
+      reader.read(first + r0, k, out);
+      if (check && first_non_finite(reader.dtype(), out, static_cast<std::size_t>(k) * elements_per_row) <
+                       static_cast<std::size_t>(k) * elements_per_row) {
+        std::int64_t seen = first_bad.load();
+        while (p < seen && !first_bad.compare_exchange_weak(seen, p)) {
+        }
+      }
+    });
+    batch->view = MatrixView(dst, n, dataset_.dim(), reader.dtype());
+    batch->data = nullptr;
+    if (check) {
+      if (const std::int64_t p = first_bad.load(); p < pieces)
+        check_finite(MatrixView(dst + static_cast<std::size_t>(p * piece * rb), n - p * piece, dataset_.dim(),
+                                reader.dtype()),
+                     info.path, next_row_ + p * piece, info.global_begin + next_row_ + p * piece);
+      batch->checked = true;
+    }
+  } else {
+    reader.read_f32(next_row_, n, buffer_.data());
+    batch->view = MatrixView(buffer_.data(), n, dataset_.dim(), DType::kF32);
+    batch->data = buffer_.data();
+  }
+  batch->shard = shard_;
+  batch->local_begin = next_row_;
+  batch->global_begin = info.global_begin + next_row_;
+  next_row_ += n;
+  return true;
+}
+
 
 void check_finite(const MatrixView& rows, const std::string& shard_path, std::int64_t local_begin,
                   Id global_begin) {

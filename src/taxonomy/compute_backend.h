@@ -50,6 +50,10 @@ class ComputeBackend {
   // Whether descend() takes rows in the stored dtype `stored` (f16/bf16) as they are, so the
   // caller can skip converting them to float32 (the CUDA backend, when it computes in it).
   virtual bool takes_stored_rows(DType /*stored*/) const { return false; }
+  // Host memory of at least `bytes` for the pass's batches of stored rows that descend()
+  // reads fastest (page-locked for a GPU: copied to the device as it is, no staging copy),
+  // owned by the backend, valid until the next call; null: any memory serves as well.
+  virtual unsigned char* batch_buffer(std::size_t /*bytes*/) { return nullptr; }
   // Tree::descend's contract (tree.h); rows are f32, or `stored` when takes_stored_rows().
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,

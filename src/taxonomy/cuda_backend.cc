@@ -98,6 +98,13 @@ class CudaBackend final : public ComputeBackend {
     return std::make_unique<PooledAssigner>(pool_, pool_.take(res_.device(), metric, compute_));
   }
 
+  // The pass reads its batches of stored rows into page-locked memory: descend() copies a
+  // batch to the device as it is and groups its rows there (no host staging copy).
+  unsigned char* batch_buffer(std::size_t bytes) override {
+    batch_host_.reserve(bytes);
+    return batch_host_.as<unsigned char>();
+  }
+
   std::unique_ptr<cluster::BatchKMeansDevice> make_batch_kmeans(Metric metric) override {
     return std::make_unique<cluster::CudaBatchKMeans>(res_.device(), metric, compute_);
   }
@@ -169,25 +176,41 @@ class CudaBackend final : public ComputeBackend {
     const auto m = static_cast<std::int64_t>(active_order.size());
     lap(time_.group);
     if (m == 0) return;
-    // Stage the active rows in the compute dtype (pinned), copy, assign, copy back.
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
-    staging_.reserve(static_cast<std::size_t>(m) * row_bytes);
     x_dev_.reserve(static_cast<std::size_t>(m) * row_bytes);
     labels_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int32_t));
     dist_dev_.reserve(static_cast<std::size_t>(m) * sizeof(float));
     out_host_.reserve(static_cast<std::size_t>(m) * 8);
-    auto* staged = static_cast<unsigned char*>(staging_.data());
-    constexpr std::int64_t kChunk = 1024;  // rows per task
-    const std::int64_t chunks = (m + kChunk - 1) / kChunk;
-    parallel_for(resolve_threads(options.threads, chunks), chunks, [&](std::int64_t c, int) {
-      std::vector<float> tmp(static_cast<std::size_t>(d));
-      for (std::int64_t t = c * kChunk; t < std::min(m, (c + 1) * kChunk); ++t)
-        cluster::convert_row(rows.dtype, rows.row(active_order[static_cast<std::size_t>(t)]),
-                             static_cast<std::size_t>(d), compute_,
-                             staged + static_cast<std::size_t>(t) * row_bytes, tmp.data());
-    });
-    lap(time_.stage);
-    cuda::copy_to_device(res_, x_dev_.data(), staging_.data(), static_cast<std::size_t>(m) * row_bytes);
+    const auto* first_byte = static_cast<const unsigned char*>(rows.data);
+    const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d && first_byte >= batch_host_.as<unsigned char>() &&
+                                 first_byte + static_cast<std::size_t>(n) * row_bytes <=
+                                     batch_host_.as<unsigned char>() + batch_host_.size();
+    if (in_batch_buffer) {
+      // The whole batch goes to the device as it is (page-locked), then the active rows are
+      // gathered there in group order (the device's bandwidth, not the host's).
+      batch_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
+      order_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int64_t));
+      cuda::copy_to_device(res_, batch_dev_.data(), rows.data, static_cast<std::size_t>(n) * row_bytes);
+      cuda::copy_to_device(res_, order_dev_.data(), active_order.data(), static_cast<std::size_t>(m) * sizeof(std::int64_t));
+      cuda::gather_rows(res_, batch_dev_.data(), row_bytes, order_dev_.as<std::int64_t>(), m, x_dev_.data());
+      res_.synchronize();  // active_order (pageable) and the batch buffer are reused by the caller
+      lap(time_.stage);
+    } else {
+      // Stage the active rows in the compute dtype (pinned), then copy them.
+      staging_.reserve(static_cast<std::size_t>(m) * row_bytes);
+      auto* staged = static_cast<unsigned char*>(staging_.data());
+      constexpr std::int64_t kChunk = 1024;  // rows per task
+      const std::int64_t chunks = (m + kChunk - 1) / kChunk;
+      parallel_for(resolve_threads(options.threads, chunks), chunks, [&](std::int64_t c, int) {
+        std::vector<float> tmp(static_cast<std::size_t>(d));
+        for (std::int64_t t = c * kChunk; t < std::min(m, (c + 1) * kChunk); ++t)
+          cluster::convert_row(rows.dtype, rows.row(active_order[static_cast<std::size_t>(t)]),
+                               static_cast<std::size_t>(d), compute_,
+                               staged + static_cast<std::size_t>(t) * row_bytes, tmp.data());
+      });
+      lap(time_.stage);
+      cuda::copy_to_device(res_, x_dev_.data(), staging_.data(), static_cast<std::size_t>(m) * row_bytes);
+    }
     cuda::GroupedAssignArgs a;
     a.metric = tree.kernel_metric();
     a.x = MatrixView(x_dev_.data(), m, d, compute_, d);
@@ -231,13 +254,14 @@ class CudaBackend final : public ComputeBackend {
   AssignerPool pool_;
   int level_ = -1;
   std::int64_t k_ = 0;
-  // descend(): grouping rows by parent, staging them in the compute dtype (pinned), the
-  // device (copies in and out, kernel, waits), scattering the results (seconds).
+  // descend(): grouping rows by parent, staging them in the compute dtype (pinned; or the
+  // batch's copy and gather on the device), the device (copies in and out, kernel, waits),
+  // scattering the results (seconds).
   struct {
     double group = 0, stage = 0, device = 0, scatter = 0;
   } time_;
-  cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_;
-  cuda::PinnedBuffer staging_, out_host_;
+  cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
+  cuda::PinnedBuffer staging_, out_host_, batch_host_;
 };
 
 }  // namespace

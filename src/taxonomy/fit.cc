@@ -908,12 +908,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           lap(pass.state);
           BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
           // A backend computing in the data's 16-bit dtype gets the rows as stored.
-          if (!s.normalise() && backend->takes_stored_rows(data.dtype())) reader.keep_stored_dtype(&stored_buffer);
+          if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
+            // Into the backend's own buffer when it has one (pinned: no staging copy).
+            const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
+                               dtype_size(data.dtype());
+            if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
+              reader.keep_stored_dtype(own, bytes);
+            } else {
+              reader.keep_stored_dtype(&stored_buffer);
+            }
+          }
           Batch batch;
           while (reader.next(&batch)) {
             lap(pass.read);
             check_stop();
-            check_finite(batch, data);
+            if (!batch.checked) check_finite(batch, data);
             if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
             lap(pass.check);
             const std::int64_t r0 = batch.local_begin, m = batch.view.rows;

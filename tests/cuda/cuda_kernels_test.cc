@@ -756,6 +756,30 @@ void test_row_distances_grouped(mc::Resources& res, std::mt19937_64& rng, std::i
   report(name, ok, "bit-identical to row_distances per group");
 }
 
+// gather_rows against the same gather on the host (bytes must match exactly).
+void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t src_rows,
+                      std::int64_t n) {
+  std::vector<unsigned char> src(row_bytes * static_cast<std::size_t>(src_rows));
+  for (auto& v : src) v = static_cast<unsigned char>(rng());
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
+  std::uniform_int_distribution<std::int64_t> row(0, src_rows - 1);
+  for (auto& v : idx) v = row(rng);
+  mc::DeviceBuffer dsrc(src.size() + 16), didx(idx.size() * 8 + 8), ddst(row_bytes * static_cast<std::size_t>(n) + 16);
+  mc::copy_to_device(res, dsrc.data(), src.data(), src.size());
+  mc::copy_to_device(res, didx.data(), idx.data(), idx.size() * 8);
+  mc::gather_rows(res, dsrc.data(), row_bytes, didx.as<std::int64_t>(), n, ddst.data());
+  const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
+  std::int64_t bad = 0;
+  for (std::int64_t t = 0; t < n; ++t)
+    bad += std::memcmp(got.data() + t * row_bytes, src.data() + idx[t] * row_bytes, row_bytes) != 0 ? 1 : 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld rows differ from the host gather", (long long)bad);
+  char name[160];
+  std::snprintf(name, sizeof(name), "gather_rows row_bytes=%zu src=%lld n=%lld%s", row_bytes, (long long)src_rows,
+                (long long)n, row_bytes % 16 == 0 ? " (16-byte pieces)" : "");
+  report(name, ok, "byte-identical to the host gather");
+}
+
 void test_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t k, std::int64_t d, bool normalise,
                 DType conv) {
   std::uniform_real_distribution<double> u(-50, 50);
@@ -1050,6 +1074,10 @@ int main(int argc, char** argv) {
       test_row_distances_grouped(res, rng, 95, kB, 1, 500, 40, 5);
       test_row_distances_grouped(res, rng, 1024, kB, 0, 200, 2048, 8);
     }
+    std::printf("gather rows (reference: the host's gather)\n");
+    test_gather_rows(res, rng, 2048, 5000, 7001);
+    test_gather_rows(res, rng, 34, 300, 1000);
+    test_gather_rows(res, rng, 5, 17, 64);
     std::printf("means (reference: float64 division, float64 norms)\n");
     test_means(res, rng, 300, 1024, false, kH);
     test_means(res, rng, 77, 33, true, kB);

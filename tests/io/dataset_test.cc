@@ -253,6 +253,50 @@ TEST(DatasetTest, NonFiniteRowsAreNamed) {
                ErrorCode::kDataLoss, {"(nan) in column 0"});
 }
 
+// keep_stored_dtype into the caller's buffer: the same bytes as the vector form, checked
+// for non-finite values while read (Batch::checked), the first bad row of the batch named
+// even when a later 16 MiB piece also has one; a buffer too small is refused.
+TEST(DatasetTest, BatchesIntoTheCallersBufferAreCheckedWhileRead) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage s;
+  const std::int64_t d = 512, n = 20000;  // 1 KiB rows: two pieces of 16 MiB per batch
+  std::vector<float> x = random_matrix(rng, n, d);
+  write_npy(s, "c/clean.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  const std::int64_t late = 16384 + static_cast<std::int64_t>(rng() % 3000), early = rng() % 16000;
+  const std::int64_t col = static_cast<std::int64_t>(rng() % d);
+  x[static_cast<std::size_t>(late * d + col)] = std::numeric_limits<float>::quiet_NaN();
+  write_npy(s, "l/late.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  x[static_cast<std::size_t>(early * d + 3)] = -std::numeric_limits<float>::infinity();
+  write_npy(s, "l/z_late_and_early.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+
+  const Dataset clean = Dataset::open(s, "c/*.npy");
+  std::vector<unsigned char> buf(static_cast<std::size_t>(n * d * 2)), raw;
+  BatchReader a(clean, 0, n), b(clean, 0, n);
+  a.keep_stored_dtype(buf.data(), buf.size());
+  b.keep_stored_dtype(&raw);
+  Batch ba, bb;
+  ASSERT_TRUE(a.next(&ba));
+  ASSERT_TRUE(b.next(&bb));
+  EXPECT_TRUE(ba.checked);
+  EXPECT_FALSE(bb.checked);
+  EXPECT_EQ(ba.view.data, buf.data());
+  EXPECT_EQ(std::memcmp(ba.view.data, bb.view.data, buf.size()), 0);
+
+  const Dataset bad = Dataset::open(s, "l/*.npy");
+  BatchReader r_late(bad, 0, n), r_both(bad, 1, n);
+  r_late.keep_stored_dtype(buf.data(), buf.size());
+  r_both.keep_stored_dtype(buf.data(), buf.size());
+  Batch batch;
+  expect_error([&] { r_late.next(&batch); }, ErrorCode::kDataLoss,
+               {"late.npy: row " + std::to_string(late) + " ", "(nan) in column " + std::to_string(col)});
+  expect_error([&] { r_both.next(&batch); }, ErrorCode::kDataLoss,
+               {"row " + std::to_string(early) + " ", "(-inf) in column 3"});
+
+  BatchReader small(clean, 0, 1000);
+  expect_error([&] { small.keep_stored_dtype(buf.data(), 1000 * d * 2 - 1); }, ErrorCode::kInvalidArgument,
+               {"clean.npy", "a batch needs 1024000 bytes"});
+}
+
 // keep_stored_dtype: f16 shards come as stored (bytes of the file, no float32 copy);
 // f32 shards are unaffected; the 16-bit finite check names the row and column past the
 // vectorised blocks of 64.
