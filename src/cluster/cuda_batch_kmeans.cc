@@ -19,6 +19,14 @@ constexpr std::int64_t kMaxCand = cuda::kMaxRowDistanceCandidates;
 CudaBatchKMeans::CudaBatchKMeans(int device, Metric metric, DType compute_dtype)
     : res_(device), metric_(metric), compute_(compute_dtype) {}
 
+unsigned char* CudaBatchKMeans::points_buffer(int slot, std::size_t bytes) {
+  if (slot < 0 || slot > 1)
+    throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::points_buffer: slot " + std::to_string(slot));
+  // Groups differ in size a little: grow with headroom (page-locking is slow).
+  if (points_host_[slot].size() < bytes) points_host_[slot].reserve(std::max<std::size_t>(bytes + bytes / 4, 16));
+  return points_host_[slot].as<unsigned char>();
+}
+
 void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   const std::size_t P = xs.size();
   dim_ = P > 0 ? xs[0].dim : 0;
@@ -27,6 +35,25 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   const std::int64_t n = row_begin_[P];
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   x_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
+  labels_host_.assign(static_cast<std::size_t>(n), 0);
+  // Problems one after the other in a points buffer, as the device keeps them: one copy.
+  if (P > 0 && n > 0) {
+    const auto* first = static_cast<const unsigned char*>(xs[0].data);
+    bool packed = true;
+    for (std::size_t p = 0; p < P && packed; ++p)
+      packed = xs[p].dtype == compute_ && (xs[p].rows <= 1 || xs[p].stride == dim_) &&
+               (xs[p].rows == 0 || static_cast<const unsigned char*>(xs[p].data) ==
+                                       first + static_cast<std::size_t>(row_begin_[p]) * row_bytes);
+    const std::size_t total = static_cast<std::size_t>(n) * row_bytes;
+    for (const auto& buf : points_host_) {
+      const auto* b = buf.as<unsigned char>();
+      if (packed && b != nullptr && first >= b && first + total <= b + buf.size()) {
+        cuda::copy_to_device(res_, x_dev_.data(), first, total);
+        res_.synchronize();  // the caller may refill the buffer after prepare() returns
+        return;
+      }
+    }
+  }
   // Rows go through two pinned staging halves, filled (converted if need be) by all threads:
   // one half is filled while the other's copy to the device runs.
   const std::int64_t chunk_rows =
@@ -58,7 +85,6 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
                          stage, static_cast<std::size_t>(r1 - r0) * row_bytes);
   }
   res_.synchronize();  // the staging halves are reused by the next call
-  labels_host_.assign(static_cast<std::size_t>(n), 0);
 }
 
 void CudaBatchKMeans::set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) {
@@ -322,9 +348,12 @@ void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
   results_.reserve(bytes);
   auto* f = results_.as<float>();
   cuda::copy_to_host(res_, f, c32_dev_.data(), bytes);
-  for (std::size_t p = 0; p < P; ++p)
+  // Spread over the threads: a wide level's batch reads back tens of MB of centroids.
+  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P) / 8), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+    const auto p = static_cast<std::size_t>(q);
     std::memcpy(out[p], f + centroid_begin_[p] * dim_,
                 static_cast<std::size_t>((centroid_end_[p] - centroid_begin_[p]) * dim_) * sizeof(float));
+  });
 }
 
 }  // namespace megatax::cluster

@@ -27,6 +27,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
  public:
   CudaBatchKMeans(int device, Metric metric, DType compute_dtype);
   void prepare(std::span<const MatrixView> xs) override;
+  unsigned char* points_buffer(int slot, std::size_t bytes) override;
   void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                          std::vector<const float*>* out) override;
@@ -54,7 +55,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::vector<std::int32_t> labels_host_;    // the last assignment, local labels, all rows
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
       seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
-  cuda::PinnedBuffer staging_, small_, results_, seed_host_;
+  cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
 };
 
 }  // namespace megatax::cluster

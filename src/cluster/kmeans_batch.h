@@ -27,6 +27,15 @@ class BatchKMeansDevice {
   virtual ~BatchKMeansDevice() = default;
   // Keeps a copy of every problem's points (xs[p]: any dtype, one dim) until the next prepare().
   virtual void prepare(std::span<const MatrixView> xs) = 0;
+  // Optional: host memory of at least `bytes` that prepare() copies from fastest (a GPU's
+  // page-locked memory: problems laid out one after the other in it, dense, in the compute
+  // dtype, go to the device in one copy). Two slots (0, 1), so that one batch's points can
+  // be gathered while the other trains; valid until the next call for the same slot.
+  // Null: any memory serves as well.
+  virtual unsigned char* points_buffer(int slot, std::size_t bytes) {
+    (void)slot, (void)bytes;
+    return nullptr;
+  }
   // Seeding pools: pools[p] = ascending row numbers of xs[p].
   virtual void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) = 0;
   // For every p with cands[p] non-empty (indices into pools[p], at most 16):

@@ -577,14 +577,20 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           std::vector<cluster::KMeansParams> kps;
           double seconds = 0;
         };
-        auto gather_group = [&](std::size_t g0) {
+        // Gathers group [g0, g1) (ids: its parents' sample ids) into `buffer` when the device
+        // offers one (problems one after the other: one copy to the device), else into
+        // vectors of its own.
+        auto gather_group = [&](std::size_t g0, std::size_t g1, std::vector<std::vector<std::int64_t>> ids,
+                                unsigned char* buffer) {
           const auto t_gather = Clock::now();
           Group gr;
-          std::vector<std::vector<std::int64_t>> ids;
           gr.g0 = g0;
-          gr.g1 = next_group(g0, &ids);
-          const auto n_group = static_cast<std::int64_t>(gr.g1 - g0);
-          gr.xs.resize(static_cast<std::size_t>(n_group));
+          gr.g1 = g1;
+          const auto n_group = static_cast<std::int64_t>(g1 - g0);
+          const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(x_dtype);
+          std::vector<std::size_t> offset(static_cast<std::size_t>(n_group) + 1, 0);
+          for (std::size_t u = 0; u < ids.size(); ++u) offset[u + 1] = offset[u] + ids[u].size() * row_bytes;
+          if (buffer == nullptr) gr.xs.resize(static_cast<std::size_t>(n_group));
           gr.views.resize(static_cast<std::size_t>(n_group));
           gr.kps.resize(static_cast<std::size_t>(n_group));
           const int outer = resolve_threads(cfg.threads, n_group);
@@ -597,23 +603,41 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             if (m < b)
               throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                     " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
-            gr.xs[u].resize(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
-            gather_rows(data, ids[u], gr.xs[u].data(), stored, n_group > 1 ? inner_threads : cfg.threads);
-            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(gr.xs[u].data()), m, d);
-            gr.views[u] = MatrixView(gr.xs[u].data(), m, d, x_dtype);
+            unsigned char* x = buffer;
+            if (x != nullptr) {
+              x += offset[u];
+            } else {
+              gr.xs[u].resize(static_cast<std::size_t>(m) * row_bytes);
+              x = gr.xs[u].data();
+            }
+            gather_rows(data, ids[u], x, stored, n_group > 1 ? inner_threads : cfg.threads);
+            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x), m, d);
+            gr.views[u] = MatrixView(x, m, d, x_dtype);
             gr.kps[u] = node_params(parent, b, 1);
           });
           gr.seconds = since(t_gather);
           return gr;
         };
+        // Starts gathering the group from g0 (the device's buffer `slot` is taken here, on
+        // this thread: the device is between batches).
+        auto start_gather = [&](std::size_t g0, int slot) {
+          std::vector<std::vector<std::int64_t>> ids;
+          const std::size_t g1 = next_group(g0, &ids);
+          std::size_t bytes = 0;
+          for (const auto& v : ids) bytes += v.size() * static_cast<std::size_t>(d) * dtype_size(x_dtype);
+          unsigned char* buffer = batch_kmeans->points_buffer(slot, bytes);
+          return std::async(std::launch::async, gather_group, g0, g1, std::move(ids), buffer);
+        };
         std::future<Group> pending;
-        if (!mine.empty()) pending = std::async(std::launch::async, gather_group, std::size_t{0});
+        int slot = 0;
+        if (!mine.empty()) pending = start_gather(0, slot);
         while (pending.valid()) {
           check_stop();
           const auto t_wait = Clock::now();
           Group gr = pending.get();
           wait_s += since(t_wait);
-          if (gr.g1 < mine.size()) pending = std::async(std::launch::async, gather_group, gr.g1);
+          slot ^= 1;
+          if (gr.g1 < mine.size()) pending = start_gather(gr.g1, slot);
           gather_s += gr.seconds;
           cluster::BatchKMeansTimes bt;
           const auto t_batch = Clock::now();
