@@ -34,6 +34,10 @@ else
   "$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
     --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
 fi
+# Flush the generated files before anything is timed: otherwise their write-back (tens of GB)
+# runs under the fit and slows its fsyncs (state files, commits) by seconds, more the faster
+# the fit reaches them.
+sync
 t1=$(date +%s.%N)
 GEN_NAME=${GEN:-planted}
 bytes=$(du -cb "$WORK"/data/part-*.npy | tail -1 | cut -f1)
