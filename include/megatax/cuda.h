@@ -62,6 +62,8 @@ class Resources {
   int sm_count() const noexcept;             // streaming multiprocessors
   std::size_t max_smem_per_block() const noexcept;  // opt-in dynamic shared memory limit
   std::size_t l2_cache_bytes() const noexcept;
+  // The device's free and total memory now, in bytes (cudaMemGetInfo); throws on a CUDA error.
+  std::pair<std::size_t, std::size_t> memory_info() const;
   std::string device_name() const;           // "NVIDIA H100 80GB HBM3"
   void* stream() const noexcept;             // the cudaStream_t, for interop
 

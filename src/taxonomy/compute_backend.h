@@ -23,6 +23,7 @@
 #include "cluster/kmeans_batch.h"
 #include "kernels/cpu/knn.h"
 #include "megatax/dtype.h"
+#include "megatax/error.h"
 #include "megatax/matrix.h"
 #include "megatax/metric.h"
 #include "taxonomy/tree.h"
@@ -58,6 +59,20 @@ class ComputeBackend {
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,
                        const kernels::KnnOptions& options) = 0;
+  // Optional residency (a GPU keeping the data in its memory across levels, while it fits):
+  // offer_resident(shard, local_begin) before a descend() of stored rows lets the backend
+  // keep a copy of those rows under that key; resident() says whether a batch of `rows` rows
+  // is kept, and descend_resident() then descends it without the caller reading the rows
+  // (otherwise descend()'s contract). Keys are the pass's batches: the same on every level.
+  virtual void offer_resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/) {}
+  virtual bool resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/) const {
+    return false;
+  }
+  virtual void descend_resident(const Tree& /*tree*/, int /*level*/, std::int64_t /*shard*/,
+                                std::int64_t /*local_begin*/, std::int64_t /*rows*/, const std::int32_t* /*prev*/,
+                                std::int32_t* /*node*/, std::int32_t* /*child*/, float* /*dist*/) {
+    throw_error(ErrorCode::kInternal, "descend_resident: this backend keeps no rows");
+  }
   // Where descend()'s time went since the last call, for the pass log ("" when the backend
   // does not break it down); resets the counters.
   virtual std::string take_descend_breakdown() { return {}; }

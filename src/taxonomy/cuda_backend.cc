@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cluster/cuda_assigner.h"
@@ -147,11 +149,62 @@ class CudaBackend final : public ComputeBackend {
   void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                std::int32_t* node, std::int32_t* child, float* dist,
                const kernels::KnnOptions& options) override {
+    const Key keep = std::exchange(offered_, Key{-1, -1});
+    descend_impl(tree, level, rows.rows, &rows, nullptr, keep, prev, node, child, dist, options.threads);
+  }
+
+  // Batches of stored rows are kept on the device while they fit (MEGATAX_CUDA_RESIDENT=0
+  // turns it off): later levels' passes then skip reading them.
+  void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
+    if (resident_enabled_) offered_ = {shard, local_begin};
+  }
+  bool resident(std::int64_t shard, std::int64_t local_begin, std::int64_t rows) const override {
+    const auto it = resident_.find({shard, local_begin});
+    return it != resident_.end() && it->second.rows == rows;
+  }
+  void descend_resident(const Tree& tree, int level, std::int64_t shard, std::int64_t local_begin, std::int64_t rows,
+                        const std::int32_t* prev, std::int32_t* node, std::int32_t* child, float* dist) override {
+    const auto it = resident_.find({shard, local_begin});
+    if (it == resident_.end() || it->second.rows != rows)
+      throw_error(ErrorCode::kInternal, "cuda descend_resident: shard " + std::to_string(shard) + " rows from " +
+                                            std::to_string(local_begin) + " are not kept on the device");
+    descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, prev, node, child, dist, 0);
+  }
+
+  std::string take_descend_breakdown() override {
+    std::string r = "group " + std::to_string(time_.group) + ", stage " + std::to_string(time_.stage) +
+                    ", device " + std::to_string(time_.device) + ", scatter " + std::to_string(time_.scatter);
+    if (!resident_.empty())
+      r += "; kept on the device: " + std::to_string(resident_.size()) + " batches, " +
+           std::to_string(resident_bytes_ >> 20) + " MiB";
+    time_ = {};
+    return r;
+  }
+
+ private:
+  using Key = std::pair<std::int64_t, std::int64_t>;  // (shard, local_begin)
+
+  // Whether `bytes` more may be kept: the device keeps max(16 GiB, a fifth of its memory)
+  // free for the levels' centroids and the training (budget fixed at the first call).
+  bool may_keep(std::size_t bytes) {
+    if (resident_budget_ < 0) {
+      const auto [free_bytes, total_bytes] = res_.memory_info();
+      const std::size_t reserve = std::max<std::size_t>(std::size_t{16} << 30, total_bytes / 5);
+      resident_budget_ = free_bytes > reserve ? static_cast<std::int64_t>(free_bytes - reserve) : 0;
+    }
+    return static_cast<std::int64_t>(resident_bytes_ + bytes) <= resident_budget_;
+  }
+
+  // descend() of n rows, from `host` (any memory) or from `on_device` (n rows, dense, in the
+  // compute dtype); `keep`: the key to keep host rows under on the device (-1: none).
+  void descend_impl(const Tree& tree, int level, std::int64_t n, const MatrixView* host, const void* on_device,
+                    Key keep, const std::int32_t* prev, std::int32_t* node, std::int32_t* child, float* dist,
+                    int threads) {
     if (level != level_)
       throw_error(ErrorCode::kInternal, "cuda descend: level " + std::to_string(level) +
                                             " was not prepared (prepare_level)");
     const TreeLevel& lv = tree.level(level);
-    const std::int64_t n = rows.rows, d = tree.dim();
+    const std::int64_t d = tree.dim();
     const std::int64_t n_parents = tree.nodes(level - 1);
     auto t = std::chrono::steady_clock::now();
     auto lap = [&t](double& into) {
@@ -193,27 +246,49 @@ class CudaBackend final : public ComputeBackend {
     labels_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int32_t));
     dist_dev_.reserve(static_cast<std::size_t>(m) * sizeof(float));
     out_host_.reserve(static_cast<std::size_t>(m) * 8);
-    const auto* first_byte = static_cast<const unsigned char*>(rows.data);
-    const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d && first_byte >= batch_host_.as<unsigned char>() &&
-                                 first_byte + static_cast<std::size_t>(n) * row_bytes <=
-                                     batch_host_.as<unsigned char>() + batch_host_.size();
-    if (in_batch_buffer) {
-      // The whole batch goes to the device as it is (page-locked), then the active rows are
-      // gathered there in group order (the device's bandwidth, not the host's).
-      batch_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
+    const void* source = on_device;  // the whole batch on the device, if it gets there
+    if (source == nullptr) {
+      const MatrixView& rows = *host;
+      const auto* first_byte = static_cast<const unsigned char*>(rows.data);
+      const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d &&
+                                   first_byte >= batch_host_.as<unsigned char>() &&
+                                   first_byte + static_cast<std::size_t>(n) * row_bytes <=
+                                       batch_host_.as<unsigned char>() + batch_host_.size();
+      if (in_batch_buffer) {
+        // The whole batch goes to the device as it is (page-locked): into memory it keeps
+        // when offered and it fits, else into the batch buffer.
+        const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
+        void* dst = nullptr;
+        if (keep.first >= 0 && resident_.count(keep) == 0 && may_keep(bytes)) {
+          Resident r;
+          r.x = cuda::DeviceBuffer(bytes);
+          r.rows = n;
+          dst = r.x.data();
+          resident_bytes_ += bytes;
+          resident_.emplace(keep, std::move(r));
+        } else {
+          batch_dev_.reserve(bytes);
+          dst = batch_dev_.data();
+        }
+        cuda::copy_to_device(res_, dst, rows.data, bytes);
+        source = dst;
+      }
+    }
+    if (source != nullptr) {
+      // The active rows are gathered on the device in group order (its bandwidth, not the host's).
       order_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int64_t));
-      cuda::copy_to_device(res_, batch_dev_.data(), rows.data, static_cast<std::size_t>(n) * row_bytes);
       cuda::copy_to_device(res_, order_dev_.data(), active_order.data(), static_cast<std::size_t>(m) * sizeof(std::int64_t));
-      cuda::gather_rows(res_, batch_dev_.data(), row_bytes, order_dev_.as<std::int64_t>(), m, x_dev_.data());
+      cuda::gather_rows(res_, source, row_bytes, order_dev_.as<std::int64_t>(), m, x_dev_.data());
       res_.synchronize();  // active_order (pageable) and the batch buffer are reused by the caller
       lap(time_.stage);
     } else {
+      const MatrixView& rows = *host;
       // Stage the active rows in the compute dtype (pinned), then copy them.
       staging_.reserve(static_cast<std::size_t>(m) * row_bytes);
       auto* staged = static_cast<unsigned char*>(staging_.data());
       constexpr std::int64_t kChunk = 1024;  // rows per task
       const std::int64_t chunks = (m + kChunk - 1) / kChunk;
-      parallel_for(resolve_threads(options.threads, chunks), chunks, [&](std::int64_t c, int) {
+      parallel_for(resolve_threads(threads, chunks), chunks, [&](std::int64_t c, int) {
         std::vector<float> tmp(static_cast<std::size_t>(d));
         for (std::int64_t t = c * kChunk; t < std::min(m, (c + 1) * kChunk); ++t)
           cluster::convert_row(rows.dtype, rows.row(active_order[static_cast<std::size_t>(t)]),
@@ -252,15 +327,6 @@ class CudaBackend final : public ComputeBackend {
     lap(time_.scatter);
   }
 
-  std::string take_descend_breakdown() override {
-    const std::string r = "group " + std::to_string(time_.group) + ", stage " +
-                          std::to_string(time_.stage) + ", device " + std::to_string(time_.device) +
-                          ", scatter " + std::to_string(time_.scatter);
-    time_ = {};
-    return r;
-  }
-
- private:
   cuda::Resources res_;
   DType compute_;
   AssignerPool pool_;
@@ -273,6 +339,19 @@ class CudaBackend final : public ComputeBackend {
     double group = 0, stage = 0, device = 0, scatter = 0;
   } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
+  // Batches kept on the device across levels (offer_resident).
+  struct Resident {
+    cuda::DeviceBuffer x;
+    std::int64_t rows = 0;
+  };
+  std::map<Key, Resident> resident_;
+  std::size_t resident_bytes_ = 0;
+  std::int64_t resident_budget_ = -1;  // bytes; -1: not yet fixed
+  Key offered_{-1, -1};
+  bool resident_enabled_ = [] {
+    const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
+    return v == nullptr || std::string(v) != "0";
+  }();
   cuda::PinnedBuffer staging_, out_host_, batch_host_;
 };
 

@@ -930,29 +930,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.dist = prev.dist;
           std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
           lap(pass.state);
-          BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
-          // A backend computing in the data's 16-bit dtype gets the rows as stored.
-          if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
-            // Into the backend's own buffer when it has one (pinned: no staging copy).
-            const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
-                               dtype_size(data.dtype());
-            if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
-              reader.keep_stored_dtype(own, bytes);
-            } else {
-              reader.keep_stored_dtype(&stored_buffer);
-            }
-          }
-          Batch batch;
-          while (reader.next(&batch)) {
-            lap(pass.read);
-            check_stop();
-            if (!batch.checked) check_finite(batch, data);
-            if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
-            lap(pass.check);
-            const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
-            backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
-                           cur.dist.data() + r0, knn);
-            lap(pass.descend);
+          // The paths, node counts and sample offers of rows [r0, r0 + m) once descended.
+          auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
             for (std::int64_t i = 0; i < m; ++i) {
               const std::int64_t r = r0 + i;
               for (int t = 0; t < l - 1; ++t)
@@ -979,7 +958,52 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               });
             }
             bar.add(m);
-            lap(pass.bookkeep);
+          };
+          // Batches the backend kept (a GPU's memory) are descended where they are: the
+          // shard is not read again.
+          const std::int64_t per = cfg.batch_rows;
+          bool kept = n > 0;
+          for (std::int64_t r0 = 0; r0 < n && kept; r0 += per) kept = backend->resident(si, r0, std::min(per, n - r0));
+          if (kept) {
+            for (std::int64_t r0 = 0; r0 < n; r0 += per) {
+              check_stop();
+              const std::int64_t m = std::min(per, n - r0);
+              backend->descend_resident(s.tree, l, si, r0, m, prev.node.data() + r0, cur.node.data() + r0,
+                                        child.data(), cur.dist.data() + r0);
+              lap(pass.descend);
+              bookkeep(r0, m);
+              lap(pass.bookkeep);
+            }
+          } else {
+            BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
+            // A backend computing in the data's 16-bit dtype gets the rows as stored.
+            bool in_backend_buffer = false;
+            if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
+              // Into the backend's own buffer when it has one (pinned: no staging copy).
+              const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
+                                 dtype_size(data.dtype());
+              if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
+                reader.keep_stored_dtype(own, bytes);
+                in_backend_buffer = true;
+              } else {
+                reader.keep_stored_dtype(&stored_buffer);
+              }
+            }
+            Batch batch;
+            while (reader.next(&batch)) {
+              lap(pass.read);
+              check_stop();
+              if (!batch.checked) check_finite(batch, data);
+              if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+              lap(pass.check);
+              const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
+              if (in_backend_buffer) backend->offer_resident(si, r0);
+              backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
+                             cur.dist.data() + r0, knn);
+              lap(pass.descend);
+              bookkeep(r0, m);
+              lap(pass.bookkeep);
+            }
           }
           lap(pass.read);
           write_shard_state(st, s.path(state_dir(l) + name), cur, l);

@@ -5,7 +5,9 @@
 //   1. f32 on the GPU (exact FFMA) vs the CPU: >= 99.5% of the output paths equal, and the
 //      level-1 centroids within 1e-3 (relative) of the CPU's.
 //   2. Determinism: the same GPU fit twice gives byte-identical model files and outputs.
-//   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data.
+//   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data;
+//      3b. the same fit with the data kept on the device across levels vs read every pass
+//      (MEGATAX_CUDA_RESIDENT=0): identical model and output files.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 99% of paths equal.
@@ -25,6 +27,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -337,6 +340,22 @@ int main(int argc, char** argv) {
     std::printf("fit f16 data: cpu %.2f s, cuda (f16 tensor cores) %.2f s\n", t_cpu16, t_gpu16);
     const double agree16 = fraction_equal_rows(all_paths(dir + "/o_cpu16", shards), all_paths(dir + "/o_gpu16", shards), levels);
     check(agree16 >= 0.99, "f16 GPU vs CPU: " + std::to_string(100 * agree16) + "% of paths equal (>= 99%)");
+    {
+      // 3b. The data kept on the device after the first pass (later passes do not read it)
+      // against the same fit reading it every pass (MEGATAX_CUDA_RESIDENT=0): the same bits.
+      // Three batches per shard, the last one short.
+      TaxonomyConfig small = base;
+      small.batch_rows = 30000;
+      fit(small, "cuda", in16, dir + "/m_kept", dir + "/o_kept");
+      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+      fit(small, "cuda", in16, dir + "/m_read", dir + "/o_read");
+      unsetenv("MEGATAX_CUDA_RESIDENT");
+      std::string why;
+      const bool same = same_tree_files(dir + "/m_kept", dir + "/m_read", &why) &&
+                        same_tree_files(dir + "/o_kept", dir + "/o_read", &why);
+      check(same, "f16 GPU fit with the data kept on the device vs read every pass: identical files" +
+                      (same ? "" : " (differs: " + why + ")"));
+    }
 
     {
       TaxonomyEngine loaded = TaxonomyEngine::load(dir + "/m_gpu");

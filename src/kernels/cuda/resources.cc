@@ -83,6 +83,12 @@ int Resources::sm_count() const noexcept { return impl_->prop.multiProcessorCoun
 std::size_t Resources::max_smem_per_block() const noexcept {
   return impl_->prop.sharedMemPerBlockOptin;
 }
+std::pair<std::size_t, std::size_t> Resources::memory_info() const {
+  activate();
+  std::size_t free_bytes = 0, total_bytes = 0;
+  MEGATAX_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return {free_bytes, total_bytes};
+}
 std::size_t Resources::l2_cache_bytes() const noexcept {
   return static_cast<std::size_t>(impl_->prop.l2CacheSize);
 }
