@@ -129,6 +129,12 @@ using AssignMmaPolicy =
 using TopkMmaPolicy = MmaPolicy<64, 128, MEGATAX_TOPK_BK, 2, 4, MEGATAX_TOPK_STAGES, 1>;
 //   f32 (assign and top-k): 64 x 64 x 16, 16 x 16 threads of 4 x 4, 3 stages (26 KiB)
 using F32SimtPolicy = SimtPolicy<64, 64, 16, 16, 16, 3>;
+//   top-k of at most 16 queries (memory-bound: the database is read once, and a 64-row query
+//   tile would spend 4x the multiply-adds on padding): 16 x 128 tiles.
+//   f16/bf16: 16 x 128 x 64, 4 warps of 16 x 32, 3 stages (62 KiB + selection state)
+using TopkMmaSmallQPolicy = MmaPolicy<16, 128, 64, 1, 4, 3, 1>;
+//   f32: 16 x 128 x 16, 4 x 32 threads of 4 x 4, 3 stages (29 KiB)
+using F32SimtSmallQPolicy = SimtPolicy<16, 128, 16, 4, 32, 3>;
 
 // ---- PTX helpers ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -402,15 +403,34 @@ void topk(Resources& res, const TopkArgs& args) {
   res.activate();
   const bool tensor = q.dtype != DType::kF32;
   const bool aligned = tensor && vector_aligned(q) && vector_aligned(db);
+  // A few queries (<= 16): 16-row query tiles (MEGATAX_CUDA_TOPK_SMALL_Q=0 turns them off,
+  // for side-by-side runs).
+  static const bool small_q_tiles = [] {
+    const char* v = std::getenv("MEGATAX_CUDA_TOPK_SMALL_Q");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  const bool small = small_q_tiles && q.rows <= 16;
   switch (q.dtype) {
     case DType::kBF16:
-      run_topk_metric<MmaCore<TopkMmaPolicy, __nv_bfloat16>>(res, args, aligned);
+      if (small) {
+        run_topk_metric<MmaCore<TopkMmaSmallQPolicy, __nv_bfloat16>>(res, args, aligned);
+      } else {
+        run_topk_metric<MmaCore<TopkMmaPolicy, __nv_bfloat16>>(res, args, aligned);
+      }
       break;
     case DType::kF16:
-      run_topk_metric<MmaCore<TopkMmaPolicy, __half>>(res, args, aligned);
+      if (small) {
+        run_topk_metric<MmaCore<TopkMmaSmallQPolicy, __half>>(res, args, aligned);
+      } else {
+        run_topk_metric<MmaCore<TopkMmaPolicy, __half>>(res, args, aligned);
+      }
       break;
     default:
-      run_topk_metric<SimtCore<F32SimtPolicy>>(res, args, aligned);
+      if (small) {
+        run_topk_metric<SimtCore<F32SimtSmallQPolicy>>(res, args, aligned);
+      } else {
+        run_topk_metric<SimtCore<F32SimtPolicy>>(res, args, aligned);
+      }
       break;
   }
 }
