@@ -1068,32 +1068,59 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         m.put_array<double>(inertia_to[w]);
         send[w] = m.take();
       }
-      struct Part {
-        std::int64_t node, shard, count;
-        double inertia;
+      // The owner adds each node's partial sums in shard order without sorting the parts (a
+      // wide level has ~100k of them per shard): a shard's parts are one contiguous run of
+      // the message of the worker that processed it; the runs are taken in shard order and
+      // added into per-node accumulators, so each node's float64 sum sees the shards in
+      // index order, as on one worker.
+      struct Received {
+        std::vector<std::int64_t> shard, node, count;
+        std::vector<double> inertia;
       };
-      std::vector<Part> parts;
+      std::vector<Received> received;
       for (const std::string& bytes : ex.alltoall(send)) {
         dist::MessageReader r(bytes, "shard summary message");
-        const auto sh = r.get_array<std::int64_t>();
-        const auto nd = r.get_array<std::int64_t>();
-        const auto ct = r.get_array<std::int64_t>();
-        const auto in = r.get_array<double>();
-        for (std::size_t t = 0; t < sh.size(); ++t) parts.push_back({nd[t], sh[t], ct[t], in[t]});
+        Received got;
+        got.shard = r.get_array<std::int64_t>();
+        got.node = r.get_array<std::int64_t>();
+        got.count = r.get_array<std::int64_t>();
+        got.inertia = r.get_array<double>();
+        received.push_back(std::move(got));
       }
-      std::sort(parts.begin(), parts.end(), [](const Part& x, const Part& y) {
-        return x.node < y.node || (x.node == y.node && x.shard < y.shard);
-      });
+      struct Run {
+        std::int64_t shard;
+        std::size_t message, begin, end;
+      };
+      std::vector<Run> runs;
+      for (std::size_t mi = 0; mi < received.size(); ++mi) {
+        const auto& sh = received[mi].shard;
+        for (std::size_t t = 0; t < sh.size();) {
+          std::size_t e = t + 1;
+          while (e < sh.size() && sh[e] == sh[t]) ++e;
+          runs.push_back({sh[t], mi, t, e});
+          t = e;
+        }
+      }
+      std::stable_sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.shard < y.shard; });
+      std::vector<std::int64_t> node_count_sum(static_cast<std::size_t>(n_nodes), 0);
+      std::vector<double> node_inertia_sum(static_cast<std::size_t>(n_nodes), 0.0);
+      std::vector<char> has_part(static_cast<std::size_t>(n_nodes), 0);
+      for (const Run& run : runs) {
+        const Received& got = received[run.message];
+        for (std::size_t t = run.begin; t < run.end; ++t) {
+          const auto nd = static_cast<std::size_t>(got.node[t]);
+          node_count_sum[nd] += got.count[t];
+          node_inertia_sum[nd] += got.inertia[t];
+          has_part[nd] = 1;
+        }
+      }
       std::vector<std::int64_t> own_nodes, own_counts;
       std::vector<double> own_inertia;
-      for (const Part& part : parts) {
-        if (own_nodes.empty() || own_nodes.back() != part.node) {
-          own_nodes.push_back(part.node);
-          own_counts.push_back(0);
-          own_inertia.push_back(0.0);
-        }
-        own_counts.back() += part.count;
-        own_inertia.back() += part.inertia;
+      for (std::int64_t nd = 0; nd < n_nodes; ++nd) {
+        if (has_part[static_cast<std::size_t>(nd)] == 0) continue;
+        own_nodes.push_back(nd);
+        own_counts.push_back(node_count_sum[static_cast<std::size_t>(nd)]);
+        own_inertia.push_back(node_inertia_sum[static_cast<std::size_t>(nd)]);
       }
       dist::MessageWriter m;
       m.put_array<std::int64_t>(own_nodes);
