@@ -1045,6 +1045,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
     // Each node's partial sums go to its owner (volume ~ touched (shard, node) pairs / R),
     // the owner adds them in shard order, and the totals are shared (16 bytes a node).
+    const auto t_sums = Clock::now();
     counts.assign(static_cast<std::size_t>(n_nodes), 0);
     inertia.assign(static_cast<std::size_t>(n_nodes), 0.0);
     {
@@ -1137,6 +1138,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
       }
     }
+    log_worker("level " + std::to_string(l) + ": node counts and inertia summed in " + std::to_string(since(t_sums)) +
+               " s (" + std::to_string(summaries.size()) + " shard summaries)");
     // ---- 3b. Dynamic splitting (balance, last level): parents with an oversized child are
     // re-trained with more children and the level is assigned again. Decided from the
     // all-reduced counts, so every rank takes the same branch.
