@@ -71,7 +71,7 @@ class BatchKMeansDevice {
 struct BatchKMeansTimes {
   double prepare = 0, seeding = 0, assign = 0, update = 0;
   double collect = 0;         // the centroids read back and the results put together
-  double seeding_device = 0;  // of `seeding`: in the device's seeding_distances calls
+  double seeding_device = 0;  // of `seeding`: in the device's seeding calls (seed or seeding_distances)
   std::int64_t seeding_steps = 0;
 };
 

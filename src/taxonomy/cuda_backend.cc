@@ -1,6 +1,9 @@
-// The CUDA compute backend: k-means of node problems through CudaAssigner, and descent of a
-// batch of rows to a level through one grouped-assign launch (every row against its own
-// parent's children), with the level's centroids kept on the device.
+// The CUDA compute backend: k-means of node problems through CudaAssigner (one at a time)
+// or CudaBatchKMeans (a group per launch), and descent of a batch of rows to a level through
+// one grouped-assign launch (every row against its own parent's children), with the level's
+// centroids kept on the device. The pass's batches of stored rows arrive in page-locked
+// memory, are grouped by parent on the device, and are kept there across levels while they
+// fit (offer_resident / descend_resident).
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
