@@ -1048,20 +1048,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     const auto t_sums = Clock::now();
     counts.assign(static_cast<std::size_t>(n_nodes), 0);
     inertia.assign(static_cast<std::size_t>(n_nodes), 0.0);
-    if (R == 1) {
-      // One worker owns every node: its summaries, taken in shard order, are added straight
-      // into the totals (the same order and bits as the exchange below).
-      std::vector<const ShardSummary*> by_shard;
-      for (const auto& sum : summaries) by_shard.push_back(&sum);
-      std::stable_sort(by_shard.begin(), by_shard.end(),
-                       [](const ShardSummary* x, const ShardSummary* y) { return x->shard < y->shard; });
-      for (const ShardSummary* sum : by_shard)
-        for (std::size_t t = 0; t < sum->nodes.size(); ++t) {
-          const auto nd = static_cast<std::size_t>(sum->nodes[t]);
-          counts[nd] += sum->counts[t];
-          inertia[nd] += sum->inertia[t];
-        }
-    } else {
+    {
       std::vector<std::vector<std::int64_t>> shard_to(static_cast<std::size_t>(R)), node_to(static_cast<std::size_t>(R)),
           count_to(static_cast<std::size_t>(R));
       std::vector<std::vector<double>> inertia_to(static_cast<std::size_t>(R));
