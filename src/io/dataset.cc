@@ -220,6 +220,7 @@ void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
   const VectorReader& reader = dataset_.reader(shard_);
   if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
   raw_ = raw_buffer;
+  fixed_ = nullptr;
   const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
   if (raw_->size() < bytes) raw_->resize(bytes);
 }
