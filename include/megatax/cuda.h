@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -149,6 +150,15 @@ void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes)
 void fill_zero(Resources& res, void* dst, std::size_t bytes);
 // Device-to-device copy (queued; dst and src must not overlap).
 void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
+
+// Fills rows [r0, r1) of row_bytes bytes each into host memory `out` (packed).
+using RowFill = std::function<void(std::int64_t r0, std::int64_t r1, unsigned char* out)>;
+// Copies `rows` rows of row_bytes bytes, produced by `fill`, to device memory `dst` (packed)
+// through two page-locked halves of `staging` (each up to half_bytes, rounded down to whole
+// rows, at least one row; grown as needed): one half is filled while the other's copy runs.
+// Returns when every copy has finished (the staging buffer is free again).
+void upload_rows_staged(Resources& res, PinnedBuffer& staging, void* dst, std::int64_t rows, std::size_t row_bytes,
+                        std::size_t half_bytes, const RowFill& fill);
 
 enum class IndexType : std::uint8_t { kI32 = 0, kI64 = 1 };
 

@@ -54,16 +54,10 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
       }
     }
   }
-  // Rows go through two pinned staging halves, filled (converted if need be) by all threads:
-  // one half is filled while the other's copy to the device runs.
-  const std::int64_t chunk_rows =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(kStagingBytes / 2 / std::max<std::size_t>(row_bytes, 1)));
-  const std::size_t half_bytes = static_cast<std::size_t>(std::min(n, chunk_rows)) * row_bytes;
-  staging_.reserve(2 * half_bytes);
-  int half = 0;
-  for (std::int64_t r0 = 0; r0 < n; r0 += chunk_rows, half ^= 1) {
-    const std::int64_t r1 = std::min(n, r0 + chunk_rows);
-    auto* stage = static_cast<unsigned char*>(staging_.data()) + static_cast<std::size_t>(half) * half_bytes;
+  // Rows go through two page-locked staging halves, filled (converted if need be) by all
+  // threads, one half while the other's copy runs.
+  cuda::upload_rows_staged(res_, staging_, x_dev_.data(), n, row_bytes, kStagingBytes / 2,
+                           [&](std::int64_t r0, std::int64_t r1, unsigned char* stage) {
     constexpr std::int64_t kRowsPerTask = 256;
     const std::int64_t tasks = (r1 - r0 + kRowsPerTask - 1) / kRowsPerTask;
     parallel_for(resolve_threads(0, tasks), tasks, [&](std::int64_t t, int) {
@@ -78,13 +72,7 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
                     stage + static_cast<std::size_t>(i - r0) * row_bytes, tmp.data());
       }
     });
-    // The copy from the other half (queued last round) must be done before this one is
-    // queued, and this half is refilled two rounds from now: wait for the stream, then queue.
-    res_.synchronize();
-    cuda::copy_to_device(res_, static_cast<unsigned char*>(x_dev_.data()) + static_cast<std::size_t>(r0) * row_bytes,
-                         stage, static_cast<std::size_t>(r1 - r0) * row_bytes);
-  }
-  res_.synchronize();  // the staging halves are reused by the next call
+  });
 }
 
 void CudaBatchKMeans::set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) {

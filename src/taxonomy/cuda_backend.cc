@@ -122,13 +122,8 @@ class CudaBackend final : public ComputeBackend {
     centroids_.reserve(std::max<std::size_t>(bytes, 16));
     // Converted by every thread into one half of a page-locked buffer while the other half
     // is copied to the device (a deep level has ~1M centroids: gigabytes).
-    const std::int64_t chunk_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>((std::size_t{32} << 20) / row_bytes));
-    const std::size_t half_bytes = static_cast<std::size_t>(std::min(k, chunk_rows)) * row_bytes;
-    staging_.reserve(2 * half_bytes);
-    int half = 0;
-    for (std::int64_t r0 = 0; r0 < k; r0 += chunk_rows, half ^= 1) {
-      const std::int64_t r1 = std::min(k, r0 + chunk_rows);
-      auto* stage = static_cast<unsigned char*>(staging_.data()) + static_cast<std::size_t>(half) * half_bytes;
+    cuda::upload_rows_staged(res_, staging_, centroids_.data(), k, row_bytes, std::size_t{32} << 20,
+                             [&](std::int64_t r0, std::int64_t r1, unsigned char* stage) {
       constexpr std::int64_t kRows = 1024;
       const std::int64_t tasks = (r1 - r0 + kRows - 1) / kRows;
       parallel_for(resolve_threads(0, tasks), tasks, [&](std::int64_t c, int) {
@@ -136,12 +131,7 @@ class CudaBackend final : public ComputeBackend {
         cluster::convert_rows(f32_view(lv.centroids.data() + a * d, b - a, d), compute_,
                               stage + static_cast<std::size_t>(a - r0) * row_bytes);
       });
-      // This half's last copy (two rounds ago) and the other half's are done past this
-      // wait; then this half is queued.
-      res_.synchronize();
-      cuda::copy_to_device(res_, static_cast<unsigned char*>(centroids_.data()) + static_cast<std::size_t>(r0) * row_bytes,
-                           stage, static_cast<std::size_t>(r1 - r0) * row_bytes);
-    }
+    });
     c_norms_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));
     if (k > 0) cuda::row_norms(res_, MatrixView(centroids_.data(), k, d, compute_, d), c_norms_.as<float>());
     res_.synchronize();

@@ -159,6 +159,26 @@ void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes)
   MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void upload_rows_staged(Resources& res, PinnedBuffer& staging, void* dst, std::int64_t rows, std::size_t row_bytes,
+                        std::size_t half_bytes, const RowFill& fill) {
+  if (rows <= 0 || row_bytes == 0) return;
+  const std::int64_t chunk_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(half_bytes / row_bytes));
+  const std::size_t half = static_cast<std::size_t>(std::min(rows, chunk_rows)) * row_bytes;
+  staging.reserve(2 * half);
+  int which = 0;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += chunk_rows, which ^= 1) {
+    const std::int64_t r1 = std::min(rows, r0 + chunk_rows);
+    auto* stage = static_cast<unsigned char*>(staging.data()) + static_cast<std::size_t>(which) * half;
+    fill(r0, r1, stage);
+    // The other half's copy (queued last round) and this half's previous one (two rounds
+    // ago) are done past this wait; then this half's copy is queued.
+    res.synchronize();
+    copy_to_device(res, static_cast<unsigned char*>(dst) + static_cast<std::size_t>(r0) * row_bytes, stage,
+                   static_cast<std::size_t>(r1 - r0) * row_bytes);
+  }
+  res.synchronize();
+}
+
 void fill_zero(Resources& res, void* dst, std::size_t bytes) {
   if (bytes == 0) return;
   res.activate();
