@@ -286,18 +286,25 @@ int main(int argc, char** argv) {
             a.distances = dist.as<float>();
             a.ids = ids.as<std::int64_t>();
             const double ours = time_ms(stream, [&] { mc::topk(res, a); });
+            // The portable (mma.sync) kernel in the same run, where Hopper's took the shape.
+            std::string portable;
+            if (s.t != DType::kF32 && q > 16) {
+              setenv("MEGATAX_CUDA_TOPK", "mma", 1);
+              portable = fmt(" | portable kernel %8.3f ms", time_ms(stream, [&] { mc::topk(res, a); }));
+              unsetenv("MEGATAX_CUDA_TOPK");
+            }
             const std::string shape =
                 fmt("%s Q=%lld N=%s D=%lld k=%lld", megatax::dtype_name(s.t), (long long)q,
                     human(s.n).c_str(), (long long)s.d, (long long)k);
             std::printf("  %-36s ours %8.3f ms | GEMM-only %8.3f ms (ours %.2fx) | HBM read floor "
-                        "%.3f ms (ours at %.0f%% of copy bandwidth)\n",
+                        "%.3f ms (ours at %.0f%% of copy bandwidth)%s\n",
                         shape.c_str(), ours, floor, ours / floor, read_floor,
-                        100 * read_floor / ours);
+                        100 * read_floor / ours, portable.c_str());
             g_rows.push_back({"topk " + shape,
                               fmt("%8.3f ms | GEMM-only %8.3f ms, ours/GEMM %.2fx | read floor "
-                                  "%.3f ms, %3.0f%% of BW",
+                                  "%.3f ms, %3.0f%% of BW%s",
                                   ours, floor, ours / floor, read_floor,
-                                  100 * read_floor / ours)});
+                                  100 * read_floor / ours, portable.c_str())});
           }
         }
       }

@@ -973,7 +973,8 @@ int main(int argc, char** argv) {
     if (small) {
       assign_cases = {{70, 130, 40, kB}, {33, 300, 17, kB, Metric::kL2, false, 3, true},
                       {70, 130, 17, kF}};
-      topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false}};
+      topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false},
+                    {40, 900, 64, 10, kB}};  // the last one on Hopper's kernel
       acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
       grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}};
     } else {
@@ -1022,6 +1023,13 @@ int main(int argc, char** argv) {
           {50, 5000, 65, 20, kF, Metric::kInnerProduct},
           {40, 6000, 95, 37, kH, Metric::kL2, true, 5},  // strided, unaligned
           {300, 10000, 32, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 20},  // batches
+          // The Hopper kernel's edges (more than 16 queries, d a multiple of 8): query blocks
+          // in clusters of 2, a d chunk tail, database tails, k past a chunk, k > n.
+          {1000, 30000, 136, 100, kB},
+          {257, 3001, 8, 5, kH},
+          {64, 700, 128, 300, kB},
+          {50, 100, 64, 200, kB},
+          {129, 5000, 256, 64, kH, Metric::kInnerProduct, false},
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign

@@ -1,12 +1,10 @@
 // Fused assign on Hopper: warpgroup MMA (wgmma) fed by TMA, argmin in registers.
 //
-// Block: 3 warpgroups (384 threads), one block per SM, a persistent grid walking work items.
+// Block: 3 warpgroups (384 threads), one block per SM, a persistent grid walking work items,
+// on the main loop of sm90_pipeline.cuh:
 //   warpgroup 0  producer: one thread issues the TMA copies of the X tile (128 rows x 64 d)
-//                and the centroid tile (BN rows x 64 d) of each d chunk into a kStages-deep
-//                ring of shared-memory stages (128-byte swizzle, zeros past the edges), each
-//                stage guarded by a "full" mbarrier (copies landed) and an "empty" one (both
-//                consumer warpgroups are done with it). Its registers are given to the
-//                consumers (setmaxnreg).
+//                and the centroid tile (BN rows x 64 d) of each d chunk into the ring of
+//                shared-memory stages. Its registers are given to the consumers (setmaxnreg).
 //   warpgroups 1, 2  consumers: each owns 64 of the 128 rows and all BN columns of the tile:
 //                4 wgmma m64nBNk16 per chunk (f32 accumulators, BN / 2 registers a thread),
 //                one chunk's MMAs in flight while the next chunk's are issued; when a
@@ -41,7 +39,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -50,32 +47,20 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
 #include "kernels/cuda/tensor_map.h"
 #include "megatax/error.h"
-#if defined(MEGATAX_SM90A)
-#include "kernels/cuda/wgmma_ops.cuh"
-#endif
 
 namespace megatax::cuda::detail {
 namespace {
 
-constexpr int kBM = 128;                 // rows of X per work item
-constexpr int kBK = 64;                  // d per chunk: 128 bytes, one swizzle row
-constexpr int kConsumerWarps = 8;
-constexpr int kThreads = 384;
-constexpr int kProducerRegs = 40;
-constexpr int kConsumerRegs = 232;
+constexpr int kBM = kSm90BM;  // rows of X per work item
 
+// Shared memory: the ring, then the fused norms of the item's rows.
 template <int BN>
 struct Sm90Shape {
-  static constexpr int kABytes = kBM * kBK * 2;
-  static constexpr int kBBytes = BN * kBK * 2;
-  static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr int kStages = (200 * 1024) / kStageBytes;  // 4 for BN 256, 6 for BN 128
-  static constexpr int kBarrierBytes = 2 * kStages * 8;
-  static constexpr int kSmemBytes = 1024 /* alignment slack */ + kStages * kStageBytes +
-                                    kBarrierBytes + kBM * 4 /* fused norms */;
-  static_assert(kStages >= 2, "double buffering at least");
+  using Ring = Sm90Ring<BN>;  // 4 stages for BN 256, 6 for BN 128
+  static constexpr int kSmemBytes = Ring::kBytes + kBM * 4;
   static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
 };
 
@@ -138,20 +123,6 @@ __device__ __forceinline__ Work work_item(const Sm90Params& p, std::int64_t w, i
   return r;
 }
 
-#if defined(MEGATAX_SM90A)
-// A consumer warp is done with a stage: arrive on the stage's "empty" barrier of every CTA of
-// the cluster (their producers write into this CTA's copy of the stage too).
-template <int kCluster>
-__device__ __forceinline__ void release(std::uint64_t* empty_bar) {
-  if constexpr (kCluster == 1) {
-    sm90::mbarrier_arrive(empty_bar);
-  } else {
-#pragma unroll
-    for (int r = 0; r < kCluster; ++r) sm90::mbarrier_arrive_cluster(empty_bar, r);
-  }
-}
-#endif
-
 // Folds one BN-column tile of accumulators (a thread's two rows x BN / 4 columns, wgmma's
 // register layout) into the thread's running (score, index) minima. kFull: every column of
 // the tile exists and the column norms can be read in 8-byte pairs (no bounds tests, half
@@ -192,86 +163,50 @@ __device__ __forceinline__ void fold_tile(const float (&acc)[BN / 2], const floa
 }
 
 template <class T, int BN, class Op, bool kGrouped, int kCluster>
-__device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem,
-                                        std::uint64_t* full, std::uint64_t* empty,
+__device__ __forceinline__ void consume(const Sm90Params& p,
+                                        const RingView<typename Sm90Shape<BN>::Ring>& ring,
                                         float* xn_smem, int cw, int cta_rank,
                                         std::int64_t cluster_id, std::int64_t clusters,
                                         std::int64_t chunks);
 
 template <class T, int BN, class Op, bool kGrouped, int kCluster>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kSm90Threads, 1)
     assign_sm90_kernel(const __grid_constant__ CUtensorMap map_x,
                        const __grid_constant__ CUtensorMap map_c, const Sm90Params p) {
 #if defined(MEGATAX_SM90A)
-  using S = Sm90Shape<BN>;
+  using Ring = typename Sm90Shape<BN>::Ring;
   extern __shared__ unsigned char smem_raw[];
-  // The 128-byte swizzle repeats every 1024 bytes: stages start 1024-byte aligned.
-  unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~static_cast<std::uintptr_t>(1023));
-  auto* full = reinterpret_cast<std::uint64_t*>(smem + S::kStages * S::kStageBytes);
-  std::uint64_t* empty = full + S::kStages;
-  auto* xn_smem = reinterpret_cast<float*>(empty + S::kStages);
+  const RingView<Ring> ring(smem_raw);
+  auto* xn_smem = reinterpret_cast<float*>(ring.end());
 
   const int wg = static_cast<int>(threadIdx.x) / 128;
   // Clusters of kCluster CTAs work on kCluster consecutive row blocks against the same
-  // centroid tiles: each CTA loads its own X tile and 1 / kCluster of the centroid tile,
-  // multicast to all of them (L2 reads of the centroids divided by kCluster). A stage is
-  // refilled only when the consumers of every CTA of the cluster are done with it.
+  // centroid tiles (sm90_pipeline.cuh).
   const int cta_rank = kCluster > 1 ? static_cast<int>(sm90::cluster_cta_rank()) : 0;
   const std::int64_t cluster_id = blockIdx.x / kCluster;
   const std::int64_t clusters = gridDim.x / kCluster;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < S::kStages; ++s) {
-      sm90::mbarrier_init(&full[s], 1);
-      sm90::mbarrier_init(&empty[s], kConsumerWarps * kCluster);
-    }
-    sm90::fence_barrier_init();
-  }
-  if constexpr (kCluster > 1) {
-    sm90::cluster_sync();
-  } else {
-    __syncthreads();
-  }
+  ring.template init<kCluster>();
 
-  const std::int64_t chunks = (p.d + kBK - 1) / kBK;
+  const std::int64_t chunks = (p.d + kSm90BK - 1) / kSm90BK;
 
   if (wg == 0) {
     // ---- producer ----
-    sm90::setmaxnreg_dec<kProducerRegs>();
+    sm90::setmaxnreg_dec<kSm90ProducerRegs>();
     if (threadIdx.x == 0) {
       sm90::prefetch_tensor_map(&map_x);
       sm90::prefetch_tensor_map(&map_c);
-      constexpr int kBPart = BN / kCluster;  // centroid rows this CTA loads
-      int stage = 0;
-      std::uint32_t phase = 0;
+      RingCursor cur;
       for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
         const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
         for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
-          const auto col0 = static_cast<std::int32_t>(wk.c_begin + t * BN + cta_rank * kBPart);
-          for (std::int64_t c = 0; c < chunks; ++c) {
-            sm90::mbarrier_wait(&empty[stage], phase ^ 1);
-            unsigned char* a = smem + stage * S::kStageBytes;
-            unsigned char* b = a + S::kABytes + cta_rank * (kBPart * kBK * 2);
-            sm90::mbarrier_arrive_expect_tx(&full[stage], S::kStageBytes);
-            const auto k0 = static_cast<std::int32_t>(c * kBK);
-            sm90::tma_load_2d(a, &map_x, k0, static_cast<std::int32_t>(wk.row0), &full[stage]);
-            if constexpr (kCluster > 1) {
-              sm90::tma_load_2d_multicast(b, &map_c, k0, col0, &full[stage],
-                                          static_cast<std::uint16_t>((1u << kCluster) - 1));
-            } else {
-              sm90::tma_load_2d(b, &map_c, k0, col0, &full[stage]);
-            }
-            if (++stage == S::kStages) {
-              stage = 0;
-              phase ^= 1;
-            }
-          }
+          produce_tile<Ring, BN, kCluster>(ring, cur, &map_x, &map_c, wk.row0, wk.c_begin + t * BN,
+                                           chunks, cta_rank);
         }
       }
     }
   } else {
-    consume<T, BN, Op, kGrouped, kCluster>(p, smem, full, empty, xn_smem, wg - 1, cta_rank,
-                                           cluster_id, clusters, chunks);
+    consume<T, BN, Op, kGrouped, kCluster>(p, ring, xn_smem, wg - 1, cta_rank, cluster_id,
+                                           clusters, chunks);
   }
   // No CTA may leave while a peer can still multicast into its shared memory or arrive on its
   // barriers.
@@ -283,20 +218,19 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // The consumer warpgroup `cw` (0 or 1) of assign_sm90_kernel.
 template <class T, int BN, class Op, bool kGrouped, int kCluster>
-__device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem,
-                                        std::uint64_t* full, std::uint64_t* empty,
+__device__ __forceinline__ void consume(const Sm90Params& p,
+                                        const RingView<typename Sm90Shape<BN>::Ring>& ring,
                                         float* xn_smem, int cw, int cta_rank,
                                         std::int64_t cluster_id, std::int64_t clusters,
                                         std::int64_t chunks) {
 #if defined(MEGATAX_SM90A)
-  using S = Sm90Shape<BN>;
-  sm90::setmaxnreg_inc<kConsumerRegs>();
+  using Ring = typename Sm90Shape<BN>::Ring;
+  sm90::setmaxnreg_inc<kSm90ConsumerRegs>();
   const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
   const int warp = tid / 32, lane = tid % 32;
   const int local_row = cw * 64 + warp * 16 + lane / 4;  // + 8 for the second row slot
   float acc[BN / 2];
-  int stage = 0;
-  std::uint32_t phase = 0;
+  RingCursor cur;
 
   for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
     const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
@@ -306,56 +240,33 @@ __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem
     float xn_part = 0.f;
 
     for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
-      int pending = -1;  // the stage whose MMAs are in flight
-      for (std::int64_t c = 0; c < chunks; ++c) {
-        sm90::mbarrier_wait(&full[stage], phase);
-        const unsigned char* a = smem + stage * S::kStageBytes + cw * 64 * (kBK * 2);
-        const unsigned char* b = smem + stage * S::kStageBytes + S::kABytes;
-        if (fuse_norms && t == wk.t0) {
-          // Two threads a row, four 16-byte pieces each (the swizzle permutes a row's
-          // pieces, which a sum does not mind; zeros past d).
-          const auto* row = reinterpret_cast<const uint4*>(a + (tid / 2) * (kBK * 2)) + (tid % 2) * 4;
+      mma_tile<T, Ring, BN, kCluster>(
+          acc, ring, cur, cw, lane, chunks, [&](const unsigned char* a, std::int64_t) {
+            if (!fuse_norms || t != wk.t0) return;
+            // Two threads a row, four 16-byte pieces each (the swizzle permutes a row's
+            // pieces, which a sum does not mind; zeros past d).
+            const auto* row = reinterpret_cast<const uint4*>(a + (tid / 2) * (kSm90BK * 2)) + (tid % 2) * 4;
 #pragma unroll
-          for (int v = 0; v < 4; ++v) {
-            const uint4 u = row[v];
-            const std::uint32_t words[4] = {u.x, u.y, u.z, u.w};
+            for (int v = 0; v < 4; ++v) {
+              const uint4 u = row[v];
+              const std::uint32_t words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              float2 f;
-              if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-                __nv_bfloat162 h;
-                memcpy(&h, &words[e], 4);
-                f = __bfloat1622float2(h);
-              } else {
-                __half2 h;
-                memcpy(&h, &words[e], 4);
-                f = __half22float2(h);
+              for (int e = 0; e < 4; ++e) {
+                float2 f;
+                if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+                  __nv_bfloat162 h;
+                  memcpy(&h, &words[e], 4);
+                  f = __bfloat1622float2(h);
+                } else {
+                  __half2 h;
+                  memcpy(&h, &words[e], 4);
+                  f = __half22float2(h);
+                }
+                xn_part = fmaf(f.x, f.x, xn_part);
+                xn_part = fmaf(f.y, f.y, xn_part);
               }
-              xn_part = fmaf(f.x, f.x, xn_part);
-              xn_part = fmaf(f.y, f.y, xn_part);
             }
-          }
-        }
-        sm90::wgmma_fence();
-        const std::uint64_t da = sm90::smem_desc_k_major_sw128(a);
-        const std::uint64_t db = sm90::smem_desc_k_major_sw128(b);
-#pragma unroll
-        for (int kk = 0; kk < kBK / 16; ++kk) {
-          Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
-        }
-        sm90::wgmma_commit();
-        sm90::wgmma_wait<1>();
-        if (pending >= 0 && lane == 0) release<kCluster>(&empty[pending]);
-        pending = stage;
-        if (++stage == S::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
-      }
-      sm90::wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) sm90::fence_register(acc[i]);
-      if (lane == 0) release<kCluster>(&empty[pending]);
+          });
 
       // Fold the tile into the running minima. Within a thread the columns come in
       // increasing order, so "strictly smaller" keeps the smallest index among ties.
@@ -411,53 +322,14 @@ __device__ __forceinline__ void consume(const Sm90Params& p, unsigned char* smem
 #endif
 }
 
-bool device_is_sm90() {
-  static int cached[64];
-  static std::once_flag once[64];
-  int dev = 0;
-  MEGATAX_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return false;
-  std::call_once(once[dev], [dev] {
-    int major = 0, minor = 0;
-    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    cached[dev] = (major == 9 && minor == 0) ? 1 : 0;
-  });
-  return cached[dev] == 1;
-}
-
 template <class T, int BN, class Op, bool kGrouped, int kCluster>
 void launch_kernel(const MatrixView& x, const MatrixView& c, const Sm90Params& p, int sm_count,
                    cudaStream_t stream) {
-  using S = Sm90Shape<BN>;
   auto kernel = assign_sm90_kernel<T, BN, Op, kGrouped, kCluster>;
-  MEGATAX_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
-  const CUtensorMap map_x = make_tensor_map_2d(x, x.rows, kBM, kBK);
-  const CUtensorMap map_c = make_tensor_map_2d(c, c.rows, BN / kCluster, kBK);
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kCluster;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = S::kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  // Persistent grid: as many clusters as can be resident at once (a cluster's CTAs must sit
-  // in one GPC, so that can be fewer than SMs / kCluster), no more than the work items.
-  int resident = sm_count / kCluster;
-  if constexpr (kCluster > 1) {
-    cfg.gridDim = dim3(static_cast<unsigned>(sm_count / kCluster * kCluster));
-    int clusters = 0;
-    MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
-    if (clusters > 0) resident = std::min(resident, clusters);
-  }
-  const auto clusters = std::max<std::int64_t>(1, std::min<std::int64_t>(p.items, resident));
-  cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
-  MEGATAX_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, map_x, map_c, p));
+  const CUtensorMap map_x = make_tensor_map_2d(x, x.rows, kBM, kSm90BK);
+  const CUtensorMap map_c = make_tensor_map_2d(c, c.rows, BN / kCluster, kSm90BK);
+  ClusterLaunch<kCluster> launch(kernel, Sm90Shape<BN>::kSmemBytes, stream);
+  launch.launch(kernel, sm_count, p.items, map_x, map_c, p);
   MEGATAX_CUDA_CHECK_LAUNCH("assign_sm90_kernel");
 }
 

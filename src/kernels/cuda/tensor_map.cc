@@ -35,6 +35,21 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 
 }  // namespace
 
+bool device_is_sm90() {
+  static int cached[64];
+  static std::once_flag once[64];
+  int dev = 0;
+  MEGATAX_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  std::call_once(once[dev], [dev] {
+    int major = 0, minor = 0;
+    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cached[dev] = (major == 9 && minor == 0) ? 1 : 0;
+  });
+  return cached[dev] == 1;
+}
+
 bool tma_compatible(const MatrixView& x) {
   if (x.dtype != DType::kF16 && x.dtype != DType::kBF16) return false;
   const auto base = reinterpret_cast<std::uintptr_t>(x.data);

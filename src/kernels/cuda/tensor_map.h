@@ -13,6 +13,10 @@
 
 namespace megatax::cuda::detail {
 
+// True when the current device has compute capability 9.0 (Hopper: wgmma, TMA); cached per
+// device.
+bool device_is_sm90();
+
 // True when a TMA map can describe `x`: f16/bf16, a 16-byte aligned base and a row stride that
 // is a multiple of 16 bytes (TMA's own rules); rows and dim below 2^31.
 bool tma_compatible(const MatrixView& x);

@@ -13,8 +13,11 @@
 // the same selection (stopping early in each list at the threshold), writes the list straight
 // into the caller's output and turns scores into distances.
 //
-// Chunks are chosen so that (query blocks x chunks) fills the GPU twice, each chunk holding at
-// least 4k database rows.
+// Phase 1 on Hopper (more than 16 queries, f16/bf16): topk_sm90.cu, the wgmma + TMA main loop
+// of assign with the same selection in its epilogue, writing the same lists; phase 2 is shared.
+//
+// Chunks are chosen so that (query blocks x chunks) fills the GPU twice (Hopper: the resident
+// clusters once), each chunk holding at least 4k database rows.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -28,6 +31,7 @@
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/gemm_core.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/topk_sm90.h"
 #include "kernels/cuda/warp_select.cuh"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -271,31 +275,117 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   }
 }
 
+// One phase-1 launch: the queries [b0, b0 + nb) against the database in `chunks` chunks of
+// `chunk_tiles` column tiles, into the candidate lists [nb][chunks][k].
+struct Phase1Launch {
+  const TopkArgs* args = nullptr;
+  std::int64_t b0 = 0, nb = 0;
+  const float* db_norms = nullptr;
+  std::int64_t tiles = 0, chunk_tiles = 0;
+  int chunks = 0;
+  float* list_s = nullptr;
+  std::int64_t* list_id = nullptr;
+  void* scratch = nullptr;
+  int sm_count = 0;
+  cudaStream_t stream = nullptr;
+
+  MatrixView queries() const {
+    MatrixView q = args->queries;
+    q.data = static_cast<const char*>(q.data) + b0 * q.stride * dtype_size(q.dtype);
+    q.rows = nb;
+    return q;
+  }
+};
+
+// Phase 1 on the portable GEMM cores (gemm_core.cuh): a grid of (query blocks, chunks).
 template <class Core, class Op>
-void run_topk(Resources& res, const TopkArgs& args, bool aligned) {
-  using Layout = ChunkSmem<Core>;
-  constexpr int kBM = Core::kBM, kBN = Core::kBN;
+struct CorePhase1 {
+  static constexpr int kBN = Core::kBN;
+  bool aligned = false;
+
+  // Chunks so that (query blocks x chunks) fills the GPU twice.
+  std::int64_t chunks_wanted(std::int64_t nq, int sm_count) const {
+    auto kernel = topk_chunk_kernel<Core, Op>;
+    MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            ChunkSmem<Core>::kBytes));
+    int per_sm = 0;
+    MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, kernel, Core::kThreads, ChunkSmem<Core>::kBytes));
+    const std::int64_t resident = static_cast<std::int64_t>(sm_count) * std::max(per_sm, 1);
+    const std::int64_t q_blocks = (nq + Core::kBM - 1) / Core::kBM;
+    return (2 * resident + q_blocks - 1) / q_blocks;
+  }
+  std::size_t scratch_bytes(int) const { return 0; }
+
+  void launch(const Phase1Launch& l) const {
+    const TopkArgs& args = *l.args;
+    TopkParams p;
+    const MatrixView q = l.queries();
+    p.q = Operand{q.data, q.rows, q.stride};
+    p.db = Operand{args.database.data, args.database.rows, args.database.stride};
+    p.d = q.dim;
+    p.aligned = aligned;
+    p.db_norms = l.db_norms;
+    p.k = static_cast<int>(args.k);
+    p.tiles = l.tiles;
+    p.tiles_per_chunk = l.chunk_tiles;
+    p.chunks = l.chunks;
+    p.list_s = l.list_s;
+    p.list_id = l.list_id;
+    const dim3 grid(static_cast<unsigned>((l.nb + Core::kBM - 1) / Core::kBM),
+                    static_cast<unsigned>(l.chunks));
+    MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(topk_chunk_kernel<Core, Op>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            ChunkSmem<Core>::kBytes));
+    topk_chunk_kernel<Core, Op><<<grid, Core::kThreads, ChunkSmem<Core>::kBytes, l.stream>>>(p);
+    MEGATAX_CUDA_CHECK_LAUNCH("topk_chunk_kernel");
+  }
+};
+
+// Phase 1 on Hopper (topk_sm90.h): a persistent grid of (query-block cluster, chunk) items.
+template <class Op>
+struct Sm90Phase1 {
+  static constexpr int kBN = kSm90TopkBN;
+
+  // Chunks so that the items fill the resident clusters once (whole waves only).
+  std::int64_t chunks_wanted(std::int64_t nq, int sm_count) const {
+    const Sm90TopkShape shape = sm90_topk_shape(nq, sm_count);
+    return std::max<std::int64_t>(1, shape.resident / shape.query_clusters);
+  }
+  std::size_t scratch_bytes(int sm_count) const { return sm90_topk_scratch_bytes(sm_count); }
+
+  void launch(const Phase1Launch& l) const {
+    Sm90TopkJob job;
+    job.queries = l.queries();
+    job.database = l.args->database;
+    job.l2 = Op::kUsesNorms;
+    job.database_norms = l.db_norms;
+    job.k = static_cast<int>(l.args->k);
+    job.chunk_tiles = l.chunk_tiles;
+    job.chunks = l.chunks;
+    job.list_s = l.list_s;
+    job.list_id = l.list_id;
+    job.scratch = l.scratch;
+    launch_topk_sm90(job, l.sm_count, l.stream);
+  }
+};
+
+template <class Op, class Phase1>
+void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
+  constexpr int kBN = Phase1::kBN;
   auto stream = static_cast<cudaStream_t>(res.stream());
-  auto kernel = topk_chunk_kernel<Core, Op>;
-  MEGATAX_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout::kBytes));
-  int per_sm = 0;
-  MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
-                                                                   Core::kThreads, Layout::kBytes));
   const std::int64_t nq = args.queries.rows, n = args.database.rows, k = args.k;
-  const std::int64_t resident = static_cast<std::int64_t>(res.sm_count()) * std::max(per_sm, 1);
   const std::int64_t tiles = (n + kBN - 1) / kBN;
-  const std::int64_t q_blocks = (nq + kBM - 1) / kBM;
   const std::size_t entry_bytes = sizeof(float) + sizeof(std::int64_t);
 
   std::int64_t chunks = 1;
   if (tiles > 0) {
-    chunks = (2 * resident + q_blocks - 1) / q_blocks;
+    chunks = phase1.chunks_wanted(nq, res.sm_count());
     const std::int64_t min_tiles_per_chunk = std::max<std::int64_t>(1, (4 * k + kBN - 1) / kBN);
     chunks = std::min({chunks, std::max<std::int64_t>(1, tiles / min_tiles_per_chunk),
                        std::int64_t{65535}});
-    // The candidate lists of one query block must fit the budget.
-    const auto per_block = static_cast<std::size_t>(kBM) * k * entry_bytes;
+    // The candidate lists of one query block (128 rows at most) must fit the budget.
+    const auto per_block = std::size_t{128} * k * entry_bytes;
     chunks = std::min<std::int64_t>(
         chunks, std::max<std::size_t>(1, args.max_workspace_bytes / per_block));
     chunks = std::max<std::int64_t>(chunks, 1);
@@ -304,54 +394,55 @@ void run_topk(Resources& res, const TopkArgs& args, bool aligned) {
   if (tiles > 0) chunks = (tiles + tiles_per_chunk - 1) / tiles_per_chunk;
   if (tiles == 0) chunks = 0;
 
-  // Query batch: as many query blocks as the budget allows.
+  // Query batch: as many 128-row query blocks as the budget allows.
   const std::size_t per_query = static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
                                 static_cast<std::size_t>(k) * entry_bytes;
   std::int64_t batch = static_cast<std::int64_t>(args.max_workspace_bytes / per_query);
-  batch = std::max<std::int64_t>(kBM, batch / kBM * kBM);
+  batch = std::max<std::int64_t>(128, batch / 128 * 128);
   batch = std::min(batch, nq);
 
   const std::size_t list_entries = static_cast<std::size_t>(batch) *
                                    static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
                                    static_cast<std::size_t>(k);
-  // Workspace: query norms, database norms (unless given), candidate lists.
+  // Workspace: query norms, database norms (unless given), candidate lists, phase-1 scratch.
   const bool need_db_norms = Op::kUsesNorms && args.database_norms == nullptr;
-  auto carve = [&](Carver& cv, float** qn, float** dbn, float** ls, std::int64_t** li) {
+  const std::size_t scratch_bytes = phase1.scratch_bytes(res.sm_count());
+  auto carve = [&](Carver& cv, float** qn, float** dbn, float** ls, std::int64_t** li,
+                   void** scratch) {
     *qn = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;
     *dbn = need_db_norms ? cv.take<float>(n) : nullptr;
     *ls = cv.take<float>(list_entries);
     *li = cv.take<std::int64_t>(list_entries);
+    *scratch = scratch_bytes > 0 ? cv.take<std::int64_t>(scratch_bytes / 8 + 1) : nullptr;
   };
   float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr;
   std::int64_t* list_id = nullptr;
+  void* scratch = nullptr;
   Carver measure(nullptr);
-  carve(measure, &q_norms, &db_norms_ws, &list_s, &list_id);
+  carve(measure, &q_norms, &db_norms_ws, &list_s, &list_id, &scratch);
   Carver cv(res.workspace(measure.bytes()));
-  carve(cv, &q_norms, &db_norms_ws, &list_s, &list_id);
+  carve(cv, &q_norms, &db_norms_ws, &list_s, &list_id, &scratch);
   if (Op::kUsesNorms) launch_row_norms(args.queries, q_norms, stream);
   if (need_db_norms) launch_row_norms(args.database, db_norms_ws, stream);
   const float* db_norms = need_db_norms ? db_norms_ws : args.database_norms;
 
-  const std::size_t qsize = dtype_size(args.queries.dtype);
   for (std::int64_t b0 = 0; b0 < nq; b0 += batch) {
     const std::int64_t nb = std::min(batch, nq - b0);
     if (chunks > 0) {
-      TopkParams p;
-      p.q = Operand{static_cast<const char*>(args.queries.data) + b0 * args.queries.stride * qsize,
-                    nb, args.queries.stride};
-      p.db = Operand{args.database.data, n, args.database.stride};
-      p.d = args.queries.dim;
-      p.aligned = aligned;
-      p.db_norms = db_norms;
-      p.k = static_cast<int>(k);
-      p.tiles = tiles;
-      p.tiles_per_chunk = tiles_per_chunk;
-      p.chunks = static_cast<int>(chunks);
-      p.list_s = list_s;
-      p.list_id = list_id;
-      const dim3 grid(static_cast<unsigned>((nb + kBM - 1) / kBM), static_cast<unsigned>(chunks));
-      kernel<<<grid, Core::kThreads, Layout::kBytes, stream>>>(p);
-      MEGATAX_CUDA_CHECK_LAUNCH("topk_chunk_kernel");
+      Phase1Launch l;
+      l.args = &args;
+      l.b0 = b0;
+      l.nb = nb;
+      l.db_norms = db_norms;
+      l.tiles = tiles;
+      l.chunk_tiles = tiles_per_chunk;
+      l.chunks = static_cast<int>(chunks);
+      l.list_s = list_s;
+      l.list_id = list_id;
+      l.scratch = scratch;
+      l.sm_count = res.sm_count();
+      l.stream = stream;
+      phase1.launch(l);
     }
     MergeParams m;
     m.nq = nb;
@@ -371,9 +462,17 @@ void run_topk(Resources& res, const TopkArgs& args, bool aligned) {
 template <class Core>
 void run_topk_metric(Resources& res, const TopkArgs& args, bool aligned) {
   if (args.metric == Metric::kL2) {
-    run_topk<Core, L2Op>(res, args, aligned);
+    run_topk<L2Op>(res, args, CorePhase1<Core, L2Op>{aligned});
   } else {
-    run_topk<Core, InnerProductOp>(res, args, aligned);
+    run_topk<InnerProductOp>(res, args, CorePhase1<Core, InnerProductOp>{aligned});
+  }
+}
+
+void run_topk_sm90(Resources& res, const TopkArgs& args) {
+  if (args.metric == Metric::kL2) {
+    run_topk<L2Op>(res, args, Sm90Phase1<L2Op>{});
+  } else {
+    run_topk<InnerProductOp>(res, args, Sm90Phase1<InnerProductOp>{});
   }
 }
 
@@ -410,6 +509,11 @@ void topk(Resources& res, const TopkArgs& args) {
     return v == nullptr || std::string(v) != "0";
   }();
   const bool small = small_q_tiles && q.rows <= 16;
+  // More queries on Hopper: the wgmma kernel (topk_sm90.cu).
+  if (!small && sm90_topk_usable(q, db)) {
+    run_topk_sm90(res, args);
+    return;
+  }
   switch (q.dtype) {
     case DType::kBF16:
       if (small) {

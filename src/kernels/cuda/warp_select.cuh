@@ -7,7 +7,9 @@
 // is full) are appended to the buffer with a ballot; when the buffer would overflow it is
 // flushed: sorted across the lanes (bitonic, shuffles), ranked against the list by binary
 // search, and merged in place -- only the list's tail that the new entries displace moves,
-// back to front. After the first k candidates, flushes are rare (about k ln(n / k) insertions
+// back to front (lists of at most 128 entries are instead read once into registers, merged by
+// rank and written back: flush_short, one round trip to global memory instead of a dependent
+// chain of them). After the first k candidates, flushes are rare (about k ln(n / k) insertions
 // over a stream of n random candidates), so the steady state is one compare and one ballot
 // per 32 candidates.
 //
@@ -64,8 +66,110 @@ struct RowSelect {
   std::int64_t tau_id;
 };
 
+// Number of the 32 sorted keys held one per lane (ascending by lane; the first `valid` lanes
+// count) that are below (s, id): binary lifting over the lanes, every lane its own query.
+__device__ __forceinline__ int count_below(float ks, std::int64_t kid, int valid, float s,
+                                           std::int64_t id) {
+  int below = 0;
+#pragma unroll
+  for (int step = 32; step >= 1; step /= 2) {
+    const int probe = below + step - 1;
+    const float ps = __shfl_sync(0xffffffffu, ks, probe & 31);
+    const std::int64_t pid = __shfl_sync(0xffffffffu, kid, probe & 31);
+    if (probe < valid && key_less(ps, pid, s, id)) below += step;
+  }
+  return below;
+}
+
+// The list holds at most this many entries for flush_short (registers: kShortSlots a lane).
+constexpr int kShortSlots = 4;
+constexpr int kShortList = 32 * kShortSlots;
+
+// flush() for k <= kShortList: the whole list is read once into registers (entry 32 r + lane
+// in slot r), merged with the sorted buffer by rank (an old entry moves up by the new entries
+// below it, a new entry lands after the old entries below it) and the kept entries are
+// written back: one round trip to the list instead of a binary search and a shift.
+__device__ inline void flush_short(RowSelect& st) {
+  __syncwarp();
+  const int lane = threadIdx.x % 32;
+  const int b = st.count;
+  float s = kInfScore;
+  std::int64_t id = kNoId;
+  if (lane < b) {
+    s = st.buf_s[lane];
+    id = st.buf_id[lane];
+  }
+  const int m_old = st.m;
+  float ls[kShortSlots];
+  std::int64_t lid[kShortSlots];
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {
+    const int i = 32 * r + lane;
+    ls[r] = kInfScore;
+    lid[r] = kNoId;
+    if (i < m_old) {
+      ls[r] = st.list_s[i];
+      lid[r] = st.list_id[i];
+    }
+  }
+  warp_sort32(s, id);
+  int new_pos = lane;  // + the old entries below
+  int old_pos[kShortSlots];
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {
+    old_pos[r] = 32 * r + lane;
+    if (32 * r >= m_old) continue;  // warp-uniform
+    const int valid = min(32, m_old - 32 * r);
+    new_pos += count_below(ls[r], lid[r], valid, s, id);
+    old_pos[r] += count_below(s, id, b, ls[r], lid[r]);
+  }
+  const int k = st.k;
+  const int m_new = min(k, m_old + b);
+  // The new threshold (the entry landing at k - 1) comes from the registers, not the list.
+  float tau_s = st.tau_s;
+  std::int64_t tau_id = st.tau_id;
+  if (m_new == k) {
+    unsigned from_new = __ballot_sync(0xffffffffu, lane < b && new_pos == k - 1);
+    if (from_new != 0) {
+      const int src = __ffs(from_new) - 1;
+      tau_s = __shfl_sync(0xffffffffu, s, src);
+      tau_id = __shfl_sync(0xffffffffu, id, src);
+    }
+#pragma unroll
+    for (int r = 0; r < kShortSlots; ++r) {
+      const unsigned from_old =
+          __ballot_sync(0xffffffffu, 32 * r + lane < m_old && old_pos[r] == k - 1);
+      if (from_old != 0) {
+        const int src = __ffs(from_old) - 1;
+        tau_s = __shfl_sync(0xffffffffu, ls[r], src);
+        tau_id = __shfl_sync(0xffffffffu, lid[r], src);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {
+    if (32 * r + lane < m_old && old_pos[r] != 32 * r + lane && old_pos[r] < k) {
+      st.list_s[old_pos[r]] = ls[r];
+      st.list_id[old_pos[r]] = lid[r];
+    }
+  }
+  if (lane < b && new_pos < k) {
+    st.list_s[new_pos] = s;
+    st.list_id[new_pos] = id;
+  }
+  __syncwarp();
+  st.m = m_new;
+  st.count = 0;
+  st.tau_s = tau_s;
+  st.tau_id = tau_id;
+}
+
 // Merges the buffer into the list (see the file comment).
 __device__ inline void flush(RowSelect& st) {
+  if (st.k <= kShortList) {
+    flush_short(st);
+    return;
+  }
   __syncwarp();  // buffer writes of other lanes are visible after this
   const int lane = threadIdx.x % 32;
   const int b = st.count;

@@ -1,0 +1,224 @@
+// kernels/cuda/sm90_pipeline.cuh -- the main loop shared by the Hopper (sm_90a) kernels of X * C^T
+// (assign_sm90.cu, topk_sm90.cu): a ring of shared-memory stages that one producer thread fills
+// with TMA copies and two consumer warpgroups drain with wgmma.
+//
+// A stage holds one 64-wide d chunk of the A tile (kBM = 128 rows: points / queries) and of
+// the B tile (BN rows: centroids / database rows), both K-major with the 128-byte swizzle.
+// Each stage has a "full" mbarrier (the copies landed; one producer arrival plus the bytes)
+// and an "empty" one (every consumer warp of every CTA of the cluster is done with it).
+// In clusters of kCluster CTAs (consecutive A row blocks against the same B tiles) each CTA
+// copies 1 / kCluster of the B tile and multicasts it to all of them.
+//
+// Per column tile the producer calls produce_tile() and each consumer warpgroup mma_tile(),
+// which leaves the tile's 64 x BN dot products in the warpgroup's accumulators (wgmma's
+// register layout, wgmma_ops.cuh) with every stage it read released. Both sides walk the
+// same (tile, chunk) sequence, so a RingCursor each is all the coordination they need.
+//
+// Internal header, nvcc only; the wgmma parts need sm_90a (MEGATAX_SM90A, hopper.cuh).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/hopper.cuh"
+#if defined(MEGATAX_SM90A)
+#include "kernels/cuda/wgmma_ops.cuh"
+#endif
+
+namespace megatax::cuda::detail {
+
+constexpr int kSm90BM = 128;             // A rows per tile (two consumer warpgroups of 64)
+constexpr int kSm90BK = 64;              // d per chunk: 128 bytes, one swizzle row
+constexpr int kSm90ConsumerWarps = 8;
+constexpr int kSm90Threads = 384;        // producer warpgroup + two consumer warpgroups
+constexpr int kSm90ProducerRegs = 40;
+constexpr int kSm90ConsumerRegs = 232;
+
+// The ring's shape for BN-column tiles within `ring_budget` bytes of shared memory.
+template <int BN, int kRingBudget = 200 * 1024>
+struct Sm90Ring {
+  static constexpr int kABytes = kSm90BM * kSm90BK * 2;
+  static constexpr int kBBytes = BN * kSm90BK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kStages = kRingBudget / kStageBytes;
+  static constexpr int kBarrierBytes = 2 * kStages * 8;
+  // The 128-byte swizzle repeats every 1024 bytes: the ring starts 1024-byte aligned, so the
+  // dynamic allocation carries 1024 bytes of slack.
+  static constexpr int kBytes = 1024 + kStages * kStageBytes + kBarrierBytes;
+  static_assert(kStages >= 2, "double buffering at least");
+};
+
+// Where one side of the ring is: the stage it uses next and that stage's phase parity.
+struct RingCursor {
+  int stage = 0;
+  std::uint32_t phase = 0;
+  template <int kStages>
+  __device__ __forceinline__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// The ring in a block's dynamic shared memory: stages, then the full and empty barriers.
+template <class Ring>
+struct RingView {
+  unsigned char* stages;
+  std::uint64_t* full;
+  std::uint64_t* empty;
+
+  __device__ __forceinline__ explicit RingView(unsigned char* smem_raw)
+      : stages(reinterpret_cast<unsigned char*>(
+            (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023})),
+        full(reinterpret_cast<std::uint64_t*>(stages + Ring::kStages * Ring::kStageBytes)),
+        empty(full + Ring::kStages) {}
+
+  // The first byte after the ring (16-byte aligned), for the kernel's own shared state.
+  __device__ __forceinline__ unsigned char* end() const {
+    return reinterpret_cast<unsigned char*>(empty + Ring::kStages);
+  }
+
+  // Thread 0 initialises the barriers; then the whole block (cluster) synchronises.
+  template <int kCluster>
+  __device__ __forceinline__ void init() const {
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < Ring::kStages; ++s) {
+        sm90::mbarrier_init(&full[s], 1);
+        sm90::mbarrier_init(&empty[s], kSm90ConsumerWarps * kCluster);
+      }
+      sm90::fence_barrier_init();
+    }
+    if constexpr (kCluster > 1) {
+      sm90::cluster_sync();
+    } else {
+      __syncthreads();
+    }
+  }
+};
+
+// Producer (one thread): the copies of one column tile, chunk by chunk. a_row0: the CTA's
+// first A row; b_row0: the tile's first B row (the cluster's whole tile; this CTA copies its
+// own part of it).
+template <class Ring, int BN, int kCluster>
+__device__ __forceinline__ void produce_tile(const RingView<Ring>& ring, RingCursor& cur,
+                                             const CUtensorMap* map_a, const CUtensorMap* map_b,
+                                             std::int64_t a_row0, std::int64_t b_row0,
+                                             std::int64_t chunks, int cta_rank) {
+  constexpr int kBPart = BN / kCluster;  // B rows this CTA copies
+  const auto b_row = static_cast<std::int32_t>(b_row0 + cta_rank * kBPart);
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    sm90::mbarrier_wait(&ring.empty[cur.stage], cur.phase ^ 1);
+    unsigned char* a = ring.stages + cur.stage * Ring::kStageBytes;
+    unsigned char* b = a + Ring::kABytes + cta_rank * (kBPart * kSm90BK * 2);
+    sm90::mbarrier_arrive_expect_tx(&ring.full[cur.stage], Ring::kStageBytes);
+    const auto k0 = static_cast<std::int32_t>(c * kSm90BK);
+    sm90::tma_load_2d(a, map_a, k0, static_cast<std::int32_t>(a_row0), &ring.full[cur.stage]);
+    if constexpr (kCluster > 1) {
+      sm90::tma_load_2d_multicast(b, map_b, k0, b_row, &ring.full[cur.stage],
+                                  static_cast<std::uint16_t>((1u << kCluster) - 1));
+    } else {
+      sm90::tma_load_2d(b, map_b, k0, b_row, &ring.full[cur.stage]);
+    }
+    cur.template advance<Ring::kStages>();
+  }
+}
+
+#if defined(MEGATAX_SM90A)
+// A consumer warp is done with a stage: arrive on the stage's "empty" barrier of every CTA of
+// the cluster (their producers write into this CTA's copy of the stage too).
+template <int kCluster>
+__device__ __forceinline__ void release_stage(std::uint64_t* empty_bar) {
+  if constexpr (kCluster == 1) {
+    sm90::mbarrier_arrive(empty_bar);
+  } else {
+#pragma unroll
+    for (int r = 0; r < kCluster; ++r) sm90::mbarrier_arrive_cluster(empty_bar, r);
+  }
+}
+
+// Consumer warpgroup `cw` (0 or 1): the 64 x BN dot products of its rows of one column tile
+// into acc, one chunk's MMAs in flight while the next chunk's are issued. on_chunk(a, c) runs
+// before chunk c's MMAs with the warpgroup's A rows of that chunk in shared memory (assign
+// sums ||x||^2 there). On return the accumulators are final and every stage is released.
+template <class T, class Ring, int BN, int kCluster, class OnChunk>
+__device__ __forceinline__ void mma_tile(float (&acc)[BN / 2], const RingView<Ring>& ring,
+                                         RingCursor& cur, int cw, int lane, std::int64_t chunks,
+                                         OnChunk&& on_chunk) {
+  int pending = -1;  // the stage whose MMAs are in flight
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
+    const unsigned char* a = ring.stages + cur.stage * Ring::kStageBytes + cw * 64 * (kSm90BK * 2);
+    const unsigned char* b = ring.stages + cur.stage * Ring::kStageBytes + Ring::kABytes;
+    on_chunk(a, c);
+    sm90::wgmma_fence();
+    const std::uint64_t da = sm90::smem_desc_k_major_sw128(a);
+    const std::uint64_t db = sm90::smem_desc_k_major_sw128(b);
+#pragma unroll
+    for (int kk = 0; kk < kSm90BK / 16; ++kk) {
+      Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+    }
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();
+    if (pending >= 0 && lane == 0) release_stage<kCluster>(&ring.empty[pending]);
+    pending = cur.stage;
+    cur.template advance<Ring::kStages>();
+  }
+  sm90::wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) sm90::fence_register(acc[i]);
+  if (lane == 0) release_stage<kCluster>(&ring.empty[pending]);
+}
+#endif
+
+// A launch of `kernel` in clusters of kCluster CTAs of kSm90Threads threads with smem_bytes of
+// dynamic shared memory (the kernel's attribute is set here). cfg keeps pointers into itself:
+// use it where it was made.
+template <int kCluster>
+struct ClusterLaunch {
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1]{};
+
+  template <class... KernelArgs>
+  ClusterLaunch(void (*kernel)(KernelArgs...), int smem_bytes, cudaStream_t stream) {
+    MEGATAX_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.blockDim = dim3(kSm90Threads);
+    cfg.dynamicSmemBytes = static_cast<std::size_t>(smem_bytes);
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+
+  // Clusters that can be resident at once (a cluster's CTAs must sit in one GPC, so that can
+  // be fewer than SMs / kCluster).
+  template <class... KernelArgs>
+  std::int64_t resident(void (*kernel)(KernelArgs...), int sm_count) {
+    int r = sm_count / kCluster;
+    if constexpr (kCluster > 1) {
+      cfg.gridDim = dim3(static_cast<unsigned>(sm_count / kCluster * kCluster));
+      int clusters = 0;
+      MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+      if (clusters > 0) r = std::min(r, clusters);
+    }
+    return std::max(r, 1);
+  }
+
+  // A persistent grid: min(items, resident) clusters walking the work items.
+  template <class... KernelArgs, class... Args>
+  void launch(void (*kernel)(KernelArgs...), int sm_count, std::int64_t items, Args&&... args) {
+    const auto clusters = std::max<std::int64_t>(1, std::min(items, resident(kernel, sm_count)));
+    cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
+    MEGATAX_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  }
+};
+
+}  // namespace megatax::cuda::detail

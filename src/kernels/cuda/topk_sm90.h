@@ -1,0 +1,55 @@
+// kernels/cuda/topk_sm90.h -- phase 1 of the fused top-k on Hopper (sm_90a): the wgmma + TMA main
+// loop of sm90_pipeline.cuh with a selection epilogue. topk.cu calls it when it applies (and
+// runs phase 2, the merge of the chunk lists, itself); otherwise the portable kernel runs.
+//
+// Internal header (CUDA types allowed).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "megatax/matrix.h"
+
+namespace megatax::cuda::detail {
+
+// Database rows per column tile of the Hopper top-k (chunks are whole tiles).
+constexpr int kSm90TopkBN = 256;
+
+// True when the Hopper top-k can run `queries` against `database` on the current device: a
+// compute capability 9.0 GPU, this build carries the sm_90a kernels, f16/bf16 operands TMA
+// can describe, and MEGATAX_CUDA_TOPK=mma does not force the portable kernel (side-by-side
+// benchmarks).
+bool sm90_topk_usable(const MatrixView& queries, const MatrixView& database);
+
+// How many work items (query-block cluster, database chunk) run at once: the launch's
+// resident clusters, and the CTAs per cluster for `query_rows` queries a launch.
+struct Sm90TopkShape {
+  int cluster = 1;                  // CTAs per cluster (query blocks sharing database tiles)
+  std::int64_t resident = 1;        // clusters resident at once (the persistent grid)
+  std::int64_t query_clusters = 1;  // clusters of query blocks of the launch
+};
+Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count);
+
+// Bytes of the device scratch a launch needs (candidate staging, one area per CTA).
+std::size_t sm90_topk_scratch_bytes(int sm_count);
+
+// One launch: every query of `queries` against chunks of `chunk_tiles` tiles of the database;
+// writes each (query, chunk)'s k best (score, id), sorted, (+inf, -1)-padded, into
+// list_s / list_id [queries.rows][chunks][k] (the layout topk.cu's merge reads).
+struct Sm90TopkJob {
+  MatrixView queries;                // this batch
+  MatrixView database;
+  bool l2 = true;                    // else inner product
+  const float* database_norms = nullptr;  // [n], L2
+  int k = 0;
+  std::int64_t chunk_tiles = 0;
+  int chunks = 0;
+  float* list_s = nullptr;
+  std::int64_t* list_id = nullptr;
+  void* scratch = nullptr;           // sm90_topk_scratch_bytes(sm_count)
+};
+void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream);
+
+}  // namespace megatax::cuda::detail
