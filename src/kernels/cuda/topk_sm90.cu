@@ -202,6 +202,7 @@ __device__ __forceinline__ RowSelect row_select(const TopkSm90Params& p, const T
   st.count = rs.count;
   st.tau_s = rs.tau_s;
   st.tau_id = rs.tau_id;
+  st.short_merge = true;  // few warps an SM: a flush's latency is exposed
   return st;
 }
 

@@ -7,9 +7,9 @@
 // is full) are appended to the buffer with a ballot; when the buffer would overflow it is
 // flushed: sorted across the lanes (bitonic, shuffles), ranked against the list by binary
 // search, and merged in place -- only the list's tail that the new entries displace moves,
-// back to front (lists of at most 128 entries are instead read once into registers, merged by
-// rank and written back: flush_short, one round trip to global memory instead of a dependent
-// chain of them). After the first k candidates, flushes are rare (about k ln(n / k) insertions
+// back to front (or, where the caller asks for it, lists of at most 128 entries are read once
+// into registers, merged by rank and written back: flush_short, one round trip to global
+// memory instead of a dependent chain of them). After the first k candidates, flushes are rare (about k ln(n / k) insertions
 // over a stream of n random candidates), so the steady state is one compare and one ballot
 // per 32 candidates.
 //
@@ -64,6 +64,11 @@ struct RowSelect {
   int count;               // entries in the buffer
   float tau_s;             // the k-th best so far, (+inf, kNoId) until m == k
   std::int64_t tau_id;
+  // Merge lists of at most kShortList entries in registers (flush_short): fewer round trips
+  // to the list, more instructions. For kernels with few warps an SM, where a flush's
+  // latency is exposed (Hopper's top-k); the portable kernels, with many warps to hide it,
+  // were slower with it at k = 100 (bench_cuda, Q=16: 2.8 -> 3.7 ms).
+  bool short_merge = false;
 };
 
 // Number of the 32 sorted keys held one per lane (ascending by lane; the first `valid` lanes
@@ -166,7 +171,7 @@ __device__ inline void flush_short(RowSelect& st) {
 
 // Merges the buffer into the list (see the file comment).
 __device__ inline void flush(RowSelect& st) {
-  if (st.k <= kShortList) {
+  if (st.short_merge && st.k <= kShortList) {
     flush_short(st);
     return;
   }
