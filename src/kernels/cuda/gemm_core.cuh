@@ -65,8 +65,10 @@ struct MmaPolicy {
 };
 
 // FFMA policy: BM x BN block tile, BK-wide chunks, TY x TX threads each computing a
-// (BM / TY) x (BN / TX) micro tile; operands stored transposed (d-major) in shared memory.
-template <int BM, int BN, int BK, int TY, int TX, int STAGES>
+// (BM / TY) x (BN / TX) micro tile (4 or 8 a side; an 8-wide side is two groups of 4, the
+// second half a tile away, so that a warp's float4 reads of a row stay conflict-free);
+// operands stored transposed (d-major) in shared memory.
+template <int BM, int BN, int BK, int TY, int TX, int STAGES, int MIN_BLOCKS = 2>
 struct SimtPolicy {
   static constexpr int kBM = BM;
   static constexpr int kBN = BN;
@@ -74,7 +76,7 @@ struct SimtPolicy {
   static constexpr int kTY = TY;
   static constexpr int kTX = TX;
   static constexpr int kStages = STAGES;
-  static constexpr int kMinBlocks = 2;
+  static constexpr int kMinBlocks = MIN_BLOCKS;
   static constexpr int kThreads = kTY * kTX;
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTM = kBM / kTY;  // rows per thread
@@ -85,7 +87,8 @@ struct SimtPolicy {
   static constexpr int kStageFloats = kBK * (kLdA + kLdB);
   static constexpr int kSmemBytes = kStages * kStageFloats * 4;
 
-  static_assert(kTM == 4 && kTN == 4, "micro tile is 4 x 4 (float4 shared loads)");
+  static_assert((kTM == 4 || kTM == 8) && (kTN == 4 || kTN == 8),
+                "micro tile sides are 4 or 8 (float4 shared loads)");
   static_assert(32 % kTX == 0 && kTX <= 32, "a row's threads must sit in one warp");
   static_assert((kBM * kBK) % kThreads == 0 && (kBN * kBK) % kThreads == 0, "even copies");
   static_assert(kThreads % kBK == 0, "copy mapping");
@@ -129,6 +132,9 @@ using AssignMmaPolicy =
 using TopkMmaPolicy = MmaPolicy<64, 128, MEGATAX_TOPK_BK, 2, 4, MEGATAX_TOPK_STAGES, 1>;
 //   f32 (assign and top-k): 64 x 64 x 16, 16 x 16 threads of 4 x 4, 3 stages (26 KiB)
 using F32SimtPolicy = SimtPolicy<64, 64, 16, 16, 16, 3>;
+//   f32 top-k of many queries: 128 x 128 x 8, 16 x 16 threads of 8 x 8, 3 stages (25 KiB):
+//   64 FFMA per 64 bytes of shared-memory reads a thread (4 x 4: 16 per 32)
+using F32SimtWidePolicy = SimtPolicy<128, 128, 8, 16, 16, 3, 2>;
 //   top-k of at most 16 queries (memory-bound: the database is read once, and a 64-row query
 //   tile would spend 4x the multiply-adds on padding): 16 x 128 tiles.
 //   f16/bf16: 16 x 128 x 64, 4 warps of 16 x 32, 3 stages (62 KiB + selection state)
@@ -390,8 +396,9 @@ struct SimtCore {
     tx = threadIdx.x % P::kTX;
   }
 
-  __device__ int row_of(int rs) const { return ty * P::kTM + rs; }
-  __device__ int col_of(int cs) const { return tx * P::kTN + cs; }
+  // A side of 8 is two groups of 4, the second half a tile away.
+  __device__ int row_of(int rs) const { return (rs & 4) * (kBM / 8) + ty * 4 + (rs & 3); }
+  __device__ int col_of(int cs) const { return (cs & 4) * (kBN / 8) + tx * 4 + (cs & 3); }
   __device__ int row_warp_index() const { return 0; }
   __device__ float& at(int rs, int cs) { return acc[rs][cs]; }
 
@@ -449,14 +456,21 @@ struct SimtCore {
     const float* sb = sa + kBK * P::kLdA;
 #pragma unroll
     for (int kk = 0; kk < kBK; ++kk) {
-      const float4 a = *reinterpret_cast<const float4*>(sa + kk * P::kLdA + ty * P::kTM);
-      const float4 b = *reinterpret_cast<const float4*>(sb + kk * P::kLdB + tx * P::kTN);
-      const float av[4] = {a.x, a.y, a.z, a.w};
-      const float bv[4] = {b.x, b.y, b.z, b.w};
+      float av[P::kTM], bv[P::kTN];
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int g = 0; g < P::kTM / 4; ++g) {
+        const float4 a = *reinterpret_cast<const float4*>(sa + kk * P::kLdA + g * (kBM / 2) + ty * 4);
+        av[4 * g] = a.x, av[4 * g + 1] = a.y, av[4 * g + 2] = a.z, av[4 * g + 3] = a.w;
+      }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      for (int g = 0; g < P::kTN / 4; ++g) {
+        const float4 b = *reinterpret_cast<const float4*>(sb + kk * P::kLdB + g * (kBN / 2) + tx * 4);
+        bv[4 * g] = b.x, bv[4 * g + 1] = b.y, bv[4 * g + 2] = b.z, bv[4 * g + 3] = b.w;
+      }
+#pragma unroll
+      for (int i = 0; i < P::kTM; ++i)
+#pragma unroll
+        for (int j = 0; j < P::kTN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
     }
   }
 };
