@@ -188,9 +188,10 @@ int main(int argc, char** argv) {
       std::int64_t n, k, d;
       DType t;
     };
-    const std::vector<AssignShape> assign_shapes = {{std::int64_t{4} << 20, 1024, 1024, DType::kBF16},
-                                                    {std::int64_t{4} << 20, 1024, 1024, DType::kF16},
-                                                    {std::int64_t{1} << 20, 16384, 1024, DType::kBF16}};
+    std::vector<AssignShape> assign_shapes = {{std::int64_t{4} << 20, 1024, 1024, DType::kBF16},
+                                              {std::int64_t{4} << 20, 1024, 1024, DType::kF16},
+                                              {std::int64_t{1} << 20, 16384, 1024, DType::kBF16}};
+    if (f32) assign_shapes.push_back({std::int64_t{1} << 20, 1024, 1024, DType::kF32});
     if (only.empty() || only == "assign") {
       std::printf("\nassign: ours (fused) vs cuBLAS GEMM-only of the same shape\n");
       for (const auto& s : assign_shapes) {
@@ -205,10 +206,13 @@ int main(int argc, char** argv) {
         a.labels = labels.data();
         a.distances = dist.as<float>();
         const double ours = time_ms(stream, [&] { mc::assign(res, a); });
-        // The portable mma.sync kernel on the same data (on Hopper, ours is the sm_90a one).
+        // The portable mma.sync kernel on the same data (on Hopper, ours is the sm_90a one);
+        // f32: the 4 x 4 micro tiles.
         setenv("MEGATAX_CUDA_ASSIGN", "mma", 1);
+        setenv("MEGATAX_CUDA_F32_TILES", "4x4", 1);
         const double portable = time_ms(stream, [&] { mc::assign(res, a); });
         unsetenv("MEGATAX_CUDA_ASSIGN");
+        unsetenv("MEGATAX_CUDA_F32_TILES");
         // GEMM-only: X C^T into a bf16 matrix, in chunks of rows that fit the output buffer.
         const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (s.k * es));
         const double floor = time_ms(stream, [&] {
@@ -288,10 +292,13 @@ int main(int argc, char** argv) {
             const double ours = time_ms(stream, [&] { mc::topk(res, a); });
             // The portable (mma.sync) kernel in the same run, where Hopper's took the shape.
             std::string portable;
-            if (s.t != DType::kF32 && q > 16) {
+            if (q > 16) {
               setenv("MEGATAX_CUDA_TOPK", "mma", 1);
-              portable = fmt(" | portable kernel %8.3f ms", time_ms(stream, [&] { mc::topk(res, a); }));
+              setenv("MEGATAX_CUDA_F32_TILES", "4x4", 1);
+              portable = fmt(" | %s %8.3f ms", s.t == DType::kF32 ? "4x4 micro tiles" : "portable kernel",
+                             time_ms(stream, [&] { mc::topk(res, a); }));
               unsetenv("MEGATAX_CUDA_TOPK");
+              unsetenv("MEGATAX_CUDA_F32_TILES");
             }
             const std::string shape =
                 fmt("%s Q=%lld N=%s D=%lld k=%lld", megatax::dtype_name(s.t), (long long)q,

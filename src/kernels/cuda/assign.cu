@@ -428,8 +428,15 @@ void assign(Resources& res, const AssignArgs& args) {
                                                               packed, xn_out);
       break;
     default:
-      launch_assign_metric<SimtCore<F32SimtPolicy>>(args.metric, p, res, elem, stream, packed,
-                                                     xn_out);
+      // 8 x 8 micro tiles (MEGATAX_CUDA_F32_TILES=4x4: the 64 x 64 tiles of 4 x 4, for
+      // side-by-side runs; the same bits either way: the sums run over d in the same order).
+      if (f32_wide_tiles()) {
+        launch_assign_metric<SimtCore<F32SimtWidePolicy>>(args.metric, p, res, elem, stream,
+                                                           packed, xn_out);
+      } else {
+        launch_assign_metric<SimtCore<F32SimtPolicy>>(args.metric, p, res, elem, stream, packed,
+                                                       xn_out);
+      }
       break;
   }
 }

@@ -23,6 +23,10 @@ void launch_row_norms(const MatrixView& x, float* out, cudaStream_t stream);
 // stride and d are multiples of 16 bytes' worth of elements.
 bool vector_aligned(const MatrixView& x);
 
+// True unless MEGATAX_CUDA_F32_TILES=4x4: the f32 flat assign and top-k run 128 x 128 tiles of
+// 8 x 8 FFMA micro tiles (else 64 x 64 of 4 x 4, for side-by-side runs; the same bits).
+bool f32_wide_tiles();
+
 // Checks a device view used as a kernel operand (dtype f32/f16/bf16, sizes, stride, non-null
 // data when rows > 0); throws Error(kInvalidArgument) naming `what` otherwise.
 void validate_device_view(const MatrixView& x, const char* what);

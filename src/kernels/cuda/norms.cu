@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cuda/check.h"
@@ -63,6 +65,11 @@ const char* dtype_label(DType t) noexcept {
     case DType::kU8: return "u8";
   }
   return "?";
+}
+
+bool f32_wide_tiles() {
+  const char* v = std::getenv("MEGATAX_CUDA_F32_TILES");  // read per launch: benchmarks flip it
+  return v == nullptr || std::strcmp(v, "4x4") != 0;
 }
 
 bool vector_aligned(const MatrixView& x) {

@@ -533,7 +533,11 @@ void topk(Resources& res, const TopkArgs& args) {
       if (small) {
         run_topk_metric<SimtCore<F32SimtSmallQPolicy>>(res, args, aligned);
       } else {
-        run_topk_metric<SimtCore<F32SimtWidePolicy>>(res, args, aligned);
+        if (f32_wide_tiles()) {
+          run_topk_metric<SimtCore<F32SimtWidePolicy>>(res, args, aligned);
+        } else {
+          run_topk_metric<SimtCore<F32SimtPolicy>>(res, args, aligned);
+        }
       }
       break;
   }
