@@ -315,7 +315,7 @@ struct CorePhase1 {
     const std::int64_t q_blocks = (nq + Core::kBM - 1) / Core::kBM;
     return (2 * resident + q_blocks - 1) / q_blocks;
   }
-  std::size_t scratch_bytes(int) const { return 0; }
+  std::size_t scratch_bytes(int, std::int64_t) const { return 0; }
 
   void launch(const Phase1Launch& l) const {
     const TopkArgs& args = *l.args;
@@ -352,7 +352,9 @@ struct Sm90Phase1 {
     const Sm90TopkShape shape = sm90_topk_shape(nq, sm_count);
     return std::max<std::int64_t>(1, shape.resident / shape.query_clusters);
   }
-  std::size_t scratch_bytes(int sm_count) const { return sm90_topk_scratch_bytes(sm_count); }
+  std::size_t scratch_bytes(int sm_count, std::int64_t batch) const {
+    return sm90_topk_scratch_bytes(sm_count, batch);
+  }
 
   void launch(const Phase1Launch& l) const {
     Sm90TopkJob job;
@@ -406,7 +408,7 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
                                    static_cast<std::size_t>(k);
   // Workspace: query norms, database norms (unless given), candidate lists, phase-1 scratch.
   const bool need_db_norms = Op::kUsesNorms && args.database_norms == nullptr;
-  const std::size_t scratch_bytes = phase1.scratch_bytes(res.sm_count());
+  const std::size_t scratch_bytes = phase1.scratch_bytes(res.sm_count(), batch);
   auto carve = [&](Carver& cv, float** qn, float** dbn, float** ls, std::int64_t** li,
                    void** scratch) {
     *qn = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;

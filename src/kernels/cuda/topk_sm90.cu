@@ -99,6 +99,10 @@ struct TopkSm90Params {
   float* list_s = nullptr;
   std::int64_t* list_id = nullptr;
   Candidate* scratch = nullptr;  // [grid CTAs][kBM][kBN]
+  // [nq]: per query, the smallest k-th score of its chunks' full lists so far (order keys,
+  // 0xffffffff: none yet). A candidate above it cannot be in the query's final k (k entries
+  // of one chunk beat it), so every chunk filters with it too.
+  unsigned* tau_keys = nullptr;
 };
 
 struct TopkWork {
@@ -206,7 +210,10 @@ __device__ __forceinline__ RowSelect row_select(const TopkSm90Params& p, const T
   return st;
 }
 
-__device__ __forceinline__ void keep_row_select(RowState& rs, const RowSelect& st, int lane) {
+// Stores the row's selection state; a full list publishes its threshold to the query's
+// shared one (tau_key).
+__device__ __forceinline__ void keep_row_select(RowState& rs, const RowSelect& st, int lane,
+                                                unsigned* tau_key) {
   __syncwarp();
   if (lane == 0) {
     rs.m = st.m;
@@ -214,6 +221,7 @@ __device__ __forceinline__ void keep_row_select(RowState& rs, const RowSelect& s
     rs.tau_s = st.tau_s;
     rs.tau_id = st.tau_id;
     rs.staged = 0;
+    if (st.m == st.k) atomicMin(tau_key, float_order_key(st.tau_s));
   }
   __syncwarp();
 }
@@ -261,7 +269,7 @@ __device__ __forceinline__ void drain_slots(const TopkSm90Params& p, const TopkW
       __syncwarp();
       RowSelect st = row_select(p, wk, rows[r], wk.row0 + warp_row0 + r);
       flush(st);
-      keep_row_select(rows[r], st, lane);
+      keep_row_select(rows[r], st, lane, p.tau_keys + wk.row0 + warp_row0 + r);
     }
   }
 }
@@ -284,7 +292,7 @@ __device__ __forceinline__ void drain_staged(const TopkSm90Params& p, const Topk
       const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
       offer(st, c.s, c.id, valid);
     }
-    keep_row_select(rows[i], st, lane);
+    keep_row_select(rows[i], st, lane, p.tau_keys + wk.row0 + warp_row0 + i);
   }
 }
 
@@ -318,9 +326,12 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
     __syncwarp();
     // Rows past the queries never pass the filter (NaN compares false).
     float thr[2];
+    std::int64_t my_query[2];  // the thread's rows' queries (clamped: rows past them read q 0)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      thr[h] = wk.row0 + warp_row0 + lane / 4 + 8 * h < p.nq ? kInfScore : __int_as_float(0x7fc00000);
+      const std::int64_t q = wk.row0 + warp_row0 + lane / 4 + 8 * h;
+      thr[h] = q < p.nq ? kInfScore : __int_as_float(0x7fc00000);
+      my_query[h] = q < p.nq ? q : 0;
     }
 
     for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
@@ -330,8 +341,17 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       // thread's reads of the buffer two tiles ago).
       float norm = 0.f;
       if (Op::kUsesNorms && col0 + ctid < p.n) norm = __ldg(p.db_norms + col0 + ctid);
+      // The queries' shared thresholds (other chunks' lists), read while the MMAs run.
+      unsigned shared_key[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) shared_key[h] = __ldcg(p.tau_keys + my_query[h]);
       mma_tile<T, Ring, kBN, kCluster>(acc, ring, cur, cw, lane, chunks,
                                        [](const unsigned char*, std::int64_t) {});
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        // fminf ignores the NaN of "none yet"; rows past the queries keep their NaN.
+        if (thr[h] == thr[h]) thr[h] = fminf(thr[h], float_from_order_key(shared_key[h]));
+      }
       float* tile_norms = norm_smem + (t & 1) * kBN;
       if constexpr (Op::kUsesNorms) {
         tile_norms[ctid] = norm;
@@ -483,8 +503,9 @@ Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count) {
   return s;
 }
 
-std::size_t sm90_topk_scratch_bytes(int sm_count) {
-  return static_cast<std::size_t>(std::max(sm_count, 1)) * kBM * kBN * sizeof(Candidate);
+std::size_t sm90_topk_scratch_bytes(int sm_count, std::int64_t query_rows) {
+  return static_cast<std::size_t>(std::max(sm_count, 1)) * kBM * kBN * sizeof(Candidate) +
+         static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * sizeof(unsigned);
 }
 
 void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream) {
@@ -503,6 +524,10 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.list_s = job.list_s;
   p.list_id = job.list_id;
   p.scratch = static_cast<Candidate*>(job.scratch);
+  p.tau_keys = reinterpret_cast<unsigned*>(p.scratch + static_cast<std::int64_t>(std::max(sm_count, 1)) * kBM * kBN);
+  if (p.nq > 0) {
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
+  }
   if (p.items == 0 || p.nq == 0) return;
   if (job.l2) {
     launch_cluster<L2Op>(job, p, shape.cluster, sm_count, stream);

@@ -32,8 +32,9 @@ struct Sm90TopkShape {
 };
 Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count);
 
-// Bytes of the device scratch a launch needs (candidate staging, one area per CTA).
-std::size_t sm90_topk_scratch_bytes(int sm_count);
+// Bytes of the device scratch a launch of `query_rows` queries needs (candidate staging, one
+// area per CTA; the queries' shared thresholds).
+std::size_t sm90_topk_scratch_bytes(int sm_count, std::int64_t query_rows);
 
 // One launch: every query of `queries` against chunks of `chunk_tiles` tiles of the database;
 // writes each (query, chunk)'s k best (score, id), sorted, (+inf, -1)-padded, into
@@ -48,7 +49,7 @@ struct Sm90TopkJob {
   int chunks = 0;
   float* list_s = nullptr;
   std::int64_t* list_id = nullptr;
-  void* scratch = nullptr;           // sm90_topk_scratch_bytes(sm_count)
+  void* scratch = nullptr;           // sm90_topk_scratch_bytes(sm_count, queries.rows)
 };
 void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream);
 
