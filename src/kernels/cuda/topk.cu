@@ -54,6 +54,9 @@ struct TopkParams {
   int chunks = 0;
   float* list_s = nullptr;           // [q][chunks][k]
   std::int64_t* list_id = nullptr;
+  // [q]: per query, the smallest k-th score of its chunks' full lists so far (order keys,
+  // 0xffffffff: none yet); every chunk filters with it too (see topk_sm90.cu).
+  unsigned* tau_keys = nullptr;
 };
 
 // Shared-memory layout of phase 1 after the pipeline: the score tile, the per-row candidate
@@ -69,7 +72,8 @@ struct ChunkSmem {
   static constexpr int kTauSOffset = kTauIdOffset + kBM * 8;
   static constexpr int kMOffset = kTauSOffset + kBM * 4;
   static constexpr int kCountOffset = kMOffset + kBM * 4;
-  static constexpr int kBytes = kCountOffset + kBM * 4;
+  static constexpr int kSharedTauOffset = kCountOffset + kBM * 4;  // the queries' shared thresholds
+  static constexpr int kBytes = kSharedTauOffset + kBM * 4;
   static_assert(kTileOffset % 16 == 0 && kBufIdOffset % 16 == 0 && kTauIdOffset % 8 == 0,
                 "alignment");
 };
@@ -80,6 +84,7 @@ struct SelectEpilogue {
   static constexpr int kBM = Core::kBM;
   static constexpr int kBN = Core::kBN;
   static constexpr int kWarps = Core::kThreads / 32;
+  static_assert(kBM <= Core::kThreads, "a thread per row reads the shared thresholds");
 
   unsigned char* smem;
   const TopkParams& p;
@@ -113,6 +118,7 @@ struct SelectEpilogue {
       reinterpret_cast<int*>(smem + Layout::kCountOffset)[r] = st.count;
       reinterpret_cast<float*>(smem + Layout::kTauSOffset)[r] = st.tau_s;
       reinterpret_cast<std::int64_t*>(smem + Layout::kTauIdOffset)[r] = st.tau_id;
+      if (st.m == st.k) atomicMin(p.tau_keys + row0 + r, float_order_key(st.tau_s));
     }
     __syncwarp();
   }
@@ -133,6 +139,9 @@ struct SelectEpilogue {
     static_assert(kPerLane == 2 || kPerLane == 4, "tile width 64 or 128");
     const std::int64_t col0 = t * kBN;
     float* s_tile = tile();
+    // The queries' shared thresholds, read while the tile goes to shared memory.
+    unsigned shared_key = 0xffffffffu;
+    if (threadIdx.x < kBM && row0 + threadIdx.x < p.q.rows) shared_key = __ldcg(p.tau_keys + row0 + threadIdx.x);
     // Raw dot products into shared memory, two adjacent columns at a time.
 #pragma unroll
     for (int cs = 0; cs < Core::kColSlots; cs += 2) {
@@ -153,6 +162,8 @@ struct SelectEpilogue {
       valid[e] = col < n;
       ct[e] = (Op::kUsesNorms && valid[e]) ? Op::col_term(p.db_norms, col) : 0.f;
     }
+    float* shared_tau = reinterpret_cast<float*>(smem + Layout::kSharedTauOffset);
+    if (threadIdx.x < kBM) shared_tau[threadIdx.x] = float_from_order_key(shared_key);
     __syncthreads();
     const float* tau_s = reinterpret_cast<const float*>(smem + Layout::kTauSOffset);
     const int warp = threadIdx.x / 32;
@@ -168,7 +179,7 @@ struct SelectEpilogue {
         sc[0] = v.x, sc[1] = v.y;
       }
       // Fast path: one compare per score against the row's threshold; most tiles stop here.
-      const float tau = tau_s[r];
+      const float tau = fminf(tau_s[r], shared_tau[r]);  // fminf ignores "none yet" (NaN)
       bool any = false;
 #pragma unroll
       for (int e = 0; e < kPerLane; ++e) {
@@ -315,7 +326,9 @@ struct CorePhase1 {
     const std::int64_t q_blocks = (nq + Core::kBM - 1) / Core::kBM;
     return (2 * resident + q_blocks - 1) / q_blocks;
   }
-  std::size_t scratch_bytes(int, std::int64_t) const { return 0; }
+  std::size_t scratch_bytes(int, std::int64_t batch) const {
+    return static_cast<std::size_t>(std::max<std::int64_t>(batch, 1)) * sizeof(unsigned);
+  }
 
   void launch(const Phase1Launch& l) const {
     const TopkArgs& args = *l.args;
@@ -332,6 +345,8 @@ struct CorePhase1 {
     p.chunks = l.chunks;
     p.list_s = l.list_s;
     p.list_id = l.list_id;
+    p.tau_keys = static_cast<unsigned*>(l.scratch);
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff, static_cast<std::size_t>(l.nb) * sizeof(unsigned), l.stream));
     const dim3 grid(static_cast<unsigned>((l.nb + Core::kBM - 1) / Core::kBM),
                     static_cast<unsigned>(l.chunks));
     MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(topk_chunk_kernel<Core, Op>,
