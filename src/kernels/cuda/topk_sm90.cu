@@ -11,10 +11,12 @@
 //   score    dot products become scores in place (column terms ||c||^2 from a shared copy
 //            the consumer threads load while the MMAs run); each thread keeps the smallest
 //            score of each of its rows. Two instructions a score, as assign's argmin fold.
-//   filter   a row half whose smallest score does not beat the row's threshold tau (the k-th
-//            best so far, +inf until k are known; a register copy per thread) is done. Most
-//            tiles end here after the first few of a chunk: a row meets about k ln(n / k)
-//            candidates in all.
+//   filter   a row half whose smallest score does not beat the row's threshold is done: the
+//            smaller of the row's own tau (its k-th best so far, +inf until k are known) and
+//            the query's shared one (the smallest k-th score of its chunks' full lists,
+//            published with atomicMin, read while the MMAs run: a candidate above it is beaten
+//            by k entries of another chunk); a register copy per thread. Most tiles end here
+//            after the first few of a chunk: a row meets about k ln(n / k) candidates in all.
 //   slots    otherwise the thread appends the passing scores to its own kSlots slots per
 //            half (shared memory, predicated stores, no branches); the warp then offers them
 //            all at once: each lane compares its candidates with its row's threshold and
@@ -33,10 +35,11 @@
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (408 bytes), the
 // slots (8 warps x 2 halves x 32 lanes x kSlots x 8 bytes) and the column terms (2 KiB).
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
-// time of the same shape 1.26-1.28x (N=10M D=128 k=10), 2.0x (k=100), 1.6x (N=2M D=1024 k=10),
+// time of the same shape 1.09x (N=10M D=128 k=10), 1.9x (k=100), 1.3-1.7x (N=2M D=1024 k=10),
 // 1.9x (k=100); the portable kernel took 2.9-5.9x. Without the selection (a diagnostic
-// build) the main loop ran at 0.37x (D=128) and 0.93x (D=1024) of GEMM-only: the epilogue,
-// which does not overlap the MMAs, is what is left.
+// build) the main loop ran at 0.37x (D=128) and 0.93x (D=1024) of GEMM-only: the selection,
+// which does not overlap the MMAs, is what is left (two accumulator sets to overlap them made
+// ptxas serialise the wgmmas: C7518 / C7515).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
