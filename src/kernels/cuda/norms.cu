@@ -1,4 +1,5 @@
-// Row norms: one warp per row, f32 accumulation, 16-byte loads when the rows allow them.
+// Row norms: one warp per row, f32 accumulation, 16-byte loads when the rows allow them; and
+// the small host helpers of launch.h (dtype labels, operand checks, tile choices).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
