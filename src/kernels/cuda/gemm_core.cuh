@@ -467,12 +467,14 @@ struct SimtCore {
       float av[P::kTM], bv[P::kTN];
 #pragma unroll
       for (int g = 0; g < P::kTM / 4; ++g) {
-        const float4 a = *reinterpret_cast<const float4*>(sa + kk * P::kLdA + g * (kBM / 2) + ty * 4);
+        const float* src = sa + kk * P::kLdA + g * (kBM / 2) + ty * 4;
+        const float4 a = *reinterpret_cast<const float4*>(src);
         av[4 * g] = a.x, av[4 * g + 1] = a.y, av[4 * g + 2] = a.z, av[4 * g + 3] = a.w;
       }
 #pragma unroll
       for (int g = 0; g < P::kTN / 4; ++g) {
-        const float4 b = *reinterpret_cast<const float4*>(sb + kk * P::kLdB + g * (kBN / 2) + tx * 4);
+        const float* src = sb + kk * P::kLdB + g * (kBN / 2) + tx * 4;
+        const float4 b = *reinterpret_cast<const float4*>(src);
         bv[4 * g] = b.x, bv[4 * g + 1] = b.y, bv[4 * g + 2] = b.z, bv[4 * g + 3] = b.w;
       }
 #pragma unroll

@@ -141,7 +141,9 @@ struct SelectEpilogue {
     float* s_tile = tile();
     // The queries' shared thresholds, read while the tile goes to shared memory.
     unsigned shared_key = 0xffffffffu;
-    if (threadIdx.x < kBM && row0 + threadIdx.x < p.q.rows) shared_key = __ldcg(p.tau_keys + row0 + threadIdx.x);
+    if (threadIdx.x < kBM && row0 + threadIdx.x < p.q.rows) {
+      shared_key = __ldcg(p.tau_keys + row0 + threadIdx.x);
+    }
     // Raw dot products into shared memory, two adjacent columns at a time.
 #pragma unroll
     for (int cs = 0; cs < Core::kColSlots; cs += 2) {
@@ -346,7 +348,8 @@ struct CorePhase1 {
     p.list_s = l.list_s;
     p.list_id = l.list_id;
     p.tau_keys = static_cast<unsigned*>(l.scratch);
-    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff, static_cast<std::size_t>(l.nb) * sizeof(unsigned), l.stream));
+    const std::size_t key_bytes = static_cast<std::size_t>(l.nb) * sizeof(unsigned);
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff, key_bytes, l.stream));
     const dim3 grid(static_cast<unsigned>((l.nb + Core::kBM - 1) / Core::kBM),
                     static_cast<unsigned>(l.chunks));
     MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(topk_chunk_kernel<Core, Op>,

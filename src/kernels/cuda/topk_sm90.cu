@@ -87,8 +87,9 @@ static_assert(sizeof(RowState) % 8 == 0, "row states stay 8-byte aligned");
 constexpr int kSlots = 7;
 
 using Ring = Sm90Ring<kBN, 3 * (kBM + kBN) * kSm90BK * 2>;
-constexpr int kSmemBytes = Ring::kBytes + kBM * static_cast<int>(sizeof(RowState)) +
-                           kSm90ConsumerWarps * 2 * 32 * kSlots * static_cast<int>(sizeof(Candidate)) +
+constexpr int kSlotBytes =
+    kSm90ConsumerWarps * 2 * 32 * kSlots * static_cast<int>(sizeof(Candidate));
+constexpr int kSmemBytes = Ring::kBytes + kBM * static_cast<int>(sizeof(RowState)) + kSlotBytes +
                            2 * kBN * 4 /* column terms, double-buffered */;
 static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
 
@@ -439,7 +440,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
       }
     }
   } else {
-    consume<T, Op, kCluster>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank, cluster_id, clusters, chunks);
+    consume<T, Op, kCluster>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank,
+                             cluster_id, clusters, chunks);
   }
   // No CTA may leave while a peer can still multicast into its shared memory or arrive on its
   // barriers.
@@ -527,9 +529,11 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.list_s = job.list_s;
   p.list_id = job.list_id;
   p.scratch = static_cast<Candidate*>(job.scratch);
-  p.tau_keys = reinterpret_cast<unsigned*>(p.scratch + static_cast<std::int64_t>(std::max(sm_count, 1)) * kBM * kBN);
+  const std::int64_t areas = static_cast<std::int64_t>(std::max(sm_count, 1)) * kBM * kBN;
+  p.tau_keys = reinterpret_cast<unsigned*>(p.scratch + areas);
   if (p.nq > 0) {
-    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff,
+                                       static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
   }
   if (p.items == 0 || p.nq == 0) return;
   if (job.l2) {

@@ -9,9 +9,9 @@
 // search, and merged in place -- only the list's tail that the new entries displace moves,
 // back to front (or, where the caller asks for it, lists of at most 128 entries are read once
 // into registers, merged by rank and written back: flush_short, one round trip to global
-// memory instead of a dependent chain of them). After the first k candidates, flushes are rare (about k ln(n / k) insertions
-// over a stream of n random candidates), so the steady state is one compare and one ballot
-// per 32 candidates.
+// memory instead of a dependent chain of them). After the first k candidates, flushes are
+// rare (about k ln(n / k) insertions over a stream of n random candidates), so the steady
+// state is one compare and one ballot per 32 candidates.
 //
 // Order: (score, id) lexicographic, so ties go to the smaller id and results are independent
 // of the order candidates arrive in. Ids must be unique within a row's stream. NaN scores
