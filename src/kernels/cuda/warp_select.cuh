@@ -71,6 +71,18 @@ struct RowSelect {
   bool short_merge = false;
 };
 
+// Lane `lane`'s entry of the row's buffer: (buf_s, buf_id)[lane] for the first st.count lanes,
+// (+inf, kNoId) after them.
+__device__ __forceinline__ void take_buffer(const RowSelect& st, int lane, float& s,
+                                            std::int64_t& id) {
+  s = kInfScore;
+  id = kNoId;
+  if (lane < st.count) {
+    s = st.buf_s[lane];
+    id = st.buf_id[lane];
+  }
+}
+
 // Number of the 32 sorted keys held one per lane (ascending by lane; the first `valid` lanes
 // count) that are below (s, id): binary lifting over the lanes, every lane its own query.
 __device__ __forceinline__ int count_below(float ks, std::int64_t kid, int valid, float s,
@@ -98,12 +110,9 @@ __device__ inline void flush_short(RowSelect& st) {
   __syncwarp();
   const int lane = threadIdx.x % 32;
   const int b = st.count;
-  float s = kInfScore;
-  std::int64_t id = kNoId;
-  if (lane < b) {
-    s = st.buf_s[lane];
-    id = st.buf_id[lane];
-  }
+  float s;
+  std::int64_t id;
+  take_buffer(st, lane, s, id);
   const int m_old = st.m;
   float ls[kShortSlots];
   std::int64_t lid[kShortSlots];
@@ -178,12 +187,9 @@ __device__ inline void flush(RowSelect& st) {
   __syncwarp();  // buffer writes of other lanes are visible after this
   const int lane = threadIdx.x % 32;
   const int b = st.count;
-  float s = kInfScore;
-  std::int64_t id = kNoId;
-  if (lane < b) {
-    s = st.buf_s[lane];
-    id = st.buf_id[lane];
-  }
+  float s;
+  std::int64_t id;
+  take_buffer(st, lane, s, id);
   warp_sort32(s, id);
 
   // Rank of each new entry among the old list: lower bound by binary search.
@@ -215,14 +221,7 @@ __device__ inline void flush(RowSelect& st) {
         ls = st.list_s[i];
         lid = st.list_id[i];
       }
-      int below = 0;  // new entries smaller than (ls, lid): binary lifting over the lanes
-#pragma unroll
-      for (int step = 32; step >= 1; step /= 2) {
-        const int probe = below + step - 1;
-        const float ps = __shfl_sync(0xffffffffu, s, probe & 31);
-        const std::int64_t pid = __shfl_sync(0xffffffffu, id, probe & 31);
-        if (probe < b && key_less(ps, pid, ls, lid)) below += step;
-      }
+      const int below = count_below(s, id, b, ls, lid);  // new entries smaller than it
       __syncwarp();
       if (have && below > 0 && i + below < st.k) {
         st.list_s[i + below] = ls;
