@@ -193,16 +193,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
     // ---- producer ----
     sm90::setmaxnreg_dec<kSm90ProducerRegs>();
     if (threadIdx.x == 0) {
-      sm90::prefetch_tensor_map(&map_x);
-      sm90::prefetch_tensor_map(&map_c);
-      RingCursor cur;
-      for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
-        const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
-        for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
-          produce_tile<Ring, BN, kCluster>(ring, cur, &map_x, &map_c, wk.row0, wk.c_begin + t * BN,
-                                           chunks, cta_rank);
-        }
-      }
+      produce_items<Ring, BN, kCluster>(
+          ring, &map_x, &map_c, cluster_id, clusters, p.items, chunks, cta_rank,
+          [&](std::int64_t w) {
+            const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
+            return ProducerItem{wk.row0, wk.c_begin, wk.t0, wk.t1};
+          });
     }
   } else {
     consume<T, BN, Op, kGrouped, kCluster>(p, ring, xn_smem, wg - 1, cta_rank, cluster_id,

@@ -128,6 +128,32 @@ __device__ __forceinline__ void produce_tile(const RingView<Ring>& ring, RingCur
   }
 }
 
+// What the producer copies for one work item: A rows [a_row0, a_row0 + 128) against the
+// column tiles [t0, t1), tile t being B rows from b_row0 + t * BN.
+struct ProducerItem {
+  std::int64_t a_row0, b_row0, t0, t1;
+};
+
+// The producer thread's whole life: every work item of its cluster (first, first + step,
+// ... below items; item_of(w) -> ProducerItem), tile by tile, chunk by chunk.
+template <class Ring, int BN, int kCluster, class ItemOf>
+__device__ __forceinline__ void produce_items(const RingView<Ring>& ring, const CUtensorMap* map_a,
+                                              const CUtensorMap* map_b, std::int64_t first,
+                                              std::int64_t step, std::int64_t items,
+                                              std::int64_t chunks, int cta_rank,
+                                              ItemOf&& item_of) {
+  sm90::prefetch_tensor_map(map_a);
+  sm90::prefetch_tensor_map(map_b);
+  RingCursor cur;
+  for (std::int64_t w = first; w < items; w += step) {
+    const ProducerItem it = item_of(w);
+    for (std::int64_t t = it.t0; t < it.t1; ++t) {
+      produce_tile<Ring, BN, kCluster>(ring, cur, map_a, map_b, it.a_row0, it.b_row0 + t * BN,
+                                       chunks, cta_rank);
+    }
+  }
+}
+
 #if defined(MEGATAX_SM90A)
 // A consumer warp is done with a stage: arrive on the stage's "empty" barrier of every CTA of
 // the cluster (their producers write into this CTA's copy of the stage too).

@@ -428,16 +428,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   if (wg == 0) {
     sm90::setmaxnreg_dec<kSm90ProducerRegs>();
     if (threadIdx.x == 0) {
-      sm90::prefetch_tensor_map(&map_q);
-      sm90::prefetch_tensor_map(&map_db);
-      RingCursor cur;
-      for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
-        const TopkWork wk = topk_work<kCluster>(p, w, cta_rank);
-        for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
-          produce_tile<Ring, kBN, kCluster>(ring, cur, &map_q, &map_db, wk.row0, t * kBN, chunks,
-                                            cta_rank);
-        }
-      }
+      produce_items<Ring, kBN, kCluster>(ring, &map_q, &map_db, cluster_id, clusters, p.items,
+                                         chunks, cta_rank, [&](std::int64_t w) {
+                                           const TopkWork wk = topk_work<kCluster>(p, w, cta_rank);
+                                           return ProducerItem{wk.row0, 0, wk.t0, wk.t1};
+                                         });
     }
   } else {
     consume<T, Op, kCluster>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank,
