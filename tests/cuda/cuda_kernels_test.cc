@@ -397,14 +397,38 @@ struct TopkCase {
   bool given_norms = true;
   std::int64_t pad = 0;
   std::size_t workspace = std::size_t{1} << 30;
+  // The database nears query 0 in bursts: periods of three 256-row tiles (far rows; 100 near
+  // rows among farther ones; 256 nearer rows), each period nearer than the one before, so
+  // that a tile passes more candidates than a stale threshold expects (the few-query Hopper
+  // kernel's full-area path, with the 3-tile chunks a 1 MiB workspace gives at k = 128).
+  bool bursts = false;
 };
+
+// Rows of `bursts` (see TopkCase): query 0 plus Gaussian noise of a scale set by the row.
+std::vector<float> burst_values(std::mt19937_64& rng, const std::vector<float>& query0,
+                                std::int64_t rows, std::int64_t d) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> v(static_cast<std::size_t>(rows * d));
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const std::int64_t tile = i / 256, within = i % 256, period = tile / 3;
+    const float nearer = std::ldexp(1.f, -static_cast<int>(period));
+    float scale = 8.f;
+    if (tile % 3 == 1) scale = within < 100 ? 2.2f * nearer : 16.f;
+    if (tile % 3 == 2) scale = 1.5f * nearer;
+    for (std::int64_t j = 0; j < d; ++j) v[i * d + j] = query0[j] + scale * g(rng);
+  }
+  return v;
+}
 
 void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   const std::int64_t q = tc.q, n = tc.n, d = tc.d, k = tc.k;
   const std::int64_t centres = std::max<std::int64_t>(1, n / 50);
   std::vector<float> cen = random_values(rng, centres, d, 1.f);
-  const HostMatrix db = make_matrix(n, d, d + tc.pad, tc.dtype, blob_values(rng, cen, centres, n, d, 0.5f));
-  const HostMatrix qm = make_matrix(q, d, d + tc.pad, tc.dtype, blob_values(rng, cen, centres, q, d, 0.5f));
+  const std::vector<float> qv = blob_values(rng, cen, centres, q, d, 0.5f);
+  const HostMatrix db = make_matrix(n, d, d + tc.pad, tc.dtype,
+                                    tc.bursts ? burst_values(rng, qv, n, d)
+                                              : blob_values(rng, cen, centres, n, d, 0.5f));
+  const HostMatrix qm = make_matrix(q, d, d + tc.pad, tc.dtype, qv);
   DeviceMatrix ddb = upload(res, db), dq = upload(res, qm);
   mc::DeviceBuffer dist(static_cast<std::size_t>(q * k) * 4), ids(static_cast<std::size_t>(q * k) * 8);
   mc::DeviceBuffer dbn(static_cast<std::size_t>(n) * 4 + 4);
@@ -489,10 +513,11 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
                   (long long)fb, why[fb].c_str());
   }
   char name[256], detail[128];
-  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s",
+  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
                 (long long)d, (long long)k, tc.given_norms ? "" : " norms-computed",
-                tc.pad ? " strided" : "", tc.workspace < (std::size_t{1} << 30) ? " small-ws" : "");
+                tc.pad ? " strided" : "", tc.workspace < (std::size_t{1} << 30) ? " small-ws" : "",
+                tc.bursts ? " bursts" : "");
   const double recall = kv > 0 ? static_cast<double>(hits.load()) / (q * kv) : 1.0;
   std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)", recall);
   report(name, ok, detail);
@@ -1030,6 +1055,16 @@ int main(int argc, char** argv) {
           {64, 700, 128, 300, kB},
           {50, 100, 64, 200, kB},
           {129, 5000, 256, 64, kH, Metric::kInnerProduct, false},
+          // The few-query Hopper kernel (at most 16 queries): database tails, a d chunk tail,
+          // long lists (k = 1024 over several chunks), one query, inner product, strided.
+          {16, 100000, 128, 100, kB},
+          {1, 30001, 72, 10, kH},
+          {16, 20000, 1024, 1024, kB},
+          {11, 20000, 64, 50, kB, Metric::kInnerProduct},
+          {12, 777, 8, 5, kH, Metric::kL2, false},
+          {16, 50000, 2048, 1, kB},
+          {5, 9000, 120, 33, kH, Metric::kL2, true, 8},
+          {4, 3840, 64, 128, kH, Metric::kL2, true, 0, std::size_t{1} << 20, true},
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign

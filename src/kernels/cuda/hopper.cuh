@@ -125,6 +125,22 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// named_barrier_sync that also returns whether `pred` was true in any of the threads.
+__device__ __forceinline__ bool named_barrier_any(int id, int threads, bool pred) {
+  std::uint32_t any;
+  asm volatile(
+      "{\n"
+      ".reg .pred p, q;\n"
+      "setp.ne.u32 p, %1, 0;\n"
+      "barrier.cta.red.or.pred q, %2, %3, p;\n"
+      "selp.u32 %0, 1, 0, q;\n"
+      "}\n"
+      : "=r"(any)
+      : "r"(static_cast<std::uint32_t>(pred)), "r"(id), "r"(threads)
+      : "memory");
+  return any != 0;
+}
+
 // ---- warpgroup MMA (sm_90a) ---------------------------------------------------------------------
 
 // Shared-memory matrix descriptor of a K-major tile stored with the 128-byte swizzle (the

@@ -1,9 +1,10 @@
 // kernels/cuda/sm90_pipeline.cuh -- the main loop shared by the Hopper (sm_90a) kernels of X * C^T
-// (assign_sm90.cu, topk_sm90.cu): a ring of shared-memory stages that one producer thread fills
-// with TMA copies and two consumer warpgroups drain with wgmma.
+// (assign_sm90.cu, topk_sm90.cu, topk_sm90_few.cu): a ring of shared-memory stages that one
+// producer thread fills with TMA copies and two consumer warpgroups drain with wgmma.
 //
-// A stage holds one 64-wide d chunk of the A tile (kBM = 128 rows: points / queries) and of
-// the B tile (BN rows: centroids / database rows), both K-major with the 128-byte swizzle.
+// A stage holds one 64-wide d chunk of the A tile (BM rows, kSm90BM = 128 by default: points /
+// queries) and of the B tile (BN rows: centroids / database rows; for a few queries the roles
+// swap: 256 database rows against 16 queries), both K-major with the 128-byte swizzle.
 // Each stage has a "full" mbarrier (the copies landed; one producer arrival plus the bytes)
 // and an "empty" one (every consumer warp of every CTA of the cluster is done with it).
 // In clusters of kCluster CTAs (consecutive A row blocks against the same B tiles) each CTA
@@ -38,10 +39,11 @@ constexpr int kSm90Threads = 384;        // producer warpgroup + two consumer wa
 constexpr int kSm90ProducerRegs = 40;
 constexpr int kSm90ConsumerRegs = 232;
 
-// The ring's shape for BN-column tiles within `ring_budget` bytes of shared memory.
-template <int BN, int kRingBudget = 200 * 1024>
+// The ring's shape for BN-column tiles of BM-row A tiles within kRingBudget bytes of shared
+// memory (BM: kSm90BM but for top-k of a few queries, where the database is the A side).
+template <int BN, int kRingBudget = 200 * 1024, int BM = kSm90BM>
 struct Sm90Ring {
-  static constexpr int kABytes = kSm90BM * kSm90BK * 2;
+  static constexpr int kABytes = BM * kSm90BK * 2;
   static constexpr int kBBytes = BN * kSm90BK * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kStages = kRingBudget / kStageBytes;

@@ -13,8 +13,9 @@
 // the same selection (stopping early in each list at the threshold), writes the list straight
 // into the caller's output and turns scores into distances.
 //
-// Phase 1 on Hopper (more than 16 queries, f16/bf16): topk_sm90.cu, the wgmma + TMA main loop
-// of assign with the same selection in its epilogue, writing the same lists; phase 2 is shared.
+// Phase 1 on Hopper (f16/bf16): topk_sm90.cu, the wgmma + TMA main loop of assign with the same
+// selection in its epilogue, writing the same lists; for at most 16 queries topk_sm90_few.cu,
+// the database as the streamed A side (bound by HBM, not by the MMAs). Phase 2 is shared.
 //
 // Chunks are chosen so that (query blocks x chunks) fills the GPU twice (Hopper: the resident
 // clusters once), each chunk holding at least 4k database rows.
@@ -261,17 +262,35 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   st.count = 0;
   st.tau_s = kInfScore;
   st.tau_id = kNoId;
+  // The first 32 entries of the next kAhead lists are loaded ahead: once the threshold is
+  // known most lists end after those, and the loop would otherwise wait on one list's load
+  // after the other (a few queries a launch: few warps to hide it).
+  constexpr int kAhead = 4;
+  const float* lists_s = p.list_s + qi * p.chunks * p.k;
+  const std::int64_t* lists_id = p.list_id + qi * p.chunks * p.k;
+  auto entry = [&](int c, int i, float& s, std::int64_t& id) {
+    s = kInfScore;
+    id = -1;
+    if (c < p.chunks && i < p.k) {
+      s = lists_s[static_cast<std::int64_t>(c) * p.k + i];
+      id = lists_id[static_cast<std::int64_t>(c) * p.k + i];
+    }
+  };
+  float ahead_s[kAhead];
+  std::int64_t ahead_id[kAhead];
+#pragma unroll
+  for (int a = 0; a < kAhead; ++a) entry(a, lane, ahead_s[a], ahead_id[a]);
   for (int c = 0; c < p.chunks; ++c) {
-    const float* ls = p.list_s + (qi * p.chunks + c) * p.k;
-    const std::int64_t* li = p.list_id + (qi * p.chunks + c) * p.k;
+    float s = ahead_s[0];
+    std::int64_t id = ahead_id[0];
+#pragma unroll
+    for (int a = 0; a + 1 < kAhead; ++a) {
+      ahead_s[a] = ahead_s[a + 1];
+      ahead_id[a] = ahead_id[a + 1];
+    }
+    entry(c + kAhead, lane, ahead_s[kAhead - 1], ahead_id[kAhead - 1]);
     for (int j = 0; j < p.k; j += 32) {
-      const int i = j + lane;
-      float s = kInfScore;
-      std::int64_t id = -1;
-      if (i < p.k) {
-        s = ls[i];
-        id = li[i];
-      }
+      if (j > 0) entry(c, j + lane, s, id);
       // The list is sorted: once no lane's entry beats the threshold, none later does.
       if (!offer(st, s, id, id >= 0)) break;
     }
@@ -390,6 +409,32 @@ struct Sm90Phase1 {
   }
 };
 
+// Phase 1 on Hopper for at most 16 queries (topk_sm90.h): one CTA an SM, a chunk each.
+template <class Op>
+struct Sm90FewPhase1 {
+  static constexpr int kBN = kSm90FewRows;
+
+  std::int64_t chunks_wanted(std::int64_t, int sm_count) const { return std::max(sm_count, 1); }
+  std::size_t scratch_bytes(int, std::int64_t batch) const {
+    return sm90_topk_few_scratch_bytes(batch);
+  }
+
+  void launch(const Phase1Launch& l) const {
+    Sm90TopkJob job;
+    job.queries = l.queries();
+    job.database = l.args->database;
+    job.l2 = Op::kUsesNorms;
+    job.database_norms = l.db_norms;
+    job.k = static_cast<int>(l.args->k);
+    job.chunk_tiles = l.chunk_tiles;
+    job.chunks = l.chunks;
+    job.list_s = l.list_s;
+    job.list_id = l.list_id;
+    job.scratch = l.scratch;
+    launch_topk_sm90_few(job, l.sm_count, l.stream);
+  }
+};
+
 template <class Op, class Phase1>
 void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
   constexpr int kBN = Phase1::kBN;
@@ -496,6 +541,14 @@ void run_topk_sm90(Resources& res, const TopkArgs& args) {
   }
 }
 
+void run_topk_sm90_few(Resources& res, const TopkArgs& args) {
+  if (args.metric == Metric::kL2) {
+    run_topk<L2Op>(res, args, Sm90FewPhase1<L2Op>{});
+  } else {
+    run_topk<InnerProductOp>(res, args, Sm90FewPhase1<InnerProductOp>{});
+  }
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -529,7 +582,11 @@ void topk(Resources& res, const TopkArgs& args) {
     return v == nullptr || std::string(v) != "0";
   }();
   const bool small = small_q_tiles && q.rows <= 16;
-  // More queries on Hopper: the wgmma kernel (topk_sm90.cu).
+  // On Hopper, f16/bf16: the wgmma kernels (topk_sm90.cu; topk_sm90_few.cu for <= 16 queries).
+  if (small && sm90_topk_few_usable(q, db)) {
+    run_topk_sm90_few(res, args);
+    return;
+  }
   if (!small && sm90_topk_usable(q, db)) {
     run_topk_sm90(res, args);
     return;

@@ -1,6 +1,7 @@
 // kernels/cuda/topk_sm90.h -- phase 1 of the fused top-k on Hopper (sm_90a): the wgmma + TMA main
-// loop of sm90_pipeline.cuh with a selection epilogue. topk.cu calls it when it applies (and
-// runs phase 2, the merge of the chunk lists, itself); otherwise the portable kernel runs.
+// loop of sm90_pipeline.cuh with a selection epilogue (topk_sm90.cu; topk_sm90_few.cu for at
+// most 16 queries). topk.cu calls it when it applies (and runs phase 2, the merge of the chunk
+// lists, itself); otherwise the portable kernel runs.
 //
 // Internal header (CUDA types allowed).
 #pragma once
@@ -52,5 +53,16 @@ struct Sm90TopkJob {
   void* scratch = nullptr;           // sm90_topk_scratch_bytes(sm_count, queries.rows)
 };
 void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream);
+
+// ---- a few queries (topk_sm90_few.cu) ----
+// At most kSm90FewQueries queries: the roles swap (database rows are the A side, walked in
+// tiles of kSm90FewRows rows, the queries one 16-column B tile), one CTA an SM, one chunk a
+// CTA at a time. Same job, same output lists; the scratch holds the shared thresholds only.
+constexpr int kSm90FewQueries = 16;
+constexpr int kSm90FewRows = 256;
+// sm90_topk_usable and queries.rows <= kSm90FewQueries.
+bool sm90_topk_few_usable(const MatrixView& queries, const MatrixView& database);
+std::size_t sm90_topk_few_scratch_bytes(std::int64_t query_rows);
+void launch_topk_sm90_few(const Sm90TopkJob& job, int sm_count, cudaStream_t stream);
 
 }  // namespace megatax::cuda::detail

@@ -24,6 +24,44 @@ template <class T, int N>
 struct Wgmma;
 
 template <>
+struct Wgmma<__nv_bfloat16, 16> {
+  static constexpr int kAccumulators = 8;
+  __device__ __forceinline__ static void mma(float (&acc)[8], std::uint64_t desc_a,
+                                             std::uint64_t desc_b, int accumulate) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7},  "
+        "%8, %9, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3]), "+f"(acc[4]), "+f"(acc[5]),
+          "+f"(acc[6]), "+f"(acc[7])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  }
+};
+
+template <>
+struct Wgmma<__half, 16> {
+  static constexpr int kAccumulators = 8;
+  __device__ __forceinline__ static void mma(float (&acc)[8], std::uint64_t desc_a,
+                                             std::uint64_t desc_b, int accumulate) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7},  "
+        "%8, %9, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3]), "+f"(acc[4]), "+f"(acc[5]),
+          "+f"(acc[6]), "+f"(acc[7])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  }
+};
+
+template <>
 struct Wgmma<__nv_bfloat16, 128> {
   static constexpr int kAccumulators = 64;
   __device__ __forceinline__ static void mma(float (&acc)[64], std::uint64_t desc_a,

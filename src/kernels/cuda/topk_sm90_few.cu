@@ -1,0 +1,450 @@
+// Fused top-k on Hopper for a few queries, phase 1: at most 16 queries, where a search is bound
+// by reading the database once (16 queries do 16 multiply-adds per 2-byte element, far below
+// the tensor cores' rate), so this kernel is built to stream the database at HBM speed:
+//
+//   roles    the database is the A side: TMA tiles of 256 rows x 64 d in the ring of
+//            sm90_pipeline.cuh (4 stages, 128 KiB of database in flight an SM); the queries
+//            are one 16-row B tile (re-read from L2 each stage: 2 KiB against 32 KiB). Each
+//            consumer warpgroup runs m64n16k16 wgmmas for its 128 rows of the tile, so a
+//            thread holds 2 x 8 dot products: 4 database rows x 4 queries (wgmma's layout:
+//            rows 16 w + lane / 4 (+ 8) of each 64-row block, queries 8 j + 2 (lane % 4) (+ 1)).
+//   filter   scores in place (||c||^2 - 2 <q, c>; the database norms and the shared
+//            thresholds are loaded a tile ahead), each compared with its query's threshold: the
+//            smaller of the CTA's own k-th best (+inf until k are known) and the query's shared
+//            one (the smallest k-th score of its chunks' full lists, as in topk_sm90.cu).
+//            Passing scores are appended to the query's candidate area in shared memory (256
+//            entries) at a shared atomic counter.
+//   merge    one barrier of the 256 consumer threads a tile, which also tells whether some
+//            area holds kMergeAt candidates; only then does warp w merge the areas of queries
+//            w and w + 8 into their lists (warp_select.cuh offer / flush; lists of at most 128
+//            entries in shared memory until the chunk ends) and a second barrier publishes the
+//            new thresholds. Merging every tile that had a candidate cost 2x the read time at
+//            128-d (a tile of 128-d rows streams in ~3 us); deferred, a chunk merges a few times
+//            at k = 10. A score that finds its area full (thresholds stale, a run of near rows)
+//            is kept in registers and appended again after the merge (a third barrier, rare).
+//
+// A CTA (one an SM, persistent) takes one database chunk at a time; its lists are the (query,
+// chunk) slots of topk.cu's candidate array, merged by topk.cu's phase 2. Candidates are ordered
+// by (score, id), ties to the smaller id, so the lists do not depend on the order of appends.
+// Measured on an H100 (bench_cuda, Q=16 bf16): 96% of the HBM read floor at N=2M D=1024 k=10,
+// 88% at k=100; 77% / 61% at N=10M D=128 (the same kernel without selection: 94%).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/distance_ops.cuh"
+#include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/sm90_pipeline.cuh"
+#include "kernels/cuda/tensor_map.h"
+#include "kernels/cuda/topk_sm90.h"
+#include "kernels/cuda/warp_select.cuh"
+
+namespace megatax::cuda::detail {
+namespace {
+
+constexpr int kQ = kSm90FewQueries;  // the B tile's rows: wgmma's N
+constexpr int kRows = kSm90FewRows;  // database rows a tile
+[[maybe_unused]] constexpr int kBlocks = kRows / (2 * 64);  // 64-row blocks a warpgroup computes
+[[maybe_unused]] constexpr int kOwners = kSm90ConsumerWarps;  // warp w merges queries w, w + 8
+[[maybe_unused]] constexpr int kConsumers = 2 * 128;
+// The areas are merged into the lists once one holds this many candidates (the CTA's own
+// thresholds are as old as the last merge: later merges append more, merge less often).
+#ifndef MEGATAX_FEW_MERGE_AT
+#define MEGATAX_FEW_MERGE_AT 128
+#endif
+[[maybe_unused]] constexpr int kMergeAt = MEGATAX_FEW_MERGE_AT;
+static_assert(kRows % 128 == 0 && kRows <= 256, "a TMA box holds at most 256 rows");
+
+// A candidate in a query's area: score and database row (n < 2^31: TMA's limit too).
+struct Candidate {
+  float s;
+  std::int32_t id;
+};
+
+// The selection state of one query (shared memory).
+struct QueryState {
+  float buf_s[32];
+  std::int64_t buf_id[32];
+  std::int64_t tau_id;
+  float tau_s;
+  int m;
+  int count;
+  int appended;  // candidates in the query's area
+};
+static_assert(sizeof(QueryState) % 8 == 0, "query states stay 8-byte aligned");
+
+// Lists of at most kShortList entries are kept in shared memory while the chunk runs (a
+// flush's reads and writes of the list then wait on shared memory, not on L2) and copied to
+// the output slot at its end; longer ones live in the output slot.
+constexpr int kSmemListBytes = kQ * kShortList * static_cast<int>(sizeof(float) + sizeof(std::int64_t));
+
+#ifndef MEGATAX_FEW_STAGES
+#define MEGATAX_FEW_STAGES 4
+#endif
+using Ring = Sm90Ring<kQ, MEGATAX_FEW_STAGES * (kRows + kQ) * kSm90BK * 2, kRows>;
+constexpr int kSmemBytes = Ring::kBytes + kQ * static_cast<int>(sizeof(QueryState)) +
+                           kSmemListBytes + kQ * kRows * static_cast<int>(sizeof(Candidate));
+static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
+
+struct FewParams {
+  std::int64_t nq = 0, n = 0, d = 0;
+  const float* db_norms = nullptr;
+  int k = 0;
+  std::int64_t tiles = 0, chunk_tiles = 0;
+  int chunks = 0;
+  float* list_s = nullptr;  // [nq][chunks][k]
+  std::int64_t* list_id = nullptr;
+  unsigned* tau_keys = nullptr;  // [nq], as in topk_sm90.cu
+};
+
+#if defined(MEGATAX_SM90A)
+// The CTA's shared memory after the ring.
+struct FewSmem {
+  QueryState* states;      // [kQ]
+  float* list_s;           // [kQ][kShortList] (k <= kShortList)
+  std::int64_t* list_id;   // [kQ][kShortList]
+  Candidate* areas;        // [kQ][kRows]
+
+  __device__ explicit FewSmem(unsigned char* end)
+      : states(reinterpret_cast<QueryState*>(end)),
+        list_id(reinterpret_cast<std::int64_t*>(states + kQ)),
+        areas(nullptr) {
+    list_s = reinterpret_cast<float*>(list_id + kQ * kShortList);
+    areas = reinterpret_cast<Candidate*>(list_s + kQ * kShortList);
+  }
+};
+
+// Query q's list while its chunk runs: in shared memory for short lists, else the output slot.
+__device__ __forceinline__ RowSelect query_select(const FewParams& p, const FewSmem& sm,
+                                                  std::int64_t chunk, int q) {
+  RowSelect st;
+  QueryState& qs = sm.states[q];
+  if (p.k <= kShortList) {
+    st.list_s = sm.list_s + q * kShortList;
+    st.list_id = sm.list_id + q * kShortList;
+  } else {
+    const std::int64_t slot = (q * static_cast<std::int64_t>(p.chunks) + chunk) * p.k;
+    st.list_s = p.list_s + slot;
+    st.list_id = p.list_id + slot;
+  }
+  st.buf_s = qs.buf_s;
+  st.buf_id = qs.buf_id;
+  st.k = p.k;
+  st.m = qs.m;
+  st.count = qs.count;
+  st.tau_s = qs.tau_s;
+  st.tau_id = qs.tau_id;
+  st.short_merge = true;  // few warps an SM: a flush's latency is exposed
+  return st;
+}
+
+// The owner warp merges query q's area (`appended` candidates) into its list and publishes a
+// full list's threshold to the query's shared one.
+__device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm,
+                                           std::int64_t chunk, int q, int lane) {
+  QueryState& qs = sm.states[q];
+  const Candidate* area = sm.areas + q * kRows;
+  const int appended = min(qs.appended, kRows);  // the counter runs on past a full area
+  RowSelect st = query_select(p, sm, chunk, q);
+  for (int b = 0; b < appended; b += 32) {
+    const bool valid = b + lane < appended;
+    const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
+    offer(st, c.s, c.id, valid);
+  }
+  __syncwarp();
+  if (lane == 0) {
+    qs.m = st.m;
+    qs.count = st.count;
+    qs.tau_s = st.tau_s;
+    qs.tau_id = st.tau_id;
+    qs.appended = 0;
+    if (st.m == st.k) atomicMin(p.tau_keys + q, float_order_key(st.tau_s));
+  }
+  __syncwarp();
+}
+
+// The consumer warpgroup `cw` (0 or 1) of topk_sm90_few_kernel.
+template <class T, class Op>
+__device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>& ring,
+                                        const FewSmem& sm, int cw, std::int64_t dchunks) {
+  QueryState* states = sm.states;
+  sm90::setmaxnreg_inc<kSm90ConsumerRegs>();
+  const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
+  const int warp = tid / 32, lane = tid % 32;
+  const int owner = cw * 4 + warp;
+  // The thread's queries: accumulator 4 j + 2 h + e holds query 8 j + 2 (lane % 4) + e.
+  int my_q[4];
+  bool q_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    my_q[i] = 8 * (i / 2) + 2 * (lane % 4) + i % 2;
+    q_ok[i] = my_q[i] < p.nq;
+  }
+  float acc[kBlocks][kQ / 2];
+  RingCursor cur;
+
+  for (std::int64_t w = blockIdx.x; w < p.chunks; w += gridDim.x) {
+    const std::int64_t t0 = w * p.chunk_tiles;
+    const std::int64_t t1 = min(t0 + p.chunk_tiles, p.tiles);
+    if (lane == 0) {
+      for (int q = owner; q < kQ; q += kOwners) {
+        QueryState& qs = states[q];
+        qs.m = 0;
+        qs.count = 0;
+        qs.appended = 0;
+        qs.tau_s = kInfScore;
+        qs.tau_id = kNoId;
+      }
+    }
+    // Every state initialised; the last chunk's readers are past it.
+    sm90::named_barrier_sync(1, kConsumers);
+    float own[4];  // the CTA's own thresholds of the thread's queries (NaN: past the queries)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) own[i] = q_ok[i] ? kInfScore : __int_as_float(0x7fc00000);
+
+    // The thread's first row of tile t (accumulator b, 2 h + ... holds row + 64 b + 8 h).
+    const std::int64_t thread_row = cw * (kRows / 2) + warp * 16 + lane / 4;
+    // The rows' norms and the queries' shared thresholds are read a tile ahead: a load from
+    // HBM while it streams takes about as long as a tile of 128-d rows.
+    float norm_next[kBlocks][2];
+    unsigned key_next[4];
+    auto load_ahead = [&](std::int64_t t) {
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t r = t * kRows + thread_row + 64 * b + 8 * h;
+          norm_next[b][h] = (Op::kUsesNorms && t < t1 && r < p.n) ? __ldg(p.db_norms + r) : 0.f;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) key_next[i] = __ldcg(p.tau_keys + (q_ok[i] ? my_q[i] : 0));
+    };
+    load_ahead(t0);
+
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const std::int64_t row_base = t * kRows + thread_row;
+      float norm[kBlocks][2];
+      unsigned shared_key[4];
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+        norm[b][0] = norm_next[b][0];
+        norm[b][1] = norm_next[b][1];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) shared_key[i] = key_next[i];
+      load_ahead(t + 1);
+
+      int pending = -1;  // the stage whose MMAs are in flight
+      for (std::int64_t c = 0; c < dchunks; ++c) {
+        sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
+        const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
+        sm90::wgmma_fence();
+        const std::uint64_t dq = sm90::smem_desc_k_major_sw128(stage + Ring::kABytes);
+        std::uint64_t ddb[kBlocks];
+#pragma unroll
+        for (int b = 0; b < kBlocks; ++b) {
+          ddb[b] = sm90::smem_desc_k_major_sw128(stage + (cw * (kRows / 2) + 64 * b) * kSm90BK * 2);
+        }
+#pragma unroll
+        for (int kk = 0; kk < kSm90BK / 16; ++kk) {
+#pragma unroll
+          for (int b = 0; b < kBlocks; ++b) {
+            Wgmma<T, kQ>::mma(acc[b], ddb[b] + 2 * kk, dq + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+          }
+        }
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<1>();
+        if (pending >= 0 && lane == 0) release_stage<1>(&ring.empty[pending]);
+        pending = cur.stage;
+        cur.template advance<Ring::kStages>();
+      }
+      sm90::wgmma_wait<0>();
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int i = 0; i < kQ / 2; ++i) sm90::fence_register(acc[b][i]);
+      }
+      if (lane == 0) release_stage<1>(&ring.empty[pending]);
+
+      float thr[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        // fminf ignores the NaN of "none yet"; queries past nq keep their NaN.
+        thr[i] = own[i] == own[i] ? fminf(own[i], float_from_order_key(shared_key[i])) : own[i];
+      }
+      // Scores into place; the passing ones into their queries' areas. A score that finds its
+      // area full (bit 4 (2 b + h) + i of `missed`) is appended again after the merge.
+      float sc[kBlocks][2][4];
+      unsigned missed = 0;
+      bool merge_now = false;
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t r = row_base + 64 * b + 8 * h;
+          const bool row_ok = r < p.n;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float dot = acc[b][4 * (i / 2) + 2 * h + i % 2];
+            const float s = row_ok ? Op::score(dot, norm[b][h]) : __int_as_float(0x7fc00000);
+            sc[b][h][i] = s;
+            if (s <= thr[i]) {  // NaN never passes
+              const int pos = atomicAdd(&states[my_q[i]].appended, 1);
+              if (pos < kRows) {
+                sm.areas[my_q[i] * kRows + pos] = Candidate{s, static_cast<std::int32_t>(r)};
+              } else {
+                missed |= 1u << (4 * (2 * b + h) + i);
+              }
+              merge_now = merge_now || pos + 1 >= kMergeAt;
+            }
+          }
+        }
+      }
+      // Most tiles end here: the areas are merged once one holds kMergeAt candidates.
+      if (!sm90::named_barrier_any(1, kConsumers, merge_now)) continue;
+      for (int q = owner; q < p.nq; q += kOwners) {
+        if (states[q].appended > 0) merge_area(p, sm, w, q, lane);
+      }
+      // The merged states (emptied areas, new thresholds) are visible to all after this.
+      const bool any_missed = sm90::named_barrier_any(1, kConsumers, missed != 0);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (q_ok[i]) own[i] = states[my_q[i]].tau_s;
+      }
+      if (!any_missed) continue;
+      // Rare (an area overflowed: the thresholds were stale): the missed scores that still
+      // pass go into the emptied areas (at most a tile's rows a query: they fit), before any
+      // thread appends the next tile's.
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float s = sc[b][h][i];
+            if ((missed >> (4 * (2 * b + h) + i) & 1u) != 0 && s <= own[i]) {
+              const int pos = atomicAdd(&states[my_q[i]].appended, 1);
+              sm.areas[my_q[i] * kRows + pos] =
+                  Candidate{s, static_cast<std::int32_t>(row_base + 64 * b + 8 * h)};
+            }
+          }
+        }
+      }
+      sm90::named_barrier_sync(1, kConsumers);
+    }
+    // The candidates still in the areas.
+    sm90::named_barrier_sync(1, kConsumers);
+    for (int q = owner; q < p.nq; q += kOwners) {
+      if (states[q].appended > 0) merge_area(p, sm, w, q, lane);
+    }
+
+    // The chunk's lists: flush the buffers, copy short lists out, pad to k with (+inf, -1).
+    for (int q = owner; q < p.nq; q += kOwners) {
+      RowSelect st = query_select(p, sm, w, q);
+      if (st.count > 0) flush(st);
+      const bool in_smem = st.k <= kShortList;
+      const std::int64_t slot = (q * static_cast<std::int64_t>(p.chunks) + w) * p.k;
+      for (int j = lane; j < st.k; j += 32) {
+        const bool have = j < st.m;
+        if (in_smem || !have) {
+          p.list_s[slot + j] = have ? st.list_s[j] : kInfScore;
+          p.list_id[slot + j] = have ? st.list_id[j] : -1;
+        }
+      }
+    }
+    __syncwarp();
+  }
+}
+#endif
+
+template <class T, class Op>
+__global__ void __launch_bounds__(kSm90Threads, 1)
+    topk_sm90_few_kernel(const __grid_constant__ CUtensorMap map_db,
+                         const __grid_constant__ CUtensorMap map_q, const FewParams p) {
+#if defined(MEGATAX_SM90A)
+  extern __shared__ unsigned char smem_raw[];
+  const RingView<Ring> ring(smem_raw);
+  const FewSmem sm(ring.end());
+  const int wg = static_cast<int>(threadIdx.x) / 128;
+  ring.template init<1>();
+  const std::int64_t dchunks = (p.d + kSm90BK - 1) / kSm90BK;
+
+  if (wg == 0) {
+    sm90::setmaxnreg_dec<kSm90ProducerRegs>();
+    if (threadIdx.x == 0) {
+      sm90::prefetch_tensor_map(&map_db);
+      sm90::prefetch_tensor_map(&map_q);
+      RingCursor cur;
+      for (std::int64_t w = blockIdx.x; w < p.chunks; w += gridDim.x) {
+        const std::int64_t t0 = w * p.chunk_tiles;
+        const std::int64_t t1 = min(t0 + p.chunk_tiles, p.tiles);
+        for (std::int64_t t = t0; t < t1; ++t) {
+          produce_tile<Ring, kQ, 1>(ring, cur, &map_db, &map_q, t * kRows, 0, dchunks, 0);
+        }
+      }
+    }
+  } else {
+    consume<T, Op>(p, ring, sm, wg - 1, dchunks);
+  }
+#else
+  __trap();  // launched only on compute capability 9.0 with the sm_90a image (see usable())
+#endif
+}
+
+template <class T, class Op>
+void launch_typed(const Sm90TopkJob& job, const FewParams& p, int sm_count, cudaStream_t stream) {
+  auto kernel = topk_sm90_few_kernel<T, Op>;
+  const CUtensorMap map_db = make_tensor_map_2d(job.database, job.database.rows, kRows, kSm90BK);
+  const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kQ, kSm90BK);
+  ClusterLaunch<1> launch(kernel, kSmemBytes, stream);
+  launch.launch(kernel, sm_count, p.chunks, map_db, map_q, p);
+  MEGATAX_CUDA_CHECK_LAUNCH("topk_sm90_few_kernel");
+}
+
+template <class Op>
+void launch_dtype(const Sm90TopkJob& job, const FewParams& p, int sm_count, cudaStream_t stream) {
+  if (job.queries.dtype == DType::kBF16) {
+    launch_typed<__nv_bfloat16, Op>(job, p, sm_count, stream);
+  } else {
+    launch_typed<__half, Op>(job, p, sm_count, stream);
+  }
+}
+
+}  // namespace
+
+bool sm90_topk_few_usable(const MatrixView& queries, const MatrixView& database) {
+  return queries.rows <= kSm90FewQueries && sm90_topk_usable(queries, database);
+}
+
+std::size_t sm90_topk_few_scratch_bytes(std::int64_t query_rows) {
+  return static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * sizeof(unsigned);
+}
+
+void launch_topk_sm90_few(const Sm90TopkJob& job, int sm_count, cudaStream_t stream) {
+  FewParams p;
+  p.nq = job.queries.rows;
+  p.n = job.database.rows;
+  p.d = job.queries.dim;
+  p.db_norms = job.database_norms;
+  p.k = job.k;
+  p.tiles = (p.n + kRows - 1) / kRows;
+  p.chunk_tiles = job.chunk_tiles;
+  p.chunks = job.chunks;
+  p.list_s = job.list_s;
+  p.list_id = job.list_id;
+  p.tau_keys = static_cast<unsigned*>(job.scratch);
+  if (p.nq == 0 || p.chunks == 0) return;
+  MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff,
+                                     static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
+  if (job.l2) {
+    launch_dtype<L2Op>(job, p, sm_count, stream);
+  } else {
+    launch_dtype<InnerProductOp>(job, p, sm_count, stream);
+  }
+}
+
+}  // namespace megatax::cuda::detail
