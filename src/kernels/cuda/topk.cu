@@ -11,7 +11,9 @@
 // first k candidates of a chunk most tile rows stop at that one compare.
 // Phase 2 (topk_merge_kernel): one warp per query streams its `chunks` sorted lists through
 // the same selection (stopping early in each list at the threshold), writes the list straight
-// into the caller's output and turns scores into distances.
+// into the caller's output and turns scores into distances. A launch of a few queries merges
+// in two passes (groups of a query's lists a warp each, then the groups' lists): with one
+// warp a query, 16 queries' merge took 0.07-0.16 ms against a 1 ms search.
 //
 // Phase 1 on Hopper (f16/bf16): topk_sm90.cu, the wgmma + TMA main loop of assign with the same
 // selection in its epilogue, writing the same lists; for at most 16 queries topk_sm90_few.cu,
@@ -236,8 +238,12 @@ struct MergeParams {
   int chunks = 0;
   const float* list_s = nullptr;    // [nq][chunks][k]
   const std::int64_t* list_id = nullptr;
+  // A query's lists in `groups` groups of consecutive ones, a warp each, into [nq][groups][k]
+  // (a few queries a launch: more warps than queries; a second launch merges the groups).
+  int groups = 1;
+  bool finalize = true;             // scores -> distances (else the merged scores, for a second pass)
   const float* q_norms = nullptr;   // [nq] (L2)
-  float* out_dist = nullptr;        // [nq][k]
+  float* out_dist = nullptr;        // [nq][groups][k]
   std::int64_t* out_id = nullptr;
 };
 
@@ -249,12 +255,16 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   __shared__ std::int64_t buf_id[kMergeWarps][32];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const std::int64_t qi = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
+  const std::int64_t task = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
+  const std::int64_t qi = task / p.groups;
   if (qi >= p.nq) return;  // whole warp
+  const int per_group = (p.chunks + p.groups - 1) / p.groups;
+  const int c0 = static_cast<int>(task % p.groups) * per_group;
+  const int c1 = min(p.chunks, c0 + per_group);
 
   RowSelect st;
-  st.list_s = p.out_dist + qi * p.k;
-  st.list_id = p.out_id + qi * p.k;
+  st.list_s = p.out_dist + task * p.k;
+  st.list_id = p.out_id + task * p.k;
   st.buf_s = buf_s[warp];
   st.buf_id = buf_id[warp];
   st.k = p.k;
@@ -271,7 +281,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   auto entry = [&](int c, int i, float& s, std::int64_t& id) {
     s = kInfScore;
     id = -1;
-    if (c < p.chunks && i < p.k) {
+    if (c < c1 && i < p.k) {
       s = lists_s[static_cast<std::int64_t>(c) * p.k + i];
       id = lists_id[static_cast<std::int64_t>(c) * p.k + i];
     }
@@ -279,8 +289,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   float ahead_s[kAhead];
   std::int64_t ahead_id[kAhead];
 #pragma unroll
-  for (int a = 0; a < kAhead; ++a) entry(a, lane, ahead_s[a], ahead_id[a]);
-  for (int c = 0; c < p.chunks; ++c) {
+  for (int a = 0; a < kAhead; ++a) entry(c0 + a, lane, ahead_s[a], ahead_id[a]);
+  for (int c = c0; c < c1; ++c) {
     float s = ahead_s[0];
     std::int64_t id = ahead_id[0];
 #pragma unroll
@@ -296,15 +306,40 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
     }
   }
   if (st.count > 0) flush(st);
-  const float qn = Op::kUsesNorms ? p.q_norms[qi] : 0.f;
+  const float qn = Op::kUsesNorms && p.finalize ? p.q_norms[qi] : 0.f;
   for (int i = lane; i < p.k; i += 32) {
     if (i < st.m) {
-      st.list_s[i] = Op::finalize(st.list_s[i], qn);
+      if (p.finalize) st.list_s[i] = Op::finalize(st.list_s[i], qn);
     } else {
-      st.list_s[i] = Op::finalize(kInfScore, qn);
+      st.list_s[i] = p.finalize ? Op::finalize(kInfScore, qn) : kInfScore;
       st.list_id[i] = -1;
     }
   }
+}
+
+// Phase 2 for `nq` queries: their `chunks` lists -> the caller's output; through `groups`
+// partial lists a query (group_s / group_id: [nq][groups][k]) when groups > 1.
+template <class Op>
+void launch_merge(MergeParams m, int groups, float* group_s, std::int64_t* group_id,
+                  cudaStream_t stream) {
+  auto run = [&](const MergeParams& mp) {
+    const auto warps = mp.nq * mp.groups;
+    const auto blocks = static_cast<unsigned>((warps + kMergeWarps - 1) / kMergeWarps);
+    topk_merge_kernel<Op><<<blocks, kMergeWarps * 32, 0, stream>>>(mp);
+    MEGATAX_CUDA_CHECK_LAUNCH("topk_merge_kernel");
+  };
+  if (groups > 1) {
+    MergeParams first = m;
+    first.groups = groups;
+    first.finalize = false;
+    first.out_dist = group_s;
+    first.out_id = group_id;
+    run(first);
+    m.list_s = group_s;
+    m.list_id = group_id;
+    m.chunks = groups;
+  }
+  run(m);
 }
 
 // One phase-1 launch: the queries [b0, b0 + nb) against the database in `chunks` chunks of
@@ -466,27 +501,35 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
   batch = std::max<std::int64_t>(128, batch / 128 * 128);
   batch = std::min(batch, nq);
 
+  // Phase 2 of a few queries: a warp per group of a query's lists (at least 4 lists a group),
+  // so that about 128 warps merge, then one more pass over the groups' lists.
+  const int merge_groups = static_cast<int>(
+      std::clamp<std::int64_t>(std::min<std::int64_t>(chunks / 4, (128 + batch - 1) / batch), 1,
+                               64));
+  const std::size_t group_entries =
+      merge_groups > 1 ? static_cast<std::size_t>(batch) * merge_groups * k : 0;
   const std::size_t list_entries = static_cast<std::size_t>(batch) *
                                    static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
                                    static_cast<std::size_t>(k);
   // Workspace: query norms, database norms (unless given), candidate lists, phase-1 scratch.
   const bool need_db_norms = Op::kUsesNorms && args.database_norms == nullptr;
   const std::size_t scratch_bytes = phase1.scratch_bytes(res.sm_count(), batch);
-  auto carve = [&](Carver& cv, float** qn, float** dbn, float** ls, std::int64_t** li,
-                   void** scratch) {
-    *qn = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;
-    *dbn = need_db_norms ? cv.take<float>(n) : nullptr;
-    *ls = cv.take<float>(list_entries);
-    *li = cv.take<std::int64_t>(list_entries);
-    *scratch = scratch_bytes > 0 ? cv.take<std::int64_t>(scratch_bytes / 8 + 1) : nullptr;
-  };
-  float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr;
-  std::int64_t* list_id = nullptr;
+  float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr, *group_s = nullptr;
+  std::int64_t *list_id = nullptr, *group_id = nullptr;
   void* scratch = nullptr;
+  auto carve = [&](Carver& cv) {
+    q_norms = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;
+    db_norms_ws = need_db_norms ? cv.take<float>(n) : nullptr;
+    list_s = cv.take<float>(list_entries);
+    list_id = cv.take<std::int64_t>(list_entries);
+    group_s = group_entries > 0 ? cv.take<float>(group_entries) : nullptr;
+    group_id = group_entries > 0 ? cv.take<std::int64_t>(group_entries) : nullptr;
+    scratch = scratch_bytes > 0 ? cv.take<std::int64_t>(scratch_bytes / 8 + 1) : nullptr;
+  };
   Carver measure(nullptr);
-  carve(measure, &q_norms, &db_norms_ws, &list_s, &list_id, &scratch);
+  carve(measure);
   Carver cv(res.workspace(measure.bytes()));
-  carve(cv, &q_norms, &db_norms_ws, &list_s, &list_id, &scratch);
+  carve(cv);
   if (Op::kUsesNorms) launch_row_norms(args.queries, q_norms, stream);
   if (need_db_norms) launch_row_norms(args.database, db_norms_ws, stream);
   const float* db_norms = need_db_norms ? db_norms_ws : args.database_norms;
@@ -518,9 +561,7 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
     m.q_norms = q_norms != nullptr ? q_norms + b0 : nullptr;
     m.out_dist = args.distances + b0 * k;
     m.out_id = args.ids + b0 * k;
-    const auto blocks = static_cast<unsigned>((nb + kMergeWarps - 1) / kMergeWarps);
-    topk_merge_kernel<Op><<<blocks, kMergeWarps * 32, 0, stream>>>(m);
-    MEGATAX_CUDA_CHECK_LAUNCH("topk_merge_kernel");
+    launch_merge<Op>(m, merge_groups, group_s, group_id, stream);
   }
 }
 
