@@ -998,8 +998,9 @@ int main(int argc, char** argv) {
     if (small) {
       assign_cases = {{70, 130, 40, kB}, {33, 300, 17, kB, Metric::kL2, false, 3, true},
                       {70, 130, 17, kF}};
+      // On Hopper: the few-query kernel (the first and the last), the many-query one.
       topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false},
-                    {40, 900, 64, 10, kB}};  // the last one on Hopper's kernel
+                    {40, 900, 64, 10, kB}, {6, 900, 40, 10, kF}};
       acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
       grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}};
     } else {
@@ -1065,6 +1066,13 @@ int main(int argc, char** argv) {
           {16, 50000, 2048, 1, kB},
           {5, 9000, 120, 33, kH, Metric::kL2, true, 8},
           {4, 3840, 64, 128, kH, Metric::kL2, true, 0, std::size_t{1} << 20, true},
+          // ... and its f32 (FFMA) form: d a multiple of 4, 32-float d chunks with a tail.
+          {16, 100000, 128, 100, kF},
+          {7, 20001, 36, 10, kF},
+          {16, 20000, 1024, 1024, kF},
+          {9, 5000, 64, 20, kF, Metric::kInnerProduct},
+          {12, 3001, 100, 5, kF, Metric::kL2, false, 4},
+          {4, 3840, 64, 128, kF, Metric::kL2, true, 0, std::size_t{1} << 20, true},
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign

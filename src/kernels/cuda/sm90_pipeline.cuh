@@ -105,8 +105,8 @@ struct RingView {
 
 // Producer (one thread): the copies of one column tile, chunk by chunk. a_row0: the CTA's
 // first A row; b_row0: the tile's first B row (the cluster's whole tile; this CTA copies its
-// own part of it).
-template <class Ring, int BN, int kCluster>
+// own part of it). kBK: elements a chunk (128 bytes: 64 16-bit ones, 32 floats).
+template <class Ring, int BN, int kCluster, int kBK = kSm90BK>
 __device__ __forceinline__ void produce_tile(const RingView<Ring>& ring, RingCursor& cur,
                                              const CUtensorMap* map_a, const CUtensorMap* map_b,
                                              std::int64_t a_row0, std::int64_t b_row0,
@@ -118,7 +118,7 @@ __device__ __forceinline__ void produce_tile(const RingView<Ring>& ring, RingCur
     unsigned char* a = ring.stages + cur.stage * Ring::kStageBytes;
     unsigned char* b = a + Ring::kABytes + cta_rank * (kBPart * kSm90BK * 2);
     sm90::mbarrier_arrive_expect_tx(&ring.full[cur.stage], Ring::kStageBytes);
-    const auto k0 = static_cast<std::int32_t>(c * kSm90BK);
+    const auto k0 = static_cast<std::int32_t>(c * kBK);
     sm90::tma_load_2d(a, map_a, k0, static_cast<std::int32_t>(a_row0), &ring.full[cur.stage]);
     if constexpr (kCluster > 1) {
       sm90::tma_load_2d_multicast(b, map_b, k0, b_row, &ring.full[cur.stage],

@@ -50,10 +50,12 @@ bool device_is_sm90() {
   return cached[dev] == 1;
 }
 
-bool tma_compatible(const MatrixView& x) {
-  if (x.dtype != DType::kF16 && x.dtype != DType::kBF16) return false;
+bool tma_compatible(const MatrixView& x, bool allow_f32) {
+  const bool f32 = x.dtype == DType::kF32;
+  if (x.dtype != DType::kF16 && x.dtype != DType::kBF16 && !(allow_f32 && f32)) return false;
   const auto base = reinterpret_cast<std::uintptr_t>(x.data);
-  return base % 16 == 0 && (x.stride * 2) % 16 == 0 && x.rows < INT_MAX && x.dim < INT_MAX &&
+  const std::int64_t row_bytes = x.stride * static_cast<std::int64_t>(dtype_size(x.dtype));
+  return base % 16 == 0 && row_bytes % 16 == 0 && x.rows < INT_MAX && x.dim < INT_MAX &&
          x.dim >= 1;
 }
 
@@ -62,11 +64,12 @@ CUtensorMap make_tensor_map_2d(const MatrixView& x, std::int64_t rows, int box_r
   CUtensorMap map{};
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(x.dim),
                               static_cast<cuuint64_t>(rows > 0 ? rows : 1)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(x.stride) * 2};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(x.stride) * dtype_size(x.dtype)};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t elem_strides[2] = {1, 1};
-  const CUtensorMapDataType type = x.dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                           : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType type = x.dtype == DType::kBF16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : x.dtype == DType::kF32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   const CUresult r = encoder()(&map, type, 2, const_cast<void*>(x.data), dims, strides, box,
                                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,

@@ -2,12 +2,14 @@
 // by reading the database once (16 queries do 16 multiply-adds per 2-byte element, far below
 // the tensor cores' rate), so this kernel is built to stream the database at HBM speed:
 //
-//   roles    the database is the A side: TMA tiles of 256 rows x 64 d in the ring of
+//   roles    the database is the A side: TMA tiles of 256 rows x 128 bytes of d in the ring of
 //            sm90_pipeline.cuh (4 stages, 128 KiB of database in flight an SM); the queries
 //            are one 16-row B tile (re-read from L2 each stage: 2 KiB against 32 KiB). Each
 //            consumer warpgroup runs m64n16k16 wgmmas for its 128 rows of the tile, so a
 //            thread holds 2 x 8 dot products: 4 database rows x 4 queries (wgmma's layout:
 //            rows 16 w + lane / 4 (+ 8) of each 64-row block, queries 8 j + 2 (lane % 4) (+ 1)).
+//            f32 (exact): the same pairs on the FFMA units from the same swizzled stages (a
+//            d chunk is 32 floats), summed in d order.
 //   filter   scores in place (||c||^2 - 2 <q, c>; the database norms and the shared
 //            thresholds are loaded a tile ahead), each compared with its query's threshold: the
 //            smaller of the CTA's own k-th best (+inf until k are known) and the query's shared
@@ -26,13 +28,17 @@
 // A CTA (one an SM, persistent) takes one database chunk at a time; its lists are the (query,
 // chunk) slots of topk.cu's candidate array, merged by topk.cu's phase 2. Candidates are ordered
 // by (score, id), ties to the smaller id, so the lists do not depend on the order of appends.
-// Measured on an H100 (bench_cuda, Q=16 bf16): 96% of the HBM read floor at N=2M D=1024 k=10,
-// 88% at k=100; 77% / 61% at N=10M D=128 (the same kernel without selection: 94%).
+// Measured on an H100 (bench_cuda, Q=16, % of the HBM read floor): bf16 N=2M D=1024 99% (k=10) /
+// 93% (k=100), N=10M D=128 81% / 65% (the same kernel without the selection: 94%); f32 96% /
+// 90% and 82% / 74%.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
@@ -50,6 +56,7 @@ constexpr int kRows = kSm90FewRows;  // database rows a tile
 [[maybe_unused]] constexpr int kBlocks = kRows / (2 * 64);  // 64-row blocks a warpgroup computes
 [[maybe_unused]] constexpr int kOwners = kSm90ConsumerWarps;  // warp w merges queries w, w + 8
 [[maybe_unused]] constexpr int kConsumers = 2 * 128;
+constexpr int kChunkBytes = kSm90BK * 2;  // a row's bytes of a d chunk: 64 16-bit or 32 f32
 // The areas are merged into the lists once one holds this many candidates (the CTA's own
 // thresholds are as old as the last merge: later merges append more, merge less often).
 #ifndef MEGATAX_FEW_MERGE_AT
@@ -166,10 +173,110 @@ __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm
   __syncwarp();
 }
 
+// The warpgroup's dot products of one tile on the tensor cores (f16 / bf16): per 64-row
+// block, m64n16k16 wgmmas over the d chunks, one chunk's in flight while the next is issued;
+// on return acc is final and every stage released.
+template <class T>
+__device__ __forceinline__ void wgmma_tile(float (&acc)[kBlocks][kQ / 2],
+                                           const RingView<Ring>& ring, RingCursor& cur, int cw,
+                                           int lane, std::int64_t dchunks) {
+  int pending = -1;  // the stage whose MMAs are in flight
+  for (std::int64_t c = 0; c < dchunks; ++c) {
+    sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
+    const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
+    sm90::wgmma_fence();
+    const std::uint64_t dq = sm90::smem_desc_k_major_sw128(stage + Ring::kABytes);
+    std::uint64_t ddb[kBlocks];
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      ddb[b] = sm90::smem_desc_k_major_sw128(stage + (cw * (kRows / 2) + 64 * b) * kChunkBytes);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kSm90BK / 16; ++kk) {
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+        Wgmma<T, kQ>::mma(acc[b], ddb[b] + 2 * kk, dq + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+      }
+    }
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();
+    if (pending >= 0 && lane == 0) release_stage<1>(&ring.empty[pending]);
+    pending = cur.stage;
+    cur.template advance<Ring::kStages>();
+  }
+  sm90::wgmma_wait<0>();
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+    for (int i = 0; i < kQ / 2; ++i) sm90::fence_register(acc[b][i]);
+  }
+  if (lane == 0) release_stage<1>(&ring.empty[pending]);
+}
+
+// The same for f32 on the FFMA units (exact float32 dot products, summed in d order): the
+// thread computes the very (row, query) pairs the wgmma layout gives it, so the selection
+// code is shared. A stage holds 32 floats of d per row in the 128-byte swizzle (the 16-byte
+// piece p of row r sits at piece p ^ (r % 8)): per piece, 4 row and 4 query float4 reads
+// (rows r % 8 = lane / 4 and distinct query pieces: no bank conflicts) feed 64 FFMAs.
+__device__ __forceinline__ void ffma_tile(float (&acc)[kBlocks][kQ / 2], const RingView<Ring>& ring,
+                                          RingCursor& cur, int cw, int warp, int lane,
+                                          std::int64_t dchunks) {
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+    for (int i = 0; i < kQ / 2; ++i) acc[b][i] = 0.f;
+  }
+  const int row_in_tile = cw * (kRows / 2) + warp * 16 + lane / 4;
+  const int swz_row = lane / 4;  // (row_in_tile + 8 h + 64 b) % 8
+  for (std::int64_t c = 0; c < dchunks; ++c) {
+    sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
+    const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
+    const unsigned char* queries = stage + Ring::kABytes;
+#pragma unroll 2
+    for (int piece = 0; piece < kChunkBytes / 16; ++piece) {
+      float4 x[kBlocks][2];
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = row_in_tile + 64 * b + 8 * h;
+          x[b][h] = *reinterpret_cast<const float4*>(stage + r * kChunkBytes +
+                                                     ((piece ^ swz_row) << 4));
+        }
+      }
+      float4 qv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int q = 8 * (i / 2) + 2 * (lane % 4) + i % 2;
+        qv[i] = *reinterpret_cast<const float4*>(queries + q * kChunkBytes +
+                                                 ((piece ^ (q % 8)) << 4));
+      }
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            float& a = acc[b][4 * (i / 2) + 2 * h + i % 2];
+            a = fmaf(x[b][h].x, qv[i].x, a);
+            a = fmaf(x[b][h].y, qv[i].y, a);
+            a = fmaf(x[b][h].z, qv[i].z, a);
+            a = fmaf(x[b][h].w, qv[i].w, a);
+          }
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) release_stage<1>(&ring.empty[cur.stage]);
+    cur.template advance<Ring::kStages>();
+  }
+}
+
 // The consumer warpgroup `cw` (0 or 1) of topk_sm90_few_kernel.
 template <class T, class Op>
 __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>& ring,
                                         const FewSmem& sm, int cw, std::int64_t dchunks) {
+  constexpr bool kF32 = std::is_same_v<T, float>;
   QueryState* states = sm.states;
   sm90::setmaxnreg_inc<kSm90ConsumerRegs>();
   const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
@@ -238,37 +345,11 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
       for (int i = 0; i < 4; ++i) shared_key[i] = key_next[i];
       load_ahead(t + 1);
 
-      int pending = -1;  // the stage whose MMAs are in flight
-      for (std::int64_t c = 0; c < dchunks; ++c) {
-        sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
-        const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
-        sm90::wgmma_fence();
-        const std::uint64_t dq = sm90::smem_desc_k_major_sw128(stage + Ring::kABytes);
-        std::uint64_t ddb[kBlocks];
-#pragma unroll
-        for (int b = 0; b < kBlocks; ++b) {
-          ddb[b] = sm90::smem_desc_k_major_sw128(stage + (cw * (kRows / 2) + 64 * b) * kSm90BK * 2);
-        }
-#pragma unroll
-        for (int kk = 0; kk < kSm90BK / 16; ++kk) {
-#pragma unroll
-          for (int b = 0; b < kBlocks; ++b) {
-            Wgmma<T, kQ>::mma(acc[b], ddb[b] + 2 * kk, dq + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
-          }
-        }
-        sm90::wgmma_commit();
-        sm90::wgmma_wait<1>();
-        if (pending >= 0 && lane == 0) release_stage<1>(&ring.empty[pending]);
-        pending = cur.stage;
-        cur.template advance<Ring::kStages>();
+      if constexpr (kF32) {
+        ffma_tile(acc, ring, cur, cw, warp, lane, dchunks);
+      } else {
+        wgmma_tile<T>(acc, ring, cur, cw, lane, dchunks);
       }
-      sm90::wgmma_wait<0>();
-#pragma unroll
-      for (int b = 0; b < kBlocks; ++b) {
-#pragma unroll
-        for (int i = 0; i < kQ / 2; ++i) sm90::fence_register(acc[b][i]);
-      }
-      if (lane == 0) release_stage<1>(&ring.empty[pending]);
 
       float thr[4];
 #pragma unroll
@@ -371,7 +452,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
   const FewSmem sm(ring.end());
   const int wg = static_cast<int>(threadIdx.x) / 128;
   ring.template init<1>();
-  const std::int64_t dchunks = (p.d + kSm90BK - 1) / kSm90BK;
+  constexpr int kBK = kChunkBytes / static_cast<int>(sizeof(T));  // d a chunk
+  const std::int64_t dchunks = (p.d + kBK - 1) / kBK;
 
   if (wg == 0) {
     sm90::setmaxnreg_dec<kSm90ProducerRegs>();
@@ -383,7 +465,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
         const std::int64_t t0 = w * p.chunk_tiles;
         const std::int64_t t1 = min(t0 + p.chunk_tiles, p.tiles);
         for (std::int64_t t = t0; t < t1; ++t) {
-          produce_tile<Ring, kQ, 1>(ring, cur, &map_db, &map_q, t * kRows, 0, dchunks, 0);
+          produce_tile<Ring, kQ, 1, kBK>(ring, cur, &map_db, &map_q, t * kRows, 0, dchunks, 0);
         }
       }
     }
@@ -398,8 +480,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
 template <class T, class Op>
 void launch_typed(const Sm90TopkJob& job, const FewParams& p, int sm_count, cudaStream_t stream) {
   auto kernel = topk_sm90_few_kernel<T, Op>;
-  const CUtensorMap map_db = make_tensor_map_2d(job.database, job.database.rows, kRows, kSm90BK);
-  const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kQ, kSm90BK);
+  constexpr int kBK = kChunkBytes / static_cast<int>(sizeof(T));
+  const CUtensorMap map_db = make_tensor_map_2d(job.database, job.database.rows, kRows, kBK);
+  const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kQ, kBK);
   ClusterLaunch<1> launch(kernel, kSmemBytes, stream);
   launch.launch(kernel, sm_count, p.chunks, map_db, map_q, p);
   MEGATAX_CUDA_CHECK_LAUNCH("topk_sm90_few_kernel");
@@ -409,15 +492,21 @@ template <class Op>
 void launch_dtype(const Sm90TopkJob& job, const FewParams& p, int sm_count, cudaStream_t stream) {
   if (job.queries.dtype == DType::kBF16) {
     launch_typed<__nv_bfloat16, Op>(job, p, sm_count, stream);
-  } else {
+  } else if (job.queries.dtype == DType::kF16) {
     launch_typed<__half, Op>(job, p, sm_count, stream);
+  } else {
+    launch_typed<float, Op>(job, p, sm_count, stream);
   }
 }
 
 }  // namespace
 
 bool sm90_topk_few_usable(const MatrixView& queries, const MatrixView& database) {
-  return queries.rows <= kSm90FewQueries && sm90_topk_usable(queries, database);
+  if (const char* force = std::getenv("MEGATAX_CUDA_TOPK");
+      force != nullptr && std::strcmp(force, "mma") == 0)
+    return false;
+  return queries.rows <= kSm90FewQueries && tma_compatible(queries, true) &&
+         tma_compatible(database, true) && device_is_sm90();
 }
 
 std::size_t sm90_topk_few_scratch_bytes(std::int64_t query_rows) {
