@@ -34,6 +34,7 @@
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/gemm_core.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/shared_bound.cuh"
 #include "kernels/cuda/topk_sm90.h"
 #include "kernels/cuda/warp_select.cuh"
 #include "megatax/cuda.h"
@@ -57,9 +58,7 @@ struct TopkParams {
   int chunks = 0;
   float* list_s = nullptr;           // [q][chunks][k]
   std::int64_t* list_id = nullptr;
-  // [q]: per query, the smallest k-th score of its chunks' full lists so far (order keys,
-  // 0xffffffff: none yet); every chunk filters with it too (see topk_sm90.cu).
-  unsigned* tau_keys = nullptr;
+  unsigned* tau_keys = nullptr;  // [q]: the shared bounds, one bucket (shared_bound.cuh)
 };
 
 // Shared-memory layout of phase 1 after the pipeline: the score tile, the per-row candidate
@@ -111,6 +110,7 @@ struct SelectEpilogue {
     st.count = reinterpret_cast<const int*>(smem + Layout::kCountOffset)[r];
     st.tau_s = reinterpret_cast<const float*>(smem + Layout::kTauSOffset)[r];
     st.tau_id = reinterpret_cast<const std::int64_t*>(smem + Layout::kTauIdOffset)[r];
+    st.bound_j = bound_rank(p.k, 1);
     return st;
   }
 
@@ -121,7 +121,7 @@ struct SelectEpilogue {
       reinterpret_cast<int*>(smem + Layout::kCountOffset)[r] = st.count;
       reinterpret_cast<float*>(smem + Layout::kTauSOffset)[r] = st.tau_s;
       reinterpret_cast<std::int64_t*>(smem + Layout::kTauIdOffset)[r] = st.tau_id;
-      if (st.m == st.k) atomicMin(p.tau_keys + row0 + r, float_order_key(st.tau_s));
+      publish_bound(p.tau_keys, 1, row0 + r, blockIdx.y, st);
     }
     __syncwarp();
   }
@@ -142,7 +142,7 @@ struct SelectEpilogue {
     static_assert(kPerLane == 2 || kPerLane == 4, "tile width 64 or 128");
     const std::int64_t col0 = t * kBN;
     float* s_tile = tile();
-    // The queries' shared thresholds, read while the tile goes to shared memory.
+    // The queries' shared bounds, read while the tile goes to shared memory.
     unsigned shared_key = 0xffffffffu;
     if (threadIdx.x < kBM && row0 + threadIdx.x < p.q.rows) {
       shared_key = __ldcg(p.tau_keys + row0 + threadIdx.x);
@@ -241,7 +241,7 @@ struct MergeParams {
   // A query's lists in `groups` groups of consecutive ones, a warp each, into [nq][groups][k]
   // (a few queries a launch: more warps than queries; a second launch merges the groups).
   int groups = 1;
-  bool finalize = true;             // scores -> distances (else the merged scores, for a second pass)
+  bool finalize = true;             // scores -> distances (else scores, for a second pass)
   const float* q_norms = nullptr;   // [nq] (L2)
   float* out_dist = nullptr;        // [nq][groups][k]
   std::int64_t* out_id = nullptr;

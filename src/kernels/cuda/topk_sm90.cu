@@ -13,10 +13,9 @@
 //            score of each of its rows. Two instructions a score, as assign's argmin fold.
 //   filter   a row half whose smallest score does not beat the row's threshold is done: the
 //            smaller of the row's own tau (its k-th best so far, +inf until k are known) and
-//            the query's shared one (the smallest k-th score of its chunks' full lists,
-//            published with atomicMin, read while the MMAs run: a candidate above it is beaten
-//            by k entries of another chunk); a register copy per thread. Most tiles end here
-//            after the first few of a chunk: a row meets about k ln(n / k) candidates in all.
+//            the query's shared bound (shared_bound.cuh: the chunks' lists vouch for k scores
+//            at or below it; read while the MMAs run); a register copy per thread. Most tiles
+//            end here after the first few of a chunk.
 //   slots    otherwise the thread appends the passing scores to its own kSlots slots per
 //            half (shared memory, predicated stores, no branches); the warp then offers them
 //            all at once: each lane compares its candidates with its row's threshold and
@@ -53,6 +52,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/shared_bound.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
 #include "kernels/cuda/tensor_map.h"
 #include "kernels/cuda/warp_select.cuh"
@@ -103,10 +103,9 @@ struct TopkSm90Params {
   float* list_s = nullptr;
   std::int64_t* list_id = nullptr;
   Candidate* scratch = nullptr;  // [grid CTAs][kBM][kBN]
-  // [nq]: per query, the smallest k-th score of its chunks' full lists so far (order keys,
-  // 0xffffffff: none yet). A candidate above it cannot be in the query's final k (k entries
-  // of one chunk beat it), so every chunk filters with it too.
+  // [nq][buckets]: the shared bounds (shared_bound.cuh); kBoundBuckets for k >= 32, else 1.
   unsigned* tau_keys = nullptr;
+  int buckets = 1;
 };
 
 struct TopkWork {
@@ -211,13 +210,14 @@ __device__ __forceinline__ RowSelect row_select(const TopkSm90Params& p, const T
   st.tau_s = rs.tau_s;
   st.tau_id = rs.tau_id;
   st.short_merge = true;  // few warps an SM: a flush's latency is exposed
+  st.bound_j = bound_rank(p.k, p.buckets);
   return st;
 }
 
-// Stores the row's selection state; a full list publishes its threshold to the query's
-// shared one (tau_key).
-__device__ __forceinline__ void keep_row_select(RowState& rs, const RowSelect& st, int lane,
-                                                unsigned* tau_key) {
+// Stores the row's selection state and publishes query q's shared bound (shared_bound.cuh).
+__device__ __forceinline__ void keep_row_select(const TopkSm90Params& p, const TopkWork& wk,
+                                                RowState& rs, const RowSelect& st, int lane,
+                                                std::int64_t q) {
   __syncwarp();
   if (lane == 0) {
     rs.m = st.m;
@@ -225,7 +225,7 @@ __device__ __forceinline__ void keep_row_select(RowState& rs, const RowSelect& s
     rs.tau_s = st.tau_s;
     rs.tau_id = st.tau_id;
     rs.staged = 0;
-    if (st.m == st.k) atomicMin(tau_key, float_order_key(st.tau_s));
+    publish_bound(p.tau_keys, p.buckets, q, wk.chunk, st);
   }
   __syncwarp();
 }
@@ -273,7 +273,7 @@ __device__ __forceinline__ void drain_slots(const TopkSm90Params& p, const TopkW
       __syncwarp();
       RowSelect st = row_select(p, wk, rows[r], wk.row0 + warp_row0 + r);
       flush(st);
-      keep_row_select(rows[r], st, lane, p.tau_keys + wk.row0 + warp_row0 + r);
+      keep_row_select(p, wk, rows[r], st, lane, wk.row0 + warp_row0 + r);
     }
   }
 }
@@ -296,12 +296,12 @@ __device__ __forceinline__ void drain_staged(const TopkSm90Params& p, const Topk
       const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
       offer(st, c.s, c.id, valid);
     }
-    keep_row_select(rows[i], st, lane, p.tau_keys + wk.row0 + warp_row0 + i);
+    keep_row_select(p, wk, rows[i], st, lane, wk.row0 + warp_row0 + i);
   }
 }
 
 // The consumer warpgroup `cw` (0 or 1) of topk_sm90_kernel.
-template <class T, class Op, int kCluster>
+template <class T, class Op, int kCluster, int kBuckets>
 __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<Ring>& ring,
                                         RowState* row_states, Candidate* slot_smem,
                                         float* norm_smem, int cw, int cta_rank,
@@ -345,14 +345,28 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       // thread's reads of the buffer two tiles ago).
       float norm = 0.f;
       if (Op::kUsesNorms && col0 + ctid < p.n) norm = __ldg(p.db_norms + col0 + ctid);
-      // The queries' shared thresholds (other chunks' lists), read while the MMAs run.
+      // The queries' shared bounds (shared_bound.cuh), read while the MMAs run; of 8 buckets,
+      // the four lanes of a row's quad read two each, then take the largest over the quad.
       unsigned shared_key[2];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) shared_key[h] = __ldcg(p.tau_keys + my_query[h]);
+      for (int h = 0; h < 2; ++h) {
+        if constexpr (kBuckets == 1) {
+          shared_key[h] = __ldcg(p.tau_keys + my_query[h]);
+        } else {
+          const uint2 b = __ldcg(reinterpret_cast<const uint2*>(p.tau_keys +
+                                                                my_query[h] * kBoundBuckets) +
+                                 lane % 4);
+          shared_key[h] = max(b.x, b.y);
+        }
+      }
       mma_tile<T, Ring, kBN, kCluster>(acc, ring, cur, cw, lane, chunks,
                                        [](const unsigned char*, std::int64_t) {});
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
+        if constexpr (kBuckets > 1) {
+          shared_key[h] = max(shared_key[h], __shfl_xor_sync(0xffffffffu, shared_key[h], 1));
+          shared_key[h] = max(shared_key[h], __shfl_xor_sync(0xffffffffu, shared_key[h], 2));
+        }
         // fminf ignores the NaN of "none yet"; rows past the queries keep their NaN.
         if (thr[h] == thr[h]) thr[h] = fminf(thr[h], float_from_order_key(shared_key[h]));
       }
@@ -408,7 +422,7 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
 }
 #endif
 
-template <class T, class Op, int kCluster>
+template <class T, class Op, int kCluster, int kBuckets>
 __global__ void __launch_bounds__(kSm90Threads, 1)
     topk_sm90_kernel(const __grid_constant__ CUtensorMap map_q,
                      const __grid_constant__ CUtensorMap map_db, const TopkSm90Params p) {
@@ -435,7 +449,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
                                          });
     }
   } else {
-    consume<T, Op, kCluster>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank,
+    consume<T, Op, kCluster, kBuckets>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank,
                              cluster_id, clusters, chunks);
   }
   // No CTA may leave while a peer can still multicast into its shared memory or arrive on its
@@ -449,7 +463,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
 template <class T, class Op, int kCluster>
 void launch_typed(const Sm90TopkJob& job, const TopkSm90Params& p, int sm_count,
                   cudaStream_t stream) {
-  auto kernel = topk_sm90_kernel<T, Op, kCluster>;
+  auto kernel = p.buckets == 1 ? topk_sm90_kernel<T, Op, kCluster, 1>
+                               : topk_sm90_kernel<T, Op, kCluster, kBoundBuckets>;
   const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kBM, kSm90BK);
   const CUtensorMap map_db =
       make_tensor_map_2d(job.database, job.database.rows, kBN / kCluster, kSm90BK);
@@ -494,7 +509,7 @@ Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count) {
   s.query_clusters = (blocks + s.cluster - 1) / s.cluster;
   // The resident clusters do not depend on the dtype or the op.
   if (s.cluster == 2) {
-    auto kernel = topk_sm90_kernel<__nv_bfloat16, L2Op, 2>;
+    auto kernel = topk_sm90_kernel<__nv_bfloat16, L2Op, 2, 1>;
     ClusterLaunch<2> launch(kernel, kSmemBytes, nullptr);
     s.resident = launch.resident(kernel, sm_count);
   } else {
@@ -505,7 +520,8 @@ Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count) {
 
 std::size_t sm90_topk_scratch_bytes(int sm_count, std::int64_t query_rows) {
   return static_cast<std::size_t>(std::max(sm_count, 1)) * kBM * kBN * sizeof(Candidate) +
-         static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * sizeof(unsigned);
+         static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * kBoundBuckets *
+             sizeof(unsigned);
 }
 
 void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream) {
@@ -526,9 +542,10 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.scratch = static_cast<Candidate*>(job.scratch);
   const std::int64_t areas = static_cast<std::int64_t>(std::max(sm_count, 1)) * kBM * kBN;
   p.tau_keys = reinterpret_cast<unsigned*>(p.scratch + areas);
+  p.buckets = p.k >= 32 ? kBoundBuckets : 1;
   if (p.nq > 0) {
-    MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff,
-                                       static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(
+        p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * p.buckets * sizeof(unsigned), stream));
   }
   if (p.items == 0 || p.nq == 0) return;
   if (job.l2) {

@@ -13,7 +13,7 @@
 //   filter   scores in place (||c||^2 - 2 <q, c>; the database norms and the shared
 //            thresholds are loaded a tile ahead), each compared with its query's threshold: the
 //            smaller of the CTA's own k-th best (+inf until k are known) and the query's shared
-//            one (the smallest k-th score of its chunks' full lists, as in topk_sm90.cu).
+//            bound (shared_bound.cuh: the chunks' lists vouch for k scores at or below it).
 //            Passing scores are appended to the query's candidate area in shared memory (256
 //            entries) at a shared atomic counter.
 //   merge    one barrier of the 256 consumer threads a tile, which also tells whether some
@@ -43,6 +43,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/shared_bound.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
 #include "kernels/cuda/tensor_map.h"
 #include "kernels/cuda/topk_sm90.h"
@@ -63,6 +64,7 @@ constexpr int kChunkBytes = kSm90BK * 2;  // a row's bytes of a d chunk: 64 16-b
 #define MEGATAX_FEW_MERGE_AT 128
 #endif
 [[maybe_unused]] constexpr int kMergeAt = MEGATAX_FEW_MERGE_AT;
+static_assert(kQ * kBoundBuckets == 32 * 4, "a warp reads all bounds with one uint4 a lane");
 static_assert(kRows % 128 == 0 && kRows <= 256, "a TMA box holds at most 256 rows");
 
 // A candidate in a query's area: score and database row (n < 2^31: TMA's limit too).
@@ -86,7 +88,8 @@ static_assert(sizeof(QueryState) % 8 == 0, "query states stay 8-byte aligned");
 // Lists of at most kShortList entries are kept in shared memory while the chunk runs (a
 // flush's reads and writes of the list then wait on shared memory, not on L2) and copied to
 // the output slot at its end; longer ones live in the output slot.
-constexpr int kSmemListBytes = kQ * kShortList * static_cast<int>(sizeof(float) + sizeof(std::int64_t));
+constexpr int kSmemListBytes =
+    kQ * kShortList * static_cast<int>(sizeof(float) + sizeof(std::int64_t));
 
 #ifndef MEGATAX_FEW_STAGES
 #define MEGATAX_FEW_STAGES 4
@@ -104,7 +107,7 @@ struct FewParams {
   int chunks = 0;
   float* list_s = nullptr;  // [nq][chunks][k]
   std::int64_t* list_id = nullptr;
-  unsigned* tau_keys = nullptr;  // [nq], as in topk_sm90.cu
+  unsigned* tau_keys = nullptr;  // [kQ][kBoundBuckets]: the shared bounds (shared_bound.cuh)
 };
 
 #if defined(MEGATAX_SM90A)
@@ -144,12 +147,13 @@ __device__ __forceinline__ RowSelect query_select(const FewParams& p, const FewS
   st.count = qs.count;
   st.tau_s = qs.tau_s;
   st.tau_id = qs.tau_id;
-  st.short_merge = true;  // few warps an SM: a flush's latency is exposed
+  st.short_merge = true;  // lists in shared memory (k <= 128): as fast as the other flush
+  st.bound_j = bound_rank(p.k, kBoundBuckets);
   return st;
 }
 
-// The owner warp merges query q's area (`appended` candidates) into its list and publishes a
-// full list's threshold to the query's shared one.
+// The owner warp merges query q's area (`appended` candidates) into its list and publishes the
+// query's shared bound (shared_bound.cuh).
 __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm,
                                            std::int64_t chunk, int q, int lane) {
   QueryState& qs = sm.states[q];
@@ -168,7 +172,7 @@ __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm
     qs.tau_s = st.tau_s;
     qs.tau_id = st.tau_id;
     qs.appended = 0;
-    if (st.m == st.k) atomicMin(p.tau_keys + q, float_order_key(st.tau_s));
+    publish_bound(p.tau_keys, kBoundBuckets, q, chunk, st);
   }
   __syncwarp();
 }
@@ -317,7 +321,7 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
     // The rows' norms and the queries' shared thresholds are read a tile ahead: a load from
     // HBM while it streams takes about as long as a tile of 128-d rows.
     float norm_next[kBlocks][2];
-    unsigned key_next[4];
+    uint4 bucket_next;  // buckets 4 (lane % 2) .. + 3 of query lane / 2 (shared_bound.cuh)
     auto load_ahead = [&](std::int64_t t) {
 #pragma unroll
       for (int b = 0; b < kBlocks; ++b) {
@@ -327,22 +331,27 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
           norm_next[b][h] = (Op::kUsesNorms && t < t1 && r < p.n) ? __ldg(p.db_norms + r) : 0.f;
         }
       }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) key_next[i] = __ldcg(p.tau_keys + (q_ok[i] ? my_q[i] : 0));
+      bucket_next = __ldcg(reinterpret_cast<const uint4*>(p.tau_keys) + lane);
     };
     load_ahead(t0);
 
     for (std::int64_t t = t0; t < t1; ++t) {
       const std::int64_t row_base = t * kRows + thread_row;
       float norm[kBlocks][2];
+      // The queries' shared bounds: the largest bucket (a key of 0xffffffff, NaN, while any
+      // bucket is unset).
       unsigned shared_key[4];
+      {
+        unsigned m = max(max(bucket_next.x, bucket_next.y), max(bucket_next.z, bucket_next.w));
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, 1));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) shared_key[i] = __shfl_sync(0xffffffffu, m, 2 * my_q[i]);
+      }
 #pragma unroll
       for (int b = 0; b < kBlocks; ++b) {
         norm[b][0] = norm_next[b][0];
         norm[b][1] = norm_next[b][1];
       }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) shared_key[i] = key_next[i];
       load_ahead(t + 1);
 
       if constexpr (kF32) {
@@ -509,8 +518,8 @@ bool sm90_topk_few_usable(const MatrixView& queries, const MatrixView& database)
          tma_compatible(database, true) && device_is_sm90();
 }
 
-std::size_t sm90_topk_few_scratch_bytes(std::int64_t query_rows) {
-  return static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * sizeof(unsigned);
+std::size_t sm90_topk_few_scratch_bytes(std::int64_t) {
+  return kQ * kBoundBuckets * sizeof(unsigned);
 }
 
 void launch_topk_sm90_few(const Sm90TopkJob& job, int sm_count, cudaStream_t stream) {
@@ -527,8 +536,8 @@ void launch_topk_sm90_few(const Sm90TopkJob& job, int sm_count, cudaStream_t str
   p.list_id = job.list_id;
   p.tau_keys = static_cast<unsigned*>(job.scratch);
   if (p.nq == 0 || p.chunks == 0) return;
-  MEGATAX_CUDA_CHECK(cudaMemsetAsync(p.tau_keys, 0xff,
-                                     static_cast<std::size_t>(p.nq) * sizeof(unsigned), stream));
+  MEGATAX_CUDA_CHECK(
+      cudaMemsetAsync(p.tau_keys, 0xff, kQ * kBoundBuckets * sizeof(unsigned), stream));
   if (job.l2) {
     launch_dtype<L2Op>(job, p, sm_count, stream);
   } else {

@@ -69,6 +69,11 @@ struct RowSelect {
   // latency is exposed (Hopper's top-k); the portable kernels, with many warps to hide it,
   // were slower with it at k = 100 (bench_cuda, Q=16: 2.8 -> 3.7 ms).
   bool short_merge = false;
+  // Where bound_j > 0, flushes also keep the list's bound_j-th score in bound_s (+inf while
+  // the list is shorter): a kernel publishes it (shared_bound.cuh) without reading the list.
+  int bound_j = 0;
+  float bound_s = kInfScore;
+  int flushes = 0;  // flushes since the state was loaded
 };
 
 // Lane `lane`'s entry of the row's buffer: (buf_s, buf_id)[lane] for the first st.count lanes,
@@ -139,26 +144,34 @@ __device__ inline void flush_short(RowSelect& st) {
   }
   const int k = st.k;
   const int m_new = min(k, m_old + b);
-  // The new threshold (the entry landing at k - 1) comes from the registers, not the list.
+  // The new threshold (the entry landing at k - 1) comes from the registers, not the list;
+  // so does the bound_j-th score.
   float tau_s = st.tau_s;
   std::int64_t tau_id = st.tau_id;
-  if (m_new == k) {
-    unsigned from_new = __ballot_sync(0xffffffffu, lane < b && new_pos == k - 1);
+  auto entry_at = [&](int pos, float& es, std::int64_t& eid) {
+    unsigned from_new = __ballot_sync(0xffffffffu, lane < b && new_pos == pos);
     if (from_new != 0) {
       const int src = __ffs(from_new) - 1;
-      tau_s = __shfl_sync(0xffffffffu, s, src);
-      tau_id = __shfl_sync(0xffffffffu, id, src);
+      es = __shfl_sync(0xffffffffu, s, src);
+      eid = __shfl_sync(0xffffffffu, id, src);
     }
 #pragma unroll
     for (int r = 0; r < kShortSlots; ++r) {
       const unsigned from_old =
-          __ballot_sync(0xffffffffu, 32 * r + lane < m_old && old_pos[r] == k - 1);
+          __ballot_sync(0xffffffffu, 32 * r + lane < m_old && old_pos[r] == pos);
       if (from_old != 0) {
         const int src = __ffs(from_old) - 1;
-        tau_s = __shfl_sync(0xffffffffu, ls[r], src);
-        tau_id = __shfl_sync(0xffffffffu, lid[r], src);
+        es = __shfl_sync(0xffffffffu, ls[r], src);
+        eid = __shfl_sync(0xffffffffu, lid[r], src);
       }
     }
+  };
+  if (m_new == k) entry_at(k - 1, tau_s, tau_id);
+  if (st.bound_j == k) {
+    st.bound_s = tau_s;
+  } else if (st.bound_j > 0 && m_new >= st.bound_j) {
+    std::int64_t bound_id = kNoId;
+    entry_at(st.bound_j - 1, st.bound_s, bound_id);
   }
 #pragma unroll
   for (int r = 0; r < kShortSlots; ++r) {
@@ -176,6 +189,7 @@ __device__ inline void flush_short(RowSelect& st) {
   st.count = 0;
   st.tau_s = tau_s;
   st.tau_id = tau_id;
+  ++st.flushes;
 }
 
 // Merges the buffer into the list (see the file comment).
@@ -242,6 +256,12 @@ __device__ inline void flush(RowSelect& st) {
     st.tau_s = st.list_s[st.k - 1];
     st.tau_id = st.list_id[st.k - 1];
   }
+  if (st.bound_j == st.k) {
+    st.bound_s = st.tau_s;
+  } else if (st.bound_j > 0 && st.m >= st.bound_j) {
+    st.bound_s = st.list_s[st.bound_j - 1];
+  }
+  ++st.flushes;
 }
 
 // Offers one candidate per lane (`valid` false: no candidate). Returns false when no lane's
