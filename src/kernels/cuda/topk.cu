@@ -20,7 +20,8 @@
 // the database as the streamed A side (bound by HBM, not by the MMAs). Phase 2 is shared.
 //
 // Chunks are chosen so that (query blocks x chunks) fills the GPU twice (Hopper: the resident
-// clusters once), each chunk holding at least 4k database rows.
+// clusters once; a few queries: one chunk an SM), each chunk holding at least 4k database rows.
+// Chunks share a bound on each query's final k-th score while they run (shared_bound.cuh).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -542,6 +542,8 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.scratch = static_cast<Candidate*>(job.scratch);
   const std::int64_t areas = static_cast<std::int64_t>(std::max(sm_count, 1)) * kBM * kBN;
   p.tau_keys = reinterpret_cast<unsigned*>(p.scratch + areas);
+  // Buckets for larger k only: at k = 10 their reads cost more than the tighter bound saves
+  // (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
   p.buckets = p.k >= 32 ? kBoundBuckets : 1;
   if (p.nq > 0) {
     MEGATAX_CUDA_CHECK(cudaMemsetAsync(
