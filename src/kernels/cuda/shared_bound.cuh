@@ -1,16 +1,16 @@
 // kernels/cuda/shared_bound.cuh -- the bound on a query's final k-th score that the chunks of a
-// Hopper top-k share while they run (topk_sm90.cu, topk_sm90_few.cu).
+// top-k share while they run (topk.cu, topk_sm90.cu, topk_sm90_few.cu).
 //
 // A query has B buckets (order keys of distance_ops.cuh, 0xffffffff: none yet). A chunk c
 // whose list holds at least j = ceil(k / B) entries publishes its j-th score into bucket c % B
-// with atomicMin. Bucket b then vouches for j entries at or
-// below its value, all from chunks of bucket b, so once every bucket is set, at least B j >= k
-// entries of distinct chunks lie at or below the largest bucket: no score above it can be in
-// the query's final k, and every chunk filters with it as well as with its own k-th score.
+// with atomicMin. Bucket b then vouches for j entries at or below its value, all from chunks
+// of bucket b, so once every bucket is set, at least B j >= k entries of distinct chunks lie
+// at or below the largest bucket: no score above it can be in the query's final k (ties
+// pass), and every chunk filters with it as well as with its own k-th score.
 // With one bucket this is the smallest k-th score of the chunks. With kBoundBuckets the bound
 // is the j-th of one chunk in a group of them, several times smaller in rank, for 8 words a
 // query to read: the few-query kernel always uses them (Q=16 N=10M D=128 k=100: 1.30 ->
-// 1.05 ms), the many-query Hopper kernel for k >= 32 (Q=1024 k=100: 17.8 -> 13.8 ms at D=128;
+// 1.05 ms), the many-query Hopper kernel for k >= 32 (Q=1024 k=100: 17.8 -> 13.9 ms at D=128;
 // at k=10 it was 7% slower); the portable kernels use one (slower with 8 at every k measured).
 //
 // Readers take the largest of a query's words (as unsigned keys: an unset bucket, the largest

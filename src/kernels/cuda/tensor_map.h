@@ -1,6 +1,6 @@
-// kernels/cuda/tensor_map.h -- TMA tensor maps (CUtensorMap) of row-major 16-bit (and f32)
-// matrices, for the Hopper kernels. The encoder is the driver's cuTensorMapEncodeTiled, reached through the
-// runtime's driver entry point (no link against libcuda).
+// kernels/cuda/tensor_map.h -- TMA tensor maps (CUtensorMap) of row-major 16-bit and f32
+// matrices, for the Hopper kernels. The encoder is the driver's cuTensorMapEncodeTiled,
+// reached through the runtime's driver entry point (no link against libcuda).
 //
 // Internal header (CUDA types allowed).
 #pragma once

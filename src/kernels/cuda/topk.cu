@@ -15,9 +15,10 @@
 // in two passes (groups of a query's lists a warp each, then the groups' lists): with one
 // warp a query, 16 queries' merge took 0.07-0.16 ms against a 1 ms search.
 //
-// Phase 1 on Hopper (f16/bf16): topk_sm90.cu, the wgmma + TMA main loop of assign with the same
-// selection in its epilogue, writing the same lists; for at most 16 queries topk_sm90_few.cu,
-// the database as the streamed A side (bound by HBM, not by the MMAs). Phase 2 is shared.
+// Phase 1 on Hopper: topk_sm90.cu (f16/bf16), the wgmma + TMA main loop of assign with the
+// same selection in its epilogue, writing the same lists; for at most 16 queries (f16/bf16 and
+// f32) topk_sm90_few.cu, the database as the streamed A side (bound by HBM, not by the MMAs).
+// Phase 2 is shared.
 //
 // Chunks are chosen so that (query blocks x chunks) fills the GPU twice (Hopper: the resident
 // clusters once; a few queries: one chunk an SM), each chunk holding at least 4k database rows.

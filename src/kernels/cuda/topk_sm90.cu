@@ -449,8 +449,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
                                          });
     }
   } else {
-    consume<T, Op, kCluster, kBuckets>(p, ring, row_states, slot_smem, norm_smem, wg - 1, cta_rank,
-                             cluster_id, clusters, chunks);
+    consume<T, Op, kCluster, kBuckets>(p, ring, row_states, slot_smem, norm_smem, wg - 1,
+                                       cta_rank, cluster_id, clusters, chunks);
   }
   // No CTA may leave while a peer can still multicast into its shared memory or arrive on its
   // barriers.
