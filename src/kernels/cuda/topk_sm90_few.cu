@@ -110,6 +110,14 @@ struct FewParams {
   unsigned* tau_keys = nullptr;  // [kQ][kBoundBuckets]: the shared bounds (shared_bound.cuh)
 };
 
+// A consumer thread's dot products (wgmma's layout, also used by the FFMA path): its query i
+// (0..3) is query_of(i, lane), and the product of that query with row 8 h (+ 64 b) of its rows
+// sits in acc[b][acc_index(h, i)].
+__host__ __device__ constexpr int query_of(int i, int lane) {
+  return 8 * (i / 2) + 2 * (lane % 4) + i % 2;
+}
+__host__ __device__ constexpr int acc_index(int h, int i) { return 4 * (i / 2) + 2 * h + i % 2; }
+
 #if defined(MEGATAX_SM90A)
 // The CTA's shared memory after the ring.
 struct FewSmem {
@@ -251,7 +259,7 @@ __device__ __forceinline__ void ffma_tile(float (&acc)[kBlocks][kQ / 2], const R
       float4 qv[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int q = 8 * (i / 2) + 2 * (lane % 4) + i % 2;
+        const int q = query_of(i, lane);
         qv[i] = *reinterpret_cast<const float4*>(queries + q * kChunkBytes +
                                                  ((piece ^ (q % 8)) << 4));
       }
@@ -261,7 +269,7 @@ __device__ __forceinline__ void ffma_tile(float (&acc)[kBlocks][kQ / 2], const R
         for (int h = 0; h < 2; ++h) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            float& a = acc[b][4 * (i / 2) + 2 * h + i % 2];
+            float& a = acc[b][acc_index(h, i)];
             a = fmaf(x[b][h].x, qv[i].x, a);
             a = fmaf(x[b][h].y, qv[i].y, a);
             a = fmaf(x[b][h].z, qv[i].z, a);
@@ -291,7 +299,7 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
   bool q_ok[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    my_q[i] = 8 * (i / 2) + 2 * (lane % 4) + i % 2;
+    my_q[i] = query_of(i, lane);
     q_ok[i] = my_q[i] < p.nq;
   }
   float acc[kBlocks][kQ / 2];
@@ -379,7 +387,7 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
           const bool row_ok = r < p.n;
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            const float dot = acc[b][4 * (i / 2) + 2 * h + i % 2];
+            const float dot = acc[b][acc_index(h, i)];
             const float s = row_ok ? Op::score(dot, norm[b][h]) : __int_as_float(0x7fc00000);
             sc[b][h][i] = s;
             if (s <= thr[i]) {  // NaN never passes
