@@ -364,6 +364,22 @@ struct Phase1Launch {
     q.rows = nb;
     return q;
   }
+
+  // The launch as a job of the Hopper kernels (topk_sm90.h).
+  Sm90TopkJob sm90_job(bool l2) const {
+    Sm90TopkJob job;
+    job.queries = queries();
+    job.database = args->database;
+    job.l2 = l2;
+    job.database_norms = db_norms;
+    job.k = static_cast<int>(args->k);
+    job.chunk_tiles = chunk_tiles;
+    job.chunks = chunks;
+    job.list_s = list_s;
+    job.list_id = list_id;
+    job.scratch = scratch;
+    return job;
+  }
 };
 
 // Phase 1 on the portable GEMM cores (gemm_core.cuh): a grid of (query blocks, chunks).
@@ -431,17 +447,7 @@ struct Sm90Phase1 {
   }
 
   void launch(const Phase1Launch& l) const {
-    Sm90TopkJob job;
-    job.queries = l.queries();
-    job.database = l.args->database;
-    job.l2 = Op::kUsesNorms;
-    job.database_norms = l.db_norms;
-    job.k = static_cast<int>(l.args->k);
-    job.chunk_tiles = l.chunk_tiles;
-    job.chunks = l.chunks;
-    job.list_s = l.list_s;
-    job.list_id = l.list_id;
-    job.scratch = l.scratch;
+    const Sm90TopkJob job = l.sm90_job(Op::kUsesNorms);
     launch_topk_sm90(job, l.sm_count, l.stream);
   }
 };
@@ -457,17 +463,7 @@ struct Sm90FewPhase1 {
   }
 
   void launch(const Phase1Launch& l) const {
-    Sm90TopkJob job;
-    job.queries = l.queries();
-    job.database = l.args->database;
-    job.l2 = Op::kUsesNorms;
-    job.database_norms = l.db_norms;
-    job.k = static_cast<int>(l.args->k);
-    job.chunk_tiles = l.chunk_tiles;
-    job.chunks = l.chunks;
-    job.list_s = l.list_s;
-    job.list_id = l.list_id;
-    job.scratch = l.scratch;
+    const Sm90TopkJob job = l.sm90_job(Op::kUsesNorms);
     launch_topk_sm90_few(job, l.sm_count, l.stream);
   }
 };
