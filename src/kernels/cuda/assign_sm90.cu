@@ -12,23 +12,26 @@
 //                minimum of the thread's two rows, in registers.
 // A row's columns live in the four lanes of one quad, so the end of a work item needs two
 // shuffles, no shared memory. ||x||^2 (L2 distances) is summed from the X tiles of the first
-// column tile while they are in shared memory (no extra pass over X).
+// column tile while they are in shared memory and that chunk's MMAs run (no extra pass).
 //
-// Work items. Flat assign: (row block, split) with the split running fastest, exactly as the
-// portable kernel (assign.cu): the blocks working at one time share their X row blocks
-// through L2, and splits merge with one packed 64-bit atomicMin per row (same winner, ties
-// to the smaller index, whatever the split). Flat work runs in clusters of 2 CTAs (two row
-// blocks against the same centroid tiles, each CTA loading half of the centroid tile and
-// multicasting it to both). Grouped assign: one item per 128 rows of a group against that
-// group's centroids (BN = 128: a 100-child node is one tile), no clusters.
+// Work items. Flat assign: (row block, split) with the split running fastest. One split (all
+// column tiles) while the X blocks of the resident CTAs fit in L2, as at D = 1024: a CTA
+// re-reads its rows once per column tile, from L2, odd tiles walking the d chunks backwards
+// (the chunks read last are read again first) and the last tile marking them evict-first.
+// More splits where they do not fit or the rows are too few to fill the GPU; splits merge
+// with one packed 64-bit atomicMin per row (same winner, ties to the smaller index, whatever
+// the split). Flat work runs in clusters of 2 CTAs (two row blocks against the same centroid
+// tiles, each CTA loading half of the centroid tile and multicasting it to both). Grouped
+// assign: one item per 128 rows of a group against that group's centroids (BN = 128: a
+// 100-child node is one tile), no clusters.
 //
 // The FLOP floor: 2 n k d. Shared-memory stages: (128 + BN) * 128 bytes; BN = 256 gives
 // 48 KiB a stage and 85 FLOPs per byte brought from L2 (128 with the multicast).
-// Measured on an H100 (bench_cuda, bench/RESULTS.md): 70-79% of cuBLAS's bf16 8192^3 rate
-// at N=4M K=1024 D=1024 and 75-78% at N=1M K=16384 (bench/cuda/ab_assign.sh, against the
-// fold before fold_tile: 66-75% / 70-73% in the same runs). The main loop alone (fold skipped,
-// a diagnostic build) reached 79-81%; the fold does not overlap the MMAs. cuBLAS's own
-// GEMM-only time at these shapes is 88-91% of its 8192^3 rate.
+// Measured on an H100 (bench_cuda, bench/RESULTS.md, session 18): 84-93% of cuBLAS's bf16
+// 8192^3 rate at N=4M K=1024 D=1024 bf16 (77-89% f16: f16 runs at lower clocks, cuBLAS's
+// f16 GEMM too) and 90-92% at N=1M K=16384, with the tensor pipe active 83% / 88% of the
+// cycles (ncu; cuBLAS 8192^3: 93%). What is left: the fold does not overlap the MMAs
+// (both consumer warpgroups fold at the same time).
 #include "kernels/cuda/assign_sm90.h"
 
 #include <cuda_bf16.h>
@@ -193,7 +196,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
     // ---- producer ----
     sm90::setmaxnreg_dec<kSm90ProducerRegs>();
     if (threadIdx.x == 0) {
-      produce_items<Ring, BN, kCluster>(
+      // Flat items re-read their X rows once per column tile: serpentine chunk order and
+      // dropping the rows from L2 after their last tile (sm90_pipeline.cuh).
+      produce_items<Ring, BN, kCluster, /*kDropA=*/!kGrouped, /*kSerpentine=*/!kGrouped>(
           ring, &map_x, &map_c, cluster_id, clusters, p.items, chunks, cta_rank,
           [&](std::int64_t w) {
             const Work wk = work_item<BN, kGrouped, kCluster>(p, w, cta_rank);
@@ -237,14 +242,14 @@ __device__ __forceinline__ void consume(const Sm90Params& p,
 
     for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
       mma_tile<T, Ring, BN, kCluster>(
-          acc, ring, cur, cw, lane, chunks, [&](const unsigned char* a, std::int64_t) {
+          acc, ring, cur, cw, lane, chunks, [&](std::uint32_t a, std::int64_t) {
             if (!fuse_norms || t != wk.t0) return;
             // Two threads a row, four 16-byte pieces each (the swizzle permutes a row's
             // pieces, which a sum does not mind; zeros past d).
-            const auto* row = reinterpret_cast<const uint4*>(a + (tid / 2) * (kSm90BK * 2)) + (tid % 2) * 4;
+            const std::uint32_t row = a + (tid / 2) * (kSm90BK * 2) + (tid % 2) * 64;
 #pragma unroll
             for (int v = 0; v < 4; ++v) {
-              const uint4 u = row[v];
+              const uint4 u = sm90::lds128(row + 16 * v);
               const std::uint32_t words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
@@ -370,7 +375,12 @@ void launch_assign_sm90(const Sm90AssignJob& job, int sm_count, std::size_t l2_b
   p.dist = job.dist;
   const std::int64_t row_blocks = (n + kBM - 1) / kBM;
   const std::int64_t tiles = (k + kFlatBN - 1) / kFlatBN;
-  const std::int64_t tps = tiles_per_split(row_blocks, tiles, sm_count, kBM * d * 2, l2_bytes);
+  // One split while the X blocks of all resident CTAs fit in L2 (33 MB at D = 1024): each
+  // CTA then re-reads its own rows once per column tile, from L2. (A quarter of L2, as the
+  // portable kernel uses, gave 4 splits at K = 1024: the blocks sharing a row block drifted
+  // apart and X came from HBM 3.3 times; 77 -> 90% of peak at K = 16384, bench/RESULTS.md.)
+  const std::int64_t tps = tiles_per_split(row_blocks, tiles, sm_count, kBM * d * 2, l2_bytes,
+                                           /*l2_share=*/1);
   p.tiles = tiles;
   p.tiles_per_split = tps;
   p.splits = (tiles + tps - 1) / tps;

@@ -19,13 +19,13 @@
 namespace megatax::cuda::detail {
 
 // Column tiles per work item: as many as keep the X row blocks in flight (one per resident
-// block, each x_block_bytes) within a quarter of L2 -- the blocks of one row block run next
-// to each other and share it through L2 -- and few enough that the grid fills the GPU.
+// block, each x_block_bytes) within 1 / l2_share of L2 -- the blocks of one row block run
+// next to each other and share it through L2 -- and few enough that the grid fills the GPU.
 inline std::int64_t tiles_per_split(std::int64_t row_blocks, std::int64_t tiles,
                                     std::int64_t resident, std::int64_t x_block_bytes,
-                                    std::size_t l2_bytes) {
+                                    std::size_t l2_bytes, int l2_share = 4) {
   const std::int64_t l2_rows =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / 4) / x_block_bytes);
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(l2_bytes / l2_share) / x_block_bytes);
   std::int64_t tps = std::max<std::int64_t>(1, l2_rows * tiles / resident);
   if (row_blocks < resident) {
     const std::int64_t want_splits = (resident + row_blocks - 1) / row_blocks;

@@ -34,9 +34,11 @@ __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
-__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+// The barrier helpers take the barrier's shared-space address (smem_addr) or a pointer.
+__device__ __forceinline__ void mbarrier_arrive(std::uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* bar) { mbarrier_arrive(smem_addr(bar)); }
 
 // Arrives and announces `bytes` of transactions (TMA copies) the current phase waits for.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
@@ -47,8 +49,7 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, st
 
 // Waits until the phase of parity `parity` has completed (a fresh barrier counts its
 // "previous" phase, parity 1, as complete).
-__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity) {
-  const std::uint32_t addr = smem_addr(bar);
+__device__ __forceinline__ void mbarrier_wait(std::uint32_t addr, std::uint32_t parity) {
   std::uint32_t done = 0;
   do {
     asm volatile(
@@ -61,6 +62,9 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
         : "r"(addr), "r"(parity)
         : "memory");
   } while (!done);
+}
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity) {
+  mbarrier_wait(smem_addr(bar), parity);
 }
 
 // ---- TMA ----------------------------------------------------------------------------------------
@@ -94,6 +98,24 @@ __device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorM
       : "memory");
 }
 
+// An L2 eviction priority for all the lines a copy reads (createpolicy), for tma_load_2d_hint.
+__device__ __forceinline__ std::uint64_t l2_policy_evict_first() {
+  std::uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
+// tma_load_2d with an L2 cache policy for the lines read.
+__device__ __forceinline__ void tma_load_2d_hint(void* dst, const CUtensorMap* map, std::int32_t x,
+                                                 std::int32_t y, std::uint64_t* bar,
+                                                 std::uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint "
+      "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(x), "r"(y), "r"(smem_addr(bar)), "l"(policy)
+      : "memory");
+}
+
 // ---- clusters -----------------------------------------------------------------------------------
 
 __device__ __forceinline__ std::uint32_t cluster_cta_rank() {
@@ -110,9 +132,9 @@ __device__ __forceinline__ void cluster_sync() {
 }
 
 // Arrives on the mbarrier at `bar`'s offset in the shared memory of cluster CTA `cta`.
-__device__ __forceinline__ void mbarrier_arrive_cluster(std::uint64_t* bar, std::uint32_t cta) {
+__device__ __forceinline__ void mbarrier_arrive_cluster(std::uint32_t bar, std::uint32_t cta) {
   std::uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_addr(bar)), "r"(cta));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(cta));
   // Default semantics (release at CTA scope), as for a local arrive: what must be ordered
   // before it are this CTA's reads of the stage, complete once their wgmma wait returned.
   asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
@@ -147,14 +169,26 @@ __device__ __forceinline__ bool named_barrier_any(int id, int threads, bool pred
 // layout TMA writes with CU_TENSOR_MAP_SWIZZLE_128B): rows of 128 bytes (64 16-bit elements),
 // 8-row atoms of 1024 bytes one after the other. The tile must start 1024-byte aligned;
 // advancing the start address by 32 bytes selects the next 16 elements of K.
-__device__ __forceinline__ std::uint64_t smem_desc_k_major_sw128(const void* tile) {
-  const std::uint64_t addr = smem_addr(tile);
+__device__ __forceinline__ std::uint64_t smem_desc_k_major_sw128(std::uint32_t tile) {
+  const std::uint64_t addr = tile;
   std::uint64_t desc = 0;
   desc |= (addr & 0x3FFFFull) >> 4;        // bits 0-13: start address / 16
   desc |= 1ull << 16;                      // bits 16-29: leading byte offset / 16 (unused here)
   desc |= (1024ull >> 4) << 32;            // bits 32-45: stride byte offset / 16 (8-row atoms)
   desc |= 1ull << 62;                      // bits 62-63: 1 = 128-byte swizzle
   return desc;
+}
+__device__ __forceinline__ std::uint64_t smem_desc_k_major_sw128(const void* tile) {
+  return smem_desc_k_major_sw128(smem_addr(tile));
+}
+
+// 16 bytes of shared memory at a shared-space address (16-byte aligned).
+__device__ __forceinline__ uint4 lds128(std::uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr));
+  return v;
 }
 
 #if defined(MEGATAX_SM90A)

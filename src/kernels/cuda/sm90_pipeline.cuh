@@ -68,17 +68,30 @@ struct RingCursor {
 };
 
 // The ring in a block's dynamic shared memory: stages, then the full and empty barriers.
+// The main loops address it through 32-bit shared-space addresses (base, stage_addr, ...):
+// in a cluster kernel a generic shared pointer costs a conversion at every use.
 template <class Ring>
 struct RingView {
+  std::uint32_t base;  // shared-space address of stages
   unsigned char* stages;
   std::uint64_t* full;
   std::uint64_t* empty;
 
   __device__ __forceinline__ explicit RingView(unsigned char* smem_raw)
-      : stages(reinterpret_cast<unsigned char*>(
-            (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023})),
+      : base((sm90::smem_addr(smem_raw) + 1023u) & ~1023u),
+        stages(smem_raw + (base - sm90::smem_addr(smem_raw))),
         full(reinterpret_cast<std::uint64_t*>(stages + Ring::kStages * Ring::kStageBytes)),
         empty(full + Ring::kStages) {}
+
+  __device__ __forceinline__ std::uint32_t stage_addr(int s) const {
+    return base + static_cast<std::uint32_t>(s * Ring::kStageBytes);
+  }
+  __device__ __forceinline__ std::uint32_t full_addr(int s) const {
+    return base + static_cast<std::uint32_t>(Ring::kStages * Ring::kStageBytes + s * 8);
+  }
+  __device__ __forceinline__ std::uint32_t empty_addr(int s) const {
+    return full_addr(Ring::kStages + s);
+  }
 
   // The first byte after the ring (16-byte aligned), for the kernel's own shared state.
   __device__ __forceinline__ unsigned char* end() const {
@@ -103,28 +116,43 @@ struct RingView {
   }
 };
 
+// An L2 cache policy (hopper.cuh) for copies, if `on`.
+struct L2Hint {
+  bool on = false;
+  std::uint64_t policy = 0;
+};
+
 // Producer (one thread): the copies of one column tile, chunk by chunk. a_row0: the CTA's
 // first A row; b_row0: the tile's first B row (the cluster's whole tile; this CTA copies its
-// own part of it). kBK: elements a chunk (128 bytes: 64 16-bit ones, 32 floats).
+// own part of it). kBK: elements a chunk (128 bytes: 64 16-bit ones, 32 floats). a_hint: the
+// L2 policy of the A copies. reverse: the chunks last to first (the consumers' sums do not
+// depend on which chunk comes first).
 template <class Ring, int BN, int kCluster, int kBK = kSm90BK>
 __device__ __forceinline__ void produce_tile(const RingView<Ring>& ring, RingCursor& cur,
                                              const CUtensorMap* map_a, const CUtensorMap* map_b,
                                              std::int64_t a_row0, std::int64_t b_row0,
-                                             std::int64_t chunks, int cta_rank) {
+                                             std::int64_t chunks, int cta_rank,
+                                             L2Hint a_hint = {}, bool reverse = false) {
   constexpr int kBPart = BN / kCluster;  // B rows this CTA copies
+  constexpr auto kAll = static_cast<std::uint16_t>((1u << kCluster) - 1);
   const auto b_row = static_cast<std::int32_t>(b_row0 + cta_rank * kBPart);
+  const auto a_row = static_cast<std::int32_t>(a_row0);
   for (std::int64_t c = 0; c < chunks; ++c) {
     sm90::mbarrier_wait(&ring.empty[cur.stage], cur.phase ^ 1);
     unsigned char* a = ring.stages + cur.stage * Ring::kStageBytes;
     unsigned char* b = a + Ring::kABytes + cta_rank * (kBPart * kSm90BK * 2);
-    sm90::mbarrier_arrive_expect_tx(&ring.full[cur.stage], Ring::kStageBytes);
-    const auto k0 = static_cast<std::int32_t>(c * kBK);
-    sm90::tma_load_2d(a, map_a, k0, static_cast<std::int32_t>(a_row0), &ring.full[cur.stage]);
-    if constexpr (kCluster > 1) {
-      sm90::tma_load_2d_multicast(b, map_b, k0, b_row, &ring.full[cur.stage],
-                                  static_cast<std::uint16_t>((1u << kCluster) - 1));
+    std::uint64_t* full = &ring.full[cur.stage];
+    sm90::mbarrier_arrive_expect_tx(full, Ring::kStageBytes);
+    const auto k0 = static_cast<std::int32_t>((reverse ? chunks - 1 - c : c) * kBK);
+    if (a_hint.on) {
+      sm90::tma_load_2d_hint(a, map_a, k0, a_row, full, a_hint.policy);
     } else {
-      sm90::tma_load_2d(b, map_b, k0, b_row, &ring.full[cur.stage]);
+      sm90::tma_load_2d(a, map_a, k0, a_row, full);
+    }
+    if constexpr (kCluster > 1) {
+      sm90::tma_load_2d_multicast(b, map_b, k0, b_row, full, kAll);
+    } else {
+      sm90::tma_load_2d(b, map_b, k0, b_row, full);
     }
     cur.template advance<Ring::kStages>();
   }
@@ -138,7 +166,13 @@ struct ProducerItem {
 
 // The producer thread's whole life: every work item of its cluster (first, first + step,
 // ... below items; item_of(w) -> ProducerItem), tile by tile, chunk by chunk.
-template <class Ring, int BN, int kCluster, class ItemOf>
+// kDropA: the item's last tile reads its A rows with the L2 evict-first policy (nothing
+// reads them again: the lines make room for the rows other blocks still reuse).
+// kSerpentine: odd tiles walk the chunks backwards, so the A chunks one tile reads last the
+// next reads first, while they are still in L2 (the A rows of all resident blocks need not
+// fit there: 33 MB at D = 1024).
+template <class Ring, int BN, int kCluster, bool kDropA = false, bool kSerpentine = false,
+          class ItemOf>
 __device__ __forceinline__ void produce_items(const RingView<Ring>& ring, const CUtensorMap* map_a,
                                               const CUtensorMap* map_b, std::int64_t first,
                                               std::int64_t step, std::int64_t items,
@@ -146,12 +180,15 @@ __device__ __forceinline__ void produce_items(const RingView<Ring>& ring, const 
                                               ItemOf&& item_of) {
   sm90::prefetch_tensor_map(map_a);
   sm90::prefetch_tensor_map(map_b);
+  L2Hint drop_a;
+  if constexpr (kDropA) drop_a.policy = sm90::l2_policy_evict_first();
   RingCursor cur;
   for (std::int64_t w = first; w < items; w += step) {
     const ProducerItem it = item_of(w);
     for (std::int64_t t = it.t0; t < it.t1; ++t) {
+      drop_a.on = kDropA && t + 1 == it.t1;
       produce_tile<Ring, BN, kCluster>(ring, cur, map_a, map_b, it.a_row0, it.b_row0 + t * BN,
-                                       chunks, cta_rank);
+                                       chunks, cta_rank, drop_a, kSerpentine && (t & 1) != 0);
     }
   }
 }
@@ -160,7 +197,7 @@ __device__ __forceinline__ void produce_items(const RingView<Ring>& ring, const 
 // A consumer warp is done with a stage: arrive on the stage's "empty" barrier of every CTA of
 // the cluster (their producers write into this CTA's copy of the stage too).
 template <int kCluster>
-__device__ __forceinline__ void release_stage(std::uint64_t* empty_bar) {
+__device__ __forceinline__ void release_stage(std::uint32_t empty_bar) {
   if constexpr (kCluster == 1) {
     sm90::mbarrier_arrive(empty_bar);
   } else {
@@ -168,38 +205,43 @@ __device__ __forceinline__ void release_stage(std::uint64_t* empty_bar) {
     for (int r = 0; r < kCluster; ++r) sm90::mbarrier_arrive_cluster(empty_bar, r);
   }
 }
+template <int kCluster>
+__device__ __forceinline__ void release_stage(std::uint64_t* empty_bar) {
+  release_stage<kCluster>(sm90::smem_addr(empty_bar));
+}
 
 // Consumer warpgroup `cw` (0 or 1): the 64 x BN dot products of its rows of one column tile
 // into acc, one chunk's MMAs in flight while the next chunk's are issued. on_chunk(a, c) runs
-// before chunk c's MMAs with the warpgroup's A rows of that chunk in shared memory (assign
-// sums ||x||^2 there). On return the accumulators are final and every stage is released.
+// once chunk c's MMAs are issued, while they run, with the warpgroup's A rows of that chunk
+// in shared memory at shared-space address a (assign sums ||x||^2 there); it must not touch
+// acc. On return the accumulators are final and every stage is released.
 template <class T, class Ring, int BN, int kCluster, class OnChunk>
 __device__ __forceinline__ void mma_tile(float (&acc)[BN / 2], const RingView<Ring>& ring,
                                          RingCursor& cur, int cw, int lane, std::int64_t chunks,
                                          OnChunk&& on_chunk) {
   int pending = -1;  // the stage whose MMAs are in flight
   for (std::int64_t c = 0; c < chunks; ++c) {
-    sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
-    const unsigned char* a = ring.stages + cur.stage * Ring::kStageBytes + cw * 64 * (kSm90BK * 2);
-    const unsigned char* b = ring.stages + cur.stage * Ring::kStageBytes + Ring::kABytes;
-    on_chunk(a, c);
+    sm90::mbarrier_wait(ring.full_addr(cur.stage), cur.phase);
+    const std::uint32_t stage = ring.stage_addr(cur.stage);
+    const std::uint32_t a = stage + cw * 64 * (kSm90BK * 2);
     sm90::wgmma_fence();
     const std::uint64_t da = sm90::smem_desc_k_major_sw128(a);
-    const std::uint64_t db = sm90::smem_desc_k_major_sw128(b);
+    const std::uint64_t db = sm90::smem_desc_k_major_sw128(stage + Ring::kABytes);
 #pragma unroll
     for (int kk = 0; kk < kSm90BK / 16; ++kk) {
       Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
     }
     sm90::wgmma_commit();
+    on_chunk(a, c);
     sm90::wgmma_wait<1>();
-    if (pending >= 0 && lane == 0) release_stage<kCluster>(&ring.empty[pending]);
+    if (pending >= 0 && lane == 0) release_stage<kCluster>(ring.empty_addr(pending));
     pending = cur.stage;
     cur.template advance<Ring::kStages>();
   }
   sm90::wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) sm90::fence_register(acc[i]);
-  if (lane == 0) release_stage<kCluster>(&ring.empty[pending]);
+  if (lane == 0) release_stage<kCluster>(ring.empty_addr(pending));
 }
 #endif
 

@@ -360,7 +360,7 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
         }
       }
       mma_tile<T, Ring, kBN, kCluster>(acc, ring, cur, cw, lane, chunks,
-                                       [](const unsigned char*, std::int64_t) {});
+                                       [](std::uint32_t, std::int64_t) {});
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         if constexpr (kBuckets > 1) {
