@@ -28,9 +28,9 @@
 // A CTA (one an SM, persistent) takes one database chunk at a time; its lists are the (query,
 // chunk) slots of topk.cu's candidate array, merged by topk.cu's phase 2. Candidates are ordered
 // by (score, id), ties to the smaller id, so the lists do not depend on the order of appends.
-// Measured on an H100 (bench_cuda, Q=16, % of the HBM read floor): bf16 N=2M D=1024 99% (k=10) /
-// 93% (k=100), N=10M D=128 81% / 65% (the same kernel without the selection: 94%); f32 96% /
-// 90% and 82% / 74%.
+// Measured on an H100 (bench_cuda, Q=16, % of the HBM read floor, bench/RESULTS.md session 18):
+// bf16 N=2M D=1024 99% (k=10) / 93% (k=100), N=10M D=128 90% / 79% (the same kernel without
+// the selection: 94%); f32 99% / 96% and 98% / 91%.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
