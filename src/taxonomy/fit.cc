@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cluster/kmeans.h"
+#include "core/background_jobs.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/progress.h"
@@ -895,6 +896,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
     std::vector<std::int32_t> touched;
+    // A shard's state files are written while the pass goes on with the next shard (two
+    // behind at most); all are durable before the level's sums are exchanged (and so before
+    // any commit of the level).
+    BackgroundJobs state_writes(2);
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
@@ -1006,7 +1011,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           }
           lap(pass.read);
-          write_shard_state(st, s.path(state_dir(l) + name), cur, l);
+          state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
+            write_shard_state(st, path, state, l);
+          });
           ShardSummary sum;
           sum.shard = si;
           std::sort(touched.begin(), touched.end());
@@ -1024,7 +1031,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           my_points += n;
           lap(pass.state);
         });
+        const auto t_writes = Clock::now();
+        state_writes.wait();
+        pass.state += since(t_writes);
       } catch (...) {
+        state_writes.drain();  // nothing may write into the level's files after this
         if (l == 1 && done == 0) cleanup_uncommitted();
         throw;
       }
