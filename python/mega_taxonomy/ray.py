@@ -46,6 +46,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -428,11 +429,23 @@ class _Driver:
 
     def wait_for_restart(self, rank: int) -> None:
         ray = self.ray
-        try:
-            info = ray.get(self.workers[rank].info.remote(), timeout=self.start_timeout)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
-            raise MegataxError(f"ray: worker {rank} died and could not be restarted: "
-                               f"{_first_line(str(e))}", "unavailable") from None
+        # While Ray restarts the actor, a call may fail with ActorUnavailableError ("the actor
+        # is restarting"): that is transient, so ask again until start_timeout has passed.
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            left = max(deadline - time.monotonic(), 0.0)
+            try:
+                info = ray.get(self.workers[rank].info.remote(), timeout=left)
+                break
+            except ray.exceptions.ActorUnavailableError as e:
+                if time.monotonic() >= deadline:
+                    raise MegataxError(f"ray: worker {rank} did not come back within "
+                                       f"{self.start_timeout:.0f} s: {_first_line(str(e))}",
+                                       "unavailable") from None
+                time.sleep(0.2)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+                raise MegataxError(f"ray: worker {rank} died and could not be restarted: "
+                                   f"{_first_line(str(e))}", "unavailable") from None
         if info["pid"] == self.infos[rank]["pid"] and info["node"] == self.infos[rank]["node"]:
             self.say(f"ray: worker {rank} is reachable again (pid {info['pid']})")
             return
