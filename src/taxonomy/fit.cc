@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <chrono>
 #include <cmath>
@@ -1189,12 +1190,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // The driver needs every owner's samples to write them.
     std::vector<std::int64_t> s_offsets, s_ids, s_prio;
     if (collect && R == 1) {
-      next.flatten(&s_offsets, &s_ids, &s_prio);
+      next.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
     } else if (collect) {
       taxonomy::NodeSamples all_samples;
       {
         std::vector<std::int64_t> my_o, my_i, my_p;
-        next.flatten(&my_o, &my_i, &my_p);
+        next.flatten(&my_o, &my_i, &my_p, cfg.threads);
         dist::MessageWriter m;
         m.put_array<std::int64_t>(my_o);
         m.put_array<std::int64_t>(my_i);
@@ -1211,7 +1212,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
         }
       }
-      if (driver) all_samples.flatten(&s_offsets, &s_ids, &s_prio);
+      if (driver) all_samples.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
     }
     if (driver) {
       std::vector<std::int64_t> nodes(static_cast<std::size_t>(2 * n_nodes));
@@ -1221,20 +1222,37 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
       const std::int64_t cshape[2] = {n_nodes, d};
       const std::int64_t nshape[2] = {n_nodes, 2};
-      write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
-      write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
-      io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes});
+      // The level's files are independent: written at the same time (each write_atomic is
+      // durable when it returns: their fsyncs overlap), all of them before the manifest.
+      std::vector<std::function<void()>> writes;
+      writes.push_back([&] {
+        write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
+      });
+      writes.push_back([&] {
+        write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
+      });
+      writes.push_back([&] { io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes}); });
       for (std::size_t j = 0; j < lv.graph.size(); ++j)
         if (lv.graph[j])
-          st.write_atomic(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
+          writes.push_back([&, j] {
+            st.write_atomic(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
+          });
+      const std::string samples_path = s.path(samples_prefix(l + 1));
+      const std::int64_t o_shape[1] = {static_cast<std::int64_t>(s_offsets.size())};
+      const std::int64_t i_shape[1] = {static_cast<std::int64_t>(s_ids.size())};
       if (collect) {
-        const std::string p = s.path(samples_prefix(l + 1));
-        const std::int64_t o_shape[1] = {static_cast<std::int64_t>(s_offsets.size())};
-        const std::int64_t i_shape[1] = {static_cast<std::int64_t>(s_ids.size())};
-        write_npy(st, p + ".offsets.npy", std::span<const std::int64_t>(s_offsets), o_shape);
-        write_npy(st, p + ".ids.npy", std::span<const std::int64_t>(s_ids), i_shape);
-        write_npy(st, p + ".priorities.npy", std::span<const std::int64_t>(s_prio), i_shape);
+        writes.push_back([&] {
+          write_npy(st, samples_path + ".offsets.npy", std::span<const std::int64_t>(s_offsets), o_shape);
+        });
+        writes.push_back([&] {
+          write_npy(st, samples_path + ".ids.npy", std::span<const std::int64_t>(s_ids), i_shape);
+        });
+        writes.push_back([&] {
+          write_npy(st, samples_path + ".priorities.npy", std::span<const std::int64_t>(s_prio), i_shape);
+        });
       }
+      parallel_for(static_cast<int>(writes.size()), static_cast<std::int64_t>(writes.size()),
+                   [&](std::int64_t t, int) { writes[static_cast<std::size_t>(t)](); });
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
       for (const json::Value& e : level_entries.as_array())

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/parallel.h"
+
 namespace megatax::taxonomy {
 
 NodeSamples::NodeSamples(std::int64_t n_nodes, std::int64_t k)
@@ -41,20 +43,29 @@ std::int64_t NodeSamples::size() const noexcept {
 }
 
 void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
-                          std::vector<std::int64_t>* priorities) const {
-  offsets->assign(1, 0);
-  ids->clear();
-  priorities->clear();
-  for (const auto& h : heaps_) {
-    std::vector<Entry> sorted(h);
-    std::sort(sorted.begin(), sorted.end(),
-              [](const Entry& a, const Entry& b) { return a.id < b.id; });
-    for (const Entry& e : sorted) {
-      ids->push_back(e.id);
-      priorities->push_back(static_cast<std::int64_t>(e.priority));
+                          std::vector<std::int64_t>* priorities, int threads) const {
+  const std::size_t n = heaps_.size();
+  offsets->assign(n + 1, 0);
+  for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + static_cast<std::int64_t>(heaps_[j].size());
+  ids->resize(static_cast<std::size_t>(offsets->back()));
+  priorities->resize(ids->size());
+  // Nodes fill disjoint slices: any thread count gives the same arrays.
+  constexpr std::int64_t kNodesPerTask = 512;
+  const auto tasks = static_cast<std::int64_t>((n + kNodesPerTask - 1) / kNodesPerTask);
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](std::int64_t t, int) {
+    std::vector<Entry> sorted;
+    const auto j1 = std::min<std::size_t>(n, static_cast<std::size_t>((t + 1) * kNodesPerTask));
+    for (auto j = static_cast<std::size_t>(t * kNodesPerTask); j < j1; ++j) {
+      sorted.assign(heaps_[j].begin(), heaps_[j].end());
+      std::sort(sorted.begin(), sorted.end(), [](const Entry& x, const Entry& y) { return x.id < y.id; });
+      auto at = static_cast<std::size_t>((*offsets)[j]);
+      for (const Entry& e : sorted) {
+        (*ids)[at] = e.id;
+        (*priorities)[at] = static_cast<std::int64_t>(e.priority);
+        ++at;
+      }
     }
-    offsets->push_back(static_cast<std::int64_t>(ids->size()));
-  }
+  });
 }
 
 NodeSamples NodeSamples::unflatten(std::int64_t k, const std::vector<std::int64_t>& offsets,

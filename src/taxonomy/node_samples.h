@@ -31,9 +31,10 @@ class NodeSamples {
   std::int64_t size() const noexcept;
 
   // Flat form for storage: ids of node j at [offsets[j], offsets[j+1]) sorted by id, and
-  // the priorities beside them (so a loaded sample can keep merging).
+  // the priorities beside them (so a loaded sample can keep merging). Nodes are sorted on
+  // up to `threads` threads (<= 0: all); the result does not depend on the count.
   void flatten(std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
-               std::vector<std::int64_t>* priorities) const;
+               std::vector<std::int64_t>* priorities, int threads = 0) const;
   static NodeSamples unflatten(std::int64_t k, const std::vector<std::int64_t>& offsets,
                                const std::vector<std::int64_t>& ids,
                                const std::vector<std::int64_t>& priorities);
