@@ -509,6 +509,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::int64_t> counts;
     std::vector<double> inertia;
     const std::int64_t cap_leaf = cfg.balance && l == L ? leaf_cap(cfg, N) : 0;
+    // The driver's write of the level's final centroids, run while the pass goes on (a deep
+    // level's are gigabytes); the commit waits for it before the manifest. Declared before
+    // the rounds so that an error anywhere in the level finishes it before `s` goes.
+    BackgroundJobs centroid_write(1);
+    bool centroids_written = false;
     for (int round = 0;; ++round) {
     // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
     std::vector<std::int64_t> mine;  // parents to train that this worker owns
@@ -883,6 +888,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (cap_leaf == 0) samples = taxonomy::NodeSamples();
 
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
+    // No split round follows this pass: the centroids are final (the pass only reads them).
+    // Level 1's are small and a failed first level leaves nothing behind, so from level 2.
+    if (driver && l >= 2 && (cap_leaf == 0 || round >= cfg.max_split_rounds)) {
+      centroid_write.submit([&st, path = s.path(level_dir(l) + "centroids.npy"), &lv = s.tree.level(l), d] {
+        const std::int64_t shape[2] = {static_cast<std::int64_t>(lv.centroids.size()) / d, d};
+        write_npy(st, path, std::span<const float>(lv.centroids), shape);
+      });
+      centroids_written = true;
+    }
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
@@ -1225,9 +1239,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // The level's files are independent: written at the same time (each write_atomic is
       // durable when it returns: their fsyncs overlap), all of them before the manifest.
       std::vector<std::function<void()>> writes;
-      writes.push_back([&] {
-        write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
-      });
+      if (!centroids_written)
+        writes.push_back([&] {
+          write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
+        });
       writes.push_back([&] {
         write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
       });
@@ -1253,6 +1268,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
       parallel_for(static_cast<int>(writes.size()), static_cast<std::int64_t>(writes.size()),
                    [&](std::int64_t t, int) { writes[static_cast<std::size_t>(t)](); });
+      centroid_write.wait();
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
       for (const json::Value& e : level_entries.as_array())
