@@ -815,7 +815,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     }
     step(concat_s);
     s.tree.truncate(l - 1);
-    s.tree.add_level(std::move(centroids), std::move(parent), cfg.threads);
+    s.tree.add_level(std::move(centroids), std::move(parent));
     step(add_s);
     s.tree.build_graphs(l, cfg.hnsw_threshold, s.hnsw_params(), cfg.threads);
     step(graphs_s);

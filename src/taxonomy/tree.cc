@@ -14,7 +14,7 @@ std::int64_t Tree::nodes(int level) const {
   return this->level(level).nodes();
 }
 
-void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> parent, int threads) {
+void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> parent) {
   const int l = levels() + 1;
   const std::int64_t n = static_cast<std::int64_t>(parent.size());
   if (static_cast<std::int64_t>(centroids.size()) != n * dim_)
@@ -32,16 +32,6 @@ void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> par
   }
   for (std::int64_t j = 0; j < n_parents; ++j)
     lv.child_begin[static_cast<std::size_t>(j + 1)] += lv.child_begin[static_cast<std::size_t>(j)];
-  lv.packed.resize(static_cast<std::size_t>(n_parents));
-  // Each parent's children packed for the CPU kernels (parents in parallel: independent).
-  parallel_for(resolve_threads(threads, n_parents / 16), n_parents, [&](std::int64_t j, int) {
-    const std::int64_t b = lv.child_begin[static_cast<std::size_t>(j)];
-    const std::int64_t e = lv.child_begin[static_cast<std::size_t>(j + 1)];
-    if (e == b) return;
-    auto pm = std::make_unique<kernels::PackedMatrix>(dim_, DType::kF32);
-    pm->append(f32_view(centroids.data() + b * dim_, e - b, dim_));
-    lv.packed[static_cast<std::size_t>(j)] = std::move(pm);
-  });
   lv.graph.resize(static_cast<std::size_t>(n_parents));
   lv.centroids = std::move(centroids);
   lv.parent = std::move(parent);
@@ -86,6 +76,19 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
   const TreeLevel& lv = this->level(level);
   const std::int64_t n = rows.rows;
   const std::int64_t n_parents = nodes(level - 1);
+  std::call_once(*lv.pack_once, [&] {
+    // Each parent's children packed for the CPU kernels (parents in parallel: independent).
+    std::vector<std::unique_ptr<kernels::PackedMatrix>> packed(static_cast<std::size_t>(n_parents));
+    parallel_for(resolve_threads(options.threads, n_parents / 16), n_parents, [&](std::int64_t j, int) {
+      const std::int64_t b = lv.child_begin[static_cast<std::size_t>(j)];
+      const std::int64_t e = lv.child_begin[static_cast<std::size_t>(j + 1)];
+      if (e == b) return;
+      auto pm = std::make_unique<kernels::PackedMatrix>(dim_, DType::kF32);
+      pm->append(f32_view(lv.centroids.data() + b * dim_, e - b, dim_));
+      packed[static_cast<std::size_t>(j)] = std::move(pm);
+    });
+    lv.packed = std::move(packed);
+  });
   const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
   const std::vector<std::int64_t>& start = groups.start;
   const std::vector<std::int64_t>& order = groups.order;

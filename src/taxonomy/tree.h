@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cpu/knn.h"
@@ -27,8 +28,11 @@ struct TreeLevel {
   std::vector<std::int64_t> count;       // nodes: points assigned by the fit
   std::vector<double> inertia;           // nodes: sum of their points' distances
   std::vector<std::int64_t> child_begin; // nodes(level - 1) + 1 entries (CSR over parents)
-  // One packed matrix per parent with children (null for leaves), for descent.
-  std::vector<std::unique_ptr<kernels::PackedMatrix>> packed;
+  // One packed matrix per parent with children (null for leaves), for descent on the CPU:
+  // built by the first descend() of the level (under pack_once), so that a fit whose
+  // descent runs elsewhere (a GPU keeps its own copy) never spends the time nor the memory.
+  mutable std::vector<std::unique_ptr<kernels::PackedMatrix>> packed;
+  std::unique_ptr<std::once_flag> pack_once = std::make_unique<std::once_flag>();
   // One HNSW graph per wide parent (null otherwise): descend() searches it instead of
   // scanning the packed children when graphs are enabled.
   std::vector<std::unique_ptr<CentroidGraph>> graph;
@@ -49,9 +53,9 @@ class Tree {
   TreeLevel& mutable_level(int l) { return levels_.at(static_cast<std::size_t>(l - 1)); }
 
   // Appends level levels()+1 with the given nodes (parents must be sorted ascending and
-  // refer to nodes of the current last level) and builds its CSR and packed children.
-  // `threads` packs the parents' children for the CPU kernels (0 = all cores).
-  void add_level(std::vector<float> centroids, std::vector<std::int64_t> parent, int threads = 0);
+  // refer to nodes of the current last level) and builds its CSR. The parents' children
+  // are packed for the CPU kernels when descend() first needs them.
+  void add_level(std::vector<float> centroids, std::vector<std::int64_t> parent);
   // Drops levels deeper than `keep`.
   void truncate(int keep);
 
@@ -66,7 +70,8 @@ class Tree {
   bool use_graphs() const noexcept { return use_graphs_; }
   void set_graph_ef(std::int64_t ef);
 
-  // Descends rows from level `level`-1 to level `level`: for row i whose node at level-1
+  // Descends rows from level `level`-1 to level `level` (the first call of a level packs its
+  // children on up to options.threads threads; concurrent callers wait for it): for row i whose node at level-1
   // is prev[i] (-1: the row stopped at a leaf above), sets node[i] to the nearest child
   // (or -1 when prev[i] is -1 or a leaf), child[i] to its index within the parent (-1
   // likewise) and, when a child is chosen, dist[i] to the distance (otherwise dist[i] is
