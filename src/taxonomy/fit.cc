@@ -369,6 +369,7 @@ FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& o
     return fit_with(*ex, input_uri, output_uri, options);
   } catch (const std::exception& e) {
     ex->abort(e.what());
+    throw;  // not reached (abort() does not return); the compiler cannot see that through the virtual call
   }
 }
 
