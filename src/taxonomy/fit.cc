@@ -807,6 +807,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       const std::size_t total = offset.back();
       centroids.reserve(total);
       advise_huge_pages(centroids.data(), total * sizeof(float));
+      // Fresh pages faulted in on every thread; resize() then only writes them.
+      populate_pages(centroids.data(), total * sizeof(float), cfg.threads);
       centroids.resize(total);
       parallel_for(resolve_threads(cfg.threads, n_parents / 8), n_parents, [&](std::int64_t j, int) {
         const std::vector<float>& c = parent_centroids[static_cast<std::size_t>(j)];
