@@ -152,19 +152,27 @@ VectorReadOptions read_options(const TaxonomyConfig& c) {
   return o;
 }
 
-// Writes one shard's outputs in the configured format. Ids: the shard's id column when the
-// dataset has one, else global ids (global_begin + row).
-void write_outputs(Storage& st, const std::string& root, const Dataset& data, std::size_t shard_index,
-                   const std::vector<std::int32_t>& paths, const std::vector<float>& dist, int levels,
-                   const std::string& format) {
+// The ids a shard's outputs carry: the shard's id column when the dataset has one, else
+// global ids (global_begin + row).
+std::vector<std::int64_t> output_ids(const Dataset& data, std::size_t shard_index) {
   const ShardInfo& shard = data.shards()[shard_index];
-  const auto n = static_cast<std::int64_t>(dist.size());
+  const std::int64_t n = shard.rows;
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
   if (data.has_ids() && n > 0) {
     data.reader(shard_index).read_ids(0, n, ids.data());
   } else {
     for (std::int64_t i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = shard.global_begin + i;
   }
+  return ids;
+}
+
+// Writes one shard's outputs in the configured format (ids: output_ids()). Touches no reader
+// of `data`: may run on another thread while the shards are read.
+void write_outputs(Storage& st, const std::string& root, const Dataset& data, std::size_t shard_index,
+                   const std::vector<std::int32_t>& paths, const std::vector<float>& dist,
+                   const std::vector<std::int64_t>& ids, int levels, const std::string& format) {
+  const ShardInfo& shard = data.shards()[shard_index];
+  const auto n = static_cast<std::int64_t>(dist.size());
   const std::string stem = taxonomy::shard_stem(shard.path);
   const std::string base = root.empty() ? stem : (root.back() == '/' ? root + stem : root + "/" + stem);
   if (format == "parquet") {
@@ -515,6 +523,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // the rounds so that an error anywhere in the level finishes it before `s` goes.
     BackgroundJobs centroid_write(1);
     bool centroids_written = false;
+    bool outputs_written = false;  // the last level's pass wrote the outputs (no state files)
     for (int round = 0;; ++round) {
     // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
     std::vector<std::int64_t> mine;  // parents to train that this worker owns
@@ -900,6 +909,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       });
       centroids_written = true;
     }
+    // The last level's final pass writes each shard's outputs instead of its state files:
+    // nothing reads those state files but the outputs step, which then has nothing to do.
+    outputs_written = l == L && (cap_leaf == 0 || round >= cfg.max_split_rounds);
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
@@ -1029,9 +1041,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           }
           lap(pass.read);
-          state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
-            write_shard_state(st, path, state, l);
-          });
+          if (outputs_written) {
+            state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
+              write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
+                            L, cfg.output_format);
+            });
+          } else {
+            state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
+              write_shard_state(st, path, state, l);
+            });
+          }
           ShardSummary sum;
           sum.shard = si;
           std::sort(touched.begin(), touched.end());
@@ -1204,6 +1223,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
 
     // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
     const auto t_commit = Clock::now();
+    // The last pass wrote the outputs: this commit also completes the fit (one manifest).
+    if (l == L && outputs_written) {
+      manifest.set("status", "complete");
+      manifest.set("output_uri", output_uri);
+    }
     // The driver needs every owner's samples to write them.
     std::vector<std::int64_t> s_offsets, s_ids, s_prio;
     if (collect && R == 1) {
@@ -1290,6 +1314,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         const std::string p = s.path(samples_prefix(l));
         for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(p + suffix);
       }
+      if (manifest["status"].as_string() == "complete") {
+        // State files of this level from an earlier round or attempt, then the empty folder.
+        const std::string last = s.path(state_dir(l));
+        if (st.exists(last)) {
+          for (const auto& name : st.list(last)) st.remove(last + name);
+          st.remove(last);
+        }
+        st.remove(s.path("state"));
+      }
     }
     lr.seconds = since(t_level);
     if (driver)
@@ -1310,8 +1343,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
       const std::string name = taxonomy::base_name(shard.path);
       ShardState fin = read_shard_state(st, s.path(state_dir(L) + name), shard.rows, L);
-      write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), fin.paths, fin.dist, L,
-                    cfg.output_format);
+      write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), fin.paths, fin.dist,
+                    output_ids(data, static_cast<std::size_t>(si)), L, cfg.output_format);
     });
     ex.barrier();
     manifest.set("status", "complete");
@@ -1368,7 +1401,7 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
         bar.add(batch.view.rows);
       }
     }
-    write_outputs(*out_storage, out_root, data, si, paths, dist, L, s.config.output_format);
+    write_outputs(*out_storage, out_root, data, si, paths, dist, output_ids(data, si), L, s.config.output_format);
   }
   return report;
 }

@@ -104,6 +104,27 @@ TEST_F(ZipfData, BalancedFitIsDeterministicAndPredictReproducesIt) {
   EXPECT_EQ(tree_bytes(dir_ / "o1", false), tree_bytes(dir_ / "pred", false));
 }
 
+// The last level's final pass writes the outputs itself (whether split rounds came before
+// it or the round limit ended them): they equal what the loaded model predicts, and no state
+// is left behind, also with state files of earlier rounds in the way.
+TEST_F(ZipfData, OutputsOfTheLastPassEqualPredictAndNoStateIsLeft) {
+  for (int rounds : {0, 1, 4}) {
+    SCOPED_TRACE("max_split_rounds " + std::to_string(rounds));
+    const std::string t = dir_ / ("rounds" + std::to_string(rounds)), o = dir_ / ("rounds-out" + std::to_string(rounds));
+    TaxonomyConfig c = config(t, true, 2);
+    c.max_split_rounds = rounds;
+    TaxonomyEngine e(c);
+    const FitReport r = e.fit(input(), o, quiet());
+    EXPECT_LE(r.levels.back().split_rounds, rounds);
+    std::printf("rounds %d: split rounds %d\n", rounds, r.levels.back().split_rounds);
+    EXPECT_FALSE(std::filesystem::exists(t + "/state"));
+    auto loaded = TaxonomyEngine::load(t);
+    const std::string p = dir_ / ("rounds-pred" + std::to_string(rounds));
+    loaded.predict(input(), p, quiet());
+    EXPECT_EQ(tree_bytes(o, false), tree_bytes(p, false));
+  }
+}
+
 TEST_F(ZipfData, BeamOfOneIsGreedyAndWiderBeamsAreNeverFarther) {
   // Overlapping clusters, so greedy descent makes mistakes a beam can fix.
   taxonomy::SyntheticSpec spec = spec_;
