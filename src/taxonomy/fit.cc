@@ -198,6 +198,17 @@ void check_unique_stems(const Dataset& data) {
   }
 }
 
+// Removes the temporary files that writes killed mid-way (a SIGKILLed rank) left in `dir`:
+// write_atomic names them ".<name>.tmp.<pid>.<random>". Call only when no write into `dir`
+// is in flight. A missing `dir` has none.
+void remove_stale_temps(Storage& st, const std::string& dir) {
+  const std::string d = dir.empty() ? "." : dir;
+  if (!st.exists(d)) return;
+  for (const auto& name : st.list(d))
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos)
+      st.remove(d.back() == '/' ? d + name : d + "/" + name);
+}
+
 json::Value dataset_json(const Dataset& data) {
   json::Value v = json::Value::object();
   v.set("pattern", data.pattern());
@@ -1296,6 +1307,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       parallel_for(static_cast<int>(writes.size()), static_cast<std::int64_t>(writes.size()),
                    [&](std::int64_t t, int) { writes[static_cast<std::size_t>(t)](); });
       centroid_write.wait();
+      // Left by an attempt killed while it wrote this level (its centroids are written
+      // during the pass), or, when this commit completes the fit, its outputs.
+      remove_stale_temps(st, s.path(level_dir(l)));
+      if (manifest["status"].as_string() == "complete") remove_stale_temps(*out_storage, out_root);
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
       for (const json::Value& e : level_entries.as_array())
@@ -1350,6 +1365,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     manifest.set("status", "complete");
     manifest.set("output_uri", output_uri);
     if (driver) {
+      remove_stale_temps(*out_storage, out_root);
       st.write_atomic(manifest_path, json::dump(manifest, 2));
       const std::string last = s.path(state_dir(L));
       for (const auto& name : st.list(last)) st.remove(last + name);

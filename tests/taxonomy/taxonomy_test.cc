@@ -186,6 +186,12 @@ TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
     // Without --resume the existing fit is refused.
     TaxonomyEngine again(config(t, 3, 4, 2, 3));
     EXPECT_THROW(again.fit(dir_ / "data/part-*.npy", o, quiet()), Error);
+    // What a run SIGKILLed mid-write leaves: temporary files of write_atomic in the next
+    // level's folder and in the output folder. The resumed fit removes them.
+    fs::create_directories(t + "/level-" + std::to_string(stop + 1));
+    fs::create_directories(o);
+    std::ofstream(t + "/level-" + std::to_string(stop + 1) + "/.centroids.npy.tmp.99999.0123abcd") << "partial";
+    std::ofstream(o + "/.part-00000.paths.npy.tmp.99999.0123abcd") << "partial";
     FitOptions resume = quiet();
     resume.resume = true;
     const FitReport r = again.fit(dir_ / "data/part-*.npy", o, resume);
