@@ -1104,41 +1104,48 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Per-node counts and inertia, summed in shard order: the same bits on any rank count.
     // Each node's partial sums go to its owner (volume ~ touched (shard, node) pairs / R),
     // the owner adds them in shard order, and the totals are shared (16 bytes a node).
+    // One worker owns every node: its collectives still run (a callback executor counts on
+    // them) but carry nothing, and it adds its own summaries where they are (a wide level
+    // has tens of millions of parts: no copies of them into messages and back).
     const auto t_sums = Clock::now();
     counts.assign(static_cast<std::size_t>(n_nodes), 0);
     inertia.assign(static_cast<std::size_t>(n_nodes), 0.0);
     {
-      std::vector<std::vector<std::int64_t>> shard_to(static_cast<std::size_t>(R)), node_to(static_cast<std::size_t>(R)),
-          count_to(static_cast<std::size_t>(R));
-      std::vector<std::vector<double>> inertia_to(static_cast<std::size_t>(R));
-      for (const auto& sum : summaries)
-        for (std::size_t t = 0; t < sum.nodes.size(); ++t) {
-          const auto w = static_cast<std::size_t>(owner(sum.nodes[t]));
-          shard_to[w].push_back(sum.shard);
-          node_to[w].push_back(sum.nodes[t]);
-          count_to[w].push_back(sum.counts[t]);
-          inertia_to[w].push_back(sum.inertia[t]);
-        }
+      const bool alone = R == 1;
       std::vector<std::string> send(static_cast<std::size_t>(R));
-      for (std::size_t w = 0; w < send.size(); ++w) {
-        dist::MessageWriter m;
-        m.put_array<std::int64_t>(shard_to[w]);
-        m.put_array<std::int64_t>(node_to[w]);
-        m.put_array<std::int64_t>(count_to[w]);
-        m.put_array<double>(inertia_to[w]);
-        send[w] = m.take();
+      if (!alone) {
+        std::vector<std::vector<std::int64_t>> shard_to(static_cast<std::size_t>(R)),
+            node_to(static_cast<std::size_t>(R)), count_to(static_cast<std::size_t>(R));
+        std::vector<std::vector<double>> inertia_to(static_cast<std::size_t>(R));
+        for (const auto& sum : summaries)
+          for (std::size_t t = 0; t < sum.nodes.size(); ++t) {
+            const auto w = static_cast<std::size_t>(owner(sum.nodes[t]));
+            shard_to[w].push_back(sum.shard);
+            node_to[w].push_back(sum.nodes[t]);
+            count_to[w].push_back(sum.counts[t]);
+            inertia_to[w].push_back(sum.inertia[t]);
+          }
+        for (std::size_t w = 0; w < send.size(); ++w) {
+          dist::MessageWriter m;
+          m.put_array<std::int64_t>(shard_to[w]);
+          m.put_array<std::int64_t>(node_to[w]);
+          m.put_array<std::int64_t>(count_to[w]);
+          m.put_array<double>(inertia_to[w]);
+          send[w] = m.take();
+        }
       }
       // The owner adds each node's partial sums in shard order without sorting the parts (a
       // wide level has ~100k of them per shard): a shard's parts are one contiguous run of
-      // the message of the worker that processed it; the runs are taken in shard order and
-      // added into per-node accumulators, so each node's float64 sum sees the shards in
-      // index order, as on one worker.
+      // the message of the worker that processed it (or of its own summary); the runs are
+      // taken in shard order and added into per-node accumulators, so each node's float64
+      // sum sees the shards in index order, as on one worker.
       struct Received {
         std::vector<std::int64_t> shard, node, count;
         std::vector<double> inertia;
       };
       std::vector<Received> received;
       for (const std::string& bytes : ex.alltoall(send)) {
+        if (alone) break;
         dist::MessageReader r(bytes, "shard summary message");
         Received got;
         got.shard = r.get_array<std::int64_t>();
@@ -1149,15 +1156,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
       struct Run {
         std::int64_t shard;
-        std::size_t message, begin, end;
+        const std::int64_t *node, *count;
+        const double* inertia;
+        std::size_t size;
       };
       std::vector<Run> runs;
-      for (std::size_t mi = 0; mi < received.size(); ++mi) {
-        const auto& sh = received[mi].shard;
+      if (alone) {
+        for (const auto& sum : summaries)
+          runs.push_back({sum.shard, sum.nodes.data(), sum.counts.data(), sum.inertia.data(), sum.nodes.size()});
+      }
+      for (const Received& got : received) {
+        const auto& sh = got.shard;
         for (std::size_t t = 0; t < sh.size();) {
           std::size_t e = t + 1;
           while (e < sh.size() && sh[e] == sh[t]) ++e;
-          runs.push_back({sh[t], mi, t, e});
+          runs.push_back({sh[t], got.node.data() + t, got.count.data() + t, got.inertia.data() + t, e - t});
           t = e;
         }
       }
@@ -1166,11 +1179,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       std::vector<double> node_inertia_sum(static_cast<std::size_t>(n_nodes), 0.0);
       std::vector<char> has_part(static_cast<std::size_t>(n_nodes), 0);
       for (const Run& run : runs) {
-        const Received& got = received[run.message];
-        for (std::size_t t = run.begin; t < run.end; ++t) {
-          const auto nd = static_cast<std::size_t>(got.node[t]);
-          node_count_sum[nd] += got.count[t];
-          node_inertia_sum[nd] += got.inertia[t];
+        for (std::size_t t = 0; t < run.size; ++t) {
+          const auto nd = static_cast<std::size_t>(run.node[t]);
+          node_count_sum[nd] += run.count[t];
+          node_inertia_sum[nd] += run.inertia[t];
           has_part[nd] = 1;
         }
       }
@@ -1178,15 +1190,23 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       std::vector<double> own_inertia;
       for (std::int64_t nd = 0; nd < n_nodes; ++nd) {
         if (has_part[static_cast<std::size_t>(nd)] == 0) continue;
+        if (alone) {
+          counts[static_cast<std::size_t>(nd)] = node_count_sum[static_cast<std::size_t>(nd)];
+          inertia[static_cast<std::size_t>(nd)] = node_inertia_sum[static_cast<std::size_t>(nd)];
+          continue;
+        }
         own_nodes.push_back(nd);
         own_counts.push_back(node_count_sum[static_cast<std::size_t>(nd)]);
         own_inertia.push_back(node_inertia_sum[static_cast<std::size_t>(nd)]);
       }
       dist::MessageWriter m;
-      m.put_array<std::int64_t>(own_nodes);
-      m.put_array<std::int64_t>(own_counts);
-      m.put_array<double>(own_inertia);
+      if (!alone) {
+        m.put_array<std::int64_t>(own_nodes);
+        m.put_array<std::int64_t>(own_counts);
+        m.put_array<double>(own_inertia);
+      }
       for (const std::string& bytes : ex.allgather(m.take())) {
+        if (alone) break;
         dist::MessageReader r(bytes, "node totals message");
         const auto nd = r.get_array<std::int64_t>();
         const auto ct = r.get_array<std::int64_t>();
