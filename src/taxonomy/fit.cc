@@ -1356,6 +1356,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           for (const auto& name : st.list(last)) st.remove(last + name);
           st.remove(last);
         }
+        remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
         st.remove(s.path("state"));
       }
     }
@@ -1390,6 +1391,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       const std::string last = s.path(state_dir(L));
       for (const auto& name : st.list(last)) st.remove(last + name);
       st.remove(last);
+      remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
       st.remove(s.path("state"));
     }
     ex.barrier();

@@ -192,6 +192,7 @@ TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
     fs::create_directories(o);
     std::ofstream(t + "/level-" + std::to_string(stop + 1) + "/.centroids.npy.tmp.99999.0123abcd") << "partial";
     std::ofstream(o + "/.part-00000.paths.npy.tmp.99999.0123abcd") << "partial";
+    std::ofstream(t + "/state/.samples-" + std::to_string(stop + 1) + ".ids.npy.tmp.99999.0123abcd") << "partial";
     FitOptions resume = quiet();
     resume.resume = true;
     const FitReport r = again.fit(dir_ / "data/part-*.npy", o, resume);
