@@ -12,9 +12,12 @@ NodeSamples::NodeSamples(std::int64_t n_nodes, std::int64_t k)
 void NodeSamples::offer(std::int64_t node, std::uint64_t priority, std::int64_t id) {
   auto& h = heaps_[static_cast<std::size_t>(node)];
   const Entry e{priority, id};
-  if (static_cast<std::int64_t>(h.size()) < k_) {
+  const auto size = static_cast<std::int64_t>(h.size());
+  if (size < k_) {
+    // Under k entries nothing is dropped, so no order is kept (a node smaller than its
+    // sample never pays for one); the k-th entry makes the heap.
     h.push_back(e);
-    std::push_heap(h.begin(), h.end());
+    if (size + 1 == k_) std::make_heap(h.begin(), h.end());
   } else if (e < h.front()) {
     std::pop_heap(h.begin(), h.end());
     h.back() = e;

@@ -48,7 +48,8 @@ class NodeSamples {
     }
   };
   std::int64_t k_ = 1;
-  std::vector<std::vector<Entry>> heaps_;  // max-heaps (worst on top) of at most k entries
+  // At most k entries per node: unordered while fewer, a max-heap (worst on top) at k.
+  std::vector<std::vector<Entry>> heaps_;
 };
 
 }  // namespace megatax::taxonomy
