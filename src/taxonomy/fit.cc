@@ -209,6 +209,13 @@ void remove_stale_temps(Storage& st, const std::string& dir) {
       st.remove(d.back() == '/' ? d + name : d + "/" + name);
 }
 
+// Removes folder `dir` ("…/", holding files only) and its files; a missing folder is fine.
+void remove_folder(Storage& st, const std::string& dir) {
+  if (!st.exists(dir)) return;
+  for (const auto& name : st.list(dir)) st.remove(dir + name);
+  st.remove(dir);
+}
+
 json::Value dataset_json(const Dataset& data) {
   json::Value v = json::Value::object();
   v.set("pattern", data.pattern());
@@ -534,6 +541,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // the rounds so that an error anywhere in the level finishes it before `s` goes.
     BackgroundJobs centroid_write(1);
     bool centroids_written = false;
+    auto write_centroids = [&st, &s, l, d] {
+      const taxonomy::TreeLevel& lv = s.tree.level(l);
+      const std::int64_t shape[2] = {lv.nodes(), d};
+      write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), shape);
+    };
     bool outputs_written = false;  // the last level's pass wrote the outputs (no state files)
     for (int round = 0;; ++round) {
     // ---- 2. Train the parents this worker owns; everyone gets every centroid ----------
@@ -913,16 +925,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     // No split round follows this pass: the centroids are final (the pass only reads them).
     // Level 1's are small and a failed first level leaves nothing behind, so from level 2.
-    if (driver && l >= 2 && (cap_leaf == 0 || round >= cfg.max_split_rounds)) {
-      centroid_write.submit([&st, path = s.path(level_dir(l) + "centroids.npy"), &lv = s.tree.level(l), d] {
-        const std::int64_t shape[2] = {static_cast<std::int64_t>(lv.centroids.size()) / d, d};
-        write_npy(st, path, std::span<const float>(lv.centroids), shape);
-      });
+    const bool last_round = cap_leaf == 0 || round >= cfg.max_split_rounds;
+    if (driver && l >= 2 && last_round) {
+      centroid_write.submit(write_centroids);
       centroids_written = true;
     }
     // The last level's final pass writes each shard's outputs instead of its state files:
     // nothing reads those state files but the outputs step, which then has nothing to do.
-    outputs_written = l == L && (cap_leaf == 0 || round >= cfg.max_split_rounds);
+    outputs_written = l == L && last_round;
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
@@ -1222,7 +1232,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // ---- 3b. Dynamic splitting (balance, last level): parents with an oversized child are
     // re-trained with more children and the level is assigned again. Decided from the
     // all-reduced counts, so every rank takes the same branch.
-    if (cap_leaf == 0 || round >= cfg.max_split_rounds) break;
+    if (last_round) break;
     to_train = plan_splits(s.tree.level(l), counts, cap_leaf, &pieces);
     if (to_train.empty()) break;
     {  // split from the centroids the pass used (Lloyd-refined when lloyd_passes > 0)
@@ -1292,15 +1302,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         nodes[static_cast<std::size_t>(2 * i)] = lv.parent[static_cast<std::size_t>(i)];
         nodes[static_cast<std::size_t>(2 * i + 1)] = counts[static_cast<std::size_t>(i)];
       }
-      const std::int64_t cshape[2] = {n_nodes, d};
       const std::int64_t nshape[2] = {n_nodes, 2};
       // The level's files are independent: written at the same time (each write_atomic is
       // durable when it returns: their fsyncs overlap), all of them before the manifest.
+      if (!centroids_written) centroid_write.submit(write_centroids);
       std::vector<std::function<void()>> writes;
-      if (!centroids_written)
-        writes.push_back([&] {
-          write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), cshape);
-        });
       writes.push_back([&] {
         write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
       });
@@ -1343,19 +1349,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       st.write_atomic(manifest_path, json::dump(manifest, 2));
       // The previous level's state is no longer needed (every worker finished level l).
       if (l > 1) {
-        const std::string old = s.path(state_dir(l - 1));
-        for (const auto& name : st.list(old)) st.remove(old + name);
-        st.remove(old);
+        remove_folder(st, s.path(state_dir(l - 1)));
         const std::string p = s.path(samples_prefix(l));
         for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(p + suffix);
       }
       if (manifest["status"].as_string() == "complete") {
         // State files of this level from an earlier round or attempt, then the empty folder.
-        const std::string last = s.path(state_dir(l));
-        if (st.exists(last)) {
-          for (const auto& name : st.list(last)) st.remove(last + name);
-          st.remove(last);
-        }
+        remove_folder(st, s.path(state_dir(l)));
         remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
         st.remove(s.path("state"));
       }
@@ -1388,9 +1388,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (driver) {
       remove_stale_temps(*out_storage, out_root);
       st.write_atomic(manifest_path, json::dump(manifest, 2));
-      const std::string last = s.path(state_dir(L));
-      for (const auto& name : st.list(last)) st.remove(last + name);
-      st.remove(last);
+      remove_folder(st, s.path(state_dir(L)));
       remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
       st.remove(s.path("state"));
     }
