@@ -88,11 +88,16 @@ namespace detail {
 // Error(kResourceExhausted) on failure; release never throws.
 struct DeviceMemory {  // cudaMalloc / cudaFree on the current device
   static void* allocate(std::size_t bytes);
-  static void release(void* p) noexcept;
+  static void release(void* p, std::size_t bytes) noexcept;
 };
-struct PinnedMemory {  // cudaMallocHost / cudaFreeHost: page-locked host memory
+// Page-locked host memory: fresh anonymous pages (transparent huge pages asked for),
+// faulted in on several threads, then registered with the driver (cudaHostRegister).
+// cudaMallocHost faults and locks on one thread: 0.7 s per 1.25 GiB on an H100 machine,
+// against 0.05 s this way (bench/RESULTS.md, "Page-locking"). Small buffers (< 4 MiB) come
+// from cudaMallocHost.
+struct PinnedMemory {
   static void* allocate(std::size_t bytes);
-  static void release(void* p) noexcept;
+  static void release(void* p, std::size_t bytes) noexcept;
 };
 }  // namespace detail
 
@@ -105,13 +110,13 @@ class OwnedBuffer {
   explicit OwnedBuffer(std::size_t bytes)
       : data_(bytes > 0 ? Memory::allocate(bytes) : nullptr), size_(bytes) {}
   ~OwnedBuffer() {
-    if (data_ != nullptr) Memory::release(data_);
+    if (data_ != nullptr) Memory::release(data_, size_);
   }
   OwnedBuffer(OwnedBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
   OwnedBuffer& operator=(OwnedBuffer&& other) noexcept {
     if (this != &other) {
-      if (data_ != nullptr) Memory::release(data_);
+      if (data_ != nullptr) Memory::release(data_, size_);
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
     }

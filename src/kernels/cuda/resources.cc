@@ -3,7 +3,13 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "kernels/cuda/check.h"
 #include "megatax/cuda.h"
@@ -126,14 +132,65 @@ void* DeviceMemory::allocate(std::size_t bytes) {
   MEGATAX_CUDA_CHECK(cudaMalloc(&p, bytes));
   return p;
 }
-void DeviceMemory::release(void* p) noexcept { (void)cudaFree(p); }
+void DeviceMemory::release(void* p, std::size_t) noexcept { (void)cudaFree(p); }
+
+namespace {
+
+// Below this, cudaMallocHost (a map and a registration per buffer would cost more than they
+// save).
+constexpr std::size_t kMappedPinnedBytes = std::size_t{4} << 20;
+
+// Writes one byte of every 4 KiB page of [p, p + bytes) on up to 16 threads (64 MiB or more
+// each): the kernel zeroes each page as it faults, one thread at a time otherwise.
+void touch_pages(unsigned char* p, std::size_t bytes) {
+  constexpr std::size_t kPage = 4096, kPerThread = std::size_t{64} << 20;
+  const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t threads = std::min({hw, std::size_t{16}, (bytes + kPerThread - 1) / kPerThread});
+  auto touch = [p, bytes, threads](std::size_t t) {
+    const std::size_t b = bytes * t / threads / kPage * kPage, e = bytes * (t + 1) / threads;
+    for (std::size_t i = b; i < e; i += kPage) p[i] = 0;
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(touch, t);
+  touch(0);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
 
 void* PinnedMemory::allocate(std::size_t bytes) {
   void* p = nullptr;
+#if defined(__linux__)
+  if (bytes >= kMappedPinnedBytes) {
+    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      throw Error(ErrorCode::kResourceExhausted,
+                  "page-locked host buffer: mmap of " + std::to_string(bytes) + " bytes failed");
+    (void)madvise(p, bytes, MADV_HUGEPAGE);  // a hint: ignored where THP is off
+    try {
+      touch_pages(static_cast<unsigned char*>(p), bytes);
+      MEGATAX_CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterPortable));
+    } catch (...) {
+      munmap(p, bytes);
+      throw;
+    }
+    return p;
+  }
+#endif
   MEGATAX_CUDA_CHECK(cudaMallocHost(&p, bytes));
   return p;
 }
-void PinnedMemory::release(void* p) noexcept { (void)cudaFreeHost(p); }
+
+void PinnedMemory::release(void* p, std::size_t bytes) noexcept {
+#if defined(__linux__)
+  if (bytes >= kMappedPinnedBytes) {
+    (void)cudaHostUnregister(p);
+    munmap(p, bytes);
+    return;
+  }
+#endif
+  (void)cudaFreeHost(p);
+}
 
 }  // namespace detail
 
