@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -82,6 +83,17 @@ class Storage {
   // temporary object is left behind, except that a failure of the final directory sync is
   // reported after the rename (then the new object is in place but may not be durable).
   virtual void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) = 0;
+
+  // The pieces of a streamed write, in order (write_atomic_stream): sets *piece and returns
+  // true, or returns false after the last piece. It may block until the next piece is ready
+  // and may throw: the write then fails as write_atomic_gather fails (the old object intact,
+  // no temporary left) and rethrows. Every piece must stay valid until the write returns.
+  using PieceSource = std::function<bool(ByteSpan* piece)>;
+  // write_atomic_gather's contract for pieces that arrive over time (a file produced while
+  // other work runs). POSIX writes each piece as it arrives and starts its write-back to the
+  // disk at once, so that the final fsync waits for the last pieces only; the default takes
+  // every piece, then calls write_atomic_gather.
+  virtual void write_atomic_stream(const std::string& path, const PieceSource& next);
 
   // Convenience forms of write_atomic_gather with one piece.
   void write_atomic(const std::string& path, const void* data, std::uint64_t size);

@@ -198,6 +198,19 @@ bool PosixStorage::exists(const std::string& path) const {
 }
 
 void PosixStorage::write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) {
+  std::size_t i = 0;
+  write_pieces(path, [&](ByteSpan* piece) {
+    if (i == pieces.size()) return false;
+    *piece = pieces[i++];
+    return true;
+  }, false);
+}
+
+void PosixStorage::write_atomic_stream(const std::string& path, const PieceSource& next) {
+  write_pieces(path, next, true);
+}
+
+void PosixStorage::write_pieces(const std::string& path, const PieceSource& next, bool early_writeback) {
   const std::string_view name = base_name(path);
   if (name.empty() || name == "." || name == "..") {
     throw_error(ErrorCode::kInvalidArgument,
@@ -220,16 +233,32 @@ void PosixStorage::write_atomic_gather(const std::string& path, std::span<const 
   Fd fd(fd_raw);
   TempFileGuard guard(tmp);
 
-  // Small pieces are coalesced into a buffer so that many tiny rows cost few syscalls.
+  // Small pieces are coalesced into a buffer so that many tiny rows cost few syscalls (a
+  // stream's last 1 MiB at most waits in it for the next pieces).
   constexpr std::size_t kCoalesceBytes = std::size_t{1} << 20;
   std::vector<char> buffer;
+  std::uint64_t written = 0, handed_back = 0;  // bytes in the file; of which write-back started
+  auto write_out = [&](const char* data, std::uint64_t size) {
+    const int err = write_fully(fd.get(), data, size);
+    if (err != 0) throw_errno(err, "cannot write", tmp);
+    written += size;
+#if defined(__linux__)
+    // A hint (errors ignored: the fsync below is what makes the data durable).
+    constexpr std::uint64_t kWritebackBytes = std::uint64_t{8} << 20;
+    if (early_writeback && written - handed_back >= kWritebackBytes) {
+      (void)::sync_file_range(fd.get(), static_cast<off_t>(handed_back), static_cast<off_t>(written - handed_back),
+                              SYNC_FILE_RANGE_WRITE);
+      handed_back = written;
+    }
+#endif
+  };
   auto flush = [&]() {
     if (buffer.empty()) return;
-    const int err = write_fully(fd.get(), buffer.data(), buffer.size());
-    if (err != 0) throw_errno(err, "cannot write", tmp);
+    write_out(buffer.data(), buffer.size());
     buffer.clear();
   };
-  for (const ByteSpan& piece : pieces) {
+  ByteSpan piece;
+  while (next(&piece)) {
     if (piece.size == 0) continue;
     if (piece.data == nullptr) {
       throw_error(ErrorCode::kInvalidArgument, "write of " + path + ": null data for a piece of " +
@@ -237,8 +266,7 @@ void PosixStorage::write_atomic_gather(const std::string& path, std::span<const 
     }
     if (piece.size >= kCoalesceBytes) {
       flush();
-      const int err = write_fully(fd.get(), static_cast<const char*>(piece.data), piece.size);
-      if (err != 0) throw_errno(err, "cannot write", tmp);
+      write_out(static_cast<const char*>(piece.data), piece.size);
       continue;
     }
     if (buffer.size() + piece.size > kCoalesceBytes) flush();

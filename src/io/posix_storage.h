@@ -2,7 +2,9 @@
 //
 // Reads use open + pread (no handle is kept between calls); writes use a temporary file in
 // the target's directory (".<name>.tmp.<pid>.<random>", created with O_EXCL), fsync, rename
-// over the target and fsync of the directory. Paths are passed to the OS unchanged
+// over the target and fsync of the directory. A streamed write (write_atomic_stream) asks the
+// kernel to start writing each piece back as soon as it is written (Linux: sync_file_range),
+// so that its disk time overlaps the production of the next pieces. Paths are passed to the OS unchanged
 // (relative paths are relative to the current working directory).
 //
 // Thread-safety: safe for concurrent access (no mutable state).
@@ -26,10 +28,16 @@ class PosixStorage final : public Storage {
   std::uint64_t size(const std::string& path) const override;
   bool exists(const std::string& path) const override;
   void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;
+  void write_atomic_stream(const std::string& path, const PieceSource& next) override;
   std::vector<std::string> list(const std::string& dir) const override;
   std::vector<std::string> glob(const std::string& pattern) const override;
   bool remove(const std::string& path) override;
   void make_dirs(const std::string& path) override;
+
+ private:
+  // The write of both forms: pieces from `next`, each write's write-back started at once
+  // when `early_writeback` (Linux).
+  void write_pieces(const std::string& path, const PieceSource& next, bool early_writeback);
 };
 
 // The one place where errno becomes an Error: throws Error(code from errno) with message

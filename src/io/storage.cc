@@ -16,6 +16,13 @@ void Storage::read_ranges(const std::string& path, std::span<const ReadRequest> 
   for (const ReadRequest& r : requests) read_range(path, r.offset, r.length, r.dst);
 }
 
+void Storage::write_atomic_stream(const std::string& path, const PieceSource& next) {
+  std::vector<ByteSpan> pieces;
+  ByteSpan piece;
+  while (next(&piece)) pieces.push_back(piece);
+  write_atomic_gather(path, pieces);
+}
+
 void Storage::write_atomic(const std::string& path, const void* data, std::uint64_t size) {
   const ByteSpan piece{data, size};
   write_atomic_gather(path, std::span<const ByteSpan>(&piece, 1));

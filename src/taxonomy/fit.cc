@@ -10,6 +10,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -22,8 +23,10 @@
 #include "core/random.h"
 #include "dist/executor.h"
 #include "dist/message.h"
+#include "io/npy.h"
 #include "io/npy_array.h"
 #include "io/parquet_writer.h"
+#include "io/streamed_write.h"
 #include "kernels/cpu/row_sums.h"
 #include "megatax/dataset.h"
 #include "megatax/error.h"
@@ -536,13 +539,43 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::int64_t> counts;
     std::vector<double> inertia;
     const std::int64_t cap_leaf = cfg.balance && l == L ? leaf_cap(cfg, N) : 0;
+    // When no round can follow the first and one process trains every parent, the level's
+    // centroids file is final as the groups come out of training: it is streamed to storage
+    // meanwhile (a deep level's are gigabytes: its disk time then overlaps the training
+    // instead of the pass). The pieces are the trained buffers themselves (in `trained`, then
+    // `parent_centroids`: both declared before the stream, so they outlive it).
+    std::vector<std::vector<float>> trained;  // a round's centroids, per parent it trains
+    std::string centroid_header;
+    std::optional<io::StreamedWrite> centroid_stream;
+    if (driver && R == 1 && l >= 2 && (cap_leaf == 0 || cfg.max_split_rounds == 0) && cfg.lloyd_passes == 0) {
+      std::int64_t planned = 0;
+      for (std::int64_t j : to_train) planned += branch[static_cast<std::size_t>(j)];
+      const std::int64_t shape[2] = {planned, d};
+      centroid_header = io::make_npy_header("<f4", shape);
+      centroid_stream.emplace(st, s.path(level_dir(l) + "centroids.npy"));
+      centroid_stream->append(centroid_header.data(), centroid_header.size());
+    }
+    // Appends trained[u0, u1) to the stream (in parent order: the level's concatenation).
+    auto stream_trained = [&](std::size_t u0, std::size_t u1) {
+      if (!centroid_stream) return;
+      for (std::size_t u = u0; u < u1; ++u) centroid_stream->append(trained[u].data(), trained[u].size() * sizeof(float));
+    };
     // The driver's write of the level's final centroids, run while the pass goes on (a deep
     // level's are gigabytes); the commit waits for it before the manifest. Declared before
     // the rounds so that an error anywhere in the level finishes it before `s` goes.
     BackgroundJobs centroid_write(1);
     bool centroids_written = false;
-    auto write_centroids = [&st, &s, l, d] {
+    auto write_centroids = [&st, &s, &centroid_stream, &centroid_header, l, d] {
       const taxonomy::TreeLevel& lv = s.tree.level(l);
+      if (centroid_stream) {  // streamed: the same bytes, already on their way
+        const std::uint64_t want = centroid_header.size() + lv.centroids.size() * sizeof(float);
+        if (centroid_stream->appended() != want)
+          throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": " +
+                                                std::to_string(centroid_stream->appended()) +
+                                                " centroid bytes streamed, " + std::to_string(want) + " expected");
+        centroid_stream->finish();
+        return;
+      }
       const std::int64_t shape[2] = {lv.nodes(), d};
       write_npy(st, s.path(level_dir(l) + "centroids.npy"), std::span<const float>(lv.centroids), shape);
     };
@@ -552,7 +585,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::int64_t> mine;  // parents to train that this worker owns
     for (std::int64_t j : to_train)
       if (owner(j) == me) mine.push_back(j);
-    std::vector<std::vector<float>> trained(mine.size());
+    trained.assign(mine.size(), {});
     const auto t_train = Clock::now();
     // Where training time goes, summed over the node problems (thread-seconds).
     std::mutex breakdown_mutex;
@@ -691,6 +724,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           update_s += bt.update;
           collect_s += bt.collect;
           for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
+          stream_trained(gr.g0, gr.g1);
           bar.add(static_cast<std::int64_t>(results.size()));
         }
       }
@@ -772,6 +806,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           trained[g0 + static_cast<std::size_t>(t)] = std::move(r.centroids);
           bar.add(1);
         });
+        stream_trained(g0, g1);
         g0 = g1;
       }
     }

@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -19,6 +20,7 @@
 #include "io/io_test_util.h"
 #include "io/memory_storage.h"
 #include "io/posix_storage.h"
+#include "io/streamed_write.h"
 
 namespace megatax {
 namespace {
@@ -251,6 +253,65 @@ TEST_P(StorageContractTest, ConcurrentReadersSeeWholeObjects) {
   EXPECT_EQ(torn.load(), 0);
 }
 
+// A streamed write (io::StreamedWrite over write_atomic_stream) lands the concatenation of
+// its pieces, appended over time from another thread than the write's, at finish() and not
+// before; pieces from bytes to past the POSIX write-back chunk (8 MiB).
+TEST_P(StorageContractTest, StreamedWriteLandsItsPiecesAtFinish) {
+  Storage& s = *storage_;
+  const std::string path = p("level-3/centroids.npy");
+  s.write_atomic(path, "old");
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::string> pieces;
+  for (const std::size_t size : {std::size_t{1}, std::size_t{5000}, std::size_t{1} << 20, (std::size_t{9} << 20) + 7,
+                                 std::size_t{300}, std::size_t{0}, (std::size_t{2} << 20) + 1, std::size_t{64}}) {
+    std::string piece(size, '\0');
+    for (auto& c : piece) c = static_cast<char>(rng());
+    pieces.push_back(std::move(piece));
+  }
+  std::string expected;
+  {
+    io::StreamedWrite w(s, path);
+    for (const auto& piece : pieces) {
+      w.append(piece.data(), piece.size());
+      expected += piece;
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 3));
+      EXPECT_EQ(read_all(s, path), "old");  // nothing replaced before finish()
+    }
+    EXPECT_EQ(w.appended(), expected.size());
+    w.finish();
+  }
+  EXPECT_EQ(read_all(s, path), expected);
+  EXPECT_EQ(s.list(p("level-3")), std::vector<std::string>{"centroids.npy"});  // no temporary left
+}
+
+// Dropped unfinished, or fed by a source that throws: the old object stays, no temporary.
+TEST_P(StorageContractTest, AbandonedOrFailedStreamedWriteKeepsTheOldObject) {
+  Storage& s = *storage_;
+  const std::string path = p("d/out.bin");
+  s.write_atomic(path, "old");
+  const std::string big(3 << 20, 'x');
+  {
+    io::StreamedWrite w(s, path);
+    w.append(big.data(), big.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the piece is being written
+  }
+  EXPECT_EQ(read_all(s, path), "old");
+  EXPECT_EQ(s.list(p("d")), std::vector<std::string>{"out.bin"});
+  int calls = 0;
+  expect_error(
+      [&] {
+        s.write_atomic_stream(path, [&](ByteSpan* piece) {
+          if (++calls == 3) throw Error(ErrorCode::kDataLoss, "the producer failed");
+          *piece = ByteSpan{big.data(), big.size()};
+          return true;
+        });
+      },
+      ErrorCode::kDataLoss, {"the producer failed"});
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(read_all(s, path), "old");
+  EXPECT_EQ(s.list(p("d")), std::vector<std::string>{"out.bin"});
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStorages, StorageContractTest, ::testing::Values("posix", "memory"),
                          [](const auto& info) { return info.param; });
 
@@ -295,6 +356,26 @@ TEST(PosixStorageTest, WriteFailingMidwayKeepsOldFileAndRemovesTemp) {
   EXPECT_TRUE(threw);
   EXPECT_EQ(read_all(s, path), "old");
   EXPECT_EQ(temp_files_in(dir / "level-1"), std::vector<std::string>{});
+}
+
+// A streamed write that cannot even start (a file where its directory should be) fails at
+// finish() with the storage's error; the appends before it neither block nor crash.
+TEST(PosixStorageTest, StreamedWriteThatCannotStartFailsAtFinish) {
+  ScratchDir dir;
+  PosixStorage s;
+  s.write_atomic(dir / "blocker", "a file");
+  io::StreamedWrite w(s, dir / "blocker/sub/out.bin");
+  const std::string piece(1000, 'p');
+  for (int i = 0; i < 5; ++i) w.append(piece.data(), piece.size());
+  bool threw = false;
+  try {
+    w.finish();
+  } catch (const Error& e) {
+    threw = true;
+    EXPECT_NE(std::string(e.what()).find("blocker"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(threw);
+  EXPECT_EQ(read_all(s, dir / "blocker"), "a file");
 }
 
 // rename() onto a non-empty directory fails: the directory is intact, no temp is left.
