@@ -590,7 +590,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Where training time goes, summed over the node problems (thread-seconds).
     std::mutex breakdown_mutex;
     double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
-    double seed_device_s = 0;  // batched: seeding's device calls
+    double seed_device_s = 0, seed_runs_s = 0, seed_chosen_s = 0;  // batched: seeding's device calls, host parts
     // batched: points to the device; waits for a group's samples; inside fit_kmeans_batch
     double prepare_s = 0, wait_s = 0, batch_s = 0, collect_s = 0;
     std::int64_t seed_steps = 0;
@@ -718,6 +718,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           batch_s += since(t_batch);
           seed_s += bt.seeding;
           seed_device_s += bt.seeding_device;
+          seed_runs_s += bt.seeding_runs;
+          seed_chosen_s += bt.seeding_chosen;
           seed_steps += bt.seeding_steps;
           prepare_s += bt.prepare;
           kassign_s += bt.assign;
@@ -820,7 +822,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                 std::to_string(prepare_s)
                           : std::string()) +
                  ", seeding " + std::to_string(seed_s) +
-                 (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) + ")"
+                 (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) +
+                                ", host runs " + std::to_string(seed_runs_s) + ", chosen " + std::to_string(seed_chosen_s) + ")"
                           : std::string()) +
                  ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) +
@@ -982,6 +985,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
     std::vector<std::int32_t> touched;
+    std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
     // A shard's state files are written while the pass goes on with the next shard (two
     // behind at most); all are durable before the level's sums are exchanged (and so before
     // any commit of the level).
@@ -997,7 +1001,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
-          for (const std::int32_t node : touched) {  // left over by a shard that threw
+          for (auto& tt : touched_by) {  // left over by a shard that threw
+            touched.insert(touched.end(), tt.begin(), tt.end());
+            tt.clear();
+          }
+          for (const std::int32_t node : touched) {
             node_count[static_cast<std::size_t>(node)] = 0;
             node_inertia[static_cast<std::size_t>(node)] = 0.0;
           }
@@ -1021,32 +1029,37 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.dist = prev.dist;
           std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
           lap(pass.state);
-          // The paths, node counts and sample offers of rows [r0, r0 + m) once descended.
+          // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
+          // every thread: thread t copies a slice of the rows' paths, and serves the nodes
+          // with (nd / 8) % T == t (8 nodes to a cache line of counts) in row order, so each
+          // node's count, inertia sum and sample offers are those of one thread in row order
+          // (the same bits on any thread count; NodeSamples' nodes are independent).
           auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
-            for (std::int64_t i = 0; i < m; ++i) {
-              const std::int64_t r = r0 + i;
-              for (int t = 0; t < l - 1; ++t)
-                cur.paths[static_cast<std::size_t>(r * l + t)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + t)];
-              cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
-              const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
-              if (nd < 0) continue;
-              if (node_count[static_cast<std::size_t>(nd)]++ == 0) touched.push_back(nd);
-              node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
-            }
-            if (collect) {
-              // The next level's sample offers: thread t serves the nodes nd % T == t, each
-              // in row order (NodeSamples' nodes are independent; the samples do not
-              // depend on the order anyway).
-              const int T = resolve_threads(cfg.threads, m / 8192);
-              parallel_for(T, T, [&](std::int64_t t, int) {
-                for (std::int64_t i = 0; i < m; ++i) {
-                  const std::int64_t r = r0 + i;
-                  const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
-                  if (nd < 0 || nd % T != t) continue;
+            const int T = resolve_threads(cfg.threads, m / 8192);
+            if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
+            parallel_for(T, T, [&](std::int64_t t, int) {
+              for (std::int64_t i = m * t / T; i < m * (t + 1) / T; ++i) {
+                const std::int64_t r = r0 + i;
+                for (int u = 0; u < l - 1; ++u)
+                  cur.paths[static_cast<std::size_t>(r * l + u)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + u)];
+                cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
+              }
+              auto& mine_touched = touched_by[static_cast<std::size_t>(t)];
+              for (std::int64_t i = 0; i < m; ++i) {
+                const std::int64_t r = r0 + i;
+                const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
+                if (nd < 0 || (nd >> 3) % T != t) continue;
+                if (node_count[static_cast<std::size_t>(nd)]++ == 0) mine_touched.push_back(nd);
+                node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
+                if (collect) {
                   const Id id = shard.global_begin + r;
                   next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
                 }
-              });
+              }
+            });
+            for (auto& tt : touched_by) {
+              touched.insert(touched.end(), tt.begin(), tt.end());
+              tt.clear();
             }
             bar.add(m);
           };
