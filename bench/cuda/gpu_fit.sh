@@ -7,7 +7,9 @@
 #   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
 # Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576),
 #   BASE_MEGATAX (another build's megatax, e.g. the commit before a change: also fitted with
-#   --device cuda on the same data, before ours, for a same-run comparison), GEN (planted:
+#   --device cuda on the same data, before ours, for a same-run comparison), EXTRA_ARGS (also
+#   fit --device cuda with these extra arguments, e.g. "--memory-budget-mb 4096", on the
+#   same data, after the plain fit), GEN (planted:
 #   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
@@ -59,6 +61,10 @@ if [ -n "${BASE_MEGATAX:-}" ]; then
   run base-cuda "$BASE_MEGATAX" cuda
 fi
 run cuda "$MEGATAX" cuda
+if [ -n "${EXTRA_ARGS:-}" ]; then
+  # shellcheck disable=SC2086 # the extra arguments are meant to split
+  run cuda-extra "$MEGATAX" cuda $EXTRA_ARGS
+fi
 if [ "${CPU_TOO:-0}" = 1 ]; then
   run cpu "$MEGATAX" cpu
   python3 - "$WORK" "$SHARDS" <<'PY'

@@ -66,13 +66,16 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   }
   // The device may run the whole seeding itself (no host step per centroid).
   const bool on_device = device.can_seed();
+  auto t_chosen = Clock::now();
   if (on_device) {
     std::vector<detail::SeedingPlan> plans(P);
     each([&](std::size_t p) { plans[p] = seeds[p]->plan(); });
     std::vector<std::vector<std::int64_t>> chosen;
     const auto t_device = Clock::now();
+    tm.seeding_runs += std::chrono::duration<double>(t_device - t).count();
     device.seed(plans, &chosen);
-    tm.seeding_device += since(t_device);
+    t_chosen = Clock::now();
+    tm.seeding_device += std::chrono::duration<double>(t_chosen - t_device).count();
     for (const auto& pl : plans) tm.seeding_steps = std::max(tm.seeding_steps, pl.k);
     if (chosen.size() != P)
       throw_error(ErrorCode::kInternal, "k-means batch: the device seeded " + std::to_string(chosen.size()) +
@@ -113,6 +116,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     runs[p] = std::make_unique<detail::LloydRun>(xs[p], params[p], std::move(seeds[p]->centroids()));
     seeds[p].reset();
   });
+  if (on_device) tm.seeding_chosen += since(t_chosen);
   tm.seeding += since(t);
 
   // ---- Lloyd: every problem is assigned while any still iterates; the centroids live on
