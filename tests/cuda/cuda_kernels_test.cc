@@ -1154,6 +1154,7 @@ int main(int argc, char** argv) {
     test_gather_rows(res, rng, 2048, 5000, 7001);
     test_gather_rows(res, rng, 34, 300, 1000);
     test_gather_rows(res, rng, 5, 17, 64);
+    std::printf("page-locked buffers (reference: the bytes written)\n");
     for (const std::size_t bytes : {std::size_t{1} << 20, (std::size_t{70} << 20) + 3}) test_pinned_buffers(res, rng, bytes);
     std::printf("means (reference: float64 division, float64 norms)\n");
     test_means(res, rng, 300, 1024, false, kH);
