@@ -59,18 +59,24 @@ SeedingRun::SeedingRun(const MatrixView& x, std::int64_t k, std::uint64_t seed,
       const auto j = i + static_cast<std::int64_t>(rng_.below(static_cast<std::uint64_t>(n - i)));
       std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(j)]);
     }
-    pool_.assign(perm.begin(), perm.begin() + m_);
-    std::sort(pool_.begin(), pool_.end());
+    // The chosen rows in ascending order through a mark per row (the set a sort of
+    // perm[0, m) would give, in O(n)).
+    std::vector<std::uint8_t> chosen(static_cast<std::size_t>(n), 0);
+    for (std::int64_t i = 0; i < m_; ++i) chosen[static_cast<std::size_t>(perm[static_cast<std::size_t>(i)])] = 1;
+    pool_.reserve(static_cast<std::size_t>(m_));
+    for (std::int64_t r = 0; r < n; ++r)
+      if (chosen[static_cast<std::size_t>(r)]) pool_.push_back(r);
   }
   // Greedy k-means++ (as scikit-learn): each step draws `trials` candidates by D^2
   // sampling and keeps the one that lowers the total potential most. Far more robust than
   // one draw at separating true clusters, for trials times the distance work.
   trials_ = std::min<std::int64_t>(8, 2 + static_cast<std::int64_t>(2 * std::log(static_cast<double>(k))));
-  centroids_.resize(static_cast<std::size_t>(k * x.dim));
   best_.assign(static_cast<std::size_t>(m_), INFINITY);
 }
 
 void SeedingRun::set_from_pool(std::int64_t c, std::int64_t i) {
+  // Allocated at the first centroid (set_chosen into caller memory never needs them).
+  if (centroids_.empty()) centroids_.resize(static_cast<std::size_t>(k_ * x_.dim));
   row_f32(x_, pool_[static_cast<std::size_t>(i)], centroids_.data() + c * x_.dim);
 }
 
@@ -160,12 +166,17 @@ SeedingPlan SeedingRun::plan() {
 }
 
 void SeedingRun::set_chosen(const std::int64_t* pool_indices) {
+  if (centroids_.empty()) centroids_.resize(static_cast<std::size_t>(k_ * x_.dim));
+  set_chosen(pool_indices, centroids_.data());
+}
+
+void SeedingRun::set_chosen(const std::int64_t* pool_indices, float* out) const {
   for (std::int64_t c = 0; c < k_; ++c) {
     const std::int64_t i = pool_indices[c];
     if (i < 0 || i >= m_)
       throw_error(ErrorCode::kInternal, "k-means++: centroid " + std::to_string(c) + " chose pool index " +
                                             std::to_string(i) + ", outside the pool of " + std::to_string(m_));
-    set_from_pool(c, i);
+    row_f32(x_, pool_[static_cast<std::size_t>(i)], out + c * x_.dim);
   }
 }
 
@@ -174,10 +185,19 @@ void SeedingRun::set_chosen(const std::int64_t* pool_indices) {
 LloydRun::LloydRun(const MatrixView& x, const KMeansParams& p, std::vector<float> centroids)
     : x_(x), p_(p) {
   r_.centroids = std::move(centroids);
-  if (p.spherical)
-    for (std::int64_t c = 0; c < p.k; ++c) normalise(r_.centroids.data() + c * x.dim, x.dim);
-  r_.labels.resize(static_cast<std::size_t>(x.rows));
-  dist_.resize(static_cast<std::size_t>(x.rows));
+  c_ = r_.centroids.data();
+  init();
+}
+
+LloydRun::LloydRun(const MatrixView& x, const KMeansParams& p, float* centroids) : x_(x), p_(p), c_(centroids) {
+  init();
+}
+
+void LloydRun::init() {
+  if (p_.spherical)
+    for (std::int64_t c = 0; c < p_.k; ++c) normalise(c_ + c * x_.dim, x_.dim);
+  r_.labels.resize(static_cast<std::size_t>(x_.rows));
+  dist_.resize(static_cast<std::size_t>(x_.rows));
 }
 
 bool LloydRun::wants_assignment() const noexcept {
@@ -221,7 +241,7 @@ void cluster_means(const double* sums, const std::int64_t* counts, std::int64_t 
 }
 
 void LloydRun::update(const double* sums, const std::int64_t* counts, int threads) {
-  cluster_means(sums, counts, p_.k, x_.dim, p_.spherical, r_.centroids.data(), threads);
+  cluster_means(sums, counts, p_.k, x_.dim, p_.spherical, c_, threads);
   repair(counts);
   r_.iterations = iter_ + 1;
   ++iter_;
@@ -252,7 +272,7 @@ std::vector<std::int64_t> LloydRun::repair(const std::int64_t* counts) {
                       if (da != db) return maximise ? da < db : da > db;
                       return a < b;
                     });
-  for (std::size_t e = 0; e < need; ++e) row_f32(x_, cand[e], r_.centroids.data() + empty[e] * d);
+  for (std::size_t e = 0; e < need; ++e) row_f32(x_, cand[e], c_ + empty[e] * d);
   empty.resize(need);
   return empty;
 }
@@ -363,7 +383,7 @@ KMeansResult fit_kmeans(const MatrixView& x, const KMeansParams& p, Assigner& as
   std::vector<std::int64_t> members(static_cast<std::size_t>(k));
   while (run.wants_assignment()) {
     t_step = Clock::now();
-    assigner.set_centroids(run.centroids().data(), k, d);
+    assigner.set_centroids(run.centroid_data(), k, d);
     assigner.assign(x, run.labels(), run.distances());
     r.assign_seconds += since(t_step);
     if (!run.assigned()) break;

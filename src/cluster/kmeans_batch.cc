@@ -19,11 +19,15 @@ void BatchKMeansDevice::seed(const std::vector<detail::SeedingPlan>&, std::vecto
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
-                                           BatchKMeansTimes* times) {
+                                           BatchKMeansTimes* times, std::span<float* const> out) {
   const std::size_t P = xs.size();
   if (params.size() != P)
     throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(P) + " problems but " +
                                                  std::to_string(params.size()) + " parameter sets");
+  if (!out.empty() && out.size() != P)
+    throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(P) + " problems but " +
+                                                 std::to_string(out.size()) + " destinations");
+  const bool external = !out.empty();
   if (P == 0) return {};
   for (std::size_t p = 0; p < P; ++p) {
     try {
@@ -85,7 +89,11 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
         throw_error(ErrorCode::kInternal, "k-means batch, problem " + std::to_string(p) + ": the device chose " +
                                               std::to_string(chosen[p].size()) + " centroids, k = " +
                                               std::to_string(params[p].k));
-      seeds[p]->set_chosen(chosen[p].data());
+      if (external) {
+        seeds[p]->set_chosen(chosen[p].data(), out[p]);
+      } else {
+        seeds[p]->set_chosen(chosen[p].data());
+      }
     });
   }
   std::vector<std::vector<std::int64_t>> cands(P);
@@ -113,7 +121,13 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   }
   std::vector<std::unique_ptr<detail::LloydRun>> runs(P);
   each([&](std::size_t p) {
-    runs[p] = std::make_unique<detail::LloydRun>(xs[p], params[p], std::move(seeds[p]->centroids()));
+    if (external) {
+      if (!on_device)  // stepped on the host: the seeds are the run's own
+        std::copy(seeds[p]->centroids().begin(), seeds[p]->centroids().end(), out[p]);
+      runs[p] = std::make_unique<detail::LloydRun>(xs[p], params[p], out[p]);
+    } else {
+      runs[p] = std::make_unique<detail::LloydRun>(xs[p], params[p], std::move(seeds[p]->centroids()));
+    }
     seeds[p].reset();
   });
   if (on_device) tm.seeding_chosen += since(t_chosen);
@@ -125,7 +139,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   std::vector<const float*> initial(P);
   for (std::size_t p = 0; p < P; ++p) {
     ks[p] = params[p].k;
-    initial[p] = runs[p]->centroids().data();
+    initial[p] = runs[p]->centroid_data();
   }
   const std::int64_t d = xs[0].dim;
   t = Clock::now();
@@ -160,7 +174,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
       for (std::size_t p = 0; p < P; ++p) {
         if (count_ptr[p] == nullptr) continue;
         for (std::int64_t c : runs[p]->updated_elsewhere(counts[p].data()))
-          device.set_centroid(p, c, runs[p]->centroids().data() + c * d);
+          device.set_centroid(p, c, runs[p]->centroid_data() + c * d);
       }
     }
     tm.update += since(t);
@@ -169,7 +183,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   // page fault per 4 KiB: tens of milliseconds per batch of a wide level).
   t = Clock::now();
   std::vector<float*> out_ptr(P);
-  for (std::size_t p = 0; p < P; ++p) out_ptr[p] = runs[p]->result().centroids.data();
+  for (std::size_t p = 0; p < P; ++p) out_ptr[p] = runs[p]->centroid_data();
   device.get_centroids(out_ptr);
   std::vector<KMeansResult> results(P);
   for (std::size_t p = 0; p < P; ++p) results[p] = runs[p]->finish();

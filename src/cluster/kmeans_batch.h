@@ -79,9 +79,14 @@ struct BatchKMeansTimes {
 
 // Requires xs.size() == params.size(), every problem valid for fit_kmeans (Error naming the
 // problem otherwise), one dim, metric and spherical flag. `threads`: host threads for the per-problem steps.
+// `out`: empty, or one destination per problem (params[p].k x dim floats, caller memory):
+// problem p's centroids then live there from the seeds on, its result's `centroids` stay
+// empty, and no per-problem centroid buffers are allocated (a wide level's batches hold
+// gigabytes of them: the caller's one array instead of thousands of fresh buffers).
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
-                                           BatchKMeansTimes* times = nullptr);
+                                           BatchKMeansTimes* times = nullptr,
+                                           std::span<float* const> out = {});
 
 }  // namespace megatax::cluster

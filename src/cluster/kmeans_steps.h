@@ -41,6 +41,8 @@ class SeedingRun {
   SeedingPlan plan();
   // Sets the centroids from the k pool indices the run chose (Error if one is outside the pool).
   void set_chosen(const std::int64_t* pool_indices);
+  // The same into `out` (k x dim floats) instead of centroids(), which stay unallocated.
+  void set_chosen(const std::int64_t* pool_indices, float* out) const;
 
  private:
   void set_from_pool(std::int64_t c, std::int64_t i);
@@ -57,15 +59,22 @@ class SeedingRun {
 
 // Lloyd iterations (kmeans.h steps 2 and 3) driven step by step. Protocol:
 //   while (run.wants_assignment()) {
-//     assign run.centroids() -> run.labels(), run.distances();
+//     assign run.centroid_data() -> run.labels(), run.distances();
 //     if (run.assigned()) run.update(per-cluster float64 sums, counts);
 //   }
 //   KMeansResult r = run.finish();
 class LloydRun {
  public:
   LloydRun(const MatrixView& x, const KMeansParams& p, std::vector<float> centroids);
+  // The centroids in caller memory (k x dim floats, holding the seeds; it must outlive the
+  // run): updated there, and finish()'s result has no centroids of its own.
+  LloydRun(const MatrixView& x, const KMeansParams& p, float* centroids);
+  LloydRun(const LloydRun&) = delete;
+  LloydRun& operator=(const LloydRun&) = delete;
   bool wants_assignment() const noexcept;
-  const std::vector<float>& centroids() const noexcept { return r_.centroids; }
+  // The current centroids (k x dim floats), wherever they live.
+  const float* centroid_data() const noexcept { return c_; }
+  float* centroid_data() noexcept { return c_; }
   std::int64_t* labels() noexcept { return r_.labels.data(); }
   float* distances() noexcept { return dist_.data(); }
   // Records the inertia of the assignment just made; true when an update follows.
@@ -73,7 +82,7 @@ class LloydRun {
   // Means of the clusters (sums: k x dim, counts: k), then the empty-cluster repair.
   void update(const double* sums, const std::int64_t* counts, int threads);
   // The same when a device made the means (its centroids are the true ones): the repair
-  // alone, on the host copy; returns the clusters it moved (their rows: centroids()).
+  // alone, on the host copy; returns the clusters it moved (their rows: centroid_data()).
   std::vector<std::int64_t> updated_elsewhere(const std::int64_t* counts);
   // The labels of the last assignment (x.rows) and the problem's size.
   const std::vector<std::int64_t>& label_vector() const noexcept { return r_.labels; }
@@ -82,11 +91,13 @@ class LloydRun {
   KMeansResult& result() noexcept { return r_; }  // for the drivers' timings
 
  private:
+  void init();
   std::vector<std::int64_t> repair(const std::int64_t* counts);
 
   MatrixView x_;
   KMeansParams p_;
   KMeansResult r_;
+  float* c_ = nullptr;  // the centroids: r_.centroids' or the caller's
   std::vector<float> dist_;
   int iter_ = 0;
   bool done_ = false;

@@ -543,8 +543,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // centroids file is final as the groups come out of training: it is streamed to storage
     // meanwhile (a deep level's are gigabytes: its disk time then overlaps the training
     // instead of the pass). The pieces are the trained buffers themselves (in `trained`, then
-    // `parent_centroids`: both declared before the stream, so they outlive it).
+    // `parent_centroids`, or `level_centroids`, then the tree: all declared before the stream,
+    // so they outlive it).
     std::vector<std::vector<float>> trained;  // a round's centroids, per parent it trains
+    // One process training on a batch device: the level's centroid array itself, which the
+    // batches train into (parent u of `mine` at level_offset[u]) instead of `trained`.
+    std::vector<float> level_centroids;
+    std::vector<std::size_t> level_offset;
+    bool in_place = false;
     std::string centroid_header;
     std::optional<io::StreamedWrite> centroid_stream;
     if (driver && R == 1 && l >= 2 && (cap_leaf == 0 || cfg.max_split_rounds == 0) && cfg.lloyd_passes == 0) {
@@ -555,9 +561,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       centroid_stream.emplace(st, s.path(level_dir(l) + "centroids.npy"));
       centroid_stream->append(centroid_header.data(), centroid_header.size());
     }
-    // Appends trained[u0, u1) to the stream (in parent order: the level's concatenation).
+    // Appends the centroids of mine[u0, u1) to the stream (in parent order: the level's
+    // concatenation).
     auto stream_trained = [&](std::size_t u0, std::size_t u1) {
       if (!centroid_stream) return;
+      if (in_place) {
+        centroid_stream->append(level_centroids.data() + level_offset[u0],
+                                (level_offset[u1] - level_offset[u0]) * sizeof(float));
+        return;
+      }
       for (std::size_t u = u0; u < u1; ++u) centroid_stream->append(trained[u].data(), trained[u].size() * sizeof(float));
     };
     // The driver's write of the level's final centroids, run while the pass goes on (a deep
@@ -643,6 +655,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // Each group's problems at once on the device (one launch per step for all of them),
         // the next group's samples gathered meanwhile: up to two groups are held at once.
         batched = true;
+        if (R == 1) {
+          // The level's array, faulted in on every thread (gigabytes on a wide level).
+          in_place = true;
+          level_offset.assign(mine.size() + 1, 0);
+          for (std::size_t u = 0; u < mine.size(); ++u)
+            level_offset[u + 1] = level_offset[u] + static_cast<std::size_t>(branch[static_cast<std::size_t>(mine[u])] * d);
+          level_centroids.reserve(level_offset.back());
+          advise_huge_pages(level_centroids.data(), level_offset.back() * sizeof(float));
+          populate_pages(level_centroids.data(), level_offset.back() * sizeof(float), cfg.threads);
+          level_centroids.resize(level_offset.back());
+        }
         struct Group {
           std::size_t g0 = 0, g1 = 0;
           std::vector<std::vector<unsigned char>> xs;
@@ -714,7 +737,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           gather_s += gr.seconds;
           cluster::BatchKMeansTimes bt;
           const auto t_batch = Clock::now();
-          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt);
+          std::vector<float*> out;
+          if (in_place)
+            for (std::size_t u = gr.g0; u < gr.g1; ++u) out.push_back(level_centroids.data() + level_offset[u]);
+          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out);
           batch_s += since(t_batch);
           seed_s += bt.seeding;
           seed_device_s += bt.seeding_device;
@@ -835,8 +861,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       into += std::chrono::duration<double>(now - t_step).count();
       t_step = now;
     };
-    if (R == 1) {  // nothing to exchange: the trained centroids move in place
-      for (std::size_t u = 0; u < mine.size(); ++u) {
+    if (R == 1) {  // nothing to exchange: the trained centroids move in place (or are there)
+      for (std::size_t u = 0; u < mine.size() && !in_place; ++u) {
         const auto j = static_cast<std::size_t>(mine[u]);
         parent_centroids[j] = std::move(trained[u]);
         branch[j] = static_cast<std::int64_t>(parent_centroids[j].size()) / d;
@@ -863,7 +889,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // asks for huge pages and the copies run on every thread.
     std::vector<float> centroids;
     std::vector<std::int64_t> parent;
-    {
+    if (in_place) {
+      for (std::int64_t j = 0; j < n_parents; ++j)
+        parent.insert(parent.end(), static_cast<std::size_t>(branch[static_cast<std::size_t>(j)]), j);
+      centroids = std::move(level_centroids);
+      in_place = false;  // a split round trains into `trained`
+    } else {
       std::vector<std::size_t> offset(static_cast<std::size_t>(n_parents) + 1, 0);
       for (std::int64_t j = 0; j < n_parents; ++j) {
         const std::int64_t bj = branch[static_cast<std::size_t>(j)];

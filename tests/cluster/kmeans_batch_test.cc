@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -246,6 +247,28 @@ void check_batch_matches_single(bool seed_on_device) {
     EXPECT_EQ(batch[p].inertia, ref.inertia);
     EXPECT_EQ(batch[p].iterations, ref.iterations);
     EXPECT_EQ(batch[p].converged, ref.converged);
+  }
+  // Into caller memory (one array, slices poisoned with NaN first): the same centroids
+  // there, none in the results, everything else equal.
+  std::vector<std::size_t> offset{0};
+  for (const auto& pr : probs) offset.push_back(offset.back() + static_cast<std::size_t>(pr.p.k * d));
+  std::vector<float> flat(offset.back(), std::numeric_limits<float>::quiet_NaN());
+  std::vector<float*> out;
+  for (std::size_t p = 0; p < probs.size(); ++p) out.push_back(flat.data() + offset[p]);
+  CpuBatchDevice dev_out;
+  dev_out.seed_on_device = seed_on_device;
+  const auto placed = fit_kmeans_batch(views, params, dev_out, 2, nullptr, out);
+  ASSERT_EQ(placed.size(), probs.size());
+  for (std::size_t p = 0; p < probs.size(); ++p) {
+    SCOPED_TRACE("into caller memory, problem " + std::to_string(p));
+    EXPECT_TRUE(placed[p].centroids.empty());
+    EXPECT_EQ(std::vector<float>(flat.begin() + static_cast<std::ptrdiff_t>(offset[p]),
+                                 flat.begin() + static_cast<std::ptrdiff_t>(offset[p + 1])),
+              batch[p].centroids);
+    EXPECT_EQ(placed[p].labels, batch[p].labels);
+    EXPECT_EQ(placed[p].counts, batch[p].counts);
+    EXPECT_EQ(placed[p].inertia, batch[p].inertia);
+    EXPECT_EQ(placed[p].iterations, batch[p].iterations);
   }
   // A problem alone gives what it gave in the batch.
   CpuBatchDevice alone;
