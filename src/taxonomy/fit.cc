@@ -1017,10 +1017,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
     std::vector<std::int32_t> touched;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
-    // A shard's state files are written while the pass goes on with the next shard (two
-    // behind at most); all are durable before the level's sums are exchanged (and so before
-    // any commit of the level).
-    BackgroundJobs state_writes(2);
+    // A shard's state files (or outputs) are written while the pass goes on with the next
+    // shards (eight behind at most: each file costs two fsyncs, the file's and its
+    // directory's, and a pass writes three per shard; their latencies overlap, where one or
+    // two writers would wait them out in turn); all are durable before the level's sums are
+    // exchanged (and so before any commit of the level).
+    BackgroundJobs state_writes(8);
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
