@@ -7,7 +7,9 @@
 //   2. Determinism: the same GPU fit twice gives byte-identical model files and outputs.
 //   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data;
 //      3b. the same fit with the data kept on the device across levels vs read every pass
-//      (MEGATAX_CUDA_RESIDENT=0): identical model and output files.
+//      (MEGATAX_CUDA_RESIDENT=0): identical model and output files; 3c. the same fit on two
+//      in-process ranks (parents split between them: no in-place level array, no centroid
+//      file streamed during training): identical files.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 99% of paths equal.
@@ -26,17 +28,22 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/cuda_assigner.h"
 #include "cluster/cuda_batch_kmeans.h"
 #include "cluster/kmeans.h"
+#include "dist/callback_executor.h"
 #include "io/npy_array.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
@@ -121,6 +128,64 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
   const auto t0 = std::chrono::steady_clock::now();
   engine.fit(input, output, o);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The same fit on two in-process ranks (thread-ranks of a CallbackExecutor, each with its own
+// CUDA backend on the one GPU; allgather and the shard counter through a shared rendezvous).
+// Returns "" or the first rank's error.
+std::string fit_on_two_ranks(const TaxonomyConfig& base, const std::string& input, const std::string& storage,
+                             const std::string& output) {
+  struct Rendezvous {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::int64_t, std::vector<std::string>> parts;  // allgather number -> parts
+    std::map<std::int64_t, int> taken;
+    std::int64_t seq[2] = {0, 0};
+    std::map<std::int64_t, std::int64_t> next;  // run_shards round -> next shard
+    bool failed = false;
+  } rv;
+  std::string errors[2];
+  std::vector<std::thread> ranks;
+  for (int me = 0; me < 2; ++me)
+    ranks.emplace_back([&, me] {
+      try {
+        megatax::dist::CallbackExecutor ex(
+            me, 2,
+            [&rv](std::int64_t round, std::int64_t n) {
+              std::lock_guard<std::mutex> lock(rv.mu);
+              const std::int64_t s = rv.next[round]++;
+              return s < n ? s : std::int64_t{-1};
+            },
+            [&rv, me](const std::string& mine) {
+              std::unique_lock<std::mutex> lock(rv.mu);
+              const std::int64_t k = rv.seq[me]++;
+              auto& slot = rv.parts[k];
+              slot.resize(3);  // two parts and an arrival mark
+              slot[static_cast<std::size_t>(me)] = mine;
+              slot[2] += "x";
+              rv.cv.notify_all();
+              rv.cv.wait(lock, [&] { return rv.parts[k][2].size() == 2 || rv.failed; });
+              if (rv.failed) throw megatax::Error(megatax::ErrorCode::kCancelled, "the other rank failed");
+              std::vector<std::string> out(rv.parts[k].begin(), rv.parts[k].begin() + 2);
+              if (++rv.taken[k] == 2) rv.parts.erase(k);
+              return out;
+            });
+        TaxonomyConfig c = base;
+        c.device = "cuda";
+        c.storage_uri = storage;
+        TaxonomyEngine engine(c);
+        megatax::FitOptions o;
+        o.progress = false;
+        engine.fit_with(ex, input, output, o);
+      } catch (const std::exception& e) {
+        errors[me] = e.what();
+        std::lock_guard<std::mutex> lock(rv.mu);
+        rv.failed = true;
+        rv.cv.notify_all();
+      }
+    });
+  for (auto& t : ranks) t.join();
+  return !errors[0].empty() ? errors[0] : errors[1];
 }
 
 // Check 6 (see the header).
@@ -355,6 +420,13 @@ int main(int argc, char** argv) {
                         same_tree_files(dir + "/o_kept", dir + "/o_read", &why);
       check(same, "f16 GPU fit with the data kept on the device vs read every pass: identical files" +
                       (same ? "" : " (differs: " + why + ")"));
+      // 3c. Two ranks split the parents to train: no level array trained into in place, no
+      // centroid file streamed while training; the same bits as one rank.
+      const std::string err = fit_on_two_ranks(small, in16, dir + "/m_two", dir + "/o_two");
+      const bool same_two = err.empty() && same_tree_files(dir + "/m_kept", dir + "/m_two", &why) &&
+                            same_tree_files(dir + "/o_kept", dir + "/o_two", &why);
+      check(same_two, "f16 GPU fit on two ranks vs one: identical files" +
+                          (same_two ? "" : " (" + (err.empty() ? "differs: " + why : err) + ")"));
     }
 
     {
