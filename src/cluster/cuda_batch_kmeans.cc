@@ -17,7 +17,7 @@ constexpr std::int64_t kMaxCand = cuda::kMaxRowDistanceCandidates;
 }  // namespace
 
 CudaBatchKMeans::CudaBatchKMeans(int device, Metric metric, DType compute_dtype)
-    : res_(device), metric_(metric), compute_(compute_dtype) {}
+    : res_(device), metric_(metric), compute_(compute_dtype), host_(0) {}
 
 unsigned char* CudaBatchKMeans::points_buffer(int slot, std::size_t bytes) {
   if (slot < 0 || slot > 1)
@@ -221,7 +221,7 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
   staging_.reserve(static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
   auto* conv = static_cast<unsigned char*>(staging_.data());
   auto* f32 = reinterpret_cast<float*>(conv + static_cast<std::size_t>(total) * row_bytes);
-  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P) / 8), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
     const auto c0 = static_cast<std::size_t>(centroid_begin_[p]);
     std::memcpy(f32 + c0 * static_cast<std::size_t>(dim_), centroids[p], static_cast<std::size_t>(k[p]) * f32_bytes);
@@ -255,7 +255,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
   cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(n) * sizeof(float));
   std::memcpy(labels_host_.data(), lab, static_cast<std::size_t>(n) * sizeof(std::int32_t));
-  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P)), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
     if (labels[p] == nullptr) return;
     for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i) {
@@ -273,12 +273,13 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   small_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   auto* global = small_.as<std::int32_t>();
   auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
-  for (std::size_t p = 0; p < P; ++p) {
+  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+    const auto p = static_cast<std::size_t>(q);
     for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i)
       global[i] = labels_host_[static_cast<std::size_t>(i)] + static_cast<std::int32_t>(centroid_begin_[p]);
     std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
                 static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
-  }
+  });
   global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
                        static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
@@ -337,7 +338,7 @@ void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
   auto* f = results_.as<float>();
   cuda::copy_to_host(res_, f, c32_dev_.data(), bytes);
   // Spread over the threads: a wide level's batch reads back tens of MB of centroids.
-  parallel_for(resolve_threads(0, static_cast<std::int64_t>(P) / 8), static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
     std::memcpy(out[p], f + centroid_begin_[p] * dim_,
                 static_cast<std::size_t>((centroid_end_[p] - centroid_begin_[p]) * dim_) * sizeof(float));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cluster/kmeans_batch.h"
+#include "core/parallel.h"
 #include "megatax/cuda.h"
 #include "megatax/dtype.h"
 #include "megatax/metric.h"
@@ -46,6 +47,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   cuda::Resources res_;
   Metric metric_;
   DType compute_;
+  // The per-problem host loops of every step (scattering labels, numbering clusters across
+  // the batch, copying centroids): run thousands of times a level, so on kept threads.
+  WorkerPool host_;
   bool seed_on_device_ = true;
   std::int64_t dim_ = 0;
   std::vector<std::int64_t> row_begin_;      // problems + 1

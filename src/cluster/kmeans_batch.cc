@@ -145,8 +145,10 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   t = Clock::now();
   device.set_centroids(initial, ks);
   tm.assign += since(t);
-  std::vector<std::vector<std::int64_t>> counts(P);
-  std::vector<char> active(P);
+  std::vector<std::vector<std::int64_t>> counts(P), moved(P);
+  std::vector<char> active(P), updating(P);
+  bool reports = false;
+  for (const auto& pr : params) reports = reports || static_cast<bool>(pr.on_iteration);
   std::vector<std::int64_t*> labels(P), count_ptr(P);
   std::vector<float*> distances(P);
   for (;;) {
@@ -162,18 +164,31 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     device.assign(labels, distances);
     tm.assign += since(t);
     t = Clock::now();
+    // Each problem's inertia (its own sum, in its own order) on the pool's threads; in
+    // problem order on this one when a problem reports its iterations (on_iteration).
+    auto record = [&](std::size_t p) {
+      updating[p] = active[p] && runs[p]->assigned() ? 1 : 0;
+      counts[p].resize(static_cast<std::size_t>(ks[p]));
+    };
+    if (reports) {
+      for (std::size_t p = 0; p < P; ++p) record(p);
+    } else {
+      each(record);
+    }
     bool update = false;
     for (std::size_t p = 0; p < P; ++p) {
-      const bool u = active[p] && runs[p]->assigned();
-      update = update || u;
-      counts[p].resize(static_cast<std::size_t>(ks[p]));
-      count_ptr[p] = u ? counts[p].data() : nullptr;
+      update = update || updating[p];
+      count_ptr[p] = updating[p] ? counts[p].data() : nullptr;
     }
     if (update) {
       device.update_centroids(count_ptr, params[0].spherical);
+      // The empty-cluster repairs on the pool's threads, their rows to the device after.
+      each([&](std::size_t p) {
+        moved[p].clear();
+        if (count_ptr[p] != nullptr) moved[p] = runs[p]->updated_elsewhere(counts[p].data());
+      });
       for (std::size_t p = 0; p < P; ++p) {
-        if (count_ptr[p] == nullptr) continue;
-        for (std::int64_t c : runs[p]->updated_elsewhere(counts[p].data()))
+        for (std::int64_t c : moved[p])
           device.set_centroid(p, c, runs[p]->centroid_data() + c * d);
       }
     }
