@@ -61,6 +61,10 @@ if [ -n "${BASE_MEGATAX:-}" ]; then
   run base-cuda "$BASE_MEGATAX" cuda
 fi
 run cuda "$MEGATAX" cuda
+if [ -n "${BASE_MEGATAX:-}" ]; then
+  same() { if diff -rq -x taxonomy.json "$1" "$2" >/dev/null; then echo identical; else echo "DIFFERENT ($(diff -rq -x taxonomy.json "$1" "$2" | head -3 | tr '\n' ' '))"; fi; }
+  echo "gpu_fit: base vs ours: model files $(same "$WORK/m_base-cuda" "$WORK/m_cuda"), outputs $(same "$WORK/o_base-cuda" "$WORK/o_cuda")"
+fi
 if [ -n "${EXTRA_ARGS:-}" ]; then
   # shellcheck disable=SC2086 # the extra arguments are meant to split
   run cuda-extra "$MEGATAX" cuda $EXTRA_ARGS
