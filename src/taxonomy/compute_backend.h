@@ -53,10 +53,8 @@ class ComputeBackend {
   virtual bool takes_stored_rows(DType /*stored*/) const { return false; }
   // Host memory of at least `bytes` for the pass's batches of stored rows that descend()
   // reads fastest (page-locked for a GPU: copied to the device as it is, no staging copy),
-  // owned by the backend; two of them (slot 0 and 1: one is filled while the other's batch
-  // is descended), each valid until the next call for its slot; null: any memory serves as
-  // well.
-  virtual unsigned char* batch_buffer(std::size_t /*bytes*/, int /*slot*/) { return nullptr; }
+  // owned by the backend, valid until the next call; null: any memory serves as well.
+  virtual unsigned char* batch_buffer(std::size_t /*bytes*/) { return nullptr; }
   // Tree::descend's contract (tree.h); rows are f32, or `stored` when takes_stored_rows().
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,

@@ -105,10 +105,9 @@ class CudaBackend final : public ComputeBackend {
 
   // The pass reads its batches of stored rows into page-locked memory: descend() copies a
   // batch to the device as it is and groups its rows there (no host staging copy).
-  unsigned char* batch_buffer(std::size_t bytes, int slot) override {
-    if (slot < 0 || slot > 1) throw_error(ErrorCode::kInvalidArgument, "cuda batch_buffer: slot " + std::to_string(slot));
-    batch_host_[slot].reserve(bytes);
-    return batch_host_[slot].as<unsigned char>();
+  unsigned char* batch_buffer(std::size_t bytes) override {
+    batch_host_.reserve(bytes);
+    return batch_host_.as<unsigned char>();
   }
 
   std::unique_ptr<cluster::BatchKMeansDevice> make_batch_kmeans(Metric metric) override {
@@ -244,12 +243,10 @@ class CudaBackend final : public ComputeBackend {
     if (source == nullptr) {
       const MatrixView& rows = *host;
       const auto* first_byte = static_cast<const unsigned char*>(rows.data);
-      bool in_batch_buffer = false;
-      for (const auto& buf : batch_host_)
-        in_batch_buffer = in_batch_buffer ||
-                          (rows.dtype == compute_ && rows.stride == d && buf.data() != nullptr &&
-                           first_byte >= buf.as<unsigned char>() &&
-                           first_byte + static_cast<std::size_t>(n) * row_bytes <= buf.as<unsigned char>() + buf.size());
+      const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d &&
+                                   first_byte >= batch_host_.as<unsigned char>() &&
+                                   first_byte + static_cast<std::size_t>(n) * row_bytes <=
+                                       batch_host_.as<unsigned char>() + batch_host_.size();
       if (in_batch_buffer) {
         // The whole batch goes to the device as it is (page-locked): into memory it keeps
         // when offered and it fits, else into the batch buffer.
@@ -348,7 +345,7 @@ class CudaBackend final : public ComputeBackend {
     const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
     return v == nullptr || std::string(v) != "0";
   }();
-  cuda::PinnedBuffer staging_, out_host_, batch_host_[2];
+  cuda::PinnedBuffer staging_, out_host_, batch_host_;
 };
 
 }  // namespace

@@ -1098,14 +1098,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           };
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
-          // A backend that takes the rows as stored reads them into its own page-locked
-          // buffers, two of them: the next batch is read while this one is descended, so a
-          // shard comes in four batches at least (the first read is not hidden). The batches
-          // are the same on every level (residency keys): they depend on n and the config.
-          const bool stored_rows = !s.normalise() && backend->takes_stored_rows(data.dtype());
-          const std::int64_t per =
-              stored_rows ? std::min<std::int64_t>(cfg.batch_rows, std::max<std::int64_t>(16384, (n + 3) / 4))
-                          : cfg.batch_rows;
+          const std::int64_t per = cfg.batch_rows;
           bool kept = n > 0;
           for (std::int64_t r0 = 0; r0 < n && kept; r0 += per) kept = backend->resident(si, r0, std::min(per, n - r0));
           if (kept) {
@@ -1119,45 +1112,34 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.bookkeep);
             }
           } else {
-            BatchReader reader(data, static_cast<std::size_t>(si), per, 0, -1, &batch_buffer);
-            unsigned char* own[2] = {nullptr, nullptr};
-            const auto own_bytes =
-                static_cast<std::size_t>(std::min<std::int64_t>(per, n) * d) * dtype_size(data.dtype());
-            if (stored_rows) {
-              own[0] = backend->batch_buffer(own_bytes, 0);
-              own[1] = own[0] != nullptr ? backend->batch_buffer(own_bytes, 1) : nullptr;
-              if (own[1] == nullptr) reader.keep_stored_dtype(&stored_buffer);
+            BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
+            // A backend computing in the data's 16-bit dtype gets the rows as stored.
+            bool in_backend_buffer = false;
+            if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
+              // Into the backend's own buffer when it has one (pinned: no staging copy).
+              const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
+                                 dtype_size(data.dtype());
+              if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
+                reader.keep_stored_dtype(own, bytes);
+                in_backend_buffer = true;
+              } else {
+                reader.keep_stored_dtype(&stored_buffer);
+              }
             }
-            const bool ahead = own[1] != nullptr;  // batches in the backend's two buffers
-            auto read_next = [&](int slot, Batch* b) {
-              if (ahead) reader.keep_stored_dtype(own[slot], own_bytes);
-              return reader.next(b);
-            };
-            Batch batches[2];
-            int slot = 0;
-            bool have = read_next(0, &batches[0]);
-            while (have) {
+            Batch batch;
+            while (reader.next(&batch)) {
               lap(pass.read);
-              std::future<bool> next_read;  // waited for on every way out of this scope
-              if (ahead) next_read = std::async(std::launch::async, read_next, slot ^ 1, &batches[slot ^ 1]);
-              const Batch& batch = batches[slot];
               check_stop();
               if (!batch.checked) check_finite(batch, data);
               if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
-              if (ahead) backend->offer_resident(si, r0);
+              if (in_backend_buffer) backend->offer_resident(si, r0);
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);
               bookkeep(r0, m);
               lap(pass.bookkeep);
-              if (ahead) {
-                have = next_read.get();
-                slot ^= 1;
-              } else {
-                have = read_next(0, &batches[0]);
-              }
             }
           }
           lap(pass.read);
