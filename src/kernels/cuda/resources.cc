@@ -151,7 +151,12 @@ void touch_pages(unsigned char* p, std::size_t bytes) {
     for (std::size_t i = b; i < e; i += kPage) p[i] = 0;
   };
   std::vector<std::thread> pool;
-  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(touch, t);
+  std::size_t started = 1;
+  try {
+    for (; started < threads; ++started) pool.emplace_back(touch, started);
+  } catch (...) {  // no more threads: this one does the rest
+  }
+  for (std::size_t t = started; t < threads; ++t) touch(t);
   touch(0);
   for (auto& th : pool) th.join();
 }
