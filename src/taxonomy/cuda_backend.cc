@@ -205,6 +205,36 @@ class CudaBackend final : public ComputeBackend {
       into += std::chrono::duration<double>(now - t).count();
       t = now;
     };
+    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
+    const void* source = on_device;  // the whole batch on the device, if it gets there
+    if (source == nullptr) {
+      const MatrixView& rows = *host;
+      const auto* first_byte = static_cast<const unsigned char*>(rows.data);
+      const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d &&
+                                   first_byte >= batch_host_.as<unsigned char>() &&
+                                   first_byte + static_cast<std::size_t>(n) * row_bytes <=
+                                       batch_host_.as<unsigned char>() + batch_host_.size();
+      if (in_batch_buffer) {
+        // The whole batch goes to the device as it is (page-locked), queued before the rows
+        // are grouped on the host (the grouping then overlaps the copy): into memory it
+        // keeps when offered and it fits, else into the batch buffer.
+        const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
+        void* dst = nullptr;
+        if (keep.first >= 0 && resident_.count(keep) == 0 && may_keep(bytes)) {
+          Resident r;
+          r.x = cuda::DeviceBuffer(bytes);
+          r.rows = n;
+          dst = r.x.data();
+          resident_bytes_ += bytes;
+          resident_.emplace(keep, std::move(r));
+        } else {
+          batch_dev_.reserve(bytes);
+          dst = batch_dev_.data();
+        }
+        cuda::copy_to_device(res_, dst, rows.data, bytes);
+        source = dst;
+      }
+    }
     // Group rows by parent, keeping only parents with children.
     const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
     const std::vector<std::int64_t>& start = groups.start;
@@ -233,40 +263,14 @@ class CudaBackend final : public ComputeBackend {
     }
     const auto m = static_cast<std::int64_t>(active_order.size());
     lap(time_.group);
-    if (m == 0) return;
-    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
+    if (m == 0) {
+      res_.synchronize();  // a queued copy of the batch is done: its buffer is the caller's again
+      return;
+    }
     x_dev_.reserve(static_cast<std::size_t>(m) * row_bytes);
     labels_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int32_t));
     dist_dev_.reserve(static_cast<std::size_t>(m) * sizeof(float));
     out_host_.reserve(static_cast<std::size_t>(m) * 8);
-    const void* source = on_device;  // the whole batch on the device, if it gets there
-    if (source == nullptr) {
-      const MatrixView& rows = *host;
-      const auto* first_byte = static_cast<const unsigned char*>(rows.data);
-      const bool in_batch_buffer = rows.dtype == compute_ && rows.stride == d &&
-                                   first_byte >= batch_host_.as<unsigned char>() &&
-                                   first_byte + static_cast<std::size_t>(n) * row_bytes <=
-                                       batch_host_.as<unsigned char>() + batch_host_.size();
-      if (in_batch_buffer) {
-        // The whole batch goes to the device as it is (page-locked): into memory it keeps
-        // when offered and it fits, else into the batch buffer.
-        const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
-        void* dst = nullptr;
-        if (keep.first >= 0 && resident_.count(keep) == 0 && may_keep(bytes)) {
-          Resident r;
-          r.x = cuda::DeviceBuffer(bytes);
-          r.rows = n;
-          dst = r.x.data();
-          resident_bytes_ += bytes;
-          resident_.emplace(keep, std::move(r));
-        } else {
-          batch_dev_.reserve(bytes);
-          dst = batch_dev_.data();
-        }
-        cuda::copy_to_device(res_, dst, rows.data, bytes);
-        source = dst;
-      }
-    }
     if (source != nullptr) {
       // The active rows are gathered on the device in group order (its bandwidth, not the host's).
       order_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int64_t));
