@@ -117,9 +117,11 @@ std::vector<std::int64_t> parse_branching(const std::string& text) {
 
 const char* kGenHelp =
     "usage: megatax gen --out DIR --n N --dim D --levels L --branching B --shards S\n"
-    "                   [--seed S] [--dtype f32|f16] [--separation X] [--zipf S]\n"
+    "                   [--seed S] [--dtype f32|f16] [--separation X] [--zipf S] [--threads T]\n"
     "Writes a synthetic hierarchical Gaussian mixture: DIR/part-00000.npy ... (N rows in\n"
-    "S shards) and DIR/labels-00000.npy ... (int32 [n, L], the true child index per level).\n";
+    "S shards) and DIR/labels-00000.npy ... (int32 [n, L], the true child index per level).\n"
+    "Shards are generated T at a time (default: every hardware thread; one shard in memory\n"
+    "per thread); the bits do not depend on T.\n";
 
 const char* kFitHelp =
     "usage: megatax fit --input GLOB --storage URI --output URI --levels L --branching B[,B2,...]\n"
@@ -197,6 +199,7 @@ int cmd_gen(const Args& a) {
   spec.dtype = megatax::parse_dtype(a.str("dtype", "f32"));
   spec.separation = a.real("separation", spec.separation);
   spec.zipf = a.real("zipf", 0.0);
+  spec.threads = static_cast<int>(a.integer("threads", 0));
   megatax::Progress bar("gen", spec.shards, "shards", true);
   megatax::taxonomy::generate_dataset(spec, out, [&](std::int64_t) { bar.add(1); });
   bar.finish();
@@ -512,7 +515,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   try {
     if (cmd == "gen") {
-      Args a(argc, argv, 2, {"out", "n", "dim", "levels", "branching", "shards", "seed", "dtype", "separation", "zipf"}, {}, cmd);
+      Args a(argc, argv, 2, {"out", "n", "dim", "levels", "branching", "shards", "seed", "dtype", "separation", "zipf", "threads"}, {}, cmd);
       if (a.help) return std::fputs(kGenHelp, stdout), 0;
       return cmd_gen(a);
     }

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <vector>
 
+#include "core/parallel.h"
 #include "core/random.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
@@ -72,14 +74,13 @@ void generate_dataset(const SyntheticSpec& spec, const std::string& dir_uri,
   storage->make_dirs(root);
   const std::string prefix = root.empty() || root.back() == '/' ? root : root + "/";
   const std::int64_t per = spec.n / spec.shards, extra = spec.n % spec.shards;
-  std::vector<float> x;
-  std::vector<std::uint16_t> h;
-  std::vector<std::int32_t> labels;
-  for (std::int64_t s = 0; s < spec.shards; ++s) {
+  std::mutex progress;
+  // Each shard draws from its own generator: the same bits whatever the thread count.
+  parallel_for(resolve_threads(spec.threads, spec.shards), spec.shards, [&](std::int64_t s, int) {
     const std::int64_t n = per + (s < extra ? 1 : 0);
     Rng rng(hash64(spec.seed, 0x5EED, static_cast<std::uint64_t>(s)));
-    x.resize(static_cast<std::size_t>(n * d));
-    labels.resize(static_cast<std::size_t>(n * L));
+    std::vector<float> x(static_cast<std::size_t>(n * d));
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(n * L));
     for (std::int64_t i = 0; i < n; ++i) {
       const double u = rng.uniform() * acc;
       std::int64_t leaf = std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin();
@@ -102,8 +103,11 @@ void generate_dataset(const SyntheticSpec& spec, const std::string& dir_uri,
                 NpyType::kF16);
     }
     write_npy(*storage, prefix + shard_name("labels", s), std::span<const std::int32_t>(labels), lshape);
-    if (on_shard) on_shard(s);
-  }
+    if (on_shard) {
+      std::lock_guard<std::mutex> lock(progress);
+      on_shard(s);
+    }
+  });
 }
 
 }  // namespace megatax::taxonomy

@@ -1,5 +1,6 @@
 // taxonomy/synthetic.h -- generated datasets: a hierarchical Gaussian mixture with known
-// labels at every level, written shard by shard (bounded memory).
+// labels at every level, written shard by shard, shards in parallel (one shard in memory per
+// thread).
 //
 // Level-1 centres are drawn around the origin with spread 1; each level-l centre (l >= 2)
 // is its parent plus a Gaussian offset of spread separation^-(l-1); a point is its leaf
@@ -27,11 +28,13 @@ struct SyntheticSpec {
   double separation = 4.0;
   // Leaf popularity: 0 = uniform; s > 0 = Zipf with exponent s over the leaves.
   double zipf = 0.0;
+  int threads = 0;  // shards generated at once (<= 0: every hardware thread); no effect on the bits
 };
 
 // Writes <dir>/part-00000.npy ... (n_s x dim, dtype) and <dir>/labels-00000.npy
 // (int32 [n_s, levels]: the child index at each level) through the storage of `dir_uri`.
-// `on_shard` (may be empty) is called after each shard with its index.
+// `on_shard` (may be empty) is called after each shard with its index, one call at a time
+// (in the order the shards finish).
 void generate_dataset(const SyntheticSpec& spec, const std::string& dir_uri,
                       const std::function<void(std::int64_t)>& on_shard = {});
 

@@ -54,6 +54,43 @@ TaxonomyConfig config(const std::string& storage, int levels, std::int64_t b, in
   return c;
 }
 
+// The generator writes the same bits on 1 and 3 threads (each shard draws from its own
+// generator), with its labels in range and every shard reported once.
+TEST(Synthetic, SameBitsOnAnyThreadCount) {
+  ScratchDir dir;
+  taxonomy::SyntheticSpec spec;
+  spec.n = 5003;
+  spec.dim = 9;
+  spec.levels = 2;
+  spec.branching = 5;
+  spec.shards = 7;
+  spec.seed = testing_io::fresh_seed();
+  spec.dtype = DType::kF16;
+  spec.zipf = 1.1;
+  SCOPED_TRACE("seed " + std::to_string(spec.seed));
+  std::map<int, int> reported;
+  for (int threads : {1, 3}) {
+    spec.threads = threads;
+    taxonomy::generate_dataset(spec, dir / ("t" + std::to_string(threads)),
+                               [&](std::int64_t) { ++reported[threads]; });
+  }
+  EXPECT_EQ(reported[1], 7);
+  EXPECT_EQ(reported[3], 7);
+  auto st = open_storage_for_uri("/");
+  std::int64_t rows = 0;
+  for (int s = 0; s < 7; ++s) {
+    for (const char* kind : {"part", "labels"}) {
+      const std::string name = std::string(kind) + "-0000" + std::to_string(s) + ".npy";
+      EXPECT_EQ(read_all(*st, dir / ("t1/" + name)), read_all(*st, dir / ("t3/" + name))) << name;
+    }
+    std::vector<std::int64_t> shape;
+    const auto labels = io::read_npy_array<std::int32_t>(*st, dir / ("t3/labels-0000" + std::to_string(s) + ".npy"), &shape);
+    rows += shape[0];
+    for (std::int32_t v : labels) EXPECT_TRUE(v >= 0 && v < 5) << v;
+  }
+  EXPECT_EQ(rows, spec.n);
+}
+
 TEST(Taxonomy, RecoversPlantedHierarchy) {
   MEGATAX_SEEDED_RNG(rng);
   ScratchDir dir;
