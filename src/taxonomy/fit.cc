@@ -1077,12 +1077,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                   cur.paths[static_cast<std::size_t>(r * l + u)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + u)];
                 cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
               }
-              auto& mine_touched = touched_by[static_cast<std::size_t>(t)];
+              auto& my_touched = touched_by[static_cast<std::size_t>(t)];
               for (std::int64_t i = 0; i < m; ++i) {
                 const std::int64_t r = r0 + i;
                 const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
                 if (nd < 0 || (nd >> 3) % T != t) continue;
-                if (node_count[static_cast<std::size_t>(nd)]++ == 0) mine_touched.push_back(nd);
+                if (node_count[static_cast<std::size_t>(nd)]++ == 0) my_touched.push_back(nd);
                 node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
                 if (collect) {
                   const Id id = shard.global_begin + r;
