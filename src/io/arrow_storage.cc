@@ -377,6 +377,15 @@ bool ArrowStorage::exists(const std::string& path) const {
 
 void ArrowStorage::write_atomic_gather(const std::string& path,
                                        std::span<const ByteSpan> pieces) {
+  std::size_t i = 0;
+  write_atomic_stream(path, [&](ByteSpan* piece) {
+    if (i == pieces.size()) return false;
+    *piece = pieces[i++];
+    return true;
+  });
+}
+
+void ArrowStorage::write_atomic_stream(const std::string& path, const PieceSource& next) {
   thread_retries() = 0;
   const Impl& m = *impl_;
   const std::string_view base = base_name(path);
@@ -402,11 +411,18 @@ void ArrowStorage::write_atomic_gather(const std::string& path,
   m.forget_size(path);
   arrow::Status st;
   std::int64_t total = 0;
-  for (const ByteSpan& piece : pieces) {
-    if (piece.size == 0) continue;
-    total += static_cast<std::int64_t>(piece.size);
-    st = (*out)->Write(piece.data, static_cast<std::int64_t>(piece.size));
-    if (!st.ok()) break;
+  try {
+    ByteSpan piece;
+    while (next(&piece)) {
+      if (piece.size == 0) continue;
+      total += static_cast<std::int64_t>(piece.size);
+      st = (*out)->Write(piece.data, static_cast<std::int64_t>(piece.size));
+      if (!st.ok()) break;
+    }
+  } catch (...) {  // the source failed: nothing replaced, no temporary left
+    (void)(*out)->Abort();
+    if (!m.object_store) (void)m.fs->DeleteFile(target);
+    throw;
   }
   if (st.ok()) st = (*out)->Close();
   if (!st.ok()) {

@@ -14,6 +14,8 @@
 //                a failed write is aborted, leaving the old one. HDFS: a temporary file beside
 //                the target, then a rename. No directories are created on object stores
 //                (their directories are prefixes).
+//   write_atomic_stream  the same, each piece written to the output stream as it arrives
+//                (S3: a part uploaded every 5 MiB while the producer goes on).
 //   list / glob  listing of one "directory" level (S3: ListObjectsV2 with delimiter '/',
 //                paged by the SDK, so any number of keys), glob_match on the names.
 //   make_dirs    object stores: directory markers ("a/b/") as Arrow makes them; a missing
@@ -74,6 +76,7 @@ class ArrowStorage final : public Storage {
   std::uint64_t size(const std::string& path) const override;
   bool exists(const std::string& path) const override;
   void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;
+  void write_atomic_stream(const std::string& path, const PieceSource& next) override;
   std::vector<std::string> list(const std::string& dir) const override;
   std::vector<std::string> glob(const std::string& pattern) const override;
   bool remove(const std::string& path) override;

@@ -30,6 +30,7 @@
 #include "io/io_test_util.h"
 #include "io/parquet_writer.h"
 #include "io/posix_storage.h"
+#include "io/streamed_write.h"
 #include "megatax/dataset.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
@@ -275,6 +276,44 @@ TEST_F(S3StorageTest, OurObjectsReadByBoto3AndTheirsReadByUs) {
   EXPECT_TRUE(s->exists("bkt/made/deep"));
   expect_error([&] { s->make_dirs("bkt/round/theirs.bin"); }, ErrorCode::kInvalidArgument,
                {"in the way"});
+}
+
+// A streamed write (io::StreamedWrite over write_atomic_stream): pieces uploaded as they come
+// (past a multipart part), the object replaced at finish() and not before; dropped unfinished
+// or fed by a failing source, the old object stays.
+TEST_F(S3StorageTest, StreamedWriteReplacesTheObjectAtFinishOnly) {
+  std::string path;
+  std::unique_ptr<Storage> s = open_storage_for_uri("s3://bkt/stream/c.npy", &path);
+  s->write_atomic(path, std::string_view("old"));
+  const std::string a = bytes(7 << 20, 11), b = bytes(1234, 12), c = bytes(4 << 20, 13);
+  {
+    io::StreamedWrite w(*s, path);
+    w.append(a.data(), a.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a part goes up meanwhile
+    EXPECT_EQ(read_all(*s, path), "old");
+    w.append(b.data(), b.size());
+    w.append(c.data(), c.size());
+    w.finish();
+  }
+  EXPECT_TRUE(read_all(*s, path) == a + b + c);
+  {
+    io::StreamedWrite w(*s, path);
+    w.append(a.data(), a.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }  // abandoned
+  EXPECT_TRUE(read_all(*s, path) == a + b + c);
+  int calls = 0;
+  expect_error(
+      [&] {
+        s->write_atomic_stream(path, [&](ByteSpan* piece) {
+          if (++calls == 3) throw Error(ErrorCode::kDataLoss, "the producer failed");
+          *piece = ByteSpan{c.data(), c.size()};
+          return true;
+        });
+      },
+      ErrorCode::kDataLoss, {"the producer failed"});
+  EXPECT_TRUE(read_all(*s, path) == a + b + c);
+  EXPECT_EQ(s->list("bkt/stream"), std::vector<std::string>{"c.npy"});
 }
 
 TEST_F(S3StorageTest, WrongSecretIsRejectedWithAClearError) {
