@@ -30,22 +30,19 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
-#include <mutex>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cluster/cuda_assigner.h"
 #include "cluster/cuda_batch_kmeans.h"
 #include "cluster/kmeans.h"
 #include "dist/callback_executor.h"
+#include "dist/rendezvous.h"
 #include "io/npy_array.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
@@ -144,61 +141,30 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
 }
 
 // The same fit on two in-process ranks (thread-ranks of a CallbackExecutor, each with its own
-// CUDA backend on the one GPU; allgather and the shard counter through a shared rendezvous).
-// Returns "" or the first rank's error.
+// CUDA backend on the one GPU, meeting in tests/dist/rendezvous.h). Returns "" or the first
+// rank's error.
 std::string fit_on_two_ranks(const TaxonomyConfig& base, const std::string& input, const std::string& storage,
                              const std::string& output) {
-  struct Rendezvous {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::map<std::int64_t, std::vector<std::string>> parts;  // allgather number -> parts
-    std::map<std::int64_t, int> taken;
-    std::int64_t seq[2] = {0, 0};
-    std::map<std::int64_t, std::int64_t> next;  // run_shards round -> next shard
-    bool failed = false;
-  } rv;
-  std::string errors[2];
-  std::vector<std::thread> ranks;
-  for (int me = 0; me < 2; ++me)
-    ranks.emplace_back([&, me] {
-      try {
-        megatax::dist::CallbackExecutor ex(
-            me, 2,
-            [&rv](std::int64_t round, std::int64_t n) {
-              std::lock_guard<std::mutex> lock(rv.mu);
-              const std::int64_t s = rv.next[round]++;
-              return s < n ? s : std::int64_t{-1};
-            },
-            [&rv, me](const std::string& mine) {
-              std::unique_lock<std::mutex> lock(rv.mu);
-              const std::int64_t k = rv.seq[me]++;
-              auto& slot = rv.parts[k];
-              slot.resize(3);  // two parts and an arrival mark
-              slot[static_cast<std::size_t>(me)] = mine;
-              slot[2] += "x";
-              rv.cv.notify_all();
-              rv.cv.wait(lock, [&] { return rv.parts[k][2].size() == 2 || rv.failed; });
-              if (rv.failed) throw megatax::Error(megatax::ErrorCode::kCancelled, "the other rank failed");
-              std::vector<std::string> out(rv.parts[k].begin(), rv.parts[k].begin() + 2);
-              if (++rv.taken[k] == 2) rv.parts.erase(k);
-              return out;
-            });
-        TaxonomyConfig c = base;
-        c.device = "cuda";
-        c.storage_uri = storage;
-        TaxonomyEngine engine(c);
-        megatax::FitOptions o;
-        o.progress = false;
-        engine.fit_with(ex, input, output, o);
-      } catch (const std::exception& e) {
-        errors[me] = e.what();
-        std::lock_guard<std::mutex> lock(rv.mu);
-        rv.failed = true;
-        rv.cv.notify_all();
-      }
-    });
-  for (auto& t : ranks) t.join();
-  return !errors[0].empty() ? errors[0] : errors[1];
+  megatax::testing_dist::Rendezvous rv(2);
+  const auto errors = megatax::testing_dist::run_ranks(2, rv, [&](int me) {
+    megatax::dist::CallbackExecutor ex = rv.executor(me);
+    TaxonomyConfig c = base;
+    c.device = "cuda";
+    c.storage_uri = storage;
+    TaxonomyEngine engine(c);
+    megatax::FitOptions o;
+    o.progress = false;
+    engine.fit_with(ex, input, output, o);
+  });
+  for (const auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    }
+  }
+  return "";
 }
 
 // Check 6 (see the header).
