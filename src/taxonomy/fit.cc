@@ -1017,6 +1017,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
     std::vector<std::int32_t> touched;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
+    auto merge_touched = [&] {
+      for (auto& tt : touched_by) {
+        touched.insert(touched.end(), tt.begin(), tt.end());
+        tt.clear();
+      }
+    };
     // A shard's state files (or outputs) are written while the pass goes on with the next
     // shards (eight behind at most: each file costs two fsyncs, the file's and its
     // directory's, and a pass writes three per shard; their latencies overlap, where one or
@@ -1034,11 +1040,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
-          for (auto& tt : touched_by) {  // left over by a shard that threw
-            touched.insert(touched.end(), tt.begin(), tt.end());
-            tt.clear();
-          }
-          for (const std::int32_t node : touched) {
+          merge_touched();
+          for (const std::int32_t node : touched) {  // left over by a shard that threw
             node_count[static_cast<std::size_t>(node)] = 0;
             node_inertia[static_cast<std::size_t>(node)] = 0.0;
           }
@@ -1090,10 +1093,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                 }
               }
             });
-            for (auto& tt : touched_by) {
-              touched.insert(touched.end(), tt.begin(), tt.end());
-              tt.clear();
-            }
+            merge_touched();
             bar.add(m);
           };
           // Batches the backend kept (a GPU's memory) are descended where they are: the

@@ -141,7 +141,8 @@ namespace {
 constexpr std::size_t kMappedPinnedBytes = std::size_t{4} << 20;
 
 // Writes one byte of every 4 KiB page of [p, p + bytes) on up to 16 threads (64 MiB or more
-// each): the kernel zeroes each page as it faults, one thread at a time otherwise.
+// each): the kernel zeroes each page as it faults, one thread at a time otherwise. (The CPU
+// library's populate_pages, core/memory.h, does this too, but megatax_cuda does not link it.)
 void touch_pages(unsigned char* p, std::size_t bytes) {
   constexpr std::size_t kPage = 4096, kPerThread = std::size_t{64} << 20;
   const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
