@@ -2,8 +2,9 @@
 // rounds of (candidate distances, one block per problem that chooses and draws), queued
 // without host round trips. The per-problem sums are sequential float64 in pool order, as
 // the host's SeedingRun does them, so the choices match the host's bit for bit given the
-// same distances; they are a few thousand dependent adds per round (microseconds), while the
-// distance launch reads the pools (the bulk of the time).
+// same distances; they are a few thousand dependent adds per round (one chain: every
+// candidate's running sums at once, microseconds), while the distance launch reads the
+// pools (the bulk of the time).
 #include <cuda_runtime.h>
 
 #include <string>
@@ -49,6 +50,12 @@ __global__ void seed_init_kernel(std::int64_t groups, const std::int64_t* b, con
 
 // One round for problem blockIdx.x: takes the distances of its candidates (centroid c), then
 // prepares centroid c + 1's candidates (or marks the problem done: n_a = 0).
+//
+// Thread t < n_a walks candidate t's pool in order: w_i = min(best_i, d_t,i) (d_0,i itself
+// for the first centroid), its float64 running sum (the candidate's potential at the end)
+// and the last i with w_i > 0. Each running sum is written out (prefix_all, laid out as the
+// distances), so the chosen candidate's sums are the ones the draws search: one dependent
+// chain a round instead of the potentials' and then the chosen one's.
 __global__ void __launch_bounds__(kThreads)
     seed_step_kernel(const std::int64_t* b, const std::int64_t* b_begin, const SeedingProblem* problems,
                      const double* uniforms, std::int64_t max_k, std::int64_t* a, std::int32_t* n_a,
@@ -63,79 +70,92 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t m = b_begin[g + 1] - b_begin[g];
   const float* d = dist + out_begin[g];
   float* best = best_all + b_begin[g];
-  double* prefix = prefix_all + b_begin[g];
+  double* prefix_t = prefix_all + out_begin[g] + static_cast<std::int64_t>(tid) * m;
   std::int64_t* out = chosen + g * max_k;
   const std::int64_t c = st.c;
+  const bool first = c == 0;  // no nearest distances yet: w_i = d_0,i
 
   __shared__ float s_dist[kMaxCand][kChunk];
   __shared__ float s_best[kChunk];
-  __shared__ double s_prefix[kChunk];
   __shared__ double s_pot[kMaxCand];
+  __shared__ std::int64_t s_last[kMaxCand];
   __shared__ int s_choice;
 
-  if (c == 0) {  // the first centroid: its distances are the nearest ones
-    for (std::int64_t i = tid; i < m; i += kThreads) best[i] = d[i];
-    if (tid == 0) out[0] = st.cand[0];
-  } else {
-    // Each candidate's potential, sum_i min(best_i, d_t,i) in pool order (thread t).
-    double pot = 0;
-    for (std::int64_t i0 = 0; i0 < m; i0 += kChunk) {
-      const int len = static_cast<int>(m - i0 < kChunk ? m - i0 : kChunk);
-      for (int e = tid; e < len; e += kThreads) s_best[e] = best[i0 + e];
-      for (int q = tid; q < na * len; q += kThreads) {
-        const int t = q / len, e = q - t * len;
-        s_dist[t][e] = d[static_cast<std::int64_t>(t) * m + i0 + e];
-      }
-      __syncthreads();
-      if (tid < na) {
-#pragma unroll 8
-        for (int e = 0; e < len; ++e) {
-          const double bv = s_best[e], dv = s_dist[tid][e];
-          pot += dv < bv ? dv : bv;
-        }
-      }
-      __syncthreads();
-    }
-    if (tid < na) s_pot[tid] = pot;
-    __syncthreads();
-    if (tid == 0) {
-      int choice = 0;
-      double lowest = __longlong_as_double(0x7ff0000000000000LL);  // +inf
-      for (int t = 0; t < na; ++t)
-        if (s_pot[t] < lowest) {
-          lowest = s_pot[t];
-          choice = t;
-        }
-      s_choice = choice;
-      out[c] = st.cand[choice];
-    }
-    __syncthreads();
-    const float* dc = d + static_cast<std::int64_t>(s_choice) * m;
-    for (std::int64_t i = tid; i < m; i += kThreads) {
-      const float bv = best[i], dv = dc[i];
-      best[i] = dv < bv ? dv : bv;
-    }
-  }
-  __syncthreads();
-
-  // The running sums of the nearest distances in pool order (thread 0), for the draws.
   double acc = 0;
   std::int64_t last = -1;
   for (std::int64_t i0 = 0; i0 < m; i0 += kChunk) {
     const int len = static_cast<int>(m - i0 < kChunk ? m - i0 : kChunk);
-    for (int e = tid; e < len; e += kThreads) s_best[e] = best[i0 + e];
+    if (!first)
+      for (int e = tid; e < len; e += kThreads) s_best[e] = best[i0 + e];
+    for (int q = tid; q < na * len; q += kThreads) {
+      const int t = q / len, e = q - t * len;
+      s_dist[t][e] = d[static_cast<std::int64_t>(t) * m + i0 + e];
+    }
     __syncthreads();
-    if (tid == 0) {
-      for (int e = 0; e < len; ++e) {
-        const float w = s_best[e];
+    if (tid < na) {
+      // Eight values loaded ahead of their dependent adds.
+      int e = 0;
+      for (; e + 8 <= len; e += 8) {
+        float w[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const float dv = s_dist[tid][e + u];
+          if (first) {
+            w[u] = dv;
+          } else {
+            const float bv = s_best[e + u];
+            w[u] = dv < bv ? dv : bv;
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          acc += w[u];
+          prefix_t[i0 + e + u] = acc;
+          if (w[u] > 0) last = i0 + e + u;
+        }
+      }
+      for (; e < len; ++e) {
+        const float dv = s_dist[tid][e];
+        const float bv = first ? dv : s_best[e];
+        const float w = dv < bv ? dv : bv;
         acc += w;
-        s_prefix[e] = acc;
+        prefix_t[i0 + e] = acc;
         if (w > 0) last = i0 + e;
       }
     }
     __syncthreads();
-    for (int e = tid; e < len; e += kThreads) prefix[i0 + e] = s_prefix[e];
-    __syncthreads();
+  }
+  if (tid < na) {
+    s_pot[tid] = acc;
+    s_last[tid] = last;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    int choice = 0;  // the smallest potential, the first on ties
+    double lowest = __longlong_as_double(0x7ff0000000000000LL);  // +inf
+    for (int t = 0; t < na; ++t)
+      if (s_pot[t] < lowest) {
+        lowest = s_pot[t];
+        choice = t;
+      }
+    if (first) choice = 0;
+    s_choice = choice;
+    out[c] = st.cand[choice];
+  }
+  __syncthreads();
+  const int choice = s_choice;
+  acc = s_pot[choice];
+  last = s_last[choice];
+  const double* prefix = prefix_all + out_begin[g] + static_cast<std::int64_t>(choice) * m;
+  const float* dc = d + static_cast<std::int64_t>(choice) * m;
+  for (std::int64_t i = tid; i < m; i += kThreads) {
+    const float dv = dc[i];
+    if (first) {
+      best[i] = dv;
+    } else {
+      const float bv = best[i];
+      best[i] = dv < bv ? dv : bv;
+    }
   }
 
   // The next centroid: copies while the potential is 0, else `trials` draws.
@@ -196,10 +216,10 @@ void seed_grouped(Resources& res, const GroupedSeedingArgs& s) {
     throw Error(ErrorCode::kInvalidArgument, "seed_grouped: a device array is null");
   res.activate();
   const auto G = static_cast<std::size_t>(s.groups), n_b = static_cast<std::size_t>(s.n_b);
-  // Temporaries, one workspace: nearest distances, their running sums, candidate distances,
+  // Temporaries, one workspace: nearest distances, each candidate's running sums, candidate distances,
   // the distance launch's candidate rows / counts / offsets, and each problem's state.
   const std::size_t o_best = 0, o_prefix = o_best + detail::align256(n_b * sizeof(float)),
-                    o_dist = o_prefix + detail::align256(n_b * sizeof(double)),
+                    o_dist = o_prefix + detail::align256(n_b * static_cast<std::size_t>(s.max_trials) * sizeof(double)),
                     o_a = o_dist + detail::align256(n_b * static_cast<std::size_t>(s.max_trials) * sizeof(float)),
                     o_na = o_a + detail::align256(G * detail::kMaxCand * sizeof(std::int64_t)),
                     o_ob = o_na + detail::align256(G * sizeof(std::int32_t)),
