@@ -241,10 +241,16 @@ struct RowDistanceArgs {
   float* out = nullptr;            // device [n_a * n_b]
 };
 inline constexpr std::int64_t kMaxRowDistanceCandidates = 16;
-// Queues out[t * n_b + i] = sum_j (x[a[t]][j] - x[b[i]][j])^2, summed in f32 from the
-// elements' exact f32 values in a fixed order (same inputs, same bits). Row numbers must lie
-// in [0, x.rows) (device arrays: not checked). Throws Error(kInvalidArgument) for bad
-// arguments (naming the field).
+// Queues out[t * n_b + i] = sum_j (x[a[t]][j] - x[b[i]][j])^2 in a fixed order (same
+// inputs, same bits):
+//  - f32 rows, and 16-bit rows wider than 4096: summed in f32 from the elements' exact f32
+//    values (error ~sqrt(d) * 2^-24 of the distance);
+//  - f16/bf16 rows up to 4096 wide: on tensor cores, as |p|^2 + |c|^2 - 2 p.c clamped at 0,
+//    each term an f32-accumulated sum of exact products (error ~sqrt(d) * 2^-24 of
+//    |p|^2 + |c|^2, so small distances between large rows are coarse); identical rows are
+//    exactly 0 apart.
+// Row numbers must lie in [0, x.rows) (device arrays: not checked). Throws
+// Error(kInvalidArgument) for bad arguments (naming the field).
 void row_distances(Resources& res, const RowDistanceArgs& args);
 
 // The same for many groups in one launch (k-means++ of many problems at once): group g has

@@ -1,15 +1,21 @@
 // Row distances for k-means++ seeding: a few candidate rows of x against a pool of rows of x.
-// One warp per pool row. The plain kernels fetch the candidates' elements through L1 in
-// each warp; the grouped one stages them in shared memory per block of pool rows (when
-// max_n_a * d floats fit). The pool is read once per call (n_b * d elements).
+// 16-bit rows (d <= kMmaMaxD): tensor cores (row_distances_mma.cuh: |p|^2 + |c|^2 - 2 p.c,
+// every term an mma sum, so a row's distance to itself is exactly 0), one warp per 8 pool
+// rows, the candidates staged in shared memory. f32 rows (and wider 16-bit ones): FFMA on
+// the differences, one warp per pool row; the plain kernels fetch the candidates' elements
+// through L1 in each warp; the grouped one stages them in shared memory per block of pool
+// rows (when max_n_a * d floats fit). The pool is read once per call (n_b * d elements).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/row_distances_mma.cuh"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
 
@@ -284,6 +290,127 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- 16-bit rows on tensor cores ----------------------------------------------------------
+constexpr int kMmaBlockRows = 256;  // pool rows per block (32 warp tiles of 8)
+
+// Plain: block blk serves pool entries [blk * kMmaBlockRows, +kMmaBlockRows) against the n_a
+// candidates a[t].
+template <class T, bool kTwo>
+__global__ void __launch_bounds__(kThreads)
+    row_distances_mma_kernel(const T* x, std::int64_t ld, std::int64_t d, bool vec, const std::int64_t* a,
+                             int n_a, const std::int64_t* b, std::int64_t n_b, float* out) {
+  extern __shared__ uint4 s_mem[];
+  T* s_cand = reinterpret_cast<T*>(s_mem);
+  mma_stage_candidates(x, ld, d, vec, a, n_a, s_cand);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kMmaBlockRows;
+  const std::int64_t r1 = r0 + kMmaBlockRows < n_b ? r0 + kMmaBlockRows : n_b;
+  for (std::int64_t i = r0 + static_cast<std::int64_t>(warp) * kMmaTileRows; i < r1;
+       i += kRowsPerBlock * kMmaTileRows) {
+    const int nr = static_cast<int>(r1 - i < kMmaTileRows ? r1 - i : kMmaTileRows);
+    const int mine = lane / 4;
+    const std::int64_t ir = i + (mine < nr ? mine : 0);
+    const T* row = x + (b != nullptr ? b[ir] : ir) * ld;
+    mma_tile<T, kTwo>(row, mine < nr, s_cand, n_a, d, vec, lane, out + i, nr, n_b);
+  }
+}
+
+// Grouped: block blk serves pool entries [blk * kMmaBlockRows, +kMmaBlockRows), group
+// segment by group segment (each segment stages its group's candidates).
+template <class T, bool kTwo>
+__global__ void __launch_bounds__(kThreads)
+    grouped_row_distances_mma_kernel(const T* x, std::int64_t ld, std::int64_t d, bool vec, std::int64_t groups,
+                                     const std::int64_t* b, const std::int64_t* b_begin, std::int64_t n_b,
+                                     const std::int64_t* a, const std::int32_t* n_a,
+                                     const std::int64_t* out_begin, float* out) {
+  extern __shared__ uint4 s_mem[];
+  T* s_cand = reinterpret_cast<T*>(s_mem);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kMmaBlockRows;
+  const std::int64_t r1 = r0 + kMmaBlockRows < n_b ? r0 + kMmaBlockRows : n_b;
+  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= r0
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (b_begin[mid] <= r0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  std::int64_t g = lo;
+  for (std::int64_t s0 = r0; s0 < r1;) {
+    while (b_begin[g + 1] <= s0) ++g;  // empty groups
+    const std::int64_t g_begin = b_begin[g], g_end = b_begin[g + 1];
+    const std::int64_t s1 = g_end < r1 ? g_end : r1;
+    const int na = n_a[g];
+    if (na > 0) {
+      __syncthreads();  // the previous segment's warps are done with the staged candidates
+      mma_stage_candidates(x, ld, d, vec, a + g * kMaxCand, na, s_cand);
+      float* g_out = out + out_begin[g] - g_begin;  // + pool entry i: its column
+      for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kMmaTileRows; i < s1;
+           i += kRowsPerBlock * kMmaTileRows) {
+        const int nr = static_cast<int>(s1 - i < kMmaTileRows ? s1 - i : kMmaTileRows);
+        const int mine = lane / 4;
+        const T* row = x + b[i + (mine < nr ? mine : 0)] * ld;
+        mma_tile<T, kTwo>(row, mine < nr, s_cand, na, d, vec, lane, g_out + i, nr, g_end - g_begin);
+      }
+    }
+    s0 = s1;
+  }
+}
+
+// The tensor-core kernels serve 16-bit rows up to kMmaMaxD wide (both the plain and the
+// grouped form decide alike, so their bits agree), unless MEGATAX_CUDA_ROW_DIST=ffma (read
+// per launch: benchmarks flip it).
+bool use_mma(const MatrixView& x) {
+  if (x.dtype != DType::kF16 && x.dtype != DType::kBF16) return false;
+  if (x.dim > kMmaMaxD) return false;
+  const char* v = std::getenv("MEGATAX_CUDA_ROW_DIST");
+  return v == nullptr || std::strcmp(v, "ffma") != 0;
+}
+
+template <class T>
+void launch_mma(const RowDistanceArgs& r, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((r.n_b + kMmaBlockRows - 1) / kMmaBlockRows);
+  const std::size_t smem = mma_smem_bytes(r.x.dim, r.n_a);
+  auto run = [&](auto kernel) {
+    if (smem > 48 * 1024) {
+      MEGATAX_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<blocks, kThreads, smem, stream>>>(static_cast<const T*>(r.x.data), r.x.stride, r.x.dim,
+                                               vector_aligned(r.x), r.a, static_cast<int>(r.n_a), r.b, r.n_b,
+                                               r.out);
+  };
+  if (r.n_a > 8) {
+    run(row_distances_mma_kernel<T, true>);
+  } else {
+    run(row_distances_mma_kernel<T, false>);
+  }
+  MEGATAX_CUDA_CHECK_LAUNCH("row_distances_mma_kernel");
+}
+
+template <class T>
+void launch_grouped_mma(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((r.n_b + kMmaBlockRows - 1) / kMmaBlockRows);
+  const std::size_t smem = mma_smem_bytes(r.x.dim, r.max_n_a);
+  auto run = [&](auto kernel) {
+    if (smem > 48 * 1024) {
+      MEGATAX_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    kernel<<<blocks, kThreads, smem, stream>>>(static_cast<const T*>(r.x.data), r.x.stride, r.x.dim,
+                                               vector_aligned(r.x), r.groups, r.b, r.b_begin, r.n_b, r.a, r.n_a,
+                                               r.out_begin, r.out);
+  };
+  if (r.max_n_a > 8) {
+    run(grouped_row_distances_mma_kernel<T, true>);
+  } else {
+    run(grouped_row_distances_mma_kernel<T, false>);
+  }
+  MEGATAX_CUDA_CHECK_LAUNCH("grouped_row_distances_mma_kernel");
+}
+
 template <class T, int kA>
 void launch_staged(const GroupedRowDistanceArgs& r, std::size_t smem, cudaStream_t stream) {
   if (smem > 48 * 1024) {
@@ -347,8 +474,20 @@ void row_distances(Resources& res, const RowDistanceArgs& r) {
   const auto stream = static_cast<cudaStream_t>(res.stream());
   switch (r.x.dtype) {
     case DType::kF32: detail::launch<float>(r, stream); break;
-    case DType::kF16: detail::launch<__half>(r, stream); break;
-    case DType::kBF16: detail::launch<__nv_bfloat16>(r, stream); break;
+    case DType::kF16:
+      if (detail::use_mma(r.x)) {
+        detail::launch_mma<__half>(r, stream);
+      } else {
+        detail::launch<__half>(r, stream);
+      }
+      break;
+    case DType::kBF16:
+      if (detail::use_mma(r.x)) {
+        detail::launch_mma<__nv_bfloat16>(r, stream);
+      } else {
+        detail::launch<__nv_bfloat16>(r, stream);
+      }
+      break;
     default: throw Error(ErrorCode::kInvalidArgument, "row_distances: unsupported dtype");
   }
 }
@@ -375,8 +514,20 @@ void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& r) {
   const std::size_t smem = res.max_smem_per_block();
   switch (r.x.dtype) {
     case DType::kF32: detail::launch_grouped<float>(r, smem, stream); break;
-    case DType::kF16: detail::launch_grouped<__half>(r, smem, stream); break;
-    case DType::kBF16: detail::launch_grouped<__nv_bfloat16>(r, smem, stream); break;
+    case DType::kF16:
+      if (detail::use_mma(r.x)) {
+        detail::launch_grouped_mma<__half>(r, stream);
+      } else {
+        detail::launch_grouped<__half>(r, smem, stream);
+      }
+      break;
+    case DType::kBF16:
+      if (detail::use_mma(r.x)) {
+        detail::launch_grouped_mma<__nv_bfloat16>(r, stream);
+      } else {
+        detail::launch_grouped<__nv_bfloat16>(r, smem, stream);
+      }
+      break;
     default: throw Error(ErrorCode::kInvalidArgument, "row_distances_grouped: unsupported dtype");
   }
 }
