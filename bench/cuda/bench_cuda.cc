@@ -20,6 +20,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -182,6 +183,18 @@ int main(int argc, char** argv) {
     const double peak = 2.0 * g * g * g / (gemm_ms * 1e-3) / 1e12;
     std::printf("cuBLAS bf16 GEMM 8192^3: %.3f ms, %.0f TFLOP/s (the peak below)\n", gemm_ms, peak);
     g_rows.push_back({"cuBLAS bf16 GEMM 8192^3 (peak)", fmt("%.3f ms  %.0f TFLOP/s", gemm_ms, peak)});
+    // The same GEMM in f16 (same bits of uniform data reinterpreted are not uniform: refill),
+    // for the f16 rows: the card's f16 rate, beside the bf16 peak the targets use.
+    megatax::bench::fill_uniform(ga.data(), g * g, DType::kF16, 2, stream);
+    megatax::bench::fill_uniform(gb.data(), g * g, DType::kF16, 3, stream);
+    const double gemm16_ms = time_ms(
+        stream, [&] { gemm_abt(cublas, DType::kF16, ga.data(), g, gb.data(), g, g, gc.data()); },
+        std::max(g_reps, 10));
+    const double peak16 = 2.0 * g * g * g / (gemm16_ms * 1e-3) / 1e12;
+    std::printf("cuBLAS f16 GEMM 8192^3: %.3f ms, %.0f TFLOP/s (%.1f%% of the bf16 peak)\n", gemm16_ms, peak16,
+                100 * peak16 / peak);
+    g_rows.push_back({"cuBLAS f16 GEMM 8192^3", fmt("%.3f ms  %.0f TFLOP/s = %.1f%% of bf16 peak", gemm16_ms,
+                                                    peak16, 100 * peak16 / peak)});
 
     // ---- assign ------------------------------------------------------------------------
     struct AssignShape {
@@ -238,13 +251,16 @@ int main(int argc, char** argv) {
                     "(ours %.2fx) | accumulate %.3f ms, assign+accumulate = %.2fx assign\n",
                     shape.c_str(), ours, tf, 100 * tf / peak, floor, ours / floor, acc_ms,
                     (ours + acc_ms) / ours);
+        const std::string f16_rate =
+            s.t == DType::kF16 ? fmt(" (%.1f%% of cuBLAS's f16 rate)", 100 * tf / peak16) : std::string();
+        if (!f16_rate.empty()) std::printf("  %-32s%s\n", "", f16_rate.c_str());
         const double tf_portable = flops / (portable * 1e-3) / 1e12;
         std::printf("  %-32s portable mma.sync kernel %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak\n",
                     "", portable, tf_portable, 100 * tf_portable / peak);
         g_rows.push_back({"assign " + shape,
-                          fmt("%8.3f ms %5.0f TFLOP/s %5.1f%% peak | GEMM-only %8.3f ms, ours/GEMM "
+                          fmt("%8.3f ms %5.0f TFLOP/s %5.1f%% peak%s | GEMM-only %8.3f ms, ours/GEMM "
                               "%.2fx | +accumulate %.2fx | portable kernel %5.1f%% peak",
-                              ours, tf, 100 * tf / peak, floor, ours / floor,
+                              ours, tf, 100 * tf / peak, f16_rate.c_str(), floor, ours / floor,
                               (ours + acc_ms) / ours, 100 * tf_portable / peak)});
       }
     }
@@ -371,7 +387,6 @@ int main(int argc, char** argv) {
         r.out_begin = dob.as<std::int64_t>();
         r.out = dout.as<float>();
         r.max_n_a = trials;
-        const double dist_ms = time_ms(stream, [&] { mc::row_distances_grouped(res, r); });
         mc::GroupedSeedingArgs sa;
         sa.x = xv;
         sa.groups = sh.groups;
@@ -383,15 +398,38 @@ int main(int argc, char** argv) {
         sa.max_k = k;
         sa.max_trials = static_cast<std::int32_t>(trials);
         sa.chosen = dchosen.as<std::int64_t>();
-        const double seed_ms = time_ms(stream, [&] { mc::seed_grouped(res, sa); }, std::min(g_reps, 3));
         const double floor_ms = static_cast<double>(n_b * d * 2) / read_bw * 1e3;
         const std::string shape = fmt("%lld x m=%lld D=%lld f16 k=%lld", (long long)sh.groups, (long long)sh.m,
                                       (long long)d, (long long)k);
-        std::printf("  %-32s distances %7.3f ms (%3.0f%% of read BW) | seeding %8.2f ms = %.3f ms/round "
-                    "(floor %.3f)\n",
-                    shape.c_str(), dist_ms, 100 * floor_ms / dist_ms, seed_ms, seed_ms / k, floor_ms);
-        g_rows.push_back({"seeding " + shape, fmt("%.3f ms/round, distances %.3f ms, floor %.3f ms", seed_ms / k,
-                                                  dist_ms, floor_ms)});
+        // The tensor-core distances (the default for 16-bit rows) and the FFMA kernel on the
+        // differences (MEGATAX_CUDA_ROW_DIST=ffma), timed in this run; how far apart their
+        // distances are, relative to the largest one.
+        std::vector<float> dist_ref, dist_v(static_cast<std::size_t>(n_b * trials));
+        for (const char* kernel : {"ffma", "mma"}) {
+          setenv("MEGATAX_CUDA_ROW_DIST", kernel, 1);
+          const double dist_ms = time_ms(stream, [&] { mc::row_distances_grouped(res, r); });
+          mc::copy_to_host(res, dist_v.data(), dout.data(), dist_v.size() * 4);
+          const double seed_ms = time_ms(stream, [&] { mc::seed_grouped(res, sa); }, std::min(g_reps, 3));
+          unsetenv("MEGATAX_CUDA_ROW_DIST");
+          std::string apart;
+          if (dist_ref.empty()) {
+            dist_ref = dist_v;
+          } else {
+            double top = 0, diff = 0;
+            for (std::size_t i = 0; i < dist_v.size(); ++i) {
+              top = std::max(top, double(std::fabs(dist_ref[i])));
+              diff = std::max(diff, double(std::fabs(dist_v[i] - dist_ref[i])));
+            }
+            apart = fmt(", %.1e of the largest from ffma's", diff / std::max(top, 1e-30));
+          }
+          std::printf("  %-32s %-4s distances %7.3f ms (%3.0f%% of read BW) | seeding %8.2f ms = %.3f "
+                      "ms/round (floor %.3f)%s\n",
+                      shape.c_str(), kernel, dist_ms, 100 * floor_ms / dist_ms, seed_ms, seed_ms / k, floor_ms,
+                      apart.c_str());
+          g_rows.push_back({fmt("seeding %s %s", shape.c_str(), kernel),
+                            fmt("%.3f ms/round, distances %.3f ms = %.0f%% of read BW, floor %.3f ms%s", seed_ms / k,
+                                dist_ms, 100 * floor_ms / dist_ms, floor_ms, apart.c_str())});
+        }
       }
     }
     CUBLAS_CHECK(cublasDestroy(cublas));
