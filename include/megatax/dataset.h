@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -157,6 +158,16 @@ class BatchReader {
   // are read (Batch::checked).
   void keep_stored_dtype(unsigned char* buffer, std::size_t bytes);
 
+  // For batches read into a caller's buffer (keep_stored_dtype(buffer, bytes)): `landed` is
+  // called as each range of a batch's rows is in the buffer and checked, from the reading
+  // threads (concurrently, ranges disjoint, in any order), with the batch's first row in the
+  // shard, the batch's rows, and the range's first row and row count within the batch. A
+  // consumer may start moving those rows (e.g. copying them to a GPU) before next() returns.
+  // An exception it throws fails that next().
+  using RowsLanded = std::function<void(std::int64_t batch_begin, std::int64_t batch_rows, std::int64_t first,
+                                        std::int64_t count)>;
+  void on_rows_landed(RowsLanded landed) { landed_ = std::move(landed); }
+
   BatchReader(const BatchReader&) = delete;  // buffer_ may refer to own_
   BatchReader& operator=(const BatchReader&) = delete;
 
@@ -173,6 +184,7 @@ class BatchReader {
   std::vector<float>& buffer_;  // own_ or the caller's
   std::vector<unsigned char>* raw_ = nullptr;  // set: batches keep the stored dtype
   unsigned char* fixed_ = nullptr;             // ... into the caller's buffer instead
+  RowsLanded landed_;                          // see on_rows_landed
 };
 
 // Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is

@@ -265,7 +265,9 @@ bool BatchReader::next(Batch* batch) {
         std::int64_t seen = first_bad.load();
         while (p < seen && !first_bad.compare_exchange_weak(seen, p)) {
         }
+        return;  // not handed on: the batch fails below
       }
+      if (check && landed_) landed_(first, n, r0, k);
     });
     batch->view = MatrixView(dst, n, dataset_.dim(), reader.dtype());
     batch->data = nullptr;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -295,6 +296,61 @@ TEST(DatasetTest, BatchesIntoTheCallersBufferAreCheckedWhileRead) {
   BatchReader small(clean, 0, 1000);
   expect_error([&] { small.keep_stored_dtype(buf.data(), 1000 * d * 2 - 1); }, ErrorCode::kInvalidArgument,
                {"clean.npy", "a batch needs 1024000 bytes"});
+}
+
+// on_rows_landed: every row of every batch is handed on exactly once, with the batch's
+// place in the shard, and its bytes are in the buffer when the call comes (a copy taken in
+// the callback equals the finished batch); a range holding a non-finite value is not handed
+// on, and the batch fails.
+TEST(DatasetTest, LandedRowsCoverEachBatchOnceAndAreInPlace) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage s;
+  const std::int64_t d = 256, n = 70000 + static_cast<std::int64_t>(rng() % 5000);  // 512-byte f16 rows
+  const std::int64_t batch_rows = 40000;  // two batches, each of several 16 MiB ranges
+  std::vector<float> x = random_matrix(rng, n, d);
+  write_npy(s, "c/clean.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  const Dataset clean = Dataset::open(s, "c/*.npy");
+  std::vector<unsigned char> buf(static_cast<std::size_t>(batch_rows * d * 2)), copy(buf.size());
+  BatchReader r(clean, 0, batch_rows);
+  r.keep_stored_dtype(buf.data(), buf.size());
+  std::mutex mu;
+  std::vector<std::int64_t> hits;
+  std::int64_t seen_begin = -1, seen_rows = -1;
+  r.on_rows_landed([&](std::int64_t b0, std::int64_t rows, std::int64_t first, std::int64_t count) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen_begin = b0;
+    seen_rows = rows;
+    for (std::int64_t i = first; i < first + count; ++i) ++hits[static_cast<std::size_t>(i)];
+    std::memcpy(copy.data() + first * d * 2, buf.data() + first * d * 2, static_cast<std::size_t>(count * d * 2));
+  });
+  Batch batch;
+  for (std::int64_t b0 = 0; b0 < n; b0 += batch_rows) {
+    const std::int64_t rows = std::min(batch_rows, n - b0);
+    hits.assign(static_cast<std::size_t>(rows), 0);
+    ASSERT_TRUE(r.next(&batch));
+    EXPECT_EQ(seen_begin, b0);
+    EXPECT_EQ(seen_rows, rows);
+    EXPECT_EQ(std::count(hits.begin(), hits.end(), 1), rows) << "batch at row " << b0;
+    EXPECT_EQ(std::memcmp(copy.data(), batch.view.data, static_cast<std::size_t>(rows * d * 2)), 0);
+  }
+  EXPECT_FALSE(r.next(&batch));
+
+  const std::int64_t bad_row = static_cast<std::int64_t>(rng() % batch_rows);
+  x[static_cast<std::size_t>(bad_row * d + 7)] = std::numeric_limits<float>::infinity();
+  write_npy(s, "b/bad.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  const Dataset bad = Dataset::open(s, "b/*.npy");
+  BatchReader rb(bad, 0, batch_rows);
+  rb.keep_stored_dtype(buf.data(), buf.size());
+  std::int64_t handed = 0;
+  bool bad_handed = false;
+  rb.on_rows_landed([&](std::int64_t, std::int64_t, std::int64_t first, std::int64_t count) {
+    std::lock_guard<std::mutex> lock(mu);
+    handed += count;
+    if (bad_row >= first && bad_row < first + count) bad_handed = true;
+  });
+  expect_error([&] { rb.next(&batch); }, ErrorCode::kDataLoss, {"row " + std::to_string(bad_row) + " "});
+  EXPECT_FALSE(bad_handed);
+  EXPECT_LT(handed, batch_rows);
 }
 
 // keep_stored_dtype: f16 shards come as stored (bytes of the file, no float32 copy);
