@@ -55,6 +55,13 @@ class ComputeBackend {
   // reads fastest (page-locked for a GPU: copied to the device as it is, no staging copy),
   // owned by the backend, valid until the next call; null: any memory serves as well.
   virtual unsigned char* batch_buffer(std::size_t /*bytes*/) { return nullptr; }
+  // Rows [first, first + count) of the batch (shard, local_begin, rows) being read into
+  // batch_buffer() (from its start) are there: called from the reading threads, concurrently,
+  // ranges disjoint, in any order (BatchReader::on_rows_landed). The backend may start moving
+  // them (a GPU: copies to the device while the rest is read); the descend() of that batch
+  // then finds them moved. Default: nothing.
+  virtual void batch_rows_landed(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/,
+                                 std::int64_t /*first*/, std::int64_t /*count*/) {}
   // Tree::descend's contract (tree.h); rows are f32, or `stored` when takes_stored_rows().
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,

@@ -110,6 +110,34 @@ class CudaBackend final : public ComputeBackend {
     return batch_host_.as<unsigned char>();
   }
 
+  // Each landed range is queued for the device at once (the reading threads' copies out of
+  // the page cache and the host-to-device copies overlap): into memory kept for the batch
+  // when it may be kept (offer_resident), else into the scratch batch memory.
+  void batch_rows_landed(std::int64_t shard, std::int64_t local_begin, std::int64_t rows, std::int64_t first,
+                         std::int64_t count) override {
+    std::lock_guard<std::mutex> lock(landing_mutex_);
+    const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+    const Key key{shard, local_begin};
+    if (landing_.key != key || landing_.rows != rows) {
+      landing_ = {};
+      landing_.key = key;
+      landing_.rows = rows;
+      const std::size_t bytes = static_cast<std::size_t>(rows) * row_bytes;
+      if (resident_enabled_ && resident_.count(key) == 0 && may_keep(bytes)) {
+        landing_.kept = cuda::DeviceBuffer(bytes);
+        landing_.dst = landing_.kept.as<unsigned char>();
+      } else {
+        batch_dev_.reserve(bytes);
+        landing_.dst = batch_dev_.as<unsigned char>();
+      }
+    }
+    res_.activate();
+    const std::size_t offset = static_cast<std::size_t>(first) * row_bytes;
+    cuda::copy_to_device(res_, landing_.dst + offset, batch_host_.as<unsigned char>() + offset,
+                         static_cast<std::size_t>(count) * row_bytes);
+    landing_.landed += count;
+  }
+
   std::unique_ptr<cluster::BatchKMeansDevice> make_batch_kmeans(Metric metric) override {
     return std::make_unique<cluster::CudaBatchKMeans>(res_.device(), metric, compute_);
   }
@@ -137,6 +165,7 @@ class CudaBackend final : public ComputeBackend {
     res_.synchronize();
     level_ = level;
     k_ = k;
+    dim_ = d;
   }
 
   void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
@@ -214,7 +243,23 @@ class CudaBackend final : public ComputeBackend {
                                    first_byte >= batch_host_.as<unsigned char>() &&
                                    first_byte + static_cast<std::size_t>(n) * row_bytes <=
                                        batch_host_.as<unsigned char>() + batch_host_.size();
-      if (in_batch_buffer) {
+      std::unique_lock<std::mutex> landing_lock(landing_mutex_);
+      const bool landed = in_batch_buffer && first_byte == batch_host_.as<unsigned char>() &&
+                          landing_.dst != nullptr && landing_.rows == n && landing_.landed == n;
+      if (landed) {
+        // Copied while it was read (batch_rows_landed): kept when offered under its key.
+        source = landing_.dst;
+        if (landing_.kept.data() != nullptr) {
+          if (keep == landing_.key) {
+            resident_bytes_ += static_cast<std::size_t>(n) * row_bytes;
+            resident_.emplace(keep, Resident{std::move(landing_.kept), n});
+          } else {
+            batch_dev_ = std::move(landing_.kept);  // the copy's memory becomes the scratch
+          }
+        }
+        landing_ = {};
+      } else if (in_batch_buffer) {
+        landing_ = {};
         // The whole batch goes to the device as it is (page-locked), queued before the rows
         // are grouped on the host (the grouping then overlaps the copy): into memory it
         // keeps when offered and it fits, else into the batch buffer.
@@ -235,48 +280,68 @@ class CudaBackend final : public ComputeBackend {
         source = dst;
       }
     }
-    // Group rows by parent, keeping only parents with children.
-    const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
-    const std::vector<std::int64_t>& start = groups.start;
-    const std::vector<std::int64_t>& order = groups.order;
+    // Group rows by parent, keeping only parents with children. One parent with children
+    // and every row under it (level 1): the rows are their own group order (no grouping, no
+    // gather on the device).
     std::vector<std::int64_t> row_begin{0}, centroid_begin, centroid_end, group_parent;
     std::vector<std::int64_t> active_order;  // rows of the active groups, in group order
-    active_order.reserve(static_cast<std::size_t>(n));
-    for (std::int64_t j = -1; j < n_parents; ++j) {
-      const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
-      if (b == e) continue;
-      const bool has_children = j >= 0 && lv.child_begin[static_cast<std::size_t>(j + 1)] >
-                                              lv.child_begin[static_cast<std::size_t>(j)];
-      if (!has_children) {
-        for (std::int64_t t = b; t < e; ++t) {
-          const std::int64_t i = order[static_cast<std::size_t>(t)];
-          node[i] = -1;
-          child[i] = -1;
-        }
-        continue;
+    const bool one_group = n_parents == 1 && lv.child_begin[1] > lv.child_begin[0] &&
+                           std::all_of(prev, prev + n, [](std::int32_t p) { return p == 0; });
+    if (one_group) {
+      row_begin.push_back(n);
+      centroid_begin.push_back(lv.child_begin[0]);
+      centroid_end.push_back(lv.child_begin[1]);
+      group_parent.push_back(0);
+      if (source == nullptr) {  // the host staging below walks the order
+        active_order.resize(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) active_order[static_cast<std::size_t>(i)] = i;
       }
-      active_order.insert(active_order.end(), order.begin() + b, order.begin() + e);
-      row_begin.push_back(static_cast<std::int64_t>(active_order.size()));
-      centroid_begin.push_back(lv.child_begin[static_cast<std::size_t>(j)]);
-      centroid_end.push_back(lv.child_begin[static_cast<std::size_t>(j + 1)]);
-      group_parent.push_back(j);
+    } else {
+      const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
+      const std::vector<std::int64_t>& start = groups.start;
+      const std::vector<std::int64_t>& order = groups.order;
+      active_order.reserve(static_cast<std::size_t>(n));
+      for (std::int64_t j = -1; j < n_parents; ++j) {
+        const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
+        if (b == e) continue;
+        const bool has_children = j >= 0 && lv.child_begin[static_cast<std::size_t>(j + 1)] >
+                                                lv.child_begin[static_cast<std::size_t>(j)];
+        if (!has_children) {
+          for (std::int64_t t = b; t < e; ++t) {
+            const std::int64_t i = order[static_cast<std::size_t>(t)];
+            node[i] = -1;
+            child[i] = -1;
+          }
+          continue;
+        }
+        active_order.insert(active_order.end(), order.begin() + b, order.begin() + e);
+        row_begin.push_back(static_cast<std::int64_t>(active_order.size()));
+        centroid_begin.push_back(lv.child_begin[static_cast<std::size_t>(j)]);
+        centroid_end.push_back(lv.child_begin[static_cast<std::size_t>(j + 1)]);
+        group_parent.push_back(j);
+      }
     }
-    const auto m = static_cast<std::int64_t>(active_order.size());
+    const std::int64_t m = one_group ? n : static_cast<std::int64_t>(active_order.size());
     lap(time_.group);
     if (m == 0) {
       res_.synchronize();  // a queued copy of the batch is done: its buffer is the caller's again
       return;
     }
-    x_dev_.reserve(static_cast<std::size_t>(m) * row_bytes);
+    const void* x_rows = x_dev_.data();  // the active rows in group order, on the device
+    if (!(one_group && source != nullptr)) x_dev_.reserve(static_cast<std::size_t>(m) * row_bytes);
     labels_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int32_t));
     dist_dev_.reserve(static_cast<std::size_t>(m) * sizeof(float));
     out_host_.reserve(static_cast<std::size_t>(m) * 8);
-    if (source != nullptr) {
+    if (source != nullptr && one_group) {
+      x_rows = source;
+      lap(time_.stage);
+    } else if (source != nullptr) {
       // The active rows are gathered on the device in group order (its bandwidth, not the host's).
       order_dev_.reserve(static_cast<std::size_t>(m) * sizeof(std::int64_t));
       cuda::copy_to_device(res_, order_dev_.data(), active_order.data(), static_cast<std::size_t>(m) * sizeof(std::int64_t));
       cuda::gather_rows(res_, source, row_bytes, order_dev_.as<std::int64_t>(), m, x_dev_.data());
       res_.synchronize();  // active_order (pageable) and the batch buffer are reused by the caller
+      x_rows = x_dev_.data();
       lap(time_.stage);
     } else {
       const MatrixView& rows = *host;
@@ -294,10 +359,11 @@ class CudaBackend final : public ComputeBackend {
       });
       lap(time_.stage);
       cuda::copy_to_device(res_, x_dev_.data(), staging_.data(), static_cast<std::size_t>(m) * row_bytes);
+      x_rows = x_dev_.data();
     }
     cuda::GroupedAssignArgs a;
     a.metric = tree.kernel_metric();
-    a.x = MatrixView(x_dev_.data(), m, d, compute_, d);
+    a.x = MatrixView(x_rows, m, d, compute_, d);
     a.centroids = MatrixView(centroids_.data(), k_, d, compute_, d);
     a.c_norms = a.metric == Metric::kL2 ? c_norms_.as<float>() : nullptr;
     a.row_begin = std::move(row_begin);
@@ -315,7 +381,7 @@ class CudaBackend final : public ComputeBackend {
     for (std::size_t g = 0; g < group_parent.size(); ++g) {
       const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(group_parent[g])];
       for (std::int64_t t = rb[g]; t < rb[g + 1]; ++t) {
-        const std::int64_t i = active_order[static_cast<std::size_t>(t)];
+        const std::int64_t i = one_group ? t : active_order[static_cast<std::size_t>(t)];
         child[i] = lab[t];
         node[i] = static_cast<std::int32_t>(first_child + lab[t]);
         dist[i] = dd[t];
@@ -350,6 +416,16 @@ class CudaBackend final : public ComputeBackend {
     return v == nullptr || std::string(v) != "0";
   }();
   cuda::PinnedBuffer staging_, out_host_, batch_host_;
+  // The batch whose rows are being copied as they are read (batch_rows_landed).
+  struct Landing {
+    Key key{-1, -1};
+    std::int64_t rows = 0, landed = 0;
+    unsigned char* dst = nullptr;  // landing.kept's memory or batch_dev_'s
+    cuda::DeviceBuffer kept;       // when the batch may be kept
+  };
+  std::mutex landing_mutex_;
+  Landing landing_;
+  std::int64_t dim_ = 0;  // of the prepared level's tree
 };
 
 }  // namespace

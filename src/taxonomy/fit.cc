@@ -1121,6 +1121,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                  dtype_size(data.dtype());
               if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
                 reader.keep_stored_dtype(own, bytes);
+                // The backend may move each range of rows as it lands (a GPU: copies them
+                // while the rest of the batch is read).
+                reader.on_rows_landed([&, si](std::int64_t b0, std::int64_t rows, std::int64_t first,
+                                              std::int64_t count) {
+                  backend->batch_rows_landed(si, b0, rows, first, count);
+                });
                 in_backend_buffer = true;
               } else {
                 reader.keep_stored_dtype(&stored_buffer);
