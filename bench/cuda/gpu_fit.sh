@@ -64,6 +64,16 @@ run cuda "$MEGATAX" cuda
 if [ -n "${BASE_MEGATAX:-}" ]; then
   same() { if diff -rq -x taxonomy.json "$1" "$2" >/dev/null; then echo identical; else echo "DIFFERENT ($(diff -rq -x taxonomy.json "$1" "$2" | head -3 | tr '\n' ' '))"; fi; }
   echo "gpu_fit: base vs ours: model files $(same "$WORK/m_base-cuda" "$WORK/m_cuda"), outputs $(same "$WORK/o_base-cuda" "$WORK/o_cuda")"
+  # Quality, when the bits differ: each level's total inertia (sum of squared distances of
+  # the points to their node's centroid), ours over the base's.
+  python3 - "$WORK" "$LEVELS" <<'PY'
+import sys, numpy as np
+w, levels = sys.argv[1], int(sys.argv[2])
+for l in range(1, levels + 1):
+    a = np.load(f"{w}/m_base-cuda/level-{l}/inertia.npy").sum()
+    b = np.load(f"{w}/m_cuda/level-{l}/inertia.npy").sum()
+    print(f"gpu_fit: level {l} inertia base {a:.6g}, ours {b:.6g} (ours / base {b / a:.6f})")
+PY
 fi
 if [ -n "${EXTRA_ARGS:-}" ]; then
   # shellcheck disable=SC2086 # the extra arguments are meant to split
