@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -85,6 +86,26 @@ class PooledAssigner final : public cluster::Assigner {
   AssignerPool& pool_;
   std::unique_ptr<cluster::CudaAssigner> a_;
 };
+
+// Calls fn(g, t0, t1) for pieces [t0, t1) of the positions [0, row_begin.back()) of groups
+// g (group g holds [row_begin[g], row_begin[g + 1])), the positions cut into slices run on
+// up to `threads` threads (0: all): every position once, pieces disjoint.
+void for_each_group_slice(const std::vector<std::int64_t>& row_begin, int threads,
+                          const std::function<void(std::size_t, std::int64_t, std::int64_t)>& fn) {
+  const std::int64_t m = row_begin.back();
+  const int T = resolve_threads(threads, m / 65536);
+  parallel_for(T, T, [&](std::int64_t s, int) {
+    const std::int64_t a = m * s / T, b = m * (s + 1) / T;
+    if (a == b) return;
+    // The group of position a: the last g with row_begin[g] <= a.
+    auto g = static_cast<std::size_t>(std::upper_bound(row_begin.begin(), row_begin.end(), a) - row_begin.begin() - 1);
+    for (std::int64_t t = a; t < b; ++g) {
+      const std::int64_t e = std::min(b, row_begin[g + 1]);
+      if (e > t) fn(g, t, e);
+      t = std::max(t, e);
+    }
+  });
+}
 
 class CudaBackend final : public ComputeBackend {
  public:
@@ -297,10 +318,10 @@ class CudaBackend final : public ComputeBackend {
         for (std::int64_t i = 0; i < n; ++i) active_order[static_cast<std::size_t>(i)] = i;
       }
     } else {
-      const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
+      RowGroups groups = group_rows_by_parent(prev, n, n_parents, threads);
       const std::vector<std::int64_t>& start = groups.start;
       const std::vector<std::int64_t>& order = groups.order;
-      active_order.reserve(static_cast<std::size_t>(n));
+      std::vector<std::int64_t> src_begin;  // each active group's first position in `order`
       for (std::int64_t j = -1; j < n_parents; ++j) {
         const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
         if (b == e) continue;
@@ -314,11 +335,20 @@ class CudaBackend final : public ComputeBackend {
           }
           continue;
         }
-        active_order.insert(active_order.end(), order.begin() + b, order.begin() + e);
-        row_begin.push_back(static_cast<std::int64_t>(active_order.size()));
+        src_begin.push_back(b);
+        row_begin.push_back(row_begin.back() + (e - b));
         centroid_begin.push_back(lv.child_begin[static_cast<std::size_t>(j)]);
         centroid_end.push_back(lv.child_begin[static_cast<std::size_t>(j + 1)]);
         group_parent.push_back(j);
+      }
+      if (row_begin.back() == n) {
+        active_order = std::move(groups.order);  // every row is active: the order as it is
+      } else {
+        active_order.resize(static_cast<std::size_t>(row_begin.back()));
+        for_each_group_slice(row_begin, threads, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
+          std::copy(order.begin() + src_begin[g] + (t0 - row_begin[g]), order.begin() + src_begin[g] + (t1 - row_begin[g]),
+                    active_order.begin() + t0);
+        });
       }
     }
     const std::int64_t m = one_group ? n : static_cast<std::int64_t>(active_order.size());
@@ -378,15 +408,15 @@ class CudaBackend final : public ComputeBackend {
     cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(m) * sizeof(std::int32_t));
     cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(m) * sizeof(float));
     lap(time_.device);
-    for (std::size_t g = 0; g < group_parent.size(); ++g) {
+    for_each_group_slice(rb, threads, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
       const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(group_parent[g])];
-      for (std::int64_t t = rb[g]; t < rb[g + 1]; ++t) {
+      for (std::int64_t t = t0; t < t1; ++t) {
         const std::int64_t i = one_group ? t : active_order[static_cast<std::size_t>(t)];
         child[i] = lab[t];
         node[i] = static_cast<std::int32_t>(first_child + lab[t]);
         dist[i] = dd[t];
       }
-    }
+    });
     lap(time_.scatter);
   }
 

@@ -1,11 +1,14 @@
 // taxonomy/row_groups.h -- rows grouped by their node at the level above (descent's first
 // step, shared by the CPU and CUDA descents).
 //
-// Thread-safety: a pure function.
+// Thread-safety: a pure function (it may run its own threads).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "core/parallel.h"
 
 namespace megatax::taxonomy {
 
@@ -16,17 +19,48 @@ struct RowGroups {
   std::vector<std::int64_t> order;  // n entries
 };
 
-// prev[i] in [-1, n_parents) for i < n.
-inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, std::int64_t n_parents) {
+// prev[i] in [-1, n_parents) for i < n. On up to `threads` threads (0: all; 1: this one):
+// the same groups and order whatever the count (slices of rows counted and placed in row
+// order, each slice's rows of a parent after the earlier slices').
+inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, std::int64_t n_parents,
+                                      int threads = 1) {
   RowGroups g;
-  g.start.assign(static_cast<std::size_t>(n_parents + 2), 0);
-  for (std::int64_t i = 0; i < n; ++i) ++g.start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
-  for (std::int64_t j = 0; j <= n_parents; ++j)
-    g.start[static_cast<std::size_t>(j + 1)] += g.start[static_cast<std::size_t>(j)];
+  const auto slots = static_cast<std::size_t>(n_parents + 1);  // slot = parent + 1
+  g.start.assign(slots + 1, 0);
   g.order.resize(static_cast<std::size_t>(n));
-  std::vector<std::int64_t> fill(g.start.begin(), g.start.end() - 1);
-  for (std::int64_t i = 0; i < n; ++i)
-    g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
+  // Slices of at least 64K rows, and no more than leave each slice's counts (one per
+  // parent) small beside its rows.
+  const std::int64_t by_rows = n / 65536, by_parents = n / (4 * (n_parents + 1));
+  const int T = resolve_threads(threads, std::max<std::int64_t>(1, std::min(by_rows, by_parents)));
+  if (T <= 1) {
+    for (std::int64_t i = 0; i < n; ++i) ++g.start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
+    for (std::size_t j = 1; j <= slots; ++j) g.start[j] += g.start[j - 1];
+    std::vector<std::int64_t> fill(g.start.begin(), g.start.end() - 1);
+    for (std::int64_t i = 0; i < n; ++i)
+      g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
+    return g;
+  }
+  std::vector<std::vector<std::int64_t>> at(static_cast<std::size_t>(T), std::vector<std::int64_t>(slots, 0));
+  parallel_for(T, T, [&](std::int64_t t, int) {
+    auto& c = at[static_cast<std::size_t>(t)];
+    for (std::int64_t i = n * t / T; i < n * (t + 1) / T; ++i) ++c[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)];
+  });
+  // at[t][s] becomes slice t's first position for slot s.
+  std::int64_t pos = 0;
+  for (std::size_t s = 0; s < slots; ++s) {
+    g.start[s] = pos;
+    for (auto& c : at) {
+      const std::int64_t k = c[s];
+      c[s] = pos;
+      pos += k;
+    }
+  }
+  g.start[slots] = pos;
+  parallel_for(T, T, [&](std::int64_t t, int) {
+    auto& fill = at[static_cast<std::size_t>(t)];
+    for (std::int64_t i = n * t / T; i < n * (t + 1) / T; ++i)
+      g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
+  });
   return g;
 }
 
