@@ -93,7 +93,7 @@ class PooledAssigner final : public cluster::Assigner {
 void for_each_group_slice(const std::vector<std::int64_t>& row_begin, int threads,
                           const std::function<void(std::size_t, std::int64_t, std::int64_t)>& fn) {
   const std::int64_t m = row_begin.back();
-  const int T = resolve_threads(threads, m / 65536);
+  const int T = resolve_threads(threads, m / 16384);  // a pass's batch: ~125K rows
   parallel_for(T, T, [&](std::int64_t s, int) {
     const std::int64_t a = m * s / T, b = m * (s + 1) / T;
     if (a == b) return;

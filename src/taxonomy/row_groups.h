@@ -28,9 +28,9 @@ inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, 
   const auto slots = static_cast<std::size_t>(n_parents + 1);  // slot = parent + 1
   g.start.assign(slots + 1, 0);
   g.order.resize(static_cast<std::size_t>(n));
-  // Slices of at least 64K rows, and no more than leave each slice's counts (one per
+  // Slices of at least 16K rows, and no more than leave each slice's counts (one per
   // parent) small beside its rows.
-  const std::int64_t by_rows = n / 65536, by_parents = n / (4 * (n_parents + 1));
+  const std::int64_t by_rows = n / 16384, by_parents = n / (4 * (n_parents + 1));
   const int T = resolve_threads(threads, std::max<std::int64_t>(1, std::min(by_rows, by_parents)));
   if (T <= 1) {
     for (std::int64_t i = 0; i < n; ++i) ++g.start[static_cast<std::size_t>(std::int64_t{prev[i]} + 2)];
