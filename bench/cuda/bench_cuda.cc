@@ -2,7 +2,8 @@
 //
 // Measured here, in this order (cudaEvent timing on one stream, warm-up, median of reps):
 //   - HBM: device-to-device cudaMemcpy bandwidth (2 x bytes / t) and a read-only kernel
-//   - cuBLAS bf16 GEMM 8192^3 (cublasGemmEx, f32 accumulation): the "peak" rate
+//   - cuBLAS bf16 GEMM 8192^3 (cublasGemmEx, f32 accumulation): the "peak" rate; the same in
+//     f16 (the card's f16 rate, beside which the f16 assign is also reported)
 //   - assign (fused distance + argmin) at N=4M K=1024 D=1024 bf16 and f16, N=1M K=16384
 //     D=1024 bf16: ms, TFLOP/s (2NKD / t), % of the cuBLAS peak, and the cuBLAS GEMM-only time
 //     of the same shape (X C^T into a bf16 matrix, in row chunks: the floor a fused kernel
@@ -12,7 +13,8 @@
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
 //     (database bytes / measured copy bandwidth)
 //   - k-means++ seeding of a level's batch of node problems (grouped distances per round, and
-//     the whole seed_grouped): ms per round against the pool read floor
+//     the whole seed_grouped), with the tensor-core distances and the FFMA ones
+//     (MEGATAX_CUDA_ROW_DIST=ffma): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
 //   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding]
