@@ -278,6 +278,11 @@ void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
 void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const std::int64_t* idx, std::int64_t n,
                  void* dst);
 
+// ---- rows to float32 --------------------------------------------------------------------------
+// Queues out (device, x.rows x x.dim floats, dense) = the f32 values of x's rows (a device
+// view: f32, f16 or bf16; exact). Throws Error(kInvalidArgument) for a bad view or null out.
+void rows_to_f32(Resources& res, const MatrixView& x, float* out);
+
 // ---- k-means++ seeding of many problems, on the device ----------------------------------
 // Greedy k-means++ (cluster/kmeans_steps.h's SeedingRun: each centroid draws `trials` pool
 // points by D^2 sampling and keeps the one that lowers the pool's potential most) for many

@@ -36,6 +36,9 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   x_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
   labels_host_.assign(static_cast<std::size_t>(n), 0);
+  seed_rows_.clear();
+  points_exact_ = true;
+  for (const auto& x : xs) points_exact_ = points_exact_ && x.dtype == compute_;
   // Problems one after the other in a points buffer, as the device keeps them: one copy.
   if (P > 0 && n > 0) {
     const auto* first = static_cast<const unsigned char*>(xs[0].data);
@@ -199,10 +202,48 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   auto* out = results_.as<std::int64_t>();
   cuda::copy_to_host(res_, out, chosen_dev_.data(), chosen_bytes);  // waits for the stream
   chosen->assign(P, {});
+  seed_rows_.clear();
   for (std::size_t p = 0; p < P; ++p) {
     const std::int64_t* c = out + static_cast<std::int64_t>(p) * max_k;
     (*chosen)[p].assign(c, c + plans[p].k);
+    for (std::int64_t j = 0; j < plans[p].k; ++j) {
+      const std::int64_t i = c[j];  // checked against the pool here: it indexes pool_rows_
+      if (i < 0 || i >= pool_begin_[p + 1] - pool_begin_[p])
+        throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seed: problem " + std::to_string(p) + " chose pool index " +
+                                              std::to_string(i) + " outside its pool");
+      seed_rows_.push_back(pool_rows_[static_cast<std::size_t>(pool_begin_[p] + i)]);
+    }
   }
+}
+
+void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
+  if (!points_exact_ || seed_rows_.empty())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: no seeds kept (after seed(), points "
+                                      "in the compute dtype)");
+  const std::size_t P = k.size();
+  if (P + 1 != row_begin_.size())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: " + std::to_string(P) + " problems of " +
+                                          std::to_string(row_begin_.size() - 1));
+  centroid_begin_.assign(P, 0);
+  centroid_end_.assign(P, 0);
+  std::int64_t total = 0;
+  for (std::size_t p = 0; p < P; ++p) {
+    centroid_begin_[p] = total;
+    total += k[p];
+    centroid_end_[p] = total;
+  }
+  if (total != static_cast<std::int64_t>(seed_rows_.size()))
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: " + std::to_string(total) +
+                                          " centroids, " + std::to_string(seed_rows_.size()) + " seeds");
+  // The compute-dtype rows as the device keeps the points (exact), and their f32 values.
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+  c_dev_.reserve(static_cast<std::size_t>(total) * row_bytes);
+  c32_dev_.reserve(static_cast<std::size_t>(total) * static_cast<std::size_t>(dim_) * sizeof(float));
+  seed_rows_dev_.reserve(seed_rows_.size() * sizeof(std::int64_t));
+  cuda::copy_to_device(res_, seed_rows_dev_.data(), seed_rows_.data(), seed_rows_.size() * sizeof(std::int64_t));
+  cuda::gather_rows(res_, x_dev_.data(), row_bytes, seed_rows_dev_.as<std::int64_t>(), total, c_dev_.data());
+  cuda::rows_to_f32(res_, MatrixView(c_dev_.data(), total, dim_, compute_, dim_), c32_dev_.as<float>());
+  seed_rows_.clear();  // used: the next batch seeds again
 }
 
 void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) {

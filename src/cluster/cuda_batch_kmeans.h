@@ -38,6 +38,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen) override;
   void set_seed_on_device(bool on) noexcept { seed_on_device_ = on; }
   void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override;
+  // When every problem's points came in the compute dtype (the device's rows are then their
+  // exact values): after seed(), the chosen rows gathered on the device.
+  bool can_keep_seeds() const override { return points_exact_; }
+  void seeds_as_centroids(const std::vector<std::int64_t>& k) override;
   void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override;
   void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override;
   void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
@@ -57,8 +61,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::vector<std::int64_t> pool_rows_;      // the pools' rows, numbered across the batch
   std::vector<std::int64_t> centroid_begin_, centroid_end_;
   std::vector<std::int32_t> labels_host_;    // the last assignment, local labels, all rows
+  bool points_exact_ = false;                // prepare()'s problems all in the compute dtype
+  std::vector<std::int64_t> seed_rows_;      // seed()'s chosen rows of x_dev_, problem after problem
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
-      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
+      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
   cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
 };
 

@@ -16,6 +16,10 @@ void BatchKMeansDevice::seed(const std::vector<detail::SeedingPlan>&, std::vecto
   throw_error(ErrorCode::kInternal, "k-means batch: this device does not seed (can_seed() is false)");
 }
 
+void BatchKMeansDevice::seeds_as_centroids(const std::vector<std::int64_t>&) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not keep seeds (can_keep_seeds() is false)");
+}
+
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
@@ -68,8 +72,12 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     for (std::size_t p = 0; p < P; ++p) pools[p] = seeds[p]->pool();
     device.set_seeding_pools(pools);
   }
-  // The device may run the whole seeding itself (no host step per centroid).
+  // The device may run the whole seeding itself (no host step per centroid), and then keep
+  // the chosen rows as the centroids (for caller memory: the host's LloydRuns never read
+  // their centroids before the device's come back; spherical seeds are normalised on the
+  // host, so they take the host copies).
   const bool on_device = device.can_seed();
+  const bool seeds_stay = on_device && external && !params[0].spherical && device.can_keep_seeds();
   auto t_chosen = Clock::now();
   if (on_device) {
     std::vector<detail::SeedingPlan> plans(P);
@@ -89,6 +97,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
         throw_error(ErrorCode::kInternal, "k-means batch, problem " + std::to_string(p) + ": the device chose " +
                                               std::to_string(chosen[p].size()) + " centroids, k = " +
                                               std::to_string(params[p].k));
+      if (seeds_stay) return;
       if (external) {
         seeds[p]->set_chosen(chosen[p].data(), out[p]);
       } else {
@@ -143,7 +152,11 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   }
   const std::int64_t d = xs[0].dim;
   t = Clock::now();
-  device.set_centroids(initial, ks);
+  if (seeds_stay) {
+    device.seeds_as_centroids(ks);
+  } else {
+    device.set_centroids(initial, ks);
+  }
   tm.assign += since(t);
   std::vector<std::vector<std::int64_t>> counts(P), moved(P);
   std::vector<char> active(P), updating(P);

@@ -53,6 +53,14 @@ class BatchKMeansDevice {
   // Centroids of every problem (centroids[p] = k[p] x dim floats), kept on the device.
   virtual void set_centroids(const std::vector<const float*>& centroids,
                              const std::vector<std::int64_t>& k) = 0;
+  // Optional: whether seeds_as_centroids() can follow the last seed() (the device has the
+  // chosen rows exactly as their float32 values would be: the points it keeps are the
+  // problems' own values).
+  virtual bool can_keep_seeds() const { return false; }
+  // After seed(): the chosen pool points become the problems' centroids on the device,
+  // exactly what set_centroids would be given (SeedingRun::set_chosen's rows), without the
+  // host copies; k[p] = plans[p].k.
+  virtual void seeds_as_centroids(const std::vector<std::int64_t>& k);
   // Assigns every problem's points to its own centroids; for every p with labels[p] non-null,
   // labels[p][i] / distances[p][i] (kmeans.h's Assigner contract, labels in [0, k[p])).
   virtual void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) = 0;
@@ -80,9 +88,10 @@ struct BatchKMeansTimes {
 // Requires xs.size() == params.size(), every problem valid for fit_kmeans (Error naming the
 // problem otherwise), one dim, metric and spherical flag. `threads`: host threads for the per-problem steps.
 // `out`: empty, or one destination per problem (params[p].k x dim floats, caller memory):
-// problem p's centroids then live there from the seeds on, its result's `centroids` stay
-// empty, and no per-problem centroid buffers are allocated (a wide level's batches hold
-// gigabytes of them: the caller's one array instead of thousands of fresh buffers).
+// problem p's centroids are there on return (not before: a device that keeps the seeds
+// never copies them there), its result's `centroids` stay empty, and no per-problem
+// centroid buffers are allocated (a wide level's batches hold gigabytes of them: the
+// caller's one array instead of thousands of fresh buffers).
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,

@@ -34,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -304,6 +305,28 @@ void test_kmeans_on_device(std::uint64_t seed) {
                 (long long)bt_host.seeding_steps);
     check(same == on_dev.size(), "k-means++ on the device vs host steps: " + std::to_string(same) + " of " +
                                      std::to_string(on_dev.size()) + " problems bit-identical");
+    // Into caller memory (`out`, NaN first): the device keeps its seeds as the centroids (no
+    // host copy of them); the host steps copy theirs in. The same bits, and the same as above.
+    std::vector<std::vector<float>> mem_dev(views2.size()), mem_host(views2.size());
+    std::vector<float*> out_dev, out_host;
+    for (std::size_t q = 0; q < views2.size(); ++q) {
+      const auto size = static_cast<std::size_t>(params2[q].k * d);
+      mem_dev[q].assign(size, std::numeric_limits<float>::quiet_NaN());
+      mem_host[q].assign(size, std::numeric_limits<float>::quiet_NaN());
+      out_dev.push_back(mem_dev[q].data());
+      out_host.push_back(mem_host[q].data());
+    }
+    const auto ext_dev = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, nullptr, out_dev);
+    const auto ext_host = megatax::cluster::fit_kmeans_batch(views2, params2, host_steps, 0, nullptr, out_host);
+    std::size_t same_ext = 0;
+    for (std::size_t q = 0; q < views2.size(); ++q)
+      same_ext += mem_dev[q] == mem_host[q] && mem_dev[q] == on_dev[q].centroids &&
+                          ext_dev[q].inertia == ext_host[q].inertia && ext_dev[q].inertia == on_dev[q].inertia
+                      ? 1
+                      : 0;
+    check(same_ext == views2.size(), "k-means into caller memory, seeds kept on the device vs host steps: " +
+                                         std::to_string(same_ext) + " of " + std::to_string(views2.size()) +
+                                         " problems bit-identical");
   }
   bool others_ok = true;
   for (std::size_t q = 1; q < rb.size(); ++q) {

@@ -793,6 +793,26 @@ void test_row_distances_grouped(mc::Resources& res, std::mt19937_64& rng, std::i
   report(name, ok, "bit-identical to row_distances per group");
 }
 
+// rows_to_f32 against the host's values of the same (strided) rows: exact.
+void test_rows_to_f32(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t d, DType dtype,
+                      std::int64_t stride_pad) {
+  const HostMatrix x = make_matrix(n, d, d + stride_pad, dtype, random_values(rng, n, d, 3.f));
+  DeviceMatrix dx = upload(res, x);
+  mc::DeviceBuffer out(static_cast<std::size_t>(n * d) * 4 + 4);
+  mc::rows_to_f32(res, dx.view, out.as<float>());
+  const auto got = download<float>(res, out, static_cast<std::size_t>(n * d));
+  std::int64_t bad = 0;
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t j = 0; j < d; ++j)
+      if (got[static_cast<std::size_t>(r * d + j)] != static_cast<float>(x.at(r, j))) ++bad;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld of %lld values differ", (long long)bad, (long long)(n * d));
+  char name[128];
+  std::snprintf(name, sizeof(name), "rows_to_f32 %-4s n=%lld d=%lld%s", megatax::dtype_name(dtype), (long long)n,
+                (long long)d, stride_pad ? " strided" : "");
+  report(name, ok, "equal to the host's values");
+}
+
 // gather_rows against the same gather on the host (bytes must match exactly).
 void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t src_rows,
                       std::int64_t n) {
@@ -1164,6 +1184,10 @@ int main(int argc, char** argv) {
     test_gather_rows(res, rng, 2048, 5000, 7001);
     test_gather_rows(res, rng, 34, 300, 1000);
     test_gather_rows(res, rng, 5, 17, 64);
+    std::printf("rows to f32 (reference: the host's values)\n");
+    test_rows_to_f32(res, rng, 3001, 1024, kH, 0);
+    test_rows_to_f32(res, rng, 777, 33, kB, 5);
+    test_rows_to_f32(res, rng, 50, 7, kF, 1);
     std::printf("page-locked buffers (reference: the bytes written)\n");
     for (const std::size_t bytes : {std::size_t{1} << 20, (std::size_t{70} << 20) + 3}) test_pinned_buffers(res, rng, bytes);
     std::printf("means (reference: float64 division, float64 norms)\n");
