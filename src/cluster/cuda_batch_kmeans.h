@@ -29,7 +29,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   CudaBatchKMeans(int device, Metric metric, DType compute_dtype);
   void prepare(std::span<const MatrixView> xs) override;
   unsigned char* points_buffer(int slot, std::size_t bytes) override;
-  void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override;
+  void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                          std::vector<const float*>* out) override;
   // Seeding on the device (cuda::seed_grouped) unless turned off (then step by step through

@@ -68,7 +68,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                                      params[p].init_sample_per_centroid);
   });
   {
-    std::vector<std::vector<std::int64_t>> pools(P);
+    std::vector<std::span<const std::int64_t>> pools(P);
     for (std::size_t p = 0; p < P; ++p) pools[p] = seeds[p]->pool();
     device.set_seeding_pools(pools);
   }

@@ -36,8 +36,8 @@ class BatchKMeansDevice {
     (void)slot, (void)bytes;
     return nullptr;
   }
-  // Seeding pools: pools[p] = ascending row numbers of xs[p].
-  virtual void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) = 0;
+  // Seeding pools: pools[p] = ascending row numbers of xs[p] (borrowed for the call).
+  virtual void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) = 0;
   // For every p with cands[p] non-empty (indices into pools[p], at most 16):
   // (*out)[p][t * pools[p].size() + i] = squared L2 between pool points cands[p][t] and i,
   // in host memory the device owns, valid until its next call.

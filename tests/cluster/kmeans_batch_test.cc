@@ -29,7 +29,7 @@ class CpuBatchDevice final : public BatchKMeansDevice {
     xs_.assign(xs.begin(), xs.end());
     ++prepares;
   }
-  void set_seeding_pools(const std::vector<std::vector<std::int64_t>>& pools) override {
+  void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) override {
     packed_.clear();
     for (std::size_t p = 0; p < pools.size(); ++p) {
       packed_.emplace_back(xs_[p].dim, DType::kF32);
