@@ -89,7 +89,7 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
     });
     lv.packed = std::move(packed);
   });
-  const RowGroups groups = group_rows_by_parent(prev, n, n_parents, options.threads);
+  const RowGroups groups = group_rows_by_parent(prev, n, n_parents);
   const std::vector<std::int64_t>& start = groups.start;
   const std::vector<std::int64_t>& order = groups.order;
   // Rows at a leaf above (prev == -1) or at a leaf parent get no child.
