@@ -80,19 +80,14 @@ void SeedingRun::set_from_pool(std::int64_t c, std::int64_t i) {
   row_f32(x_, pool_[static_cast<std::size_t>(i)], centroids_.data() + c * x_.dim);
 }
 
-// A pool point with probability best[i] / sum.
+// A pool point with probability best[i] / sum: the first point whose running sum of the
+// positive best[] exceeds u * sum (a binary search of prefix_: at a point with best = 0 the
+// sum does not grow, so the first such point has best > 0), else the last point with
+// best > 0 (rounding at the very end).
 std::int64_t SeedingRun::draw(double sum) {
   const double target = rng_.uniform() * sum;
-  double acc = 0;
-  std::int64_t last = -1;
-  for (std::int64_t i = 0; i < m_; ++i) {
-    const double w = best_[static_cast<std::size_t>(i)];
-    if (w <= 0) continue;
-    acc += w;
-    last = i;
-    if (acc > target) return i;
-  }
-  return last;  // rounding at the very end
+  const auto it = std::upper_bound(prefix_.begin(), prefix_.end(), target);
+  return it != prefix_.end() ? static_cast<std::int64_t>(it - prefix_.begin()) : last_positive_;
 }
 
 bool SeedingRun::next(std::vector<std::int64_t>* cand) {
@@ -121,36 +116,54 @@ bool SeedingRun::next(std::vector<std::int64_t>* cand) {
   return true;
 }
 
+// best_ = min(best_, d) (d = the first centroid's distances: best_ = d), the potential and
+// the running sums the draws search, in one pass in pool order.
+void SeedingRun::update_best(const float* d, bool first) {
+  potential_ = 0;
+  double acc = 0;
+  last_positive_ = -1;
+  prefix_.resize(static_cast<std::size_t>(m_));
+  for (std::int64_t i = 0; i < m_; ++i) {
+    auto& b = best_[static_cast<std::size_t>(i)];
+    b = first ? static_cast<double>(d[i]) : std::min(b, static_cast<double>(d[i]));
+    potential_ += b;
+    if (b > 0) {
+      acc += b;
+      last_positive_ = i;
+    }
+    prefix_[static_cast<std::size_t>(i)] = acc;
+  }
+}
+
 void SeedingRun::take(const float* dist) {
   if (c_ == 0) {
-    potential_ = 0;
-    for (std::int64_t i = 0; i < m_; ++i) {
-      best_[static_cast<std::size_t>(i)] = dist[i];
-      potential_ += dist[i];
-    }
+    update_best(dist, true);
     c_ = 1;
     return;
   }
-  // Squared L2 (also for inner product: seeding spreads points out).
+  // Squared L2 (also for inner product: seeding spreads points out). Every candidate's
+  // potential sum_i min(best_i, d_t,i) in pool order, all candidates in one pass (their
+  // sums are independent chains: one pass keeps them all in flight).
+  constexpr std::size_t kMaxTrials = 16;
+  const std::size_t nc = cand_.size();
+  if (nc > kMaxTrials)
+    throw_error(ErrorCode::kInternal, "k-means++: " + std::to_string(nc) + " candidates > " + std::to_string(kMaxTrials));
+  double pot[kMaxTrials] = {};
+  for (std::int64_t i = 0; i < m_; ++i) {
+    const double b = best_[static_cast<std::size_t>(i)];
+    for (std::size_t t = 0; t < nc; ++t)
+      pot[t] += std::min(b, static_cast<double>(dist[static_cast<std::int64_t>(t) * m_ + i]));
+  }
   std::size_t chosen = 0;
   double chosen_potential = INFINITY;
-  for (std::size_t t = 0; t < cand_.size(); ++t) {
-    double pot = 0;
-    const float* dt = dist + static_cast<std::int64_t>(t) * m_;
-    for (std::int64_t i = 0; i < m_; ++i) pot += std::min(best_[static_cast<std::size_t>(i)], static_cast<double>(dt[i]));
-    if (pot < chosen_potential) {
-      chosen_potential = pot;
+  for (std::size_t t = 0; t < nc; ++t) {
+    if (pot[t] < chosen_potential) {
+      chosen_potential = pot[t];
       chosen = t;
     }
   }
   set_from_pool(c_, cand_[chosen]);
-  const float* dt = dist + static_cast<std::int64_t>(chosen) * m_;
-  potential_ = 0;
-  for (std::int64_t i = 0; i < m_; ++i) {
-    auto& b = best_[static_cast<std::size_t>(i)];
-    b = std::min(b, static_cast<double>(dt[i]));
-    potential_ += b;
-  }
+  update_best(dist + static_cast<std::int64_t>(chosen) * m_, false);
   ++c_;
 }
 

@@ -46,6 +46,7 @@ class SeedingRun {
 
  private:
   void set_from_pool(std::int64_t c, std::int64_t i);
+  void update_best(const float* d, bool first);
   std::int64_t draw(double sum);
 
   MatrixView x_;
@@ -53,6 +54,10 @@ class SeedingRun {
   Rng rng_;
   std::vector<std::int64_t> pool_, cand_;
   std::vector<double> best_;
+  // Running float64 sums of best_'s positive entries in pool order (the draws search them)
+  // and the last pool index with a positive entry (-1: none); kept by take().
+  std::vector<double> prefix_;
+  std::int64_t last_positive_ = -1;
   double potential_ = 0;
   std::vector<float> centroids_;
 };
