@@ -27,6 +27,42 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / 32;
 constexpr int kMaxCand = static_cast<int>(kMaxRowDistanceCandidates);
 
+// The group of pool entry i: the last g with b_begin[g] <= i (b_begin ascending, b_begin[0] = 0).
+__device__ __forceinline__ std::int64_t group_of(const std::int64_t* b_begin, std::int64_t groups, std::int64_t i) {
+  std::int64_t lo = 0, hi = groups;
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (b_begin[mid] <= i) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Pool entries [r0, r1) of a block, cut where groups change: fn(g, g_begin, g_end, s0, s1,
+// na) for each piece [s0, s1) of group g (its entries [g_begin, g_end)) with na = n_a[g] > 0
+// candidates, after a barrier (the previous piece's warps are done with the staged
+// candidates). Every thread of the block calls it.
+template <class Fn>
+__device__ __forceinline__ void for_each_group_piece(const std::int64_t* b_begin, std::int64_t groups,
+                                                     const std::int32_t* n_a, std::int64_t r0, std::int64_t r1,
+                                                     Fn&& fn) {
+  std::int64_t g = group_of(b_begin, groups, r0);
+  for (std::int64_t s0 = r0; s0 < r1;) {
+    while (b_begin[g + 1] <= s0) ++g;  // empty groups
+    const std::int64_t g_begin = b_begin[g], g_end = b_begin[g + 1];
+    const std::int64_t s1 = g_end < r1 ? g_end : r1;
+    const int na = n_a[g];
+    if (na > 0) {
+      __syncthreads();
+      fn(g, g_begin, g_end, s0, s1, na);
+    }
+    s0 = s1;
+  }
+}
+
 // One warp: the distances from `row` to the n_a candidate rows, written to out[t * ld_out]
 // by lane t. Each lane sums its elements for every candidate (with `vec`, 16-byte pieces
 // of consecutive elements, 32 pieces apart; else single elements, 32 apart), then the warp
@@ -114,16 +150,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % 32;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (i >= n_b) return;
-  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= i
-  while (hi - lo > 1) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (b_begin[mid] <= i) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  const std::int64_t g = lo;
+  const std::int64_t g = group_of(b_begin, groups, i);
   const int na = n_a[g];
   if (na == 0) return;
   const std::int64_t m = b_begin[g + 1] - b_begin[g];
@@ -251,43 +278,26 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t ldc = staged_stride<T>(d, vec);
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kStagedRows;
   const std::int64_t r1 = r0 + kStagedRows < n_b ? r0 + kStagedRows : n_b;
-  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= r0
-  while (hi - lo > 1) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (b_begin[mid] <= r0) {
-      lo = mid;
-    } else {
-      hi = mid;
+  for_each_group_piece(b_begin, groups, n_a, r0, r1, [&](std::int64_t g, std::int64_t g_begin, std::int64_t g_end,
+                                                          std::int64_t s0, std::int64_t s1, int na) {
+    for (int t = 0; t < na; ++t) {
+      const T* c = x + a[g * kMaxCand + t] * ld;
+      for (std::int64_t j = threadIdx.x; j < d; j += kThreads) s_cand[t * ldc + staged_pos<T>(j, vec)] = to_f32(c[j]);
     }
-  }
-  std::int64_t g = lo;
-  for (std::int64_t s0 = r0; s0 < r1;) {
-    while (b_begin[g + 1] <= s0) ++g;  // empty groups
-    const std::int64_t g_begin = b_begin[g], g_end = b_begin[g + 1];
-    const std::int64_t s1 = g_end < r1 ? g_end : r1;
-    const int na = n_a[g];
-    if (na > 0) {
-      __syncthreads();  // the previous segment's warps are done with s_cand
-      for (int t = 0; t < na; ++t) {
-        const T* c = x + a[g * kMaxCand + t] * ld;
-        for (std::int64_t j = threadIdx.x; j < d; j += kThreads) s_cand[t * ldc + staged_pos<T>(j, vec)] = to_f32(c[j]);
-      }
-      __syncthreads();
-      for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kR; i < s1; i += kRowsPerBlock * kR) {
-        const int nr = static_cast<int>(s1 - i < kR ? s1 - i : kR);
-        const T* rows[kR];
-        float* outs[kR];
+    __syncthreads();
+    for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kR; i < s1; i += kRowsPerBlock * kR) {
+      const int nr = static_cast<int>(s1 - i < kR ? s1 - i : kR);
+      const T* rows[kR];
+      float* outs[kR];
 #pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          const std::int64_t ir = r < nr ? i + r : i;
-          rows[r] = x + b[ir] * ld;
-          outs[r] = out + out_begin[g] + (ir - g_begin);
-        }
-        warp_rows_staged<T, kA, kR>(rows, nr, s_cand, ldc, na, d, vec, lane, outs, g_end - g_begin);
+      for (int r = 0; r < kR; ++r) {
+        const std::int64_t ir = r < nr ? i + r : i;
+        rows[r] = x + b[ir] * ld;
+        outs[r] = out + out_begin[g] + (ir - g_begin);
       }
+      warp_rows_staged<T, kA, kR>(rows, nr, s_cand, ldc, na, d, vec, lane, outs, g_end - g_begin);
     }
-    s0 = s1;
-  }
+  });
 }
 
 // ---- 16-bit rows on tensor cores ----------------------------------------------------------
@@ -328,35 +338,18 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kMmaBlockRows;
   const std::int64_t r1 = r0 + kMmaBlockRows < n_b ? r0 + kMmaBlockRows : n_b;
-  std::int64_t lo = 0, hi = groups;  // the last g with b_begin[g] <= r0
-  while (hi - lo > 1) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (b_begin[mid] <= r0) {
-      lo = mid;
-    } else {
-      hi = mid;
+  for_each_group_piece(b_begin, groups, n_a, r0, r1, [&](std::int64_t g, std::int64_t g_begin, std::int64_t g_end,
+                                                          std::int64_t s0, std::int64_t s1, int na) {
+    mma_stage_candidates(x, ld, d, vec, a + g * kMaxCand, na, s_cand);
+    float* g_out = out + out_begin[g] - g_begin;  // + pool entry i: its column
+    for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kMmaTileRows; i < s1;
+         i += kRowsPerBlock * kMmaTileRows) {
+      const int nr = static_cast<int>(s1 - i < kMmaTileRows ? s1 - i : kMmaTileRows);
+      const int mine = lane / 4;
+      const T* row = x + b[i + (mine < nr ? mine : 0)] * ld;
+      mma_tile<T, kTwo>(row, mine < nr, s_cand, na, d, vec, lane, g_out + i, nr, g_end - g_begin);
     }
-  }
-  std::int64_t g = lo;
-  for (std::int64_t s0 = r0; s0 < r1;) {
-    while (b_begin[g + 1] <= s0) ++g;  // empty groups
-    const std::int64_t g_begin = b_begin[g], g_end = b_begin[g + 1];
-    const std::int64_t s1 = g_end < r1 ? g_end : r1;
-    const int na = n_a[g];
-    if (na > 0) {
-      __syncthreads();  // the previous segment's warps are done with the staged candidates
-      mma_stage_candidates(x, ld, d, vec, a + g * kMaxCand, na, s_cand);
-      float* g_out = out + out_begin[g] - g_begin;  // + pool entry i: its column
-      for (std::int64_t i = s0 + static_cast<std::int64_t>(warp) * kMmaTileRows; i < s1;
-           i += kRowsPerBlock * kMmaTileRows) {
-        const int nr = static_cast<int>(s1 - i < kMmaTileRows ? s1 - i : kMmaTileRows);
-        const int mine = lane / 4;
-        const T* row = x + b[i + (mine < nr ? mine : 0)] * ld;
-        mma_tile<T, kTwo>(row, mine < nr, s_cand, na, d, vec, lane, g_out + i, nr, g_end - g_begin);
-      }
-    }
-    s0 = s1;
-  }
+  });
 }
 
 // The tensor-core kernels serve 16-bit rows up to kMmaMaxD wide where a block's shared
