@@ -219,14 +219,8 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   }
 }
 
-void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
-  if (!points_exact_ || seed_rows_.empty())
-    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: no seeds kept (after seed(), points "
-                                      "in the compute dtype)");
+std::int64_t CudaBatchKMeans::number_centroids(const std::vector<std::int64_t>& k) {
   const std::size_t P = k.size();
-  if (P + 1 != row_begin_.size())
-    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: " + std::to_string(P) + " problems of " +
-                                          std::to_string(row_begin_.size() - 1));
   centroid_begin_.assign(P, 0);
   centroid_end_.assign(P, 0);
   std::int64_t total = 0;
@@ -235,6 +229,18 @@ void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
     total += k[p];
     centroid_end_[p] = total;
   }
+  return total;
+}
+
+void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
+  if (!points_exact_ || seed_rows_.empty())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: no seeds kept (after seed(), points "
+                                      "in the compute dtype)");
+  const std::size_t P = k.size();
+  if (P + 1 != row_begin_.size())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: " + std::to_string(P) + " problems of " +
+                                          std::to_string(row_begin_.size() - 1));
+  const std::int64_t total = number_centroids(k);
   if (total != static_cast<std::int64_t>(seed_rows_.size()))
     throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: " + std::to_string(total) +
                                           " centroids, " + std::to_string(seed_rows_.size()) + " seeds");
@@ -251,14 +257,7 @@ void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
 
 void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) {
   const std::size_t P = centroids.size();
-  centroid_begin_.assign(P, 0);
-  centroid_end_.assign(P, 0);
-  std::int64_t total = 0;
-  for (std::size_t p = 0; p < P; ++p) {
-    centroid_begin_[p] = total;
-    total += k[p];
-    centroid_end_[p] = total;
-  }
+  const std::int64_t total = number_centroids(k);
   // float32 (what the updates refine) and the compute dtype (what assign reads), both kept.
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   const auto f32_bytes = static_cast<std::size_t>(dim_) * sizeof(float);

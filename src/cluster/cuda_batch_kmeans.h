@@ -48,6 +48,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void get_centroids(const std::vector<float*>& out) override;
 
  private:
+  // Numbers problem p's k[p] centroids across the batch (centroid_begin_ / centroid_end_);
+  // returns their total.
+  std::int64_t number_centroids(const std::vector<std::int64_t>& k);
+
   cuda::Resources res_;
   Metric metric_;
   DType compute_;
