@@ -277,6 +277,11 @@ void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
 // rows and pointers allow. Throws Error(kInvalidArgument) for null pointers or n < 0.
 void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const std::int64_t* idx, std::int64_t n,
                  void* dst);
+// Queues dst row t = the row_bytes bytes at rows[t] for t < n (rows: a device array of device
+// addresses, not checked; dst packed): rows kept anywhere on the device, e.g. in many
+// buffers. 16-byte copies for every row whose address allows. Throws Error(kInvalidArgument)
+// for null pointers or n < 0.
+void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_bytes, std::int64_t n, void* dst);
 
 // ---- rows to float32 --------------------------------------------------------------------------
 // Queues out (device, x.rows x x.dim floats, dense) = the f32 values of x's rows (a device

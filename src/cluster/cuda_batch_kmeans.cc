@@ -27,18 +27,54 @@ unsigned char* CudaBatchKMeans::points_buffer(int slot, std::size_t bytes) {
   return points_host_[slot].as<unsigned char>();
 }
 
-void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
+std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   const std::size_t P = xs.size();
   dim_ = P > 0 ? xs[0].dim : 0;
   row_begin_.assign(P + 1, 0);
   for (std::size_t p = 0; p < P; ++p) row_begin_[p + 1] = row_begin_[p] + xs[p].rows;
   const std::int64_t n = row_begin_[P];
-  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
-  x_dev_.reserve(static_cast<std::size_t>(n) * row_bytes);
+  x_dev_.reserve(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
   labels_host_.assign(static_cast<std::size_t>(n), 0);
   seed_rows_.clear();
   points_exact_ = true;
   for (const auto& x : xs) points_exact_ = points_exact_ && x.dtype == compute_;
+  return n;
+}
+
+void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
+  const std::int64_t n = lay_out(xs);
+  if (!points_exact_ || static_cast<std::int64_t>(rows.size()) != n)
+    throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::prepare_from_device: " + std::to_string(rows.size()) +
+                                                 " rows for " + std::to_string(n) + " points, which must be " +
+                                                 dtype_name(compute_));
+  if (n == 0) return;
+  // The addresses go over the bus (8 bytes a row; pageable: staged before the copy returns),
+  // the rows do not.
+  row_at_dev_.reserve(static_cast<std::size_t>(n) * sizeof(void*));
+  cuda::copy_to_device(res_, row_at_dev_.data(), rows.data(), static_cast<std::size_t>(n) * sizeof(void*));
+  cuda::gather_rows_at(res_, row_at_dev_.as<const void*>(), static_cast<std::size_t>(dim_) * dtype_size(compute_), n,
+                       x_dev_.data());
+}
+
+void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) {
+  if (p >= centroid_begin_.size() || p + 1 >= row_begin_.size() || i < 0 ||
+      i >= row_begin_[p + 1] - row_begin_[p] || c < 0 || c >= centroid_end_[p] - centroid_begin_[p])
+    throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::set_centroid_to_point: problem " + std::to_string(p) +
+                                                 ", centroid " + std::to_string(c) + ", point " + std::to_string(i) +
+                                                 " out of range");
+  const std::int64_t g = centroid_begin_[p] + c;
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+  const auto* point = static_cast<const unsigned char*>(x_dev_.data()) + static_cast<std::size_t>(row_begin_[p] + i) * row_bytes;
+  // The compute-dtype row as it is (exact) and its float32 values, both on the device.
+  cuda::copy_device_to_device(res_, static_cast<unsigned char*>(c_dev_.data()) + static_cast<std::size_t>(g) * row_bytes,
+                              point, row_bytes);
+  cuda::rows_to_f32(res_, MatrixView(point, 1, dim_, compute_, dim_), c32_dev_.as<float>() + g * dim_);
+}
+
+void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
+  const std::size_t P = xs.size();
+  const std::int64_t n = lay_out(xs);
+  const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   // Problems one after the other in a points buffer, as the device keeps them: one copy.
   if (P > 0 && n > 0) {
     const auto* first = static_cast<const unsigned char*>(xs[0].data);

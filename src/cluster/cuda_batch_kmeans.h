@@ -28,6 +28,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
  public:
   CudaBatchKMeans(int device, Metric metric, DType compute_dtype);
   void prepare(std::span<const MatrixView> xs) override;
+  // Rows in the compute dtype anywhere in this device's memory (gathered by address).
+  bool takes_device_rows(DType dtype) const override { return dtype == compute_; }
+  void prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) override;
   unsigned char* points_buffer(int slot, std::size_t bytes) override;
   void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
@@ -45,12 +48,16 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override;
   void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override;
   void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
+  void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) override;
   void get_centroids(const std::vector<float*>& out) override;
 
  private:
   // Numbers problem p's k[p] centroids across the batch (centroid_begin_ / centroid_end_);
   // returns their total.
   std::int64_t number_centroids(const std::vector<std::int64_t>& k);
+  // prepare()'s bookkeeping for problems xs (row_begin_, dim_, x_dev_'s size...); returns
+  // their total rows.
+  std::int64_t lay_out(std::span<const MatrixView> xs);
 
   cuda::Resources res_;
   Metric metric_;
@@ -68,7 +75,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   bool points_exact_ = false;                // prepare()'s problems all in the compute dtype
   std::vector<std::int64_t> seed_rows_;      // seed()'s chosen rows of x_dev_, problem after problem
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
-      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
+      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, row_at_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
   cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
 };
 

@@ -270,6 +270,7 @@ std::vector<std::int64_t> LloydRun::updated_elsewhere(const std::int64_t* counts
 // Empty clusters: each takes the worst-served point, in cluster order. Returns them.
 std::vector<std::int64_t> LloydRun::repair(const std::int64_t* counts) {
   const std::int64_t k = p_.k, d = x_.dim, n = x_.rows;
+  moved_points_.clear();
   std::vector<std::int64_t> empty;
   for (std::int64_t c = 0; c < k; ++c)
     if (counts[c] == 0) empty.push_back(c);
@@ -285,7 +286,9 @@ std::vector<std::int64_t> LloydRun::repair(const std::int64_t* counts) {
                       if (da != db) return maximise ? da < db : da > db;
                       return a < b;
                     });
-  for (std::size_t e = 0; e < need; ++e) row_f32(x_, cand[e], c_ + empty[e] * d);
+  moved_points_.assign(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(need));
+  if (x_.data != nullptr)  // else the rows live on a device only (LloydRun::moved_points)
+    for (std::size_t e = 0; e < need; ++e) row_f32(x_, cand[e], c_ + empty[e] * d);
   empty.resize(need);
   return empty;
 }

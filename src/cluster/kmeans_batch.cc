@@ -20,10 +20,19 @@ void BatchKMeansDevice::seeds_as_centroids(const std::vector<std::int64_t>&) {
   throw_error(ErrorCode::kInternal, "k-means batch: this device does not keep seeds (can_keep_seeds() is false)");
 }
 
+void BatchKMeansDevice::prepare_from_device(std::span<const MatrixView>, std::span<const void* const>) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device takes no rows on the device (takes_device_rows() is false)");
+}
+
+void BatchKMeansDevice::set_centroid_to_point(std::size_t, std::int64_t, std::int64_t) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device cannot set a centroid to a point it holds");
+}
+
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
-                                           BatchKMeansTimes* times, std::span<float* const> out) {
+                                           BatchKMeansTimes* times, std::span<float* const> out,
+                                           std::span<const void* const> device_rows) {
   const std::size_t P = xs.size();
   if (params.size() != P)
     throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(P) + " problems but " +
@@ -33,9 +42,25 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                                  std::to_string(out.size()) + " destinations");
   const bool external = !out.empty();
   if (P == 0) return {};
+  // The points on the device only: the host never reads a row (the device seeds, keeps its
+  // seeds as the centroids and makes the empty-cluster repairs from its own rows).
+  const bool rows_on_device = !device_rows.empty();
+  if (rows_on_device) {
+    std::int64_t n = 0;
+    for (const auto& x : xs) n += x.rows;
+    if (static_cast<std::int64_t>(device_rows.size()) != n)
+      throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(device_rows.size()) +
+                                                   " device rows for " + std::to_string(n) + " points");
+    if (!external || params[0].spherical || !device.can_seed() || !device.takes_device_rows(xs[0].dtype))
+      throw_error(ErrorCode::kInvalidArgument, "k-means batch: points on the device only need caller memory for "
+                                               "the centroids, a device that seeds and takes them, and no spherical "
+                                               "k-means");
+  }
   for (std::size_t p = 0; p < P; ++p) {
     try {
-      detail::validate_problem(xs[p], params[p]);
+      MatrixView shape = xs[p];
+      if (rows_on_device && shape.data == nullptr) shape.data = device_rows.data();  // its data is never read
+      detail::validate_problem(shape, params[p]);
     } catch (const Error& e) {
       throw_error(e.code(), "k-means batch, problem " + std::to_string(p) + ": " + e.what());
     }
@@ -57,7 +82,11 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   };
 
   auto t = Clock::now();
-  device.prepare(xs);
+  if (rows_on_device) {
+    device.prepare_from_device(xs, device_rows);
+  } else {
+    device.prepare(xs);
+  }
   tm.prepare += since(t);
 
   // ---- seeding: one distance call per step for every problem still choosing -------------
@@ -78,6 +107,8 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   // host, so they take the host copies).
   const bool on_device = device.can_seed();
   const bool seeds_stay = on_device && external && !params[0].spherical && device.can_keep_seeds();
+  if (rows_on_device && !seeds_stay)
+    throw_error(ErrorCode::kInvalidArgument, "k-means batch: the device cannot keep its seeds of points it holds");
   auto t_chosen = Clock::now();
   if (on_device) {
     std::vector<detail::SeedingPlan> plans(P);
@@ -201,8 +232,14 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
         if (count_ptr[p] != nullptr) moved[p] = runs[p]->updated_elsewhere(counts[p].data());
       });
       for (std::size_t p = 0; p < P; ++p) {
-        for (std::int64_t c : moved[p])
-          device.set_centroid(p, c, runs[p]->centroid_data() + c * d);
+        for (std::size_t e = 0; e < moved[p].size(); ++e) {
+          const std::int64_t c = moved[p][e];
+          if (rows_on_device) {
+            device.set_centroid_to_point(p, c, runs[p]->moved_points()[e]);
+          } else {
+            device.set_centroid(p, c, runs[p]->centroid_data() + c * d);
+          }
+        }
       }
     }
     tm.update += since(t);

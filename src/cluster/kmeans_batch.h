@@ -17,6 +17,7 @@
 
 #include "cluster/kmeans.h"
 #include "cluster/kmeans_steps.h"
+#include "megatax/dtype.h"
 #include "megatax/matrix.h"
 
 namespace megatax::cluster {
@@ -36,6 +37,12 @@ class BatchKMeansDevice {
     (void)slot, (void)bytes;
     return nullptr;
   }
+  // Optional: prepare() from rows the device already holds (they cross no bus): rows[i] =
+  // the device address of the batch's row i (problem 0's xs[0].rows rows, then problem 1's,
+  // ...) holding its values in `dtype`, xs' dtype; xs' data is not read (may be null).
+  // takes_device_rows(dtype): whether the device offers it for rows of that dtype.
+  virtual bool takes_device_rows(DType /*dtype*/) const { return false; }
+  virtual void prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows);
   // Seeding pools: pools[p] = ascending row numbers of xs[p] (borrowed for the call).
   virtual void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) = 0;
   // For every p with cands[p] non-empty (indices into pools[p], at most 16):
@@ -71,6 +78,9 @@ class BatchKMeansDevice {
   virtual void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) = 0;
   // Overwrites centroid c of problem p (the empty-cluster repair): dim floats.
   virtual void set_centroid(std::size_t p, std::int64_t c, const float* row) = 0;
+  // Optional (required with prepare_from_device): centroid c of problem p = point i of
+  // problem p, as its float32 values (the empty-cluster repair when the host has no rows).
+  virtual void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i);
   // Reads every problem's centroids back: out[p] = k[p] x dim floats.
   virtual void get_centroids(const std::vector<float*>& out) = 0;
 };
@@ -92,10 +102,16 @@ struct BatchKMeansTimes {
 // never copies them there), its result's `centroids` stay empty, and no per-problem
 // centroid buffers are allocated (a wide level's batches hold gigabytes of them: the
 // caller's one array instead of thousands of fresh buffers).
+// `device_rows`: empty, or the points already on the device (BatchKMeansDevice::
+// prepare_from_device's `rows`: one address per row, problem after problem); xs' data is then
+// never read (null allowed) and the device must take them (takes_device_rows), seed on its
+// own and keep the seeds (can_seed, can_keep_seeds), with `out` given and the metric not
+// spherical (Error(kInvalidArgument) otherwise): the host never needs a row.
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
                                            BatchKMeansTimes* times = nullptr,
-                                           std::span<float* const> out = {});
+                                           std::span<float* const> out = {},
+                                           std::span<const void* const> device_rows = {});
 
 }  // namespace megatax::cluster

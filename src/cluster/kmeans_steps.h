@@ -87,8 +87,11 @@ class LloydRun {
   // Means of the clusters (sums: k x dim, counts: k), then the empty-cluster repair.
   void update(const double* sums, const std::int64_t* counts, int threads);
   // The same when a device made the means (its centroids are the true ones): the repair
-  // alone, on the host copy; returns the clusters it moved (their rows: centroid_data()).
+  // alone, on the host copy; returns the clusters it moved (their rows: centroid_data(),
+  // unless x has no data: then the device sets them to moved_points(), one per cluster).
   std::vector<std::int64_t> updated_elsewhere(const std::int64_t* counts);
+  // The points the last repair moved its clusters to (in the order of the clusters).
+  const std::vector<std::int64_t>& moved_points() const noexcept { return moved_points_; }
   // The labels of the last assignment (x.rows) and the problem's size.
   const std::vector<std::int64_t>& label_vector() const noexcept { return r_.labels; }
   std::int64_t k() const noexcept { return p_.k; }
@@ -104,6 +107,7 @@ class LloydRun {
   KMeansResult r_;
   float* c_ = nullptr;  // the centroids: r_.centroids' or the caller's
   std::vector<float> dist_;
+  std::vector<std::int64_t> moved_points_;
   int iter_ = 0;
   bool done_ = false;
 };

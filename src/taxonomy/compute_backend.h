@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "cluster/assigner.h"
@@ -79,6 +80,14 @@ class ComputeBackend {
                                 std::int64_t /*local_begin*/, std::int64_t /*rows*/, const std::int32_t* /*prev*/,
                                 std::int32_t* /*node*/, std::int32_t* /*child*/, float* /*dist*/) {
     throw_error(ErrorCode::kInternal, "descend_resident: this backend keeps no rows");
+  }
+  // Device addresses of kept rows (offer_resident's batches), for a batch k-means device
+  // (make_batch_kmeans) to take its points from (BatchKMeansDevice::prepare_from_device):
+  // out[i] = where row rows[i] of shard `shard` is kept, in the compute dtype. All or
+  // nothing: false (out partly written) when one is not kept. May be called from several
+  // threads at once between passes (no descend meanwhile). Default: nothing is kept.
+  virtual bool kept_rows(std::int64_t /*shard*/, std::span<const std::int64_t> /*rows*/, const void** /*out*/) const {
+    return false;
   }
   // Where descend()'s time went since the last call, for the pass log ("" when the backend
   // does not break it down); resets the counters.

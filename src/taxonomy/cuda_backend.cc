@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -212,6 +213,28 @@ class CudaBackend final : public ComputeBackend {
       throw_error(ErrorCode::kInternal, "cuda descend_resident: shard " + std::to_string(shard) + " rows from " +
                                             std::to_string(local_begin) + " are not kept on the device");
     descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, prev, node, child, dist, 0);
+  }
+
+  // Kept batches are found by key (the last batch of `shard` starting at or before the row);
+  // MEGATAX_CUDA_TRAIN_FROM_KEPT=0 says none is (training then reads its points again).
+  bool kept_rows(std::int64_t shard, std::span<const std::int64_t> rows, const void** out) const override {
+    if (!train_from_kept_) return false;
+    const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
+    const Resident* batch = nullptr;
+    std::int64_t begin = 0;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const std::int64_t r = rows[i];
+      if (batch == nullptr || r < begin || r >= begin + batch->rows) {
+        auto it = resident_.upper_bound(Key{shard, r});
+        if (it == resident_.begin()) return false;
+        --it;
+        if (it->first.first != shard || r < it->first.second || r >= it->first.second + it->second.rows) return false;
+        batch = &it->second;
+        begin = it->first.second;
+      }
+      out[i] = batch->x.as<unsigned char>() + static_cast<std::size_t>(r - begin) * row_bytes;
+    }
+    return true;
   }
 
   std::string take_descend_breakdown() override {
@@ -443,6 +466,10 @@ class CudaBackend final : public ComputeBackend {
   Key offered_{-1, -1};
   bool resident_enabled_ = [] {
     const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  bool train_from_kept_ = [] {
+    const char* v = std::getenv("MEGATAX_CUDA_TRAIN_FROM_KEPT");
     return v == nullptr || std::string(v) != "0";
   }();
   cuda::PinnedBuffer staging_, out_host_, batch_host_;

@@ -1,6 +1,7 @@
 // TaxonomyEngine::fit and predict-to-files: the level pipeline of DESIGN.md ("Fit, as data
 // flows"): per level, sample -> train -> assign -> commit, with state kept for resume.
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -105,6 +106,26 @@ void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, void* o
                    shard.path, at.row + (ids[t] - ids[i]), ids[t]);
     i = j;
   }
+}
+
+// The device addresses of `ids`' rows (ascending global ids) where `backend` keeps them
+// (ComputeBackend::kept_rows): false when one of them is not kept.
+bool kept_row_addresses(const Dataset& data, const taxonomy::ComputeBackend& backend,
+                        std::span<const std::int64_t> ids, const void** out) {
+  std::vector<std::int64_t> rows;
+  std::size_t i = 0;
+  while (i < ids.size()) {
+    const ShardRow at = data.locate(ids[i]);
+    const auto& shard = data.shards()[at.shard];
+    const Id shard_end = shard.global_begin + shard.rows;
+    std::size_t j = i + 1;
+    while (j < ids.size() && ids[j] >= shard.global_begin && ids[j] < shard_end) ++j;
+    rows.resize(j - i);
+    for (std::size_t t = i; t < j; ++t) rows[t - i] = ids[t] - shard.global_begin;
+    if (!backend.kept_rows(at.shard, rows, out + i)) return false;
+    i = j;
+  }
+  return true;
 }
 
 // gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
@@ -706,9 +727,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           std::vector<std::vector<unsigned char>> xs;
           std::vector<MatrixView> views;
           std::vector<cluster::KMeansParams> kps;
+          std::vector<const void*> rows_at;  // the rows' device addresses when the device keeps them all
           double seconds = 0;
         };
-        // Gathers group [g0, g1) (ids: its parents' sample ids) into `buffer` when the device
+        // The samples' rows straight from the device when the pass keeps the data there
+        // (no host read, no copy over the bus; the host never needs a row: caller memory for
+        // the centroids, seeds kept on the device, no spherical k-means).
+        const bool try_kept = in_place && stored && cfg.metric == TaxonomyMetric::kL2 && batch_kmeans->can_seed() &&
+                              batch_kmeans->takes_device_rows(x_dtype);
+        // Gathers group [g0, g1) (ids: its parents' sample ids): their device addresses when
+        // try_kept and the device keeps them all, else the rows into `buffer` when the device
         // offers one (problems one after the other: one copy to the device), else into
         // vectors of its own.
         auto gather_group = [&](std::size_t g0, std::size_t g1, std::vector<std::vector<std::int64_t>> ids,
@@ -721,19 +749,40 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(x_dtype);
           std::vector<std::size_t> offset(static_cast<std::size_t>(n_group) + 1, 0);
           for (std::size_t u = 0; u < ids.size(); ++u) offset[u + 1] = offset[u] + ids[u].size() * row_bytes;
-          if (buffer == nullptr) gr.xs.resize(static_cast<std::size_t>(n_group));
           gr.views.resize(static_cast<std::size_t>(n_group));
           gr.kps.resize(static_cast<std::size_t>(n_group));
           const int outer = resolve_threads(cfg.threads, n_group);
           const int inner_threads = std::max(1, resolve_threads(cfg.threads, 1 << 20) / std::max(1, outer));
-          parallel_for(outer, n_group, [&](std::int64_t t, int) {
-            const auto u = static_cast<std::size_t>(t);
+          auto check_sample = [&](std::size_t u) {
             const auto m = static_cast<std::int64_t>(ids[u].size());
             const std::int64_t parent = mine[g0 + u];
             const std::int64_t b = branch[static_cast<std::size_t>(parent)];
             if (m < b)
               throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": node " + std::to_string(parent) +
                                                     " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
+            gr.views[u] = MatrixView(nullptr, m, d, x_dtype);
+            gr.kps[u] = node_params(parent, b, 1);
+          };
+          if (try_kept) {
+            gr.rows_at.resize(offset.back() / row_bytes);
+            std::atomic<bool> all_kept{true};
+            parallel_for(outer, n_group, [&](std::int64_t t, int) {
+              const auto u = static_cast<std::size_t>(t);
+              check_sample(u);
+              if (!kept_row_addresses(data, *backend, ids[u], gr.rows_at.data() + offset[u] / row_bytes))
+                all_kept = false;
+            });
+            if (all_kept) {
+              gr.seconds = since(t_gather);
+              return gr;
+            }
+            gr.rows_at.clear();  // read them after all
+          }
+          if (buffer == nullptr) gr.xs.resize(static_cast<std::size_t>(n_group));
+          parallel_for(outer, n_group, [&](std::int64_t t, int) {
+            const auto u = static_cast<std::size_t>(t);
+            const auto m = static_cast<std::int64_t>(ids[u].size());
+            check_sample(u);
             unsigned char* x = buffer;
             if (x != nullptr) {
               x += offset[u];
@@ -744,7 +793,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             gather_rows(data, ids[u], x, stored, n_group > 1 ? inner_threads : cfg.threads);
             if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x), m, d);
             gr.views[u] = MatrixView(x, m, d, x_dtype);
-            gr.kps[u] = node_params(parent, b, 1);
           });
           gr.seconds = since(t_gather);
           return gr;
@@ -756,7 +804,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const std::size_t g1 = next_group(g0, &ids);
           std::size_t bytes = 0;
           for (const auto& v : ids) bytes += v.size() * static_cast<std::size_t>(d) * dtype_size(x_dtype);
-          unsigned char* buffer = batch_kmeans->points_buffer(slot, bytes);
+          // (Kept rows need no buffer; were one missing after all, the group reads into its own.)
+          unsigned char* buffer = try_kept ? nullptr : batch_kmeans->points_buffer(slot, bytes);
           return std::async(std::launch::async, gather_group, g0, g1, std::move(ids), buffer);
         };
         std::future<Group> pending;
@@ -775,7 +824,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           std::vector<float*> out;
           if (in_place)
             for (std::size_t u = gr.g0; u < gr.g1; ++u) out.push_back(level_centroids.data() + level_offset[u]);
-          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out);
+          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out, gr.rows_at);
           batch_s += since(t_batch);
           seed_s += bt.seeding;
           seed_device_s += bt.seeding_device;

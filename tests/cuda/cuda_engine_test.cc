@@ -45,6 +45,7 @@
 #include "dist/callback_executor.h"
 #include "dist/rendezvous.h"
 #include "io/npy_array.h"
+#include "megatax/cuda.h"
 #include "megatax/error.h"
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
@@ -327,6 +328,53 @@ void test_kmeans_on_device(std::uint64_t seed) {
     check(same_ext == views2.size(), "k-means into caller memory, seeds kept on the device vs host steps: " +
                                          std::to_string(same_ext) + " of " + std::to_string(views2.size()) +
                                          " problems bit-identical");
+    // The points on the device only (device_rows: one address a row, anywhere in device
+    // memory; here one buffer holding the problems in reverse order, each one's rows
+    // reversed): the host never reads a row (null data) and the duplicate-points problem's
+    // empty clusters are repaired from the device's rows. The same bits as from host rows.
+    {
+      const auto row_bytes = static_cast<std::size_t>(d) * sizeof(std::uint16_t);
+      std::vector<std::int64_t> first(views2.size() + 1, 0);
+      for (std::size_t q = 0; q < views2.size(); ++q) first[q + 1] = first[q] + views2[q].rows;
+      const std::int64_t total = first.back();
+      std::vector<unsigned char> laid(static_cast<std::size_t>(total) * row_bytes);
+      megatax::cuda::DeviceBuffer kept(laid.size());
+      std::vector<const void*> at(static_cast<std::size_t>(total));
+      std::int64_t pos = 0;
+      for (std::size_t q = views2.size(); q-- > 0;)
+        for (std::int64_t i = views2[q].rows; i-- > 0; ++pos) {
+          std::memcpy(laid.data() + static_cast<std::size_t>(pos) * row_bytes, views2[q].row(i), row_bytes);
+          at[static_cast<std::size_t>(first[q] + i)] = kept.as<unsigned char>() + static_cast<std::size_t>(pos) * row_bytes;
+        }
+      megatax::cuda::Resources res(0);
+      megatax::cuda::copy_to_device(res, kept.data(), laid.data(), laid.size());
+      res.synchronize();
+      std::vector<MatrixView> shapes;
+      for (const auto& v : views2) shapes.emplace_back(nullptr, v.rows, d, DType::kF16);
+      std::vector<std::vector<float>> mem_kept(views2.size());
+      std::vector<float*> out_kept;
+      for (std::size_t q = 0; q < views2.size(); ++q) {
+        mem_kept[q].assign(static_cast<std::size_t>(params2[q].k * d), std::numeric_limits<float>::quiet_NaN());
+        out_kept.push_back(mem_kept[q].data());
+      }
+      const auto ext_kept = megatax::cluster::fit_kmeans_batch(shapes, params2, dev, 0, nullptr, out_kept, at);
+      std::size_t same_kept = 0;
+      for (std::size_t q = 0; q < views2.size(); ++q)
+        same_kept += mem_kept[q] == mem_dev[q] && ext_kept[q].inertia == ext_dev[q].inertia &&
+                             ext_kept[q].counts == ext_dev[q].counts
+                         ? 1
+                         : 0;
+      check(same_kept == views2.size(), "k-means of points held on the device only (by address) vs host rows: " +
+                                            std::to_string(same_kept) + " of " + std::to_string(views2.size()) +
+                                            " problems bit-identical");
+      bool refused = false;
+      try {  // without caller memory the host would need the seeds' rows: refused, named
+        megatax::cluster::fit_kmeans_batch(shapes, params2, dev, 0, nullptr, {}, at);
+      } catch (const megatax::Error& e) {
+        refused = e.code() == megatax::ErrorCode::kInvalidArgument;
+      }
+      check(refused, "k-means of points on the device only, no caller memory: Error(kInvalidArgument)");
+    }
   }
   bool others_ok = true;
   for (std::size_t q = 1; q < rb.size(); ++q) {
@@ -408,8 +456,9 @@ int main(int argc, char** argv) {
     const double agree16 = fraction_equal_rows(all_paths(dir + "/o_cpu16", shards), all_paths(dir + "/o_gpu16", shards), levels);
     check(agree16 >= 0.99, "f16 GPU vs CPU: " + std::to_string(100 * agree16) + "% of paths equal (>= 99%)");
     {
-      // 3b. The data kept on the device after the first pass (later passes do not read it)
-      // against the same fit reading it every pass (MEGATAX_CUDA_RESIDENT=0): the same bits.
+      // 3b. The data kept on the device after the first pass (later passes do not read it,
+      // level 2's training takes its samples from it by address) against the same fit
+      // reading it every pass (MEGATAX_CUDA_RESIDENT=0): the same bits.
       // Three batches per shard, the last one short.
       TaxonomyConfig small = base;
       small.batch_rows = 30000;

@@ -837,6 +837,41 @@ void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_
   report(name, ok, "byte-identical to the host gather");
 }
 
+// gather_rows_at: rows scattered over two device buffers (the second's rows start one byte
+// in, so they take the byte path when the first's take 16-byte pieces), against the host.
+void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t src_rows,
+                         std::int64_t n) {
+  std::vector<unsigned char> src(row_bytes * static_cast<std::size_t>(src_rows));
+  for (auto& v : src) v = static_cast<unsigned char>(rng());
+  const std::int64_t half = src_rows / 2;  // rows [0, half) in buffer a, the rest in b at offset 1
+  mc::DeviceBuffer da(row_bytes * static_cast<std::size_t>(half) + 16),
+      db(row_bytes * static_cast<std::size_t>(src_rows - half) + 16);
+  mc::copy_to_device(res, da.data(), src.data(), row_bytes * static_cast<std::size_t>(half));
+  mc::copy_to_device(res, db.as<unsigned char>() + 1, src.data() + row_bytes * static_cast<std::size_t>(half),
+                     row_bytes * static_cast<std::size_t>(src_rows - half));
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
+  std::vector<const void*> at(static_cast<std::size_t>(n));
+  std::uniform_int_distribution<std::int64_t> row(0, src_rows - 1);
+  for (std::size_t t = 0; t < idx.size(); ++t) {
+    idx[t] = row(rng);
+    at[t] = idx[t] < half ? static_cast<const void*>(da.as<unsigned char>() + idx[t] * row_bytes)
+                          : static_cast<const void*>(db.as<unsigned char>() + 1 + (idx[t] - half) * row_bytes);
+  }
+  mc::DeviceBuffer dat(at.size() * sizeof(void*) + 8), ddst(row_bytes * static_cast<std::size_t>(n) + 16);
+  mc::copy_to_device(res, dat.data(), at.data(), at.size() * sizeof(void*));
+  mc::gather_rows_at(res, static_cast<const void* const*>(dat.data()), row_bytes, n, ddst.data());
+  const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
+  std::int64_t bad = 0;
+  for (std::int64_t t = 0; t < n; ++t)
+    bad += std::memcmp(got.data() + t * row_bytes, src.data() + idx[t] * row_bytes, row_bytes) != 0 ? 1 : 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld rows differ from the host gather", (long long)bad);
+  char name[160];
+  std::snprintf(name, sizeof(name), "gather_rows_at row_bytes=%zu src=%lld n=%lld, two buffers", row_bytes,
+                (long long)src_rows, (long long)n);
+  report(name, ok, "byte-identical to the host gather");
+}
+
 // Page-locked buffers (both allocation paths: cudaMallocHost below 4 MiB, mapped and
 // registered above): random bytes to the device and back into another buffer, after growing
 // one; the driver must know them as page-locked host memory.
@@ -1184,6 +1219,8 @@ int main(int argc, char** argv) {
     test_gather_rows(res, rng, 2048, 5000, 7001);
     test_gather_rows(res, rng, 34, 300, 1000);
     test_gather_rows(res, rng, 5, 17, 64);
+    test_gather_rows_at(res, rng, 2048, 5000, 7001);
+    test_gather_rows_at(res, rng, 34, 300, 1000);
     std::printf("rows to f32 (reference: the host's values)\n");
     test_rows_to_f32(res, rng, 3001, 1024, kH, 0);
     test_rows_to_f32(res, rng, 777, 33, kB, 5);
