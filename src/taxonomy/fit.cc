@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -566,6 +567,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
   std::vector<unsigned char> stored_buffer;  // the same, for batches kept in their stored dtype
   std::int64_t points_levels = 0;
+  // A level's commit that goes on while the next level trains (one process; see step 4).
+  BackgroundJobs pending_commit(1);
+  double background_commit_s = 0;  // the last deferred commit's seconds (set by its job)
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
     LevelReport lr;
@@ -661,6 +665,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     double seed_device_s = 0, seed_runs_s = 0, seed_chosen_s = 0;  // batched: seeding's device calls, host parts
     // batched: points to the device; waits for a group's samples; inside fit_kmeans_batch
     double prepare_s = 0, wait_s = 0, batch_s = 0, collect_s = 0;
+    double setup_s = 0;  // batched, one process: the level's centroid array allocated
     std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
       std::lock_guard<std::mutex> lock(breakdown_mutex);
@@ -693,18 +698,24 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " train",
                    static_cast<std::int64_t>(mine.size()), "nodes", options.progress);
       // A group of parents from g0 whose samples fit the memory budget (at least one):
-      // returns its end and the parents' sample ids.
-      auto next_group = [&](std::size_t g0, std::vector<std::vector<std::int64_t>>* ids) {
+      // returns its end; *rows = their samples' total.
+      auto group_end = [&](std::size_t g0, std::int64_t* rows) {
         std::size_t g1 = g0;
-        std::int64_t rows = 0;
-        ids->clear();
+        *rows = 0;
         while (g1 < mine.size()) {
-          auto v = samples.ids(mine[g1]);
-          if (g1 > g0 && rows + static_cast<std::int64_t>(v.size()) > budget_rows) break;
-          rows += static_cast<std::int64_t>(v.size());
-          ids->push_back(std::move(v));
+          const std::int64_t m = samples.size(mine[g1]);
+          if (g1 > g0 && *rows + m > budget_rows) break;
+          *rows += m;
           ++g1;
         }
+        return g1;
+      };
+      // The same with the parents' sample ids.
+      auto next_group = [&](std::size_t g0, std::vector<std::vector<std::int64_t>>* ids) {
+        std::int64_t rows = 0;
+        const std::size_t g1 = group_end(g0, &rows);
+        ids->clear();
+        for (std::size_t u = g0; u < g1; ++u) ids->push_back(samples.ids(mine[u]));
         return g1;
       };
       if (batch_kmeans != nullptr && round == 0) {
@@ -713,6 +724,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         batched = true;
         if (R == 1) {
           // The level's array, faulted in on every thread (gigabytes on a wide level).
+          const auto t_setup = Clock::now();
           in_place = true;
           level_offset.assign(mine.size() + 1, 0);
           for (std::size_t u = 0; u < mine.size(); ++u)
@@ -721,6 +733,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           advise_huge_pages(level_centroids.data(), level_offset.back() * sizeof(float));
           populate_pages(level_centroids.data(), level_offset.back() * sizeof(float), cfg.threads);
           level_centroids.resize(level_offset.back());
+          setup_s += since(t_setup);
         }
         struct Group {
           std::size_t g0 = 0, g1 = 0;
@@ -739,8 +752,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // try_kept and the device keeps them all, else the rows into `buffer` when the device
         // offers one (problems one after the other: one copy to the device), else into
         // vectors of its own.
-        auto gather_group = [&](std::size_t g0, std::size_t g1, std::vector<std::vector<std::int64_t>> ids,
-                                unsigned char* buffer) {
+        auto gather_group = [&](std::size_t g0, std::size_t g1, unsigned char* buffer) {
           const auto t_gather = Clock::now();
           Group gr;
           gr.g0 = g0;
@@ -748,12 +760,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const auto n_group = static_cast<std::int64_t>(g1 - g0);
           const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(x_dtype);
           std::vector<std::size_t> offset(static_cast<std::size_t>(n_group) + 1, 0);
-          for (std::size_t u = 0; u < ids.size(); ++u) offset[u + 1] = offset[u] + ids[u].size() * row_bytes;
+          for (std::size_t u = 0; u < static_cast<std::size_t>(n_group); ++u)
+            offset[u + 1] = offset[u] + static_cast<std::size_t>(samples.size(mine[g0 + u])) * row_bytes;
+          std::vector<std::vector<std::int64_t>> ids(static_cast<std::size_t>(n_group));
           gr.views.resize(static_cast<std::size_t>(n_group));
           gr.kps.resize(static_cast<std::size_t>(n_group));
           const int outer = resolve_threads(cfg.threads, n_group);
           const int inner_threads = std::max(1, resolve_threads(cfg.threads, 1 << 20) / std::max(1, outer));
+          // Problem u's ids (sorted: thousands per parent, on these threads) and its shape.
           auto check_sample = [&](std::size_t u) {
+            ids[u] = samples.ids(mine[g0 + u]);
             const auto m = static_cast<std::int64_t>(ids[u].size());
             const std::int64_t parent = mine[g0 + u];
             const std::int64_t b = branch[static_cast<std::size_t>(parent)];
@@ -781,8 +797,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           if (buffer == nullptr) gr.xs.resize(static_cast<std::size_t>(n_group));
           parallel_for(outer, n_group, [&](std::int64_t t, int) {
             const auto u = static_cast<std::size_t>(t);
+            if (!try_kept) check_sample(u);  // (else done above)
             const auto m = static_cast<std::int64_t>(ids[u].size());
-            check_sample(u);
             unsigned char* x = buffer;
             if (x != nullptr) {
               x += offset[u];
@@ -800,13 +816,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // Starts gathering the group from g0 (the device's buffer `slot` is taken here, on
         // this thread: the device is between batches).
         auto start_gather = [&](std::size_t g0, int slot) {
-          std::vector<std::vector<std::int64_t>> ids;
-          const std::size_t g1 = next_group(g0, &ids);
-          std::size_t bytes = 0;
-          for (const auto& v : ids) bytes += v.size() * static_cast<std::size_t>(d) * dtype_size(x_dtype);
+          std::int64_t rows = 0;
+          const std::size_t g1 = group_end(g0, &rows);
           // (Kept rows need no buffer; were one missing after all, the group reads into its own.)
-          unsigned char* buffer = try_kept ? nullptr : batch_kmeans->points_buffer(slot, bytes);
-          return std::async(std::launch::async, gather_group, g0, g1, std::move(ids), buffer);
+          unsigned char* buffer =
+              try_kept ? nullptr
+                       : batch_kmeans->points_buffer(slot, static_cast<std::size_t>(rows * d) * dtype_size(x_dtype));
+          return std::async(std::launch::async, gather_group, g0, g1, buffer);
         };
         std::future<Group> pending;
         int slot = 0;
@@ -928,8 +944,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
                  std::to_string(since(t_train)) + " s (" +
                  (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
-                 (batched ? " (waited " + std::to_string(wait_s) + "), batches " + std::to_string(batch_s) + ": prepare " +
-                                std::to_string(prepare_s)
+                 (batched ? " (waited " + std::to_string(wait_s) + "), centroid array " + std::to_string(setup_s) +
+                                ", batches " + std::to_string(batch_s) + ": prepare " + std::to_string(prepare_s)
                           : std::string()) +
                  ", seeding " + std::to_string(seed_s) +
                  (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) +
@@ -1458,46 +1474,75 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       if (driver) all_samples.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
     }
     if (driver) {
-      std::vector<std::int64_t> nodes(static_cast<std::size_t>(2 * n_nodes));
+      // The previous level's commit, when it went on in the background, is done first: the
+      // manifests go out in level order (and its error, if any, surfaces here).
+      const auto t_wait_commit = Clock::now();
+      pending_commit.wait();
+      const double waited_commit = since(t_wait_commit);
+      if (background_commit_s > 0)
+        log_worker("level " + std::to_string(l - 1) + ": its commit's files and manifest took " +
+                   std::to_string(background_commit_s) + " s in the background (level " + std::to_string(l) +
+                   " waited " + std::to_string(waited_commit) + " s for them)");
+      background_commit_s = 0;
+      // The level's files as bytes of their own (a deferred commit outlives this level's
+      // variables).
+      struct LevelFiles {
+        std::vector<std::int64_t> nodes, s_offsets, s_ids, s_prio;
+        std::vector<double> inertia;
+        std::vector<std::pair<std::string, std::string>> graphs;  // path, serialized graph
+      };
+      auto f = std::make_shared<LevelFiles>();
+      f->nodes.resize(static_cast<std::size_t>(2 * n_nodes));
       for (std::int64_t i = 0; i < n_nodes; ++i) {
-        nodes[static_cast<std::size_t>(2 * i)] = lv.parent[static_cast<std::size_t>(i)];
-        nodes[static_cast<std::size_t>(2 * i + 1)] = counts[static_cast<std::size_t>(i)];
+        f->nodes[static_cast<std::size_t>(2 * i)] = lv.parent[static_cast<std::size_t>(i)];
+        f->nodes[static_cast<std::size_t>(2 * i + 1)] = counts[static_cast<std::size_t>(i)];
       }
-      const std::int64_t nshape[2] = {n_nodes, 2};
+      f->inertia = inertia;
+      f->s_offsets = std::move(s_offsets);
+      f->s_ids = std::move(s_ids);
+      f->s_prio = std::move(s_prio);
+      for (std::size_t j = 0; j < lv.graph.size(); ++j)
+        if (lv.graph[j])
+          f->graphs.emplace_back(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
       // The level's files are independent: written at the same time (each write_atomic is
       // durable when it returns: their fsyncs overlap), all of them before the manifest.
       if (!centroids_written) centroid_write.submit(write_centroids);
       std::vector<std::function<void()>> writes;
-      writes.push_back([&] {
-        write_npy(st, s.path(level_dir(l) + "nodes.npy"), std::span<const std::int64_t>(nodes), nshape);
+      writes.push_back([&st, f, path = s.path(level_dir(l) + "nodes.npy"), n_nodes] {
+        const std::int64_t shape[2] = {n_nodes, 2};
+        write_npy(st, path, std::span<const std::int64_t>(f->nodes), shape);
       });
-      writes.push_back([&] { io::write_npy_f64(st, s.path(level_dir(l) + "inertia.npy"), inertia, {n_nodes}); });
-      for (std::size_t j = 0; j < lv.graph.size(); ++j)
-        if (lv.graph[j])
-          writes.push_back([&, j] {
-            st.write_atomic(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
-          });
-      const std::string samples_path = s.path(samples_prefix(l + 1));
-      const std::int64_t o_shape[1] = {static_cast<std::int64_t>(s_offsets.size())};
-      const std::int64_t i_shape[1] = {static_cast<std::int64_t>(s_ids.size())};
+      writes.push_back([&st, f, path = s.path(level_dir(l) + "inertia.npy"), n_nodes] {
+        io::write_npy_f64(st, path, f->inertia, {n_nodes});
+      });
+      for (std::size_t g = 0; g < f->graphs.size(); ++g)
+        writes.push_back([&st, f, g] { st.write_atomic(f->graphs[g].first, f->graphs[g].second); });
       if (collect) {
-        writes.push_back([&] {
-          write_npy(st, samples_path + ".offsets.npy", std::span<const std::int64_t>(s_offsets), o_shape);
+        const std::string samples_path = s.path(samples_prefix(l + 1));
+        writes.push_back([&st, f, path = samples_path + ".offsets.npy"] {
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_offsets.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->s_offsets), shape);
         });
-        writes.push_back([&] {
-          write_npy(st, samples_path + ".ids.npy", std::span<const std::int64_t>(s_ids), i_shape);
+        writes.push_back([&st, f, path = samples_path + ".ids.npy"] {
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_ids.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->s_ids), shape);
         });
-        writes.push_back([&] {
-          write_npy(st, samples_path + ".priorities.npy", std::span<const std::int64_t>(s_prio), i_shape);
+        writes.push_back([&st, f, path = samples_path + ".priorities.npy"] {
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_prio.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->s_prio), shape);
         });
       }
-      parallel_for(static_cast<int>(writes.size()), static_cast<std::int64_t>(writes.size()),
-                   [&](std::int64_t t, int) { writes[static_cast<std::size_t>(t)](); });
-      centroid_write.wait();
-      // Left by an attempt killed while it wrote this level (its centroids are written
-      // during the pass), or, when this commit completes the fit, its outputs.
-      remove_stale_temps(st, s.path(level_dir(l)));
-      if (manifest["status"].as_string() == "complete") remove_stale_temps(*out_storage, out_root);
+      auto write_files = [writes = std::move(writes)] {
+        parallel_for(static_cast<int>(writes.size()), static_cast<std::int64_t>(writes.size()),
+                     [&](std::int64_t t, int) { writes[static_cast<std::size_t>(t)](); });
+      };
+      // One process and a level that another follows: the files, the manifest and the
+      // clean-up go on in the background while the next level trains (the next commit, the
+      // end of the fit or the stop hook wait for them). A process killed meanwhile resumes
+      // from the manifest before, as if killed during a commit.
+      const bool defer = R == 1 && collect;
+      if (!defer) write_files();
+      centroid_write.wait();  // the stream belongs to this level: finished here either way
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
       for (const json::Value& e : level_entries.as_array())
@@ -1507,18 +1552,37 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       manifest.set("levels", level_entries);
       manifest.set("levels_done", l);
       manifest.set("workers", R);
-      st.write_atomic(manifest_path, json::dump(manifest, 2));
-      // The previous level's state is no longer needed (every worker finished level l).
-      if (l > 1) {
-        remove_folder(st, s.path(state_dir(l - 1)));
-        const std::string p = s.path(samples_prefix(l));
-        for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(p + suffix);
-      }
-      if (manifest["status"].as_string() == "complete") {
-        // State files of this level from an earlier round or attempt, then the empty folder.
-        remove_folder(st, s.path(state_dir(l)));
-        remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
-        st.remove(s.path("state"));
+      const bool completes = manifest["status"].as_string() == "complete";
+      auto finish = [&st, &out_storage, out_root, completes, manifest_path, manifest_text = json::dump(manifest, 2),
+                     level_path = s.path(level_dir(l)), prev_state = l > 1 ? s.path(state_dir(l - 1)) : std::string(),
+                     prev_samples = l > 1 ? s.path(samples_prefix(l)) : std::string(),
+                     this_state = s.path(state_dir(l)), state_path = s.path("state")] {
+        // Left by an attempt killed while it wrote this level (its centroids are written
+        // during the pass), or, when this commit completes the fit, its outputs.
+        remove_stale_temps(st, level_path);
+        if (completes) remove_stale_temps(*out_storage, out_root);
+        st.write_atomic(manifest_path, manifest_text);
+        // The previous level's state is no longer needed (every worker finished level l).
+        if (!prev_state.empty()) {
+          remove_folder(st, prev_state);
+          for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(prev_samples + suffix);
+        }
+        if (completes) {
+          // State files of this level from an earlier round or attempt, then the empty folder.
+          remove_folder(st, this_state);
+          remove_stale_temps(st, state_path);  // of a commit's sample files, killed
+          st.remove(state_path);
+        }
+      };
+      if (defer) {
+        pending_commit.submit([write_files = std::move(write_files), finish = std::move(finish), &background_commit_s] {
+          const auto t0 = Clock::now();
+          write_files();
+          finish();
+          background_commit_s = since(t0);  // read after the job is waited for
+        });
+      } else {
+        finish();
       }
     }
     lr.seconds = since(t_level);
@@ -1530,9 +1594,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     samples = std::move(next);
     log("level " + std::to_string(l) + "/" + std::to_string(L) + ": " + std::to_string(n_nodes) +
         " nodes, inertia " + std::to_string(lr.inertia) + ", " + std::to_string(lr.seconds) + " s");
-    if (options.stop_after_level == l && l < L)
+    if (options.stop_after_level == l && l < L) {
+      pending_commit.wait();  // the level is committed when the hook stops the fit
       throw_error(ErrorCode::kCancelled, "fit stopped after level " + std::to_string(l) + " (test hook)");
+    }
   }
+  pending_commit.wait();  // (the last level commits in the foreground; for a loop left early)
 
   // ---- 5. Outputs (each worker writes its shards'), then the manifest says complete ----
   if (manifest["status"].as_string() != "complete") {

@@ -27,7 +27,10 @@ class NodeSamples {
 
   // The sample of `node`, sorted by id.
   std::vector<std::int64_t> ids(std::int64_t node) const;
-  // Total ids held.
+  // Ids held by `node`, and in total.
+  std::int64_t size(std::int64_t node) const noexcept {
+    return static_cast<std::int64_t>(heaps_[static_cast<std::size_t>(node)].size());
+  }
   std::int64_t size() const noexcept;
 
   // Flat form for storage: ids of node j at [offsets[j], offsets[j+1]) sorted by id, and

@@ -240,6 +240,33 @@ TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
   }
 }
 
+// One process commits a level in the background while the next trains. A folder stands
+// where level 1's commit writes level 2's sample ids: that write fails behind level 2's
+// training and pass, and the fit must fail with it (naming the file) before anything past
+// it is committed: no manifest, no outputs. Once the folder is gone, the same storage fits
+// to the bytes of an undisturbed fit.
+TEST_F(TaxonomyData, ACommitFailingInTheBackgroundFailsTheFitAndCommitsNothingPastIt) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  TaxonomyEngine whole(config(dir_ / "whole", 3, 4, 2, 3));
+  whole.fit(dir_ / "data/part-*.npy", dir_ / "whole-out", quiet());
+  const std::string t = dir_ / "blocked", o = dir_ / "blocked-out";
+  fs::create_directories(t + "/state/samples-2.ids.npy/in-the-way");
+  TaxonomyEngine blocked(config(t, 3, 4, 2, 3));
+  try {
+    blocked.fit(dir_ / "data/part-*.npy", o, quiet());
+    FAIL() << "expected the background commit's failure";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("samples-2.ids.npy"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(t + "/taxonomy.json"));
+  EXPECT_FALSE(fs::exists(o + "/part-00000.paths.npy"));
+  fs::remove_all(t + "/state/samples-2.ids.npy");
+  TaxonomyEngine again(config(t, 3, 4, 2, 3));
+  again.fit(dir_ / "data/part-*.npy", o, quiet());
+  EXPECT_EQ(tree_bytes(dir_ / "whole", true), tree_bytes(t, true));
+  EXPECT_EQ(tree_bytes(dir_ / "whole-out", false), tree_bytes(o, false));
+}
+
 TEST_F(TaxonomyData, LloydPassesMoveCentroidsToFullDataMeans) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   auto st = open_storage_for_uri("/");
