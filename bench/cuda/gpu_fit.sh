@@ -55,7 +55,7 @@ run() {  # run LABEL BINARY DEVICE [fit args...]
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
     --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
-    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|built in|summed|committed" | sed 's/shards \[[0-9,]*\]/shards/'
+    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|built in|summed|committed|in the background" | sed 's/shards \[[0-9,]*\]/shards/'
 }
 if [ -n "${BASE_MEGATAX:-}" ]; then
   run base-cuda "$BASE_MEGATAX" cuda
