@@ -9,7 +9,8 @@
 #   BASE_MEGATAX (another build's megatax, e.g. the commit before a change: also fitted with
 #   --device cuda on the same data, before ours, for a same-run comparison), EXTRA_ARGS (also
 #   fit --device cuda with these extra arguments, e.g. "--memory-budget-mb 4096", on the
-#   same data, after the plain fit), GEN (planted:
+#   same data, after the plain fit), REPEAT (1: base and ours fitted that many times, in
+#   turn, for noisy machines; the files compared are the last round's), GEN (planted:
 #   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
@@ -51,16 +52,20 @@ r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
 echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
+  rm -rf "$WORK/m_$label" "$WORK/o_$label"  # (a repeated run starts afresh)
   echo "---- $label: megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
     --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
     grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|built in|summed|committed|in the background" | sed 's/shards \[[0-9,]*\]/shards/'
 }
-if [ -n "${BASE_MEGATAX:-}" ]; then
-  run base-cuda "$BASE_MEGATAX" cuda
-fi
-run cuda "$MEGATAX" cuda
+for rep in $(seq 1 "${REPEAT:-1}"); do
+  [ "${REPEAT:-1}" = 1 ] || echo "gpu_fit: round $rep of $REPEAT"
+  if [ -n "${BASE_MEGATAX:-}" ]; then
+    run base-cuda "$BASE_MEGATAX" cuda
+  fi
+  run cuda "$MEGATAX" cuda
+done
 if [ -n "${BASE_MEGATAX:-}" ]; then
   same() { if diff -rq -x taxonomy.json "$1" "$2" >/dev/null; then echo identical; else echo "DIFFERENT ($(diff -rq -x taxonomy.json "$1" "$2" | head -3 | tr '\n' ' '))"; fi; }
   echo "gpu_fit: base vs ours: model files $(same "$WORK/m_base-cuda" "$WORK/m_cuda"), outputs $(same "$WORK/o_base-cuda" "$WORK/o_cuda")"

@@ -129,6 +129,17 @@ bool kept_row_addresses(const Dataset& data, const taxonomy::ComputeBackend& bac
   return true;
 }
 
+// A zero-filled array of n floats, its pages faulted in on `threads` threads (gigabytes for
+// a wide level's centroids: one thread faulting them would take seconds).
+std::vector<float> make_level_array(std::size_t n, int threads) {
+  std::vector<float> v;
+  v.reserve(n);
+  advise_huge_pages(v.data(), n * sizeof(float));
+  populate_pages(v.data(), n * sizeof(float), threads);
+  v.resize(n);
+  return v;
+}
+
 // gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
 void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, void* out, bool stored,
                  int threads) {
@@ -569,6 +580,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   std::int64_t points_levels = 0;
   // A level's commit that goes on while the next level trains (one process; see step 4).
   BackgroundJobs pending_commit(1);
+  std::future<std::vector<float>> next_level_array;  // the next level's centroid array, being made
   double background_commit_s = 0;  // the last deferred commit's seconds (set by its job)
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
@@ -723,16 +735,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // the next group's samples gathered meanwhile: up to two groups are held at once.
         batched = true;
         if (R == 1) {
-          // The level's array, faulted in on every thread (gigabytes on a wide level).
+          // The level's array, made while the level before committed (else now).
           const auto t_setup = Clock::now();
           in_place = true;
           level_offset.assign(mine.size() + 1, 0);
           for (std::size_t u = 0; u < mine.size(); ++u)
             level_offset[u + 1] = level_offset[u] + static_cast<std::size_t>(branch[static_cast<std::size_t>(mine[u])] * d);
-          level_centroids.reserve(level_offset.back());
-          advise_huge_pages(level_centroids.data(), level_offset.back() * sizeof(float));
-          populate_pages(level_centroids.data(), level_offset.back() * sizeof(float), cfg.threads);
-          level_centroids.resize(level_offset.back());
+          if (next_level_array.valid()) level_centroids = next_level_array.get();  // made while level l - 1 committed
+          if (level_centroids.size() != level_offset.back())
+            level_centroids = make_level_array(level_offset.back(), cfg.threads);
           setup_s += since(t_setup);
         }
         struct Group {
@@ -1438,6 +1449,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     for (double v : inertia) lr.inertia += v;
     lr.nodes = n_nodes;
     points_levels += N;
+    // One process training the next level on a batch device trains it into one array of
+    // all its centroids: gigabytes on a wide level, whose zero-filling (std::vector's, on
+    // one thread) takes a good half second. Its size is known now (the same plan the next
+    // level makes from these counts): it is made while this level commits.
+    if (R == 1 && batch_kmeans != nullptr && collect) {
+      std::int64_t total = 0;
+      for (std::int64_t b : plan_branching(cfg, l + 1, counts)) total += b * d;
+      next_level_array = std::async(std::launch::async, [total, threads = cfg.threads] {
+        return make_level_array(static_cast<std::size_t>(total), threads);
+      });
+    }
 
     // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
     const auto t_commit = Clock::now();
