@@ -55,6 +55,16 @@ struct ShardState {
   std::vector<float> dist;
 };
 
+// The end of the run of ids from ids[i] (which `shard` holds) that the shard also holds,
+// at most max_run long: ids ascending, so a run is a stretch of one shard.
+std::size_t shard_run_end(const ShardInfo& shard, std::span<const std::int64_t> ids, std::size_t i,
+                          std::size_t max_run) {
+  const Id shard_end = shard.global_begin + shard.rows;
+  std::size_t j = i + 1;
+  while (j < ids.size() && j - i < max_run && ids[j] >= shard.global_begin && ids[j] < shard_end) ++j;
+  return j;
+}
+
 // Reads rows of the dataset by global id (ids sorted ascending) into out (n x d, one row
 // after the other): float32, or with `stored` in the dtype the files hold; checks they are
 // finite. Per shard, up to kChunk ids at a time: a dense stretch (span at most twice the
@@ -71,9 +81,7 @@ void gather_rows(const Dataset& data, std::span<const std::int64_t> ids, void* o
   while (i < ids.size()) {
     const ShardRow at = data.locate(ids[i]);
     const auto& shard = data.shards()[at.shard];
-    const Id shard_end = shard.global_begin + shard.rows;
-    std::size_t j = i + 1;
-    while (j < ids.size() && j - i < kChunk && ids[j] < shard_end) ++j;
+    const std::size_t j = shard_run_end(shard, ids, i, kChunk);
     const std::int64_t span = ids[j - 1] - ids[i] + 1;
     const auto count = static_cast<std::int64_t>(j - i);
     auto* dst = static_cast<unsigned char*>(out) + static_cast<std::int64_t>(i) * row_bytes;
@@ -118,9 +126,7 @@ bool kept_row_addresses(const Dataset& data, const taxonomy::ComputeBackend& bac
   while (i < ids.size()) {
     const ShardRow at = data.locate(ids[i]);
     const auto& shard = data.shards()[at.shard];
-    const Id shard_end = shard.global_begin + shard.rows;
-    std::size_t j = i + 1;
-    while (j < ids.size() && ids[j] >= shard.global_begin && ids[j] < shard_end) ++j;
+    const std::size_t j = shard_run_end(shard, ids, i, ids.size());
     rows.resize(j - i);
     for (std::size_t t = i; t < j; ++t) rows[t - i] = ids[t] - shard.global_begin;
     if (!backend.kept_rows(at.shard, rows, out + i)) return false;

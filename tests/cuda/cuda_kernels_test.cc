@@ -813,6 +813,15 @@ void test_rows_to_f32(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, 
   report(name, ok, "equal to the host's values");
 }
 
+// How many rows t of `got` differ from row idx[t] of `src` (rows of row_bytes bytes).
+std::int64_t rows_unlike_host_gather(const std::vector<unsigned char>& got, const std::vector<unsigned char>& src,
+                                     const std::vector<std::int64_t>& idx, std::size_t row_bytes) {
+  std::int64_t bad = 0;
+  for (std::size_t t = 0; t < idx.size(); ++t)
+    bad += std::memcmp(got.data() + t * row_bytes, src.data() + idx[t] * row_bytes, row_bytes) != 0 ? 1 : 0;
+  return bad;
+}
+
 // gather_rows against the same gather on the host (bytes must match exactly).
 void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t src_rows,
                       std::int64_t n) {
@@ -826,9 +835,7 @@ void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_
   mc::copy_to_device(res, didx.data(), idx.data(), idx.size() * 8);
   mc::gather_rows(res, dsrc.data(), row_bytes, didx.as<std::int64_t>(), n, ddst.data());
   const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
-  std::int64_t bad = 0;
-  for (std::int64_t t = 0; t < n; ++t)
-    bad += std::memcmp(got.data() + t * row_bytes, src.data() + idx[t] * row_bytes, row_bytes) != 0 ? 1 : 0;
+  const std::int64_t bad = rows_unlike_host_gather(got, src, idx, row_bytes);
   bool ok = true;
   CHECK_OR_FAIL(bad == 0, "%lld rows differ from the host gather", (long long)bad);
   char name[160];
@@ -861,9 +868,7 @@ void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t r
   mc::copy_to_device(res, dat.data(), at.data(), at.size() * sizeof(void*));
   mc::gather_rows_at(res, static_cast<const void* const*>(dat.data()), row_bytes, n, ddst.data());
   const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
-  std::int64_t bad = 0;
-  for (std::int64_t t = 0; t < n; ++t)
-    bad += std::memcmp(got.data() + t * row_bytes, src.data() + idx[t] * row_bytes, row_bytes) != 0 ? 1 : 0;
+  const std::int64_t bad = rows_unlike_host_gather(got, src, idx, row_bytes);
   bool ok = true;
   CHECK_OR_FAIL(bad == 0, "%lld rows differ from the host gather", (long long)bad);
   char name[160];

@@ -364,15 +364,20 @@ bool use_mma(const MatrixView& x, std::size_t max_smem) {
   return v == nullptr || std::strcmp(v, "ffma") != 0;
 }
 
+// Lets `kernel` launch with `smem` bytes of dynamic shared memory (above 48 KiB a kernel
+// must opt in).
+template <class Kernel>
+void allow_dynamic_smem(Kernel kernel, std::size_t smem) {
+  if (smem > 48 * 1024)
+    MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+}
+
 template <class T>
 void launch_mma(const RowDistanceArgs& r, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((r.n_b + kMmaBlockRows - 1) / kMmaBlockRows);
   const std::size_t smem = mma_smem_bytes(r.x.dim, r.n_a);
   auto run = [&](auto kernel) {
-    if (smem > 48 * 1024) {
-      MEGATAX_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    }
+    allow_dynamic_smem(kernel, smem);
     kernel<<<blocks, kThreads, smem, stream>>>(static_cast<const T*>(r.x.data), r.x.stride, r.x.dim,
                                                vector_aligned(r.x), r.a, static_cast<int>(r.n_a), r.b, r.n_b,
                                                r.out);
@@ -390,10 +395,7 @@ void launch_grouped_mma(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>((r.n_b + kMmaBlockRows - 1) / kMmaBlockRows);
   const std::size_t smem = mma_smem_bytes(r.x.dim, r.max_n_a);
   auto run = [&](auto kernel) {
-    if (smem > 48 * 1024) {
-      MEGATAX_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    }
+    allow_dynamic_smem(kernel, smem);
     kernel<<<blocks, kThreads, smem, stream>>>(static_cast<const T*>(r.x.data), r.x.stride, r.x.dim,
                                                vector_aligned(r.x), r.groups, r.b, r.b_begin, r.n_b, r.a, r.n_a,
                                                r.out_begin, r.out);
@@ -408,10 +410,7 @@ void launch_grouped_mma(const GroupedRowDistanceArgs& r, cudaStream_t stream) {
 
 template <class T, int kA>
 void launch_staged(const GroupedRowDistanceArgs& r, std::size_t smem, cudaStream_t stream) {
-  if (smem > 48 * 1024) {
-    MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(grouped_row_distances_staged_kernel<T, kA>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  }
+  allow_dynamic_smem(grouped_row_distances_staged_kernel<T, kA>, smem);
   const auto blocks = static_cast<unsigned>((r.n_b + kStagedRows - 1) / kStagedRows);
   grouped_row_distances_staged_kernel<T, kA><<<blocks, kThreads, smem, stream>>>(
       static_cast<const T*>(r.x.data), r.x.stride, r.x.dim, vector_aligned(r.x), r.groups, r.b, r.b_begin, r.n_b,
