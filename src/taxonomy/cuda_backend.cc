@@ -90,12 +90,12 @@ class PooledAssigner final : public cluster::Assigner {
 
 // Calls fn(g, t0, t1) for pieces [t0, t1) of the positions [0, row_begin.back()) of groups
 // g (group g holds [row_begin[g], row_begin[g + 1])), the positions cut into slices run on
-// up to `threads` threads (0: all): every position once, pieces disjoint.
-void for_each_group_slice(const std::vector<std::int64_t>& row_begin, int threads,
+// up to `threads` threads (0: all) of `pool`: every position once, pieces disjoint.
+void for_each_group_slice(const std::vector<std::int64_t>& row_begin, int threads, WorkerPool& pool,
                           const std::function<void(std::size_t, std::int64_t, std::int64_t)>& fn) {
   const std::int64_t m = row_begin.back();
   const int T = resolve_threads(threads, m / 16384);  // a pass's batch: ~125K rows
-  parallel_for(T, T, [&](std::int64_t s, int) {
+  pool.run(T, [&](std::int64_t s, int) {
     const std::int64_t a = m * s / T, b = m * (s + 1) / T;
     if (a == b) return;
     // The group of position a: the last g with row_begin[g] <= a.
@@ -341,7 +341,7 @@ class CudaBackend final : public ComputeBackend {
         for (std::int64_t i = 0; i < n; ++i) active_order[static_cast<std::size_t>(i)] = i;
       }
     } else {
-      RowGroups groups = group_rows_by_parent(prev, n, n_parents, threads);
+      RowGroups groups = group_rows_by_parent(prev, n, n_parents, threads, &host_);
       const std::vector<std::int64_t>& start = groups.start;
       const std::vector<std::int64_t>& order = groups.order;
       std::vector<std::int64_t> src_begin;  // each active group's first position in `order`
@@ -368,7 +368,7 @@ class CudaBackend final : public ComputeBackend {
         active_order = std::move(groups.order);  // every row is active: the order as it is
       } else {
         active_order.resize(static_cast<std::size_t>(row_begin.back()));
-        for_each_group_slice(row_begin, threads, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
+        for_each_group_slice(row_begin, threads, host_, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
           std::copy(order.begin() + src_begin[g] + (t0 - row_begin[g]), order.begin() + src_begin[g] + (t1 - row_begin[g]),
                     active_order.begin() + t0);
         });
@@ -431,7 +431,7 @@ class CudaBackend final : public ComputeBackend {
     cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(m) * sizeof(std::int32_t));
     cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(m) * sizeof(float));
     lap(time_.device);
-    for_each_group_slice(rb, threads, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
+    for_each_group_slice(rb, threads, host_, [&](std::size_t g, std::int64_t t0, std::int64_t t1) {
       const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(group_parent[g])];
       for (std::int64_t t = t0; t < t1; ++t) {
         const std::int64_t i = one_group ? t : active_order[static_cast<std::size_t>(t)];
@@ -446,6 +446,9 @@ class CudaBackend final : public ComputeBackend {
   cuda::Resources res_;
   DType compute_;
   AssignerPool pool_;
+  // Kept threads for descend()'s host loops (grouping rows, scattering results): a pass
+  // runs them for every batch, where starting threads each time costs a good part.
+  WorkerPool host_{0};
   int level_ = -1;
   std::int64_t k_ = 0;
   // descend(): grouping rows by parent, staging them in the compute dtype (pinned; or the

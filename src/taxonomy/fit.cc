@@ -1128,6 +1128,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Where this worker's pass time goes (seconds; the shards run one after another).
     struct {
       double state = 0, read = 0, check = 0, descend = 0, bookkeep = 0;
+      double writes = 0, summary = 0;  // of `state`: waiting for the writes' queue, the shard summaries
     } pass;
     // Per-node count and inertia of the current shard (touched entries reset after each).
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
@@ -1146,6 +1147,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // two writers would wait them out in turn); all are durable before the level's sums are
     // exchanged (and so before any commit of the level).
     BackgroundJobs state_writes(8);
+    WorkerPool pass_pool(cfg.threads);  // kept threads for every batch's bookkeeping
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
@@ -1188,9 +1190,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           // node's count, inertia sum and sample offers are those of one thread in row order
           // (the same bits on any thread count; NodeSamples' nodes are independent).
           auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
-            const int T = resolve_threads(cfg.threads, m / 8192);
+            const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
             if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
-            parallel_for(T, T, [&](std::int64_t t, int) {
+            pass_pool.run(T, [&](std::int64_t t, int) {
               for (std::int64_t i = m * t / T; i < m * (t + 1) / T; ++i) {
                 const std::int64_t r = r0 + i;
                 for (int u = 0; u < l - 1; ++u)
@@ -1266,6 +1268,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           }
           lap(pass.read);
+          const auto t_submit = Clock::now();
           if (outputs_written) {
             state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
               write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
@@ -1276,16 +1279,20 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               write_shard_state(st, path, state, l);
             });
           }
+          const auto t_summary = Clock::now();
+          pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
           ShardSummary sum;
           sum.shard = si;
           take_shard_summary(touched, node_count, node_inertia, cfg.threads, &sum);
           summaries.push_back(std::move(sum));
           my_points += n;
+          pass.summary += since(t_summary);
           lap(pass.state);
         });
         const auto t_writes = Clock::now();
         state_writes.wait();
         pass.state += since(t_writes);
+        pass.writes += since(t_writes);
       } catch (...) {
         state_writes.drain();  // nothing may write into the level's files after this
         if (l == 1 && done == 0) cleanup_uncommitted();
@@ -1301,7 +1308,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
                  ", check " + std::to_string(pass.check) + ", descend " + std::to_string(pass.descend) +
                  ", bookkeeping " + std::to_string(pass.bookkeep) + ", state files " +
-                 std::to_string(pass.state) + ")");
+                 std::to_string(pass.state) + ": waiting for writes " + std::to_string(pass.writes) + ", summaries " +
+                 std::to_string(pass.summary) + ")");
       const std::string inside = backend->take_descend_breakdown();
       if (!inside.empty()) log_worker("level " + std::to_string(l) + ": descend: " + inside);
     }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/parallel.h"
@@ -19,11 +20,12 @@ struct RowGroups {
   std::vector<std::int64_t> order;  // n entries
 };
 
-// prev[i] in [-1, n_parents) for i < n. On up to `threads` threads (0: all; 1: this one):
-// the same groups and order whatever the count (slices of rows counted and placed in row
-// order, each slice's rows of a parent after the earlier slices').
+// prev[i] in [-1, n_parents) for i < n. On up to `threads` threads (0: all; 1: this one),
+// `pool`'s when given (kept threads: a descent groups every batch), else started for the
+// call: the same groups and order whatever the count (slices of rows counted and placed in
+// row order, each slice's rows of a parent after the earlier slices').
 inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, std::int64_t n_parents,
-                                      int threads = 1) {
+                                      int threads = 1, WorkerPool* pool = nullptr) {
   RowGroups g;
   const auto slots = static_cast<std::size_t>(n_parents + 1);  // slot = parent + 1
   g.start.assign(slots + 1, 0);
@@ -40,8 +42,15 @@ inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, 
       g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
     return g;
   }
+  auto run = [&](const std::function<void(std::int64_t, int)>& fn) {
+    if (pool != nullptr) {
+      pool->run(T, fn);
+    } else {
+      parallel_for(T, T, fn);
+    }
+  };
   std::vector<std::vector<std::int64_t>> at(static_cast<std::size_t>(T), std::vector<std::int64_t>(slots, 0));
-  parallel_for(T, T, [&](std::int64_t t, int) {
+  run([&](std::int64_t t, int) {
     auto& c = at[static_cast<std::size_t>(t)];
     for (std::int64_t i = n * t / T; i < n * (t + 1) / T; ++i) ++c[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)];
   });
@@ -56,7 +65,7 @@ inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, 
     }
   }
   g.start[slots] = pos;
-  parallel_for(T, T, [&](std::int64_t t, int) {
+  run([&](std::int64_t t, int) {
     auto& fill = at[static_cast<std::size_t>(t)];
     for (std::int64_t i = n * t / T; i < n * (t + 1) / T; ++i)
       g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
