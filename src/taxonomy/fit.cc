@@ -361,7 +361,7 @@ struct ShardSummary {
 // touched list is sorted; a long one (a deep level's shard touches ~100K of ~1M nodes:
 // sorting took ~6 ms a shard) gives way to a scan of every node on `threads` threads.
 void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<std::int64_t>& count,
-                        std::vector<double>& inertia, int threads, ShardSummary* sum) {
+                        std::vector<double>& inertia, int threads, WorkerPool& pool, ShardSummary* sum) {
   const auto nodes = static_cast<std::int64_t>(count.size());
   auto take = [&](std::int64_t nd, ShardSummary& into) {
     auto& c = count[static_cast<std::size_t>(nd)];
@@ -376,9 +376,14 @@ void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<std::int
     std::sort(touched.begin(), touched.end());
     for (const std::int32_t nd : touched) take(nd, *sum);
   } else {
-    const int T = resolve_threads(threads, nodes / 65536);
+    const int T = std::min(pool.threads(), resolve_threads(threads, nodes / 65536));
     std::vector<ShardSummary> parts(static_cast<std::size_t>(T));
-    parallel_for(T, T, [&](std::int64_t p, int) {
+    pool.run(T, [&](std::int64_t p, int) {
+      auto& part = parts[static_cast<std::size_t>(p)];
+      const std::size_t guess = touched.size() / static_cast<std::size_t>(T) + touched.size() / 8 / static_cast<std::size_t>(T);
+      part.nodes.reserve(guess);
+      part.counts.reserve(guess);
+      part.inertia.reserve(guess);
       for (std::int64_t nd = nodes * p / T; nd < nodes * (p + 1) / T; ++nd)
         if (count[static_cast<std::size_t>(nd)] != 0) take(nd, parts[static_cast<std::size_t>(p)]);
     });
@@ -1128,7 +1133,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Where this worker's pass time goes (seconds; the shards run one after another).
     struct {
       double state = 0, read = 0, check = 0, descend = 0, bookkeep = 0;
-      double writes = 0, summary = 0;  // of `state`: waiting for the writes' queue, the shard summaries
+      // Of `state`: the last level's state read and this one's made, waiting for the writes'
+      // queue, the shard summaries.
+      double prev = 0, writes = 0, summary = 0;
     } pass;
     // Per-node count and inertia of the current shard (touched entries reset after each).
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
@@ -1148,6 +1155,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // exchanged (and so before any commit of the level).
     BackgroundJobs state_writes(8);
     WorkerPool pass_pool(cfg.threads);  // kept threads for every batch's bookkeeping
+    // Every batch's children (run_shards is serial per worker): one buffer for the pass.
+    std::int64_t widest = 0;
+    for (const ShardInfo& sh : data.shards()) widest = std::max(widest, sh.rows);
+    std::vector<std::int32_t> child(static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, widest)));
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
@@ -1165,7 +1176,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             node_inertia[static_cast<std::size_t>(node)] = 0.0;
           }
           touched.clear();
-          auto t_stage = Clock::now();
+          const auto t_shard = Clock::now();
+          auto t_stage = t_shard;
           auto lap = [&t_stage](double& into) {
             const auto now = Clock::now();
             into += std::chrono::duration<double>(now - t_stage).count();
@@ -1182,8 +1194,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.node.assign(static_cast<std::size_t>(n), -1);
           cur.paths.assign(static_cast<std::size_t>(n * l), -1);
           cur.dist = prev.dist;
-          std::vector<std::int32_t> child(static_cast<std::size_t>(cfg.batch_rows));
           lap(pass.state);
+          pass.prev += std::chrono::duration<double>(t_stage - t_shard).count();
           // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
           // every thread: thread t copies a slice of the rows' paths, and serves the nodes
           // with (nd / 8) % T == t (8 nodes to a cache line of counts) in row order, so each
@@ -1283,7 +1295,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
           ShardSummary sum;
           sum.shard = si;
-          take_shard_summary(touched, node_count, node_inertia, cfg.threads, &sum);
+          take_shard_summary(touched, node_count, node_inertia, cfg.threads, pass_pool, &sum);
           summaries.push_back(std::move(sum));
           my_points += n;
           pass.summary += since(t_summary);
@@ -1308,7 +1320,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
                  ", check " + std::to_string(pass.check) + ", descend " + std::to_string(pass.descend) +
                  ", bookkeeping " + std::to_string(pass.bookkeep) + ", state files " +
-                 std::to_string(pass.state) + ": waiting for writes " + std::to_string(pass.writes) + ", summaries " +
+                 std::to_string(pass.state) + ": last level's read " + std::to_string(pass.prev) +
+                 ", waiting for writes " + std::to_string(pass.writes) + ", summaries " +
                  std::to_string(pass.summary) + ")");
       const std::string inside = backend->take_descend_breakdown();
       if (!inside.empty()) log_worker("level " + std::to_string(l) + ": descend: " + inside);
