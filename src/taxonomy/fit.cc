@@ -36,6 +36,7 @@
 #include "taxonomy/compute_backend.h"
 #include "taxonomy/engine_impl.h"
 #include "taxonomy/node_samples.h"
+#include "taxonomy/row_groups.h"
 
 namespace megatax {
 namespace {
@@ -357,41 +358,26 @@ struct ShardSummary {
 };
 
 // Moves the pass's per-node counts and inertia sums of one shard into *sum, in node order,
-// and resets them (and `touched`, the nodes with a non-zero count, in any order). A short
-// touched list is sorted; a long one (a deep level's shard touches ~100K of ~1M nodes:
-// sorting took ~6 ms a shard) gives way to a scan of every node on `threads` threads.
+// and resets them (and `touched`, the nodes with a non-zero count, each once, in any order).
+// `tmp`: scratch.
 void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<std::int64_t>& count,
-                        std::vector<double>& inertia, int threads, WorkerPool& pool, ShardSummary* sum) {
-  const auto nodes = static_cast<std::int64_t>(count.size());
-  auto take = [&](std::int64_t nd, ShardSummary& into) {
+                        std::vector<double>& inertia, std::vector<std::int32_t>& tmp, ShardSummary* sum) {
+  if (touched.size() < 1024) {
+    std::sort(touched.begin(), touched.end());
+  } else {
+    taxonomy::sort_node_ids(touched, static_cast<std::int64_t>(count.size()), tmp);
+  }
+  sum->nodes.reserve(sum->nodes.size() + touched.size());
+  sum->counts.reserve(sum->counts.size() + touched.size());
+  sum->inertia.reserve(sum->inertia.size() + touched.size());
+  for (const std::int32_t nd : touched) {
     auto& c = count[static_cast<std::size_t>(nd)];
     auto& v = inertia[static_cast<std::size_t>(nd)];
-    into.nodes.push_back(nd);
-    into.counts.push_back(c);
-    into.inertia.push_back(v);
+    sum->nodes.push_back(nd);
+    sum->counts.push_back(c);
+    sum->inertia.push_back(v);
     c = 0;
     v = 0.0;
-  };
-  if (static_cast<std::int64_t>(touched.size()) * 16 < nodes) {
-    std::sort(touched.begin(), touched.end());
-    for (const std::int32_t nd : touched) take(nd, *sum);
-  } else {
-    const int T = std::min(pool.threads(), resolve_threads(threads, nodes / 65536));
-    std::vector<ShardSummary> parts(static_cast<std::size_t>(T));
-    pool.run(T, [&](std::int64_t p, int) {
-      auto& part = parts[static_cast<std::size_t>(p)];
-      const std::size_t guess = touched.size() / static_cast<std::size_t>(T) + touched.size() / 8 / static_cast<std::size_t>(T);
-      part.nodes.reserve(guess);
-      part.counts.reserve(guess);
-      part.inertia.reserve(guess);
-      for (std::int64_t nd = nodes * p / T; nd < nodes * (p + 1) / T; ++nd)
-        if (count[static_cast<std::size_t>(nd)] != 0) take(nd, parts[static_cast<std::size_t>(p)]);
-    });
-    for (auto& part : parts) {
-      sum->nodes.insert(sum->nodes.end(), part.nodes.begin(), part.nodes.end());
-      sum->counts.insert(sum->counts.end(), part.counts.begin(), part.counts.end());
-      sum->inertia.insert(sum->inertia.end(), part.inertia.begin(), part.inertia.end());
-    }
   }
   touched.clear();
 }
@@ -1140,7 +1126,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Per-node count and inertia of the current shard (touched entries reset after each).
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
-    std::vector<std::int32_t> touched;
+    std::vector<std::int32_t> touched, sort_scratch;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
     auto merge_touched = [&] {
       for (auto& tt : touched_by) {
@@ -1295,7 +1281,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
           ShardSummary sum;
           sum.shard = si;
-          take_shard_summary(touched, node_count, node_inertia, cfg.threads, pass_pool, &sum);
+          take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
           summaries.push_back(std::move(sum));
           my_points += n;
           pass.summary += since(t_summary);

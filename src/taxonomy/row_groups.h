@@ -1,5 +1,5 @@
 // taxonomy/row_groups.h -- rows grouped by their node at the level above (descent's first
-// step, shared by the CPU and CUDA descents).
+// step, shared by the CPU and CUDA descents), and node ids sorted (a pass's shard summaries).
 //
 // Thread-safety: a pure function (it may run its own threads).
 #pragma once
@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "core/parallel.h"
@@ -71,6 +72,24 @@ inline RowGroups group_rows_by_parent(const std::int32_t* prev, std::int64_t n, 
       g.order[static_cast<std::size_t>(fill[static_cast<std::size_t>(std::int64_t{prev[i]} + 1)]++)] = i;
   });
   return g;
+}
+
+// Sorts node ids in [0, limit) ascending: a least-significant-digit radix sort, 11 bits a
+// pass (2 passes for a level of up to 4M nodes), through `tmp`. O(n): a deep level's shard
+// touches ~100K of ~1M nodes, which std::sort took ~6 ms to order and a scan of every node
+// ~2.5 ms (H100 machine, 20M x 1024 fit).
+inline void sort_node_ids(std::vector<std::int32_t>& v, std::int64_t limit, std::vector<std::int32_t>& tmp) {
+  constexpr int kBits = 11;
+  constexpr std::uint32_t kMask = (1u << kBits) - 1;
+  tmp.resize(v.size());
+  for (int shift = 0; ((limit - 1) >> shift) > 0; shift += kBits) {
+    std::vector<std::uint32_t> at(std::size_t{1} << kBits, 0);
+    for (const std::int32_t x : v) ++at[(static_cast<std::uint32_t>(x) >> shift) & kMask];
+    std::uint32_t pos = 0;
+    for (auto& a : at) pos += std::exchange(a, pos);
+    for (const std::int32_t x : v) tmp[at[(static_cast<std::uint32_t>(x) >> shift) & kMask]++] = x;
+    v.swap(tmp);
+  }
 }
 
 }  // namespace megatax::taxonomy

@@ -45,5 +45,29 @@ TEST(RowGroupsTest, MatchesAStableSortOnAnyThreadCount) {
   }
 }
 
+// sort_node_ids against std::sort: unique ids drawn from levels of 1 to 5M nodes (one, two
+// and three radix passes), including the extremes 0 and limit - 1.
+TEST(RowGroupsTest, NodeIdRadixSortMatchesStdSort) {
+  std::mt19937_64 rng(std::random_device{}());
+  const std::uint64_t seed = rng();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  rng.seed(seed);
+  std::vector<std::int32_t> tmp;
+  for (const std::int64_t limit : {1, 2, 2048, 2049, 725700, 4194304, 5000000}) {
+    for (const std::int64_t want : {0, 1, 1000, 100000}) {
+      std::vector<std::int32_t> ids;
+      if (want > 0) ids = {0, static_cast<std::int32_t>(limit - 1)};
+      std::uniform_int_distribution<std::int64_t> any(0, limit - 1);
+      while (static_cast<std::int64_t>(ids.size()) < std::min(want, limit)) ids.push_back(static_cast<std::int32_t>(any(rng)));
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+      std::vector<std::int32_t> ref = ids;
+      std::shuffle(ids.begin(), ids.end(), rng);
+      sort_node_ids(ids, limit, tmp);
+      EXPECT_EQ(ids, ref) << "limit " << limit << ", " << ref.size() << " ids";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace megatax::taxonomy
