@@ -259,6 +259,21 @@ void remove_folder(Storage& st, const std::string& dir) {
   st.remove(dir);
 }
 
+// Removes the state folder `state` ("…/state") of a complete fit of `levels` levels: every
+// level's state folder and sample files, whatever a killed run's clean-up left of them (a
+// commit's clean-up of the level before runs after its manifest, and may not have
+// finished), its temporaries, then the folder.
+void remove_fit_state(Storage& st, const std::string& state, int levels) {
+  if (!st.exists(state)) return;
+  for (int l = 1; l <= levels; ++l) {
+    remove_folder(st, state + "/level-" + std::to_string(l) + "/");
+    for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"})
+      st.remove(state + "/samples-" + std::to_string(l) + suffix);
+  }
+  remove_stale_temps(st, state);
+  st.remove(state);
+}
+
 json::Value dataset_json(const Dataset& data) {
   json::Value v = json::Value::object();
   v.set("pattern", data.pattern());
@@ -1591,7 +1606,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       auto finish = [&st, &out_storage, out_root, completes, manifest_path, manifest_text = json::dump(manifest, 2),
                      level_path = s.path(level_dir(l)), prev_state = l > 1 ? s.path(state_dir(l - 1)) : std::string(),
                      prev_samples = l > 1 ? s.path(samples_prefix(l)) : std::string(),
-                     this_state = s.path(state_dir(l)), state_path = s.path("state")] {
+                     state_path = s.path("state"), levels = L] {
         // Left by an attempt killed while it wrote this level (its centroids are written
         // during the pass), or, when this commit completes the fit, its outputs.
         remove_stale_temps(st, level_path);
@@ -1602,12 +1617,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           remove_folder(st, prev_state);
           for (const char* suffix : {".offsets.npy", ".ids.npy", ".priorities.npy"}) st.remove(prev_samples + suffix);
         }
-        if (completes) {
-          // State files of this level from an earlier round or attempt, then the empty folder.
-          remove_folder(st, this_state);
-          remove_stale_temps(st, state_path);  // of a commit's sample files, killed
-          st.remove(state_path);
-        }
+        if (completes) remove_fit_state(st, state_path, levels);
       };
       if (defer) {
         pending_commit.submit([write_files = std::move(write_files), finish = std::move(finish), &background_commit_s] {
@@ -1651,9 +1661,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (driver) {
       remove_stale_temps(*out_storage, out_root);
       st.write_atomic(manifest_path, json::dump(manifest, 2));
-      remove_folder(st, s.path(state_dir(L)));
-      remove_stale_temps(st, s.path("state"));  // of a commit's sample files, killed
-      st.remove(s.path("state"));
+      remove_fit_state(st, s.path("state"), L);
     }
     ex.barrier();
   }
