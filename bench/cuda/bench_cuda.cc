@@ -13,7 +13,8 @@
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
 //     (database bytes / measured copy bandwidth)
 //   - k-means++ seeding of a level's batch of node problems (grouped distances per round, and
-//     the whole seed_grouped), with the tensor-core distances and the FFMA ones
+//     the whole seed_grouped), with the tensor-core distances and the FFMA ones, and through
+//     the pools' Gram matrices (pool_gram, then rounds reading Gram rows)
 //     (MEGATAX_CUDA_ROW_DIST=ffma): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
@@ -430,6 +431,48 @@ int main(int argc, char** argv) {
           g_rows.push_back({fmt("seeding %s %s", shape.c_str(), kernel),
                             fmt("%.3f ms/round, distances %.3f ms = %.0f%% of read BW, floor %.3f ms%s", seed_ms / k,
                                 dist_ms, 100 * floor_ms / dist_ms, floor_ms, apart.c_str())});
+        }
+        // The Gram path (the default where it fits): the pools' Gram matrices once (m^2 d
+        // flops a problem on mma.sync, the symmetric half; the rate shown counts 2 m^2 d, the
+        // whole product, against cuBLAS's f16 rate), then every round in one launch reading a
+        // few Gram rows; the same choices as the pools path (checked here).
+        if (mc::pool_gram_supported(res, xv)) {
+          std::vector<std::int64_t> gram_begin(static_cast<std::size_t>(sh.groups));
+          for (std::int64_t g = 0; g < sh.groups; ++g) gram_begin[g] = g * sh.m * sh.m;
+          const std::size_t gram_bytes = static_cast<std::size_t>(sh.groups * sh.m * sh.m) * 4;
+          mc::DeviceBuffer dgram(gram_bytes), dgb(gram_begin.size() * 8), dnorms(static_cast<std::size_t>(n_b) * 4);
+          mc::copy_to_device(res, dgb.data(), gram_begin.data(), gram_begin.size() * 8);
+          mc::PoolGramArgs pg;
+          pg.x = xv;
+          pg.groups = sh.groups;
+          pg.b = r.b;
+          pg.b_begin = r.b_begin;
+          pg.max_m = sh.m;
+          pg.gram_begin = dgb.as<std::int64_t>();
+          pg.gram = dgram.as<float>();
+          pg.norms = dnorms.as<float>();
+          const double gram_ms = time_ms(stream, [&] { mc::pool_gram(res, pg); });
+          std::vector<std::int64_t> pools_chosen(static_cast<std::size_t>(sh.groups * k)), gram_chosen(pools_chosen.size());
+          mc::seed_grouped(res, sa);
+          mc::copy_to_host(res, pools_chosen.data(), dchosen.data(), pools_chosen.size() * 8);
+          mc::GroupedSeedingArgs sg = sa;
+          sg.b_begin_host = b_begin.data();
+          sg.scratch = dgram.data();
+          sg.scratch_bytes = gram_bytes;
+          const double seed_ms = time_ms(stream, [&] { mc::seed_grouped(res, sg); }, std::min(g_reps, 3));
+          mc::copy_to_host(res, gram_chosen.data(), dchosen.data(), gram_chosen.size() * 8);
+          const bool same = pools_chosen == gram_chosen;
+          const double tf = 2.0 * static_cast<double>(sh.groups) * sh.m * sh.m * d / (gram_ms * 1e-3) / 1e12;
+          const double rounds_ms = seed_ms - gram_ms;
+          std::printf("  %-32s gram: matrices %7.3f ms (%4.0f TFLOP/s eff. = %4.1f%% of cuBLAS f16) | seeding %8.2f ms, "
+                      "rounds %.3f ms/round | choices %s\n",
+                      shape.c_str(), gram_ms, tf, 100 * tf / peak16, seed_ms, rounds_ms / k,
+                      same ? "identical" : "DIFFER");
+          g_rows.push_back({fmt("seeding %s gram", shape.c_str()),
+                            fmt("%.2f ms: matrices %.3f ms (%.0f TFLOP/s, %.1f%% of f16 GEMM) + %.3f ms/round; "
+                                "choices %s",
+                                seed_ms, gram_ms, tf, 100 * tf / peak16, rounds_ms / k,
+                                same ? "identical" : "DIFFER")});
         }
       }
     }

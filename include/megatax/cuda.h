@@ -271,6 +271,34 @@ struct GroupedRowDistanceArgs {
 };
 void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& args);
 
+// ---- pool Gram matrices (k-means++ seeding) -----------------------------------------------
+// Queues, for each group g < groups with pool rows p_i = x[b[b_begin[g] + i]] (i < m_g):
+//   gram[gram_begin[g] + t * m_g + i] = p_t . p_i   and   norms[b_begin[g] + i] = p_i . p_i
+// on tensor cores, each an f32 sum of the same mma products in the same k slots and order as
+// row_distances' p.c and |p|^2 for 16-bit rows: so |p_i|^2 + |p_t|^2 - 2 p_t.p_i clamped at 0
+// (rounded step by step) is row_distances' distance between pool rows t and i, bit for bit.
+// A seeding round then reads n_a rows of gram (n_a * m_g floats) instead of the pool
+// (m_g * d elements). Cost: about m_g^2 d flops (the tiles on and above the diagonal, each
+// also written mirrored) and 4 m_g^2 bytes written per group.
+// b_begin's values index b directly (b_begin[0] need not be 0: a caller may pass b_begin + g0
+// and gram_begin + g0 for groups g0 ..). Requires pool_gram_supported(res, x).
+struct PoolGramArgs {
+  MatrixView x;                               // device rows, f16 or bf16
+  std::int64_t groups = 0;                    // 1 .. 65535
+  const std::int64_t* b = nullptr;            // device: pool rows (row numbers of x)
+  const std::int64_t* b_begin = nullptr;      // device [groups + 1]
+  std::int64_t max_m = 0;                     // host: the largest m_g
+  const std::int64_t* gram_begin = nullptr;   // device [groups]: offsets into gram (floats)
+  float* gram = nullptr;                      // device
+  float* norms = nullptr;                     // device, indexed like b
+};
+// True when pool_gram serves x (a device view): f16/bf16 rows that row_distances puts on
+// tensor cores, 16-byte aligned with d and the stride multiples of 8 elements.
+bool pool_gram_supported(const Resources& res, const MatrixView& x);
+// Throws Error(kInvalidArgument) for unsupported rows or bad host fields; device arrays are
+// not checked.
+void pool_gram(Resources& res, const PoolGramArgs& args);
+
 // ---- gather rows ---------------------------------------------------------------------------
 // Queues dst row t = src row idx[t] for t < n: rows of row_bytes bytes, packed (device
 // memory; idx a device array of row numbers of src, not checked). 16-byte copies when the
@@ -321,9 +349,18 @@ struct GroupedSeedingArgs {
   std::int64_t max_k = 0;                      // host copy: the largest k (rounds queued)
   std::int32_t max_trials = 0;                 // host copy: the largest trials
   std::int64_t* chosen = nullptr;              // [groups * max_k] out: problem g's k pool indices at g * max_k
+  // Optional: device memory for the pools' Gram matrices (pool_gram), with a host copy of
+  // b_begin. When given (and pool_gram_supported), problems run in chunks whose matrices fit
+  // `scratch_bytes` (each problem's 4 m^2 bytes must): a chunk's Gram launch, then its
+  // rounds reading candidates' Gram rows instead of the pool: the same distances (bits), so
+  // the same choices. Else every round reads the pools through row_distances_grouped.
+  const std::int64_t* b_begin_host = nullptr;  // [groups + 1]
+  void* scratch = nullptr;
+  std::size_t scratch_bytes = 0;
 };
-// Queues the whole seeding (its temporaries in res.workspace(): about (4 + 8 + 4 * max_trials)
-// bytes per pool row). Device arrays are not checked; host fields are (Error(kInvalidArgument)).
+// Queues the whole seeding (its temporaries in res.workspace(): about 4 + 4 * max_trials
+// bytes per pool row, 8 with Gram matrices). Device arrays are not checked; host fields are
+// (Error(kInvalidArgument)).
 void seed_grouped(Resources& res, const GroupedSeedingArgs& args);
 
 // ---- accumulate: per-cluster sums and counts ---------------------------------------------

@@ -1,6 +1,7 @@
 #include "cluster/cuda_batch_kmeans.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -231,6 +232,33 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   g.b = pool_dev_.as<std::int64_t>();
   g.b_begin = pool_begin_dev_.as<std::int64_t>();
   g.n_b = pool_begin_.back();
+  // The pools' Gram matrices instead of a pass over the pools per round, where cheaper: k
+  // rounds read k m d elements per problem against m^2 d tensor-core flops once (the
+  // symmetric half), so while m <= 64 k (the flop rate is ~130x the element read rate on an
+  // H100) and one problem's 4 m^2 bytes fit the scratch (at most 4 GiB, a quarter of the
+  // free memory). bench_cuda's seeding rows compare the two paths.
+  last_seed_path_ = "pools";
+  if (seed_distances_ != SeedDistances::kPools && cuda::pool_gram_supported(res_, g.x)) {
+    const char* env = std::getenv("MEGATAX_CUDA_SEED_GRAM");
+    const bool automatic = seed_distances_ == SeedDistances::kAuto;
+    double sq = 0, km = 0, largest = 0;
+    for (std::size_t p = 0; p < P; ++p) {
+      const auto m = static_cast<double>(pool_begin_[p + 1] - pool_begin_[p]);
+      sq += m * m;
+      km += static_cast<double>(plans[p].k) * m;
+      largest = std::max(largest, m * m);
+    }
+    const auto free_bytes = static_cast<double>(res_.memory_info().first);
+    const double cap = std::min(4.0 * (1u << 30), (free_bytes + static_cast<double>(gram_dev_.size())) / 4);
+    const bool worth = !automatic || ((env == nullptr || std::strcmp(env, "0") != 0) && sq <= 64 * km);
+    if (worth && 4 * largest <= cap) {
+      gram_dev_.reserve(static_cast<std::size_t>(std::min(4 * sq, cap)));
+      g.b_begin_host = pool_begin_.data();
+      g.scratch = gram_dev_.data();
+      g.scratch_bytes = static_cast<std::size_t>(std::min(4 * sq, cap));
+      last_seed_path_ = "gram";
+    }
+  }
   g.problems = problems_dev_.as<cuda::SeedingProblem>();
   g.uniforms = uniforms_dev_.as<double>();
   g.max_k = max_k;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "cluster/kmeans_batch.h"
@@ -40,6 +41,13 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   bool can_seed() const override { return seed_on_device_; }
   void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen) override;
   void set_seed_on_device(bool on) noexcept { seed_on_device_ = on; }
+  // How seed()'s rounds get their distances: kAuto reads the pools' Gram matrices
+  // (cuda::pool_gram) where that is cheaper than reading the pools each round, unless
+  // MEGATAX_CUDA_SEED_GRAM=0; kGram whenever they fit; kPools never. The same choices.
+  enum class SeedDistances { kAuto, kGram, kPools };
+  void set_seed_distances(SeedDistances how) noexcept { seed_distances_ = how; }
+  // What the last seed() used: "gram" (with the chunks) or "pools".
+  const std::string& last_seed_path() const noexcept { return last_seed_path_; }
   void set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) override;
   // When every problem's points came in the compute dtype (the device's rows are then their
   // exact values): after seed(), the chosen rows gathered on the device.
@@ -66,6 +74,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // the batch, copying centroids): run thousands of times a level, so on kept threads.
   WorkerPool host_;
   bool seed_on_device_ = true;
+  SeedDistances seed_distances_ = SeedDistances::kAuto;
+  std::string last_seed_path_;
   std::int64_t dim_ = 0;
   std::vector<std::int64_t> row_begin_;      // problems + 1
   std::vector<std::int64_t> pool_begin_;     // problems + 1
@@ -75,7 +85,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   bool points_exact_ = false;                // prepare()'s problems all in the compute dtype
   std::vector<std::int64_t> seed_rows_;      // seed()'s chosen rows of x_dev_, problem after problem
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
-      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, row_at_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_;
+      seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, row_at_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_,
+      gram_dev_;  // seed()'s pool Gram matrices
   cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
 };
 

@@ -21,8 +21,9 @@
 //      and the same centroids bit for bit when run twice; the same problem batched with six
 //      others (cluster/kmeans_batch.h on the device) within 1% of it, bit-identical to the
 //      same problem batched alone, and the others within 2% of their one-by-one results;
-//      the batch's k-means++ on the device (cuda::seed_grouped) bit-identical to the same
-//      seeding stepped on the host (incl. a problem whose potential reaches 0).
+//      the batch's k-means++ on the device (cuda::seed_grouped, its rounds reading the
+//      pools' Gram matrices, and reading the pools) bit-identical to the same seeding
+//      stepped on the host (incl. a problem whose potential reaches 0).
 // Prints the CPU and GPU fit times (information, not a check).
 //
 //   cuda_engine_test [--seed S] [--dir D]   (exit code = failed checks)
@@ -295,17 +296,33 @@ void test_kmeans_on_device(std::uint64_t seed) {
     params2.back().k = 8;
     megatax::cluster::CudaBatchKMeans host_steps(0, megatax::Metric::kL2, DType::kF16);
     host_steps.set_seed_on_device(false);
-    megatax::cluster::BatchKMeansTimes bt_dev, bt_host;
+    megatax::cluster::BatchKMeansTimes bt_dev, bt_host, bt_pools;
+    // The device's rounds read the pools' Gram matrices (forced: the cost rule decides in a
+    // fit), or the pools themselves; the host steps get row_distances' distances.
+    dev.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kGram);
     const auto on_dev = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, &bt_dev);
+    const std::string path_dev = dev.last_seed_path();
+    dev.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kPools);
+    const auto on_pools = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, &bt_pools);
+    const std::string path_pools = dev.last_seed_path();
+    dev.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kAuto);
     const auto on_host = megatax::cluster::fit_kmeans_batch(views2, params2, host_steps, 0, &bt_host);
-    std::size_t same = 0;
-    for (std::size_t q = 0; q < on_dev.size(); ++q)
+    std::size_t same = 0, same_pools = 0;
+    for (std::size_t q = 0; q < on_dev.size(); ++q) {
       same += on_dev[q].centroids == on_host[q].centroids && on_dev[q].inertia == on_host[q].inertia ? 1 : 0;
-    std::printf("  seeding %zu problems: on the device %.4f s (%lld rounds), host steps %.4f s (%lld steps)\n",
-                views2.size(), bt_dev.seeding, (long long)bt_dev.seeding_steps, bt_host.seeding,
+      same_pools += on_pools[q].centroids == on_host[q].centroids && on_pools[q].inertia == on_host[q].inertia ? 1 : 0;
+    }
+    std::printf("  seeding %zu problems: on the device %.4f s through Gram matrices (%lld rounds), %.4f s reading "
+                "the pools, host steps %.4f s (%lld steps)\n",
+                views2.size(), bt_dev.seeding, (long long)bt_dev.seeding_steps, bt_pools.seeding, bt_host.seeding,
                 (long long)bt_host.seeding_steps);
-    check(same == on_dev.size(), "k-means++ on the device vs host steps: " + std::to_string(same) + " of " +
-                                     std::to_string(on_dev.size()) + " problems bit-identical");
+    check(path_dev == "gram" && path_pools == "pools",
+          "k-means++ on the device took the paths asked for: " + path_dev + ", " + path_pools);
+    check(same == on_dev.size(), "k-means++ on the device (Gram matrices) vs host steps: " + std::to_string(same) +
+                                     " of " + std::to_string(on_dev.size()) + " problems bit-identical");
+    check(same_pools == on_dev.size(), "k-means++ on the device (reading the pools) vs host steps: " +
+                                           std::to_string(same_pools) + " of " + std::to_string(on_dev.size()) +
+                                           " problems bit-identical");
     // Into caller memory (`out`, NaN first): the device keeps its seeds as the centroids (no
     // host copy of them); the host steps copy theirs in. The same bits, and the same as above.
     std::vector<std::vector<float>> mem_dev(views2.size()), mem_host(views2.size());

@@ -793,6 +793,217 @@ void test_row_distances_grouped(mc::Resources& res, std::mt19937_64& rng, std::i
   report(name, ok, "bit-identical to row_distances per group");
 }
 
+// ---- pool Gram matrices and the seeding that reads them --------------------------------------
+
+// The distance the seeding forms from Gram entries, rounded step by step as on the device
+// (volatile: no contraction into an fma).
+float gram_pair_distance(float norm_p, float norm_c, float dot) {
+  volatile float sum = norm_p + norm_c;
+  volatile float twice = 2.f * dot;
+  const float dist = sum - twice;
+  return dist > 0.f ? dist : 0.f;
+}
+
+// pool_gram against float64 dots, and its distances against row_distances' bits: for
+// candidates drawn from each pool, |p_i|^2 + |p_t|^2 - 2 G[t][i] (clamped) must equal
+// row_distances(t, i) exactly. Groups of random sizes (empty ones, tile edges), launched in
+// two halves through offset b_begin / gram_begin pointers.
+void test_pool_gram(mc::Resources& res, std::mt19937_64& rng, std::int64_t d, DType dtype, std::int64_t stride_pad,
+                    std::int64_t groups, std::int64_t max_rows) {
+  const std::int64_t n = 3000, stride = d + stride_pad;
+  const HostMatrix x = make_matrix(n, d, stride, dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::uniform_int_distribution<std::int64_t> rows_of(1, max_rows), row(0, n - 1);
+  std::vector<std::int64_t> b, b_begin = {0}, gram_begin;
+  std::int64_t gram_total = 0, max_m = 0;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    std::int64_t m = g % 5 == 2 ? 0 : rows_of(rng);
+    if (g == 1) m = std::min<std::int64_t>(max_rows, 128);  // a whole tile
+    if (g == 3) m = std::min<std::int64_t>(max_rows, 129);  // one row past it
+    for (std::int64_t i = 0; i < m; ++i) b.push_back(row(rng));
+    b_begin.push_back(static_cast<std::int64_t>(b.size()));
+    gram_begin.push_back(gram_total);
+    gram_total += m * m;
+    max_m = std::max(max_m, m);
+  }
+  const auto n_b = static_cast<std::int64_t>(b.size());
+  mc::DeviceBuffer db(b.size() * 8 + 8), dbb(b_begin.size() * 8), dgb(gram_begin.size() * 8),
+      gram(static_cast<std::size_t>(gram_total + 1) * 4), norms(static_cast<std::size_t>(n_b + 1) * 4);
+  mc::copy_to_device(res, db.data(), b.data(), b.size() * 8);
+  mc::copy_to_device(res, dbb.data(), b_begin.data(), b_begin.size() * 8);
+  mc::copy_to_device(res, dgb.data(), gram_begin.data(), gram_begin.size() * 8);
+  std::vector<float> marks(static_cast<std::size_t>(gram_total) + 1, -7.f);
+  mc::copy_to_device(res, gram.data(), marks.data(), marks.size() * 4);
+  const std::int64_t half = groups / 2;
+  for (const auto& [g0, g1] : {std::pair<std::int64_t, std::int64_t>{0, half}, {half, groups}}) {
+    if (g1 <= g0) continue;
+    mc::PoolGramArgs a;
+    a.x = dx.view;
+    a.groups = g1 - g0;
+    a.b = db.as<std::int64_t>();
+    a.b_begin = dbb.as<std::int64_t>() + g0;
+    a.max_m = max_m;
+    a.gram_begin = dgb.as<std::int64_t>() + g0;
+    a.gram = gram.as<float>();
+    a.norms = norms.as<float>();
+    mc::pool_gram(res, a);
+  }
+  const auto G = download<float>(res, gram, static_cast<std::size_t>(gram_total) + 1);
+  const auto N = download<float>(res, norms, static_cast<std::size_t>(n_b));
+  std::int64_t bad_value = 0, bad_norm = 0, bad_bits = 0, compared = 0;
+  double max_err = 0;
+  mc::DeviceBuffer da(16 * 8), one(static_cast<std::size_t>(16 * std::max<std::int64_t>(max_m, 1)) * 4);
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t m = b_begin[g + 1] - b_begin[g], f = b_begin[g];
+    if (m == 0) continue;
+    const float* Gg = G.data() + gram_begin[g];
+    for (std::int64_t t = 0; t < m; ++t) {
+      if (N[static_cast<std::size_t>(f + t)] != Gg[t * m + t]) ++bad_norm;
+      for (std::int64_t i = 0; i < m; ++i) {
+        if ((t * 7 + i) % 5 != 0 && m > 200) continue;  // a sample of the large ones
+        double ref = 0;
+        for (std::int64_t j = 0; j < d; ++j) ref += x.at(b[f + t], j) * x.at(b[f + i], j);
+        const double scale = x.norm(b[f + t]) + x.norm(b[f + i]);
+        const double err = std::fabs(Gg[t * m + i] - ref) / std::max(scale, 1e-30);
+        max_err = std::max(max_err, err);
+        if (err > 2e-6 * std::max<double>(8, std::sqrt(double(d)))) ++bad_value;
+      }
+    }
+    // Candidates: up to 16 pool entries (the first, the last and random ones).
+    std::vector<std::int64_t> cand = {0, m - 1}, a_rows;
+    std::uniform_int_distribution<std::int64_t> pick(0, m - 1);
+    while (cand.size() < 16) cand.push_back(pick(rng));
+    for (const std::int64_t t : cand) a_rows.push_back(b[f + t]);
+    mc::copy_to_device(res, da.data(), a_rows.data(), a_rows.size() * 8);
+    mc::RowDistanceArgs r;
+    r.x = dx.view;
+    r.a = da.as<std::int64_t>();
+    r.n_a = static_cast<std::int64_t>(cand.size());
+    r.b = db.as<std::int64_t>() + f;
+    r.n_b = m;
+    r.out = one.as<float>();
+    mc::row_distances(res, r);
+    const auto ref = download<float>(res, one, static_cast<std::size_t>(r.n_a * m));
+    for (std::size_t c = 0; c < cand.size(); ++c) {
+      const std::int64_t t = cand[c];
+      for (std::int64_t i = 0; i < m; ++i) {
+        const float mine = gram_pair_distance(N[static_cast<std::size_t>(f + i)], N[static_cast<std::size_t>(f + t)],
+                                              Gg[t * m + i]);
+        const float theirs = ref[c * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)];
+        if (std::memcmp(&mine, &theirs, 4) != 0) ++bad_bits;
+        ++compared;
+      }
+    }
+  }
+  bool ok = true;
+  CHECK_OR_FAIL(bad_value == 0, "%lld Gram entries off the float64 dot (max rel err %.2e)", (long long)bad_value,
+                max_err);
+  CHECK_OR_FAIL(bad_norm == 0, "%lld norms differ from the Gram diagonal", (long long)bad_norm);
+  CHECK_OR_FAIL(bad_bits == 0, "%lld of %lld distances from the Gram matrix differ from row_distances' bits",
+                (long long)bad_bits, (long long)compared);
+  CHECK_OR_FAIL(G[static_cast<std::size_t>(gram_total)] == -7.f, "wrote past the last group's matrix");
+  char name[256], detail[160];
+  std::snprintf(name, sizeof(name), "pool gram %-4s d=%lld%s groups=%lld rows<=%lld", megatax::dtype_name(dtype),
+                (long long)d, stride_pad ? " strided" : "", (long long)groups, (long long)max_rows);
+  std::snprintf(detail, sizeof(detail), "max rel err %.1e; %lld distances bit-identical to row_distances", max_err,
+                (long long)compared);
+  report(name, ok, detail);
+}
+
+// seed_grouped reading the pools' Gram matrices (scratch given: one chunk, or many when the
+// scratch holds a few problems) against seed_grouped reading the pools every round: the same
+// chosen pool indices, problem for problem.
+void test_seed_grouped_gram(mc::Resources& res, std::mt19937_64& rng, std::int64_t d, DType dtype,
+                            std::int64_t groups, std::int64_t max_rows) {
+  const std::int64_t n = 4000;
+  const HostMatrix x = make_matrix(n, d, d, dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::uniform_int_distribution<std::int64_t> rows_of(1, max_rows), row(0, n - 1);
+  std::uniform_real_distribution<double> unif(0.0, 1.0);
+  std::vector<std::int64_t> b, b_begin = {0};
+  std::vector<mc::SeedingProblem> probs;
+  std::vector<double> uniforms;
+  std::int64_t max_k = 1, max_m = 0;
+  std::int32_t max_trials = 1;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t m = rows_of(rng);
+    for (std::int64_t i = 0; i < m; ++i) b.push_back(row(rng));
+    // A problem with duplicated rows: its potential reaches 0 before k.
+    if (g == 2) {
+      const std::size_t start = b.size() - static_cast<std::size_t>(m);
+      for (std::size_t i = 3; i < static_cast<std::size_t>(m); ++i) b[start + i] = b[start + i % 3];
+    }
+    b_begin.push_back(static_cast<std::int64_t>(b.size()));
+    mc::SeedingProblem p;
+    p.k = std::uniform_int_distribution<std::int64_t>(1, std::min<std::int64_t>(m, 60))(rng);
+    p.first = std::uniform_int_distribution<std::int64_t>(0, m - 1)(rng);
+    p.trials = static_cast<std::int32_t>(std::uniform_int_distribution<int>(1, 9)(rng));
+    p.uniform_begin = static_cast<std::int64_t>(uniforms.size());
+    for (std::int64_t u = 0; u < (p.k - 1) * p.trials; ++u) uniforms.push_back(unif(rng));
+    probs.push_back(p);
+    max_k = std::max(max_k, p.k);
+    max_m = std::max(max_m, m);
+    max_trials = std::max(max_trials, p.trials);
+  }
+  uniforms.push_back(0.5);  // never empty
+  mc::DeviceBuffer db(b.size() * 8), dbb(b_begin.size() * 8), dp(probs.size() * sizeof(mc::SeedingProblem)),
+      du(uniforms.size() * 8), chosen(static_cast<std::size_t>(groups * max_k) * 8),
+      scratch(static_cast<std::size_t>(max_m * max_m) * 4 * 3);
+  mc::copy_to_device(res, db.data(), b.data(), b.size() * 8);
+  mc::copy_to_device(res, dbb.data(), b_begin.data(), b_begin.size() * 8);
+  mc::copy_to_device(res, dp.data(), probs.data(), probs.size() * sizeof(mc::SeedingProblem));
+  mc::copy_to_device(res, du.data(), uniforms.data(), uniforms.size() * 8);
+  auto run = [&](std::size_t scratch_bytes) {
+    std::vector<std::int64_t> fill(static_cast<std::size_t>(groups * max_k), -5);
+    mc::copy_to_device(res, chosen.data(), fill.data(), fill.size() * 8);
+    mc::GroupedSeedingArgs s;
+    s.x = dx.view;
+    s.groups = groups;
+    s.b = db.as<std::int64_t>();
+    s.b_begin = dbb.as<std::int64_t>();
+    s.n_b = static_cast<std::int64_t>(b.size());
+    s.problems = dp.as<mc::SeedingProblem>();
+    s.uniforms = du.as<double>();
+    s.max_k = max_k;
+    s.max_trials = max_trials;
+    s.chosen = chosen.as<std::int64_t>();
+    if (scratch_bytes > 0) {
+      s.b_begin_host = b_begin.data();
+      s.scratch = scratch.data();
+      s.scratch_bytes = scratch_bytes;
+    }
+    mc::seed_grouped(res, s);
+    return download<std::int64_t>(res, chosen, static_cast<std::size_t>(groups * max_k));
+  };
+  const auto pools = run(0);
+  const auto one_chunk = run(scratch.size());
+  const auto chunks = run(static_cast<std::size_t>(max_m * max_m) * 4 * 3 / 2);  // a problem or two per chunk
+  std::int64_t differ = 0, differ_chunks = 0, first = -1, bad_index = 0;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t m = b_begin[g + 1] - b_begin[g];
+    for (std::int64_t j = 0; j < probs[g].k; ++j) {
+      const auto e = static_cast<std::size_t>(g * max_k + j);
+      if (pools[e] < 0 || pools[e] >= m) ++bad_index;
+    }
+    const auto a0 = pools.begin() + g * max_k, a1 = a0 + probs[g].k;
+    if (!std::equal(a0, a1, one_chunk.begin() + g * max_k)) {
+      ++differ;
+      if (first < 0) first = g;
+    }
+    if (!std::equal(a0, a1, chunks.begin() + g * max_k)) ++differ_chunks;
+  }
+  bool ok = true;
+  CHECK_OR_FAIL(bad_index == 0, "%lld chosen indices outside their pools", (long long)bad_index);
+  CHECK_OR_FAIL(differ == 0, "%lld problems chose differently through the Gram matrices (first: %lld)",
+                (long long)differ, (long long)first);
+  CHECK_OR_FAIL(differ_chunks == 0, "%lld problems chose differently with the matrices in small chunks",
+                (long long)differ_chunks);
+  char name[256];
+  std::snprintf(name, sizeof(name), "seeding via pool gram %-4s d=%lld groups=%lld rows<=%lld k<=%lld",
+                megatax::dtype_name(dtype), (long long)d, (long long)groups, (long long)max_rows, (long long)max_k);
+  report(name, ok, "the same choices as reading the pools (one chunk and many)");
+}
+
 // rows_to_f32 against the host's values of the same (strided) rows: exact.
 void test_rows_to_f32(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t d, DType dtype,
                       std::int64_t stride_pad) {
@@ -1219,6 +1430,17 @@ int main(int argc, char** argv) {
       test_row_distances_grouped(res, rng, 2048, kF, 0, 12, 700, 16);  // 128 KiB of candidates
       test_row_distances_grouped(res, rng, 95, kB, 1, 500, 40, 5);
       test_row_distances_grouped(res, rng, 1024, kB, 0, 200, 2048, 8);
+    }
+    std::printf("pool Gram matrices (reference: float64 dots, row_distances' bits)\n");
+    test_pool_gram(res, rng, 1024, kB, 0, 9, 300);
+    test_pool_gram(res, rng, 40, kH, 8, 30, 140);
+    test_seed_grouped_gram(res, rng, 1024, kB, 12, 400);
+    if (!small) {
+      test_pool_gram(res, rng, 1000, kH, 0, 5, 700);
+      test_pool_gram(res, rng, 8, kB, 0, 40, 20);
+      test_seed_grouped_gram(res, rng, 96, kH, 200, 150);
+      test_seed_grouped_gram(res, rng, 1024, kH, 6, 2048);
+      test_seed_grouped_gram(res, rng, 16, kB, 2, 17000);  // running-sum segments wider than a stage
     }
     std::printf("gather rows (reference: the host's gather)\n");
     test_gather_rows(res, rng, 2048, 5000, 7001);

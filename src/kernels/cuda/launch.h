@@ -23,6 +23,11 @@ void launch_row_norms(const MatrixView& x, float* out, cudaStream_t stream);
 // stride and d are multiples of 16 bytes' worth of elements.
 bool vector_aligned(const MatrixView& x);
 
+// True when row_distances serves 16-bit rows of x on tensor cores (row_distances.cu: f16/bf16,
+// d <= 4096 with 16 candidates' rows in `max_smem`, MEGATAX_CUDA_ROW_DIST not "ffma"): the
+// arithmetic pool_gram reproduces.
+bool row_distances_use_mma(const MatrixView& x, std::size_t max_smem);
+
 // True unless MEGATAX_CUDA_F32_TILES=4x4: the f32 flat assign and top-k run 128 x 128 tiles of
 // 8 x 8 FFMA micro tiles (else 64 x 64 of 4 x 4, for side-by-side runs; the same bits).
 bool f32_wide_tiles();

@@ -352,18 +352,6 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-// The tensor-core kernels serve 16-bit rows up to kMmaMaxD wide where a block's shared
-// memory holds 16 staged candidates of that width (both the plain and the grouped form
-// decide alike, so their bits agree), unless MEGATAX_CUDA_ROW_DIST=ffma (read per launch:
-// benchmarks flip it).
-static_assert(kMmaMaxCand == kMaxCand, "the mma tiles hold every candidate of a launch");
-bool use_mma(const MatrixView& x, std::size_t max_smem) {
-  if (x.dtype != DType::kF16 && x.dtype != DType::kBF16) return false;
-  if (x.dim > kMmaMaxD || mma_smem_bytes(x.dim, kMmaMaxCand) > max_smem) return false;
-  const char* v = std::getenv("MEGATAX_CUDA_ROW_DIST");
-  return v == nullptr || std::strcmp(v, "ffma") != 0;
-}
-
 // Lets `kernel` launch with `smem` bytes of dynamic shared memory (above 48 KiB a kernel
 // must opt in).
 template <class Kernel>
@@ -448,6 +436,19 @@ void launch_grouped(const GroupedRowDistanceArgs& r, std::size_t max_smem, cudaS
 }
 
 }  // namespace
+
+// The tensor-core kernels serve 16-bit rows up to kMmaMaxD wide where a block's shared
+// memory holds 16 staged candidates of that width (both the plain and the grouped form
+// decide alike, so their bits agree), unless MEGATAX_CUDA_ROW_DIST=ffma (read per launch:
+// benchmarks flip it).
+static_assert(kMmaMaxCand == kMaxCand, "the mma tiles hold every candidate of a launch");
+bool row_distances_use_mma(const MatrixView& x, std::size_t max_smem) {
+  if (x.dtype != DType::kF16 && x.dtype != DType::kBF16) return false;
+  if (x.dim > kMmaMaxD || mma_smem_bytes(x.dim, kMmaMaxCand) > max_smem) return false;
+  const char* v = std::getenv("MEGATAX_CUDA_ROW_DIST");
+  return v == nullptr || std::strcmp(v, "ffma") != 0;
+}
+
 }  // namespace detail
 
 void row_distances(Resources& res, const RowDistanceArgs& r) {
@@ -469,14 +470,14 @@ void row_distances(Resources& res, const RowDistanceArgs& r) {
   switch (r.x.dtype) {
     case DType::kF32: detail::launch<float>(r, stream); break;
     case DType::kF16:
-      if (detail::use_mma(r.x, res.max_smem_per_block())) {
+      if (detail::row_distances_use_mma(r.x, res.max_smem_per_block())) {
         detail::launch_mma<__half>(r, stream);
       } else {
         detail::launch<__half>(r, stream);
       }
       break;
     case DType::kBF16:
-      if (detail::use_mma(r.x, res.max_smem_per_block())) {
+      if (detail::row_distances_use_mma(r.x, res.max_smem_per_block())) {
         detail::launch_mma<__nv_bfloat16>(r, stream);
       } else {
         detail::launch<__nv_bfloat16>(r, stream);
@@ -509,14 +510,14 @@ void row_distances_grouped(Resources& res, const GroupedRowDistanceArgs& r) {
   switch (r.x.dtype) {
     case DType::kF32: detail::launch_grouped<float>(r, smem, stream); break;
     case DType::kF16:
-      if (detail::use_mma(r.x, res.max_smem_per_block())) {
+      if (detail::row_distances_use_mma(r.x, res.max_smem_per_block())) {
         detail::launch_grouped_mma<__half>(r, stream);
       } else {
         detail::launch_grouped<__half>(r, smem, stream);
       }
       break;
     case DType::kBF16:
-      if (detail::use_mma(r.x, res.max_smem_per_block())) {
+      if (detail::row_distances_use_mma(r.x, res.max_smem_per_block())) {
         detail::launch_grouped_mma<__nv_bfloat16>(r, stream);
       } else {
         detail::launch_grouped<__nv_bfloat16>(r, smem, stream);

@@ -72,6 +72,13 @@ __device__ void mma_stage_candidates(const T* x, std::int64_t ld, std::int64_t d
   __syncthreads();
 }
 
+// The distance from the three mma sums: |p|^2 + |c|^2 - 2 p.c clamped at 0, rounded step by
+// step (no contraction: every caller, e.g. the seeding's pool Gram path, gets the same bits).
+__device__ __forceinline__ float pair_distance(float norm_p, float norm_c, float dot) {
+  const float dist = __fsub_rn(__fadd_rn(norm_p, norm_c), __fmul_rn(2.f, dot));
+  return dist > 0.f ? dist : 0.f;
+}
+
 // One warp tile: pool rows rows[0..nr) (nr <= 8; lane group g loads rows[g]) against the
 // n_a staged candidates; writes out[t * ld_out + r] for t < n_a, r < nr, where out_row[r]
 // is pool row r's output (its position in the pool). kTwo: more than 8 candidates.
@@ -126,10 +133,7 @@ __device__ __forceinline__ void mma_tile(const T* row, bool has_row, const T* s_
   const float n_p0 = __shfl_sync(0xffffffffu, mine, 4 * (2 * q) + q);
   const float n_p1 = __shfl_sync(0xffffffffu, mine, 4 * (2 * q + 1) + q);
   auto put = [&](int t, int r, float norm_c, float norm_p, float v) {
-    if (t < n_a && r < nr) {
-      const float dist = norm_p + norm_c - 2.f * v;
-      out[static_cast<std::int64_t>(t) * ld_out + r] = dist > 0.f ? dist : 0.f;
-    }
+    if (t < n_a && r < nr) out[static_cast<std::int64_t>(t) * ld_out + r] = pair_distance(norm_p, norm_c, v);
   };
   put(g, 2 * q, n_c0, n_p0, dot[0]);
   put(g, 2 * q + 1, n_c0, n_p1, dot[1]);
