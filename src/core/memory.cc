@@ -22,17 +22,6 @@ void advise_huge_pages(void* p, std::size_t bytes) noexcept {
 #endif
 }
 
-void release_pages(void* p, std::size_t bytes) noexcept {
-#if defined(__linux__) && defined(MADV_DONTNEED)
-  constexpr std::uintptr_t kPage = 4096;
-  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kPage - 1) & ~(kPage - 1);
-  const auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(kPage - 1);
-  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-#else
-  (void)p, (void)bytes;
-#endif
-}
-
 bool populate_pages(void* p, std::size_t bytes, int threads) noexcept {
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
   constexpr std::uintptr_t kPage = 4096;

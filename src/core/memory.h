@@ -18,9 +18,4 @@ void advise_huge_pages(void* p, std::size_t bytes) noexcept;
 // failure: the memory is then faulted in by its first touch, as without this call).
 bool populate_pages(void* p, std::size_t bytes, int threads) noexcept;
 
-// Gives the whole pages inside [p, p + bytes) back to the system (Linux: MADV_DONTNEED; the
-// range stays mapped and reads as zeros when touched again). For the unused tail of a
-// buffer larger than needed. A hint: it does nothing elsewhere and failures are ignored.
-void release_pages(void* p, std::size_t bytes) noexcept;
-
 }  // namespace megatax

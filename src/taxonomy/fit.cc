@@ -147,16 +147,6 @@ std::vector<float> make_level_array(std::size_t n, int threads) {
   return v;
 }
 
-// Trims an array from make_level_array to n floats when it holds at least that many (the
-// pages past them go back to the system: the capacity stays, unbacked) and returns true;
-// false (v untouched) when it is smaller.
-bool fit_level_array(std::vector<float>& v, std::size_t n) {
-  if (v.size() < n) return false;
-  v.resize(n);
-  release_pages(v.data() + n, (v.capacity() - n) * sizeof(float));
-  return true;
-}
-
 // gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
 void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, void* out, bool stored,
                  int threads) {
@@ -763,8 +753,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           level_offset.assign(mine.size() + 1, 0);
           for (std::size_t u = 0; u < mine.size(); ++u)
             level_offset[u + 1] = level_offset[u] + static_cast<std::size_t>(branch[static_cast<std::size_t>(mine[u])] * d);
-          if (next_level_array.valid()) level_centroids = next_level_array.get();  // made during level l - 1's pass
-          if (!fit_level_array(level_centroids, level_offset.back()))
+          if (next_level_array.valid()) level_centroids = next_level_array.get();  // made while level l - 1 committed
+          if (level_centroids.size() != level_offset.back())
             level_centroids = make_level_array(level_offset.back(), cfg.threads);
           setup_s += since(t_setup);
         }
@@ -1135,18 +1125,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // The last level's final pass writes each shard's outputs instead of its state files:
     // nothing reads those state files but the outputs step, which then has nothing to do.
     outputs_written = l == L && last_round;
-    // One process training the next level on a batch device trains it into one array of
-    // all its centroids: gigabytes on a wide level, whose zero fill (std::vector's, on one
-    // thread) takes a good half second. The next level's size is known after this pass (its
-    // plan needs the counts), so the array is made during the pass as large as the next
-    // level can be (every node split b ways, a quarter more when balanced) and trimmed to
-    // the plan then (fit_level_array; the tail's pages go back to the system).
-    if (last_round && R == 1 && batch_kmeans != nullptr && collect && !next_level_array.valid()) {
-      const std::int64_t bound = n_nodes * cfg.branching_at(l + 1) * (cfg.balance ? 5 : 4) / 4 * d;
-      next_level_array = std::async(std::launch::async, [bound, threads = cfg.threads] {
-        return make_level_array(static_cast<std::size_t>(bound), threads);
-      });
-    }
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
@@ -1499,6 +1477,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     for (double v : inertia) lr.inertia += v;
     lr.nodes = n_nodes;
     points_levels += N;
+    // One process training the next level on a batch device trains it into one array of
+    // all its centroids: gigabytes on a wide level, whose zero-filling (std::vector's, on
+    // one thread) takes a good half second. Its size is known now (the same plan the next
+    // level makes from these counts): it is made while this level commits.
+    if (R == 1 && batch_kmeans != nullptr && collect) {
+      std::int64_t total = 0;
+      for (std::int64_t b : plan_branching(cfg, l + 1, counts)) total += b * d;
+      next_level_array = std::async(std::launch::async, [total, threads = cfg.threads] {
+        return make_level_array(static_cast<std::size_t>(total), threads);
+      });
+    }
 
     // ---- 4. Commit (the driver): model files, next samples, then the manifest ----------
     const auto t_commit = Clock::now();

@@ -1,14 +1,11 @@
 // populate_pages against the kernel's own account (mincore): a fresh mapping has no resident
 // page, and after the call every page of the range is resident, still zero, and writable.
-// release_pages: the whole pages inside its range leave (mincore), read as zeros again, and
-// the bytes around them keep their values.
 #include "core/memory.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -60,36 +57,6 @@ TEST(PopulatePages, AnUnmappedRangeIsReportedNotFatal) {
   ASSERT_EQ(::munmap(static_cast<unsigned char*>(map) + 2 * page, 2 * page), 0);  // a hole
   EXPECT_FALSE(populate_pages(map, 4 * page, 2));
   ::munmap(map, 2 * page);
-}
-
-TEST(ReleasePages, GivesBackTheWholePagesInsideTheRangeOnly) {
-  const unsigned seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 rng(seed);
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const std::size_t pages = 40;
-  void* map = ::mmap(nullptr, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(map, MAP_FAILED);
-  ::madvise(map, pages * page, MADV_NOHUGEPAGE);
-  auto* base = static_cast<unsigned char*>(map);
-  std::vector<unsigned char> want(pages * page);
-  for (std::size_t i = 0; i < want.size(); ++i) want[i] = static_cast<unsigned char>(1 + rng() % 255);
-  std::copy(want.begin(), want.end(), base);
-  ASSERT_EQ(resident_pages(map, pages * page), pages);
-  // From inside page 3 to inside page 30: pages 4 .. 29 go, the partial pages stay.
-  const std::size_t from = 3 * page + 1 + rng() % (page - 1), to = 30 * page + rng() % page;
-  release_pages(base + from, to - from);
-  EXPECT_EQ(resident_pages(base, 4 * page), 4u);
-  EXPECT_EQ(resident_pages(base + 4 * page, 26 * page), 0u);
-  EXPECT_EQ(resident_pages(base + 30 * page, 10 * page), 10u);
-  for (std::size_t i = 0; i < pages * page; ++i) {
-    const bool released = i >= 4 * page && i < 30 * page;
-    ASSERT_EQ(base[i], released ? 0 : want[i]) << "byte " << i;
-  }
-  release_pages(base, 0);  // nothing to do
-  release_pages(base + 5, page - 10);  // no whole page inside
-  EXPECT_EQ(base[5], want[5]);
-  ::munmap(map, pages * page);
 }
 
 }  // namespace
