@@ -19,6 +19,7 @@
 
 #include "cluster/kmeans.h"
 #include "core/background_jobs.h"
+#include "core/fast_mod.h"
 #include "core/memory.h"
 #include "core/parallel.h"
 #include "core/progress.h"
@@ -1205,23 +1206,36 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
             const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
             if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
-            pass_pool.run(T, [&](std::int64_t t, int) {
-              for (std::int64_t i = m * t / T; i < m * (t + 1) / T; ++i) {
+            // Every thread reads every row's node: the loops keep their bounds and arrays in
+            // locals (the lambda's references would be reloaded, and the bounds divided
+            // again, after each store), and the owner test is a multiply, not a division.
+            const FastMod owner(static_cast<std::uint32_t>(T));
+            pass_pool.run(T, [&, T, r0, m](std::int64_t t, int) {
+              const std::int64_t i0 = m * t / T, i1 = m * (t + 1) / T;
+              std::int32_t* paths = cur.paths.data();
+              const std::int32_t* prev_paths = prev.paths.data();
+              const std::int32_t* children = child.data();
+              for (std::int64_t i = i0; i < i1; ++i) {
                 const std::int64_t r = r0 + i;
-                for (int u = 0; u < l - 1; ++u)
-                  cur.paths[static_cast<std::size_t>(r * l + u)] = prev.paths[static_cast<std::size_t>(r * (l - 1) + u)];
-                cur.paths[static_cast<std::size_t>(r * l + l - 1)] = child[static_cast<std::size_t>(i)];
+                for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
+                paths[r * l + l - 1] = children[i];
               }
               auto& my_touched = touched_by[static_cast<std::size_t>(t)];
+              const std::int32_t* nodes = cur.node.data() + r0;
+              const float* dists = cur.dist.data() + r0;
+              std::int64_t* counts_of = node_count.data();
+              double* inertia_of = node_inertia.data();
+              const auto me = static_cast<std::uint32_t>(t);
+              const Id id0 = shard.global_begin + r0;
+              const auto salt = static_cast<std::uint64_t>(l) + 1;
               for (std::int64_t i = 0; i < m; ++i) {
-                const std::int64_t r = r0 + i;
-                const std::int32_t nd = cur.node[static_cast<std::size_t>(r)];
-                if (nd < 0 || (nd >> 3) % T != t) continue;
-                if (node_count[static_cast<std::size_t>(nd)]++ == 0) my_touched.push_back(nd);
-                node_inertia[static_cast<std::size_t>(nd)] += cur.dist[static_cast<std::size_t>(r)];
+                const std::int32_t nd = nodes[i];
+                if (nd < 0 || owner(static_cast<std::uint32_t>(nd) >> 3) != me) continue;
+                if (counts_of[nd]++ == 0) my_touched.push_back(nd);
+                inertia_of[nd] += dists[i];
                 if (collect) {
-                  const Id id = shard.global_begin + r;
-                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, static_cast<std::uint64_t>(l) + 1), id);
+                  const Id id = id0 + i;
+                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
                 }
               }
             });
