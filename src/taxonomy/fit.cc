@@ -1329,7 +1329,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     lr.assign_seconds += since(t_assign);
     {
       std::string shard_list;
-      for (std::int64_t si : my_shards) shard_list += (shard_list.empty() ? "" : ",") + std::to_string(si);
+      for (std::int64_t si : my_shards) {
+        if (!shard_list.empty()) shard_list += ',';
+        shard_list += std::to_string(si);
+      }
       log_worker("level " + std::to_string(l) + ": assigned " + std::to_string(my_shards.size()) + " shards [" +
                  shard_list + "], " + std::to_string(my_points) + " points in " +
                  std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
