@@ -1,6 +1,7 @@
 #include "cluster/cuda_batch_kmeans.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -11,6 +12,15 @@
 
 namespace megatax::cluster {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Adds the seconds since t to `into` and moves t to now.
+void lap(Clock::time_point& t, double& into) {
+  const auto now = Clock::now();
+  into += std::chrono::duration<double>(now - t).count();
+  t = now;
+}
 
 constexpr std::size_t kStagingBytes = std::size_t{128} << 20;  // host -> device chunks
 constexpr std::int64_t kMaxCand = cuda::kMaxRowDistanceCandidates;
@@ -355,12 +365,16 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   g.centroid_end = centroid_end_;
   g.labels = labels_dev_.as<std::int32_t>();
   g.distances = dist_dev_.as<float>();
+  auto t = Clock::now();
   cuda::assign_grouped(res_, g);
   results_.reserve(static_cast<std::size_t>(n) * 8);
   auto* lab = results_.as<std::int32_t>();
   auto* dd = reinterpret_cast<float*>(lab + n);
+  lap(t, time_.assign_launch);
   cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
   cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(n) * sizeof(float));
+  lap(t, time_.assign_wait);
+  ++time_.assigns;
   std::memcpy(labels_host_.data(), lab, static_cast<std::size_t>(n) * sizeof(std::int32_t));
   host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
@@ -370,6 +384,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
       if (distances[p] != nullptr) distances[p][i - row_begin_[p]] = dd[i];
     }
   });
+  lap(t, time_.assign_scatter);
 }
 
 void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) {
@@ -377,6 +392,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
   // Clusters numbered across the batch: problem p's cluster c is centroid_begin[p] + c; the
   // clusters of problems not updated now are kept.
+  auto t = Clock::now();
   small_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   auto* global = small_.as<std::int32_t>();
   auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
@@ -387,6 +403,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
     std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
                 static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
   });
+  lap(t, time_.update_host);
   global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
                        static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
@@ -418,6 +435,8 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   results_.reserve(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   auto* c = results_.as<std::int64_t>();
   cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  lap(t, time_.update_wait);
+  ++time_.updates;
   for (std::size_t p = 0; p < P; ++p)
     if (counts[p] != nullptr)
       std::memcpy(counts[p], c + centroid_begin_[p],
@@ -435,6 +454,17 @@ void CudaBatchKMeans::set_centroid(std::size_t p, std::int64_t c, const float* r
   cuda::copy_to_device(res_, static_cast<unsigned char*>(c_dev_.data()) + static_cast<std::size_t>(g) * row_bytes,
                        conv.data(), row_bytes);
   res_.synchronize();
+}
+
+std::string CudaBatchKMeans::take_breakdown() {
+  std::string r;
+  if (time_.assigns > 0 || time_.updates > 0)
+    r = "Lloyd on the device: " + std::to_string(time_.assigns) + " assignments (launch " +
+        std::to_string(time_.assign_launch) + ", wait " + std::to_string(time_.assign_wait) + ", scatter " +
+        std::to_string(time_.assign_scatter) + "), " + std::to_string(time_.updates) + " updates (host labels " +
+        std::to_string(time_.update_host) + ", launch and wait " + std::to_string(time_.update_wait) + ")";
+  time_ = {};
+  return r;
 }
 
 void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {

@@ -58,6 +58,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
   void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) override;
   void get_centroids(const std::vector<float*>& out) override;
+  // Lloyd's steps: the assignment's launch (work list made on the host), its wait for the
+  // labels and distances, their scatter to the runs; the update's host labels, its wait for
+  // the counts (seconds, reset by the call).
+  std::string take_breakdown() override;
 
  private:
   // Numbers problem p's k[p] centroids across the batch (centroid_begin_ / centroid_end_);
@@ -74,6 +78,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // the batch, copying centroids): run thousands of times a level, so on kept threads.
   WorkerPool host_;
   bool seed_on_device_ = true;
+  struct {
+    double assign_launch = 0, assign_wait = 0, assign_scatter = 0, update_host = 0, update_wait = 0;
+    std::int64_t assigns = 0, updates = 0;
+  } time_;
   SeedDistances seed_distances_ = SeedDistances::kAuto;
   std::string last_seed_path_;
   std::int64_t dim_ = 0;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "cluster/kmeans.h"
@@ -83,6 +84,9 @@ class BatchKMeansDevice {
   virtual void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i);
   // Reads every problem's centroids back: out[p] = k[p] x dim floats.
   virtual void get_centroids(const std::vector<float*>& out) = 0;
+  // Optional: where the device's steps spent their time since the last call (a log line's
+  // words; empty when not kept).
+  virtual std::string take_breakdown() { return {}; }
 };
 
 // Where a batch's time went (wall seconds).

@@ -978,6 +978,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) +
                  (batched ? ", collect " + std::to_string(collect_s) : std::string()) + ")");
+    if (batch_kmeans != nullptr) {
+      const std::string inside = batch_kmeans->take_breakdown();
+      if (!inside.empty() && !mine.empty()) log_worker("level " + std::to_string(l) + ": training: " + inside);
+    }
     double exchange_s = 0, concat_s = 0, add_s = 0, graphs_s = 0, device_s = 0;
     auto t_step = Clock::now();
     auto step = [&t_step](double& into) {
