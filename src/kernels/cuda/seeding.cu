@@ -30,10 +30,8 @@ constexpr int kMaxCand = static_cast<int>(kMaxRowDistanceCandidates);
 
 // Where a problem stands between rounds.
 struct SeedState {
-  double potential;       // sum of the pool's nearest distances
   std::int64_t c;         // centroids chosen so far
   std::int64_t used;      // uniforms consumed
-  std::int64_t last;      // last pool index with a non-zero nearest distance (-1: none)
   std::int64_t cand[kMaxCand];  // this round's candidates (pool indices)
 };
 
@@ -47,10 +45,8 @@ __global__ void seed_init_kernel(std::int64_t groups, const std::int64_t* b, con
   n_a[g] = 1;
   out_begin[g] = static_cast<std::int64_t>(max_trials) * b_begin[g];
   SeedState& st = state[g];
-  st.potential = 0;
   st.c = 0;
   st.used = 0;
-  st.last = -1;
   st.cand[0] = first;
 }
 
@@ -234,8 +230,6 @@ __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b
       out[next] = next % m;
       ++next;
     }
-    st.potential = acc;
-    st.last = s_last;
     st.c = next;
     n_a[g] = next < prob.k ? prob.trials : 0;
     s_next = next;
