@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
         std::vector<std::int64_t> source;
         make_level(dim, b, q, data, &c, &x, &source);
         megatax::taxonomy::Tree tree(dim, megatax::Metric::kL2);
-        tree.add_level(c, std::vector<std::int64_t>(static_cast<std::size_t>(b), 0));
+        tree.add_level(megatax::UninitVector<float>(c.begin(), c.end()), std::vector<std::int64_t>(static_cast<std::size_t>(b), 0));
         tree.set_use_graphs(false);
         std::vector<std::int32_t> flat, hnsw;
         std::vector<float> flat_d, hnsw_d;

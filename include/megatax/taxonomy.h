@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -228,8 +229,9 @@ class TaxonomyEngine {
   bool fitted() const noexcept;
   // Nodes per level (index 0 = level 1).
   std::vector<std::int64_t> nodes_per_level() const;
-  // Centroids of level l (1-based): nodes x dim floats, row-major.
-  const std::vector<float>& centroids(int level) const;
+  // Centroids of level l (1-based): nodes x dim floats, row-major; valid until the engine
+  // next fits, loads or is destroyed.
+  std::span<const float> centroids(int level) const;
   // The manifest (taxonomy.json) as text.
   std::string manifest_json() const;
 

@@ -395,7 +395,8 @@ void bind_taxonomy(py::module_& m) {
             {
               py::gil_scoped_release release;
               EngineLock lock(self);
-              c = self.engine().centroids(level);
+              const std::span<const float> all = self.engine().centroids(level);
+              c.assign(all.begin(), all.end());
               d = self.engine().dim();
             }
             const auto rows = d > 0 ? static_cast<std::int64_t>(c.size()) / d : 0;

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/uninit_vector.h"
 #include "io/npy.h"
 #include "megatax/error.h"
 
@@ -19,9 +20,9 @@ const char* descr_of() {
 
 }  // namespace
 
-template <typename T>
-std::vector<T> read_npy_array(const Storage& storage, const std::string& path,
-                              std::vector<std::int64_t>* shape) {
+template <typename T, typename Alloc>
+std::vector<T, Alloc> read_npy_array(const Storage& storage, const std::string& path,
+                                     std::vector<std::int64_t>* shape) {
   const std::uint64_t size = storage.size(path);
   const NpyHeader h = read_npy_header(storage, path, size);
   if (h.descr != descr_of<T>())
@@ -42,7 +43,7 @@ std::vector<T> read_npy_array(const Storage& storage, const std::string& path,
     throw_error(ErrorCode::kDataLoss, path + ": expected " +
                                           std::to_string(h.data_offset + n * sizeof(T)) +
                                           " bytes, found " + std::to_string(size));
-  std::vector<T> out(n);
+  std::vector<T, Alloc> out(n);
   storage.read_range(path, h.data_offset, n * sizeof(T), out.data());
   if (shape != nullptr) *shape = h.shape;
   return out;
@@ -55,6 +56,8 @@ template std::vector<std::int64_t> read_npy_array(const Storage&, const std::str
 template std::vector<float> read_npy_array(const Storage&, const std::string&,
                                            std::vector<std::int64_t>*);
 template std::vector<double> read_npy_array(const Storage&, const std::string&,
+                                            std::vector<std::int64_t>*);
+template UninitVector<float> read_npy_array(const Storage&, const std::string&,
                                             std::vector<std::int64_t>*);
 
 void write_npy_f64(Storage& storage, const std::string& path, const std::vector<double>& data,

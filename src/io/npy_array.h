@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "megatax/storage.h"
@@ -15,10 +16,11 @@ namespace megatax::io {
 
 // Reads a C-order .npy array of element type `descr` ("<i4", "<i8", "<f4", "<f8") and rank
 // 1 or 2; returns the elements and stores the shape. Throws Error(kDataLoss) naming the path
-// when the descr, order or size is not what is expected.
-template <typename T>
-std::vector<T> read_npy_array(const Storage& storage, const std::string& path,
-                              std::vector<std::int64_t>* shape);
+// when the descr, order or size is not what is expected. Alloc: std::allocator<T>, or (for
+// float) DefaultInitAllocator<float>: the buffer is not zero-filled before the read.
+template <typename T, typename Alloc = std::allocator<T>>
+std::vector<T, Alloc> read_npy_array(const Storage& storage, const std::string& path,
+                                     std::vector<std::int64_t>* shape);
 
 // Writes a 1-D or 2-D array of float64 (the writer of vector_format.h lacks it).
 void write_npy_f64(Storage& storage, const std::string& path, const std::vector<double>& data,

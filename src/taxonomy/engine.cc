@@ -158,7 +158,8 @@ void TaxonomyEngine::Impl::load_levels(int levels, std::int64_t dim) {
   for (int l = 1; l <= levels; ++l) {
     const std::string dir = "level-" + std::to_string(l) + "/";
     std::vector<std::int64_t> cshape, nshape, ishape;
-    auto centroids = io::read_npy_array<float>(*storage, path(dir + "centroids.npy"), &cshape);
+    auto centroids =
+        io::read_npy_array<float, DefaultInitAllocator<float>>(*storage, path(dir + "centroids.npy"), &cshape);
     auto nodes = io::read_npy_array<std::int64_t>(*storage, path(dir + "nodes.npy"), &nshape);
     auto inertia = io::read_npy_array<double>(*storage, path(dir + "inertia.npy"), &ishape);
     const std::int64_t n = nshape.empty() ? 0 : nshape[0];
@@ -402,7 +403,7 @@ std::vector<std::int64_t> TaxonomyEngine::nodes_per_level() const {
   return out;
 }
 
-const std::vector<float>& TaxonomyEngine::centroids(int level) const {
+std::span<const float> TaxonomyEngine::centroids(int level) const {
   if (level < 1 || level > impl_->tree.levels())
     throw_error(ErrorCode::kOutOfRange, "centroids: level " + std::to_string(level) +
                                             " is not in [1, " + std::to_string(impl_->tree.levels()) + "]");

@@ -24,6 +24,7 @@
 #include "core/parallel.h"
 #include "core/progress.h"
 #include "core/random.h"
+#include "core/uninit_vector.h"
 #include "dist/executor.h"
 #include "dist/message.h"
 #include "io/npy.h"
@@ -137,10 +138,12 @@ bool kept_row_addresses(const Dataset& data, const taxonomy::ComputeBackend& bac
   return true;
 }
 
-// A zero-filled array of n floats, its pages faulted in on `threads` threads (gigabytes for
-// a wide level's centroids: one thread faulting them would take seconds).
-std::vector<float> make_level_array(std::size_t n, int threads) {
-  std::vector<float> v;
+// An array of n floats for a wide level's centroids (gigabytes), to be written in full by
+// the caller: its pages faulted in on `threads` threads (one thread faulting them would take
+// seconds), its elements not zero-filled (UninitVector: that fill alone was a one-thread
+// pass of ~0.3 s over 3 GB).
+UninitVector<float> make_level_array(std::size_t n, int threads) {
+  UninitVector<float> v;
   v.reserve(n);
   advise_huge_pages(v.data(), n * sizeof(float));
   populate_pages(v.data(), n * sizeof(float), threads);
@@ -593,7 +596,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   std::int64_t points_levels = 0;
   // A level's commit that goes on while the next level trains (one process; see step 4).
   BackgroundJobs pending_commit(1);
-  std::future<std::vector<float>> next_level_array;  // the next level's centroid array, being made
+  std::future<UninitVector<float>> next_level_array;  // the next level's centroid array, being made
   double background_commit_s = 0;  // the last deferred commit's seconds (set by its job)
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
@@ -633,7 +636,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::vector<float>> trained;  // a round's centroids, per parent it trains
     // One process training on a batch device: the level's centroid array itself, which the
     // batches train into (parent u of `mine` at level_offset[u]) instead of `trained`.
-    std::vector<float> level_centroids;
+    UninitVector<float> level_centroids;
     std::vector<std::size_t> level_offset;
     bool in_place = false;
     std::string centroid_header;
@@ -1015,7 +1018,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     step(exchange_s);
     // The level's centroids, parent by parent: gigabytes on a wide level, so the fresh buffer
     // asks for huge pages and the copies run on every thread.
-    std::vector<float> centroids;
+    UninitVector<float> centroids;
     std::vector<std::int64_t> parent;
     if (in_place) {
       for (std::int64_t j = 0; j < n_parents; ++j)
@@ -1036,7 +1039,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       const std::size_t total = offset.back();
       centroids.reserve(total);
       advise_huge_pages(centroids.data(), total * sizeof(float));
-      // Fresh pages faulted in on every thread; resize() then only writes them.
+      // Fresh pages faulted in on every thread; resize() writes nothing (the copies fill it).
       populate_pages(centroids.data(), total * sizeof(float), cfg.threads);
       centroids.resize(total);
       parallel_for(resolve_threads(cfg.threads, n_parents / 8), n_parents, [&](std::int64_t j, int) {
@@ -1099,7 +1102,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       ex.allreduce_sum(std::span<std::int64_t>(members));
       ex.allreduce_sum(std::span<double>(sums));
       const auto& cur = s.tree.level(l);
-      std::vector<float> lloyd_centroids = cur.centroids;
+      UninitVector<float> lloyd_centroids = cur.centroids;
       std::vector<std::int64_t> parents = cur.parent;
       for (std::int64_t c = 0; c < n_nodes; ++c) {
         const std::int64_t m = members[static_cast<std::size_t>(c)];
@@ -1499,9 +1502,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     lr.nodes = n_nodes;
     points_levels += N;
     // One process training the next level on a batch device trains it into one array of
-    // all its centroids: gigabytes on a wide level, whose zero-filling (std::vector's, on
-    // one thread) takes a good half second. Its size is known now (the same plan the next
-    // level makes from these counts): it is made while this level commits.
+    // all its centroids: gigabytes on a wide level, whose pages take a while to fault in
+    // (not zero-filled after: make_level_array). Its size is known now (the same plan the
+    // next level makes from these counts): it is made while this level commits.
     if (R == 1 && batch_kmeans != nullptr && collect) {
       std::int64_t total = 0;
       for (std::int64_t b : plan_branching(cfg, l + 1, counts)) total += b * d;

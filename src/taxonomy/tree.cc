@@ -14,7 +14,7 @@ std::int64_t Tree::nodes(int level) const {
   return this->level(level).nodes();
 }
 
-void Tree::add_level(std::vector<float> centroids, std::vector<std::int64_t> parent) {
+void Tree::add_level(UninitVector<float> centroids, std::vector<std::int64_t> parent) {
   const int l = levels() + 1;
   const std::int64_t n = static_cast<std::int64_t>(parent.size());
   if (static_cast<std::int64_t>(centroids.size()) != n * dim_)

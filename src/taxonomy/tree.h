@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/uninit_vector.h"
 #include "kernels/cpu/knn.h"
 #include "kernels/cpu/packed_matrix.h"
 #include "taxonomy/hnsw_index.h"
@@ -23,7 +24,7 @@
 namespace megatax::taxonomy {
 
 struct TreeLevel {
-  std::vector<float> centroids;          // nodes x dim
+  UninitVector<float> centroids;         // nodes x dim (no zero fill: written in full when made)
   std::vector<std::int64_t> parent;      // nodes: parent id at level - 1
   std::vector<std::int64_t> count;       // nodes: points assigned by the fit
   std::vector<double> inertia;           // nodes: sum of their points' distances
@@ -55,7 +56,7 @@ class Tree {
   // Appends level levels()+1 with the given nodes (parents must be sorted ascending and
   // refer to nodes of the current last level) and builds its CSR. The parents' children
   // are packed for the CPU kernels when descend() first needs them.
-  void add_level(std::vector<float> centroids, std::vector<std::int64_t> parent);
+  void add_level(UninitVector<float> centroids, std::vector<std::int64_t> parent);
   // Drops levels deeper than `keep`.
   void truncate(int keep);
 

@@ -76,7 +76,7 @@ std::vector<std::int32_t> descend_all(const taxonomy::Tree& tree, const WideLeve
 TEST(Hnsw, WideLevelAgreesWithTheScanAndReloadsIdentically) {
   const WideLevel w(32, 65536, 4000, 1);
   taxonomy::Tree tree(w.dim, Metric::kL2);
-  tree.add_level(w.centroids, std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
+  tree.add_level(UninitVector<float>(w.centroids.begin(), w.centroids.end()), std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
   std::vector<float> flat_d, hnsw_d;
   tree.set_use_graphs(false);
   const auto flat = descend_all(tree, w, &flat_d);
@@ -95,7 +95,7 @@ TEST(Hnsw, WideLevelAgreesWithTheScanAndReloadsIdentically) {
   // Persisted bytes reload to the same answers; a second build gives the same bytes.
   const std::string bytes = tree.level(1).graph[0]->serialize();
   taxonomy::Tree again(w.dim, Metric::kL2);
-  again.add_level(w.centroids, std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
+  again.add_level(UninitVector<float>(w.centroids.begin(), w.centroids.end()), std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
   again.set_graph(1, 0, taxonomy::CentroidGraph::load(bytes, w.b, w.dim, Metric::kL2, taxonomy::HnswParams{}, "test"));
   std::vector<float> again_d;
   EXPECT_EQ(descend_all(again, w, &again_d), hnsw);
@@ -207,7 +207,7 @@ TEST(Hnsw, InnerProductAgreesWithTheScan) {
   normalise(&w.centroids);
   normalise(&w.queries);
   taxonomy::Tree tree(w.dim, Metric::kInnerProduct);
-  tree.add_level(w.centroids, std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
+  tree.add_level(UninitVector<float>(w.centroids.begin(), w.centroids.end()), std::vector<std::int64_t>(static_cast<std::size_t>(w.b), 0));
   std::vector<float> flat_d, hnsw_d;
   tree.set_use_graphs(false);
   const auto flat = descend_all(tree, w, &flat_d);
