@@ -18,7 +18,7 @@
 //     (MEGATAX_CUDA_ROW_DIST=ffma): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
-//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding]
+//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd]
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
       only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd]\n", argv[0]);
       return 2;
     }
   }
@@ -475,6 +475,74 @@ int main(int argc, char** argv) {
                                 same ? "identical" : "DIFFER")});
         }
       }
+    }
+    // ---- a batch's Lloyd iteration (CudaBatchKMeans' steps on one level-3 batch) ----------
+    if (only.empty() || only == "lloyd") {
+      std::printf("\nLloyd iteration of a batch of node problems (grouped assign, then the update)\n");
+      const std::int64_t groups = 186, m = 2750, k = 100, d = 1024;
+      const std::int64_t n = groups * m, total_k = groups * k;
+      megatax::bench::fill_uniform(big.data(), static_cast<std::size_t>(n * d), DType::kF16, 91, stream);
+      mc::DeviceBuffer cen(static_cast<std::size_t>(total_k * d) * 2), cen32(static_cast<std::size_t>(total_k * d) * 4),
+          labels(static_cast<std::size_t>(n) * 4), dist(static_cast<std::size_t>(n) * 4),
+          global(static_cast<std::size_t>(n) * 4), sums(static_cast<std::size_t>(total_k * d) * 8),
+          counts(static_cast<std::size_t>(total_k) * 8);
+      // Centroids: the first k rows of each problem (as k-means++ would pick rows).
+      std::vector<std::int64_t> row_begin, cb, ce, seed_rows;
+      for (std::int64_t g = 0; g <= groups; ++g) row_begin.push_back(g * m);
+      for (std::int64_t g = 0; g < groups; ++g) {
+        cb.push_back(g * k);
+        ce.push_back((g + 1) * k);
+        for (std::int64_t c = 0; c < k; ++c) seed_rows.push_back(g * m + c);
+      }
+      mc::DeviceBuffer dseed(seed_rows.size() * 8);
+      mc::copy_to_device(res, dseed.data(), seed_rows.data(), seed_rows.size() * 8);
+      mc::gather_rows(res, big.data(), static_cast<std::size_t>(d) * 2, dseed.as<std::int64_t>(), total_k, cen.data());
+      const MatrixView xv(big.data(), n, d, DType::kF16), cv(cen.data(), total_k, d, DType::kF16);
+      mc::rows_to_f32(res, cv, cen32.as<float>());
+      mc::GroupedAssignArgs g;
+      g.x = xv;
+      g.centroids = cv;
+      g.row_begin = row_begin;
+      g.centroid_begin = cb;
+      g.centroid_end = ce;
+      g.labels = labels.as<std::int32_t>();
+      g.distances = dist.as<float>();
+      const double assign_ms = time_ms(stream, [&] { mc::assign_grouped(res, g); });
+      std::vector<std::int32_t> lab(static_cast<std::size_t>(n));
+      mc::copy_to_host(res, lab.data(), labels.data(), lab.size() * 4);
+      for (std::int64_t i = 0; i < n; ++i) lab[i] += static_cast<std::int32_t>((i / m) * k);
+      mc::copy_to_device(res, global.data(), lab.data(), lab.size() * 4);
+      const double zero_ms = time_ms(stream, [&] {
+        mc::fill_zero(res, sums.data(), sums.size());
+        mc::fill_zero(res, counts.data(), counts.size());
+      });
+      mc::AccumulateArgs acc;
+      acc.x = xv;
+      acc.label_type = mc::IndexType::kI32;
+      acc.labels = global.data();
+      acc.k = total_k;
+      acc.sum_type = mc::SumType::kF64;
+      acc.sums = sums.data();
+      acc.counts = counts.as<std::int64_t>();
+      const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
+      mc::MeansArgs ma;
+      ma.sums = sums.as<double>();
+      ma.counts = counts.as<std::int64_t>();
+      ma.k = total_k;
+      ma.d = d;
+      ma.centroids = cen32.as<float>();
+      ma.converted = cen.data();
+      ma.converted_dtype = DType::kF16;
+      const double means_ms = time_ms(stream, [&] { mc::means(res, ma); });
+      const double x_ms = static_cast<double>(n * d * 2) / read_bw * 1e3;
+      const double sums_ms = static_cast<double>(sums.size()) / read_bw * 1e3;
+      const std::string shape = fmt("%lld x m=%lld k=%lld D=%lld f16", (long long)groups, (long long)m, (long long)k,
+                                    (long long)d);
+      std::printf("  %-32s assign %.3f ms | update: zero %.3f + accumulate %.3f + means %.3f ms | read X once %.3f ms, "
+                  "the sums once %.3f ms\n",
+                  shape.c_str(), assign_ms, zero_ms, acc_ms, means_ms, x_ms, sums_ms);
+      g_rows.push_back({"lloyd " + shape, fmt("assign %.3f, zero %.3f, accumulate %.3f, means %.3f ms; X read %.3f ms",
+                                              assign_ms, zero_ms, acc_ms, means_ms, x_ms)});
     }
     CUBLAS_CHECK(cublasDestroy(cublas));
 

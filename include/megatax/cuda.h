@@ -153,6 +153,28 @@ using PinnedBuffer = OwnedBuffer<detail::PinnedMemory>;
 void copy_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes);
 void fill_zero(Resources& res, void* dst, std::size_t bytes);
+// Queues a device-to-host copy and returns at once: dst must be page-locked (PinnedBuffer)
+// and is filled once the stream has got there (an Event recorded after it, synchronize()).
+void copy_to_host_async(Resources& res, void* dst, const void* src, std::size_t bytes);
+
+// A point in a Resources' stream (cudaEvent_t, timing off): record() marks everything queued
+// so far; synchronize() blocks until that work has finished, from any thread, without
+// waiting for what was queued after. Move-only; an event never recorded is complete.
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(Event&& other) noexcept;
+  Event& operator=(Event&& other) noexcept;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(Resources& res);
+  void synchronize() const;  // throws on a CUDA error
+
+ private:
+  void* event_ = nullptr;  // cudaEvent_t
+  int device_ = 0;
+};
 // Device-to-device copy (queued; dst and src must not overlap).
 void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 

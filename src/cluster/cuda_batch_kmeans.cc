@@ -45,7 +45,7 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   for (std::size_t p = 0; p < P; ++p) row_begin_[p + 1] = row_begin_[p] + xs[p].rows;
   const std::int64_t n = row_begin_[P];
   x_dev_.reserve(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
-  labels_host_.assign(static_cast<std::size_t>(n), 0);
+  have_global_labels_ = false;
   seed_rows_.clear();
   points_exact_ = true;
   for (const auto& x : xs) points_exact_ = points_exact_ && x.dtype == compute_;
@@ -375,15 +375,23 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   cuda::copy_to_host(res_, dd, dist_dev_.data(), static_cast<std::size_t>(n) * sizeof(float));
   lap(t, time_.assign_wait);
   ++time_.assigns;
-  std::memcpy(labels_host_.data(), lab, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  // The runs' labels and distances; and every row's label numbered across the batch, which
+  // the next update's sums take (`update_host_`, ahead of its keep flags).
+  update_host_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) +
+                       static_cast<std::size_t>(centroid_end_.back()));
+  auto* global = update_host_.as<std::int32_t>();
   host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
+    const std::int64_t r0 = row_begin_[p], r1 = row_begin_[p + 1];
+    const auto offset = static_cast<std::int32_t>(centroid_begin_[p]);
+    for (std::int64_t i = r0; i < r1; ++i) global[i] = lab[i] + offset;
     if (labels[p] == nullptr) return;
-    for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i) {
-      labels[p][i - row_begin_[p]] = lab[i];
-      if (distances[p] != nullptr) distances[p][i - row_begin_[p]] = dd[i];
-    }
+    std::int64_t* lp = labels[p];
+    const std::int32_t* lq = lab + r0;
+    for (std::int64_t i = 0; i < r1 - r0; ++i) lp[i] = lq[i];
+    if (distances[p] != nullptr) std::memcpy(distances[p], dd + r0, static_cast<std::size_t>(r1 - r0) * sizeof(float));
   });
+  have_global_labels_ = true;
   lap(t, time_.assign_scatter);
 }
 
@@ -393,16 +401,14 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   // Clusters numbered across the batch: problem p's cluster c is centroid_begin[p] + c; the
   // clusters of problems not updated now are kept.
   auto t = Clock::now();
-  small_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
-  auto* global = small_.as<std::int32_t>();
+  if (!have_global_labels_)
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::update_centroids: no assignment since prepare()");
+  // The labels numbered across the batch are there since assign(); the keep flags after them.
+  auto* global = update_host_.as<std::int32_t>();
   auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
-  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
-    const auto p = static_cast<std::size_t>(q);
-    for (std::int64_t i = row_begin_[p]; i < row_begin_[p + 1]; ++i)
-      global[i] = labels_host_[static_cast<std::size_t>(i)] + static_cast<std::int32_t>(centroid_begin_[p]);
+  for (std::size_t p = 0; p < P; ++p)
     std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
                 static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
-  });
   lap(t, time_.update_host);
   global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
@@ -467,7 +473,48 @@ std::string CudaBatchKMeans::take_breakdown() {
   return r;
 }
 
+void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
+  centroids_landed();  // the batch before: its stage is free again
+  const std::size_t P = out.size();
+  const std::int64_t total_k = centroid_end_.back();
+  const std::size_t row_floats = static_cast<std::size_t>(dim_);
+  const std::size_t bytes = static_cast<std::size_t>(total_k) * row_floats * sizeof(float);
+  cuda::PinnedBuffer& stage = centroid_stage_[centroid_slot_];
+  centroid_slot_ ^= 1;
+  stage.reserve(bytes);
+  cuda::copy_to_host_async(res_, stage.data(), c32_dev_.data(), bytes);
+  cuda::Event ready;
+  ready.record(res_);
+  // Where each problem's rows go: runs of problems whose destinations follow one another
+  // (the caller's one array) become one copy.
+  struct Piece {
+    float* to;
+    std::size_t from, floats;
+  };
+  std::vector<Piece> pieces;
+  for (std::size_t p = 0; p < P; ++p) {
+    const std::size_t from = static_cast<std::size_t>(centroid_begin_[p]) * row_floats;
+    const std::size_t floats = static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]) * row_floats;
+    if (!pieces.empty() && pieces.back().to + pieces.back().floats == out[p] &&
+        pieces.back().from + pieces.back().floats == from) {
+      pieces.back().floats += floats;
+    } else {
+      pieces.push_back({out[p], from, floats});
+    }
+  }
+  const float* src = stage.as<float>();
+  centroids_copy_ = std::async(std::launch::async, [ready = std::move(ready), pieces = std::move(pieces), src] {
+    ready.synchronize();
+    for (const Piece& pc : pieces) std::memcpy(pc.to, src + pc.from, pc.floats * sizeof(float));
+  });
+}
+
+void CudaBatchKMeans::centroids_landed() {
+  if (centroids_copy_.valid()) centroids_copy_.get();
+}
+
 void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
+  centroids_landed();
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();
   const std::size_t bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(float);

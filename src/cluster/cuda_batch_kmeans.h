@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,6 +59,12 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
   void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) override;
   void get_centroids(const std::vector<float*>& out) override;
+  // The read-back queued behind the batch's last step into one of two page-locked stages;
+  // a thread of its own waits for it and copies the stage into `out` while the next batch
+  // runs (the next batch's kernels queue after the copy: it reads the centroids before they
+  // can change).
+  void get_centroids_later(const std::vector<float*>& out) override;
+  void centroids_landed() override;
   // Lloyd's steps: the assignment's launch (work list made on the host), its wait for the
   // labels and distances, their scatter to the runs; the update's host labels, its wait for
   // the counts (seconds, reset by the call).
@@ -89,13 +96,21 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::vector<std::int64_t> pool_begin_;     // problems + 1
   std::vector<std::int64_t> pool_rows_;      // the pools' rows, numbered across the batch
   std::vector<std::int64_t> centroid_begin_, centroid_end_;
-  std::vector<std::int32_t> labels_host_;    // the last assignment, local labels, all rows
+  bool have_global_labels_ = false;          // update_host_ holds the last assignment's labels
   bool points_exact_ = false;                // prepare()'s problems all in the compute dtype
   std::vector<std::int64_t> seed_rows_;      // seed()'s chosen rows of x_dev_, problem after problem
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
       seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, row_at_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_,
       gram_dev_;  // seed()'s pool Gram matrices
   cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
+  // The last assignment's labels numbered across the batch (all rows), then the update's
+  // keep flags (one per centroid): the update's upload.
+  cuda::PinnedBuffer update_host_;
+  cuda::PinnedBuffer centroid_stage_[2];  // get_centroids_later's read-backs, batch after batch
+  int centroid_slot_ = 0;
+  // The pending read-back's copy into the caller's memory (last member: destroyed first,
+  // waiting for the copy before the stages go).
+  std::future<void> centroids_copy_;
 };
 
 }  // namespace megatax::cluster

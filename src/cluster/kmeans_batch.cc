@@ -32,7 +32,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
                                            BatchKMeansTimes* times, std::span<float* const> out,
-                                           std::span<const void* const> device_rows) {
+                                           std::span<const void* const> device_rows, bool centroids_later) {
   const std::size_t P = xs.size();
   if (params.size() != P)
     throw_error(ErrorCode::kInvalidArgument, "k-means batch: " + std::to_string(P) + " problems but " +
@@ -249,9 +249,13 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   t = Clock::now();
   std::vector<float*> out_ptr(P);
   for (std::size_t p = 0; p < P; ++p) out_ptr[p] = runs[p]->centroid_data();
-  device.get_centroids(out_ptr);
+  if (centroids_later && external) {
+    device.get_centroids_later(out_ptr);  // in `out` once the caller's centroids_landed() returns
+  } else {
+    device.get_centroids(out_ptr);
+  }
   std::vector<KMeansResult> results(P);
-  for (std::size_t p = 0; p < P; ++p) results[p] = runs[p]->finish();
+  each([&](std::size_t p) { results[p] = runs[p]->finish(); });
   tm.collect += since(t);
   return results;
 }

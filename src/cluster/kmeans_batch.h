@@ -84,6 +84,12 @@ class BatchKMeansDevice {
   virtual void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i);
   // Reads every problem's centroids back: out[p] = k[p] x dim floats.
   virtual void get_centroids(const std::vector<float*>& out) = 0;
+  // Optional: get_centroids that may return before the centroids are in `out` (the device
+  // may take its next batch meanwhile: the read-back overlaps it). They are there once
+  // centroids_landed() returns, which the caller must call before it reads them or lets
+  // their memory go (errors of the read-back are thrown there). Default: get_centroids.
+  virtual void get_centroids_later(const std::vector<float*>& out) { get_centroids(out); }
+  virtual void centroids_landed() {}
   // Optional: where the device's steps spent their time since the last call (a log line's
   // words; empty when not kept).
   virtual std::string take_breakdown() { return {}; }
@@ -111,11 +117,15 @@ struct BatchKMeansTimes {
 // never read (null allowed) and the device must take them (takes_device_rows), seed on its
 // own and keep the seeds (can_seed, can_keep_seeds), with `out` given and the metric not
 // spherical (Error(kInvalidArgument) otherwise): the host never needs a row.
+// `centroids_later` (with `out` given): the centroids are read back through
+// get_centroids_later: they are in `out` only once the caller's device.centroids_landed()
+// returns (the read-back then overlaps what the caller does next, e.g. the next batch).
 std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
                                            std::span<const KMeansParams> params,
                                            BatchKMeansDevice& device, int threads,
                                            BatchKMeansTimes* times = nullptr,
                                            std::span<float* const> out = {},
-                                           std::span<const void* const> device_rows = {});
+                                           std::span<const void* const> device_rows = {},
+                                           bool centroids_later = false);
 
 }  // namespace megatax::cluster

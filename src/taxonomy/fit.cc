@@ -851,6 +851,19 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                        : batch_kmeans->points_buffer(slot, static_cast<std::size_t>(rows * d) * dtype_size(x_dtype));
           return std::async(std::launch::async, gather_group, g0, g1, buffer);
         };
+        // In place, a batch's centroids land in the array while the next batch trains
+        // (fit_kmeans_batch's centroids_later); they are streamed once landed. Whatever
+        // happens, the read-back into the array ends before this block does.
+        std::size_t landing0 = 0, landing1 = 0;  // the batch [landing0, landing1) landing
+        struct LandedAtExit {
+          cluster::BatchKMeansDevice* device;
+          ~LandedAtExit() {
+            try {
+              device->centroids_landed();
+            } catch (...) {  // (unwinding already: the first error is the one reported)
+            }
+          }
+        } landed_at_exit{batch_kmeans.get()};
         std::future<Group> pending;
         int slot = 0;
         if (!mine.empty()) pending = start_gather(0, slot);
@@ -867,7 +880,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           std::vector<float*> out;
           if (in_place)
             for (std::size_t u = gr.g0; u < gr.g1; ++u) out.push_back(level_centroids.data() + level_offset[u]);
-          auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out, gr.rows_at);
+          auto results =
+              cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out, gr.rows_at, in_place);
           batch_s += since(t_batch);
           seed_s += bt.seeding;
           seed_device_s += bt.seeding_device;
@@ -879,8 +893,20 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           update_s += bt.update;
           collect_s += bt.collect;
           for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
-          stream_trained(gr.g0, gr.g1);
+          if (in_place) {  // the batch before's landed as this one's read-back started
+            if (landing1 > landing0) stream_trained(landing0, landing1);
+            landing0 = gr.g0;
+            landing1 = gr.g1;
+          } else {
+            stream_trained(gr.g0, gr.g1);
+          }
           bar.add(static_cast<std::int64_t>(results.size()));
+        }
+        if (landing1 > landing0) {
+          const auto t_landed = Clock::now();
+          batch_kmeans->centroids_landed();
+          collect_s += since(t_landed);
+          stream_trained(landing0, landing1);
         }
       }
       std::size_t g0 = batched ? mine.size() : 0;

@@ -495,6 +495,16 @@ int main(int argc, char** argv) {
                             same_tree_files(dir + "/o_kept", dir + "/o_two", &why);
       check(same_two, "f16 GPU fit on two ranks vs one: identical files" +
                           (same_two ? "" : " (" + (err.empty() ? "differs: " + why : err) + ")"));
+      // 3d. A memory budget of 1 MiB: each level's node problems train in many batches, each
+      // batch's centroids read back into the level's array while the next batch trains
+      // (get_centroids_later); the same bits as the default budget's few batches.
+      TaxonomyConfig tight = small;
+      tight.memory_budget_mb = 1;
+      fit(tight, "cuda", in16, dir + "/m_tight", dir + "/o_tight");
+      const bool same_tight =
+          same_tree_files(dir + "/m_kept", dir + "/m_tight", &why) && same_tree_files(dir + "/o_kept", dir + "/o_tight", &why);
+      check(same_tight, "f16 GPU fit in batches of 1 MiB of samples vs 1 GiB: identical files" +
+                            (same_tight ? "" : " (differs: " + why + ")"));
     }
 
     {

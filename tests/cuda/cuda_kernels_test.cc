@@ -1106,9 +1106,24 @@ void test_pinned_buffers(mc::Resources& res, std::mt19937_64& rng, std::size_t b
   mc::copy_to_device(res, dev.data(), src, bytes);
   mc::copy_to_host(res, b.data(), dev.data(), bytes);
   CHECK_OR_FAIL(std::memcmp(b.data(), src, bytes) == 0, "the bytes came back changed");
+  // An asynchronous read-back waited for on another thread through an event, with work
+  // queued after it (the device buffer zeroed): the bytes as they were when it was queued.
+  for (std::size_t i = 0; i < bytes; ++i) src[i] = static_cast<unsigned char>(rng());
+  mc::copy_to_device(res, dev.data(), src, bytes);
+  std::memset(b.data(), 0xA5, bytes);
+  mc::copy_to_host_async(res, b.data(), dev.data(), bytes);
+  mc::Event landed, never;
+  landed.record(res);
+  mc::fill_zero(res, dev.data(), bytes);
+  never.synchronize();  // never recorded: complete
+  mc::Event moved = std::move(landed);
+  std::thread waiter([&] { moved.synchronize(); });
+  waiter.join();
+  CHECK_OR_FAIL(std::memcmp(b.data(), src, bytes) == 0, "the asynchronous read-back differs");
+  res.synchronize();
   char name[120];
   std::snprintf(name, sizeof(name), "pinned buffer %zu bytes", bytes);
-  report(name, ok, "registered with the driver, round trip byte-identical");
+  report(name, ok, "registered with the driver, round trip byte-identical, async read-back through an event");
 }
 
 void test_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t k, std::int64_t d, bool normalise,

@@ -222,6 +222,52 @@ void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes)
   MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void copy_to_host_async(Resources& res, void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  res.activate();
+  MEGATAX_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(res.stream())));
+}
+
+Event::Event() = default;
+
+Event::~Event() {
+  if (event_ != nullptr) (void)cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+}
+
+Event::Event(Event&& other) noexcept
+    : event_(std::exchange(other.event_, nullptr)), device_(other.device_) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    if (event_ != nullptr) (void)cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+    event_ = std::exchange(other.event_, nullptr);
+    device_ = other.device_;
+  }
+  return *this;
+}
+
+void Event::record(Resources& res) {
+  res.activate();
+  if (event_ != nullptr && device_ != res.device()) {
+    (void)cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+    event_ = nullptr;
+  }
+  if (event_ == nullptr) {
+    cudaEvent_t e = nullptr;
+    MEGATAX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    event_ = e;
+    device_ = res.device();
+  }
+  MEGATAX_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), static_cast<cudaStream_t>(res.stream())));
+}
+
+void Event::synchronize() const {
+  if (event_ == nullptr) return;
+  MEGATAX_CUDA_CHECK(cudaSetDevice(device_));  // (any thread: its own current device)
+  MEGATAX_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+}
+
 void upload_rows_staged(Resources& res, PinnedBuffer& staging, void* dst, std::int64_t rows, std::size_t row_bytes,
                         std::size_t half_bytes, const RowFill& fill) {
   if (rows <= 0 || row_bytes == 0) return;
