@@ -57,7 +57,7 @@ run() {  # run LABEL BINARY DEVICE [fit args...]
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
     --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
-    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|training:|built in|summed|committed|in the background" | sed 's/shards \[[0-9,]*\]/shards/'
+    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|training:|training, lane|built in|summed|committed|in the background" | sed 's/shards \[[0-9,]*\]/shards/'
 }
 for rep in $(seq 1 "${REPEAT:-1}"); do
   [ "${REPEAT:-1}" = 1 ] || echo "gpu_fit: round $rep of $REPEAT"

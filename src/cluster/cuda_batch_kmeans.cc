@@ -469,19 +469,25 @@ std::string CudaBatchKMeans::take_breakdown() {
         std::to_string(time_.assign_launch) + ", wait " + std::to_string(time_.assign_wait) + ", scatter " +
         std::to_string(time_.assign_scatter) + "), " + std::to_string(time_.updates) + " updates (host labels " +
         std::to_string(time_.update_host) + ", launch and wait " + std::to_string(time_.update_wait) + ")";
+  if (time_.readbacks > 0)
+    r += std::string(r.empty() ? "" : "; ") + std::to_string(time_.readbacks) + " centroid read-backs behind the next batch (queued " +
+         std::to_string(time_.readback_queue) + ", waited " + std::to_string(time_.readback_wait) + ")";
   time_ = {};
   return r;
 }
 
 void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
   centroids_landed();  // the batch before: its stage is free again
+  auto t = Clock::now();
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();
   const std::size_t row_floats = static_cast<std::size_t>(dim_);
   const std::size_t bytes = static_cast<std::size_t>(total_k) * row_floats * sizeof(float);
   cuda::PinnedBuffer& stage = centroid_stage_[centroid_slot_];
   centroid_slot_ ^= 1;
-  stage.reserve(bytes);
+  // A quarter more than asked when it grows: batches differ a little in size, and each
+  // growth page-locks afresh (tens of MB: milliseconds).
+  if (stage.size() < bytes) stage.reserve(bytes + bytes / 4);
   cuda::copy_to_host_async(res_, stage.data(), c32_dev_.data(), bytes);
   cuda::Event ready;
   ready.record(res_);
@@ -507,10 +513,15 @@ void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
     ready.synchronize();
     for (const Piece& pc : pieces) std::memcpy(pc.to, src + pc.from, pc.floats * sizeof(float));
   });
+  ++time_.readbacks;
+  lap(t, time_.readback_queue);
 }
 
 void CudaBatchKMeans::centroids_landed() {
-  if (centroids_copy_.valid()) centroids_copy_.get();
+  if (!centroids_copy_.valid()) return;
+  auto t = Clock::now();
+  centroids_copy_.get();
+  lap(t, time_.readback_wait);
 }
 
 void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {

@@ -87,7 +87,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   bool seed_on_device_ = true;
   struct {
     double assign_launch = 0, assign_wait = 0, assign_scatter = 0, update_host = 0, update_wait = 0;
-    std::int64_t assigns = 0, updates = 0;
+    double readback_queue = 0, readback_wait = 0;  // get_centroids_later, centroids_landed
+    std::int64_t assigns = 0, updates = 0, readbacks = 0;
   } time_;
   SeedDistances seed_distances_ = SeedDistances::kAuto;
   std::string last_seed_path_;

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <future>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 
 #include "cluster/kmeans.h"
 #include "core/background_jobs.h"
@@ -591,6 +593,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
   // Trains many node problems per launch when the backend can (the CUDA one).
   const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans = backend->make_batch_kmeans(s.kernel_metric());
+  // A second one (its own stream and buffers): batches train two at a time, one's kernels
+  // filling the gaps of the other's host round trips (the training lanes below).
+  // MEGATAX_TRAIN_LANES=1: one at a time.
+  const char* lanes_env = std::getenv("MEGATAX_TRAIN_LANES");
+  const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans_2 =
+      batch_kmeans != nullptr && !(lanes_env != nullptr && std::strcmp(lanes_env, "1") == 0)
+          ? backend->make_batch_kmeans(s.kernel_metric())
+          : nullptr;
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
   std::vector<unsigned char> stored_buffer;  // the same, for batches kept in their stored dtype
   std::int64_t points_levels = 0;
@@ -720,6 +730,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       return kp;
     };
     bool batched = false;
+    std::size_t lanes_used = 0;  // batched: device objects training batches at once
     {
       const std::int64_t budget_rows = std::max<std::int64_t>(
           1, cfg.memory_budget_mb * (std::int64_t{1} << 20) / (d * static_cast<std::int64_t>(dtype_size(x_dtype))));
@@ -748,7 +759,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       };
       if (batch_kmeans != nullptr && round == 0) {
         // Each group's problems at once on the device (one launch per step for all of them),
-        // the next group's samples gathered meanwhile: up to two groups are held at once.
+        // two groups at a time (the lanes below): up to two groups are held at once.
         batched = true;
         if (R == 1) {
           // The level's array, made while the level before committed (else now).
@@ -840,74 +851,106 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           gr.seconds = since(t_gather);
           return gr;
         };
-        // Starts gathering the group from g0 (the device's buffer `slot` is taken here, on
-        // this thread: the device is between batches).
-        auto start_gather = [&](std::size_t g0, int slot) {
-          std::int64_t rows = 0;
-          const std::size_t g1 = group_end(g0, &rows);
-          // (Kept rows need no buffer; were one missing after all, the group reads into its own.)
-          unsigned char* buffer =
-              try_kept ? nullptr
-                       : batch_kmeans->points_buffer(slot, static_cast<std::size_t>(rows * d) * dtype_size(x_dtype));
-          return std::async(std::launch::async, gather_group, g0, g1, buffer);
+        // Lanes: each device object trains whole batches, one after the other, on a thread
+        // and a stream of its own; with two, one's kernels fill the gaps of the other's host
+        // round trips (each step of a batch waits for its results). Batches are cut in parent
+        // order; which lane trains one changes no bit (a problem's result depends on its own
+        // points only). In place, a batch's centroids land in the array while its lane's next
+        // batch trains (fit_kmeans_batch's centroids_later); batches are streamed in parent
+        // order once landed. A lane ends with its last read-back landed, whatever happens.
+        std::vector<cluster::BatchKMeansDevice*> lanes{batch_kmeans.get()};
+        if (batch_kmeans_2 != nullptr && mine.size() > 1) lanes.push_back(batch_kmeans_2.get());
+        lanes_used = lanes.size();
+        struct Batch {
+          std::size_t g0 = 0, g1 = 0;
+          bool landed = false;  // its centroids are where they go
         };
-        // In place, a batch's centroids land in the array while the next batch trains
-        // (fit_kmeans_batch's centroids_later); they are streamed once landed. Whatever
-        // happens, the read-back into the array ends before this block does.
-        std::size_t landing0 = 0, landing1 = 0;  // the batch [landing0, landing1) landing
-        struct LandedAtExit {
-          cluster::BatchKMeansDevice* device;
-          ~LandedAtExit() {
-            try {
-              device->centroids_landed();
-            } catch (...) {  // (unwinding already: the first error is the one reported)
+        std::mutex lane_mutex;  // guards what follows, the times and `trained`, the stream
+        std::size_t next_g0 = 0;            // the next batch's first parent
+        std::vector<Batch> batches;         // in parent order
+        std::size_t streamed = 0;           // batches[0, streamed) are streamed
+        std::exception_ptr lane_error;      // the first lane's failure
+        constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+        auto stream_landed = [&] {  // under lane_mutex
+          for (; streamed < batches.size() && batches[streamed].landed; ++streamed)
+            stream_trained(batches[streamed].g0, batches[streamed].g1);
+        };
+        auto run_lane = [&](std::size_t lane) {
+          cluster::BatchKMeansDevice& dev = *lanes[lane];
+          std::size_t landing = kNone;  // this lane's batch whose read-back is under way
+          try {
+            for (;;) {
+              check_stop();
+              std::size_t g0 = 0, g1 = 0, b = 0;
+              std::int64_t rows = 0;
+              {
+                std::lock_guard<std::mutex> lock(lane_mutex);
+                if (lane_error != nullptr || next_g0 >= mine.size()) break;
+                g0 = next_g0;
+                g1 = group_end(g0, &rows);
+                next_g0 = g1;
+                b = batches.size();
+                batches.push_back({g0, g1, false});
+              }
+              // (Kept rows need no buffer; were one missing after all, the group reads into its own.)
+              unsigned char* buffer =
+                  try_kept ? nullptr : dev.points_buffer(0, static_cast<std::size_t>(rows * d) * dtype_size(x_dtype));
+              Group gr = gather_group(g0, g1, buffer);
+              cluster::BatchKMeansTimes bt;
+              const auto t_batch = Clock::now();
+              std::vector<float*> out;
+              if (in_place)
+                for (std::size_t u = g0; u < g1; ++u) out.push_back(level_centroids.data() + level_offset[u]);
+              auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, dev, cfg.threads, &bt, out, gr.rows_at, in_place);
+              const double batch_seconds = since(t_batch);
+              std::lock_guard<std::mutex> lock(lane_mutex);
+              wait_s += gr.seconds;
+              gather_s += gr.seconds;
+              batch_s += batch_seconds;
+              seed_s += bt.seeding;
+              seed_device_s += bt.seeding_device;
+              seed_runs_s += bt.seeding_runs;
+              seed_chosen_s += bt.seeding_chosen;
+              seed_steps += bt.seeding_steps;
+              prepare_s += bt.prepare;
+              kassign_s += bt.assign;
+              update_s += bt.update;
+              collect_s += bt.collect;
+              for (std::size_t u = 0; u < results.size(); ++u) trained[g0 + u] = std::move(results[u].centroids);
+              if (in_place) {  // the lane's batch before landed as this one's read-back started
+                if (landing != kNone) batches[landing].landed = true;
+                landing = b;
+              } else {
+                batches[b].landed = true;
+              }
+              stream_landed();
+              bar.add(static_cast<std::int64_t>(results.size()));
             }
+            const auto t_landed = Clock::now();
+            dev.centroids_landed();
+            std::lock_guard<std::mutex> lock(lane_mutex);
+            collect_s += since(t_landed);
+            if (landing != kNone) batches[landing].landed = true;
+            stream_landed();
+          } catch (...) {
+            try {
+              dev.centroids_landed();
+            } catch (...) {  // (the first error is the one reported)
+            }
+            std::lock_guard<std::mutex> lock(lane_mutex);
+            if (lane_error == nullptr) lane_error = std::current_exception();
           }
-        } landed_at_exit{batch_kmeans.get()};
-        std::future<Group> pending;
-        int slot = 0;
-        if (!mine.empty()) pending = start_gather(0, slot);
-        while (pending.valid()) {
-          check_stop();
-          const auto t_wait = Clock::now();
-          Group gr = pending.get();
-          wait_s += since(t_wait);
-          slot ^= 1;
-          if (gr.g1 < mine.size()) pending = start_gather(gr.g1, slot);
-          gather_s += gr.seconds;
-          cluster::BatchKMeansTimes bt;
-          const auto t_batch = Clock::now();
-          std::vector<float*> out;
-          if (in_place)
-            for (std::size_t u = gr.g0; u < gr.g1; ++u) out.push_back(level_centroids.data() + level_offset[u]);
-          auto results =
-              cluster::fit_kmeans_batch(gr.views, gr.kps, *batch_kmeans, cfg.threads, &bt, out, gr.rows_at, in_place);
-          batch_s += since(t_batch);
-          seed_s += bt.seeding;
-          seed_device_s += bt.seeding_device;
-          seed_runs_s += bt.seeding_runs;
-          seed_chosen_s += bt.seeding_chosen;
-          seed_steps += bt.seeding_steps;
-          prepare_s += bt.prepare;
-          kassign_s += bt.assign;
-          update_s += bt.update;
-          collect_s += bt.collect;
-          for (std::size_t u = 0; u < results.size(); ++u) trained[gr.g0 + u] = std::move(results[u].centroids);
-          if (in_place) {  // the batch before's landed as this one's read-back started
-            if (landing1 > landing0) stream_trained(landing0, landing1);
-            landing0 = gr.g0;
-            landing1 = gr.g1;
-          } else {
-            stream_trained(gr.g0, gr.g1);
-          }
-          bar.add(static_cast<std::int64_t>(results.size()));
+        };
+        {
+          std::vector<std::thread> lane_threads;
+          for (std::size_t i = 1; i < lanes.size(); ++i) lane_threads.emplace_back(run_lane, i);
+          run_lane(0);
+          for (auto& t : lane_threads) t.join();
         }
-        if (landing1 > landing0) {
-          const auto t_landed = Clock::now();
-          batch_kmeans->centroids_landed();
-          collect_s += since(t_landed);
-          stream_trained(landing0, landing1);
-        }
+        if (lane_error != nullptr) std::rethrow_exception(lane_error);
+        if (streamed != batches.size())
+          throw_error(ErrorCode::kInternal, "level " + std::to_string(l) + ": " + std::to_string(batches.size() - streamed) +
+                                                " trained batches not streamed");
       }
       std::size_t g0 = batched ? mine.size() : 0;
       while (g0 < mine.size()) {
@@ -996,7 +1039,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (!mine.empty())
       log_worker("level " + std::to_string(l) + ": trained " + std::to_string(mine.size()) + " nodes in " +
                  std::to_string(since(t_train)) + " s (" +
-                 (batched ? "batched on the device, seconds" : "thread-seconds") + ": gather " + std::to_string(gather_s) +
+                 (batched ? "batched on the device, " + std::to_string(lanes_used) + " lane(s), seconds summed over them"
+                          : std::string("thread-seconds")) + ": gather " + std::to_string(gather_s) +
                  (batched ? " (waited " + std::to_string(wait_s) + "), centroid array " + std::to_string(setup_s) +
                                 ", batches " + std::to_string(batch_s) + ": prepare " + std::to_string(prepare_s)
                           : std::string()) +
@@ -1007,9 +1051,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) +
                  (batched ? ", collect " + std::to_string(collect_s) : std::string()) + ")");
-    if (batch_kmeans != nullptr) {
-      const std::string inside = batch_kmeans->take_breakdown();
-      if (!inside.empty() && !mine.empty()) log_worker("level " + std::to_string(l) + ": training: " + inside);
+    for (int lane = 0; lane < 2; ++lane) {
+      cluster::BatchKMeansDevice* dev = lane == 0 ? batch_kmeans.get() : batch_kmeans_2.get();
+      const std::string inside = dev != nullptr ? dev->take_breakdown() : std::string();
+      if (!inside.empty() && !mine.empty())
+        log_worker("level " + std::to_string(l) + ": training, lane " + std::to_string(lane + 1) + ": " + inside);
     }
     double exchange_s = 0, concat_s = 0, add_s = 0, graphs_s = 0, device_s = 0;
     auto t_step = Clock::now();

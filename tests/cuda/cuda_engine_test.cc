@@ -505,6 +505,15 @@ int main(int argc, char** argv) {
           same_tree_files(dir + "/m_kept", dir + "/m_tight", &why) && same_tree_files(dir + "/o_kept", dir + "/o_tight", &why);
       check(same_tight, "f16 GPU fit in batches of 1 MiB of samples vs 1 GiB: identical files" +
                             (same_tight ? "" : " (differs: " + why + ")"));
+      // 3e. The same batches on one training lane instead of two (two device objects taking
+      // batches in turn, out of order): the same bits.
+      setenv("MEGATAX_TRAIN_LANES", "1", 1);
+      fit(tight, "cuda", in16, dir + "/m_lane", dir + "/o_lane");
+      unsetenv("MEGATAX_TRAIN_LANES");
+      const bool same_lane =
+          same_tree_files(dir + "/m_tight", dir + "/m_lane", &why) && same_tree_files(dir + "/o_tight", dir + "/o_lane", &why);
+      check(same_lane, "f16 GPU fit on one training lane vs two: identical files" +
+                           (same_lane ? "" : " (differs: " + why + ")"));
     }
 
     {
