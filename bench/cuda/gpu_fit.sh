@@ -11,7 +11,8 @@
 #   fit --device cuda with these extra arguments, e.g. "--memory-budget-mb 4096", on the
 #   same data, after the plain fit), REPEAT (1: base and ours fitted that many times, in
 #   turn, for noisy machines; the files compared are the last round's), GEN (planted:
-#   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads).
+#   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads),
+#   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
@@ -50,6 +51,11 @@ echo "gpu_fit: generated ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
 echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
+# What the disk takes in: 4 GiB written and fsynced (the fit's model files, state and outputs
+# go there: a deep level's centroids alone are gigabytes).
+w0=$(date +%s.%N); dd if=/dev/zero of="$WORK/dd.test" bs=16M count=256 conv=fsync status=none; w1=$(date +%s.%N)
+rm -f "$WORK/dd.test"
+echo "gpu_fit: write 4 GiB to WORK's disk (dd, fsync): $(secs "$w0" "$w1") s = $(awk -v a="$w0" -v c="$w1" 'BEGIN { printf "%.2f", 4294967296 / (c - a) / 1e9 }') GB/s"
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
   rm -rf "$WORK/m_$label" "$WORK/o_$label"  # (a repeated run starts afresh)
@@ -94,4 +100,4 @@ b = np.concatenate([np.load(f"{w}/o_cuda/part-{i:05d}.paths.npy") for i in range
 print(f"gpu_fit: cuda vs cpu paths equal for {100 * (a == b).all(axis=1).mean():.3f}% of rows")
 PY
 fi
-rm -rf "$WORK"
+[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"

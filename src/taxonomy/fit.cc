@@ -593,14 +593,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
   // Trains many node problems per launch when the backend can (the CUDA one).
   const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans = backend->make_batch_kmeans(s.kernel_metric());
-  // A second one (its own stream and buffers): batches train two at a time, one's kernels
-  // filling the gaps of the other's host round trips (the training lanes below).
-  // MEGATAX_TRAIN_LANES=1: one at a time.
-  const char* lanes_env = std::getenv("MEGATAX_TRAIN_LANES");
-  const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans_2 =
-      batch_kmeans != nullptr && !(lanes_env != nullptr && std::strcmp(lanes_env, "1") == 0)
-          ? backend->make_batch_kmeans(s.kernel_metric())
-          : nullptr;
+  // More of them (each its own stream and buffers): batches train that many at a time, one's
+  // kernels filling the gaps of the others' host round trips (the training lanes below).
+  // MEGATAX_TRAIN_LANES = 1..8 (default 2).
+  std::vector<std::unique_ptr<cluster::BatchKMeansDevice>> more_lanes;
+  if (batch_kmeans != nullptr) {
+    int lanes = 2;
+    if (const char* v = std::getenv("MEGATAX_TRAIN_LANES"); v != nullptr && *v != '\0') {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (*end != '\0' || n < 1 || n > 8)
+        throw_error(ErrorCode::kInvalidArgument, "MEGATAX_TRAIN_LANES='" + std::string(v) + "': expected 1 to 8");
+      lanes = static_cast<int>(n);
+    }
+    for (int i = 1; i < lanes; ++i) more_lanes.push_back(backend->make_batch_kmeans(s.kernel_metric()));
+  }
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)
   std::vector<unsigned char> stored_buffer;  // the same, for batches kept in their stored dtype
   std::int64_t points_levels = 0;
@@ -759,7 +766,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       };
       if (batch_kmeans != nullptr && round == 0) {
         // Each group's problems at once on the device (one launch per step for all of them),
-        // two groups at a time (the lanes below): up to two groups are held at once.
+        // several groups at a time (the lanes below: one group held per lane).
         batched = true;
         if (R == 1) {
           // The level's array, made while the level before committed (else now).
@@ -852,14 +859,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           return gr;
         };
         // Lanes: each device object trains whole batches, one after the other, on a thread
-        // and a stream of its own; with two, one's kernels fill the gaps of the other's host
-        // round trips (each step of a batch waits for its results). Batches are cut in parent
+        // and a stream of its own; with several, one's kernels fill the gaps of the others'
+        // host round trips (each step of a batch waits for its results). Batches are cut in parent
         // order; which lane trains one changes no bit (a problem's result depends on its own
         // points only). In place, a batch's centroids land in the array while its lane's next
         // batch trains (fit_kmeans_batch's centroids_later); batches are streamed in parent
         // order once landed. A lane ends with its last read-back landed, whatever happens.
         std::vector<cluster::BatchKMeansDevice*> lanes{batch_kmeans.get()};
-        if (batch_kmeans_2 != nullptr && mine.size() > 1) lanes.push_back(batch_kmeans_2.get());
+        for (const auto& more : more_lanes)
+          if (lanes.size() < mine.size()) lanes.push_back(more.get());
         lanes_used = lanes.size();
         struct Batch {
           std::size_t g0 = 0, g1 = 0;
@@ -1051,8 +1059,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) +
                  (batched ? ", collect " + std::to_string(collect_s) : std::string()) + ")");
-    for (int lane = 0; lane < 2; ++lane) {
-      cluster::BatchKMeansDevice* dev = lane == 0 ? batch_kmeans.get() : batch_kmeans_2.get();
+    for (std::size_t lane = 0; lane <= more_lanes.size(); ++lane) {
+      cluster::BatchKMeansDevice* dev = lane == 0 ? batch_kmeans.get() : more_lanes[lane - 1].get();
       const std::string inside = dev != nullptr ? dev->take_breakdown() : std::string();
       if (!inside.empty() && !mine.empty())
         log_worker("level " + std::to_string(l) + ": training, lane " + std::to_string(lane + 1) + ": " + inside);
