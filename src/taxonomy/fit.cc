@@ -1225,9 +1225,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // Of `state`: the last level's state read and this one's made, waiting for the writes'
       // queue, the shard summaries.
       double prev = 0, writes = 0, summary = 0;
-      // The bookkeeping and shard ends run behind the next batch's read and descent (their
-      // own thread's seconds; `bookkeep` is what the pass waited for them).
-      double behind = 0;
     } pass;
     // Per-node count and inertia of the current shard (touched entries reset after each).
     std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
@@ -1247,66 +1244,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // exchanged (and so before any commit of the level).
     BackgroundJobs state_writes(8);
     WorkerPool pass_pool(cfg.threads);  // kept threads for every batch's bookkeeping
-    // Every batch's children (run_shards is serial per worker): two buffers for the pass, in
-    // turn (a batch's bookkeeping reads its children while the next batch is descended).
+    // Every batch's children (run_shards is serial per worker): one buffer for the pass.
     std::int64_t widest = 0;
     for (const ShardInfo& sh : data.shards()) widest = std::max(widest, sh.rows);
-    std::vector<std::int32_t> child_ring[2];
-    for (auto& c : child_ring) c.resize(static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, widest)));
-    int child_slot = 0;
+    std::vector<std::int32_t> child(static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, widest)));
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
-      // The paths, node counts and sample offers of rows [r0, r0 + m) of `shard` once
-      // descended (children: their children), on every thread: thread t copies a slice of the
-      // rows' paths, and serves the nodes with (nd / 8) % T == t (8 nodes to a cache line of
-      // counts) in row order, so each node's count, inertia sum and sample offers are those
-      // of one thread in row order (the same bits on any thread count; NodeSamples' nodes
-      // are independent).
-      auto bookkeep = [&](ShardState& cur, const ShardState& prev, const ShardInfo& shard, const std::int32_t* children,
-                          std::int64_t r0, std::int64_t m) {
-        const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
-        if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
-        // Every thread reads every row's node: the loops keep their bounds and arrays in
-        // locals (the lambda's references would be reloaded, and the bounds divided
-        // again, after each store), and the owner test is a multiply, not a division.
-        const FastMod owner(static_cast<std::uint32_t>(T));
-        pass_pool.run(T, [&, T, r0, m](std::int64_t t, int) {
-          const std::int64_t i0 = m * t / T, i1 = m * (t + 1) / T;
-          std::int32_t* paths = cur.paths.data();
-          const std::int32_t* prev_paths = prev.paths.data();
-          for (std::int64_t i = i0; i < i1; ++i) {
-            const std::int64_t r = r0 + i;
-            for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
-            paths[r * l + l - 1] = children[i];
-          }
-          auto& my_touched = touched_by[static_cast<std::size_t>(t)];
-          const std::int32_t* nodes = cur.node.data() + r0;
-          const float* dists = cur.dist.data() + r0;
-          std::int64_t* counts_of = node_count.data();
-          double* inertia_of = node_inertia.data();
-          const auto me = static_cast<std::uint32_t>(t);
-          const Id id0 = shard.global_begin + r0;
-          const auto salt = static_cast<std::uint64_t>(l) + 1;
-          for (std::int64_t i = 0; i < m; ++i) {
-            const std::int32_t nd = nodes[i];
-            if (nd < 0 || owner(static_cast<std::uint32_t>(nd) >> 3) != me) continue;
-            if (counts_of[nd]++ == 0) my_touched.push_back(nd);
-            inertia_of[nd] += dists[i];
-            if (collect) {
-              const Id id = id0 + i;
-              next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
-            }
-          }
-        });
-        merge_touched();
-        bar.add(m);
-      };
-      // Each batch's bookkeeping, then its shard's end (state files or outputs queued, the
-      // shard's summary), on a thread behind the pass, in order, one job at a time: they
-      // overlap the next batch's read and descent. The pass waits for them before its
-      // writes are waited for (and drains them on an error).
-      BackgroundJobs behind(1);
       log("level " + std::to_string(l) + "/" + std::to_string(L) + ": assigning " +
           std::to_string(N) + " points");
       try {
@@ -1315,6 +1259,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
+          merge_touched();
+          for (const std::int32_t node : touched) {  // left over by a shard that threw
+            node_count[static_cast<std::size_t>(node)] = 0;
+            node_inertia[static_cast<std::size_t>(node)] = 0.0;
+          }
+          touched.clear();
           const auto t_shard = Clock::now();
           auto t_stage = t_shard;
           auto lap = [&t_stage](double& into) {
@@ -1322,44 +1272,62 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             into += std::chrono::duration<double>(now - t_stage).count();
             t_stage = now;
           };
-          // (Shared with the jobs behind the pass, which outlive this call.)
-          auto prev_state = std::make_shared<ShardState>();
-          auto cur_state = std::make_shared<ShardState>();
-          ShardState& prev = *prev_state;
-          ShardState& cur = *cur_state;
+          ShardState prev;
           if (l == 1) {
             prev.node.assign(static_cast<std::size_t>(n), 0);
             prev.dist.assign(static_cast<std::size_t>(n), 0.f);
           } else {
             prev = read_shard_state(st, s.path(state_dir(l - 1) + name), n, l - 1);
           }
+          ShardState cur;
           cur.node.assign(static_cast<std::size_t>(n), -1);
           cur.paths.assign(static_cast<std::size_t>(n * l), -1);
           cur.dist = prev.dist;
           lap(pass.state);
           pass.prev += std::chrono::duration<double>(t_stage - t_shard).count();
-          // A shard's first job behind: nodes left touched by a shard that threw are reset.
-          behind.submit([&] {
-            merge_touched();
-            for (const std::int32_t node : touched) {
-              node_count[static_cast<std::size_t>(node)] = 0;
-              node_inertia[static_cast<std::size_t>(node)] = 0.0;
-            }
-            touched.clear();
-          });
-          // The next batch's children buffer (the one the job before the last is done with:
-          // at most one job is behind when a batch is descended).
-          auto children = [&] { return child_ring[child_slot].data(); };
-          // Queues the bookkeeping of rows [r0, r0 + m), whose children are in the current
-          // buffer, and turns to the other buffer.
-          auto bookkeep_behind = [&](std::int64_t r0, std::int64_t m) {
-            const std::int32_t* c = children();
-            child_slot ^= 1;
-            behind.submit([&, sh = &shard, prev_state, cur_state, c, r0, m] {
-              const auto t_job = Clock::now();
-              bookkeep(*cur_state, *prev_state, *sh, c, r0, m);
-              pass.behind += since(t_job);
+          // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
+          // every thread: thread t copies a slice of the rows' paths, and serves the nodes
+          // with (nd / 8) % T == t (8 nodes to a cache line of counts) in row order, so each
+          // node's count, inertia sum and sample offers are those of one thread in row order
+          // (the same bits on any thread count; NodeSamples' nodes are independent).
+          auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
+            const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
+            if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
+            // Every thread reads every row's node: the loops keep their bounds and arrays in
+            // locals (the lambda's references would be reloaded, and the bounds divided
+            // again, after each store), and the owner test is a multiply, not a division.
+            const FastMod owner(static_cast<std::uint32_t>(T));
+            pass_pool.run(T, [&, T, r0, m](std::int64_t t, int) {
+              const std::int64_t i0 = m * t / T, i1 = m * (t + 1) / T;
+              std::int32_t* paths = cur.paths.data();
+              const std::int32_t* prev_paths = prev.paths.data();
+              const std::int32_t* children = child.data();
+              for (std::int64_t i = i0; i < i1; ++i) {
+                const std::int64_t r = r0 + i;
+                for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
+                paths[r * l + l - 1] = children[i];
+              }
+              auto& my_touched = touched_by[static_cast<std::size_t>(t)];
+              const std::int32_t* nodes = cur.node.data() + r0;
+              const float* dists = cur.dist.data() + r0;
+              std::int64_t* counts_of = node_count.data();
+              double* inertia_of = node_inertia.data();
+              const auto me = static_cast<std::uint32_t>(t);
+              const Id id0 = shard.global_begin + r0;
+              const auto salt = static_cast<std::uint64_t>(l) + 1;
+              for (std::int64_t i = 0; i < m; ++i) {
+                const std::int32_t nd = nodes[i];
+                if (nd < 0 || owner(static_cast<std::uint32_t>(nd) >> 3) != me) continue;
+                if (counts_of[nd]++ == 0) my_touched.push_back(nd);
+                inertia_of[nd] += dists[i];
+                if (collect) {
+                  const Id id = id0 + i;
+                  next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
+                }
+              }
             });
+            merge_touched();
+            bar.add(m);
           };
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
@@ -1371,9 +1339,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               check_stop();
               const std::int64_t m = std::min(per, n - r0);
               backend->descend_resident(s.tree, l, si, r0, m, prev.node.data() + r0, cur.node.data() + r0,
-                                        children(), cur.dist.data() + r0);
+                                        child.data(), cur.dist.data() + r0);
               lap(pass.descend);
-              bookkeep_behind(r0, m);
+              bookkeep(r0, m);
               lap(pass.bookkeep);
             }
           } else {
@@ -1406,48 +1374,40 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
               if (in_backend_buffer) backend->offer_resident(si, r0);
-              backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, children(),
+              backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);
-              bookkeep_behind(r0, m);
+              bookkeep(r0, m);
               lap(pass.bookkeep);
             }
           }
           lap(pass.read);
-          // The shard's end, behind its batches: its state files (or outputs) queued, its summary.
-          behind.submit([&, si, n, cur_state, name] {
-            const auto t_submit = Clock::now();
-            if (outputs_written) {
-              state_writes.submit([&, si, state = std::move(*cur_state), ids = output_ids(data, static_cast<std::size_t>(si))] {
-                write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
-                              L, cfg.output_format);
-              });
-            } else {
-              state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(*cur_state), l] {
-                write_shard_state(st, path, state, l);
-              });
-            }
-            const auto t_summary = Clock::now();
-            pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
-            ShardSummary sum;
-            sum.shard = si;
-            take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
-            summaries.push_back(std::move(sum));
-            my_points += n;
-            pass.summary += since(t_summary);
-            pass.behind += since(t_submit);
-          });
+          const auto t_submit = Clock::now();
+          if (outputs_written) {
+            state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
+              write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
+                            L, cfg.output_format);
+            });
+          } else {
+            state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
+              write_shard_state(st, path, state, l);
+            });
+          }
+          const auto t_summary = Clock::now();
+          pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
+          ShardSummary sum;
+          sum.shard = si;
+          take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
+          summaries.push_back(std::move(sum));
+          my_points += n;
+          pass.summary += since(t_summary);
           lap(pass.state);
         });
-        const auto t_behind = Clock::now();
-        behind.wait();
-        pass.bookkeep += since(t_behind);
         const auto t_writes = Clock::now();
         state_writes.wait();
         pass.state += since(t_writes);
         pass.writes += since(t_writes);
       } catch (...) {
-        behind.drain();        // the jobs behind may queue writes: first
         state_writes.drain();  // nothing may write into the level's files after this
         if (l == 1 && done == 0) cleanup_uncommitted();
         throw;
@@ -1464,8 +1424,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  shard_list + "], " + std::to_string(my_points) + " points in " +
                  std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
                  ", check " + std::to_string(pass.check) + ", descend " + std::to_string(pass.descend) +
-                 ", bookkeeping " + std::to_string(pass.bookkeep) + " (behind the pass " +
-                 std::to_string(pass.behind) + "), state files " +
+                 ", bookkeeping " + std::to_string(pass.bookkeep) + ", state files " +
                  std::to_string(pass.state) + ": last level's read " + std::to_string(pass.prev) +
                  ", waiting for writes " + std::to_string(pass.writes) + ", summaries " +
                  std::to_string(pass.summary) + ")");
