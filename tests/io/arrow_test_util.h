@@ -35,8 +35,14 @@ inline std::string shell_quote(const std::string& s) {
 inline bool run_python_script(const std::string& script, const std::vector<std::string>& args,
                               const std::string& log_path, const std::string& env_prefix = "") {
   std::string cmd = env_prefix + "python3 " + shell_quote(tests_dir() + "/" + script);
-  for (const std::string& a : args) cmd += " " + shell_quote(a);
-  cmd += " > " + shell_quote(log_path) + " 2>&1";
+  // (Appends: g++ 12 warns -Wrestrict, a known false positive, on `" " + std::string&&`.)
+  for (const std::string& a : args) {
+    cmd += ' ';
+    cmd += shell_quote(a);
+  }
+  cmd += " > ";
+  cmd += shell_quote(log_path);
+  cmd += " 2>&1";
   const int rc = std::system(cmd.c_str());
   const int status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   if (status == 0) return true;
