@@ -17,6 +17,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "cluster/kmeans.h"
@@ -951,7 +952,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         };
         {
           std::vector<std::thread> lane_threads;
-          for (std::size_t i = 1; i < lanes.size(); ++i) lane_threads.emplace_back(run_lane, i);
+          try {
+            for (std::size_t i = 1; i < lanes.size(); ++i) lane_threads.emplace_back(run_lane, i);
+          } catch (const std::system_error&) {  // no more threads: the lanes started take every batch
+          }
           run_lane(0);
           for (auto& t : lane_threads) t.join();
         }
