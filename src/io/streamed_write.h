@@ -5,7 +5,8 @@
 // appears atomically at finish(), as with write_atomic_gather; a writer dropped unfinished
 // leaves the old object (or none) and no temporary.
 //
-// Thread-safety: append() and finish() from one thread (the producer).
+// Thread-safety: append() and finish() one call at a time (the producer; any thread, e.g. the
+// training lanes taking turns under their own lock).
 #pragma once
 
 #include <condition_variable>

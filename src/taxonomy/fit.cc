@@ -709,8 +709,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::mutex breakdown_mutex;
     double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
     double seed_device_s = 0, seed_runs_s = 0, seed_chosen_s = 0;  // batched: seeding's device calls, host parts
-    // batched: points to the device; waits for a group's samples; inside fit_kmeans_batch
-    double prepare_s = 0, wait_s = 0, batch_s = 0, collect_s = 0;
+    // batched: points to the device; inside fit_kmeans_batch (a lane gathers its own group's
+    // samples before its batch: `gather_s` is what the lanes waited for them)
+    double prepare_s = 0, batch_s = 0, collect_s = 0;
     double setup_s = 0;  // batched, one process: the level's centroid array allocated
     std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
@@ -913,7 +914,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               auto results = cluster::fit_kmeans_batch(gr.views, gr.kps, dev, cfg.threads, &bt, out, gr.rows_at, in_place);
               const double batch_seconds = since(t_batch);
               std::lock_guard<std::mutex> lock(lane_mutex);
-              wait_s += gr.seconds;
               gather_s += gr.seconds;
               batch_s += batch_seconds;
               seed_s += bt.seeding;
@@ -1053,7 +1053,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  std::to_string(since(t_train)) + " s (" +
                  (batched ? "batched on the device, " + std::to_string(lanes_used) + " lane(s), seconds summed over them"
                           : std::string("thread-seconds")) + ": gather " + std::to_string(gather_s) +
-                 (batched ? " (waited " + std::to_string(wait_s) + "), centroid array " + std::to_string(setup_s) +
+                 (batched ? ", centroid array " + std::to_string(setup_s) +
                                 ", batches " + std::to_string(batch_s) + ": prepare " + std::to_string(prepare_s)
                           : std::string()) +
                  ", seeding " + std::to_string(seed_s) +
