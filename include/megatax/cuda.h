@@ -333,6 +333,27 @@ void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const s
 // for null pointers or n < 0.
 void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_bytes, std::int64_t n, void* dst);
 
+// ---- a level's descent: rows grouped by parent, results back in row order -----------------
+// Queues order[t] and sorted_parent[t] for t < n: rows 0..n-1 stably sorted by parent[i]
+// (device [n]); rows whose parent is negative, >= n_parents or has no children at this level
+// (child_begin[p + 1] == child_begin[p]; child_begin: device [n_parents + 1]) come last, with
+// sorted_parent n_parents. Each parent's rows stay in row order: the host's counting sort
+// (taxonomy/row_groups.h) gives the same order. Temporaries in res.workspace(). Throws
+// Error(kInvalidArgument) for n outside [0, 2^31 - 1), n_parents outside [1, 2^31 - 1) or a
+// null pointer (device arrays are not checked).
+void order_rows_by_parent(Resources& res, const std::int32_t* parent, std::int64_t n,
+                          const std::int64_t* child_begin, std::int64_t n_parents, std::int64_t* order,
+                          std::int32_t* sorted_parent);
+// Queues the descent's results in row order, from order_rows_by_parent's order and
+// sorted_parent and the grouped assignment of its first m rows (labels, distances: device
+// [m], in that order): for t < m and i = order[t], child[i] = labels[t], node[i] =
+// child_begin[sorted_parent[t]] + labels[t], dist[i] = distances[t]; for m <= t < n,
+// node[i] = child[i] = -1 and dist[i] = 0 (all device [n]). Throws Error(kInvalidArgument)
+// unless 0 <= m <= n, or for a null pointer.
+void scatter_descent(Resources& res, const std::int64_t* order, const std::int32_t* sorted_parent,
+                     const std::int32_t* labels, const float* distances, std::int64_t m, std::int64_t n,
+                     const std::int64_t* child_begin, std::int32_t* node, std::int32_t* child, float* dist);
+
 // ---- rows to float32 --------------------------------------------------------------------------
 // Queues out (device, x.rows x x.dim floats, dense) = the f32 values of x's rows (a device
 // view: f32, f16 or bf16; exact). Throws Error(kInvalidArgument) for a bad view or null out.

@@ -184,6 +184,11 @@ class CudaBackend final : public ComputeBackend {
     });
     c_norms_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(k, 1)) * sizeof(float));
     if (k > 0) cuda::row_norms(res_, MatrixView(centroids_.data(), k, d, compute_, d), c_norms_.as<float>());
+    // The parents' child ranges, for the descent's grouping and results on the device.
+    const std::size_t cb_bytes = lv.child_begin.size() * sizeof(std::int64_t);
+    child_begin_dev_.reserve(cb_bytes);
+    cuda::copy_to_device(res_, child_begin_dev_.data(), lv.child_begin.data(), cb_bytes);
+    parent_count_.assign(static_cast<std::size_t>(tree.nodes(level - 1)), 0);
     res_.synchronize();
     level_ = level;
     k_ = k;
@@ -326,7 +331,7 @@ class CudaBackend final : public ComputeBackend {
     }
     // Group rows by parent, keeping only parents with children. One parent with children
     // and every row under it (level 1): the rows are their own group order (no grouping, no
-    // gather on the device).
+    // gather on the device). Rows on the device under several parents are grouped there.
     std::vector<std::int64_t> row_begin{0}, centroid_begin, centroid_end, group_parent;
     std::vector<std::int64_t> active_order;  // rows of the active groups, in group order
     const bool one_group = n_parents == 1 && lv.child_begin[1] > lv.child_begin[0] &&
@@ -340,6 +345,9 @@ class CudaBackend final : public ComputeBackend {
         active_order.resize(static_cast<std::size_t>(n));
         for (std::int64_t i = 0; i < n; ++i) active_order[static_cast<std::size_t>(i)] = i;
       }
+    } else if (source != nullptr) {
+      descend_grouped_on_device(tree, n, n_parents, source, prev, node, child, dist, threads, t);
+      return;
     } else {
       RowGroups groups = group_rows_by_parent(prev, n, n_parents, threads, &host_);
       const std::vector<std::int64_t>& start = groups.start;
@@ -443,6 +451,91 @@ class CudaBackend final : public ComputeBackend {
     lap(time_.scatter);
   }
 
+  // descend_impl() of n rows on the device (`source`, dense, the compute dtype) under
+  // several parents: the rows are sorted by parent on the device (stable: each group in row
+  // order, as the host's counting sort has them) while the host counts them per parent for
+  // the groups' table, gathered in that order, assigned, and their results put back in row
+  // order on the device; the host copies them out of one page-locked read-back.
+  void descend_grouped_on_device(const Tree& tree, std::int64_t n, std::int64_t n_parents, const void* source,
+                                 const std::int32_t* prev, std::int32_t* node, std::int32_t* child, float* dist,
+                                 int threads, std::chrono::steady_clock::time_point t) {
+    auto lap = [&t](double& into) {
+      const auto now = std::chrono::steady_clock::now();
+      into += std::chrono::duration<double>(now - t).count();
+      t = now;
+    };
+    const TreeLevel& lv = tree.level(level_);
+    const std::int64_t d = dim_;
+    const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
+    const auto nn = static_cast<std::size_t>(n);
+    // The parents to the device, their sort queued before the host's count.
+    prev_host_.reserve(nn * sizeof(std::int32_t));
+    std::memcpy(prev_host_.data(), prev, nn * sizeof(std::int32_t));
+    prev_dev_.reserve(nn * sizeof(std::int32_t));
+    order_dev_.reserve(nn * sizeof(std::int64_t));
+    sorted_parent_dev_.reserve(nn * sizeof(std::int32_t));
+    cuda::copy_to_device(res_, prev_dev_.data(), prev_host_.data(), nn * sizeof(std::int32_t));
+    cuda::order_rows_by_parent(res_, prev_dev_.as<std::int32_t>(), n, child_begin_dev_.as<std::int64_t>(), n_parents,
+                               order_dev_.as<std::int64_t>(), sorted_parent_dev_.as<std::int32_t>());
+    // The groups: parents with rows and children, ascending (the sort's order); O(rows).
+    touched_parents_.clear();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int32_t p = prev[i];
+      if (p < 0 || p >= n_parents) continue;
+      if (parent_count_[static_cast<std::size_t>(p)]++ == 0) touched_parents_.push_back(p);
+    }
+    sort_node_ids(touched_parents_, n_parents, sort_scratch_);
+    cuda::GroupedAssignArgs a;
+    a.row_begin.assign(1, 0);
+    for (const std::int32_t p : touched_parents_) {
+      const auto j = static_cast<std::size_t>(p);
+      const std::int64_t rows = std::exchange(parent_count_[j], 0);
+      if (lv.child_begin[j + 1] == lv.child_begin[j]) continue;  // a leaf: its rows stop here
+      a.row_begin.push_back(a.row_begin.back() + rows);
+      a.centroid_begin.push_back(lv.child_begin[j]);
+      a.centroid_end.push_back(lv.child_begin[j + 1]);
+    }
+    const std::int64_t m = a.row_begin.back();
+    lap(time_.group);
+    x_dev_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(m, 1)) * row_bytes);
+    labels_dev_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(m, 1)) * sizeof(std::int32_t));
+    dist_dev_.reserve(static_cast<std::size_t>(std::max<std::int64_t>(m, 1)) * sizeof(float));
+    if (m > 0) cuda::gather_rows(res_, source, row_bytes, order_dev_.as<std::int64_t>(), m, x_dev_.data());
+    lap(time_.stage);
+    if (m > 0) {
+      a.metric = tree.kernel_metric();
+      a.x = MatrixView(x_dev_.data(), m, d, compute_, d);
+      a.centroids = MatrixView(centroids_.data(), k_, d, compute_, d);
+      a.c_norms = a.metric == Metric::kL2 ? c_norms_.as<float>() : nullptr;
+      a.labels = labels_dev_.as<std::int32_t>();
+      a.distances = dist_dev_.as<float>();
+      cuda::assign_grouped(res_, a);
+    }
+    // Row-order results: node, child and distance arrays of n entries each.
+    row_out_dev_.reserve(nn * 12);
+    auto* node_dev = row_out_dev_.as<std::int32_t>();
+    auto* child_dev = node_dev + n;
+    auto* dist_dev = reinterpret_cast<float*>(child_dev + n);
+    cuda::scatter_descent(res_, order_dev_.as<std::int64_t>(), sorted_parent_dev_.as<std::int32_t>(),
+                          labels_dev_.as<std::int32_t>(), dist_dev_.as<float>(), m, n,
+                          child_begin_dev_.as<std::int64_t>(), node_dev, child_dev, dist_dev);
+    out_host_.reserve(nn * 12);
+    cuda::copy_to_host(res_, out_host_.data(), row_out_dev_.data(), nn * 12);  // waits: the batch is done with
+    lap(time_.device);
+    const auto* on = out_host_.as<std::int32_t>();
+    const auto* oc = on + n;
+    const auto* od = reinterpret_cast<const float*>(oc + n);
+    const int T = resolve_threads(threads, n / 32768);
+    host_.run(T, [&](std::int64_t s, int) {
+      const std::int64_t i0 = n * s / T, i1 = n * (s + 1) / T;
+      std::memcpy(node + i0, on + i0, static_cast<std::size_t>(i1 - i0) * sizeof(std::int32_t));
+      std::memcpy(child + i0, oc + i0, static_cast<std::size_t>(i1 - i0) * sizeof(std::int32_t));
+      for (std::int64_t i = i0; i < i1; ++i)
+        if (on[i] >= 0) dist[i] = od[i];  // a row stopped above keeps its distance
+    });
+    lap(time_.scatter);
+  }
+
   cuda::Resources res_;
   DType compute_;
   AssignerPool pool_;
@@ -458,6 +551,13 @@ class CudaBackend final : public ComputeBackend {
     double group = 0, stage = 0, device = 0, scatter = 0;
   } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
+  // The descent's grouping on the device (descend_grouped_on_device): the level's child
+  // ranges, a batch's parents, their sorted parents, its results in row order; on the host,
+  // rows per parent (zero between calls) and the parents a batch touched.
+  cuda::DeviceBuffer child_begin_dev_, prev_dev_, sorted_parent_dev_, row_out_dev_;
+  cuda::PinnedBuffer prev_host_;
+  std::vector<std::int64_t> parent_count_;
+  std::vector<std::int32_t> touched_parents_, sort_scratch_;
   // Batches kept on the device across levels (offer_resident).
   struct Resident {
     cuda::DeviceBuffer x;

@@ -1088,6 +1088,81 @@ void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t r
   report(name, ok, "byte-identical to the host gather");
 }
 
+// The descent on the device: order_rows_by_parent against a stable sort of the row numbers
+// on the host (std::stable_sort by parent, rows without children last), then
+// scatter_descent of random labels and distances against the same scatter on the host.
+// Parents: random in [-1, n_parents + 1) (-1: stopped above; n_parents: out of range, both
+// last), a third of them leaves (no children).
+void test_descent(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t n_parents) {
+  std::vector<std::int64_t> child_begin(static_cast<std::size_t>(n_parents) + 1, 0);
+  for (std::int64_t p = 0; p < n_parents; ++p)
+    child_begin[static_cast<std::size_t>(p) + 1] = child_begin[static_cast<std::size_t>(p)] + (rng() % 3 == 0 ? 0 : 1 + rng() % 100);
+  std::vector<std::int32_t> parent(static_cast<std::size_t>(n));
+  for (auto& v : parent) v = static_cast<std::int32_t>(static_cast<std::int64_t>(rng() % (n_parents + 2)) - 1);
+  auto active = [&](std::int32_t p) {
+    return p >= 0 && p < n_parents && child_begin[static_cast<std::size_t>(p) + 1] > child_begin[static_cast<std::size_t>(p)];
+  };
+  auto key = [&](std::int64_t i) {
+    const std::int32_t p = parent[static_cast<std::size_t>(i)];
+    return active(p) ? static_cast<std::int64_t>(p) : n_parents;
+  };
+  std::vector<std::int64_t> want_order(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) want_order[static_cast<std::size_t>(i)] = i;
+  std::stable_sort(want_order.begin(), want_order.end(), [&](std::int64_t a, std::int64_t b) { return key(a) < key(b); });
+  std::int64_t m = 0;
+  for (const std::int32_t p : parent) m += active(p) ? 1 : 0;
+  const auto nn = static_cast<std::size_t>(n);
+  mc::DeviceBuffer dparent(nn * 4 + 4), dcb(child_begin.size() * 8), dorder(nn * 8 + 8), dsorted(nn * 4 + 4);
+  mc::copy_to_device(res, dparent.data(), parent.data(), nn * 4);
+  mc::copy_to_device(res, dcb.data(), child_begin.data(), child_begin.size() * 8);
+  mc::order_rows_by_parent(res, dparent.as<std::int32_t>(), n, dcb.as<std::int64_t>(), n_parents,
+                           dorder.as<std::int64_t>(), dsorted.as<std::int32_t>());
+  const auto order = download<std::int64_t>(res, dorder, nn);
+  const auto sorted = download<std::int32_t>(res, dsorted, nn);
+  bool ok = true;
+  std::int64_t bad_order = 0, bad_parent = 0;
+  for (std::size_t t = 0; t < nn; ++t) {
+    bad_order += order[t] != want_order[t] ? 1 : 0;
+    bad_parent += sorted[t] != key(want_order[t]) ? 1 : 0;
+  }
+  CHECK_OR_FAIL(bad_order == 0, "%lld positions hold another row than the host's stable sort", (long long)bad_order);
+  CHECK_OR_FAIL(bad_parent == 0, "%lld sorted parents differ", (long long)bad_parent);
+  // The grouped assignment's results stand in as random labels within each parent's children.
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(m) + 1);
+  std::vector<float> dists(static_cast<std::size_t>(m) + 1);
+  for (std::int64_t t = 0; t < m; ++t) {
+    const auto p = static_cast<std::size_t>(key(want_order[static_cast<std::size_t>(t)]));
+    labels[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(child_begin[p + 1] - child_begin[p]));
+    dists[static_cast<std::size_t>(t)] = std::uniform_real_distribution<float>(0.f, 9.f)(rng);
+  }
+  mc::DeviceBuffer dlab(labels.size() * 4), ddist(dists.size() * 4), dout(nn * 12 + 12);
+  mc::copy_to_device(res, dlab.data(), labels.data(), labels.size() * 4);
+  mc::copy_to_device(res, ddist.data(), dists.data(), dists.size() * 4);
+  auto* node = dout.as<std::int32_t>();
+  mc::scatter_descent(res, dorder.as<std::int64_t>(), dsorted.as<std::int32_t>(), dlab.as<std::int32_t>(),
+                      ddist.as<float>(), m, n, dcb.as<std::int64_t>(), node, node + n,
+                      reinterpret_cast<float*>(node + 2 * n));
+  const auto out = download<std::int32_t>(res, dout, nn * 3);
+  std::int64_t bad_rows = 0;
+  for (std::size_t t = 0; t < nn; ++t) {
+    const auto i = static_cast<std::size_t>(want_order[t]);
+    const std::int32_t want_child = t < static_cast<std::size_t>(m) ? labels[t] : -1;
+    const std::int32_t want_node =
+        t < static_cast<std::size_t>(m)
+            ? static_cast<std::int32_t>(child_begin[static_cast<std::size_t>(key(want_order[t]))] + labels[t])
+            : -1;
+    const float want_dist = t < static_cast<std::size_t>(m) ? dists[t] : 0.f;
+    float got_dist;
+    std::memcpy(&got_dist, &out[2 * nn + i], 4);
+    bad_rows += out[i] != want_node || out[nn + i] != want_child || got_dist != want_dist ? 1 : 0;
+  }
+  CHECK_OR_FAIL(bad_rows == 0, "%lld rows' node, child or distance differ from the host's scatter", (long long)bad_rows);
+  char name[160];
+  std::snprintf(name, sizeof(name), "descent n=%lld parents=%lld (%lld rows under parents with children)",
+                (long long)n, (long long)n_parents, (long long)m);
+  report(name, ok, "order as a stable sort, results as the host's scatter");
+}
+
 // Page-locked buffers (both allocation paths: cudaMallocHost below 4 MiB, mapped and
 // registered above): random bytes to the device and back into another buffer, after growing
 // one; the driver must know them as page-locked host memory.
@@ -1463,6 +1538,11 @@ int main(int argc, char** argv) {
     test_gather_rows(res, rng, 5, 17, 64);
     test_gather_rows_at(res, rng, 2048, 5000, 7001);
     test_gather_rows_at(res, rng, 34, 300, 1000);
+    std::printf("descent on the device (reference: the host's stable sort and scatter)\n");
+    test_descent(res, rng, 1, 1);
+    test_descent(res, rng, 1000, 7);
+    test_descent(res, rng, 125000, 9200);
+    test_descent(res, rng, 70001, 1 << 20);  // 21-bit keys
     std::printf("rows to f32 (reference: the host's values)\n");
     test_rows_to_f32(res, rng, 3001, 1024, kH, 0);
     test_rows_to_f32(res, rng, 777, 33, kB, 5);
