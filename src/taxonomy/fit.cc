@@ -1221,6 +1221,22 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     (void)backend->take_descend_breakdown();  // counts of this pass only
     if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
     std::vector<ShardSummary> summaries;
+    // One worker (R == 1) folds each shard's per-node counts and inertia into the level's
+    // sums as the shard ends, while the shards come in index order (0, 1, ...: so each
+    // node's float64 sum sees the shards in that order, the same bits as the summaries added
+    // in shard order below); a shard out of that order, and every later one, leaves a
+    // summary, added after the folded ones in shard order (the folded shards all precede
+    // them). No summaries, no sorting of each shard's nodes.
+    const bool fold = R == 1;
+    std::int64_t next_to_fold = 0;
+    std::vector<std::int64_t> folded_count;
+    std::vector<double> folded_inertia;
+    std::vector<char> folded_has;
+    if (fold) {
+      folded_count.assign(static_cast<std::size_t>(n_nodes), 0);
+      folded_inertia.assign(static_cast<std::size_t>(n_nodes), 0.0);
+      folded_has.assign(static_cast<std::size_t>(n_nodes), 0);
+    }
     std::int64_t my_points = 0;
     std::vector<std::int64_t> my_shards;
     // Where this worker's pass time goes (seconds; the shards run one after another).
@@ -1399,10 +1415,26 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
           const auto t_summary = Clock::now();
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
-          ShardSummary sum;
-          sum.shard = si;
-          take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
-          summaries.push_back(std::move(sum));
+          if (fold && si == next_to_fold) {
+            ++next_to_fold;
+            // Each touched node once: slices of `touched` on the pass's threads are disjoint.
+            const auto nt = static_cast<std::int64_t>(touched.size());
+            const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, nt / 16384));
+            pass_pool.run(T, [&](std::int64_t t, int) {
+              for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
+                const auto nd = static_cast<std::size_t>(touched[static_cast<std::size_t>(u)]);
+                folded_count[nd] += std::exchange(node_count[nd], 0);
+                folded_inertia[nd] += std::exchange(node_inertia[nd], 0.0);
+                folded_has[nd] = 1;
+              }
+            });
+            touched.clear();
+          } else {
+            ShardSummary sum;
+            sum.shard = si;
+            take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
+            summaries.push_back(std::move(sum));
+          }
           my_points += n;
           pass.summary += since(t_summary);
           lap(pass.state);
@@ -1509,9 +1541,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
       }
       std::stable_sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.shard < y.shard; });
-      std::vector<std::int64_t> node_count_sum(static_cast<std::size_t>(n_nodes), 0);
-      std::vector<double> node_inertia_sum(static_cast<std::size_t>(n_nodes), 0.0);
-      std::vector<char> has_part(static_cast<std::size_t>(n_nodes), 0);
+      // After the shards folded during the pass (one worker), which precede every summary.
+      std::vector<std::int64_t> node_count_sum =
+          fold ? std::move(folded_count) : std::vector<std::int64_t>(static_cast<std::size_t>(n_nodes), 0);
+      std::vector<double> node_inertia_sum =
+          fold ? std::move(folded_inertia) : std::vector<double>(static_cast<std::size_t>(n_nodes), 0.0);
+      std::vector<char> has_part = fold ? std::move(folded_has) : std::vector<char>(static_cast<std::size_t>(n_nodes), 0);
       for (const Run& run : runs) {
         for (std::size_t t = 0; t < run.size; ++t) {
           const auto nd = static_cast<std::size_t>(run.node[t]);
@@ -1552,7 +1587,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
     }
     log_worker("level " + std::to_string(l) + ": node counts and inertia summed in " + std::to_string(since(t_sums)) +
-               " s (" + std::to_string(summaries.size()) + " shard summaries)");
+               " s (" + std::to_string(summaries.size()) + " shard summaries" +
+               (fold ? ", " + std::to_string(next_to_fold) + " shards folded during the pass" : std::string()) + ")");
     // ---- 3b. Dynamic splitting (balance, last level): parents with an oversized child are
     // re-trained with more children and the level is assigned again. Decided from the
     // all-reduced counts, so every rank takes the same branch.
