@@ -7,49 +7,58 @@
 namespace megatax::taxonomy {
 
 NodeSamples::NodeSamples(std::int64_t n_nodes, std::int64_t k)
-    : k_(k), heaps_(static_cast<std::size_t>(n_nodes)) {}
+    : k_(k), nodes_(static_cast<std::size_t>(n_nodes)) {}
 
 void NodeSamples::offer(std::int64_t node, std::uint64_t priority, std::int64_t id) {
-  auto& h = heaps_[static_cast<std::size_t>(node)];
+  Node& n = nodes_[static_cast<std::size_t>(node)];
   const Entry e{priority, id};
-  const auto size = static_cast<std::int64_t>(h.size());
-  if (size < k_) {
-    // Under k entries nothing is dropped, so no order is kept (a node smaller than its
-    // sample never pays for one); the k-th entry makes the heap.
-    h.push_back(e);
-    if (size + 1 == k_) std::make_heap(h.begin(), h.end());
-  } else if (e < h.front()) {
-    std::pop_heap(h.begin(), h.end());
-    h.back() = e;
-    std::push_heap(h.begin(), h.end());
+  if (n.bounded && !(e < n.bound)) return;
+  if (static_cast<std::int64_t>(n.entries.size()) == k_) n.entries.reserve(static_cast<std::size_t>(2 * k_));
+  n.entries.push_back(e);
+  if (static_cast<std::int64_t>(n.entries.size()) == 2 * k_) compact(n);
+}
+
+void NodeSamples::compact(Node& n) {
+  const auto k = static_cast<std::size_t>(k_);
+  std::nth_element(n.entries.begin(), n.entries.begin() + static_cast<std::ptrdiff_t>(k - 1), n.entries.end());
+  n.entries.resize(k);
+  n.bound = n.entries[k - 1];  // the k-th smallest: no later entry at or above it is kept
+  n.bounded = true;
+}
+
+std::vector<NodeSamples::Entry> NodeSamples::sample(const Node& n) const {
+  std::vector<Entry> out(n.entries.begin(), n.entries.end());
+  const auto k = static_cast<std::size_t>(k_);
+  if (out.size() > k) {
+    std::nth_element(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k - 1), out.end());
+    out.resize(k);
   }
+  return out;
 }
 
 void NodeSamples::merge(const NodeSamples& other) {
-  for (std::size_t j = 0; j < other.heaps_.size(); ++j)
-    for (const Entry& e : other.heaps_[j]) offer(static_cast<std::int64_t>(j), e.priority, e.id);
+  for (std::size_t j = 0; j < other.nodes_.size(); ++j)
+    for (const Entry& e : other.sample(other.nodes_[j])) offer(static_cast<std::int64_t>(j), e.priority, e.id);
 }
 
 std::vector<std::int64_t> NodeSamples::ids(std::int64_t node) const {
-  const auto& h = heaps_[static_cast<std::size_t>(node)];
   std::vector<std::int64_t> out;
-  out.reserve(h.size());
-  for (const Entry& e : h) out.push_back(e.id);
+  for (const Entry& e : sample(nodes_[static_cast<std::size_t>(node)])) out.push_back(e.id);
   std::sort(out.begin(), out.end());
   return out;
 }
 
 std::int64_t NodeSamples::size() const noexcept {
   std::int64_t s = 0;
-  for (const auto& h : heaps_) s += static_cast<std::int64_t>(h.size());
+  for (std::size_t j = 0; j < nodes_.size(); ++j) s += size(static_cast<std::int64_t>(j));
   return s;
 }
 
 void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
                           std::vector<std::int64_t>* priorities, int threads) const {
-  const std::size_t n = heaps_.size();
+  const std::size_t n = nodes_.size();
   offsets->assign(n + 1, 0);
-  for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + static_cast<std::int64_t>(heaps_[j].size());
+  for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + size(static_cast<std::int64_t>(j));
   ids->resize(static_cast<std::size_t>(offsets->back()));
   priorities->resize(ids->size());
   // Nodes fill disjoint slices: any thread count gives the same arrays.
@@ -59,7 +68,7 @@ void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::i
     std::vector<Entry> sorted;
     const auto j1 = std::min<std::size_t>(n, static_cast<std::size_t>((t + 1) * kNodesPerTask));
     for (auto j = static_cast<std::size_t>(t * kNodesPerTask); j < j1; ++j) {
-      sorted.assign(heaps_[j].begin(), heaps_[j].end());
+      sorted = sample(nodes_[j]);
       std::sort(sorted.begin(), sorted.end(), [](const Entry& x, const Entry& y) { return x.id < y.id; });
       auto at = static_cast<std::size_t>((*offsets)[j]);
       for (const Entry& e : sorted) {

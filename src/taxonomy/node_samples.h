@@ -4,10 +4,17 @@
 // points of the node with the smallest (priority, id). The choice depends on the ids alone:
 // not on shard order, batch size, threads or ranks, and partial samples merge exactly.
 //
+// Each node keeps a buffer of up to 2k candidates and a bound: once the buffer fills, its k
+// smallest stay (nth_element) and the k-th becomes the bound, below which an offer must be to
+// enter. A rejected offer costs one comparison, an accepted one an append: a heap of k
+// (O(log k) cache misses per entry kept) took ~110 ns an offer on a node of 200K points
+// and k = 25,600 (level 1 of a 20M fit). The sample is the same either way.
+//
 // Thread-safety: one thread at a time, except that offer() calls for different nodes may
 // run concurrently; merge() combines per-thread or per-worker parts.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -19,7 +26,7 @@ class NodeSamples {
   // n_nodes nodes keeping up to k ids each (k >= 1).
   NodeSamples(std::int64_t n_nodes, std::int64_t k);
 
-  std::int64_t nodes() const noexcept { return static_cast<std::int64_t>(heaps_.size()); }
+  std::int64_t nodes() const noexcept { return static_cast<std::int64_t>(nodes_.size()); }
   std::int64_t k() const noexcept { return k_; }
 
   void offer(std::int64_t node, std::uint64_t priority, std::int64_t id);
@@ -27,9 +34,9 @@ class NodeSamples {
 
   // The sample of `node`, sorted by id.
   std::vector<std::int64_t> ids(std::int64_t node) const;
-  // Ids held by `node`, and in total.
+  // Ids in the sample of `node` (min(points offered, k)), and in total.
   std::int64_t size(std::int64_t node) const noexcept {
-    return static_cast<std::int64_t>(heaps_[static_cast<std::size_t>(node)].size());
+    return std::min(static_cast<std::int64_t>(nodes_[static_cast<std::size_t>(node)].entries.size()), k_);
   }
   std::int64_t size() const noexcept;
 
@@ -50,9 +57,18 @@ class NodeSamples {
       return priority < o.priority || (priority == o.priority && id < o.id);
     }
   };
+  struct Node {
+    std::vector<Entry> entries;  // candidates, unordered: the sample is the k smallest
+    Entry bound{};               // once bounded: an offer enters only below it
+    bool bounded = false;
+  };
+  // Keeps the k smallest of node's candidates and bounds the node by the k-th.
+  void compact(Node& node);
+  // The sample of a node: its k smallest candidates (all of them when k or fewer), unordered.
+  std::vector<Entry> sample(const Node& node) const;
+
   std::int64_t k_ = 1;
-  // At most k entries per node: unordered while fewer, a max-heap (worst on top) at k.
-  std::vector<std::vector<Entry>> heaps_;
+  std::vector<Node> nodes_;
 };
 
 }  // namespace megatax::taxonomy
