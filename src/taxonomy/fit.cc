@@ -1253,6 +1253,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
     std::vector<std::vector<std::int32_t>> by_owner;
+    // The last level's state of shard next_state_shard, being read (-1: none).
+    std::future<ShardState> next_state;
+    std::int64_t next_state_shard = -1;
     auto merge_touched = [&] {
       for (auto& tt : touched_by) {
         touched.insert(touched.end(), tt.begin(), tt.end());
@@ -1299,7 +1302,23 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             prev.node.assign(static_cast<std::size_t>(n), 0);
             prev.dist.assign(static_cast<std::size_t>(n), 0.f);
           } else {
-            prev = read_shard_state(st, s.path(state_dir(l - 1) + name), n, l - 1);
+            if (next_state_shard == si) {
+              prev = next_state.get();  // read while the shard before was descended (or its error)
+            } else {
+              if (next_state.valid()) next_state.wait();  // another shard's: not needed
+              prev = read_shard_state(st, s.path(state_dir(l - 1) + name), n, l - 1);
+            }
+            next_state_shard = -1;
+            // The next shard's state is read behind this one (one worker takes the shards in
+            // index order; with several, the guess may miss, costing one read).
+            if (si + 1 < n_shards) {
+              const ShardInfo& after = data.shards()[static_cast<std::size_t>(si + 1)];
+              next_state_shard = si + 1;
+              next_state = std::async(std::launch::async, [&st, path = s.path(state_dir(l - 1) + taxonomy::base_name(after.path)),
+                                                            rows = after.rows, l] {
+                return read_shard_state(st, path, rows, l - 1);
+              });
+            }
           }
           ShardState cur;
           cur.node.assign(static_cast<std::size_t>(n), -1);
