@@ -1219,7 +1219,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     outputs_written = l == L && last_round;
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
-    if (collect) next = taxonomy::NodeSamples(n_nodes, next_k);
+    // Each node is expected to be offered its share of this worker's points.
+    if (collect) next = taxonomy::NodeSamples(n_nodes, next_k, (N + R * n_nodes - 1) / (R * std::max<std::int64_t>(n_nodes, 1)));
     std::vector<ShardSummary> summaries;
     // One worker (R == 1) folds each shard's per-node counts and inertia into the level's
     // sums as the shard ends, while the shards come in index order (0, 1, ...: so each

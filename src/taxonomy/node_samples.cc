@@ -6,14 +6,20 @@
 
 namespace megatax::taxonomy {
 
-NodeSamples::NodeSamples(std::int64_t n_nodes, std::int64_t k)
-    : k_(k), nodes_(static_cast<std::size_t>(n_nodes)) {}
+NodeSamples::NodeSamples(std::int64_t n_nodes, std::int64_t k, std::int64_t expected)
+    : k_(k),
+      first_reserve_(static_cast<std::size_t>(std::clamp<std::int64_t>(2 * expected, 0, 2 * k))),
+      nodes_(static_cast<std::size_t>(n_nodes)) {}
 
 void NodeSamples::offer(std::int64_t node, std::uint64_t priority, std::int64_t id) {
   Node& n = nodes_[static_cast<std::size_t>(node)];
   const Entry e{priority, id};
   if (n.bounded && !(e < n.bound)) return;
-  if (static_cast<std::int64_t>(n.entries.size()) == k_) n.entries.reserve(static_cast<std::size_t>(2 * k_));
+  if (n.entries.empty()) {
+    n.entries.reserve(first_reserve_);
+  } else if (static_cast<std::int64_t>(n.entries.size()) == k_) {
+    n.entries.reserve(static_cast<std::size_t>(2 * k_));
+  }
   n.entries.push_back(e);
   if (static_cast<std::int64_t>(n.entries.size()) == 2 * k_) compact(n);
 }
