@@ -381,20 +381,21 @@ struct ShardSummary {
 
 // Moves the pass's per-node counts and inertia sums of one shard into *sum, in node order,
 // and resets them (and `touched`, the nodes with a non-zero count, each once, in any order).
-// `tmp`: scratch.
+// Node nd's are count[nd * stride] and inertia[nd * stride]. `tmp`: scratch.
 void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<std::int64_t>& count,
-                        std::vector<double>& inertia, std::vector<std::int32_t>& tmp, ShardSummary* sum) {
+                        std::vector<double>& inertia, std::size_t stride, std::vector<std::int32_t>& tmp,
+                        ShardSummary* sum) {
   if (touched.size() < 1024) {
     std::sort(touched.begin(), touched.end());
   } else {
-    taxonomy::sort_node_ids(touched, static_cast<std::int64_t>(count.size()), tmp);
+    taxonomy::sort_node_ids(touched, static_cast<std::int64_t>(count.size() / stride), tmp);
   }
   sum->nodes.reserve(sum->nodes.size() + touched.size());
   sum->counts.reserve(sum->counts.size() + touched.size());
   sum->inertia.reserve(sum->inertia.size() + touched.size());
   for (const std::int32_t nd : touched) {
-    auto& c = count[static_cast<std::size_t>(nd)];
-    auto& v = inertia[static_cast<std::size_t>(nd)];
+    auto& c = count[static_cast<std::size_t>(nd) * stride];
+    auto& v = inertia[static_cast<std::size_t>(nd) * stride];
     sum->nodes.push_back(nd);
     sum->counts.push_back(c);
     sum->inertia.push_back(v);
@@ -1248,8 +1249,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       double prev = 0, writes = 0, summary = 0;
     } pass;
     // Per-node count and inertia of the current shard (touched entries reset after each).
-    std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes), 0);
-    std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes), 0.0);
+    // A level of few nodes gives each its own cache line of counts and of inertia (stride 8),
+    // so that the bookkeeping's threads can serve single nodes (level 1's 100 nodes on 16
+    // threads: groups of 8 left 3 threads idle and the rest uneven); wider levels pack them.
+    const std::size_t stride = n_nodes <= 8192 ? 8 : 1;
+    std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes) * stride, 0);
+    std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes) * stride, 0.0);
     std::vector<std::int32_t> touched, sort_scratch;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
@@ -1287,8 +1292,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const std::string name = taxonomy::base_name(shard.path);
           merge_touched();
           for (const std::int32_t node : touched) {  // left over by a shard that threw
-            node_count[static_cast<std::size_t>(node)] = 0;
-            node_inertia[static_cast<std::size_t>(node)] = 0.0;
+            node_count[static_cast<std::size_t>(node) * stride] = 0;
+            node_inertia[static_cast<std::size_t>(node) * stride] = 0.0;
           }
           touched.clear();
           const auto t_shard = Clock::now();
@@ -1330,7 +1335,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
           // every thread, in two steps: thread t copies a slice of the rows' paths and sorts
           // the slice's rows out by the thread that serves their node (nodes with
-          // (nd / 8) % T == o: 8 nodes to a cache line of counts); then thread o takes its
+          // (nd / 8) % T == o: 8 nodes to a cache line of counts; nd % T == o where each node
+          // has a line of its own, `stride` 8); then thread o takes its
           // rows from every slice in slice order, so each node's count, inertia sum and sample
           // offers are those of one thread in row order (the same bits on any thread count;
           // NodeSamples' nodes are independent). Where every thread read every row's node
@@ -1342,6 +1348,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             if (by_owner.size() < static_cast<std::size_t>(T) * static_cast<std::size_t>(T))
               by_owner.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(T));
             const FastMod owner(static_cast<std::uint32_t>(T));
+            const int node_shift = stride == 8 ? 0 : 3;  // nodes served together: 1 or 8
             // Rows i of [0, m) are rows r0 + first + i of the shard and first + i of the batch.
             const std::int32_t* nodes = cur.node.data() + r0 + first;
             const float* dists = cur.dist.data() + r0 + first;
@@ -1351,8 +1358,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // reloaded after each store).
             auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
               const std::int32_t nd = nodes[i];
-              if (node_count[static_cast<std::size_t>(nd)]++ == 0) my_touched.push_back(nd);
-              node_inertia[static_cast<std::size_t>(nd)] += dists[i];
+              if (node_count[static_cast<std::size_t>(nd) * stride]++ == 0) my_touched.push_back(nd);
+              node_inertia[static_cast<std::size_t>(nd) * stride] += dists[i];
               if (collect) {
                 const Id id = id0 + i;
                 next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
@@ -1378,7 +1385,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               for (int o = 0; o < T; ++o) mine[o].clear();
               for (std::int64_t i = i0; i < i1; ++i) {
                 const std::int32_t nd = nodes[i];
-                if (nd >= 0) mine[owner(static_cast<std::uint32_t>(nd) >> 3)].push_back(static_cast<std::int32_t>(i));
+                if (nd >= 0) mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
               }
             });
             if (T > 1) {
@@ -1472,8 +1479,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             pass_pool.run(T, [&](std::int64_t t, int) {
               for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
                 const auto nd = static_cast<std::size_t>(touched[static_cast<std::size_t>(u)]);
-                folded_count[nd] += std::exchange(node_count[nd], 0);
-                folded_inertia[nd] += std::exchange(node_inertia[nd], 0.0);
+                folded_count[nd] += std::exchange(node_count[nd * stride], 0);
+                folded_inertia[nd] += std::exchange(node_inertia[nd * stride], 0.0);
                 folded_has[nd] = 1;
               }
             });
@@ -1481,7 +1488,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           } else {
             ShardSummary sum;
             sum.shard = si;
-            take_shard_summary(touched, node_count, node_inertia, sort_scratch, &sum);
+            take_shard_summary(touched, node_count, node_inertia, stride, sort_scratch, &sum);
             summaries.push_back(std::move(sum));
           }
           my_points += n;

@@ -61,7 +61,8 @@ class NodeSamples {
       return priority < o.priority || (priority == o.priority && id < o.id);
     }
   };
-  struct Node {
+  // A cache line each: threads serving neighbouring nodes do not share one.
+  struct alignas(64) Node {
     std::vector<Entry> entries;  // candidates, unordered: the sample is the k smallest
     Entry bound{};               // once bounded: an offer enters only below it
     bool bounded = false;
