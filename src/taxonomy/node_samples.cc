@@ -67,13 +67,17 @@ void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::i
   for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + size(static_cast<std::int64_t>(j));
   ids->resize(static_cast<std::size_t>(offsets->back()));
   priorities->resize(ids->size());
-  // Nodes fill disjoint slices: any thread count gives the same arrays.
-  constexpr std::int64_t kNodesPerTask = 512;
-  const auto tasks = static_cast<std::int64_t>((n + kNodesPerTask - 1) / kNodesPerTask);
-  parallel_for(resolve_threads(threads, tasks), tasks, [&](std::int64_t t, int) {
+  // Nodes fill disjoint slices: any thread count gives the same arrays. Tasks of up to 512
+  // nodes, about 8 a thread: a level of few large samples (level 1: 100 nodes of 25,600)
+  // was one task, one thread sorting them all.
+  if (n == 0) return;
+  const int T = resolve_threads(threads, static_cast<std::int64_t>(n));
+  const auto per = static_cast<std::size_t>(std::clamp<std::int64_t>(static_cast<std::int64_t>(n) / (8 * T), 1, 512));
+  const auto tasks = static_cast<std::int64_t>((n + per - 1) / per);
+  parallel_for(T, tasks, [&](std::int64_t t, int) {
     std::vector<Entry> sorted;
-    const auto j1 = std::min<std::size_t>(n, static_cast<std::size_t>((t + 1) * kNodesPerTask));
-    for (auto j = static_cast<std::size_t>(t * kNodesPerTask); j < j1; ++j) {
+    const auto j1 = std::min<std::size_t>(n, static_cast<std::size_t>(t + 1) * per);
+    for (auto j = static_cast<std::size_t>(t) * per; j < j1; ++j) {
       sorted = sample(nodes_[j]);
       std::sort(sorted.begin(), sorted.end(), [](const Entry& x, const Entry& y) { return x.id < y.id; });
       auto at = static_cast<std::size_t>((*offsets)[j]);
