@@ -332,7 +332,8 @@ taxonomy::NodeSamples route_samples(taxonomy::NodeSamples local, dist::Executor&
                                     std::int64_t n_nodes, std::int64_t k) {
   const int R = ex.workers();
   if (R == 1) return local;  // one worker owns every node: nothing to move (nor to copy)
-  std::vector<std::int64_t> offsets, ids, prio;
+  std::vector<std::int64_t> offsets;
+  UninitVector<std::int64_t> ids, prio;
   local.flatten(&offsets, &ids, &prio);
   std::vector<std::vector<std::int64_t>> nodes_to(static_cast<std::size_t>(R)), ids_to(static_cast<std::size_t>(R)),
       prio_to(static_cast<std::size_t>(R));
@@ -1697,13 +1698,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       manifest.set("output_uri", output_uri);
     }
     // The driver needs every owner's samples to write them.
-    std::vector<std::int64_t> s_offsets, s_ids, s_prio;
+    std::vector<std::int64_t> s_offsets;
+    UninitVector<std::int64_t> s_ids, s_prio;
     if (collect && R == 1) {
       next.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
     } else if (collect) {
       taxonomy::NodeSamples all_samples;
       {
-        std::vector<std::int64_t> my_o, my_i, my_p;
+        std::vector<std::int64_t> my_o;
+        UninitVector<std::int64_t> my_i, my_p;
         next.flatten(&my_o, &my_i, &my_p, cfg.threads);
         dist::MessageWriter m;
         m.put_array<std::int64_t>(my_o);
@@ -1737,7 +1740,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // The level's files as bytes of their own (a deferred commit outlives this level's
       // variables).
       struct LevelFiles {
-        std::vector<std::int64_t> nodes, s_offsets, s_ids, s_prio;
+        std::vector<std::int64_t> nodes, s_offsets;
+        UninitVector<std::int64_t> s_ids, s_prio;
         std::vector<double> inertia;
         std::vector<std::pair<std::string, std::string>> graphs;  // path, serialized graph
       };

@@ -60,8 +60,8 @@ std::int64_t NodeSamples::size() const noexcept {
   return s;
 }
 
-void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
-                          std::vector<std::int64_t>* priorities, int threads) const {
+void NodeSamples::flatten(std::vector<std::int64_t>* offsets, UninitVector<std::int64_t>* ids,
+                          UninitVector<std::int64_t>* priorities, int threads) const {
   const std::size_t n = nodes_.size();
   offsets->assign(n + 1, 0);
   for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + size(static_cast<std::int64_t>(j));
@@ -90,9 +90,8 @@ void NodeSamples::flatten(std::vector<std::int64_t>* offsets, std::vector<std::i
   });
 }
 
-NodeSamples NodeSamples::unflatten(std::int64_t k, const std::vector<std::int64_t>& offsets,
-                                   const std::vector<std::int64_t>& ids,
-                                   const std::vector<std::int64_t>& priorities) {
+NodeSamples NodeSamples::unflatten(std::int64_t k, std::span<const std::int64_t> offsets,
+                                   std::span<const std::int64_t> ids, std::span<const std::int64_t> priorities) {
   NodeSamples s(static_cast<std::int64_t>(offsets.size()) - 1, k);
   for (std::size_t j = 0; j + 1 < offsets.size(); ++j)
     for (std::int64_t t = offsets[j]; t < offsets[j + 1]; ++t)

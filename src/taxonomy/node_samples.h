@@ -16,7 +16,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
+
+#include "core/uninit_vector.h"
 
 namespace megatax::taxonomy {
 
@@ -47,11 +50,12 @@ class NodeSamples {
   // Flat form for storage: ids of node j at [offsets[j], offsets[j+1]) sorted by id, and
   // the priorities beside them (so a loaded sample can keep merging). Nodes are sorted on
   // up to `threads` threads (<= 0: all); the result does not depend on the count.
-  void flatten(std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
-               std::vector<std::int64_t>* priorities, int threads = 0) const;
-  static NodeSamples unflatten(std::int64_t k, const std::vector<std::int64_t>& offsets,
-                               const std::vector<std::int64_t>& ids,
-                               const std::vector<std::int64_t>& priorities);
+  // ids and priorities are written by those threads, not zero-filled first (a level's
+  // samples can be tens of millions).
+  void flatten(std::vector<std::int64_t>* offsets, UninitVector<std::int64_t>* ids,
+               UninitVector<std::int64_t>* priorities, int threads = 0) const;
+  static NodeSamples unflatten(std::int64_t k, std::span<const std::int64_t> offsets,
+                               std::span<const std::int64_t> ids, std::span<const std::int64_t> priorities);
 
  private:
   struct Entry {

@@ -22,8 +22,8 @@ struct Offer {
 
 // The reference: per node, every offer sorted by (priority, id), the first k kept, sorted by id.
 void reference(const std::vector<Offer>& offers, std::int64_t nodes, std::int64_t k,
-               std::vector<std::int64_t>* offsets, std::vector<std::int64_t>* ids,
-               std::vector<std::int64_t>* priorities) {
+               std::vector<std::int64_t>* offsets, UninitVector<std::int64_t>* ids,
+               UninitVector<std::int64_t>* priorities) {
   std::vector<std::vector<std::pair<std::uint64_t, std::int64_t>>> per(static_cast<std::size_t>(nodes));
   for (const Offer& o : offers) per[static_cast<std::size_t>(o.node)].push_back({o.priority, o.id});
   offsets->assign(1, 0);
@@ -59,7 +59,8 @@ TEST(NodeSamples, EqualsBruteForceForAnyOrderPartsAndThreads) {
       offers.push_back({static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(nodes)), rng() % prio_range,
                         static_cast<std::int64_t>(i * 7 + 3)});
     std::shuffle(offers.begin(), offers.end(), rng);
-    std::vector<std::int64_t> ro, ri, rp;
+    std::vector<std::int64_t> ro;
+    UninitVector<std::int64_t> ri, rp;
     reference(offers, nodes, k, &ro, &ri, &rp);
 
     // One object fed in order; three parts fed separately and merged.
@@ -73,7 +74,8 @@ TEST(NodeSamples, EqualsBruteForceForAnyOrderPartsAndThreads) {
 
     for (int threads : {1, 2, 5}) {
       for (const NodeSamples* s : {&whole, &merged}) {
-        std::vector<std::int64_t> o, i, p;
+        std::vector<std::int64_t> o;
+        UninitVector<std::int64_t> i, p;
         s->flatten(&o, &i, &p, threads);
         ASSERT_EQ(o, ro) << "threads " << threads;
         ASSERT_EQ(i, ri) << "threads " << threads;
@@ -87,7 +89,8 @@ TEST(NodeSamples, EqualsBruteForceForAnyOrderPartsAndThreads) {
     }
 
     // Round trip through the flat form, then more offers: as if never stored.
-    std::vector<std::int64_t> o, i, p;
+    std::vector<std::int64_t> o;
+    UninitVector<std::int64_t> i, p;
     whole.flatten(&o, &i, &p);
     NodeSamples loaded = NodeSamples::unflatten(k, o, i, p);
     std::vector<Offer> more;
