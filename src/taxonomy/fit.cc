@@ -374,6 +374,12 @@ bool test_crash_here(int rank, int level) {
 }
 
 // What one shard's assignment pass adds up: per touched node, points and summed distance.
+// A level's next samples in flat form (NodeSamples::flatten), as written to storage.
+struct FlatSamples {
+  std::vector<std::int64_t> offsets;
+  UninitVector<std::int64_t> ids, priorities;
+};
+
 struct ShardSummary {
   std::int64_t shard = 0;
   std::vector<std::int64_t> nodes, counts;
@@ -618,6 +624,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   BackgroundJobs pending_commit(1);
   std::future<UninitVector<float>> next_level_array;  // the next level's centroid array, being made
   double background_commit_s = 0;  // the last deferred commit's seconds (set by its job)
+  // A deferred commit's samples are flattened from `samples` (once the level's `next` has
+  // moved there) while the next level trains; `samples` changes only after this is done.
+  std::future<void> samples_flattening;
+  auto samples_settled = [&samples_flattening] {
+    if (samples_flattening.valid()) samples_flattening.get();
+  };
   for (int l = done + 1; l <= L; ++l) {
     const auto t_level = Clock::now();
     LevelReport lr;
@@ -1206,7 +1218,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
 
     // This level's training samples are done with unless a split round may retrain: free
     // them before the pass collects the next level's (bounded memory).
-    if (cap_leaf == 0) samples = taxonomy::NodeSamples();
+    if (cap_leaf == 0) {
+      samples_settled();
+      samples = taxonomy::NodeSamples();
+    }
 
     // ---- 3. Assignment pass: shards claimed dynamically by the workers ----------------
     // No split round follows this pass: the centroids are final (the pass only reads them).
@@ -1697,11 +1712,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       manifest.set("status", "complete");
       manifest.set("output_uri", output_uri);
     }
-    // The driver needs every owner's samples to write them.
-    std::vector<std::int64_t> s_offsets;
-    UninitVector<std::int64_t> s_ids, s_prio;
+    // The driver needs every owner's samples to write them. One worker defers their commit
+    // (see below): it flattens them in the background too (20M samples take ~0.2 s), into
+    // `flat`, and says so through `flatten_later`; the commit's files wait for that.
+    auto flat = std::make_shared<FlatSamples>();
+    std::shared_ptr<std::promise<void>> flatten_later;
+    std::shared_future<void> flattened;
     if (collect && R == 1) {
-      next.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
+      flatten_later = std::make_shared<std::promise<void>>();
+      flattened = flatten_later->get_future().share();
     } else if (collect) {
       taxonomy::NodeSamples all_samples;
       {
@@ -1724,8 +1743,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
         }
       }
-      if (driver) all_samples.flatten(&s_offsets, &s_ids, &s_prio, cfg.threads);
+      if (driver) all_samples.flatten(&flat->offsets, &flat->ids, &flat->priorities, cfg.threads);
     }
+    const double samples_s = since(t_commit);  // gathered and flattened
+    double centroids_wait_s = 0;
     if (driver) {
       // The previous level's commit, when it went on in the background, is done first: the
       // manifests go out in level order (and its error, if any, surfaces here).
@@ -1740,8 +1761,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // The level's files as bytes of their own (a deferred commit outlives this level's
       // variables).
       struct LevelFiles {
-        std::vector<std::int64_t> nodes, s_offsets;
-        UninitVector<std::int64_t> s_ids, s_prio;
+        std::vector<std::int64_t> nodes;
+        std::shared_ptr<const FlatSamples> samples;
         std::vector<double> inertia;
         std::vector<std::pair<std::string, std::string>> graphs;  // path, serialized graph
       };
@@ -1752,9 +1773,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         f->nodes[static_cast<std::size_t>(2 * i + 1)] = counts[static_cast<std::size_t>(i)];
       }
       f->inertia = inertia;
-      f->s_offsets = std::move(s_offsets);
-      f->s_ids = std::move(s_ids);
-      f->s_prio = std::move(s_prio);
+      f->samples = flat;
       for (std::size_t j = 0; j < lv.graph.size(); ++j)
         if (lv.graph[j])
           f->graphs.emplace_back(s.path(level_dir(l) + "hnsw-" + std::to_string(j) + ".bin"), lv.graph[j]->serialize());
@@ -1774,16 +1793,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       if (collect) {
         const std::string samples_path = s.path(samples_prefix(l + 1));
         writes.push_back([&st, f, path = samples_path + ".offsets.npy"] {
-          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_offsets.size())};
-          write_npy(st, path, std::span<const std::int64_t>(f->s_offsets), shape);
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->samples->offsets.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->samples->offsets), shape);
         });
         writes.push_back([&st, f, path = samples_path + ".ids.npy"] {
-          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_ids.size())};
-          write_npy(st, path, std::span<const std::int64_t>(f->s_ids), shape);
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->samples->ids.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->samples->ids), shape);
         });
         writes.push_back([&st, f, path = samples_path + ".priorities.npy"] {
-          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->s_prio.size())};
-          write_npy(st, path, std::span<const std::int64_t>(f->s_prio), shape);
+          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->samples->priorities.size())};
+          write_npy(st, path, std::span<const std::int64_t>(f->samples->priorities), shape);
         });
       }
       auto write_files = [writes = std::move(writes)] {
@@ -1796,7 +1815,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // from the manifest before, as if killed during a commit.
       const bool defer = R == 1 && collect;
       if (!defer) write_files();
+      const auto t_centroids = Clock::now();
       centroid_write.wait();  // the stream belongs to this level: finished here either way
+      centroids_wait_s = since(t_centroids);
       lr.seconds = since(t_level);
       json::Value entries = json::Value::array();
       for (const json::Value& e : level_entries.as_array())
@@ -1824,8 +1845,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         if (completes) remove_fit_state(st, state_path, levels);
       };
       if (defer) {
-        pending_commit.submit([write_files = std::move(write_files), finish = std::move(finish), &background_commit_s] {
+        pending_commit.submit([write_files = std::move(write_files), finish = std::move(finish), flattened,
+                               &background_commit_s] {
           const auto t0 = Clock::now();
+          if (flattened.valid()) flattened.get();  // the samples (or their error; a broken promise)
           write_files();
           finish();
           background_commit_s = since(t0);  // read after the job is waited for
@@ -1837,10 +1860,26 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     lr.seconds = since(t_level);
     if (driver)
       log_worker("level " + std::to_string(l) + ": committed in " + std::to_string(since(t_commit)) + " s (" +
-                 std::to_string(n_nodes) + " x " + std::to_string(d) + " centroids, samples, manifest)");
+                 std::to_string(n_nodes) + " x " + std::to_string(d) + " centroids, samples, manifest; samples " +
+                 std::to_string(samples_s) + ", waiting for the centroid file " + std::to_string(centroids_wait_s) +
+                 ")");
     ex.barrier();  // level l is committed before anyone goes on (or stops)
     report.levels.push_back(lr);
+    samples_settled();
     samples = std::move(next);
+    if (flatten_later) {
+      // Reads `samples` while the next level trains (which reads it too); a promise never
+      // kept (the thread did not start) fails the deferred commit, which waits for it.
+      samples_flattening = std::async(std::launch::async, [&samples, flat, done = std::move(flatten_later),
+                                                           threads = cfg.threads] {
+        try {
+          samples.flatten(&flat->offsets, &flat->ids, &flat->priorities, threads);
+          done->set_value();
+        } catch (...) {
+          done->set_exception(std::current_exception());
+        }
+      });
+    }
     log("level " + std::to_string(l) + "/" + std::to_string(L) + ": " + std::to_string(n_nodes) +
         " nodes, inertia " + std::to_string(lr.inertia) + ", " + std::to_string(lr.seconds) + " s");
     if (options.stop_after_level == l && l < L) {
