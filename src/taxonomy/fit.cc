@@ -373,13 +373,13 @@ bool test_crash_here(int rank, int level) {
   return r != nullptr && l != nullptr && std::atoi(r) == rank && std::atoi(l) == level;
 }
 
-// What one shard's assignment pass adds up: per touched node, points and summed distance.
 // A level's next samples in flat form (NodeSamples::flatten), as written to storage.
 struct FlatSamples {
   std::vector<std::int64_t> offsets;
   UninitVector<std::int64_t> ids, priorities;
 };
 
+// What one shard's assignment pass adds up: per touched node, points and summed distance.
 struct ShardSummary {
   std::int64_t shard = 0;
   std::vector<std::int64_t> nodes, counts;
