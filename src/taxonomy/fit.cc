@@ -1237,7 +1237,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     const auto t_assign = Clock::now();
     (void)backend->take_descend_breakdown();  // counts of this pass only
     // Each node is expected to be offered its share of this worker's points.
-    if (collect) next = taxonomy::NodeSamples(n_nodes, next_k, (N + R * n_nodes - 1) / (R * std::max<std::int64_t>(n_nodes, 1)));
+    const std::int64_t node_share = (N + R * n_nodes - 1) / (R * std::max<std::int64_t>(n_nodes, 1));
+    if (collect) next = taxonomy::NodeSamples(n_nodes, next_k, node_share);
     std::vector<ShardSummary> summaries;
     // One worker (R == 1) folds each shard's per-node counts and inertia into the level's
     // sums as the shard ends, while the shards come in index order (0, 1, ...: so each
@@ -1336,8 +1337,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             if (si + 1 < n_shards) {
               const ShardInfo& after = data.shards()[static_cast<std::size_t>(si + 1)];
               next_state_shard = si + 1;
-              next_state = std::async(std::launch::async, [&st, path = s.path(state_dir(l - 1) + taxonomy::base_name(after.path)),
-                                                            rows = after.rows, l] {
+              std::string path = s.path(state_dir(l - 1) + taxonomy::base_name(after.path));
+              next_state = std::async(std::launch::async, [&st, path = std::move(path), rows = after.rows, l] {
                 return read_shard_state(st, path, rows, l - 1);
               });
             }
@@ -1397,11 +1398,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                   if (nodes[i] >= 0) serve(i, my_touched);
                 return;
               }
-              std::vector<std::int32_t>* mine = by_owner.data() + static_cast<std::size_t>(t) * static_cast<std::size_t>(T);
+              std::vector<std::int32_t>* mine =
+                  by_owner.data() + static_cast<std::size_t>(t) * static_cast<std::size_t>(T);
               for (int o = 0; o < T; ++o) mine[o].clear();
               for (std::int64_t i = i0; i < i1; ++i) {
                 const std::int32_t nd = nodes[i];
-                if (nd >= 0) mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
+                if (nd >= 0)
+                  mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
               }
             });
             if (T > 1) {
@@ -1618,7 +1621,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           fold ? std::move(folded_count) : std::vector<std::int64_t>(static_cast<std::size_t>(n_nodes), 0);
       std::vector<double> node_inertia_sum =
           fold ? std::move(folded_inertia) : std::vector<double>(static_cast<std::size_t>(n_nodes), 0.0);
-      std::vector<char> has_part = fold ? std::move(folded_has) : std::vector<char>(static_cast<std::size_t>(n_nodes), 0);
+      std::vector<char> has_part =
+          fold ? std::move(folded_has) : std::vector<char>(static_cast<std::size_t>(n_nodes), 0);
       for (const Run& run : runs) {
         for (std::size_t t = 0; t < run.size; ++t) {
           const auto nd = static_cast<std::size_t>(run.node[t]);
