@@ -228,6 +228,9 @@ struct GroupedAssignArgs {
   std::vector<std::int64_t> centroid_end;     // host, groups
   std::int32_t* labels = nullptr;             // device [n]
   float* distances = nullptr;                 // optional device [n]
+  // Optional host [groups]: nonzero = the group is skipped, its rows' labels and distances
+  // left as they are (k-means problems of a batch that have converged).
+  std::vector<std::uint8_t> skip;
 };
 // Queues the grouped assignment (the host arrays are consumed before it returns). Throws
 // Error(kInvalidArgument) naming the field for bad shapes or group ranges.
@@ -417,6 +420,9 @@ struct AccumulateArgs {
   SumType sum_type = SumType::kF64;
   void* sums = nullptr;            // device [k * d] of float/double: rows' sums are ADDED
   std::int64_t* counts = nullptr;  // optional device [k]: rows per cluster are ADDED
+  // A negative label marks a row of no cluster (skipped: neither summed nor counted) instead
+  // of an error.
+  bool skip_negative = false;
 };
 // Adds every row of x to its cluster's sum (and 1 to its count). Deterministic: the same
 // inputs give bit-identical sums (rows are summed in row order within a cluster, through a

@@ -365,6 +365,13 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   g.centroid_end = centroid_end_;
   g.labels = labels_dev_.as<std::int32_t>();
   g.distances = dist_dev_.as<float>();
+  // Problems that no longer iterate are skipped (their rows' labels are not read).
+  g.skip.resize(P);
+  for (std::size_t p = 0; p < P; ++p) {
+    g.skip[p] = labels[p] == nullptr ? 1 : 0;
+    if (labels[p] != nullptr) time_.rows_assigned += row_begin_[p + 1] - row_begin_[p];
+  }
+  time_.rows_batched += n;
   auto t = Clock::now();
   cuda::assign_grouped(res_, g);
   results_.reserve(static_cast<std::size_t>(n) * 8);
@@ -376,22 +383,27 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   lap(t, time_.assign_wait);
   ++time_.assigns;
   // The runs' labels and distances; and every row's label numbered across the batch, which
-  // the next update's sums take (`update_host_`, ahead of its keep flags).
+  // the next update's sums take (`update_host_`, ahead of its keep flags): -1 (summed
+  // nowhere) for the rows of problems skipped.
   update_host_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) +
                        static_cast<std::size_t>(centroid_end_.back()));
   auto* global = update_host_.as<std::int32_t>();
   host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
     const std::int64_t r0 = row_begin_[p], r1 = row_begin_[p + 1];
+    if (labels[p] == nullptr) {
+      std::fill(global + r0, global + r1, -1);
+      return;
+    }
     const auto offset = static_cast<std::int32_t>(centroid_begin_[p]);
     for (std::int64_t i = r0; i < r1; ++i) global[i] = lab[i] + offset;
-    if (labels[p] == nullptr) return;
     std::int64_t* lp = labels[p];
     const std::int32_t* lq = lab + r0;
     for (std::int64_t i = 0; i < r1 - r0; ++i) lp[i] = lq[i];
     if (distances[p] != nullptr) std::memcpy(distances[p], dd + r0, static_cast<std::size_t>(r1 - r0) * sizeof(float));
   });
   have_global_labels_ = true;
+  last_skipped_ = std::move(g.skip);
   lap(t, time_.assign_scatter);
 }
 
@@ -406,9 +418,23 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   // The labels numbered across the batch are there since assign(); the keep flags after them.
   auto* global = update_host_.as<std::int32_t>();
   auto* keep = reinterpret_cast<std::uint8_t*>(global + n);
-  for (std::size_t p = 0; p < P; ++p)
-    std::memset(keep + centroid_begin_[p], counts[p] == nullptr ? 1 : 0,
+  if (last_skipped_.size() != P)
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::update_centroids: " + std::to_string(P) +
+                                          " problems, the last assignment had " + std::to_string(last_skipped_.size()));
+  for (std::size_t p = 0; p < P; ++p) {
+    const bool kept = counts[p] == nullptr;
+    if (!kept && last_skipped_[p] != 0)
+      throw_error(ErrorCode::kInternal, "CudaBatchKMeans::update_centroids: problem " + std::to_string(p) +
+                                            " was not assigned by the last assign()");
+    std::memset(keep + centroid_begin_[p], kept ? 1 : 0,
                 static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]));
+    // A kept problem's rows are summed nowhere (its labels may be the last assignment's).
+    if (kept) {
+      std::fill(global + row_begin_[p], global + row_begin_[p + 1], -1);
+    } else {
+      time_.rows_summed += row_begin_[p + 1] - row_begin_[p];
+    }
+  }
   lap(t, time_.update_host);
   global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
@@ -426,6 +452,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   a.sum_type = cuda::SumType::kF64;
   a.sums = sums_dev_.data();
   a.counts = counts_dev_.as<std::int64_t>();
+  a.skip_negative = true;
   cuda::accumulate(res_, a);
   cuda::MeansArgs m;
   m.sums = sums_dev_.as<double>();
@@ -468,17 +495,38 @@ std::string CudaBatchKMeans::take_breakdown() {
     r = "Lloyd on the device: " + std::to_string(time_.assigns) + " assignments (launch " +
         std::to_string(time_.assign_launch) + ", wait " + std::to_string(time_.assign_wait) + ", scatter " +
         std::to_string(time_.assign_scatter) + "), " + std::to_string(time_.updates) + " updates (host labels " +
-        std::to_string(time_.update_host) + ", launch and wait " + std::to_string(time_.update_wait) + ")";
+        std::to_string(time_.update_host) + ", launch and wait " + std::to_string(time_.update_wait) +
+        "); rows assigned " + std::to_string(time_.rows_assigned) + " and summed " +
+        std::to_string(time_.rows_summed) + " of " + std::to_string(time_.rows_batched) +
+        " (the batches' rows times their assignments)";
   if (time_.readbacks > 0)
     r += std::string(r.empty() ? "" : "; ") + std::to_string(time_.readbacks) + " centroid read-backs behind the next batch (queued " +
-         std::to_string(time_.readback_queue) + ", waited " + std::to_string(time_.readback_wait) + ")";
+         std::to_string(time_.readback_queue) + " of which " + std::to_string(time_.stage_growths) +
+         " stage growths " + std::to_string(time_.stage_growth) + " and waiting for stages made ahead " +
+         std::to_string(time_.stage_wait) + ", waited " + std::to_string(time_.readback_wait) + ")";
   time_ = {};
   return r;
+}
+
+void CudaBatchKMeans::expect_read_backs(std::size_t floats) {
+  centroids_landed();  // no read-back uses a stage now
+  if (stages_growing_.valid()) stages_growing_.get();
+  const std::size_t bytes = floats * sizeof(float);
+  if (centroid_stage_[0].size() >= bytes && centroid_stage_[1].size() >= bytes) return;
+  stages_growing_ = std::async(std::launch::async, [this, bytes] {
+    res_.activate();  // this device's context on this thread
+    for (cuda::PinnedBuffer& stage : centroid_stage_) stage.reserve(bytes);
+  });
 }
 
 void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
   centroids_landed();  // the batch before: its stage is free again
   auto t = Clock::now();
+  if (stages_growing_.valid()) {
+    auto t_wait = t;
+    stages_growing_.get();
+    lap(t_wait, time_.stage_wait);
+  }
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();
   const std::size_t row_floats = static_cast<std::size_t>(dim_);
@@ -487,7 +535,12 @@ void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
   centroid_slot_ ^= 1;
   // A quarter more than asked when it grows: batches differ a little in size, and each
   // growth page-locks afresh (tens of MB: milliseconds).
-  if (stage.size() < bytes) stage.reserve(bytes + bytes / 4);
+  if (stage.size() < bytes) {
+    auto t_lock = Clock::now();
+    stage.reserve(bytes + bytes / 4);
+    ++time_.stage_growths;
+    lap(t_lock, time_.stage_growth);
+  }
   cuda::copy_to_host_async(res_, stage.data(), c32_dev_.data(), bytes);
   cuda::Event ready;
   ready.record(res_);

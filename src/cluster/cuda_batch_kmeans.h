@@ -65,6 +65,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // can change).
   void get_centroids_later(const std::vector<float*>& out) override;
   void centroids_landed() override;
+  // Both page-locked stages grown to `floats` on a thread of their own (page-locking
+  // ~100 MB takes tens of milliseconds), waited for by the next read-back.
+  void expect_read_backs(std::size_t floats) override;
   // Lloyd's steps: the assignment's launch (work list made on the host), its wait for the
   // labels and distances, their scatter to the runs; the update's host labels, its wait for
   // the counts (seconds, reset by the call).
@@ -88,7 +91,12 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   struct {
     double assign_launch = 0, assign_wait = 0, assign_scatter = 0, update_host = 0, update_wait = 0;
     double readback_queue = 0, readback_wait = 0;  // get_centroids_later, centroids_landed
-    std::int64_t assigns = 0, updates = 0, readbacks = 0;
+    double stage_growth = 0;                        // (of readback_queue) page-locking stages
+    double stage_wait = 0;                          // (of readback_queue) expect_read_backs' work
+    std::int64_t assigns = 0, updates = 0, readbacks = 0, stage_growths = 0;
+    // Rows of the problems still iterating (assigned, summed) against every row of each
+    // assignment's batch: what skipping the converged ones saves.
+    std::int64_t rows_assigned = 0, rows_summed = 0, rows_batched = 0;
   } time_;
   SeedDistances seed_distances_ = SeedDistances::kAuto;
   std::string last_seed_path_;
@@ -98,6 +106,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::vector<std::int64_t> pool_rows_;      // the pools' rows, numbered across the batch
   std::vector<std::int64_t> centroid_begin_, centroid_end_;
   bool have_global_labels_ = false;          // update_host_ holds the last assignment's labels
+  std::vector<std::uint8_t> last_skipped_;   // the problems the last assignment skipped
   bool points_exact_ = false;                // prepare()'s problems all in the compute dtype
   std::vector<std::int64_t> seed_rows_;      // seed()'s chosen rows of x_dev_, problem after problem
   cuda::DeviceBuffer x_dev_, pool_dev_, pool_begin_dev_, cand_dev_, n_cand_dev_, out_begin_dev_,
@@ -109,8 +118,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   cuda::PinnedBuffer update_host_;
   cuda::PinnedBuffer centroid_stage_[2];  // get_centroids_later's read-backs, batch after batch
   int centroid_slot_ = 0;
-  // The pending read-back's copy into the caller's memory (last member: destroyed first,
-  // waiting for the copy before the stages go).
+  // The stages' growth under way (expect_read_backs) and the pending read-back's copy into
+  // the caller's memory (last members: destroyed first, waiting before the stages go).
+  std::future<void> stages_growing_;
   std::future<void> centroids_copy_;
 };
 

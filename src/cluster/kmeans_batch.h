@@ -69,10 +69,12 @@ class BatchKMeansDevice {
   // exactly what set_centroids would be given (SeedingRun::set_chosen's rows), without the
   // host copies; k[p] = plans[p].k.
   virtual void seeds_as_centroids(const std::vector<std::int64_t>& k);
-  // Assigns every problem's points to its own centroids; for every p with labels[p] non-null,
+  // Assigns each problem's points to its own centroids; for every p with labels[p] non-null,
   // labels[p][i] / distances[p][i] (kmeans.h's Assigner contract, labels in [0, k[p])).
+  // Problems with null labels may be skipped (those that no longer iterate).
   virtual void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) = 0;
-  // Lloyd's update on the device for every p with counts[p] non-null: each cluster with
+  // Lloyd's update on the device for every p with counts[p] non-null (each assigned by the
+  // last assign(): labels[p] non-null there): each cluster with
   // points under the last assignment moves to their mean (detail::cluster_means' arithmetic
   // on float64 sums; spherical: normalised); counts[p] (k[p]) = points per cluster. Other
   // problems' centroids stay as they are.
@@ -90,6 +92,9 @@ class BatchKMeansDevice {
   // their memory go (errors of the read-back are thrown there). Default: get_centroids.
   virtual void get_centroids_later(const std::vector<float*>& out) { get_centroids(out); }
   virtual void centroids_landed() {}
+  // Optional: the most floats one batch's get_centroids_later will read back from now on
+  // (a level's largest batch): the device may make its buffers for them in the background.
+  virtual void expect_read_backs(std::size_t floats) { (void)floats; }
   // Optional: where the device's steps spent their time since the last call (a log line's
   // words; empty when not kept).
   virtual std::string take_breakdown() { return {}; }

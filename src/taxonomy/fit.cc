@@ -9,6 +9,7 @@
 #include <functional>
 #include <future>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -726,6 +727,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // batched: points to the device; inside fit_kmeans_batch (a lane gathers its own group's
     // samples before its batch: `gather_s` is what the lanes waited for them)
     double prepare_s = 0, batch_s = 0, collect_s = 0;
+    double ahead_s = 0;  // batched, kept rows: the addresses' thread (`gather_s` has the lanes' waits)
     double setup_s = 0;  // batched, one process: the level's centroid array allocated
     std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
@@ -812,8 +814,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // Gathers group [g0, g1) (ids: its parents' sample ids): their device addresses when
         // try_kept and the device keeps them all, else the rows into `buffer` when the device
         // offers one (problems one after the other: one copy to the device), else into
-        // vectors of its own.
-        auto gather_group = [&](std::size_t g0, std::size_t g1, unsigned char* buffer) {
+        // vectors of its own. `kept_only`: the addresses or nothing (rows_at empty: the device
+        // does not keep them all); `read_only`: the rows read (the addresses known missing).
+        enum class Gather { kAny, kKeptOnly, kReadOnly };
+        auto gather_group = [&](std::size_t g0, std::size_t g1, unsigned char* buffer, Gather how) {
           const auto t_gather = Clock::now();
           Group gr;
           gr.g0 = g0;
@@ -840,7 +844,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             gr.views[u] = MatrixView(nullptr, m, d, x_dtype);
             gr.kps[u] = node_params(parent, b, 1);
           };
-          if (try_kept) {
+          const bool kept = try_kept && how != Gather::kReadOnly;
+          if (kept) {
             gr.rows_at.resize(offset.back() / row_bytes);
             std::atomic<bool> all_kept{true};
             parallel_for(outer, n_group, [&](std::int64_t t, int) {
@@ -854,11 +859,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               return gr;
             }
             gr.rows_at.clear();  // read them after all
+            if (how == Gather::kKeptOnly) return gr;
           }
           if (buffer == nullptr) gr.xs.resize(static_cast<std::size_t>(n_group));
           parallel_for(outer, n_group, [&](std::int64_t t, int) {
             const auto u = static_cast<std::size_t>(t);
-            if (!try_kept) check_sample(u);  // (else done above)
+            if (!kept) check_sample(u);  // (else done above)
             const auto m = static_cast<std::int64_t>(ids[u].size());
             unsigned char* x = buffer;
             if (x != nullptr) {
@@ -885,12 +891,73 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         for (const auto& more : more_lanes)
           if (lanes.size() < mine.size()) lanes.push_back(more.get());
         lanes_used = lanes.size();
+        // The batches: parents [cut[b], cut[b + 1]) with their samples' rows.
+        std::vector<std::size_t> cut{0};
+        std::vector<std::int64_t> cut_rows;
+        while (cut.back() < mine.size()) {
+          std::int64_t rows = 0;
+          cut.push_back(group_end(cut.back(), &rows));
+          cut_rows.push_back(rows);
+        }
+        const std::size_t n_batches = cut_rows.size();
+        if (in_place) {  // each lane's read-back buffers for the level's largest batch, made meanwhile
+          std::size_t most = 0;
+          for (std::size_t b = 0; b < n_batches; ++b) {
+            std::size_t floats = 0;
+            for (std::size_t u = cut[b]; u < cut[b + 1]; ++u)
+              floats += static_cast<std::size_t>(branch[static_cast<std::size_t>(mine[u])] * d);
+            most = std::max(most, floats);
+          }
+          for (cluster::BatchKMeansDevice* lane : lanes) lane->expect_read_backs(most);
+        }
+        // Kept rows: one thread finds the batches' device addresses (sorted sample ids looked
+        // up: milliseconds a batch), up to kAhead batches ahead of the lanes' claims, so that a
+        // lane's batch starts training at once.
+        struct Ahead {
+          std::mutex mu;
+          std::condition_variable changed;
+          std::vector<std::optional<Group>> groups;  // by batch; taken (reset) by its lane
+          std::size_t claimed = 0;                   // batches claimed by the lanes
+          bool stop = false;
+          std::exception_ptr error;
+        } ahead;
+        constexpr std::size_t kAhead = 2;
+        ahead.groups.resize(n_batches);
+        bool finding = false;  // the thread runs (set before the lanes start)
+        auto find_addresses = [&] {
+          try {
+            for (std::size_t b = 0; b < n_batches; ++b) {
+              {
+                std::unique_lock<std::mutex> lock(ahead.mu);
+                ahead.changed.wait(lock, [&] { return ahead.stop || b < ahead.claimed + kAhead; });
+                if (ahead.stop) return;
+              }
+              Group gr = gather_group(cut[b], cut[b + 1], nullptr, Gather::kKeptOnly);
+              std::lock_guard<std::mutex> lock(ahead.mu);
+              ahead.groups[b] = std::move(gr);
+              ahead.changed.notify_all();
+            }
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(ahead.mu);
+            ahead.error = std::current_exception();
+            ahead.changed.notify_all();
+          }
+        };
+        // Batch b's addresses found ahead (the thread's error, if any, thrown here).
+        auto take_addresses = [&](std::size_t b) {
+          std::unique_lock<std::mutex> lock(ahead.mu);
+          ahead.changed.wait(lock, [&] { return ahead.error != nullptr || ahead.groups[b].has_value(); });
+          if (ahead.error != nullptr) std::rethrow_exception(ahead.error);
+          Group gr = std::move(*ahead.groups[b]);
+          ahead.groups[b].reset();
+          return gr;
+        };
         struct Batch {
           std::size_t g0 = 0, g1 = 0;
           bool landed = false;  // its centroids are where they go
         };
         std::mutex lane_mutex;  // guards what follows, the times and `trained`, the stream
-        std::size_t next_g0 = 0;            // the next batch's first parent
+        std::size_t next_batch = 0;         // the next batch to claim
         std::vector<Batch> batches;         // in parent order
         std::size_t streamed = 0;           // batches[0, streamed) are streamed
         std::exception_ptr lane_error;      // the first lane's failure
@@ -906,20 +973,38 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             for (;;) {
               check_stop();
               std::size_t g0 = 0, g1 = 0, b = 0;
-              std::int64_t rows = 0;
               {
                 std::lock_guard<std::mutex> lock(lane_mutex);
-                if (lane_error != nullptr || next_g0 >= mine.size()) break;
-                g0 = next_g0;
-                g1 = group_end(g0, &rows);
-                next_g0 = g1;
-                b = batches.size();
+                if (lane_error != nullptr || next_batch >= n_batches) break;
+                b = next_batch++;
+                g0 = cut[b];
+                g1 = cut[b + 1];
                 batches.push_back({g0, g1, false});
               }
-              // (Kept rows need no buffer; were one missing after all, the group reads into its own.)
-              unsigned char* buffer =
-                  try_kept ? nullptr : dev.points_buffer(0, static_cast<std::size_t>(rows * d) * dtype_size(x_dtype));
-              Group gr = gather_group(g0, g1, buffer);
+              Group gr;
+              double found_s = 0;  // the addresses' thread's time for this batch
+              if (finding) {
+                const auto t_wait = Clock::now();
+                {
+                  std::lock_guard<std::mutex> lock(ahead.mu);
+                  ahead.claimed = std::max(ahead.claimed, b + 1);
+                  ahead.changed.notify_all();
+                }
+                gr = take_addresses(b);
+                found_s = gr.seconds;
+                gr.seconds = since(t_wait);
+              }
+              if (gr.rows_at.empty()) {  // read (not every row kept, or not looked for)
+                // Into the device's buffer; kept rows not looked for ahead need none (were one
+                // missing after all, the group reads into its own).
+                unsigned char* buffer =
+                    try_kept && !finding
+                        ? nullptr
+                        : dev.points_buffer(0, static_cast<std::size_t>(cut_rows[b] * d) * dtype_size(x_dtype));
+                const double waited_s = gr.seconds;
+                gr = gather_group(g0, g1, buffer, finding ? Gather::kReadOnly : Gather::kAny);
+                gr.seconds += waited_s;
+              }
               cluster::BatchKMeansTimes bt;
               const auto t_batch = Clock::now();
               std::vector<float*> out;
@@ -929,6 +1014,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               const double batch_seconds = since(t_batch);
               std::lock_guard<std::mutex> lock(lane_mutex);
               gather_s += gr.seconds;
+              ahead_s += found_s;
               batch_s += batch_seconds;
               seed_s += bt.seeding;
               seed_device_s += bt.seeding_device;
@@ -965,6 +1051,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
         };
         {
+          std::thread finder;
+          if (try_kept) {
+            try {
+              finder = std::thread(find_addresses);
+              finding = true;
+            } catch (const std::system_error&) {  // no thread: each lane finds its own
+            }
+          }
           std::vector<std::thread> lane_threads;
           try {
             for (std::size_t i = 1; i < lanes.size(); ++i) lane_threads.emplace_back(run_lane, i);
@@ -972,6 +1066,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
           run_lane(0);
           for (auto& t : lane_threads) t.join();
+          if (finder.joinable()) {
+            {
+              std::lock_guard<std::mutex> lock(ahead.mu);
+              ahead.stop = true;
+              ahead.changed.notify_all();
+            }
+            finder.join();
+          }
         }
         if (lane_error != nullptr) std::rethrow_exception(lane_error);
         if (streamed != batches.size())
@@ -1067,6 +1169,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  std::to_string(since(t_train)) + " s (" +
                  (batched ? "batched on the device, " + std::to_string(lanes_used) + " lane(s), seconds summed over them"
                           : std::string("thread-seconds")) + ": gather " + std::to_string(gather_s) +
+                 (ahead_s > 0 ? " (addresses found ahead in " + std::to_string(ahead_s) + ")" : std::string()) +
                  (batched ? ", centroid array " + std::to_string(setup_s) +
                                 ", batches " + std::to_string(batch_s) + ": prepare " + std::to_string(prepare_s)
                           : std::string()) +

@@ -303,6 +303,7 @@ struct GroupedCase {
   DType dtype;
   Metric metric = Metric::kL2;
   std::int64_t pad = 0;
+  bool skip_some = false;  // about a third of the groups skipped (their rows left as they were)
 };
 
 void test_assign_grouped(mc::Resources& res, std::mt19937_64& rng, const GroupedCase& tc) {
@@ -341,14 +342,37 @@ void test_assign_grouped(mc::Resources& res, std::mt19937_64& rng, const Grouped
   a.centroid_end = ce;
   a.labels = labels.as<std::int32_t>();
   a.distances = dist.as<float>();
+  // Every row starts as a sentinel: skipped groups' rows must keep it.
+  constexpr std::int32_t kSentinel = 0x5eed5eed;
+  const float sentinel_dist = -3.25f;
+  std::int64_t skipped_rows = 0;
+  if (tc.skip_some) {
+    std::bernoulli_distribution third(1.0 / 3);
+    a.skip.resize(static_cast<std::size_t>(G));
+    for (std::int64_t g = 0; g < G; ++g) {
+      a.skip[g] = third(rng) ? 1 : 0;
+      if (a.skip[g]) skipped_rows += rb[g + 1] - rb[g];
+    }
+    const std::vector<std::int32_t> fill_l(static_cast<std::size_t>(n), kSentinel);
+    const std::vector<float> fill_d(static_cast<std::size_t>(n), sentinel_dist);
+    mc::copy_to_device(res, labels.data(), fill_l.data(), fill_l.size() * 4);
+    mc::copy_to_device(res, dist.data(), fill_d.data(), fill_d.size() * 4);
+    res.synchronize();
+  }
   mc::assign_grouped(res, a);
   res.synchronize();
   const auto lab = download<std::int32_t>(res, labels, static_cast<std::size_t>(n));
   const auto gd = download<float>(res, dist, static_cast<std::size_t>(n));
+  std::atomic<std::int64_t> touched{0};  // skipped rows whose label or distance changed
   const double rel = dtype_rel_tol(tc.dtype);
   std::atomic<std::int64_t> exact{0}, bad{0}, bad_dist{0};
   std::atomic<std::int64_t> first_bad{-1};
   parallel_for(G, [&](std::int64_t g) {
+    if (!a.skip.empty() && a.skip[g] != 0) {
+      for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i)
+        if (lab[i] != kSentinel || gd[i] != sentinel_dist) ++touched;
+      return;
+    }
     for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i) {
       double best = std::numeric_limits<double>::infinity();
       std::int64_t arg = -1;
@@ -382,11 +406,14 @@ void test_assign_grouped(mc::Resources& res, std::mt19937_64& rng, const Grouped
                 (long long)first_bad.load());
   CHECK_OR_FAIL(bad_dist == 0, "%lld rows with a distance off by more than tol",
                 (long long)bad_dist.load());
+  CHECK_OR_FAIL(touched == 0, "%lld rows of skipped groups were written", (long long)touched.load());
   char name[256], detail[128];
-  std::snprintf(name, sizeof(name), "assign_grouped %-4s %s groups=%lld n=%lld K=%lld d=%lld%s",
+  std::snprintf(name, sizeof(name), "assign_grouped %-4s %s groups=%lld n=%lld K=%lld d=%lld%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)G, (long long)n,
-                (long long)K, (long long)d, tc.pad ? " strided" : "");
-  std::snprintf(detail, sizeof(detail), "exact %.2f%%", n > 0 ? 100.0 * exact.load() / n : 100.0);
+                (long long)K, (long long)d, tc.pad ? " strided" : "", tc.skip_some ? " skip" : "");
+  const std::int64_t assigned = n - skipped_rows;
+  std::snprintf(detail, sizeof(detail), "exact %.2f%%, %lld rows skipped",
+                assigned > 0 ? 100.0 * exact.load() / assigned : 100.0, (long long)skipped_rows);
   report(name, ok, detail);
 }
 
@@ -533,6 +560,7 @@ struct AccCase {
   mc::SumType sum = mc::SumType::kF64;
   bool label32 = false;
   double hot = 0.4;  // share of rows in cluster 0 (a hot spot)
+  double skipped = 0;  // share of rows labelled -1 (skip_negative: summed nowhere)
 };
 
 void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc) {
@@ -543,7 +571,7 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   std::uniform_real_distribution<double> u(0, 1);
   // Clusters >= k/2 stay empty (except by the hot spot), to test empty clusters.
   std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(0, k / 2 - 1));
-  for (auto& l : lab) l = u(rng) < tc.hot ? 0 : pick(rng);
+  for (auto& l : lab) l = u(rng) < tc.skipped ? -1 : u(rng) < tc.hot ? 0 : pick(rng);
   mc::DeviceBuffer dl(static_cast<std::size_t>(n) * 8);
   if (tc.label32) {
     std::vector<std::int32_t> l32(lab.begin(), lab.end());
@@ -576,6 +604,7 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   a.sum_type = tc.sum;
   a.sums = sums.data();
   a.counts = counts.as<std::int64_t>();
+  a.skip_negative = tc.skipped > 0;
   auto run = [&] {
     reset();
     mc::accumulate(res, a);
@@ -596,6 +625,7 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   std::vector<double> ref(static_cast<std::size_t>(k * d), 1.0), mag(static_cast<std::size_t>(k * d), 1.0);
   std::vector<std::int64_t> rc(static_cast<std::size_t>(k), 5);
   for (std::int64_t i = 0; i < n; ++i) {
+    if (lab[i] < 0) continue;  // skipped
     ++rc[lab[i]];
     for (std::int64_t j = 0; j < d; ++j) {
       ref[lab[i] * d + j] += x.at(i, j);
@@ -622,9 +652,10 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   CHECK_OR_FAIL(bad_counts == 0, "%lld counts off", (long long)bad_counts);
   CHECK_OR_FAIL(same, "two runs gave different sums (not deterministic)");
   char name[256], detail[128];
-  std::snprintf(name, sizeof(name), "accumulate %-4s -> %s n=%lld k=%lld d=%lld%s",
+  std::snprintf(name, sizeof(name), "accumulate %-4s -> %s n=%lld k=%lld d=%lld%s%s",
                 megatax::dtype_name(tc.dtype), tc.sum == mc::SumType::kF64 ? "f64" : "f32",
-                (long long)n, (long long)k, (long long)d, tc.label32 ? " i32" : "");
+                (long long)n, (long long)k, (long long)d, tc.label32 ? " i32" : "",
+                tc.skipped > 0 ? " some -1 (skipped)" : "");
   std::snprintf(detail, sizeof(detail), "max rel err %.1e, deterministic %s", max_err,
                 same ? "yes" : "NO");
   report(name, ok, detail);
@@ -1356,7 +1387,45 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
   const auto after = download<double>(res, sums, 64);
   CHECK_OR_FAIL(std::all_of(after.begin(), after.end(), [](double v) { return v == 0.0; }),
                 "accumulate wrote sums before refusing a bad label");
-  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label");
+  // -1 is an error unless asked to skip it; skipping negatives still refuses label >= k.
+  lab[7] = -1;
+  mc::copy_to_device(res, labels.data(), lab.data(), 80);
+  res.synchronize();
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::AccumulateArgs a;
+                  a.x = dx.view;
+                  a.labels = labels.data();
+                  a.k = 8;
+                  a.sums = sums.data();
+                  mc::accumulate(res, a);
+                }),
+                "accumulate with label -1 and no skip_negative did not throw");
+  lab[3] = 8;
+  mc::copy_to_device(res, labels.data(), lab.data(), 80);
+  res.synchronize();
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::AccumulateArgs a;
+                  a.x = dx.view;
+                  a.labels = labels.data();
+                  a.k = 8;
+                  a.sums = sums.data();
+                  a.skip_negative = true;
+                  mc::accumulate(res, a);
+                }),
+                "accumulate skipping negatives took label 8 >= k");
+  CHECK_OR_FAIL(throws_invalid([&] {
+                  mc::GroupedAssignArgs a;
+                  a.x = dx.view;
+                  a.centroids = dx.view;
+                  a.row_begin = {0, 4, 10};
+                  a.centroid_begin = {0, 3};
+                  a.centroid_end = {3, 5};
+                  a.labels = labels.as<std::int32_t>();
+                  a.skip = {0};  // one flag for two groups
+                  mc::assign_grouped(res, a);
+                }),
+                "assign_grouped with a skip list of the wrong size did not throw");
+  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label, -1 label, skip size");
 }
 
 }  // namespace
@@ -1398,7 +1467,7 @@ int main(int argc, char** argv) {
       topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false},
                     {40, 900, 64, 10, kB}, {6, 900, 40, 10, kF}};
       acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
-      grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}};
+      grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}, {6, 100, 20, 16, kH, Metric::kL2, 0, true}};
     } else {
       for (std::int64_t d : {1, 3, 17, 128, 1000, 1024, 2048}) {
         const std::int64_t n = d >= 1000 ? 700 : 3001;
@@ -1480,6 +1549,8 @@ int main(int argc, char** argv) {
           {60, 300, 80, 128, kB, Metric::kInnerProduct},
           {60, 300, 80, 33, kF, Metric::kInnerProduct},
           {7, 1000, 300, 200, kB},                      // > 2 tiles of 128 children
+          {100, 400, 100, 1024, kH, Metric::kL2, 0, true},  // converged problems skipped
+          {60, 300, 80, 33, kF, Metric::kL2, 0, true},
       };
       rowdist_cases.insert(rowdist_cases.end(), {{5000, 16, 4096, 1024, kH},
                                                  {700, 5, 700, 1, kB, 0, false},
@@ -1494,6 +1565,8 @@ int main(int argc, char** argv) {
           {5000, 7, 3, kF, mc::SumType::kF32},
           {5000, 4000, 17, kB, mc::SumType::kF64, true, 0.1},
           {1, 1, 1, kF},
+          {100000, 2000, 1024, kH, mc::SumType::kF64, true, 0.1, 0.3},  // rows of no cluster
+          {3000, 5, 7, kF, mc::SumType::kF32, false, 0.4, 0.9},
       };
     }
     // On Hopper, f16/bf16 assignments run the sm_90a (wgmma + TMA) kernel; the portable

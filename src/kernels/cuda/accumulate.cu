@@ -32,16 +32,19 @@ constexpr int kSumThreads = 128;
 constexpr int kColsPerThread = 8;      // 16 bytes of f16/bf16, 32 of f32
 constexpr int kSlabCols = kSumThreads * kColsPerThread;
 
+// Key k (sorted last, in no cluster's range) for a row that is summed nowhere: a bad label,
+// or with skip_negative a negative one (not an error then).
 template <class L>
-__global__ void make_keys_kernel(const L* labels, std::int64_t n, std::int64_t k, int* keys,
-                                 int* rows, int* bad) {
+__global__ void make_keys_kernel(const L* labels, std::int64_t n, std::int64_t k,
+                                 bool skip_negative, int* keys, int* rows, int* bad) {
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const auto v = static_cast<std::int64_t>(labels[i]);
   const bool ok = v >= 0 && v < k;
   keys[i] = ok ? static_cast<int>(v) : static_cast<int>(k);
   rows[i] = static_cast<int>(i);
-  if (!ok) atomicMin(bad, static_cast<int>(i));  // the first bad row, for the message
+  if (!ok && !(skip_negative && v < 0))
+    atomicMin(bad, static_cast<int>(i));  // the first bad row, for the message
 }
 
 // offsets[c] = first position of key c in the sorted keys (c in [0, k]); also the pieces per
@@ -276,18 +279,21 @@ void accumulate(Resources& res, const AccumulateArgs& args) {
   const auto blocks_n = static_cast<unsigned>((n + 255) / 256);
   if (args.label_type == IndexType::kI64) {
     make_keys_kernel<<<blocks_n, 256, 0, stream>>>(static_cast<const std::int64_t*>(args.labels),
-                                                   n, k, w.keys, w.rows, w.bad);
+                                                   n, k, args.skip_negative, w.keys, w.rows,
+                                                   w.bad);
   } else {
     make_keys_kernel<<<blocks_n, 256, 0, stream>>>(static_cast<const std::int32_t*>(args.labels),
-                                                   n, k, w.keys, w.rows, w.bad);
+                                                   n, k, args.skip_negative, w.keys, w.rows,
+                                                   w.bad);
   }
   MEGATAX_CUDA_CHECK_LAUNCH("make_keys_kernel");
   int bad = INT_MAX;
   MEGATAX_CUDA_CHECK(cudaMemcpyAsync(&bad, w.bad, sizeof(int), cudaMemcpyDeviceToHost, stream));
   MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (bad != INT_MAX) {
-    throw Error(ErrorCode::kInvalidArgument, "accumulate: label of row " + std::to_string(bad) +
-                                                 " is outside [0, " + std::to_string(k) + ")");
+    throw Error(ErrorCode::kInvalidArgument,
+                "accumulate: label of row " + std::to_string(bad) + " is outside [0, " +
+                    std::to_string(k) + ")" + (args.skip_negative ? " (and not negative)" : ""));
   }
 
   // 2. stable sort by key.

@@ -303,18 +303,20 @@ __global__ void __launch_bounds__(Core::kThreads, min_blocks_per_sm<Core>())
 template <class Core, class Op>
 void launch_assign_grouped(const GroupedParams& p, const std::vector<std::int64_t>& row_begin,
                            const std::vector<std::int64_t>& centroid_begin,
-                           const std::vector<std::int64_t>& centroid_end, GroupTile* tiles_dev,
-                           cudaStream_t stream) {
+                           const std::vector<std::int64_t>& centroid_end, const std::uint8_t* skip,
+                           GroupTile* tiles_dev, cudaStream_t stream) {
   constexpr int kBM = Core::kBM;
   auto kernel = assign_grouped_kernel<Core, Op>;
   constexpr int kSmem = assign_smem_bytes<Core>();
   MEGATAX_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   std::vector<GroupTile> tiles;
-  for (std::size_t g = 0; g + 1 < row_begin.size(); ++g)
+  for (std::size_t g = 0; g + 1 < row_begin.size(); ++g) {
+    if (skip != nullptr && skip[g] != 0) continue;
     for (std::int64_t r = row_begin[g]; r < row_begin[g + 1]; r += kBM)
       tiles.push_back(GroupTile{r, row_begin[g + 1], centroid_begin[g],
                                 centroid_end[g] - centroid_begin[g]});
+  }
   if (tiles.empty()) return;
   if (tiles.size() > static_cast<std::size_t>(INT_MAX))
     throw Error(ErrorCode::kInvalidArgument, "assign_grouped: too many rows");
@@ -339,14 +341,15 @@ template <class Core>
 void launch_grouped_metric(Metric metric, const GroupedParams& p,
                            const std::vector<std::int64_t>& row_begin,
                            const std::vector<std::int64_t>& centroid_begin,
-                           const std::vector<std::int64_t>& centroid_end, Carver& cv,
-                           cudaStream_t stream) {
+                           const std::vector<std::int64_t>& centroid_end, const std::uint8_t* skip,
+                           Carver& cv, cudaStream_t stream) {
   GroupTile* tiles = cv.take<GroupTile>(static_cast<std::size_t>(max_group_tiles(row_begin, Core::kBM)));
   if (metric == Metric::kL2) {
-    launch_assign_grouped<Core, L2Op>(p, row_begin, centroid_begin, centroid_end, tiles, stream);
+    launch_assign_grouped<Core, L2Op>(p, row_begin, centroid_begin, centroid_end, skip, tiles,
+                                      stream);
   } else {
-    launch_assign_grouped<Core, InnerProductOp>(p, row_begin, centroid_begin, centroid_end, tiles,
-                                                stream);
+    launch_assign_grouped<Core, InnerProductOp>(p, row_begin, centroid_begin, centroid_end, skip,
+                                                tiles, stream);
   }
 }
 
@@ -469,9 +472,14 @@ void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
                       std::to_string(cb[g]) + ", " + std::to_string(ce[g]) +
                       "), expected a non-empty range within [0, " + std::to_string(c.rows) + ")");
   }
+  if (!args.skip.empty() && args.skip.size() != cb.size())
+    throw Error(ErrorCode::kInvalidArgument,
+                "assign_grouped: skip has " + std::to_string(args.skip.size()) +
+                    " entries, expected none or one per group (" + std::to_string(cb.size()) + ")");
   if (x.rows == 0) return;
   if (args.labels == nullptr)
     throw Error(ErrorCode::kInvalidArgument, "assign_grouped: labels is null");
+  const std::uint8_t* skip = args.skip.empty() ? nullptr : args.skip.data();
 
   res.activate();
   auto stream = static_cast<cudaStream_t>(res.stream());
@@ -509,19 +517,19 @@ void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
     job.labels = p.labels;
     job.dist = p.dist;
     void* items = cv.take<GroupTile>(static_cast<std::size_t>(max_tiles));
-    launch_assign_grouped_sm90(job, rb.data(), cb.data(), ce.data(), cb.size(), items,
+    launch_assign_grouped_sm90(job, rb.data(), cb.data(), ce.data(), skip, cb.size(), items,
                                res.sm_count(), stream);
     return;
   }
   switch (x.dtype) {
     case DType::kBF16:
-      launch_grouped_metric<MmaCore<AssignMmaPolicy, __nv_bfloat16>>(args.metric, p, rb, cb, ce, cv, stream);
+      launch_grouped_metric<MmaCore<AssignMmaPolicy, __nv_bfloat16>>(args.metric, p, rb, cb, ce, skip, cv, stream);
       break;
     case DType::kF16:
-      launch_grouped_metric<MmaCore<AssignMmaPolicy, __half>>(args.metric, p, rb, cb, ce, cv, stream);
+      launch_grouped_metric<MmaCore<AssignMmaPolicy, __half>>(args.metric, p, rb, cb, ce, skip, cv, stream);
       break;
     default:
-      launch_grouped_metric<SimtCore<F32SimtPolicy>>(args.metric, p, rb, cb, ce, cv, stream);
+      launch_grouped_metric<SimtCore<F32SimtPolicy>>(args.metric, p, rb, cb, ce, skip, cv, stream);
       break;
   }
 }

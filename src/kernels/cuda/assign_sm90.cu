@@ -414,13 +414,16 @@ std::int64_t max_sm90_group_items(const std::int64_t* row_begin, std::size_t gro
 
 void launch_assign_grouped_sm90(const Sm90GroupedJob& job, const std::int64_t* row_begin,
                                 const std::int64_t* centroid_begin,
-                                const std::int64_t* centroid_end, std::size_t groups,
-                                void* items_ws, int sm_count, cudaStream_t stream) {
+                                const std::int64_t* centroid_end, const std::uint8_t* skip,
+                                std::size_t groups, void* items_ws, int sm_count,
+                                cudaStream_t stream) {
   std::vector<GroupItem> items;
-  for (std::size_t g = 0; g < groups; ++g)
+  for (std::size_t g = 0; g < groups; ++g) {
+    if (skip != nullptr && skip[g] != 0) continue;
     for (std::int64_t r = row_begin[g]; r < row_begin[g + 1]; r += kBM)
       items.push_back(GroupItem{r, row_begin[g + 1], centroid_begin[g],
                                 centroid_end[g] - centroid_begin[g]});
+  }
   if (items.empty()) return;
   auto* items_dev = static_cast<GroupItem*>(items_ws);
   // Pageable source: the copy is staged when cudaMemcpyAsync returns.

@@ -48,7 +48,8 @@ struct Sm90GroupedJob {
 std::int64_t max_sm90_group_items(const std::int64_t* row_begin, std::size_t groups);
 void launch_assign_grouped_sm90(const Sm90GroupedJob& job, const std::int64_t* row_begin,
                                 const std::int64_t* centroid_begin,
-                                const std::int64_t* centroid_end, std::size_t groups,
-                                void* items_ws, int sm_count, cudaStream_t stream);
+                                const std::int64_t* centroid_end, const std::uint8_t* skip,
+                                std::size_t groups, void* items_ws, int sm_count,
+                                cudaStream_t stream);
 
 }  // namespace megatax::cuda::detail
