@@ -369,10 +369,10 @@ void rows_to_f32(Resources& res, const MatrixView& x, float* out);
 // row_distances_grouped, then one block per problem that picks, updates its pool's nearest
 // distances and draws the next candidates) with no host round trip in between.
 //
-// The arithmetic is SeedingRun's, step for step: float64 potentials summed in pool order,
-// the candidate with the smallest potential (first on ties), a draw = the first pool point
-// whose running float64 sum of nearest distances exceeds u * potential (the last point with
-// a non-zero distance if none does), and when the potential is 0 (every pool point sits on
+// The arithmetic is SeedingRun's, step for step: float64 potentials summed in 32 lanes of
+// pool points (kmeans_steps.h), the candidate with the smallest potential (first on ties), a
+// draw = the pool point whose lane-ordered running float64 sum of nearest distances first
+// exceeds u * potential (SeedingRun's rule for rounding), and when the potential is 0 (every pool point sits on
 // a centroid) centroid c is pool point c mod m without drawing. The uniforms are the ones
 // the host run would draw, in its order: a problem consumes `trials` of them per drawn
 // centroid. Given the same candidate distances a problem chooses the same pool points as
@@ -395,8 +395,9 @@ struct GroupedSeedingArgs {
   std::int64_t max_k = 0;                      // host copy: the largest k (rounds queued)
   std::int32_t max_trials = 0;                 // host copy: the largest trials
   std::int64_t* chosen = nullptr;              // [groups * max_k] out: problem g's k pool indices at g * max_k
-  // Optional: device memory for the pools' Gram matrices (pool_gram), with a host copy of
-  // b_begin. When given (and pool_gram_supported), problems run in chunks whose matrices fit
+  // Optional: a host copy of b_begin (the rounds' shared stage is then sized to the largest
+  // pool), and device memory for the pools' Gram matrices (pool_gram), which needs it. When
+  // both are given (and pool_gram_supported), problems run in chunks whose matrices fit
   // `scratch_bytes` (each problem's 4 m^2 bytes must): a chunk's Gram launch, then its
   // rounds reading candidates' Gram rows instead of the pool: the same distances (bits), so
   // the same choices. Else every round reads the pools through row_distances_grouped.

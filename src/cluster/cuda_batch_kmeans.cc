@@ -242,6 +242,7 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   g.b = pool_dev_.as<std::int64_t>();
   g.b_begin = pool_begin_dev_.as<std::int64_t>();
   g.n_b = pool_begin_.back();
+  g.b_begin_host = pool_begin_.data();
   // The pools' Gram matrices instead of a pass over the pools per round, where cheaper: k
   // rounds read k m d elements per problem against m^2 d tensor-core flops once (the
   // symmetric half), so while m <= 64 k (the flop rate is ~130x the element read rate on an
@@ -263,7 +264,6 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
     const bool worth = !automatic || ((env == nullptr || std::strcmp(env, "0") != 0) && sq <= 64 * km);
     if (worth && 4 * largest <= cap) {
       gram_dev_.reserve(static_cast<std::size_t>(std::min(4 * sq, cap)));
-      g.b_begin_host = pool_begin_.data();
       g.scratch = gram_dev_.data();
       g.scratch_bytes = static_cast<std::size_t>(std::min(4 * sq, cap));
       last_seed_path_ = "gram";

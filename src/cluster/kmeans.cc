@@ -80,14 +80,20 @@ void SeedingRun::set_from_pool(std::int64_t c, std::int64_t i) {
   row_f32(x_, pool_[static_cast<std::size_t>(i)], centroids_.data() + c * x_.dim);
 }
 
-// A pool point with probability best[i] / sum: the first point whose running sum of the
-// positive best[] exceeds u * sum (a binary search of prefix_: at a point with best = 0 the
-// sum does not grow, so the first such point has best > 0), else the last point with
-// best > 0 (rounding at the very end).
+// A pool point with probability best[i] / sum (kmeans_steps.h's draw): the first lane whose
+// C_j exceeds u * sum, then that lane's running sum from C_{j-1} in pool order (at a point
+// with best = 0 the sum does not grow, so the point found has best > 0).
 std::int64_t SeedingRun::draw(double sum) {
   const double target = rng_.uniform() * sum;
-  const auto it = std::upper_bound(prefix_.begin(), prefix_.end(), target);
-  return it != prefix_.end() ? static_cast<std::int64_t>(it - prefix_.begin()) : last_positive_;
+  std::int64_t j = 0;
+  while (j < kSeedLanes && !(lane_cum_[j] > target)) ++j;
+  if (j == kSeedLanes) return last_positive_;
+  double run = j == 0 ? 0.0 : lane_cum_[j - 1];
+  for (std::int64_t i = j; i < m_; i += kSeedLanes) {
+    run += best_[static_cast<std::size_t>(i)];
+    if (run > target) return i;
+  }
+  return lane_last_[j];
 }
 
 bool SeedingRun::next(std::vector<std::int64_t>* cand) {
@@ -116,23 +122,27 @@ bool SeedingRun::next(std::vector<std::int64_t>* cand) {
   return true;
 }
 
-// best_ = min(best_, d) (d = the first centroid's distances: best_ = d), the potential and
-// the running sums the draws search, in one pass in pool order.
+// best_ = min(best_, d) (d = the first centroid's distances: best_ = d), its lane sums
+// added in lane order (the potential, C_j) and the last positive entries.
 void SeedingRun::update_best(const float* d, bool first) {
-  potential_ = 0;
-  double acc = 0;
+  double lane[kSeedLanes] = {};
+  std::fill(std::begin(lane_last_), std::end(lane_last_), -1);
   last_positive_ = -1;
-  prefix_.resize(static_cast<std::size_t>(m_));
   for (std::int64_t i = 0; i < m_; ++i) {
     auto& b = best_[static_cast<std::size_t>(i)];
     b = first ? static_cast<double>(d[i]) : std::min(b, static_cast<double>(d[i]));
-    potential_ += b;
+    lane[i % kSeedLanes] += b;
     if (b > 0) {
-      acc += b;
+      lane_last_[i % kSeedLanes] = i;
       last_positive_ = i;
     }
-    prefix_[static_cast<std::size_t>(i)] = acc;
   }
+  double acc = 0;
+  for (std::int64_t j = 0; j < kSeedLanes; ++j) {
+    acc += lane[j];
+    lane_cum_[j] = acc;
+  }
+  potential_ = acc;
 }
 
 void SeedingRun::take(const float* dist) {
@@ -142,23 +152,28 @@ void SeedingRun::take(const float* dist) {
     return;
   }
   // Squared L2 (also for inner product: seeding spreads points out). Every candidate's
-  // potential sum_i min(best_i, d_t,i) in pool order, all candidates in one pass (their
-  // sums are independent chains: one pass keeps them all in flight).
+  // potential sum_i min(best_i, d_t,i) in lanes (kmeans_steps.h), all candidates in one
+  // pass over the pool (a block of kSeedLanes points at a time: independent chains).
   constexpr std::size_t kMaxTrials = 16;
   const std::size_t nc = cand_.size();
   if (nc > kMaxTrials)
     throw_error(ErrorCode::kInternal, "k-means++: " + std::to_string(nc) + " candidates > " + std::to_string(kMaxTrials));
-  double pot[kMaxTrials] = {};
-  for (std::int64_t i = 0; i < m_; ++i) {
-    const double b = best_[static_cast<std::size_t>(i)];
-    for (std::size_t t = 0; t < nc; ++t)
-      pot[t] += std::min(b, static_cast<double>(dist[static_cast<std::int64_t>(t) * m_ + i]));
+  double lanes[kMaxTrials][kSeedLanes] = {};
+  for (std::int64_t i0 = 0; i0 < m_; i0 += kSeedLanes) {
+    const std::int64_t len = std::min(kSeedLanes, m_ - i0);
+    const double* b = best_.data() + i0;
+    for (std::size_t t = 0; t < nc; ++t) {
+      const float* dt = dist + static_cast<std::int64_t>(t) * m_ + i0;
+      for (std::int64_t j = 0; j < len; ++j) lanes[t][j] += std::min(b[j], static_cast<double>(dt[j]));
+    }
   }
   std::size_t chosen = 0;
   double chosen_potential = INFINITY;
   for (std::size_t t = 0; t < nc; ++t) {
-    if (pot[t] < chosen_potential) {
-      chosen_potential = pot[t];
+    double pot = 0;
+    for (std::int64_t j = 0; j < kSeedLanes; ++j) pot += lanes[t][j];
+    if (pot < chosen_potential) {
+      chosen_potential = pot;
       chosen = t;
     }
   }

@@ -22,7 +22,17 @@ struct SeedingPlan {
   std::vector<double> uniforms;
 };
 
-// Greedy k-means++ (kmeans.h step 1) driven step by step. Protocol:
+// Greedy k-means++ (kmeans.h step 1) driven step by step. Its float64 sums (which
+// cuda::seed_grouped repeats bit for bit): pool point i belongs to lane i % kSeedLanes; a
+// lane's sum adds its nearest distances w_i in pool order; a potential adds the lane sums in
+// lane order (C_j: the first j + 1 of them); a draw with target T = u * potential takes the
+// first lane j with C_j > T and walks it from C_{j-1}, adding its w_i in pool order, to the
+// first point whose running sum exceeds T (none, by rounding: the lane's last point with
+// w_i > 0; no lane above T: the pool's last such point). The dependent chains are m / 32
+// adds long (a warp on the device sums a candidate's lanes at once).
+inline constexpr std::int64_t kSeedLanes = 32;
+
+// Protocol:
 //   while (run.next(&cand)) { if (!cand.empty()) run.take(distances of cand); }
 // where distances[t * pool().size() + i] = squared L2 between pool points cand[t] and i.
 class SeedingRun {
@@ -54,9 +64,10 @@ class SeedingRun {
   Rng rng_;
   std::vector<std::int64_t> pool_, cand_;
   std::vector<double> best_;
-  // Running float64 sums of best_'s positive entries in pool order (the draws search them)
-  // and the last pool index with a positive entry (-1: none); kept by take().
-  std::vector<double> prefix_;
+  // The nearest distances' lane sums added in lane order (C_j, the draws search them), each
+  // lane's and the pool's last index with a positive entry (-1: none); kept by take().
+  double lane_cum_[kSeedLanes] = {};
+  std::int64_t lane_last_[kSeedLanes] = {};
   std::int64_t last_positive_ = -1;
   double potential_ = 0;
   std::vector<float> centroids_;

@@ -41,9 +41,8 @@ class CpuBatchDevice final : public BatchKMeansDevice {
     }
   }
   // With seed_on_device: the whole seeding here, written as cuda::seed_grouped does it
-  // (running float64 sums of the nearest distances and a binary search per draw, uniforms
-  // consumed by a counter), not as SeedingRun's linear scans: the test holds the two to the
-  // same choices.
+  // (each candidate's 32 lane sums, a running sum per lane for the draws, uniforms consumed
+  // by a counter), not as SeedingRun's passes: the test holds the two to the same choices.
   bool can_seed() const override { return seed_on_device; }
   void seed(const std::vector<detail::SeedingPlan>& plans, std::vector<std::vector<std::int64_t>>* chosen) override {
     ++seed_calls;
@@ -54,7 +53,14 @@ class CpuBatchDevice final : public BatchKMeansDevice {
       std::vector<std::int64_t>& out = (*chosen)[p];
       out.assign(static_cast<std::size_t>(pl.k), -1);
       std::vector<float> best(static_cast<std::size_t>(m));
-      std::vector<double> prefix(static_cast<std::size_t>(m));
+      constexpr std::int64_t L = 32;  // lanes: point i in lane i % L
+      // Lane sums of v (float64, pool order within a lane).
+      auto lane_sums = [&](const auto& v) {
+        std::vector<double> sums(L, 0.0);
+        for (std::int64_t j = 0; j < L; ++j)
+          for (std::int64_t i = j; i < m; i += L) sums[static_cast<std::size_t>(j)] += static_cast<double>(v(i));
+        return sums;
+      };
       std::vector<std::int64_t> cand = {pl.first};
       std::int64_t used = 0;
       for (std::int64_t c = 0;;) {
@@ -66,10 +72,11 @@ class CpuBatchDevice final : public BatchKMeansDevice {
           std::size_t choice = 0;
           double lowest = INFINITY;
           for (std::size_t t = 0; t < cand.size(); ++t) {
+            const auto sums = lane_sums([&](std::int64_t i) {
+              return std::min(best[static_cast<std::size_t>(i)], d[t * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)]);
+            });
             double pot = 0;
-            for (std::int64_t i = 0; i < m; ++i)
-              pot += std::min(static_cast<double>(best[static_cast<std::size_t>(i)]),
-                              static_cast<double>(d[t * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)]));
+            for (double v : sums) pot += v;
             if (pot < lowest) {
               lowest = pot;
               choice = t;
@@ -80,13 +87,17 @@ class CpuBatchDevice final : public BatchKMeansDevice {
             best[static_cast<std::size_t>(i)] = std::min(best[static_cast<std::size_t>(i)],
                                                          d[choice * static_cast<std::size_t>(m) + static_cast<std::size_t>(i)]);
         }
+        const auto sums = lane_sums([&](std::int64_t i) { return best[static_cast<std::size_t>(i)]; });
+        std::vector<double> cum(L);
         double acc = 0;
-        std::int64_t last = -1;
-        for (std::int64_t i = 0; i < m; ++i) {
-          acc += best[static_cast<std::size_t>(i)];
-          prefix[static_cast<std::size_t>(i)] = acc;
-          if (best[static_cast<std::size_t>(i)] > 0) last = i;
-        }
+        for (std::int64_t j = 0; j < L; ++j) cum[static_cast<std::size_t>(j)] = acc += sums[static_cast<std::size_t>(j)];
+        // The last point with a positive distance, in the pool and in lane j.
+        auto last_positive = [&](std::int64_t lane) {
+          std::int64_t last = -1;
+          for (std::int64_t i = 0; i < m; ++i)
+            if (best[static_cast<std::size_t>(i)] > 0 && (lane < 0 || i % L == lane)) last = i;
+          return last;
+        };
         ++c;
         while (c < pl.k && acc <= 0) {
           out[static_cast<std::size_t>(c)] = c % m;
@@ -96,8 +107,17 @@ class CpuBatchDevice final : public BatchKMeansDevice {
         cand.clear();
         for (std::int64_t t = 0; t < pl.trials; ++t) {
           const double target = pl.uniforms[static_cast<std::size_t>(used + t)] * acc;
-          const auto it = std::upper_bound(prefix.begin(), prefix.end(), target);
-          cand.push_back(it != prefix.end() ? it - prefix.begin() : last);
+          const auto it = std::find_if(cum.begin(), cum.end(), [&](double v) { return v > target; });
+          if (it == cum.end()) {
+            cand.push_back(last_positive(-1));
+            continue;
+          }
+          const std::int64_t lane = it - cum.begin();
+          double run = lane == 0 ? 0.0 : cum[static_cast<std::size_t>(lane - 1)];
+          std::int64_t pick = -1;
+          for (std::int64_t i = lane; i < m && pick < 0; i += L)
+            if ((run += best[static_cast<std::size_t>(i)]) > target) pick = i;
+          cand.push_back(pick >= 0 ? pick : last_positive(lane));
         }
         used += pl.trials;
       }

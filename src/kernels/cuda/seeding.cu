@@ -3,14 +3,15 @@
 // without host round trips. The candidate distances come from a row_distances launch per
 // round (each round reads every pool), or, where the caller gives scratch memory, from the
 // pools' Gram matrices (pool_gram: once per chunk of problems; the same bits), and then a
-// chunk's rounds all run in one launch. The per-problem sums are sequential float64 in pool
-// order, as the host's SeedingRun does them, so the choices match the host's bit for bit
-// given the same distances; they are a few thousand dependent adds per round (one chain:
-// every candidate's running sums at once), walked by one warp while the others stage the
-// next distances.
+// chunk's rounds all run in one launch. The per-problem float64 sums are the host's
+// SeedingRun's (32 lanes of pool entries, each summed in pool order, then the lanes in
+// order), so the choices match the host's bit for bit given the same distances; a warp sums
+// a candidate's lanes at once (chains of m / 32 dependent adds).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,7 @@ namespace detail {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChunk = 128;  // pool entries staged in shared memory at a time (two stages)
+constexpr int kLanes = 32;  // the sums' lanes (kmeans_steps.h): a warp
 constexpr int kMaxCand = static_cast<int>(kMaxRowDistanceCandidates);
 
 // Where a problem stands between rounds.
@@ -54,28 +55,38 @@ __global__ void seed_init_kernel(std::int64_t groups, const std::int64_t* b, con
 // centroid c + 1's candidates (or marks the problem done: n_a = 0). Returns whether the
 // problem goes on (the same answer on every thread). Every thread of the block calls it.
 //
-// Lane t < n_a of warp 0 walks candidate t's pool in order: w_i = min(best_i, d_t,i) (d_0,i
-// itself for the first centroid) and its float64 running sum (the candidate's potential at
-// the end), while the other warps stage the next chunk of w_i, in float64 (the conversion's
-// latency off the chain), in shared memory. The running sum is kept at the end of every `seg` entries (checkpoints,
-// kMaxSegments at most); after the choice the nearest distances are the chosen candidate's
-// w_i, so a draw finds its segment among the chosen one's checkpoints and adds that
-// segment's w_i again from its checkpoint: the same float64 adds in the same order, so the
-// same running sums as a walk of every entry. The last i with w_i > 0 is found the same way
-// (the nearest distances after the update), by every thread.
+// The sums are the host's SeedingRun's (kmeans_steps.h): pool entry i belongs to lane
+// i % 32; a lane's float64 sum adds its w_i in pool order, a potential adds the 32 lane sums
+// in lane order (C_j: the first j + 1 of them), and a draw with target T walks the first
+// lane j with C_j > T from C_{j-1}, adding its w_i in pool order, to the first entry whose
+// running sum exceeds T (none, by rounding: the lane's last entry with w_i > 0; no lane
+// above T: the pool's last such entry).
+//
+// Chunks of kChunk entries: every thread loads its entries' distances for every candidate
+// at once (one memory latency a chunk), stores each candidate's w_i = min(best_i, d_t,i) in
+// shared memory (s_w: max_trials x chunk floats, dynamic; chunk <= kChunk, a multiple of
+// kThreads), then thread (t, j) of warp t (t, t + 8, ...) adds lane j's w_i of candidate t:
+// chains of chunk / 32 adds.
 //
 // Where the distances come from (kGram): `dist` (row_distances_grouped's output, laid out
 // by out_begin), or the problem's pool Gram matrix (gram + gram_begin[g], m x m) and its
 // rows' squared norms (norms, indexed like b) through pair_distance: the same bits.
-constexpr int kMaxSegments = 64;
-template <bool kGram>
+constexpr int kChunk = 2048;      // the largest chunk
+constexpr int kSmallChunk = 256;  // small pools' variant (few registers: more blocks an SM)
+constexpr int kWarps = kThreads / kLanes;
+constexpr int kWalks = (kMaxCand + kWarps - 1) / kWarps;  // candidates a walking thread takes
+static_assert(kChunk % kThreads == 0 && kSmallChunk % kThreads == 0 && kThreads % kLanes == 0, "chunk layout");
+// Variants: kChunkT (chunk <= kChunkT), kInFlight candidates whose distances a thread loads
+// at once (registers against memory latencies), kBlocks blocks an SM (seed_step_kernel).
+template <bool kGram, int kInFlight, int kChunkT>
 __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b, const std::int64_t* b_begin,
                                            const SeedingProblem* problems, const double* uniforms,
                                            std::int64_t max_k, std::int64_t* a, std::int32_t* n_a,
                                            const std::int64_t* out_begin, const float* dist, const float* gram,
                                            const std::int64_t* gram_begin, const float* norms, float* best_all,
-                                           SeedState* state, std::int64_t* chosen) {
+                                           SeedState* state, std::int64_t* chosen, float* s_w, int chunk) {
   const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % kLanes, warp = tid / kLanes;
   const int na = n_a[g];
   if (na == 0) return false;
   SeedState& st = state[g];
@@ -88,18 +99,12 @@ __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b
   std::int64_t* out = chosen + g * max_k;
   const std::int64_t c = st.c;
   const bool first = c == 0;  // no nearest distances yet: w_i = d_0,i
-  // Checkpoint spacing: a power of two >= 32 with at most kMaxSegments segments.
-  int seg_shift = 5;
-  while ((std::int64_t{1} << seg_shift) * kMaxSegments < m) ++seg_shift;
-  const std::int64_t seg = std::int64_t{1} << seg_shift;
-  const int segments = static_cast<int>((m + seg - 1) / seg);
+  constexpr int kPerThread = kChunkT / kThreads;  // a thread's entries of a chunk
 
-  // Two stages of kChunk entries: one walked while the other fills, each holding every
-  // candidate's w_i already in float64 (the conversion's latency stays off the chain).
-  // Rows padded by one value: the lanes' reads of one entry hit distinct banks.
-  __shared__ double s_w[2][kMaxCand][kChunk + 1];
-  __shared__ double s_check[kMaxCand][kMaxSegments];  // running sums at segment ends
-  __shared__ double s_pot[kMaxCand];
+  __shared__ double s_part[kMaxCand][kLanes + 1];  // each candidate's lane sums (padded: banks)
+  __shared__ double s_pot[kMaxCand];               // its potential
+  __shared__ double s_cum[kLanes];                 // the chosen one's C_j
+  __shared__ int s_lane_last[kLanes];              // the last entry of each lane with w_i > 0
   __shared__ int s_choice;
   __shared__ int s_last;
   __shared__ std::int64_t s_cand[kMaxCand];  // this round's candidates (pool indices)
@@ -108,77 +113,79 @@ __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b
     s_cand[tid] = st.cand[tid];
     if (kGram) s_norm[tid] = nrm[s_cand[tid]];
   }
+  if (tid < kLanes) s_lane_last[tid] = -1;
   if (tid == 0) s_last = -1;
   __syncthreads();
-  // Candidate t's distance to pool entry i.
-  auto distance = [&](int t, std::int64_t i) -> float {
-    if (kGram) return pair_distance(nrm[i], s_norm[t], gm[s_cand[t] * m + i]);
+  // Candidate t's distance to pool entry i (np = the entry's squared norm, kGram).
+  auto distance = [&](int t, std::int64_t i, float np) -> float {
+    if (kGram) return pair_distance(np, s_norm[t], gm[s_cand[t] * m + i]);
     return d[static_cast<std::int64_t>(t) * m + i];
   };
-  // Stage chunk i0 into buffer `buf` on threads [from, kThreads): for each entry e of the
-  // chunk, every candidate's w (its distance, after the first round at most the nearest
-  // distance), kBatch distances loaded before any is stored (their latencies overlap).
-  constexpr int kBatch = 8;
-  auto stage = [&](std::int64_t i0, int buf, int from) {
-    const int len = static_cast<int>(m - i0 < kChunk ? m - i0 : kChunk);
-    for (int e = tid - from; e < len; e += kThreads - from) {
-      const std::int64_t i = i0 + e;
-      const float np = kGram ? nrm[i] : 0.f;
-      const float bv = first ? 0.f : best[i];
-      for (int t0 = 0; t0 < na; t0 += kBatch) {
-        float v[kBatch];
+  // 1. Every candidate's lane sums.
+  double acc[kWalks];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          const int t = t0 + u;
-          if (t < na)
-            v[u] = kGram ? pair_distance(np, s_norm[t], gm[s_cand[t] * m + i]) : d[static_cast<std::int64_t>(t) * m + i];
-        }
+  for (int q = 0; q < kWalks; ++q) acc[q] = 0;
+  for (std::int64_t i0 = 0; i0 < m; i0 += chunk) {
+    const int len = static_cast<int>(m - i0 < chunk ? m - i0 : chunk);
+    if (i0 > 0) __syncthreads();  // the chunk before is walked
+    float bv[kPerThread], np[kPerThread];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u)
-          if (t0 + u < na) s_w[buf][t0 + u][e] = first ? v[u] : (v[u] < bv ? v[u] : bv);
+    for (int u = 0; u < kPerThread; ++u) {
+      const int e = tid + u * kThreads;
+      if (e < len) {
+        bv[u] = first ? 0.f : best[i0 + e];
+        np[u] = kGram ? nrm[i0 + e] : 0.f;
       }
     }
-  };
-
-  double acc = 0;
-  stage(0, 0, 0);
-  __syncthreads();
-  int buf = 0;
-  const int seg_mask = static_cast<int>(seg - 1);
-  for (std::int64_t i0 = 0; i0 < m; i0 += kChunk, buf ^= 1) {
-    if (tid >= 32) {
-      if (i0 + kChunk < m) stage(i0 + kChunk, buf ^ 1, 32);
-    } else if (tid < na) {
-      const int len = static_cast<int>(m - i0 < kChunk ? m - i0 : kChunk);
-      const double* sw = s_w[buf][tid];
-      const int base = static_cast<int>(i0);
-      // Eight values loaded ahead of their dependent adds; a checkpoint at each segment's
-      // end (segments and chunks are powers of two: either holds whole ones of the other).
-      int e = 0;
-      for (; e + 8 <= len; e += 8) {
-        double w[8];
+    for (int t0 = 0; t0 < na; t0 += kInFlight) {  // kInFlight candidates' loads at once
+      float v[kInFlight][kPerThread];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) w[u] = sw[e + u];
+      for (int tt = 0; tt < kInFlight; ++tt)
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          acc += w[u];
-          const int i = base + e + u;
-          if (((i + 1) & seg_mask) == 0) s_check[tid][i >> seg_shift] = acc;
+        for (int u = 0; u < kPerThread; ++u) {
+          const int e = tid + u * kThreads;
+          if (t0 + tt < na && e < len) v[tt][u] = distance(t0 + tt, i0 + e, np[u]);
         }
-      }
-      for (; e < len; ++e) {
-        acc += sw[e];
-        const int i = base + e;
-        if (((i + 1) & seg_mask) == 0) s_check[tid][i >> seg_shift] = acc;
-      }
-      if (i0 + len == m && (m & seg_mask) != 0) s_check[tid][segments - 1] = acc;  // a short last segment
+#pragma unroll
+      for (int tt = 0; tt < kInFlight; ++tt)
+#pragma unroll
+        for (int u = 0; u < kPerThread; ++u) {
+          const int e = tid + u * kThreads;
+          if (t0 + tt < na && e < len)
+            s_w[(t0 + tt) * chunk + e] = first ? v[tt][u] : (v[tt][u] < bv[u] ? v[tt][u] : bv[u]);
+        }
     }
     __syncthreads();
+#pragma unroll
+    for (int q = 0; q < kWalks; ++q) {
+      const int t = warp + q * kWarps;
+      if (t >= na) continue;
+      const float* sw = s_w + t * chunk;
+      double run = acc[q];
+      for (int e0 = lane; e0 < len; e0 += 8 * kLanes) {
+        float x[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) x[u] = e0 + u * kLanes < len ? sw[e0 + u * kLanes] : 0.f;
+#pragma unroll
+        for (int u = 0; u < 8; ++u)
+          if (e0 + u * kLanes < len) run += static_cast<double>(x[u]);
+      }
+      acc[q] = run;
+    }
   }
-  if (tid < na) s_pot[tid] = acc;
+#pragma unroll
+  for (int q = 0; q < kWalks; ++q)
+    if (warp + q * kWarps < na) s_part[warp + q * kWarps][lane] = acc[q];
+  __syncthreads();
+  // 2. The potentials, the choice (the smallest, the first on ties) and its C_j.
+  if (tid < na) {
+    double p = 0;
+    for (int j = 0; j < kLanes; ++j) p += s_part[tid][j];
+    s_pot[tid] = p;
+  }
   __syncthreads();
   if (tid == 0) {
-    int choice = 0;  // the smallest potential, the first on ties
+    int choice = 0;
     double lowest = __longlong_as_double(0x7ff0000000000000LL);  // +inf
     for (int t = 0; t < na; ++t)
       if (s_pot[t] < lowest) {
@@ -188,77 +195,87 @@ __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b
     if (first) choice = 0;
     s_choice = choice;
     out[c] = s_cand[choice];
+    double p = 0;  // the same adds as its potential
+    for (int j = 0; j < kLanes; ++j) {
+      p += s_part[choice][j];
+      s_cum[j] = p;
+    }
   }
   __syncthreads();
   const int choice = s_choice;
-  acc = s_pot[choice];
-  // The nearest distances after the choice (= the chosen candidate's w_i), also into the
-  // stages' memory (free now) when they fit, for the draws; the last i with w_i > 0.
-  auto* s_near = reinterpret_cast<float*>(&s_w[0][0][0]);
-  const bool near_shared = m <= static_cast<std::int64_t>(sizeof(s_w) / sizeof(float));
+  const double potential = s_cum[kLanes - 1];
+  // 3. The nearest distances after the choice (= the chosen candidate's w_i: still in s_w
+  //    when the pool is one chunk), the last entry with w_i > 0 of each lane (a thread's
+  //    entries are all of lane tid % 32: kThreads is a multiple of 32) and of the pool.
+  const bool one_chunk = m <= chunk;
+  const float* near = one_chunk ? s_w + choice * chunk : best;  // the draws read it
   int my_last = -1;
-  for (std::int64_t i0 = tid; i0 < m; i0 += kBatch * kThreads) {
-    float dv[kBatch], bv[kBatch];
+  for (std::int64_t i0 = tid; i0 < m; i0 += kPerThread * kThreads) {
+    float w[kPerThread];
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < kPerThread; ++u) {
       const std::int64_t i = i0 + static_cast<std::int64_t>(u) * kThreads;
       if (i < m) {
-        dv[u] = distance(choice, i);
-        bv[u] = first ? dv[u] : best[i];
+        if (one_chunk) {
+          w[u] = near[i];
+        } else {
+          const float dv = distance(choice, i, kGram ? nrm[i] : 0.f);
+          const float bvi = first ? dv : best[i];
+          w[u] = dv < bvi ? dv : bvi;
+        }
       }
     }
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
+    for (int u = 0; u < kPerThread; ++u) {
       const std::int64_t i = i0 + static_cast<std::int64_t>(u) * kThreads;
       if (i < m) {
-        const float w = dv[u] < bv[u] ? dv[u] : bv[u];
-        best[i] = w;
-        if (near_shared) s_near[i] = w;
-        if (w > 0) my_last = static_cast<int>(i);
+        best[i] = w[u];
+        if (w[u] > 0) my_last = static_cast<int>(i);
       }
     }
   }
-  if (my_last >= 0) atomicMax(&s_last, my_last);
+  if (my_last >= 0) {
+    atomicMax(&s_lane_last[lane], my_last);
+    atomicMax(&s_last, my_last);
+  }
 
   // The next centroid: copies while the potential is 0, else `trials` draws.
   __shared__ std::int64_t s_next;
-  __shared__ double s_potential;
   __syncthreads();
   if (tid == 0) {
     std::int64_t next = c + 1;
-    while (next < prob.k && acc <= 0) {
+    while (next < prob.k && potential <= 0) {
       out[next] = next % m;
       ++next;
     }
     st.c = next;
     n_a[g] = next < prob.k ? prob.trials : 0;
     s_next = next;
-    s_potential = acc;
   }
   __syncthreads();
   if (s_next >= prob.k) return false;
   if (tid < prob.trials) {
-    // The first i whose running sum exceeds the target: its segment (the first checkpoint
-    // above it), then the segment's sums again from the checkpoint before it.
-    const double target = uniforms[prob.uniform_begin + st.used + tid] * s_potential;
-    int lo = 0, hi = segments;
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (s_check[choice][mid] > target) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    std::int64_t pick = s_last;  // no running sum above the target
-    if (lo < segments) {
-      double run = lo == 0 ? 0.0 : s_check[choice][lo - 1];
-      const std::int64_t end = (lo + 1) * seg < m ? (lo + 1) * seg : m;
-      for (std::int64_t i = lo * seg; i < end; ++i) {
-        run += near_shared ? s_near[i] : best[i];
-        if (run > target) {
-          pick = i;
-          break;
+    const double target = uniforms[prob.uniform_begin + st.used + tid] * potential;
+    int j = 0;
+    while (j < kLanes && !(s_cum[j] > target)) ++j;
+    std::int64_t pick = s_last;  // no lane above the target
+    if (j < kLanes) {
+      pick = s_lane_last[j];  // (rounding: no running sum above the target)
+      double run = j == 0 ? 0.0 : s_cum[j - 1];
+      bool found = false;
+      for (std::int64_t i0 = j; i0 < m && !found; i0 += 8 * kLanes) {
+        float x[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) x[u] = i0 + u * kLanes < m ? near[i0 + u * kLanes] : 0.f;
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          if (!found && i0 + u * kLanes < m) {
+            run += static_cast<double>(x[u]);
+            if (run > target) {
+              pick = i0 + u * kLanes;
+              found = true;
+            }
+          }
         }
       }
     }
@@ -273,17 +290,18 @@ __device__ __forceinline__ bool seed_round(std::int64_t g, const std::int64_t* b
 // Up to `rounds` rounds of problem g0 + blockIdx.x (one: the distances come from a launch
 // between rounds; all: from the Gram matrices, with nothing between rounds but this block's
 // barriers).
-template <bool kGram>
-__global__ void __launch_bounds__(kThreads)
+template <bool kGram, int kInFlight, int kChunkT, int kBlocks>
+__global__ void __launch_bounds__(kThreads, kBlocks)
     seed_step_kernel(std::int64_t g0, std::int64_t rounds, const std::int64_t* b, const std::int64_t* b_begin,
                      const SeedingProblem* problems, const double* uniforms, std::int64_t max_k, std::int64_t* a,
                      std::int32_t* n_a, const std::int64_t* out_begin, const float* dist, const float* gram,
                      const std::int64_t* gram_begin, const float* norms, float* best_all, SeedState* state,
-                     std::int64_t* chosen) {
+                     std::int64_t* chosen, int chunk) {
+  extern __shared__ float s_w[];  // max_trials x chunk (seed_round)
   const std::int64_t g = g0 + blockIdx.x;
   for (std::int64_t r = 0; r < rounds; ++r) {
-    if (!seed_round<kGram>(g, b, b_begin, problems, uniforms, max_k, a, n_a, out_begin, dist, gram, gram_begin,
-                           norms, best_all, state, chosen))
+    if (!seed_round<kGram, kInFlight, kChunkT>(g, b, b_begin, problems, uniforms, max_k, a, n_a, out_begin, dist, gram, gram_begin,
+                           norms, best_all, state, chosen, s_w, chunk))
       return;
     __syncthreads();  // the round's state (n_a, st: global) is read by every thread next
   }
@@ -374,12 +392,44 @@ void seed_grouped(Resources& res, const GroupedSeedingArgs& s) {
   r.out_begin = out_begin;
   r.out = dist;
   r.max_n_a = s.max_trials;
+  // The rounds' stage of candidate distances (dynamic shared memory, above 48 KiB on
+  // request): chunks of the largest pool rounded up to kThreads, kChunk at most.
+  std::int64_t max_m = detail::kChunk;
+  if (s.b_begin_host != nullptr) {
+    max_m = 1;
+    for (std::size_t g = 0; g < G; ++g) max_m = std::max(max_m, s.b_begin_host[g + 1] - s.b_begin_host[g]);
+  }
+  const int chunk = static_cast<int>(
+      std::min<std::int64_t>(detail::kChunk, (max_m + detail::kThreads - 1) / detail::kThreads * detail::kThreads));
+  const auto smem = static_cast<std::size_t>(s.max_trials) * static_cast<std::size_t>(chunk) * sizeof(float);
+  // The kernel's variant: pools of up to kSmallChunk points one small chunk (8 candidates'
+  // loads at once, four blocks an SM), larger ones chunks of up to kChunk (8 at once, two
+  // blocks an SM: a level's ~190 problems of 2,048 points in one wave). bench_cuda's seeding
+  // rows; MEGATAX_CUDA_SEED_VARIANT=4x2 or 2x3 (candidates x blocks, large chunks) for others.
+  using StepKernel = decltype(&detail::seed_step_kernel<true, 8, detail::kChunk, 2>);
+  StepKernel step = gram ? detail::seed_step_kernel<true, 8, detail::kChunk, 2>
+                         : detail::seed_step_kernel<false, 8, detail::kChunk, 2>;
+  if (chunk <= detail::kSmallChunk)
+    step = gram ? detail::seed_step_kernel<true, 8, detail::kSmallChunk, 4>
+                : detail::seed_step_kernel<false, 8, detail::kSmallChunk, 4>;
+  if (const char* v = std::getenv("MEGATAX_CUDA_SEED_VARIANT"); v != nullptr && *v != '\0') {
+    if (std::strcmp(v, "4x2") == 0) {
+      step = gram ? detail::seed_step_kernel<true, 4, detail::kChunk, 2> : detail::seed_step_kernel<false, 4, detail::kChunk, 2>;
+    } else if (std::strcmp(v, "2x3") == 0) {
+      step = gram ? detail::seed_step_kernel<true, 2, detail::kChunk, 3> : detail::seed_step_kernel<false, 2, detail::kChunk, 3>;
+    } else if (std::strcmp(v, "auto") != 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "MEGATAX_CUDA_SEED_VARIANT='" + std::string(v) + "': expected auto, 4x2 or 2x3");
+    }
+  }
+  MEGATAX_CUDA_CHECK(
+      cudaFuncSetAttribute(step, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   if (!gram) {
     for (std::int64_t round = 0; round < s.max_k; ++round) {
       row_distances_grouped(res, r);
-      detail::seed_step_kernel<false><<<static_cast<unsigned>(G), detail::kThreads, 0, stream>>>(
+      step<<<static_cast<unsigned>(G), detail::kThreads, smem, stream>>>(
           0, 1, s.b, s.b_begin, s.problems, s.uniforms, s.max_k, a, n_a, out_begin, dist, nullptr, nullptr, nullptr,
-          best, state, s.chosen);
+          best, state, s.chosen, chunk);
       MEGATAX_CUDA_CHECK_LAUNCH("seed_step_kernel");
     }
     return;
@@ -399,9 +449,9 @@ void seed_grouped(Resources& res, const GroupedSeedingArgs& s) {
     pg.gram = gram_out;
     pg.norms = norms;
     pool_gram(res, pg);
-    detail::seed_step_kernel<true><<<static_cast<unsigned>(groups), detail::kThreads, 0, stream>>>(
+    step<<<static_cast<unsigned>(groups), detail::kThreads, smem, stream>>>(
         g0, s.max_k, s.b, s.b_begin, s.problems, s.uniforms, s.max_k, a, n_a, out_begin, nullptr, gram_out,
-        gram_begin_dev, norms, best, state, s.chosen);
+        gram_begin_dev, norms, best, state, s.chosen, chunk);
     MEGATAX_CUDA_CHECK_LAUNCH("seed_step_kernel");
   }
 }
