@@ -46,6 +46,7 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   const std::int64_t n = row_begin_[P];
   x_dev_.reserve(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
   have_global_labels_ = false;
+  last_skipped_.clear();
   seed_rows_.clear();
   points_exact_ = true;
   for (const auto& x : xs) points_exact_ = points_exact_ && x.dtype == compute_;

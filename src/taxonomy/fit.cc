@@ -814,8 +814,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // Gathers group [g0, g1) (ids: its parents' sample ids): their device addresses when
         // try_kept and the device keeps them all, else the rows into `buffer` when the device
         // offers one (problems one after the other: one copy to the device), else into
-        // vectors of its own. `kept_only`: the addresses or nothing (rows_at empty: the device
-        // does not keep them all); `read_only`: the rows read (the addresses known missing).
+        // vectors of its own (kAny). kKeptOnly: the addresses or nothing (rows_at empty: the
+        // device does not keep them all); kReadOnly: the rows read (the addresses known missing).
         enum class Gather { kAny, kKeptOnly, kReadOnly };
         auto gather_group = [&](std::size_t g0, std::size_t g1, unsigned char* buffer, Gather how) {
           const auto t_gather = Clock::now();

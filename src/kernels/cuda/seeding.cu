@@ -300,8 +300,9 @@ __global__ void __launch_bounds__(kThreads, kBlocks)
   extern __shared__ float s_w[];  // max_trials x chunk (seed_round)
   const std::int64_t g = g0 + blockIdx.x;
   for (std::int64_t r = 0; r < rounds; ++r) {
-    if (!seed_round<kGram, kInFlight, kChunkT>(g, b, b_begin, problems, uniforms, max_k, a, n_a, out_begin, dist, gram, gram_begin,
-                           norms, best_all, state, chosen, s_w, chunk))
+    if (!seed_round<kGram, kInFlight, kChunkT>(g, b, b_begin, problems, uniforms, max_k, a, n_a,
+                                                out_begin, dist, gram, gram_begin, norms, best_all,
+                                                state, chosen, s_w, chunk))
       return;
     __syncthreads();  // the round's state (n_a, st: global) is read by every thread next
   }
@@ -399,8 +400,8 @@ void seed_grouped(Resources& res, const GroupedSeedingArgs& s) {
     max_m = 1;
     for (std::size_t g = 0; g < G; ++g) max_m = std::max(max_m, s.b_begin_host[g + 1] - s.b_begin_host[g]);
   }
-  const int chunk = static_cast<int>(
-      std::min<std::int64_t>(detail::kChunk, (max_m + detail::kThreads - 1) / detail::kThreads * detail::kThreads));
+  const std::int64_t rounded = (max_m + detail::kThreads - 1) / detail::kThreads * detail::kThreads;
+  const int chunk = static_cast<int>(std::min<std::int64_t>(detail::kChunk, rounded));
   const auto smem = static_cast<std::size_t>(s.max_trials) * static_cast<std::size_t>(chunk) * sizeof(float);
   // The kernel's variant: pools of up to kSmallChunk points one small chunk (8 candidates'
   // loads at once, four blocks an SM), larger ones chunks of up to kChunk (8 at once, two
@@ -414,9 +415,11 @@ void seed_grouped(Resources& res, const GroupedSeedingArgs& s) {
                 : detail::seed_step_kernel<false, 8, detail::kSmallChunk, 4>;
   if (const char* v = std::getenv("MEGATAX_CUDA_SEED_VARIANT"); v != nullptr && *v != '\0') {
     if (std::strcmp(v, "4x2") == 0) {
-      step = gram ? detail::seed_step_kernel<true, 4, detail::kChunk, 2> : detail::seed_step_kernel<false, 4, detail::kChunk, 2>;
+      step = gram ? detail::seed_step_kernel<true, 4, detail::kChunk, 2>
+                  : detail::seed_step_kernel<false, 4, detail::kChunk, 2>;
     } else if (std::strcmp(v, "2x3") == 0) {
-      step = gram ? detail::seed_step_kernel<true, 2, detail::kChunk, 3> : detail::seed_step_kernel<false, 2, detail::kChunk, 3>;
+      step = gram ? detail::seed_step_kernel<true, 2, detail::kChunk, 3>
+                  : detail::seed_step_kernel<false, 2, detail::kChunk, 3>;
     } else if (std::strcmp(v, "auto") != 0) {
       throw Error(ErrorCode::kInvalidArgument,
                   "MEGATAX_CUDA_SEED_VARIANT='" + std::string(v) + "': expected auto, 4x2 or 2x3");
