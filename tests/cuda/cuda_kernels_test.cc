@@ -1368,51 +1368,36 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                   mc::topk(res, a);
                 }),
                 "topk with k = 5000 did not throw");
+  // Whether accumulate over 10 rows labelled `lab` (k = 8) refuses them.
+  auto accumulate_refuses = [&](const std::vector<std::int64_t>& lab, bool skip_negative) {
+    mc::copy_to_device(res, labels.data(), lab.data(), 80);
+    res.synchronize();
+    return throws_invalid([&] {
+      mc::AccumulateArgs a;
+      a.x = dx.view;
+      a.labels = labels.data();
+      a.k = 8;
+      a.sums = sums.data();
+      a.skip_negative = skip_negative;
+      mc::accumulate(res, a);
+    });
+  };
   // A label out of range: error, and sums untouched.
   std::vector<std::int64_t> lab(10, 1);
   lab[7] = 8;
-  mc::copy_to_device(res, labels.data(), lab.data(), 80);
   std::vector<double> zero(64, 0.0);
   mc::copy_to_device(res, sums.data(), zero.data(), 64 * 8);
   res.synchronize();
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::AccumulateArgs a;
-                  a.x = dx.view;
-                  a.labels = labels.data();
-                  a.k = 8;
-                  a.sums = sums.data();
-                  mc::accumulate(res, a);
-                }),
-                "accumulate with label 8 >= k did not throw");
+  CHECK_OR_FAIL(accumulate_refuses(lab, false), "accumulate with label 8 >= k did not throw");
   const auto after = download<double>(res, sums, 64);
   CHECK_OR_FAIL(std::all_of(after.begin(), after.end(), [](double v) { return v == 0.0; }),
                 "accumulate wrote sums before refusing a bad label");
   // -1 is an error unless asked to skip it; skipping negatives still refuses label >= k.
   lab[7] = -1;
-  mc::copy_to_device(res, labels.data(), lab.data(), 80);
-  res.synchronize();
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::AccumulateArgs a;
-                  a.x = dx.view;
-                  a.labels = labels.data();
-                  a.k = 8;
-                  a.sums = sums.data();
-                  mc::accumulate(res, a);
-                }),
+  CHECK_OR_FAIL(accumulate_refuses(lab, false),
                 "accumulate with label -1 and no skip_negative did not throw");
   lab[3] = 8;
-  mc::copy_to_device(res, labels.data(), lab.data(), 80);
-  res.synchronize();
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::AccumulateArgs a;
-                  a.x = dx.view;
-                  a.labels = labels.data();
-                  a.k = 8;
-                  a.sums = sums.data();
-                  a.skip_negative = true;
-                  mc::accumulate(res, a);
-                }),
-                "accumulate skipping negatives took label 8 >= k");
+  CHECK_OR_FAIL(accumulate_refuses(lab, true), "accumulate skipping negatives took label 8 >= k");
   CHECK_OR_FAIL(throws_invalid([&] {
                   mc::GroupedAssignArgs a;
                   a.x = dx.view;
