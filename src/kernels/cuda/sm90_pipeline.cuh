@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cuda/check.h"
@@ -215,12 +216,16 @@ __device__ __forceinline__ void release_stage(std::uint64_t* empty_bar) {
 // once chunk c's MMAs are issued, while they run, with the warpgroup's A rows of that chunk
 // in shared memory at shared-space address a (assign sums ||x||^2 there); it must not touch
 // acc. On return the accumulators are final and every stage is released.
-template <class T, class Ring, int BN, int kCluster, class OnChunk>
+// kFirstWrites: the first k step names acc as outputs only (Wgmma::mma_first), so that the
+// compiler knows the last tile's values are dead and may use their registers between the
+// tiles (the top-k selection; the first chunk is peeled: a branch between the two forms in
+// the loop made ptxas serialise the wgmmas, C7520).
+template <class T, class Ring, int BN, int kCluster, bool kFirstWrites = false, class OnChunk>
 __device__ __forceinline__ void mma_tile(float (&acc)[BN / 2], const RingView<Ring>& ring,
                                          RingCursor& cur, int cw, int lane, std::int64_t chunks,
                                          OnChunk&& on_chunk) {
   int pending = -1;  // the stage whose MMAs are in flight
-  for (std::int64_t c = 0; c < chunks; ++c) {
+  auto chunk_mmas = [&](std::int64_t c, auto first) {
     sm90::mbarrier_wait(ring.full_addr(cur.stage), cur.phase);
     const std::uint32_t stage = ring.stage_addr(cur.stage);
     const std::uint32_t a = stage + cw * 64 * (kSm90BK * 2);
@@ -229,7 +234,11 @@ __device__ __forceinline__ void mma_tile(float (&acc)[BN / 2], const RingView<Ri
     const std::uint64_t db = sm90::smem_desc_k_major_sw128(stage + Ring::kABytes);
 #pragma unroll
     for (int kk = 0; kk < kSm90BK / 16; ++kk) {
-      Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+      if (decltype(first)::value && kk == 0) {
+        Wgmma<T, BN>::mma_first(acc, da, db);
+      } else {
+        Wgmma<T, BN>::mma(acc, da + 2 * kk, db + 2 * kk, (c > 0 || kk > 0) ? 1 : 0);
+      }
     }
     sm90::wgmma_commit();
     on_chunk(a, c);
@@ -237,7 +246,10 @@ __device__ __forceinline__ void mma_tile(float (&acc)[BN / 2], const RingView<Ri
     if (pending >= 0 && lane == 0) release_stage<kCluster>(ring.empty_addr(pending));
     pending = cur.stage;
     cur.template advance<Ring::kStages>();
-  }
+  };
+  std::int64_t c = 0;
+  if constexpr (kFirstWrites) chunk_mmas(c++, std::true_type{});
+  for (; c < chunks; ++c) chunk_mmas(c, std::false_type{});
   sm90::wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) sm90::fence_register(acc[i]);

@@ -1,0 +1,463 @@
+// kernels/cuda/topk_sm90_select.cuh -- the selection epilogue of the many-query Hopper top-k
+// (topk_sm90.cu), apart from its main loop.
+//
+// After a database tile's MMAs a consumer warp holds, per 64-row block of its warpgroup's
+// accumulators, two query rows' dot products against BN / 4 database rows each (wgmma's
+// register layout: a row's BN columns live in the four lanes of one quad). A thread's "parts"
+// are those rows: part 2 b + h is row lane / 4 + 8 h of block b (the kernel's warpgroups hold
+// one block: kParts = 2; the functions take kParts / 2 blocks, a layout where one warpgroup
+// multiplies all 128 queries). A warp owns 16 rows a block (its local rows: local row r is row
+// base + (r / 16) * 64 + r % 16 of the CTA's query block), so the selection needs no
+// synchronisation beyond __syncwarp:
+//
+//   score    dot products become scores in place (column terms ||c||^2 from a shared copy),
+//            each thread keeps the smallest score of each of its parts. Two instructions a score.
+//   filter   a part whose smallest score does not beat the row's threshold is done: the
+//            smaller of the row's own tau (its k-th best so far, +inf until k are known) and
+//            the query's shared bound (shared_bound.cuh: the chunks' lists vouch for k scores
+//            at or below it). Most tiles end here after the first few of a chunk.
+//   slots    otherwise the thread appends the passing scores to its own kSlots slots per part
+//            (shared memory, predicated stores, no branches); the warp then offers them all at
+//            once: each lane compares its candidates with its row's threshold and appends the
+//            survivors to the row's 32-entry buffer (a shared atomic on the row's count); full
+//            buffers are merged into the row's sorted list (warp_select.cuh flush, the list
+//            being the (query, chunk) slot of the output lists in global memory).
+//   overflow a tile where some thread has more than kSlots candidates (the first tiles of a
+//            chunk) goes through per-row scratch areas in global memory (BN entries a row,
+//            atomics) and row-by-row offers instead.
+//
+// Candidates are ordered by (score, id), ties to the smaller id, as the portable kernel (the
+// lists are the same whatever the tile order).
+//
+// Internal header: compiled by nvcc only.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/distance_ops.cuh"
+#include "kernels/cuda/shared_bound.cuh"
+#include "kernels/cuda/topk_sm90.h"
+#include "kernels/cuda/warp_select.cuh"
+
+namespace megatax::cuda::detail {
+
+// A staged candidate: score and database row (n < 2^31: TMA's limit too).
+struct Candidate {
+  float s;
+  std::int32_t id;
+};
+
+// The selection state of one query row (shared memory); its candidate buffer is apart.
+struct RowState {
+  std::int64_t tau_id;
+  float tau_s;
+  int m;
+  int count;   // entries in the row's buffer
+  int staged;  // candidates in the row's scratch area
+};
+static_assert(sizeof(RowState) % 8 == 0, "row states stay 8-byte aligned");
+
+// Entries of a row's candidate buffer (warp_select.cuh's).
+constexpr int kRowBuffer = 32;
+
+// A thread's candidate slots per part (the filter's fast path).
+constexpr int kSlots = 7;
+
+struct TopkSm90Params {
+  std::int64_t nq = 0, n = 0, d = 0;
+  const float* db_norms = nullptr;
+  int k = 0;
+  std::int64_t tiles = 0, chunk_tiles = 0;  // in kSm90TopkBN-row tiles
+  int chunks = 0;
+  std::int64_t query_clusters = 0, items = 0;
+  float* list_s = nullptr;
+  std::int64_t* list_id = nullptr;
+  Candidate* scratch = nullptr;  // [grid CTAs][128 rows][kSm90TopkBN]
+  // [nq][buckets]: the shared bounds (shared_bound.cuh); kBoundBuckets for k >= 32, else 1.
+  unsigned* tau_keys = nullptr;
+  int buckets = 1;
+};
+
+struct TopkWork {
+  std::int64_t row0;    // the CTA's first query row
+  int chunk;
+  std::int64_t t0, t1;  // database tiles
+};
+
+template <int kCluster>
+__device__ __forceinline__ TopkWork topk_work(const TopkSm90Params& p, std::int64_t w,
+                                              int cta_rank) {
+  TopkWork r;
+  r.chunk = static_cast<int>(w / p.query_clusters);
+  r.row0 = ((w % p.query_clusters) * kCluster + cta_rank) * 128;
+  r.t0 = r.chunk * p.chunk_tiles;
+  r.t1 = min(r.t0 + p.chunk_tiles, p.tiles);
+  return r;
+}
+
+// A launch's device scratch (topk_sm90.h's sm90_topk_scratch_bytes): per CTA of the persistent
+// grid (at most one an SM) its 128 rows' scratch areas (kSm90TopkBN candidates a row), then
+// the queries' shared bounds ([queries][kBoundBuckets]).
+struct Sm90TopkScratch {
+  Candidate* areas;
+  unsigned* tau_keys;
+
+  static std::int64_t area_entries(int sm_count) {
+    return std::int64_t{std::max(sm_count, 1)} * 128 * kSm90TopkBN;
+  }
+  static std::size_t bytes(int sm_count, std::int64_t query_rows) {
+    return static_cast<std::size_t>(area_entries(sm_count)) * sizeof(Candidate) +
+           static_cast<std::size_t>(std::max<std::int64_t>(query_rows, 1)) * kBoundBuckets *
+               sizeof(unsigned);
+  }
+  Sm90TopkScratch(void* base, int sm_count)
+      : areas(static_cast<Candidate*>(base)),
+        tau_keys(reinterpret_cast<unsigned*>(areas + area_entries(sm_count))) {}
+};
+
+// The rows a warp owns, by local index.
+struct WarpRows {
+  RowState* states;      // [rows]
+  float* buf_s;          // [rows][kRowBuffer]
+  std::int64_t* buf_id;  // [rows][kRowBuffer]
+  std::int64_t row0;     // the item's first query (row 0 of the CTA's block)
+  int base;              // the block row of local row 0
+
+  __device__ __forceinline__ std::int64_t query(int r) const {
+    return row0 + base + (r / 16) * 64 + r % 16;
+  }
+};
+
+// The local row of a thread's part.
+__device__ __forceinline__ int part_row(int part, int lane) {
+  return (part / 2) * 16 + lane / 4 + 8 * (part % 2);
+}
+
+// thr = min(thr, the shared bound) for each part (fminf ignores the NaN of "none yet"; rows
+// past the queries keep their NaN).
+template <int kBuckets, int kParts>
+__device__ __forceinline__ void tighten(unsigned (&key)[kParts], float (&thr)[kParts]) {
+#pragma unroll
+  for (int h = 0; h < kParts; ++h) {
+    if constexpr (kBuckets > 1) {
+      key[h] = max(key[h], __shfl_xor_sync(0xffffffffu, key[h], 1));
+      key[h] = max(key[h], __shfl_xor_sync(0xffffffffu, key[h], 2));
+    }
+    if (thr[h] == thr[h]) thr[h] = fminf(thr[h], float_from_order_key(key[h]));
+  }
+}
+
+// The queries' shared bounds (shared_bound.cuh) of the thread's parts, read while the MMAs
+// run; of kBoundBuckets buckets, the four lanes of a row's quad read two each (tighten then
+// takes the largest over the quad). Rows past the queries read query 0's.
+template <int kBuckets, int kParts>
+__device__ __forceinline__ void load_shared_bounds(const TopkSm90Params& p, const WarpRows& wr,
+                                                   int lane, unsigned (&key)[kParts]) {
+#pragma unroll
+  for (int h = 0; h < kParts; ++h) {
+    std::int64_t q = wr.query(part_row(h, lane));
+    q = q < p.nq ? q : 0;
+    if constexpr (kBuckets == 1) {
+      key[h] = __ldcg(p.tau_keys + q);
+    } else {
+      const uint2 b =
+          __ldcg(reinterpret_cast<const uint2*>(p.tau_keys + q * kBoundBuckets) + lane % 4);
+      key[h] = max(b.x, b.y);
+    }
+  }
+}
+
+// Turns one block's dot products into scores in place (NaN for columns past the database,
+// which then never pass a filter) and returns the smallest score of each of the thread's two
+// rows of the block. tile_norms: the tile's column terms in shared memory (tile_norms[i]:
+// column col0 + i). kFull: every column exists.
+template <class Op, bool kFull, int BN>
+__device__ __forceinline__ void score_block(float (&acc)[BN / 2], const float* tile_norms,
+                                            std::int64_t n, std::int64_t col0, int lane,
+                                            float& lowest0, float& lowest1) {
+  lowest0 = lowest1 = __int_as_float(0x7fc00000);  // fminf ignores NaN operands
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int c = j * 8 + (lane % 4) * 2;
+    const bool ok0 = kFull || col0 + c < n, ok1 = kFull || col0 + c + 1 < n;
+    float2 ct = make_float2(0.f, 0.f);
+    if constexpr (Op::kUsesNorms) ct = *reinterpret_cast<const float2*>(tile_norms + c);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float& s0 = acc[4 * j + 2 * h];
+      float& s1 = acc[4 * j + 2 * h + 1];
+      s0 = ok0 ? Op::score(s0, ct.x) : __int_as_float(0x7fc00000);
+      s1 = ok1 ? Op::score(s1, ct.y) : __int_as_float(0x7fc00000);
+      float& lowest = h == 0 ? lowest0 : lowest1;
+      lowest = fminf(lowest, fminf(s0, s1));
+    }
+  }
+}
+
+// score_block over the thread's kParts / 2 blocks, the tile full or not.
+template <class Op, int BN, int kParts>
+__device__ __forceinline__ void score_tile(float (&acc)[kParts / 2][BN / 2],
+                                           const float* tile_norms, std::int64_t n,
+                                           std::int64_t col0, int lane,
+                                           float (&lowest)[kParts]) {
+  if (col0 + BN <= n) {
+#pragma unroll
+    for (int b = 0; b < kParts / 2; ++b) {
+      score_block<Op, true, BN>(acc[b], tile_norms, n, col0, lane, lowest[2 * b],
+                                lowest[2 * b + 1]);
+    }
+  } else {
+#pragma unroll
+    for (int b = 0; b < kParts / 2; ++b) {
+      score_block<Op, false, BN>(acc[b], tile_norms, n, col0, lane, lowest[2 * b],
+                                 lowest[2 * b + 1]);
+    }
+  }
+}
+
+// Appends the scores of row h of a block that pass the threshold to the thread's own
+// candidate slots (kSlots of them; `count` goes on counting past them: an overflow).
+// Branch-free: predicated stores.
+template <int h, int BN>
+__device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2], std::int64_t col0,
+                                                int lane, float thr, Candidate* slots,
+                                                int& count) {
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float s = acc[4 * j + 2 * h + e];
+      const bool pass = s <= thr;
+      if (pass && count < kSlots) {
+        slots[count] = Candidate{s, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+      }
+      count += pass ? 1 : 0;
+    }
+  }
+}
+
+// The exhaustive form (a tile where some thread's slots overflowed), for block b: every
+// passing score is appended to its row's scratch area (BN entries a local row, `areas` being
+// the warp's) at the row's shared counter.
+template <int BN>
+__device__ __forceinline__ void stage_block(const float (&acc)[BN / 2], std::int64_t col0,
+                                            int lane, float thr0, float thr1, const WarpRows& wr,
+                                            int b, Candidate* areas) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = part_row(2 * b + h, lane);
+    RowState* row = wr.states + r;
+    Candidate* area = areas + r * BN;
+    const float thr = h == 0 ? thr0 : thr1;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float s = acc[4 * j + 2 * h + e];
+        if (s <= thr) {
+          const int pos = atomicAdd(&row->staged, 1);
+          area[pos] = Candidate{s, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+        }
+      }
+    }
+  }
+}
+
+// The warp-uniform selection state of local row r (whose query is wr.query(r)).
+__device__ __forceinline__ RowSelect row_select(const TopkSm90Params& p, int chunk,
+                                                const WarpRows& wr, int r) {
+  RowSelect st;
+  const RowState& rs = wr.states[r];
+  const std::int64_t slot = (wr.query(r) * p.chunks + chunk) * p.k;
+  st.list_s = p.list_s + slot;
+  st.list_id = p.list_id + slot;
+  st.buf_s = wr.buf_s + r * kRowBuffer;
+  st.buf_id = wr.buf_id + r * kRowBuffer;
+  st.k = p.k;
+  st.m = rs.m;
+  st.count = rs.count;
+  st.tau_s = rs.tau_s;
+  st.tau_id = rs.tau_id;
+  st.short_merge = true;  // few warps an SM: a flush's latency is exposed
+  st.bound_j = bound_rank(p.k, p.buckets);
+  return st;
+}
+
+// Stores local row r's selection state and publishes its query's shared bound.
+__device__ __forceinline__ void keep_row_select(const TopkSm90Params& p, int chunk,
+                                                const WarpRows& wr, int r, const RowSelect& st,
+                                                int lane) {
+  __syncwarp();
+  if (lane == 0) {
+    RowState& rs = wr.states[r];
+    rs.m = st.m;
+    rs.count = st.count;
+    rs.tau_s = st.tau_s;
+    rs.tau_id = st.tau_id;
+    rs.staged = 0;
+    publish_bound(p.tau_keys, p.buckets, wr.query(r), chunk, st);
+  }
+  __syncwarp();
+}
+
+// The warp offers the candidates in its threads' slots (this thread's: `slots`, part h at
+// h * 32 * kSlots, count[h] of them, none above kSlots) to their rows' selections. Every lane
+// offers its own candidates at once: one compare with the row's threshold and, for those that
+// pass, an append to the row's buffer (shared atomic); a row whose buffer is full is flushed
+// by the whole warp and its waiting candidates are offered again.
+template <int kParts>
+__device__ __forceinline__ void drain_slots(const TopkSm90Params& p, int chunk,
+                                            const WarpRows& wr, const Candidate* slots,
+                                            const int (&count)[kParts], int lane) {
+  constexpr int kWarpRows = 8 * kParts;
+  // count[h] by selects (a runtime index would put the array in local memory).
+  auto count_of = [&](int h) {
+    int n = 0;
+#pragma unroll
+    for (int j = 0; j < kParts; ++j) n = j == h ? count[j] : n;
+    return n;
+  };
+  int h = 0, i = 0;  // this lane's next candidate
+  while (true) {
+    while (h < kParts && i >= count_of(h)) {
+      ++h;
+      i = 0;
+    }
+    const bool have = h < kParts;
+    bool waits = false;
+    if (have) {
+      const int r = part_row(h, lane);
+      RowState* rs = wr.states + r;
+      const Candidate c = slots[h * 32 * kSlots + i];
+      if (key_less(c.s, c.id, rs->tau_s, rs->tau_id)) {
+        const int pos = atomicAdd(&rs->count, 1);
+        if (pos < kRowBuffer) {
+          wr.buf_s[r * kRowBuffer + pos] = c.s;
+          wr.buf_id[r * kRowBuffer + pos] = c.id;
+        } else {
+          waits = true;  // offered again after the row's flush
+        }
+      }
+      if (!waits) ++i;
+    }
+    __syncwarp();
+    if (!__any_sync(0xffffffffu, have)) break;
+    // Rows with a full buffer: flush them one by one.
+    const int row_count = lane < kWarpRows ? wr.states[lane].count : 0;
+    unsigned full = __ballot_sync(0xffffffffu, row_count >= kRowBuffer);
+    while (full != 0) {
+      const int r = __ffs(full) - 1;
+      full &= full - 1;
+      __syncwarp();
+      if (lane == 0) wr.states[r].count = kRowBuffer;
+      __syncwarp();
+      RowSelect st = row_select(p, chunk, wr, r);
+      flush(st);
+      keep_row_select(p, chunk, wr, r, st, lane);
+    }
+  }
+}
+
+// The warp offers its rows' staged candidates (scratch areas, BN entries a local row) to
+// their selections.
+template <int BN, int kParts>
+__device__ __forceinline__ void drain_staged(const TopkSm90Params& p, int chunk,
+                                             const WarpRows& wr, const Candidate* areas,
+                                             int lane) {
+  constexpr int kWarpRows = 8 * kParts;
+  __syncwarp();  // staged candidates and counters of the other lanes are visible after this
+  const int mine = lane < kWarpRows ? wr.states[lane].staged : 0;
+  unsigned pending = __ballot_sync(0xffffffffu, mine > 0);
+  while (pending != 0) {
+    const int r = __ffs(pending) - 1;
+    pending &= pending - 1;
+    const int staged = __shfl_sync(0xffffffffu, mine, r);
+    RowSelect st = row_select(p, chunk, wr, r);
+    const Candidate* area = areas + r * BN;
+    for (int b = 0; b < staged; b += 32) {
+      const bool valid = b + lane < staged;
+      const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
+      offer(st, c.s, c.id, valid);
+    }
+    keep_row_select(p, chunk, wr, r, st, lane);
+  }
+}
+
+// One tile's selection after score_tile: the filter, then the slots or the scratch areas.
+// thr: the thread's parts' thresholds (NaN: a row past the queries). areas: the warp's
+// scratch areas. Returns whether any row of the warp took candidates (its tau may have moved).
+template <int BN, int kParts>
+__device__ __forceinline__ bool select_tile(const TopkSm90Params& p, int chunk,
+                                            const WarpRows& wr,
+                                            const float (&acc)[kParts / 2][BN / 2],
+                                            std::int64_t col0, int lane,
+                                            const float (&thr)[kParts],
+                                            const float (&lowest)[kParts], Candidate* slots,
+                                            Candidate* areas) {
+  int count[kParts];
+#pragma unroll
+  for (int b = 0; b < kParts / 2; ++b) {
+    count[2 * b] = count[2 * b + 1] = 0;
+    if (lowest[2 * b] <= thr[2 * b]) {
+      slot_candidates<0, BN>(acc[b], col0, lane, thr[2 * b], slots + 2 * b * 32 * kSlots,
+                             count[2 * b]);
+    }
+    if (lowest[2 * b + 1] <= thr[2 * b + 1]) {
+      slot_candidates<1, BN>(acc[b], col0, lane, thr[2 * b + 1],
+                             slots + (2 * b + 1) * 32 * kSlots, count[2 * b + 1]);
+    }
+  }
+  bool overflow = false, any = false;
+#pragma unroll
+  for (int h = 0; h < kParts; ++h) {
+    overflow = overflow || count[h] > kSlots;
+    any = any || count[h] > 0;
+  }
+  if (__any_sync(0xffffffffu, overflow)) {
+#pragma unroll
+    for (int b = 0; b < kParts / 2; ++b) {
+      stage_block<BN>(acc[b], col0, lane, thr[2 * b], thr[2 * b + 1], wr, b, areas);
+    }
+    drain_staged<BN, kParts>(p, chunk, wr, areas, lane);
+    return true;
+  }
+  if (__any_sync(0xffffffffu, any)) {
+    drain_slots<kParts>(p, chunk, wr, slots, count, lane);
+    return true;
+  }
+  return false;
+}
+
+// A work item's start: the warp's rows hold nothing yet.
+template <int kParts>
+__device__ __forceinline__ void reset_rows(const WarpRows& wr, int lane) {
+  if (lane < 8 * kParts) {
+    RowState& rs = wr.states[lane];
+    rs.m = 0;
+    rs.count = 0;
+    rs.staged = 0;
+    rs.tau_s = kInfScore;
+    rs.tau_id = kNoId;
+  }
+  __syncwarp();
+}
+
+// A work item's end: the warp's rows' lists (flush the buffers, pad to k with (+inf, -1)).
+template <int kParts>
+__device__ __forceinline__ void finish_rows(const TopkSm90Params& p, int chunk,
+                                            const WarpRows& wr, int lane) {
+  for (int r = 0; r < 8 * kParts; ++r) {
+    if (wr.query(r) >= p.nq) break;  // local rows run in query order
+    RowSelect st = row_select(p, chunk, wr, r);
+    if (st.count > 0) flush(st);
+    for (int j = st.m + lane; j < st.k; j += 32) {
+      st.list_s[j] = kInfScore;
+      st.list_id[j] = -1;
+    }
+  }
+  __syncwarp();
+}
+
+}  // namespace megatax::cuda::detail
