@@ -431,6 +431,9 @@ struct TopkCase {
   // that a tile passes more candidates than a stale threshold expects (the few-query Hopper
   // kernel's full-area path, with the 3-tile chunks a 1 MiB workspace gives at k = 128).
   bool bursts = false;
+  // The given norms 4 bytes past an 8-byte boundary (the Hopper kernel reads them in pairs:
+  // topk copies such norms into its workspace).
+  bool odd_norms = false;
 };
 
 // Rows of `bursts` (see TopkCase): query 0 plus Gaussian noise of a scale set by the row.
@@ -470,8 +473,9 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   a.ids = ids.as<std::int64_t>();
   a.max_workspace_bytes = tc.workspace;
   if (tc.given_norms && n > 0) {
-    mc::row_norms(res, ddb.view, dbn.as<float>());
-    a.database_norms = dbn.as<float>();
+    float* norms = dbn.as<float>() + (tc.odd_norms ? 1 : 0);
+    mc::row_norms(res, ddb.view, norms);
+    a.database_norms = norms;
   }
   mc::topk(res, a);
   res.synchronize();
@@ -542,11 +546,11 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
                   (long long)fb, why[fb].c_str());
   }
   char name[256], detail[128];
-  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s",
+  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
                 (long long)d, (long long)k, tc.given_norms ? "" : " norms-computed",
                 tc.pad ? " strided" : "", tc.workspace < (std::size_t{1} << 30) ? " small-ws" : "",
-                tc.bursts ? " bursts" : "");
+                tc.bursts ? " bursts" : "", tc.odd_norms ? " odd-norms" : "");
   const double recall = kv > 0 ? static_cast<double>(hits.load()) / (q * kv) : 1.0;
   std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)", recall);
   report(name, ok, detail);
@@ -1506,6 +1510,7 @@ int main(int argc, char** argv) {
           {64, 700, 128, 300, kB},
           {50, 100, 64, 200, kB},
           {129, 5000, 256, 64, kH, Metric::kInnerProduct, false},
+          {300, 5001, 128, 20, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, true},
           // The few-query Hopper kernel (at most 16 queries): database tails, a d chunk tail,
           // long lists (k = 1024 over several chunks), one query, inner product, strided.
           {16, 100000, 128, 100, kB},

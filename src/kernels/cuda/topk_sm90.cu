@@ -7,14 +7,15 @@
 // walked in BN-row tiles. After each tile a consumer thread holds its two query rows' dot
 // products against BN / 4 database rows each, and the selection of topk_sm90_select.cuh runs
 // per row (score, filter, slots or scratch areas, flushes into the (query, chunk) lists).
-// Each warp owns its 16 query rows for the whole work item; the column terms' double buffer
-// takes one 256-thread barrier a tile. A tile's first MMA names the accumulators as outputs
-// only (mma_tile's kFirstWrites), so their registers serve the selection until then: the
-// consumers no longer spill (60-64 -> 0-24 bytes; ptxas -v).
+// Each warp owns its 16 query rows for the whole work item; each warpgroup shares the tile's
+// column terms through its own double buffer (no barrier between the warpgroups: one had
+// them wait for each other every tile, 9-13% of the samples). A tile's first MMA names the
+// accumulators as outputs only (mma_tile's kFirstWrites), so their registers serve the
+// selection until then: the consumers no longer spill (60-64 -> 0-24 bytes; ptxas -v).
 //
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
-// lanes x kSlots x 8 bytes) and the column terms (2 KiB). Measured on an H100 (bench_cuda,
+// lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB). Measured on an H100 (bench_cuda,
 // bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only time of the same shape 0.96-0.99x
 // (N=10M D=128 k=10; GEMM-only there writes a 20 GB matrix), 1.32x (k=100), 1.4-1.6x (N=2M
 // D=1024 k=10 / 100). Without the selection (a diagnostic build) the main loop ran at 0.37x
@@ -56,7 +57,7 @@ constexpr int kSlotBytes =
 constexpr int kRowBytes =
     kBM * static_cast<int>(sizeof(RowState) + kRowBuffer * (sizeof(std::int64_t) + sizeof(float)));
 constexpr int kSmemBytes =
-    Ring::kBytes + kRowBytes + kSlotBytes + 2 * kBN * 4 /* column terms, double-buffered */;
+    Ring::kBytes + kRowBytes + kSlotBytes + 2 * 2 * kBN * 4 /* column terms a warpgroup */;
 static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
 
 #if defined(MEGATAX_SM90A)
@@ -79,7 +80,6 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
   wr.base = warp_row0;
   Candidate* areas =
       p.scratch + (static_cast<std::int64_t>(blockIdx.x) * kBM + warp_row0) * kBN;
-  const int ctid = cw * 128 + tid;  // 0..255 over both consumer warpgroups
   // The thread's slots: [kParts][32 lanes][kSlots] a warp.
   Candidate* slots = slot_smem + (cw * 4 + warp) * kParts * 32 * kSlots + lane * kSlots;
   float acc[1][kBN / 2];
@@ -98,20 +98,27 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
 
     for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
       const std::int64_t col0 = t * kBN;
-      // The tile's column terms: one per consumer thread, read while the MMAs run, then
-      // shared through a double buffer (the barrier orders this tile's writes after every
-      // thread's reads of the buffer two tiles ago).
-      float norm = 0.f;
-      if (Op::kUsesNorms && col0 + ctid < p.n) norm = __ldg(p.db_norms + col0 + ctid);
+      // The tile's column terms, two a thread, read while the MMAs run, then shared through
+      // the warpgroup's double buffer (its barrier orders this tile's writes after every
+      // thread's reads of the buffer two tiles ago). Each warpgroup keeps its own copy: one
+      // copy and a 256-thread barrier had the warpgroups wait for each other every tile.
+      float norm[2] = {0.f, 0.f};
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (Op::kUsesNorms && col0 + i * 128 + tid < p.n) {
+          norm[i] = __ldg(p.db_norms + col0 + i * 128 + tid);
+        }
+      }
       unsigned shared_key[kParts];
       load_shared_bounds<kBuckets, kParts>(p, wr, lane, shared_key);
       mma_tile<T, Ring, kBN, kCluster, /*kFirstWrites=*/true>(
           acc[0], ring, cur, cw, lane, chunks, [](std::uint32_t, std::int64_t) {});
       tighten<kBuckets, kParts>(shared_key, thr);
-      float* tile_norms = norm_smem + (t & 1) * kBN;
+      float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
       if constexpr (Op::kUsesNorms) {
-        tile_norms[ctid] = norm;
-        sm90::named_barrier_sync(1, 256);
+        tile_norms[tid] = norm[0];
+        tile_norms[128 + tid] = norm[1];
+        sm90::named_barrier_sync(1 + cw, 128);
       }
       float lowest[kParts];
       score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, lowest);

@@ -63,7 +63,7 @@ static_assert(sizeof(RowState) % 8 == 0, "row states stay 8-byte aligned");
 constexpr int kRowBuffer = 32;
 
 // A thread's candidate slots per part (the filter's fast path).
-constexpr int kSlots = 7;
+constexpr int kSlots = 6;
 
 struct TopkSm90Params {
   std::int64_t nq = 0, n = 0, d = 0;
