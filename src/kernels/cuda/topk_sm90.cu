@@ -15,17 +15,16 @@
 //
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
-// lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB). Measured on an H100 (bench_cuda,
-// bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only time of the same shape 0.96-0.99x
-// (N=10M D=128 k=10; GEMM-only there writes a 20 GB matrix), 1.32x (k=100), 1.4-1.6x (N=2M
-// D=1024 k=10 / 100). Without the selection (a diagnostic build) the main loop ran at 0.37x
-// (D=128) and 0.93x (D=1024) of GEMM-only: the selection, which does not overlap the MMAs, is
-// what is left; ncu (D=128 k=10): a third of the consumers' time in the MMAs, half in the
-// selection and in waiting for each other at the tile's barrier. Tried: a fourth stage (row
-// buffers moved to global memory to make room): no faster at D=1024; queries resident in shared
-// memory with the two warpgroups taking 128-row tiles in turns ("ping-pong", one selecting
-// while the other multiplies): 3-13% slower than this kernel at D=128, the selection being
-// latency-bound at one warp a scheduler (bench/RESULTS.md, session 27).
+// lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
+// Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
+// time of the same shape 0.86-0.88x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
+// matrix), 1.20-1.23x (k=100), 1.36-1.56x (N=2M D=1024 k=10 / 100). Without the selection (a
+// diagnostic build) the main loop ran at 0.37x (D=128) and 0.93x (D=1024) of GEMM-only: the
+// selection, which does not overlap the MMAs, is what is left. Tried: a fourth stage (row
+// buffers moved to global memory to make room): no faster at D=1024; queries resident in
+// shared memory with the two warpgroups taking 128-row tiles in turns ("ping-pong", one
+// selecting while the other multiplies): 3-13% slower than this kernel (at 90d8e93) at D=128,
+// the selection being latency-bound at one warp a scheduler (bench/RESULTS.md, session 27).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
