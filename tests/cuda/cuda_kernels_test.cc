@@ -431,8 +431,8 @@ struct TopkCase {
   // that a tile passes more candidates than a stale threshold expects (the few-query Hopper
   // kernel's full-area path, with the 3-tile chunks a 1 MiB workspace gives at k = 128).
   bool bursts = false;
-  // The given norms 4 bytes past an 8-byte boundary (the Hopper kernel reads them in pairs:
-  // topk copies such norms into its workspace).
+  // The given norms 4 bytes past an 8-byte boundary (a caller's device pointer need only be
+  // float-aligned: no kernel may read them in pairs from global memory).
   bool odd_norms = false;
 };
 
