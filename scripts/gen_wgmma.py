@@ -38,71 +38,59 @@ template <class T, int N>
 struct Wgmma;
 """)
 
+def wrapped(text, width):
+    """Splits text at spaces into pieces of at most ~width characters."""
+    pieces, cur = [], ""
+    for w in text.split(" "):
+        if len(cur) + len(w) + 1 > width:
+            pieces.append(cur)
+            cur = ""
+        cur += w + " "
+    if cur:
+        pieces.append(cur)
+    return pieces
+
+
+def asm_body(n, regs, ptx_t, acc_constraint, accumulate_operand):
+    """The asm statement of one wrapper: acc_constraint "+f" (read and written) or "=f"
+    (outputs only); accumulate_operand the C++ expression for scale-d."""
+    lines = ["    asm volatile(",
+             '        "{\\n"',
+             '        ".reg .pred p;\\n"',
+             f'        "setp.ne.b32 p, %{regs + 2}, 0;\\n"',
+             f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_t}.{ptx_t} "']
+    regs_text = "{" + ", ".join(f"%{i}" for i in range(regs)) + "}, "
+    lines += [f'        "{piece}"' for piece in wrapped(regs_text, 80)]
+    lines.append(f'        "%{regs}, %{regs + 1}, p, 1, 1, 0, 0;\\n"')
+    lines.append('        "}\\n"')
+    outs_c = [f'"{acc_constraint}"(acc[{i}])' for i in range(regs)]
+    cur = "        : "
+    for i, o in enumerate(outs_c):
+        piece = o + (", " if i + 1 < len(outs_c) else "")
+        if len(cur) + len(piece) > 96:
+            lines.append(cur.rstrip())
+            cur = "          "
+        cur += piece
+    lines.append(cur)
+    lines.append(f'        : "l"(desc_a), "l"(desc_b), "r"({accumulate_operand}));')
+    return lines
+
+
 for n in SHAPES:
     regs = n // 2
     for ptx_t, cpp_t in TYPES:
-        outs = ", ".join(f"%{i}" for i in range(regs))
         lines = []
         lines.append(f"template <>\nstruct Wgmma<{cpp_t}, {n}> {{")
         lines.append(f"  static constexpr int kAccumulators = {regs};")
         lines.append(f"  __device__ __forceinline__ static void mma(float (&acc)[{regs}], std::uint64_t desc_a,")
         lines.append(f"                                             std::uint64_t desc_b, int accumulate) {{")
-        lines.append("    asm volatile(")
-        lines.append('        "{\\n"')
-        lines.append('        ".reg .pred p;\\n"')
-        lines.append(f'        "setp.ne.b32 p, %{regs + 2}, 0;\\n"')
-        lines.append(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_t}.{ptx_t} "')
-        # the register list, wrapped
-        chunk = []
-        for i in range(regs):
-            chunk.append(f"%{i}")
-        text = "{" + ", ".join(chunk) + "}, "
-        # wrap at ~80 chars
-        words = text.split(" ")
-        cur = ""
-        for w in words:
-            if len(cur) + len(w) + 1 > 80:
-                lines.append(f'        "{cur}"')
-                cur = ""
-            cur += w + " "
-        if cur:
-            lines.append(f'        "{cur}"')
-        lines.append(f'        "%{regs}, %{regs + 1}, p, 1, 1, 0, 0;\\n"')
-        lines.append('        "}\\n"')
-        outs_c = [f'"+f"(acc[{i}])' for i in range(regs)]
-        cur = "        : "
-        out_lines = []
-        for i, o in enumerate(outs_c):
-            piece = o + (", " if i + 1 < len(outs_c) else "")
-            if len(cur) + len(piece) > 96:
-                out_lines.append(cur.rstrip())
-                cur = "          "
-            cur += piece
-        out_lines.append(cur)
-        lines.extend(out_lines)
-        lines.append('        : "l"(desc_a), "l"(desc_b), "r"(accumulate));')
+        lines += asm_body(n, regs, ptx_t, "+f", "accumulate")
         lines.append("  }")
         # mma_first: D = A * B with acc as outputs only, so that the compiler knows the old
         # values are dead (their registers free for other work until this MMA).
         lines.append(f"  __device__ __forceinline__ static void mma_first(float (&acc)[{regs}], std::uint64_t desc_a,")
         lines.append(f"                                                   std::uint64_t desc_b) {{")
-        lines.append("    asm volatile(")
-        lines.append('        "{\\n"')
-        lines.append('        ".reg .pred p;\\n"')
-        lines.append(f'        "setp.ne.b32 p, %{regs + 2}, 0;\\n"')
-        lines.append(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_t}.{ptx_t} "')
-        cur = ""
-        for w in words:
-            if len(cur) + len(w) + 1 > 80:
-                lines.append(f'        "{cur}"')
-                cur = ""
-            cur += w + " "
-        if cur:
-            lines.append(f'        "{cur}"')
-        lines.append(f'        "%{regs}, %{regs + 1}, p, 1, 1, 0, 0;\\n"')
-        lines.append('        "}\\n"')
-        lines.extend(line.replace('"+f"', '"=f"') for line in out_lines)
-        lines.append('        : "l"(desc_a), "l"(desc_b), "r"(0));')
+        lines += asm_body(n, regs, ptx_t, "=f", "0")
         lines.append("  }")
         lines.append("};")
         print("\n".join(lines))
