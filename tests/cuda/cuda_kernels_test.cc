@@ -1340,26 +1340,27 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                   mc::assign(res, a);
                 }),
                 "assign with mismatched dtypes did not throw");
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::GroupedAssignArgs a;
-                  a.x = dx.view;
-                  a.centroids = dx.view;
-                  a.row_begin = {0, 4, 10};
-                  a.centroid_begin = {0, 3};
+  // Two groups of a valid grouped assignment (rows 0-3 and 4-9 against centroids 0-2 and
+  // 3-4), with one thing spoiled by `spoil`: must throw kInvalidArgument.
+  auto grouped_refuses = [&](auto&& spoil) {
+    return throws_invalid([&] {
+      mc::GroupedAssignArgs a;
+      a.x = dx.view;
+      a.centroids = dx.view;
+      a.row_begin = {0, 4, 10};
+      a.centroid_begin = {0, 3};
+      a.centroid_end = {3, 5};
+      a.labels = labels.as<std::int32_t>();
+      spoil(a);
+      mc::assign_grouped(res, a);
+    });
+  };
+  CHECK_OR_FAIL(grouped_refuses([](mc::GroupedAssignArgs& a) {
                   a.centroid_end = {3, 3};  // second group has no centroids
-                  a.labels = static_cast<std::int32_t*>(labels.data());
-                  mc::assign_grouped(res, a);
                 }),
                 "assign_grouped with an empty centroid range did not throw");
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::GroupedAssignArgs a;
-                  a.x = dx.view;
-                  a.centroids = dx.view;
+  CHECK_OR_FAIL(grouped_refuses([](mc::GroupedAssignArgs& a) {
                   a.row_begin = {0, 4, 9};  // does not end at n = 10
-                  a.centroid_begin = {0, 3};
-                  a.centroid_end = {3, 6};
-                  a.labels = static_cast<std::int32_t*>(labels.data());
-                  mc::assign_grouped(res, a);
                 }),
                 "assign_grouped with row_begin not ending at n did not throw");
   CHECK_OR_FAIL(throws_invalid([&] {
@@ -1402,16 +1403,8 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                 "accumulate with label -1 and no skip_negative did not throw");
   lab[3] = 8;
   CHECK_OR_FAIL(accumulate_refuses(lab, true), "accumulate skipping negatives took label 8 >= k");
-  CHECK_OR_FAIL(throws_invalid([&] {
-                  mc::GroupedAssignArgs a;
-                  a.x = dx.view;
-                  a.centroids = dx.view;
-                  a.row_begin = {0, 4, 10};
-                  a.centroid_begin = {0, 3};
-                  a.centroid_end = {3, 5};
-                  a.labels = labels.as<std::int32_t>();
+  CHECK_OR_FAIL(grouped_refuses([](mc::GroupedAssignArgs& a) {
                   a.skip = {0};  // one flag for two groups
-                  mc::assign_grouped(res, a);
                 }),
                 "assign_grouped with a skip list of the wrong size did not throw");
   report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label, -1 label, skip size");
