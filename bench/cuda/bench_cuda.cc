@@ -11,7 +11,8 @@
 //     multiple of assign (one Lloyd iteration, without the tiny centroid update)
 //   - top-k at Q=1024 and Q=16 for N=10M D=128 and N=2M D=1024, k=10 and 100, bf16 (and f32):
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
-//     (database bytes / measured copy bandwidth)
+//     (database bytes / measured copy bandwidth); f32 (ours: 3xTF32) also against our exact
+//     FFMA kernel and cuBLAS's one-pass TF32 GEMM-only time
 //   - k-means++ seeding of a level's batch of node problems (grouped distances per round, and
 //     the whole seed_grouped), with the tensor-core distances and the FFMA ones, and through
 //     the pools' Gram matrices (pool_gram, then rounds reading Gram rows)
@@ -88,15 +89,17 @@ cudaDataType_t cuda_type(DType t) {
 }
 
 // S[rows, cols] = A[rows, d] * B[cols, d]^T (row-major), S in the input dtype, f32
-// accumulation (pure f32 for f32 inputs: CUBLAS_COMPUTE_32F, no tf32).
+// accumulation (pure f32 for f32 inputs: CUBLAS_COMPUTE_32F, no tf32; fast_tf32: f32 inputs
+// rounded to tf32 once, CUBLAS_COMPUTE_32F_FAST_TF32, a less accurate product than ours).
 void gemm_abt(cublasHandle_t h, DType t, const void* a, std::int64_t rows, const void* b,
-              std::int64_t cols, std::int64_t d, void* s) {
+              std::int64_t cols, std::int64_t d, void* s, bool fast_tf32 = false) {
   const float alpha = 1.f, beta = 0.f;
   // Column-major view: S^T[cols, rows] = B[cols, d] (as d x cols, transposed) * A^T.
   CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(cols),
                             static_cast<int>(rows), static_cast<int>(d), &alpha, b, cuda_type(t),
                             static_cast<int>(d), a, cuda_type(t), static_cast<int>(d), &beta, s,
-                            cuda_type(t), static_cast<int>(cols), CUBLAS_COMPUTE_32F,
+                            cuda_type(t), static_cast<int>(cols),
+                            fast_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
 }
 
@@ -222,12 +225,12 @@ int main(int argc, char** argv) {
         a.distances = dist.as<float>();
         const double ours = time_ms(stream, [&] { mc::assign(res, a); });
         // The portable mma.sync kernel on the same data (on Hopper, ours is the sm_90a one);
-        // f32: the 4 x 4 micro tiles.
+        // f32: the exact FFMA kernel (ours multiplies as 3xTF32).
         setenv("MEGATAX_CUDA_ASSIGN", "mma", 1);
-        setenv("MEGATAX_CUDA_F32_TILES", "4x4", 1);
+        setenv("MEGATAX_CUDA_F32", "ffma", 1);
         const double portable = time_ms(stream, [&] { mc::assign(res, a); });
         unsetenv("MEGATAX_CUDA_ASSIGN");
-        unsetenv("MEGATAX_CUDA_F32_TILES");
+        unsetenv("MEGATAX_CUDA_F32");
         // GEMM-only: X C^T into a bf16 matrix, in chunks of rows that fit the output buffer.
         const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (s.k * es));
         const double floor = time_ms(stream, [&] {
@@ -257,13 +260,14 @@ int main(int argc, char** argv) {
             s.t == DType::kF16 ? fmt(" (%.1f%% of cuBLAS's f16 rate)", 100 * tf / peak16) : std::string();
         if (!f16_rate.empty()) std::printf("  %-32s%s\n", "", f16_rate.c_str());
         const double tf_portable = flops / (portable * 1e-3) / 1e12;
-        std::printf("  %-32s portable mma.sync kernel %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak\n",
-                    "", portable, tf_portable, 100 * tf_portable / peak);
+        const char* portable_name = s.t == DType::kF32 ? "FFMA kernel" : "portable kernel";
+        std::printf("  %-32s %s %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak\n", "", portable_name,
+                    portable, tf_portable, 100 * tf_portable / peak);
         g_rows.push_back({"assign " + shape,
                           fmt("%8.3f ms %5.0f TFLOP/s %5.1f%% peak%s | GEMM-only %8.3f ms, ours/GEMM "
-                              "%.2fx | +accumulate %.2fx | portable kernel %5.1f%% peak",
+                              "%.2fx | +accumulate %.2fx | %s %8.3f ms",
                               ours, tf, 100 * tf / peak, f16_rate.c_str(), floor, ours / floor,
-                              (ours + acc_ms) / ours, 100 * tf_portable / peak)});
+                              (ours + acc_ms) / ours, portable_name, portable)});
       }
     }
 
@@ -298,6 +302,18 @@ int main(int argc, char** argv) {
                        std::min(chunk, s.n - r), s.d, out.data());
             }
           });
+          // f32: cuBLAS's one-pass TF32 GEMM too (context: faster and less accurate than
+          // our 3xTF32 product; the target's peer is the exact SGEMM above).
+          std::string tf32_gemm;
+          if (s.t == DType::kF32 && q > 16) {
+            tf32_gemm = fmt(" | cuBLAS TF32 GEMM-only %8.3f ms", time_ms(stream, [&] {
+                              for (std::int64_t r = 0; r < s.n; r += chunk) {
+                                gemm_abt(cublas, s.t, qb.data(), q,
+                                         static_cast<const char*>(big.data()) + r * s.d * es,
+                                         std::min(chunk, s.n - r), s.d, out.data(), true);
+                              }
+                            }));
+          }
           for (std::int64_t k : {10, 100}) {
             mc::DeviceBuffer dist(q * k * 4), ids(q * k * 8);
             mc::TopkArgs a;
@@ -309,17 +325,18 @@ int main(int argc, char** argv) {
             a.ids = ids.as<std::int64_t>();
             const double ours = time_ms(stream, [&] { mc::topk(res, a); });
             // The portable kernel in the same run, where Hopper's took the shape (f32 with
-            // more than 16 queries: the 4 x 4 micro tiles).
+            // more than 16 queries: the exact FFMA kernel; ours multiplies as 3xTF32).
             std::string portable;
             {
               setenv("MEGATAX_CUDA_TOPK", "mma", 1);
-              setenv("MEGATAX_CUDA_F32_TILES", "4x4", 1);
+              setenv("MEGATAX_CUDA_F32", "ffma", 1);
               portable = fmt(" | %s %8.3f ms",
-                             s.t == DType::kF32 && q > 16 ? "4x4 micro tiles" : "portable kernel",
+                             s.t == DType::kF32 && q > 16 ? "FFMA kernel" : "portable kernel",
                              time_ms(stream, [&] { mc::topk(res, a); }));
               unsetenv("MEGATAX_CUDA_TOPK");
-              unsetenv("MEGATAX_CUDA_F32_TILES");
+              unsetenv("MEGATAX_CUDA_F32");
             }
+            portable += tf32_gemm;
             const std::string shape =
                 fmt("%s Q=%lld N=%s D=%lld k=%lld", megatax::dtype_name(s.t), (long long)q,
                     human(s.n).c_str(), (long long)s.d, (long long)k);

@@ -61,8 +61,8 @@ struct TaxonomyConfig {
   std::string simd = "auto";              // CPU kernel path (auto|scalar|avx2|avx512|neon)
   // Where the kernels run: "cpu", or "cuda" (one GPU per process: `gpu` >= 0 picks it, -1 =
   // the MPI local rank mod the visible GPUs). gpu_dtype is what the GPU multiplies in:
-  // "auto" (the data's dtype when f16/bf16, else f32), "f32" (exact FFMA), "f16", "bf16"
-  // (tensor cores). A GPU fit is deterministic but its tree may differ from the CPU's where
+  // "auto" (the data's dtype when f16/bf16, else f32), "f32" (3xTF32 on tensor cores: f32
+  // accuracy, cuda.h), "f16", "bf16" (tensor cores). A GPU fit is deterministic but its tree may differ from the CPU's where
   // two centroids tie within rounding; a fit resumes only on the device it started on.
   std::string device = "cpu";
   std::string gpu_dtype = "auto";

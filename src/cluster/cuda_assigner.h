@@ -8,8 +8,8 @@
 // there; the centroids are uploaded at each set_centroids() (small). Labels and distances
 // come back to the host (assign() waits for the device).
 //
-// Numerics: those of cuda::assign in the compute dtype (f32: exact FFMA, f16/bf16: tensor
-// cores with f32 accumulation, inputs rounded to 16 bits).
+// Numerics: those of cuda::assign in the compute dtype (f32: 3xTF32, f16/bf16: tensor cores
+// with f32 accumulation, inputs rounded to 16 bits).
 // Thread-safety: one thread at a time. Each assigner has its own stream (Resources), so
 // several assigners may run concurrently on one device from several threads.
 #pragma once

@@ -3,9 +3,10 @@
 // between searches; a search copies only the queries in and the results out, and rows added
 // since the last search are uploaded (appended) before it. reset()/load() drop the copy.
 //
-// Numerics: cuda::topk on the index dtype: f32 exact (FFMA), f16/bf16 on tensor cores with
-// f32 accumulation; queries are rounded to the index dtype first (the CPU path widens the
-// rows instead), so 16-bit indexes may order near-ties differently from the CPU.
+// Numerics: cuda::topk on the index dtype: f32 as 3xTF32 on tensor cores (FFMA for at most
+// 16 queries; megatax/cuda.h), f16/bf16 on tensor cores with f32 accumulation; queries are
+// rounded to the index dtype first (the CPU path widens the rows instead), so 16-bit indexes
+// may order near-ties differently from the CPU.
 //
 // Thread-safety: one thread at a time (IndexFlat serialises its searches on the mirror).
 #pragma once

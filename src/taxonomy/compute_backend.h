@@ -4,8 +4,9 @@
 // CUDA one rounds differently, see below).
 //
 // Numerics: the CPU backend is bit-identical on every thread and rank count. The CUDA
-// backend computes the same distances with another summation order (f32: exact FFMA;
-// f16/bf16: tensor cores, f32 accumulation, inputs rounded to 16 bits when the data is f32),
+// backend computes the same distances with another summation order (f32: 3xTF32 on tensor
+// cores, FFMA for k-means++; f16/bf16: tensor cores, f32 accumulation, inputs rounded to 16
+// bits when the data is f32),
 // so it is deterministic on its own (same GPU model, same bits) but its tree can differ from
 // the CPU's where two centroids are within rounding of each other. HNSW graphs are not used
 // on the GPU (it scans all children: exact).

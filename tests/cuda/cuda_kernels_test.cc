@@ -15,7 +15,8 @@
 // kernel's float32 arithmetic: ||x||^2 + ||c||^2 - 2<x,c> accumulated in f32 over d terms.
 // Its error is bounded by about d * 2^-24 * (||x||^2 + ||c||^2) and is typically
 // sqrt(d) * 2^-24 times that; we allow
-//     tol = rel * (||x||^2 + ||c||^2),   rel = 1e-4 (f32, FFMA), 1e-3 (f16/bf16, tensor cores)
+//     tol = rel * (||x||^2 + ||c||^2),   rel = 1e-4 (f32: 3xTF32 or FFMA), 1e-3 (f16/bf16)
+// (3xTF32 adds at most ~2^-21 |x_j c_j| a product: ~2^-22 (||x||^2 + ||c||^2) in all).
 // A label (or a top-k member) is accepted when its reference distance is within tol of the
 // best (the k-th best); everything else must match exactly, and reported distances must be
 // within tol of the reference distance of the returned id. "exact" in the output counts the
@@ -1447,7 +1448,7 @@ int main(int argc, char** argv) {
                       {70, 130, 17, kF}};
       // On Hopper: the few-query kernel (the first and the last), the many-query one.
       topk_cases = {{5, 700, 24, 10, kB}, {3, 300, 5, 40, kF, Metric::kL2, false},
-                    {40, 900, 64, 10, kB}, {6, 900, 40, 10, kF}};
+                    {40, 900, 64, 10, kB}, {6, 900, 40, 10, kF}, {40, 900, 36, 10, kF}};
       acc_cases = {{3000, 20, 40, kB}, {500, 7, 3, kF, mc::SumType::kF32, true}};
       grouped_cases = {{5, 200, 40, 24, kB}, {4, 150, 9, 7, kF}, {6, 100, 20, 16, kH, Metric::kL2, 0, true}};
     } else {
@@ -1495,6 +1496,8 @@ int main(int argc, char** argv) {
           {200, 10000, 64, 50, kB, Metric::kInnerProduct},
           {50, 5000, 65, 20, kF, Metric::kInnerProduct},
           {40, 6000, 95, 37, kH, Metric::kL2, true, 5},  // strided, unaligned
+          {40, 6000, 96, 37, kF, Metric::kL2, true, 4},  // f32 strided, 16-byte copies
+          {70, 3001, 1000, 10, kF},                      // f32: many d chunks
           {300, 10000, 32, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 20},  // batches
           // The Hopper kernel's edges (more than 16 queries, d a multiple of 8): query blocks
           // in clusters of 2, a d chunk tail, database tails, k past a chunk, k > n.
@@ -1555,17 +1558,27 @@ int main(int argc, char** argv) {
     // On Hopper, f16/bf16 assignments run the sm_90a (wgmma + TMA) kernel; the portable
     // mma.sync kernel, which other GPUs and TMA-incompatible strides use, is checked too
     // (MEGATAX_CUDA_ASSIGN=mma forces it).
+    // f32 multiplies as 3xTF32 by default and with FFMA in the portable pass
+    // (MEGATAX_CUDA_F32=ffma).
     for (const bool portable : {false, true}) {
       if (portable) setenv("MEGATAX_CUDA_ASSIGN", "mma", 1);
-      const char* which = portable ? "portable kernel" : "default kernel";
+      if (portable) setenv("MEGATAX_CUDA_F32", "ffma", 1);
+      const char* which = portable ? "portable kernel, f32 on FFMA" : "default kernel";
       std::printf("assign, %s (reference: float64 argmin on the rounded inputs)\n", which);
       for (const auto& tc : assign_cases) test_assign(res, rng, tc);
       std::printf("grouped assign, %s (reference: float64 argmin within each group)\n", which);
       for (const auto& tc : grouped_cases) test_assign_grouped(res, rng, tc);
       if (portable) unsetenv("MEGATAX_CUDA_ASSIGN");
+      if (portable) unsetenv("MEGATAX_CUDA_F32");
     }
     std::printf("top-k (reference: float64 sort on the rounded inputs)\n");
     for (const auto& tc : topk_cases) test_topk(res, rng, tc);
+    std::printf("top-k of more than 16 f32 queries on FFMA (MEGATAX_CUDA_F32=ffma)\n");
+    setenv("MEGATAX_CUDA_F32", "ffma", 1);
+    for (const auto& tc : topk_cases) {
+      if (tc.dtype == kF && tc.q > 16) test_topk(res, rng, tc);
+    }
+    unsetenv("MEGATAX_CUDA_F32");
     std::printf("accumulate (reference: float64 sums in row order)\n");
     for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
     std::printf("row distances (reference: float64 on the rounded inputs)\n");

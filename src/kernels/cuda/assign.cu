@@ -431,9 +431,14 @@ void assign(Resources& res, const AssignArgs& args) {
                                                               packed, xn_out);
       break;
     default:
-      // 8 x 8 micro tiles (MEGATAX_CUDA_F32_TILES=4x4: the 64 x 64 tiles of 4 x 4, for
-      // side-by-side runs; the same bits either way: the sums run over d in the same order).
-      if (f32_wide_tiles()) {
+      // 3xTF32 on tensor cores; MEGATAX_CUDA_F32=ffma: FFMA on 8 x 8 micro tiles
+      // (MEGATAX_CUDA_F32_TILES=4x4: the 64 x 64 tiles of 4 x 4, for side-by-side runs; the
+      // same bits either way: the sums run over d in the same order).
+      if (f32_tensor_cores()) {
+        p.aligned = vector_aligned(x) && vector_aligned(c);
+        launch_assign_metric<MmaCore<AssignTf32Policy, float>>(args.metric, p, res, elem,
+                                                                stream, packed, xn_out);
+      } else if (f32_wide_tiles()) {
         launch_assign_metric<SimtCore<F32SimtWidePolicy>>(args.metric, p, res, elem, stream,
                                                            packed, xn_out);
       } else {
@@ -529,7 +534,14 @@ void assign_grouped(Resources& res, const GroupedAssignArgs& args) {
       launch_grouped_metric<MmaCore<AssignMmaPolicy, __half>>(args.metric, p, rb, cb, ce, skip, cv, stream);
       break;
     default:
-      launch_grouped_metric<SimtCore<F32SimtPolicy>>(args.metric, p, rb, cb, ce, skip, cv, stream);
+      if (f32_tensor_cores()) {
+        p.aligned = vector_aligned(x) && vector_aligned(c);
+        launch_grouped_metric<MmaCore<AssignTf32Policy, float>>(args.metric, p, rb, cb, ce, skip,
+                                                                cv, stream);
+      } else {
+        launch_grouped_metric<SimtCore<F32SimtPolicy>>(args.metric, p, rb, cb, ce, skip, cv,
+                                                       stream);
+      }
       break;
   }
 }

@@ -8,9 +8,16 @@
 // small d (few chunks per tile) keeps the loads in flight too.
 //
 // Two cores fill the accumulators:
-//   MmaCore<Policy, T>  f16/bf16 on tensor cores: mma.sync m16n8k16, f32 accumulation,
-//                       operands from shared memory by ldmatrix (rows padded by 16 bytes,
-//                       which makes ldmatrix conflict-free).
+//   MmaCore<Policy, T>  tensor cores, f32 accumulation, operands from shared memory by
+//                       ldmatrix (rows padded by 16 bytes, which makes ldmatrix conflict-free):
+//                       f16/bf16 by mma.sync m16n8k16 (exact products);
+//                       f32 by 3xTF32: each operand split into a tf32 "big" part (rounded to
+//                       nearest) and the remainder, and a.b = big.big + big.small + small.big
+//                       by three mma.sync m16n8k8 (the dropped small.small term and the
+//                       remainders' truncation to tf32 leave ~2^-21 of |a||b| a product:
+//                       f32-class accuracy at tensor-core speed). ldmatrix moves 32-bit
+//                       elements as pairs of 16-bit ones: an 8 x 8 b16 matrix is an 8 x 4 f32
+//                       one, laid out as the tf32 fragments want.
 //   SimtCore<Policy>    f32 with FFMA (exact f32 arithmetic, no tf32).
 // Both expose the same face to the epilogues: kRowSlots x kColSlots accumulators per thread,
 // at(rs, cs), and the block-local row_of(rs) / col_of(cs); col_of is increasing in cs and
@@ -26,15 +33,19 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace megatax::cuda::detail {
 
 // ---- tile policies: every derived constant named ---------------------------------------
 
 // Tensor-core policy. BM x BN block tile, BK-wide d chunks, WARPS_M x WARPS_N warps each
-// owning a (BM / WARPS_M) x (BN / WARPS_N) warp tile of m16n8k16 fragments, STAGES-deep
-// pipeline, MIN_BLOCKS resident blocks per SM asked of the register allocator.
-template <int BM, int BN, int BK, int WARPS_M, int WARPS_N, int STAGES, int MIN_BLOCKS = 1>
+// owning a (BM / WARPS_M) x (BN / WARPS_N) warp tile of m16n8 fragments, STAGES-deep
+// pipeline, MIN_BLOCKS resident blocks per SM asked of the register allocator; ELEM bytes an
+// element (2: f16/bf16, k16 steps; 4: f32 as 3xTF32, k8 steps). A k step is 32 bytes of a
+// row either way, a copy 16.
+template <int BM, int BN, int BK, int WARPS_M, int WARPS_N, int STAGES, int MIN_BLOCKS = 1,
+          int ELEM = 2>
 struct MmaPolicy {
   static constexpr int kBM = BM;
   static constexpr int kBN = BN;
@@ -47,18 +58,21 @@ struct MmaPolicy {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpM = kBM / kWarpsM;         // rows per warp tile
   static constexpr int kWarpN = kBN / kWarpsN;         // columns per warp tile
-  static constexpr int kMmaM = 16, kMmaN = 8, kMmaK = 16;
+  static constexpr int kElemBytes = ELEM;
+  static constexpr int kMmaM = 16, kMmaN = 8, kMmaK = 32 / ELEM;
   static constexpr int kFragsM = kWarpM / kMmaM;       // m16 fragments per warp tile
   static constexpr int kFragsN = kWarpN / kMmaN;       // n8 fragments per warp tile
-  static constexpr int kVec = 8;                       // 16-bit elements per 16-byte copy
+  static constexpr int kVec = 16 / ELEM;               // elements per 16-byte copy
   static constexpr int kVecsPerRow = kBK / kVec;       // 16-byte copies per tile row
   static constexpr int kLd = kBK + kVec;               // smem row pitch (elements), +16 bytes
   static constexpr int kStageElems = (kBM + kBN) * kLd;
-  static constexpr int kSmemBytes = kStages * kStageElems * 2;
+  static constexpr int kSmemBytes = kStages * kStageElems * ELEM;
+
+  static_assert(ELEM == 2 || ELEM == 4, "16-bit elements or f32");
 
   static_assert(kBM % (kWarpsM * kMmaM) == 0, "BM must split into m16 fragments per warp");
   static_assert(kBN % (kWarpsN * 16) == 0, "BN must split into pairs of n8 fragments");
-  static_assert(kBK % kMmaK == 0, "BK must be a multiple of 16");
+  static_assert(kBK % kMmaK == 0, "BK must be a multiple of the k step");
   static_assert((kBM * kVecsPerRow) % kThreads == 0, "A tile copies must split evenly");
   static_assert((kBN * kVecsPerRow) % kThreads == 0, "B tile copies must split evenly");
   static_assert(kStages >= 2, "at least double buffering");
@@ -143,6 +157,15 @@ using F32SimtPolicy = SimtPolicy<64, 64, 16, 16, 16, 3>;
 #endif
 using F32SimtWidePolicy =
     SimtPolicy<128, 128, MEGATAX_F32_WIDE_BK, 16, 16, MEGATAX_F32_WIDE_STAGES, 2>;
+//   f32 as 3xTF32 (MmaCore<..., float>), tiles of the 16-bit ones' bytes (BK 16 floats = 64
+//   bytes a row): top-k 64 x 128 x 16, 8 warps of 32 x 32, 3 stages, two blocks an SM; for
+//   d >= kTopkTf32WideD 128 x 128 x 16, 8 warps of 64 x 32 (fewer splits an MMA; one block an
+//   SM: at d = 128 the selection, not the MMAs, limits, and two blocks win); assign
+//   128 x 128 x 16, 4 stages.
+using TopkTf32Policy = MmaPolicy<64, 128, 16, 2, 4, 3, 1, 4>;
+using TopkTf32WidePolicy = MmaPolicy<128, 128, 16, 2, 4, 3, 1, 4>;
+constexpr long kTopkTf32WideD = 512;
+using AssignTf32Policy = MmaPolicy<128, 128, 16, 2, 4, 4, 2, 4>;
 //   top-k of at most 16 queries (memory-bound: the database is read once, and a 64-row query
 //   tile would spend 4x the multiply-adds on padding): 16 x 128 tiles.
 //   f16/bf16: 16 x 128 x 64, 4 warps of 16 x 32, 3 stages (62 KiB + selection state)
@@ -224,6 +247,25 @@ struct Half2Traits<__half> {
   }
 };
 
+// 3xTF32 (MmaCore<P, float>): x = big + small exactly, big = x rounded to tf32 (10 explicit
+// mantissa bits; half-way cases away from zero, by an integer add on the bits), small = the
+// remainder (|small| <= 2^-11 |x|), which the tensor cores truncate to tf32 (<= 2^-22 |x|
+// lost). Three ALU operations an element: cvt.rna.tf32 costs four (with its inf check).
+// Finite |x| within 2^-11 of FLT_MAX round to inf (their squares overflow f32 anyway).
+__device__ __forceinline__ void split_tf32(std::uint32_t x, std::uint32_t& big,
+                                           std::uint32_t& small) {
+  big = (x + 0x1000u) & 0xffffe000u;
+  small = __float_as_uint(__uint_as_float(x) - __uint_as_float(big));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const std::uint32_t (&a)[4],
+                                         std::uint32_t b0, std::uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // One operand of the product: `rows` rows of `d` elements, row i at ptr + i * ld.
 struct Operand {
   const void* ptr = nullptr;
@@ -236,6 +278,10 @@ struct Operand {
 template <class P, class T>
 struct MmaCore {
   using Policy = P;
+  static constexpr bool kTf32x3 = std::is_same_v<T, float>;  // f32 as 3xTF32
+  static_assert(static_cast<int>(sizeof(T)) == P::kElemBytes, "policy made for this dtype");
+  // Elements as raw bits in shared memory.
+  using Elem = std::conditional_t<kTf32x3, std::uint32_t, std::uint16_t>;
   static constexpr int kBM = P::kBM;
   static constexpr int kBN = P::kBN;
   static constexpr int kBK = P::kBK;
@@ -247,12 +293,12 @@ struct MmaCore {
   static constexpr int kLanesPerRow = 4;            // a quad holds a row's columns
   static constexpr int kWarpsPerRow = P::kWarpsN;   // warps side by side along a row
   float acc[P::kFragsM][P::kFragsN][4];
-  std::uint16_t* smem;
+  Elem* smem;
   int lane, warp_m, warp_n;
-  bool aligned;          // 16-byte copies allowed (pointers, strides and d multiples of 8)
+  bool aligned;          // 16-byte copies allowed (pointers, strides and d multiples of 16 bytes)
 
   __device__ MmaCore(void* smem_base, bool aligned_) : aligned(aligned_) {
-    smem = static_cast<std::uint16_t*>(smem_base);
+    smem = static_cast<Elem*>(smem_base);
     const int warp = threadIdx.x / 32;
     lane = threadIdx.x % 32;
     warp_m = warp / P::kWarpsN;
@@ -279,9 +325,9 @@ struct MmaCore {
 
   // Copies chunk [k0, k0 + kBK) of rows [r0, r0 + rows) of `op` into `dst` (rows x kLd).
   template <int kRows>
-  __device__ void load_tile(std::uint16_t* dst, const Operand& op, std::int64_t r0,
-                            std::int64_t k0, std::int64_t d) {
-    const auto* base = static_cast<const std::uint16_t*>(op.ptr);
+  __device__ void load_tile(Elem* dst, const Operand& op, std::int64_t r0, std::int64_t k0,
+                            std::int64_t d) {
+    const auto* base = static_cast<const Elem*>(op.ptr);
     constexpr int kCopies = kRows * P::kVecsPerRow / kThreads;
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
@@ -290,20 +336,20 @@ struct MmaCore {
       const int v = c % P::kVecsPerRow;
       const std::int64_t grow = r0 + r;
       const std::int64_t gk = k0 + v * P::kVec;
-      std::uint16_t* s = dst + r * P::kLd + v * P::kVec;
+      Elem* s = dst + r * P::kLd + v * P::kVec;
       if (aligned) {
         const bool ok = grow < op.rows && gk < d;
-        const std::uint16_t* g = ok ? base + grow * op.ld + gk : base;
+        const Elem* g = ok ? base + grow * op.ld + gk : base;
         cp_async_16(s, g, ok);
       } else {
         union {
           uint4 v4;
-          std::uint16_t e[8];
+          Elem e[P::kVec];
         } u;
         const bool row_ok = grow < op.rows;
-        const std::uint16_t* g = base + (row_ok ? grow : 0) * op.ld;
+        const Elem* g = base + (row_ok ? grow : 0) * op.ld;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) u.e[e] = (row_ok && gk + e < d) ? g[gk + e] : 0;
+        for (int e = 0; e < P::kVec; ++e) u.e[e] = (row_ok && gk + e < d) ? g[gk + e] : 0;
         *reinterpret_cast<uint4*>(s) = u.v4;
       }
     }
@@ -311,10 +357,26 @@ struct MmaCore {
 
   __device__ void load(int stage, const Operand& a, const Operand& b, std::int64_t row0,
                        std::int64_t col0, std::int64_t k0, std::int64_t d) {
-    std::uint16_t* sa = smem + stage * P::kStageElems;
-    std::uint16_t* sb = sa + kBM * P::kLd;
+    Elem* sa = smem + stage * P::kStageElems;
+    Elem* sb = sa + kBM * P::kLd;
     load_tile<kBM>(sa, a, row0, k0, d);
     load_tile<kBN>(sb, b, col0, k0, d);
+  }
+
+  // s += the squares of the 16 bytes in u (kVec elements), in element order.
+  __device__ static void add_squares(const uint4& u, float& s) {
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (kTf32x3) {
+        const float f = __uint_as_float(w[e]);
+        s = fmaf(f, f, s);
+      } else {
+        const float2 f = Half2Traits<T>::to_float2(w[e]);
+        s = fmaf(f.x, f.x, s);
+        s = fmaf(f.y, f.y, s);
+      }
+    }
   }
 
   // Adds the squares of the A tile of `stage` to xn[row] (kBM floats in shared memory). Each
@@ -326,31 +388,26 @@ struct MmaCore {
     constexpr int kThreadsPerRow = kThreads / kBM;  // 2 for 256 threads x 128 rows
     static_assert(kThreadsPerRow >= 1 && P::kVecsPerRow % kThreadsPerRow == 0, "row split");
     constexpr int kVecsPerThread = P::kVecsPerRow / kThreadsPerRow;
-    const std::uint16_t* sa = smem + stage * P::kStageElems;
+    const Elem* sa = smem + stage * P::kStageElems;
     const int r = threadIdx.x / kThreadsPerRow;
     const int part = threadIdx.x % kThreadsPerRow;
     float s = 0.f;
 #pragma unroll
     for (int v = 0; v < kVecsPerThread; ++v) {
-      const uint4 u = *reinterpret_cast<const uint4*>(sa + r * P::kLd +
-                                                      (part * kVecsPerThread + v) * P::kVec);
-      const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = Half2Traits<T>::to_float2(w[e]);
-        s = fmaf(f.x, f.x, s);
-        s = fmaf(f.y, f.y, s);
-      }
+      add_squares(*reinterpret_cast<const uint4*>(sa + r * P::kLd +
+                                                  (part * kVecsPerThread + v) * P::kVec),
+                  s);
     }
 #pragma unroll
     for (int o = 1; o < kThreadsPerRow; o *= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
     if (part == 0) xn[r] += s;
   }
 
-  // Multiplies the tiles of `stage` into the accumulators.
+  // Multiplies the tiles of `stage` into the accumulators. A k step reads 32 bytes of each
+  // row: ldmatrix's 8 x 8 b16 matrices are 16 bytes wide, whatever the element.
   __device__ void compute(int stage) {
-    const std::uint16_t* sa = smem + stage * P::kStageElems;
-    const std::uint16_t* sb = sa + kBM * P::kLd;
+    const Elem* sa = smem + stage * P::kStageElems;
+    const Elem* sb = sa + kBM * P::kLd;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += P::kMmaK) {
       std::uint32_t a[P::kFragsM][4];
@@ -358,22 +415,44 @@ struct MmaCore {
 #pragma unroll
       for (int i = 0; i < P::kFragsM; ++i) {
         const int r = warp_m * P::kWarpM + i * 16 + (lane % 16);
-        ldmatrix_x4(a[i], sa + r * P::kLd + kk + (lane / 16) * 8);
+        ldmatrix_x4(a[i], sa + r * P::kLd + kk + (lane / 16) * P::kVec);
       }
 #pragma unroll
       for (int j = 0; j < P::kFragsN / 2; ++j) {
         const int r = warp_n * P::kWarpN + j * 16 + (lane % 8) + (lane / 16) * 8;
         std::uint32_t t[4];
-        ldmatrix_x4(t, sb + r * P::kLd + kk + ((lane / 8) % 2) * 8);
+        ldmatrix_x4(t, sb + r * P::kLd + kk + ((lane / 8) % 2) * P::kVec);
         b[2 * j][0] = t[0];
         b[2 * j][1] = t[1];
         b[2 * j + 1][0] = t[2];
         b[2 * j + 1][1] = t[3];
       }
+      if constexpr (kTf32x3) {
+        std::uint32_t a_small[P::kFragsM][4], b_small[P::kFragsN][2];
 #pragma unroll
-      for (int i = 0; i < P::kFragsM; ++i)
+        for (int i = 0; i < P::kFragsM; ++i)
 #pragma unroll
-        for (int j = 0; j < P::kFragsN; ++j) Half2Traits<T>::mma(acc[i][j], a[i], b[j][0], b[j][1]);
+          for (int e = 0; e < 4; ++e) split_tf32(a[i][e], a[i][e], a_small[i][e]);
+#pragma unroll
+        for (int j = 0; j < P::kFragsN; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) split_tf32(b[j][e], b[j][e], b_small[j][e]);
+        // A fixed order (the same bits every run): the small products, then the big one.
+#pragma unroll
+        for (int i = 0; i < P::kFragsM; ++i)
+#pragma unroll
+          for (int j = 0; j < P::kFragsN; ++j) {
+            mma_tf32(acc[i][j], a_small[i], b[j][0], b[j][1]);
+            mma_tf32(acc[i][j], a[i], b_small[j][0], b_small[j][1]);
+            mma_tf32(acc[i][j], a[i], b[j][0], b[j][1]);
+          }
+      } else {
+#pragma unroll
+        for (int i = 0; i < P::kFragsM; ++i)
+#pragma unroll
+          for (int j = 0; j < P::kFragsN; ++j)
+            Half2Traits<T>::mma(acc[i][j], a[i], b[j][0], b[j][1]);
+      }
     }
   }
 };

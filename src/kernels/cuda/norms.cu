@@ -73,6 +73,11 @@ bool f32_wide_tiles() {
   return v == nullptr || std::strcmp(v, "4x4") != 0;
 }
 
+bool f32_tensor_cores() {
+  const char* v = std::getenv("MEGATAX_CUDA_F32");
+  return v == nullptr || std::strcmp(v, "ffma") != 0;
+}
+
 bool vector_aligned(const MatrixView& x) {
   const std::int64_t per16 = 16 / static_cast<std::int64_t>(dtype_size(x.dtype));
   return reinterpret_cast<std::uintptr_t>(x.data) % 16 == 0 && x.stride % per16 == 0 &&

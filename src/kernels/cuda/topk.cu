@@ -648,6 +648,13 @@ void topk(Resources& res, const TopkArgs& args) {
     default:
       if (small) {
         run_topk_metric<SimtCore<F32SimtSmallQPolicy>>(res, args, aligned);
+      } else if (f32_tensor_cores()) {
+        const bool f32_aligned = vector_aligned(q) && vector_aligned(db);
+        if (q.dim >= kTopkTf32WideD) {
+          run_topk_metric<MmaCore<TopkTf32WidePolicy, float>>(res, args, f32_aligned);
+        } else {
+          run_topk_metric<MmaCore<TopkTf32Policy, float>>(res, args, f32_aligned);
+        }
       } else {
         if (f32_wide_tiles()) {
           run_topk_metric<SimtCore<F32SimtWidePolicy>>(res, args, aligned);
