@@ -1500,8 +1500,10 @@ int main(int argc, char** argv) {
           {70, 3001, 1000, 10, kF},                      // f32: many d chunks
           {300, 10000, 32, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 20},  // batches
           // The Hopper kernel's edges (more than 16 queries, d a multiple of 8): query blocks
-          // in clusters of 2, a d chunk tail, database tails, k past a chunk, k > n.
+          // in clusters of 2 (d > 256) or alone, a d chunk tail, database tails, k past a
+          // chunk, k > n.
           {1000, 30000, 136, 100, kB},
+          {300, 5000, 264, 20, kB},
           {257, 3001, 8, 5, kH},
           {64, 700, 128, 300, kB},
           {50, 100, 64, 200, kB},

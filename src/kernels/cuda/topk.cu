@@ -436,10 +436,11 @@ struct CorePhase1 {
 template <class Op>
 struct Sm90Phase1 {
   static constexpr int kBN = kSm90TopkBN;
+  std::int64_t d = 0;
 
   // Chunks so that the items fill the resident clusters once (whole waves only).
   std::int64_t chunks_wanted(std::int64_t nq, int sm_count) const {
-    const Sm90TopkShape shape = sm90_topk_shape(nq, sm_count);
+    const Sm90TopkShape shape = sm90_topk_shape(nq, d, sm_count);
     return std::max<std::int64_t>(1, shape.resident / shape.query_clusters);
   }
   std::size_t scratch_bytes(int sm_count, std::int64_t batch) const {
@@ -574,9 +575,9 @@ void run_topk_metric(Resources& res, const TopkArgs& args, bool aligned) {
 
 void run_topk_sm90(Resources& res, const TopkArgs& args) {
   if (args.metric == Metric::kL2) {
-    run_topk<L2Op>(res, args, Sm90Phase1<L2Op>{});
+    run_topk<L2Op>(res, args, Sm90Phase1<L2Op>{args.queries.dim});
   } else {
-    run_topk<InnerProductOp>(res, args, Sm90Phase1<InnerProductOp>{});
+    run_topk<InnerProductOp>(res, args, Sm90Phase1<InnerProductOp>{args.queries.dim});
   }
 }
 

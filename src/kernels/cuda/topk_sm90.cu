@@ -2,11 +2,12 @@
 //
 // Work items: (query-block cluster, database chunk), the chunk running slowest, so that the
 // clusters working at one time share their chunk through L2. The main loop is assign's
-// (sm90_pipeline.cuh): the queries are the A side (a CTA's 128 query rows; clusters of 2 CTAs
-// take 2 query blocks and multicast each database tile to both), the database the B side,
-// walked in BN-row tiles. After each tile a consumer thread holds its two query rows' dot
-// products against BN / 4 database rows each, and the selection of topk_sm90_select.cuh runs
-// per row (score, filter, slots or scratch areas, flushes into the (query, chunk) lists).
+// (sm90_pipeline.cuh): the queries are the A side (a CTA's 128 query rows; for d > 256
+// clusters of 2 CTAs take 2 query blocks and multicast each database tile to both; smaller d
+// runs single CTAs: sm90_topk_shape), the database the B side, walked in BN-row tiles. After
+// each tile a consumer thread holds its two query rows' dot products against BN / 4 database
+// rows each, and the selection of topk_sm90_select.cuh runs per row (score, filter, slots or
+// scratch areas, flushes into the (query, chunk) lists).
 // Each warp owns its 16 query rows for the whole work item; each warpgroup shares the tile's
 // column terms through its own double buffer (no barrier between the warpgroups: one had
 // them wait for each other every tile, 9-13% of the samples). A tile's first MMA names the
@@ -17,8 +18,8 @@
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
-// time of the same shape 0.86-0.88x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
-// matrix), 1.20-1.23x (k=100), 1.36-1.56x (N=2M D=1024 k=10 / 100). Without the selection (a
+// time of the same shape 0.81-0.83x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
+// matrix), 1.16-1.17x (k=100), 1.36-1.56x (N=2M D=1024 k=10 / 100). Without the selection (a
 // diagnostic build) the main loop ran at 0.37x (D=128) and 0.93x (D=1024) of GEMM-only: the
 // selection, which does not overlap the MMAs, is what is left. Tried: a fourth stage (row
 // buffers moved to global memory to make room): no faster at D=1024; queries resident in
@@ -219,10 +220,10 @@ bool sm90_topk_usable(const MatrixView& queries, const MatrixView& database) {
   return tma_compatible(queries) && tma_compatible(database) && device_is_sm90();
 }
 
-Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, int sm_count) {
+Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, std::int64_t d, int sm_count) {
   Sm90TopkShape s;
   const std::int64_t blocks = (query_rows + kBM - 1) / kBM;
-  s.cluster = blocks >= 2 ? 2 : 1;
+  s.cluster = blocks >= 2 && d > kSm90TopkPairD ? 2 : 1;
   s.query_clusters = (blocks + s.cluster - 1) / s.cluster;
   // The resident clusters do not depend on the dtype or the op.
   if (s.cluster == 2) {
@@ -249,7 +250,7 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.tiles = (p.n + kBN - 1) / kBN;
   p.chunk_tiles = job.chunk_tiles;
   p.chunks = job.chunks;
-  const Sm90TopkShape shape = sm90_topk_shape(p.nq, sm_count);
+  const Sm90TopkShape shape = sm90_topk_shape(p.nq, p.d, sm_count);
   p.query_clusters = shape.query_clusters;
   p.items = shape.query_clusters * job.chunks;
   p.list_s = job.list_s;
