@@ -148,9 +148,10 @@ class BatchReader {
   // reader stays at the failed batch, so next() may be retried after a kUnavailable).
   bool next(Batch* batch);
 
-  // From now on, batches of an f16/bf16 shard come as stored (no float32 conversion; for a
-  // consumer that computes in that dtype, e.g. the GPU), in `raw_buffer` (borrowed, grown as
-  // needed, reusable across readers like `buffer`). No effect on other dtypes.
+  // From now on, batches of an f32, f16 or bf16 shard come as stored (no float32 conversion;
+  // for a consumer that computes in that dtype, e.g. the GPU; f32: the same values, data
+  // pointing at them), read in parallel ranges into `raw_buffer` (borrowed, grown as needed,
+  // reusable across readers like `buffer`). No effect on u8 shards.
   void keep_stored_dtype(std::vector<unsigned char>* raw_buffer);
   // The same, into a buffer the caller owns (e.g. page-locked memory a GPU copies from
   // directly) of `bytes`, which must hold a whole batch (Error(kInvalidArgument) naming the

@@ -216,9 +216,15 @@ BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t
   if (buffer_.size() < static_cast<std::size_t>(floats)) buffer_.resize(static_cast<std::size_t>(floats));
 }
 
+namespace {
+// f32 rows are "kept as stored" too: the same values, but read in parallel ranges straight
+// into the caller's buffer (and checked there) instead of through read_f32 on one thread.
+bool keeps_stored(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+}  // namespace
+
 void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
   const VectorReader& reader = dataset_.reader(shard_);
-  if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
+  if (!keeps_stored(reader.dtype())) return;
   raw_ = raw_buffer;
   fixed_ = nullptr;
   const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
@@ -227,7 +233,7 @@ void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
 
 void BatchReader::keep_stored_dtype(unsigned char* buffer, std::size_t bytes) {
   const VectorReader& reader = dataset_.reader(shard_);
-  if (reader.dtype() != DType::kF16 && reader.dtype() != DType::kBF16) return;
+  if (!keeps_stored(reader.dtype())) return;
   const auto need = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
   if (buffer == nullptr || bytes < need)
     throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path + ": a batch needs " +
@@ -274,7 +280,7 @@ bool BatchReader::next(Batch* batch) {
       if (check && landed_) landed_(first, n, r0, k);
     });
     batch->view = MatrixView(dst, n, dataset_.dim(), reader.dtype());
-    batch->data = nullptr;
+    batch->data = reader.dtype() == DType::kF32 ? reinterpret_cast<float*>(dst) : nullptr;
     if (check) {
       if (const std::int64_t p = first_bad.load(); p < pieces)
         check_finite(MatrixView(dst + static_cast<std::size_t>(p * piece * rb), n - p * piece, dataset_.dim(),

@@ -1544,7 +1544,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           } else {
             BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
-            // A backend computing in the data's 16-bit dtype gets the rows as stored.
+            // A backend computing in the data's dtype gets the rows as stored (read in
+            // parallel ranges; a GPU's into its page-locked buffer, kept while they fit).
             bool in_backend_buffer = false;
             if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
               // Into the backend's own buffer when it has one (pinned: no staging copy).

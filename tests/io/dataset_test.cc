@@ -353,9 +353,10 @@ TEST(DatasetTest, LandedRowsCoverEachBatchOnceAndAreInPlace) {
   EXPECT_LT(handed, batch_rows);
 }
 
-// keep_stored_dtype: f16 shards come as stored (bytes of the file, no float32 copy);
-// f32 shards are unaffected; the 16-bit finite check names the row and column past the
-// vectorised blocks of 64.
+// keep_stored_dtype: f16 shards come as stored (bytes of the file, no float32 copy); f32
+// shards too (the same floats, in the caller's buffer, data pointing at them, checked while
+// read into a buffer the caller owns); the 16-bit finite check names the row and column past
+// the vectorised blocks of 64.
 TEST(DatasetTest, BatchesKeepTheStoredDtypeOnRequest) {
   MEGATAX_SEEDED_RNG(rng);
   io::MemoryStorage s;
@@ -386,8 +387,27 @@ TEST(DatasetTest, BatchesKeepTheStoredDtypeOnRequest) {
   r32.keep_stored_dtype(&raw);
   ASSERT_TRUE(r32.next(&batch));
   EXPECT_EQ(batch.view.dtype, DType::kF32);
-  ASSERT_NE(batch.data, nullptr);
-  EXPECT_EQ(batch.data[7], x[7]);
+  EXPECT_EQ(batch.view.data, raw.data());
+  ASSERT_EQ(batch.data, reinterpret_cast<float*>(raw.data()));
+  EXPECT_EQ(std::memcmp(batch.data, x.data(), x.size() * sizeof(float)), 0);
+  EXPECT_FALSE(batch.checked);
+
+  // f32 into the caller's buffer: checked while read; a NaN names its row and column.
+  std::vector<unsigned char> own(static_cast<std::size_t>(n * d) * sizeof(float));
+  BatchReader o32(ds, 1, n);
+  o32.keep_stored_dtype(own.data(), own.size());
+  ASSERT_TRUE(o32.next(&batch));
+  EXPECT_TRUE(batch.checked);
+  ASSERT_EQ(batch.data, reinterpret_cast<float*>(own.data()));
+  EXPECT_EQ(std::memcmp(batch.data, x.data(), x.size() * sizeof(float)), 0);
+  const std::int64_t nan_row = static_cast<std::int64_t>(rng() % n), nan_col = rng() % d;
+  x[static_cast<std::size_t>(nan_row * d + nan_col)] = std::numeric_limits<float>::quiet_NaN();
+  write_npy(s, "n/c.npy", std::span<const float>(x), shape);
+  const Dataset with_nan = Dataset::open(s, "n/*.npy");
+  BatchReader n32(with_nan, 0, n);
+  n32.keep_stored_dtype(own.data(), own.size());
+  expect_error([&] { n32.next(&batch); }, ErrorCode::kDataLoss,
+               {"c.npy: row " + std::to_string(nan_row) + " ", "(nan) in column " + std::to_string(nan_col)});
 
   const std::int64_t wide = 150, bad_col = 64 + static_cast<std::int64_t>(rng() % 86);
   std::vector<std::uint16_t> h(3 * wide, f32_to_f16(0.5f)), bf(3 * wide, f32_to_bf16(0.5f));

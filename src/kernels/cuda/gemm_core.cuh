@@ -108,7 +108,7 @@ struct SimtPolicy {
   static_assert(kThreads % kBK == 0, "copy mapping");
 };
 
-// The policies in use (instantiated in assign.cu / topk.cu). The MEGATAX_{ASSIGN,TOPK}_*
+// The policies in use (instantiated in assign.cu / topk.cu). The MEGATAX_{ASSIGN,TOPK,TF32}_*
 // macros exist for tuning runs only (e.g. nvcc -DMEGATAX_ASSIGN_BN=256); one value per macro
 // because nvcc splits -D lists at commas.
 #ifndef MEGATAX_ASSIGN_BM
@@ -161,11 +161,23 @@ using F32SimtWidePolicy =
 //   bytes a row): top-k 64 x 128 x 16, 8 warps of 32 x 32, 3 stages, two blocks an SM; for
 //   d >= kTopkTf32WideD 128 x 128 x 16, 8 warps of 64 x 32 (fewer splits an MMA; one block an
 //   SM: at d = 128 the selection, not the MMAs, limits, and two blocks win); assign
-//   128 x 128 x 16, 4 stages.
-using TopkTf32Policy = MmaPolicy<64, 128, 16, 2, 4, 3, 1, 4>;
-using TopkTf32WidePolicy = MmaPolicy<128, 128, 16, 2, 4, 3, 1, 4>;
+//   128 x 128 x 16, 4 stages, two blocks an SM. Measured on an H100 (session 28): 4 top-k
+//   stages (one block an SM at d = 128) 1.8x slower at D=128, the same at D=1024; assign
+//   with BK 32 and 3 stages 1.25x slower.
+#ifndef MEGATAX_TF32_TOPK_STAGES
+#define MEGATAX_TF32_TOPK_STAGES 3
+#endif
+#ifndef MEGATAX_TF32_ASSIGN_BK
+#define MEGATAX_TF32_ASSIGN_BK 16
+#endif
+#ifndef MEGATAX_TF32_ASSIGN_STAGES
+#define MEGATAX_TF32_ASSIGN_STAGES 4
+#endif
+using TopkTf32Policy = MmaPolicy<64, 128, 16, 2, 4, MEGATAX_TF32_TOPK_STAGES, 1, 4>;
+using TopkTf32WidePolicy = MmaPolicy<128, 128, 16, 2, 4, MEGATAX_TF32_TOPK_STAGES, 1, 4>;
 constexpr long kTopkTf32WideD = 512;
-using AssignTf32Policy = MmaPolicy<128, 128, 16, 2, 4, 4, 2, 4>;
+using AssignTf32Policy = MmaPolicy<128, 128, MEGATAX_TF32_ASSIGN_BK, 2, 4,
+                                   MEGATAX_TF32_ASSIGN_STAGES, 2, 4>;
 //   top-k of at most 16 queries (memory-bound: the database is read once, and a 64-row query
 //   tile would spend 4x the multiply-adds on padding): 16 x 128 tiles.
 //   f16/bf16: 16 x 128 x 64, 4 warps of 16 x 32, 3 stages (62 KiB + selection state)
