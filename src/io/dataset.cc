@@ -289,9 +289,20 @@ bool BatchReader::next(Batch* batch) {
       batch->checked = true;
     }
   } else {
-    reader.read_f32(next_row_, n, buffer_.data());
-    batch->view = MatrixView(buffer_.data(), n, dataset_.dim(), DType::kF32);
-    batch->data = buffer_.data();
+    // Converted to f32 in ranges of >= 16 MiB of stored rows on parallel threads too (one
+    // thread read and converted f32 rows out of the page cache at ~4 GB/s).
+    const std::int64_t rb = std::max<std::int64_t>(1, reader.row_bytes());
+    const std::int64_t piece = std::max<std::int64_t>(1, (std::int64_t{16} << 20) / rb);
+    const std::int64_t pieces = (n + piece - 1) / piece;
+    const std::int64_t first = next_row_;
+    float* out = buffer_.data();
+    const std::int64_t d = dataset_.dim();
+    parallel_for(resolve_threads(0, pieces), pieces, [&](std::int64_t p, int) {
+      const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
+      reader.read_f32(first + r0, k, out + r0 * d);
+    });
+    batch->view = MatrixView(out, n, d, DType::kF32);
+    batch->data = out;
   }
   batch->shard = shard_;
   batch->local_begin = next_row_;

@@ -443,5 +443,52 @@ TEST(DatasetTest, ReadFaultsPropagateAndNextCanBeRetried) {
   EXPECT_FALSE(r.next(&b));
 }
 
+// Batches converted to f32 are read in ranges of 16 MiB of stored rows on parallel threads:
+// a batch of several ranges holds every row's converted values in place (f16 and u8), and a
+// storage fault while they are read fails that next() and leaves the reader where it was.
+TEST(DatasetTest, ConvertedBatchesOfManyRangesHoldEveryRow) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage mem;
+  const std::int64_t d = 1024, n = 20000 + static_cast<std::int64_t>(rng() % 3000);  // f16: 8192 rows a range
+  std::vector<float> x = random_matrix(rng, n, d);
+  write_npy(mem, "h/a.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  std::vector<std::uint8_t> u(static_cast<std::size_t>(n * 2 * d));
+  for (auto& v : u) v = static_cast<std::uint8_t>(rng());
+  const std::array<std::int64_t, 2> ushape{n, 2 * d};  // u8: 8192 rows a range as well
+  write_npy(mem, "u/a.npy", u.data(), NpyType::kU8, ushape);
+  for (const std::int64_t batch_rows : {n, std::int64_t{17000}}) {
+    const Dataset h = Dataset::open(mem, "h/*.npy");
+    BatchReader r(h, 0, batch_rows);
+    Batch b;
+    std::int64_t seen = 0;
+    while (r.next(&b)) {
+      ASSERT_EQ(b.view.dtype, DType::kF32);
+      ASSERT_EQ(b.data, b.view.data);
+      for (std::int64_t i = 0; i < b.view.rows * d; ++i)
+        ASSERT_EQ(b.data[i], f16_to_f32(f32_to_f16(x[static_cast<std::size_t>(seen * d + i)])))
+            << "row " << seen + i / d << ", batch rows " << batch_rows;
+      seen += b.view.rows;
+    }
+    EXPECT_EQ(seen, n);
+  }
+  const Dataset ud = Dataset::open(mem, "u/*.npy");
+  BatchReader ru(ud, 0, n);
+  Batch bu;
+  ASSERT_TRUE(ru.next(&bu));
+  for (std::int64_t i = 0; i < n * 2 * d; ++i)
+    ASSERT_EQ(bu.data[i], static_cast<float>(u[static_cast<std::size_t>(i)])) << "element " << i;
+
+  io::FaultInjectionStorage faulty(mem);
+  const Dataset fd = Dataset::open(faulty, "h/*.npy");
+  BatchReader rf(fd, 0, n);
+  Batch bf;
+  faulty.fail_read(3, io::ReadFault::kError, ErrorCode::kUnavailable);
+  expect_error([&] { rf.next(&bf); }, ErrorCode::kUnavailable, {"injected fault", "h/a.npy"});
+  ASSERT_TRUE(rf.next(&bf));
+  EXPECT_EQ(bf.local_begin, 0);
+  EXPECT_EQ(bf.view.rows, n);
+  EXPECT_EQ(bf.data[(n - 1) * d + 5], f16_to_f32(f32_to_f16(x[static_cast<std::size_t>((n - 1) * d + 5)])));
+}
+
 }  // namespace
 }  // namespace megatax
