@@ -147,8 +147,9 @@ const char* kFitHelp =
     "through an HNSW graph (persisted beside the centroids) instead of a scan.\n"
     "--device cuda: k-means and the assignment passes run on a GPU (under mpirun, one per\n"
     "rank, picked by the local rank unless --gpu N); --gpu-dtype is what it multiplies in\n"
-    "(auto: the data's dtype when f16/bf16, else f32 exact). Deterministic, but near-ties may\n"
-    "resolve differently from the CPU's.\n";
+    "(auto: the data's dtype when f16/bf16, else f32; f32 multiplies on tensor cores as 3xTF32,\n"
+    "f32-class accuracy; MEGATAX_CUDA_F32=ffma for exact f32 products). Deterministic, but\n"
+    "near-ties may resolve differently from the CPU's.\n";
 
 const char* kPredictHelp =
     "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--beam W]\n"
