@@ -175,7 +175,10 @@ using F32SimtWidePolicy =
 #endif
 using TopkTf32Policy = MmaPolicy<64, 128, 16, 2, 4, MEGATAX_TF32_TOPK_STAGES, 1, 4>;
 using TopkTf32WidePolicy = MmaPolicy<128, 128, 16, 2, 4, MEGATAX_TF32_TOPK_STAGES, 1, 4>;
-constexpr std::int64_t kTopkTf32WideD = 512;
+#ifndef MEGATAX_TF32_TOPK_WIDE_D
+#define MEGATAX_TF32_TOPK_WIDE_D 512
+#endif
+constexpr std::int64_t kTopkTf32WideD = MEGATAX_TF32_TOPK_WIDE_D;
 using AssignTf32Policy = MmaPolicy<128, 128, MEGATAX_TF32_ASSIGN_BK, 2, 4,
                                    MEGATAX_TF32_ASSIGN_STAGES, 2, 4>;
 //   top-k of at most 16 queries (memory-bound: the database is read once, and a 64-row query
