@@ -3,7 +3,8 @@
 // Measured here, in this order (cudaEvent timing on one stream, warm-up, median of reps):
 //   - HBM: device-to-device cudaMemcpy bandwidth (2 x bytes / t) and a read-only kernel
 //   - cuBLAS bf16 GEMM 8192^3 (cublasGemmEx, f32 accumulation): the "peak" rate; the same in
-//     f16 (the card's f16 rate, beside which the f16 assign is also reported)
+//     f16 (the card's f16 rate, beside which the f16 assign is also reported); with f32, the
+//     mma.sync tf32 peak (a kernel of MMAs only): the ceiling of our f32 (3xTF32) kernels
 //   - assign (fused distance + argmin) at N=4M K=1024 D=1024 bf16 and f16, N=1M K=16384
 //     D=1024 bf16: ms, TFLOP/s (2NKD / t), % of the cuBLAS peak, and the cuBLAS GEMM-only time
 //     of the same shape (X C^T into a bf16 matrix, in row chunks: the floor a fused kernel
@@ -200,6 +201,23 @@ int main(int argc, char** argv) {
                 100 * peak16 / peak);
     g_rows.push_back({"cuBLAS f16 GEMM 8192^3", fmt("%.3f ms  %.0f TFLOP/s = %.1f%% of bf16 peak", gemm16_ms,
                                                     peak16, 100 * peak16 / peak)});
+    // The ceiling of our f32 (3xTF32) kernels: mma.sync tf32 with nothing else to do.
+    double tf32_peak = 0;
+    if (f32) {
+      double tf32_flops = 0;
+      const double tf32_ms = time_ms(stream, [&] {
+        tf32_flops = megatax::bench::queue_mma_tf32_peak(res.sm_count(), stream);
+      });
+      tf32_peak = tf32_flops / (tf32_ms * 1e-3) / 1e12;
+      std::printf("mma.sync tf32 peak (independent MMAs only): %.0f TFLOP/s\n", tf32_peak);
+      g_rows.push_back({"mma.sync tf32 peak (MMAs only)", fmt("%.0f TFLOP/s", tf32_peak)});
+    }
+    // An f32 row's 3xTF32 MMAs (3 x 2 m n d flops) as a share of that ceiling.
+    auto tf32_share = [&](double flops, double ms) {
+      return tf32_peak > 0 ? fmt(" | 3xTF32 at %.0f%% of the mma.sync tf32 peak",
+                                 100 * 3 * flops / (ms * 1e-3) / 1e12 / tf32_peak)
+                           : std::string();
+    };
 
     // ---- assign ------------------------------------------------------------------------
     struct AssignShape {
@@ -256,8 +274,9 @@ int main(int argc, char** argv) {
                     "(ours %.2fx) | accumulate %.3f ms, assign+accumulate = %.2fx assign\n",
                     shape.c_str(), ours, tf, 100 * tf / peak, floor, ours / floor, acc_ms,
                     (ours + acc_ms) / ours);
-        const std::string f16_rate =
+        std::string f16_rate =
             s.t == DType::kF16 ? fmt(" (%.1f%% of cuBLAS's f16 rate)", 100 * tf / peak16) : std::string();
+        if (s.t == DType::kF32) f16_rate = tf32_share(flops, ours);
         if (!f16_rate.empty()) std::printf("  %-32s%s\n", "", f16_rate.c_str());
         const double tf_portable = flops / (portable * 1e-3) / 1e12;
         const char* portable_name = s.t == DType::kF32 ? "FFMA kernel" : "portable kernel";
@@ -337,6 +356,7 @@ int main(int argc, char** argv) {
               unsetenv("MEGATAX_CUDA_F32");
             }
             portable += tf32_gemm;
+            if (s.t == DType::kF32 && q > 16) portable += tf32_share(2.0 * q * s.n * s.d, ours);
             const std::string shape =
                 fmt("%s Q=%lld N=%s D=%lld k=%lld", megatax::dtype_name(s.t), (long long)q,
                     human(s.n).c_str(), (long long)s.d, (long long)k);

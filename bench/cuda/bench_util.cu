@@ -45,7 +45,43 @@ __global__ void read_kernel(const uint4* src, std::size_t n, unsigned* sink) {
   if (acc == 0x12345678u) *sink = acc;  // practically never; keeps the loads alive
 }
 
+// Eight independent accumulator chains a warp: enough MMAs in flight to fill the pipe.
+constexpr int kPeakChains = 8;
+constexpr int kPeakIters = 20000;
+
+__global__ void __launch_bounds__(256) mma_tf32_peak_kernel(float* sink, std::uint32_t seed) {
+  float acc[kPeakChains][4] = {};
+  std::uint32_t a[4], b[2];
+  for (int i = 0; i < 4; ++i) a[i] = seed * (threadIdx.x + i);
+  b[0] = seed ^ threadIdx.x;
+  b[1] = seed + threadIdx.x;
+  for (int it = 0; it < kPeakIters; ++it) {
+#pragma unroll
+    for (int j = 0; j < kPeakChains; ++j) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+          "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+          : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+  }
+  float s = 0.f;
+  for (int j = 0; j < kPeakChains; ++j)
+    for (int e = 0; e < 4; ++e) s += acc[j][e];
+  if (s == 1.2345f) *sink = s;  // practically never; keeps the MMAs alive
+}
+
 }  // namespace
+
+double queue_mma_tf32_peak(int sm_count, cudaStream_t stream) {
+  static float* sink = nullptr;
+  if (sink == nullptr) MEGATAX_CUDA_CHECK(cudaMalloc(&sink, sizeof(float)));
+  const int blocks = 2 * sm_count;
+  mma_tf32_peak_kernel<<<blocks, 256, 0, stream>>>(sink, 7);
+  MEGATAX_CUDA_CHECK_LAUNCH("mma_tf32_peak_kernel");
+  const double mma_flops = 16.0 * 8 * 8 * 2;  // m16n8k8
+  return mma_flops * kPeakChains * kPeakIters * (256 / 32) * static_cast<double>(blocks);
+}
 
 void fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed,
                   cudaStream_t stream) {

@@ -20,4 +20,9 @@ void fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed,
 void read_all(const void* src, std::size_t bytes, unsigned* sink, int sm_count,
               cudaStream_t stream);
 
+// Queues a kernel of independent tf32 `mma.sync m16n8k8` MMAs and nothing else (no memory
+// traffic; two blocks of 8 warps an SM) and returns its tf32 FLOPs: timed, it gives the
+// ceiling of the portable tensor-core kernels' f32 (3xTF32) path on this card.
+double queue_mma_tf32_peak(int sm_count, cudaStream_t stream);
+
 }  // namespace megatax::bench
