@@ -158,13 +158,20 @@ class BatchReader {
   // shard otherwise). Batches read this way are checked for non-finite values while they
   // are read (Batch::checked).
   void keep_stored_dtype(unsigned char* buffer, std::size_t bytes);
+  // From now on, batches come converted to f32 (whatever the stored dtype), read and
+  // converted in parallel ranges into a buffer the caller owns of `bytes`, which must hold a
+  // whole batch of f32 rows (Error(kInvalidArgument) naming the shard otherwise): for a
+  // consumer computing in f32 that moves rows out of its own memory (a GPU's page-locked
+  // buffer). Checked while they are read, handed on as they land (on_rows_landed), as with
+  // keep_stored_dtype(buffer, bytes), which an f32 shard then takes.
+  void convert_into(unsigned char* buffer, std::size_t bytes);
 
-  // For batches read into a caller's buffer (keep_stored_dtype(buffer, bytes)): `landed` is
-  // called as each range of a batch's rows is in the buffer and checked, from the reading
-  // threads (concurrently, ranges disjoint, in any order), with the batch's first row in the
-  // shard, the batch's rows, and the range's first row and row count within the batch. A
-  // consumer may start moving those rows (e.g. copying them to a GPU) before next() returns.
-  // An exception it throws fails that next().
+  // For batches read into a caller's buffer (keep_stored_dtype(buffer, bytes) or
+  // convert_into): `landed` is called as each range of a batch's rows is in the buffer and
+  // checked, from the reading threads (concurrently, ranges disjoint, in any order), with the
+  // batch's first row in the shard, the batch's rows, and the range's first row and row count
+  // within the batch. A consumer may start moving those rows (e.g. copying them to a GPU)
+  // before next() returns. An exception it throws fails that next().
   using RowsLanded = std::function<void(std::int64_t batch_begin, std::int64_t batch_rows, std::int64_t first,
                                         std::int64_t count)>;
   void on_rows_landed(RowsLanded landed) { landed_ = std::move(landed); }
@@ -185,6 +192,7 @@ class BatchReader {
   std::vector<float>& buffer_;  // own_ or the caller's
   std::vector<unsigned char>* raw_ = nullptr;  // set: batches keep the stored dtype
   unsigned char* fixed_ = nullptr;             // ... into the caller's buffer instead
+  float* f32_fixed_ = nullptr;                 // set: converted into the caller's buffer
   RowsLanded landed_;                          // see on_rows_landed
 };
 

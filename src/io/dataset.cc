@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "core/parallel.h"
@@ -227,6 +228,7 @@ void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
   if (!keeps_stored(reader.dtype())) return;
   raw_ = raw_buffer;
   fixed_ = nullptr;
+  f32_fixed_ = nullptr;
   const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
   if (raw_->size() < bytes) raw_->resize(bytes);
 }
@@ -241,6 +243,26 @@ void BatchReader::keep_stored_dtype(unsigned char* buffer, std::size_t bytes) {
                                                  std::to_string(buffer == nullptr ? 0 : bytes));
   raw_ = nullptr;
   fixed_ = buffer;
+  f32_fixed_ = nullptr;
+}
+
+void BatchReader::convert_into(unsigned char* buffer, std::size_t bytes) {
+  if (dataset_.reader(shard_).dtype() == DType::kF32) {
+    keep_stored_dtype(buffer, bytes);  // the same thing for f32 rows
+    return;
+  }
+  const auto need = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * dataset_.dim()) *
+                    sizeof(float);
+  if (buffer == nullptr || bytes < need)
+    throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path + ": a batch of f32 rows needs " +
+                                                 std::to_string(need) + " bytes, the buffer has " +
+                                                 std::to_string(buffer == nullptr ? 0 : bytes));
+  if (reinterpret_cast<std::uintptr_t>(buffer) % alignof(float) != 0)
+    throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path +
+                                                 ": the buffer for f32 rows is not 4-byte aligned");
+  raw_ = nullptr;
+  fixed_ = nullptr;
+  f32_fixed_ = reinterpret_cast<float*>(buffer);
 }
 
 bool BatchReader::next(Batch* batch) {
@@ -290,19 +312,39 @@ bool BatchReader::next(Batch* batch) {
     }
   } else {
     // Converted to f32 in ranges of >= 16 MiB of stored rows on parallel threads too (one
-    // thread read and converted f32 rows out of the page cache at ~4 GB/s).
-    const std::int64_t rb = std::max<std::int64_t>(1, reader.row_bytes());
-    const std::int64_t piece = std::max<std::int64_t>(1, (std::int64_t{16} << 20) / rb);
+    // thread read and converted f32 rows out of the page cache at ~4 GB/s). Into the
+    // caller's buffer (convert_into), each range is checked while in cache and handed on
+    // as it lands, in 2 MiB of f32 rows, as above.
+    const bool check = f32_fixed_ != nullptr;
+    const std::int64_t d = dataset_.dim();
+    const std::int64_t rb = std::max<std::int64_t>(
+        1, check && landed_ ? d * static_cast<std::int64_t>(sizeof(float)) : reader.row_bytes());
+    const std::int64_t range_bytes = std::int64_t{check && landed_ ? 2 : 16} << 20;
+    const std::int64_t piece = std::max<std::int64_t>(1, range_bytes / rb);
     const std::int64_t pieces = (n + piece - 1) / piece;
     const std::int64_t first = next_row_;
-    float* out = buffer_.data();
-    const std::int64_t d = dataset_.dim();
+    float* out = check ? f32_fixed_ : buffer_.data();
+    std::atomic<std::int64_t> first_bad{pieces};
     parallel_for(resolve_threads(0, pieces), pieces, [&](std::int64_t p, int) {
       const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
       reader.read_f32(first + r0, k, out + r0 * d);
+      if (check && first_non_finite(DType::kF32, out + r0 * d, static_cast<std::size_t>(k * d)) <
+                       static_cast<std::size_t>(k * d)) {
+        std::int64_t seen = first_bad.load();
+        while (p < seen && !first_bad.compare_exchange_weak(seen, p)) {
+        }
+        return;  // not handed on: the batch fails below
+      }
+      if (check && landed_) landed_(first, n, r0, k);
     });
     batch->view = MatrixView(out, n, d, DType::kF32);
     batch->data = out;
+    if (check) {
+      if (const std::int64_t p = first_bad.load(); p < pieces)
+        check_finite(MatrixView(out + p * piece * d, n - p * piece, d, DType::kF32), info.path,
+                     next_row_ + p * piece, info.global_begin + next_row_ + p * piece);
+      batch->checked = true;
+    }
   }
   batch->shard = shard_;
   batch->local_begin = next_row_;

@@ -1546,13 +1546,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
             // A backend computing in the data's dtype gets the rows as stored (read in
             // parallel ranges; a GPU's into its page-locked buffer, kept while they fit).
+            // One computing in f32 on other data (a GPU's --gpu-dtype f32 on f16 rows) gets
+            // them converted into that buffer the same way.
             bool in_backend_buffer = false;
-            if (!s.normalise() && backend->takes_stored_rows(data.dtype())) {
+            const bool as_stored = backend->takes_stored_rows(data.dtype());
+            const bool as_f32 = !as_stored && backend->takes_stored_rows(DType::kF32);
+            if (!s.normalise() && (as_stored || as_f32)) {
               // Into the backend's own buffer when it has one (pinned: no staging copy).
               const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
-                                 dtype_size(data.dtype());
+                                 dtype_size(as_stored ? data.dtype() : DType::kF32);
               if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
-                reader.keep_stored_dtype(own, bytes);
+                if (as_stored) {
+                  reader.keep_stored_dtype(own, bytes);
+                } else {
+                  reader.convert_into(own, bytes);
+                }
                 // The backend may move each range of rows as it lands (a GPU: copies them
                 // while the rest of the batch is read).
                 reader.on_rows_landed([&, si](std::int64_t b0, std::int64_t rows, std::int64_t first,
@@ -1560,7 +1568,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                   backend->batch_rows_landed(si, b0, rows, first, count);
                 });
                 in_backend_buffer = true;
-              } else {
+              } else if (as_stored) {
                 reader.keep_stored_dtype(&stored_buffer);
               }
             }

@@ -10,7 +10,9 @@
 //      3b. the same fit with the data kept on the device across levels vs read every pass
 //      (MEGATAX_CUDA_RESIDENT=0): identical model and output files; 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
-//      file streamed during training): identical files.
+//      file streamed during training): identical files; 3d-3e batches and lanes; 3f. f16
+//      data multiplied in f32 (gpu_dtype) kept on the device vs read every pass: identical
+//      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%).
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 97% of paths equal (a
@@ -522,6 +524,27 @@ int main(int argc, char** argv) {
           same_tree_files(dir + "/m_tight", dir + "/m_lane", &why) && same_tree_files(dir + "/o_tight", dir + "/o_lane", &why);
       check(same_lane, "f16 GPU fit on one training lane vs two: identical files" +
                            (same_lane ? "" : " (differs: " + why + ")"));
+      // 3f. f16 data multiplied in f32 (--gpu-dtype f32): the rows converted into the
+      // page-locked buffer and kept on the device as f32 give the same bits as reading them
+      // every pass, and paths as the CPU's fit of the same f16 data.
+      TaxonomyConfig wide = small;
+      wide.gpu_dtype = "f32";
+      fit(wide, "cuda", in16, dir + "/m_w_kept", dir + "/o_w_kept");
+      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+      fit(wide, "cuda", in16, dir + "/m_w_read", dir + "/o_w_read");
+      unsetenv("MEGATAX_CUDA_RESIDENT");
+      const bool same_wide = same_tree_files(dir + "/m_w_kept", dir + "/m_w_read", &why) &&
+                             same_tree_files(dir + "/o_w_kept", dir + "/o_w_read", &why);
+      check(same_wide, "f16 data in f32 on the GPU, kept on the device vs read every pass: identical files" +
+                           (same_wide ? "" : " (differs: " + why + ")"));
+      const double agree_wide =
+          fraction_equal_rows(all_paths(dir + "/o_cpu16", shards), all_paths(dir + "/o_w_kept", shards), levels);
+      const double wide_ratio =
+          level_inertia(dir + "/m_w_kept", levels) / level_inertia(dir + "/m_cpu16", levels);
+      check(agree_wide >= 0.97 && std::fabs(wide_ratio - 1) <= 0.005,
+            "f16 data in f32 on the GPU vs the CPU: " + std::to_string(100 * agree_wide) +
+                "% of paths equal (>= 97%), deepest level's inertia ratio " + std::to_string(wide_ratio) +
+                " (within 0.5%)");
     }
 
     {

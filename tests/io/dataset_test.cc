@@ -490,5 +490,94 @@ TEST(DatasetTest, ConvertedBatchesOfManyRangesHoldEveryRow) {
   EXPECT_EQ(bf.data[(n - 1) * d + 5], f16_to_f32(f32_to_f16(x[static_cast<std::size_t>((n - 1) * d + 5)])));
 }
 
+// convert_into: batches of f16 and u8 shards come as float32 in the caller's buffer (the
+// values read_f32 gives), checked while read, every row handed on exactly once as its
+// 2 MiB range lands (a copy taken in the callback equals the finished batch); a non-finite
+// value fails the batch naming its row and column without handing its range on; a buffer
+// too small or misaligned is refused; an f32 shard takes keep_stored_dtype's path.
+TEST(DatasetTest, BatchesConvertedIntoTheCallersBufferLandInRanges) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage mem;
+  const std::int64_t d = 384, n = 7000 + static_cast<std::int64_t>(rng() % 2500);  // 1536-byte f32 rows
+  const std::int64_t batch_rows = 5000;  // two batches of several 2 MiB ranges
+  std::vector<float> x = random_matrix(rng, n, d);
+  write_npy(mem, "h/a.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  std::vector<std::uint8_t> u(static_cast<std::size_t>(n * d));
+  for (auto& v : u) v = static_cast<std::uint8_t>(rng());
+  const std::array<std::int64_t, 2> shape{n, d};
+  write_npy(mem, "u/a.npy", u.data(), NpyType::kU8, shape);
+  const std::size_t batch_bytes = static_cast<std::size_t>(batch_rows * d) * sizeof(float);
+  std::vector<float> own(static_cast<std::size_t>(batch_rows * d)), copy(own.size());
+  auto* buf = reinterpret_cast<unsigned char*>(own.data());
+  std::mutex mu;
+  for (const char* pattern : {"h/*.npy", "u/*.npy"}) {
+    const Dataset ds = Dataset::open(mem, pattern);
+    BatchReader r(ds, 0, batch_rows);
+    r.convert_into(buf, batch_bytes);
+    std::vector<std::int64_t> hits;
+    std::int64_t calls = 0;
+    r.on_rows_landed([&](std::int64_t, std::int64_t, std::int64_t first, std::int64_t count) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++calls;
+      for (std::int64_t i = first; i < first + count; ++i) ++hits[static_cast<std::size_t>(i)];
+      std::memcpy(copy.data() + first * d, own.data() + first * d, static_cast<std::size_t>(count * d) * sizeof(float));
+    });
+    Batch b;
+    std::int64_t seen = 0;
+    while (true) {
+      hits.assign(static_cast<std::size_t>(batch_rows), 0);
+      calls = 0;
+      if (!r.next(&b)) break;
+      const std::int64_t rows = b.view.rows;
+      ASSERT_EQ(b.view.dtype, DType::kF32);
+      ASSERT_EQ(b.data, own.data());
+      EXPECT_TRUE(b.checked);
+      EXPECT_GT(calls, 1) << pattern << ": ranges of 2 MiB, rows " << rows << " at " << seen;
+      EXPECT_EQ(std::count(hits.begin(), hits.begin() + rows, 1), rows) << pattern << ", batch at " << seen;
+      EXPECT_EQ(std::memcmp(copy.data(), own.data(), static_cast<std::size_t>(rows * d) * sizeof(float)), 0);
+      for (std::int64_t i = 0; i < rows * d; ++i) {
+        const auto at = static_cast<std::size_t>(seen * d + i);
+        const float want = pattern[0] == 'h' ? f16_to_f32(f32_to_f16(x[at])) : static_cast<float>(u[at]);
+        ASSERT_EQ(b.data[i], want) << pattern << ": row " << seen + i / d;
+      }
+      seen += rows;
+    }
+    EXPECT_EQ(seen, n);
+  }
+
+  const std::int64_t bad_row = batch_rows + static_cast<std::int64_t>(rng() % (n - batch_rows));
+  const std::int64_t bad_col = static_cast<std::int64_t>(rng() % d);
+  x[static_cast<std::size_t>(bad_row * d + bad_col)] = -std::numeric_limits<float>::infinity();
+  write_npy(mem, "b/bad.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  const Dataset bad = Dataset::open(mem, "b/*.npy");
+  BatchReader rb(bad, 0, batch_rows);
+  rb.convert_into(buf, batch_bytes);
+  bool bad_handed = false;
+  rb.on_rows_landed([&](std::int64_t b0, std::int64_t, std::int64_t first, std::int64_t count) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (bad_row >= b0 + first && bad_row < b0 + first + count) bad_handed = true;
+  });
+  Batch batch;
+  ASSERT_TRUE(rb.next(&batch));  // the first batch is clean
+  expect_error([&] { rb.next(&batch); }, ErrorCode::kDataLoss,
+               {"bad.npy: row " + std::to_string(bad_row) + " ", "(-inf) in column " + std::to_string(bad_col)});
+  EXPECT_FALSE(bad_handed);
+
+  const Dataset h = Dataset::open(mem, "h/*.npy");
+  BatchReader small(h, 0, 1000);
+  expect_error([&] { small.convert_into(buf, 1000 * d * 4 - 1); }, ErrorCode::kInvalidArgument,
+               {"a.npy", "a batch of f32 rows needs 1536000 bytes"});
+  expect_error([&] { small.convert_into(buf + 2, batch_bytes - 2); }, ErrorCode::kInvalidArgument,
+               {"a.npy", "not 4-byte aligned"});
+  write_npy(mem, "f/a.npy", std::span<const float>(x), shape);
+  const Dataset f = Dataset::open(mem, "f/*.npy");
+  BatchReader r32(f, 0, batch_rows);
+  r32.convert_into(buf, batch_bytes);
+  ASSERT_TRUE(r32.next(&batch));
+  EXPECT_TRUE(batch.checked);
+  ASSERT_EQ(batch.data, own.data());
+  EXPECT_EQ(std::memcmp(batch.data, x.data(), batch_bytes), 0);
+}
+
 }  // namespace
 }  // namespace megatax
