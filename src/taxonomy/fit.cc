@@ -808,9 +808,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         };
         // The samples' rows straight from the device when the pass keeps the data there
         // (no host read, no copy over the bus; the host never needs a row: caller memory for
-        // the centroids, seeds kept on the device, no spherical k-means).
-        const bool try_kept = in_place && stored && cfg.metric == TaxonomyMetric::kL2 && batch_kmeans->can_seed() &&
-                              batch_kmeans->takes_device_rows(x_dtype);
+        // the centroids, seeds kept on the device, no spherical k-means). The pass keeps rows
+        // the backend takes in x_dtype: as stored, or converted to f32 for a backend
+        // computing in f32 (the values the host's gather converts them to).
+        const bool kept_as_x = !s.normalise() && backend->takes_stored_rows(x_dtype);
+        const bool try_kept = in_place && kept_as_x && cfg.metric == TaxonomyMetric::kL2 &&
+                              batch_kmeans->can_seed() && batch_kmeans->takes_device_rows(x_dtype);
         // Gathers group [g0, g1) (ids: its parents' sample ids): their device addresses when
         // try_kept and the device keeps them all, else the rows into `buffer` when the device
         // offers one (problems one after the other: one copy to the device), else into
