@@ -199,6 +199,13 @@ enum class IndexType : std::uint8_t { kI32 = 0, kI64 = 1 };
 // x.dtype: f32, f16 or bf16.
 void row_norms(Resources& res, const MatrixView& x, float* out);
 
+// Scales each row of x (device, f32 / f16 / bf16) to unit L2 norm in place, to the bit as the
+// host's taxonomy::normalise_rows on the rows' f32 values followed by a round-to-nearest
+// conversion back to x.dtype: the float64 sum of squares in column order, 1 / sqrt of it, each
+// value times that in float64 rounded to f32. Rows of norm 0 stay as they are. Queued on
+// res's stream (cosine fits normalise their rows on the device, where the GPU keeps them).
+void normalise_rows(Resources& res, const MatrixView& x);
+
 // ---- assign: label[i] = argmin_j dist(x_i, c_j), fused (no [n, k] matrix anywhere) -------
 struct AssignArgs {
   Metric metric = Metric::kL2;

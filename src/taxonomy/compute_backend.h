@@ -66,6 +66,14 @@ class ComputeBackend {
   // then finds them moved. Default: nothing.
   virtual void batch_rows_landed(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/,
                                  std::int64_t /*first*/, std::int64_t /*count*/) {}
+  // Cosine passes: whether the backend can L2-normalise rows itself, to the bit as
+  // taxonomy::normalise_rows (then rounded to its compute dtype), where they land from
+  // batch_buffer(); a caller that hands it raw rows there calls normalise_next_rows() before
+  // that descend(), and rows it keeps (offer_resident) are kept normalised.
+  virtual bool normalises_rows() const { return false; }
+  virtual void normalise_next_rows() {
+    throw_error(ErrorCode::kInternal, "normalise_next_rows: this backend does not normalise rows");
+  }
   // Tree::descend's contract (tree.h); rows are f32, or `stored` when takes_stored_rows().
   virtual void descend(const Tree& tree, int level, const MatrixView& rows, const std::int32_t* prev,
                        std::int32_t* node, std::int32_t* child, float* dist,

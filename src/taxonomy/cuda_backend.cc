@@ -199,11 +199,17 @@ class CudaBackend final : public ComputeBackend {
                std::int32_t* node, std::int32_t* child, float* dist,
                const kernels::KnnOptions& options) override {
     const Key keep = std::exchange(offered_, Key{-1, -1});
-    descend_impl(tree, level, rows.rows, &rows, nullptr, keep, prev, node, child, dist, options.threads);
+    const bool normalise = std::exchange(normalise_next_, false);
+    descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
   }
 
   // Batches of stored rows are kept on the device while they fit (MEGATAX_CUDA_RESIDENT=0
   // turns it off): later levels' passes then skip reading them.
+  // Cosine fits: the next descend()'s rows are normalised on the device once they are there
+  // (cuda::normalise_rows: taxonomy::normalise_rows' bits), before they are kept.
+  bool normalises_rows() const override { return true; }
+  void normalise_next_rows() override { normalise_next_ = true; }
+
   void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
     if (resident_enabled_) offered_ = {shard, local_begin};
   }
@@ -217,7 +223,7 @@ class CudaBackend final : public ComputeBackend {
     if (it == resident_.end() || it->second.rows != rows)
       throw_error(ErrorCode::kInternal, "cuda descend_resident: shard " + std::to_string(shard) + " rows from " +
                                             std::to_string(local_begin) + " are not kept on the device");
-    descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, prev, node, child, dist, 0);
+    descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, false, prev, node, child, dist, 0);
   }
 
   // Kept batches are found by key (the last batch of `shard` starting at or before the row);
@@ -267,10 +273,11 @@ class CudaBackend final : public ComputeBackend {
   }
 
   // descend() of n rows, from `host` (any memory) or from `on_device` (n rows, dense, in the
-  // compute dtype); `keep`: the key to keep host rows under on the device (-1: none).
+  // compute dtype); `keep`: the key to keep host rows under on the device (-1: none);
+  // `normalise`: host rows are raw, to be normalised on the device (cosine), kept normalised.
   void descend_impl(const Tree& tree, int level, std::int64_t n, const MatrixView* host, const void* on_device,
-                    Key keep, const std::int32_t* prev, std::int32_t* node, std::int32_t* child, float* dist,
-                    int threads) {
+                    Key keep, bool normalise, const std::int32_t* prev, std::int32_t* node, std::int32_t* child,
+                    float* dist, int threads) {
     if (level != level_)
       throw_error(ErrorCode::kInternal, "cuda descend: level " + std::to_string(level) +
                                             " was not prepared (prepare_level)");
@@ -328,6 +335,13 @@ class CudaBackend final : public ComputeBackend {
         cuda::copy_to_device(res_, dst, rows.data, bytes);
         source = dst;
       }
+    }
+    if (normalise) {
+      // Raw rows of a cosine pass, now on the device (kept ones too): normalised in place,
+      // the host's bits (the staging path below would convert before normalising).
+      if (source == nullptr)
+        throw_error(ErrorCode::kInternal, "cuda descend: rows to normalise are not in the batch buffer");
+      cuda::normalise_rows(res_, MatrixView(source, n, d, compute_, d));
     }
     // Group rows by parent, keeping only parents with children. One parent with children
     // and every row under it (level 1): the rows are their own group order (no grouping, no
@@ -567,6 +581,7 @@ class CudaBackend final : public ComputeBackend {
   std::size_t resident_bytes_ = 0;
   std::int64_t resident_budget_ = -1;  // bytes; -1: not yet fixed
   Key offered_{-1, -1};
+  bool normalise_next_ = false;  // normalise_next_rows()
   bool resident_enabled_ = [] {
     const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
     return v == nullptr || std::string(v) != "0";

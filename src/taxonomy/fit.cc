@@ -1551,10 +1551,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // parallel ranges; a GPU's into its page-locked buffer, kept while they fit).
             // One computing in f32 on other data (a GPU's --gpu-dtype f32 on f16 rows) gets
             // them converted into that buffer the same way.
-            bool in_backend_buffer = false;
+            // A cosine fit's rows go there raw when the backend normalises them itself
+            // (a GPU, on the device: then they are kept normalised too).
+            bool in_backend_buffer = false, normalised_by_backend = false;
             const bool as_stored = backend->takes_stored_rows(data.dtype());
             const bool as_f32 = !as_stored && backend->takes_stored_rows(DType::kF32);
-            if (!s.normalise() && (as_stored || as_f32)) {
+            if ((!s.normalise() || backend->normalises_rows()) && (as_stored || as_f32)) {
               // Into the backend's own buffer when it has one (pinned: no staging copy).
               const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
                                  dtype_size(as_stored ? data.dtype() : DType::kF32);
@@ -1571,7 +1573,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                   backend->batch_rows_landed(si, b0, rows, first, count);
                 });
                 in_backend_buffer = true;
-              } else if (as_stored) {
+                normalised_by_backend = s.normalise();
+              } else if (as_stored && !s.normalise()) {
                 reader.keep_stored_dtype(&stored_buffer);
               }
             }
@@ -1580,10 +1583,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.read);
               check_stop();
               if (!batch.checked) check_finite(batch, data);
-              if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+              if (s.normalise() && !normalised_by_backend) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
               if (in_backend_buffer) backend->offer_resident(si, r0);
+              if (normalised_by_backend) backend->normalise_next_rows();
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);

@@ -1060,6 +1060,55 @@ void test_rows_to_f32(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, 
   report(name, ok, "equal to the host's values");
 }
 
+// normalise_rows against the host's arithmetic written out here (taxonomy::normalise_rows:
+// float64 sum of squares in column order, 1 / sqrt, each value times that in float64 rounded
+// to f32, then rounded to the dtype): every byte equal, the padding past d untouched, a zero
+// row kept; and the unit norms checked in float64.
+void test_normalise_rows(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t d, DType dtype,
+                         std::int64_t stride_pad) {
+  const std::int64_t stride = d + stride_pad;
+  std::vector<float> values = random_values(rng, n, d, 3.f);
+  const std::int64_t zero_row = n > 2 ? static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n)) : -1;
+  if (zero_row >= 0) std::fill(values.begin() + zero_row * d, values.begin() + (zero_row + 1) * d, 0.f);
+  const HostMatrix x = make_matrix(n, d, stride, dtype, values);
+  DeviceMatrix dx = upload(res, x);
+  mc::normalise_rows(res, dx.view);
+  const std::size_t es = megatax::dtype_size(dtype);
+  std::vector<unsigned char> got(x.bytes.size());
+  mc::copy_to_host(res, got.data(), dx.buf.data(), got.size());
+  std::vector<unsigned char> want = x.bytes;
+  std::vector<float> row(static_cast<std::size_t>(d));
+  double worst_norm = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = 0; j < d; ++j) row[static_cast<std::size_t>(j)] = static_cast<float>(x.at(i, j));
+    double s = 0;
+    for (std::int64_t j = 0; j < d; ++j) s += static_cast<double>(row[j]) * row[j];
+    if (s <= 0) continue;
+    const double inv = 1.0 / std::sqrt(s);
+    for (std::int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * inv);
+    megatax::convert_from_f32(row.data(), static_cast<std::size_t>(d), dtype,
+                              want.data() + static_cast<std::size_t>(i * stride) * es);
+    std::vector<float> back(static_cast<std::size_t>(d));
+    megatax::convert_to_f32(dtype, got.data() + static_cast<std::size_t>(i * stride) * es,
+                            static_cast<std::size_t>(d), back.data());
+    double norm = 0;
+    for (const float v : back) norm += static_cast<double>(v) * v;
+    worst_norm = std::max(worst_norm, std::fabs(std::sqrt(norm) - 1));
+  }
+  std::int64_t bad = 0;
+  for (std::size_t b = 0; b < got.size(); b += es) bad += std::memcmp(got.data() + b, want.data() + b, es) != 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld of %lld elements differ from the host's arithmetic", (long long)bad,
+                (long long)(n * stride));
+  const double tol = dtype == DType::kF32 ? 1e-6 : dtype == DType::kF16 ? 2e-3 : 1.6e-2;
+  CHECK_OR_FAIL(worst_norm <= tol, "a row's norm is 1 +- %.2e (> %.0e)", worst_norm, tol);
+  char name[128], detail[96];
+  std::snprintf(name, sizeof(name), "normalise_rows %-4s n=%lld d=%lld%s", megatax::dtype_name(dtype), (long long)n,
+                (long long)d, stride_pad ? " strided" : "");
+  std::snprintf(detail, sizeof(detail), "bits as the host's, norms 1 +- %.1e, a zero row kept", worst_norm);
+  report(name, ok, detail);
+}
+
 // How many rows t of `got` differ from row idx[t] of `src` (rows of row_bytes bytes).
 std::int64_t rows_unlike_host_gather(const std::vector<unsigned char>& got, const std::vector<unsigned char>& src,
                                      const std::vector<std::int64_t>& idx, std::size_t row_bytes) {
@@ -1618,6 +1667,11 @@ int main(int argc, char** argv) {
     test_rows_to_f32(res, rng, 3001, 1024, kH, 0);
     test_rows_to_f32(res, rng, 777, 33, kB, 5);
     test_rows_to_f32(res, rng, 50, 7, kF, 1);
+    std::printf("rows normalised (reference: the host's float64 arithmetic, to the bit)\n");
+    test_normalise_rows(res, rng, 2049, 1024, kH, 0);
+    test_normalise_rows(res, rng, 777, 33, kB, 5);
+    test_normalise_rows(res, rng, 95, 7, kF, 1);
+    test_normalise_rows(res, rng, 300, 2048, kF, 0);
     std::printf("page-locked buffers (reference: the bytes written)\n");
     for (const std::size_t bytes : {std::size_t{1} << 20, (std::size_t{70} << 20) + 3}) test_pinned_buffers(res, rng, bytes);
     std::printf("means (reference: float64 division, float64 norms)\n");
