@@ -125,15 +125,20 @@ bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::st
   return true;
 }
 
-void normalise_rows(float* x, std::int64_t rows, std::int64_t dim) {
-  for (std::int64_t i = 0; i < rows; ++i) {
-    float* v = x + i * dim;
-    double s = 0;
-    for (std::int64_t j = 0; j < dim; ++j) s += static_cast<double>(v[j]) * v[j];
-    if (s <= 0) continue;
-    const double inv = 1.0 / std::sqrt(s);
-    for (std::int64_t j = 0; j < dim; ++j) v[j] = static_cast<float>(v[j] * inv);
-  }
+void normalise_rows(float* x, std::int64_t rows, std::int64_t dim, int threads) {
+  // Tasks of ~1M values: a 1M x 1024 batch on one thread took 3.3-3.5 s (an H100 host).
+  const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / std::max<std::int64_t>(dim, 1));
+  const std::int64_t tasks = (rows + per_task - 1) / per_task;
+  parallel_for(resolve_threads(threads, tasks), tasks, [&](std::int64_t t, int) {
+    for (std::int64_t i = t * per_task; i < std::min(rows, (t + 1) * per_task); ++i) {
+      float* v = x + i * dim;
+      double s = 0;
+      for (std::int64_t j = 0; j < dim; ++j) s += static_cast<double>(v[j]) * v[j];
+      if (s <= 0) continue;
+      const double inv = 1.0 / std::sqrt(s);
+      for (std::int64_t j = 0; j < dim; ++j) v[j] = static_cast<float>(v[j] * inv);
+    }
+  });
 }
 
 std::string base_name(const std::string& path) {
@@ -257,7 +262,7 @@ Prediction TaxonomyEngine::predict(const MatrixView& x) const {
                                                        " has a non-finite value in column " +
                                                        std::to_string(j));
     }
-    if (s.normalise()) taxonomy::normalise_rows(buf.data(), n, d);
+    if (s.normalise()) taxonomy::normalise_rows(buf.data(), n, d, s.config.threads);
     prev.assign(static_cast<std::size_t>(n), 0);
     node.assign(static_cast<std::size_t>(n), -1);
     child.assign(static_cast<std::size_t>(n), -1);

@@ -67,8 +67,11 @@ TaxonomyConfig config_from_json(const json::Value& v);
 // Fields that must agree between a run and the one it resumes (not threads, batch, simd).
 bool same_model_config(const TaxonomyConfig& a, const TaxonomyConfig& b, std::string* why);
 
-// L2-normalises every row of a dense f32 matrix in place (zero rows stay zero).
-void normalise_rows(float* x, std::int64_t rows, std::int64_t dim);
+// L2-normalises every row of a dense f32 matrix in place (zero rows stay zero): per row the
+// float64 sum of its squares in column order, each value times 1 / sqrt(sum) in float64
+// rounded to f32 (cuda::normalise_rows has the same bits). Rows in parallel on `threads`
+// (resolve_threads' meaning; the bits do not depend on it).
+void normalise_rows(float* x, std::int64_t rows, std::int64_t dim, int threads = 1);
 
 // "part-00001" for "/data/part-00001.npy": the output stem of a shard.
 std::string shard_stem(const std::string& path);

@@ -877,7 +877,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               x = gr.xs[u].data();
             }
             gather_rows(data, ids[u], x, stored, n_group > 1 ? inner_threads : cfg.threads);
-            if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x), m, d);
+            if (s.normalise())
+              taxonomy::normalise_rows(reinterpret_cast<float*>(x), m, d, n_group > 1 ? inner_threads : cfg.threads);
             gr.views[u] = MatrixView(x, m, d, x_dtype);
           });
           gr.seconds = since(t_gather);
@@ -1106,7 +1107,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // split each oversized child by k-means on its part; siblings stay in place.
             std::vector<float> x(static_cast<std::size_t>(m * d));
             gather_rows(data, node_ids, x.data(), false, inner.threads);
-            if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d);
+            if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d, inner.threads);
             const std::vector<float>& old = parent_centroids[static_cast<std::size_t>(parent)];
             const std::int64_t b_old = static_cast<std::int64_t>(old.size()) / d;
             kernels::PackedMatrix pm(d, DType::kF32);
@@ -1152,7 +1153,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const auto t_gather = Clock::now();
           std::vector<unsigned char> x(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
           gather_rows(data, node_ids, x.data(), stored, inner.threads);
-          if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x.data()), m, d);
+          if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x.data()), m, d, inner.threads);
           const double gathered = since(t_gather);
           const cluster::KMeansParams kp = node_params(parent, b, inner.threads);
           const auto assigner = backend->make_assigner(s.kernel_metric(), inner);
@@ -1290,7 +1291,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         while (reader.next(&batch)) {
           check_stop();
           check_finite(batch, data);
-          if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+          if (s.normalise()) taxonomy::normalise_rows(batch.data, batch.view.rows, d, cfg.threads);
           backend->descend(s.tree, l, batch.view, prev_node.data() + batch.local_begin, node.data(), child.data(),
                          dist.data(), knn);
           for (std::int64_t i = 0; i < batch.view.rows; ++i) {
@@ -1583,7 +1584,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.read);
               check_stop();
               if (!batch.checked) check_finite(batch, data);
-              if (s.normalise() && !normalised_by_backend) taxonomy::normalise_rows(batch.data, batch.view.rows, d);
+              if (s.normalise() && !normalised_by_backend)
+                taxonomy::normalise_rows(batch.data, batch.view.rows, d, cfg.threads);
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
               if (in_backend_buffer) backend->offer_resident(si, r0);
