@@ -158,13 +158,16 @@ class BatchReader {
   // shard otherwise). Batches read this way are checked for non-finite values while they
   // are read (Batch::checked).
   void keep_stored_dtype(unsigned char* buffer, std::size_t bytes);
-  // From now on, batches come converted to f32 (whatever the stored dtype), read and
-  // converted in parallel ranges into a buffer the caller owns of `bytes`, which must hold a
-  // whole batch of f32 rows (Error(kInvalidArgument) naming the shard otherwise): for a
-  // consumer computing in f32 that moves rows out of its own memory (a GPU's page-locked
-  // buffer). Checked while they are read, handed on as they land (on_rows_landed), as with
-  // keep_stored_dtype(buffer, bytes), which an f32 shard then takes.
-  void convert_into(unsigned char* buffer, std::size_t bytes);
+  // From now on, batches come converted to `to` (f32, f16 or bf16; whatever the stored
+  // dtype), read and converted in parallel ranges into a buffer the caller owns of `bytes`,
+  // which must hold a whole batch of such rows (Error(kInvalidArgument) naming the shard
+  // otherwise): for a consumer computing in `to` that moves rows out of its own memory (a
+  // GPU's page-locked buffer). Values convert through f32, rounded to nearest (the values
+  // convert_from_f32 gives); checked while they are read (non-finite values as stored, and a
+  // finite value too large for f16: Error(kDataLoss) naming its row, column and value),
+  // handed on as they land (on_rows_landed), as with keep_stored_dtype(buffer, bytes), which a
+  // shard stored in `to` takes. Batch::data points at the rows when `to` is f32, else is null.
+  void convert_into(unsigned char* buffer, std::size_t bytes, DType to = DType::kF32);
 
   // For batches read into a caller's buffer (keep_stored_dtype(buffer, bytes) or
   // convert_into): `landed` is called as each range of a batch's rows is in the buffer and
@@ -192,7 +195,9 @@ class BatchReader {
   std::vector<float>& buffer_;  // own_ or the caller's
   std::vector<unsigned char>* raw_ = nullptr;  // set: batches keep the stored dtype
   unsigned char* fixed_ = nullptr;             // ... into the caller's buffer instead
-  float* f32_fixed_ = nullptr;                 // set: converted into the caller's buffer
+  unsigned char* converted_ = nullptr;         // set: converted into the caller's buffer
+  DType convert_to_ = DType::kF32;             // ... to this dtype
+  std::vector<std::vector<float>> scratch_;    // ... through f32 rows, one a reading thread
   RowsLanded landed_;                          // see on_rows_landed
 };
 

@@ -228,7 +228,7 @@ void BatchReader::keep_stored_dtype(std::vector<unsigned char>* raw_buffer) {
   if (!keeps_stored(reader.dtype())) return;
   raw_ = raw_buffer;
   fixed_ = nullptr;
-  f32_fixed_ = nullptr;
+  converted_ = nullptr;
   const auto bytes = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * reader.row_bytes());
   if (raw_->size() < bytes) raw_->resize(bytes);
 }
@@ -243,26 +243,31 @@ void BatchReader::keep_stored_dtype(unsigned char* buffer, std::size_t bytes) {
                                                  std::to_string(buffer == nullptr ? 0 : bytes));
   raw_ = nullptr;
   fixed_ = buffer;
-  f32_fixed_ = nullptr;
+  converted_ = nullptr;
 }
 
-void BatchReader::convert_into(unsigned char* buffer, std::size_t bytes) {
-  if (dataset_.reader(shard_).dtype() == DType::kF32) {
-    keep_stored_dtype(buffer, bytes);  // the same thing for f32 rows
+void BatchReader::convert_into(unsigned char* buffer, std::size_t bytes, DType to) {
+  const std::string& path = dataset_.shards()[shard_].path;
+  if (to != DType::kF32 && to != DType::kF16 && to != DType::kBF16)
+    throw_error(ErrorCode::kInvalidArgument, "shard " + path + ": rows convert to f32, f16 or bf16, not " +
+                                                 std::string(dtype_name(to)));
+  if (dataset_.reader(shard_).dtype() == to) {
+    keep_stored_dtype(buffer, bytes);  // the same thing for rows stored as wanted
     return;
   }
   const auto need = static_cast<std::size_t>(std::min(batch_rows_, row_end_ - next_row_) * dataset_.dim()) *
-                    sizeof(float);
+                    dtype_size(to);
   if (buffer == nullptr || bytes < need)
-    throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path + ": a batch of f32 rows needs " +
+    throw_error(ErrorCode::kInvalidArgument, "shard " + path + ": a batch of " + dtype_name(to) + " rows needs " +
                                                  std::to_string(need) + " bytes, the buffer has " +
                                                  std::to_string(buffer == nullptr ? 0 : bytes));
-  if (reinterpret_cast<std::uintptr_t>(buffer) % alignof(float) != 0)
-    throw_error(ErrorCode::kInvalidArgument, "shard " + dataset_.shards()[shard_].path +
-                                                 ": the buffer for f32 rows is not 4-byte aligned");
+  if (reinterpret_cast<std::uintptr_t>(buffer) % dtype_size(to) != 0)
+    throw_error(ErrorCode::kInvalidArgument, "shard " + path + ": the buffer for " + dtype_name(to) +
+                                                 " rows is not " + std::to_string(dtype_size(to)) + "-byte aligned");
   raw_ = nullptr;
   fixed_ = nullptr;
-  f32_fixed_ = reinterpret_cast<float*>(buffer);
+  converted_ = buffer;
+  convert_to_ = to;
 }
 
 bool BatchReader::next(Batch* batch) {
@@ -314,22 +319,38 @@ bool BatchReader::next(Batch* batch) {
     // Converted to f32 in ranges of >= 16 MiB of stored rows on parallel threads too (one
     // thread read and converted f32 rows out of the page cache at ~4 GB/s). Into the
     // caller's buffer (convert_into), each range is checked while in cache and handed on
-    // as it lands, in 2 MiB of f32 rows, as above.
-    const bool check = f32_fixed_ != nullptr;
+    // as it lands, in 2 MiB of converted rows, as above; a 16-bit target goes through f32
+    // on the reading thread (the f32 values are checked, then the conversion's overflow).
+    const bool check = converted_ != nullptr;
+    const DType to = check ? convert_to_ : DType::kF32;
     const std::int64_t d = dataset_.dim();
-    const std::int64_t rb = std::max<std::int64_t>(
-        1, check && landed_ ? d * static_cast<std::int64_t>(sizeof(float)) : reader.row_bytes());
+    const auto out_row_bytes = static_cast<std::int64_t>(static_cast<std::size_t>(d) * dtype_size(to));
+    const std::int64_t rb = std::max<std::int64_t>(1, check && landed_ ? out_row_bytes : reader.row_bytes());
     const std::int64_t range_bytes = std::int64_t{check && landed_ ? 2 : 16} << 20;
     const std::int64_t piece = std::max<std::int64_t>(1, range_bytes / rb);
     const std::int64_t pieces = (n + piece - 1) / piece;
     const std::int64_t first = next_row_;
-    float* out = check ? f32_fixed_ : buffer_.data();
+    unsigned char* out = check ? converted_ : reinterpret_cast<unsigned char*>(buffer_.data());
     std::atomic<std::int64_t> first_bad{pieces};
-    parallel_for(resolve_threads(0, pieces), pieces, [&](std::int64_t p, int) {
+    const int threads = resolve_threads(0, pieces);
+    if (to != DType::kF32 && scratch_.size() < static_cast<std::size_t>(threads)) scratch_.resize(threads);
+    parallel_for(threads, pieces, [&](std::int64_t p, int worker) {
       const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
-      reader.read_f32(first + r0, k, out + r0 * d);
-      if (check && first_non_finite(DType::kF32, out + r0 * d, static_cast<std::size_t>(k * d)) <
-                       static_cast<std::size_t>(k * d)) {
+      const auto count = static_cast<std::size_t>(k * d);
+      unsigned char* dst = out + r0 * out_row_bytes;
+      float* values = reinterpret_cast<float*>(dst);
+      if (to != DType::kF32) {  // the worker's f32 rows (kept across batches: no fresh pages)
+        std::vector<float>& f32 = scratch_[static_cast<std::size_t>(worker)];
+        if (f32.size() < count) f32.resize(count);
+        values = f32.data();
+      }
+      reader.read_f32(first + r0, k, values);
+      bool bad = check && first_non_finite(DType::kF32, values, count) < count;
+      if (!bad && to != DType::kF32) {
+        convert_from_f32(values, count, to, dst);
+        bad = first_non_finite(to, dst, count) < count;  // f16: a finite value too large
+      }
+      if (bad) {
         std::int64_t seen = first_bad.load();
         while (p < seen && !first_bad.compare_exchange_weak(seen, p)) {
         }
@@ -337,12 +358,29 @@ bool BatchReader::next(Batch* batch) {
       }
       if (check && landed_) landed_(first, n, r0, k);
     });
-    batch->view = MatrixView(out, n, d, DType::kF32);
-    batch->data = out;
+    batch->view = MatrixView(out, n, d, to);
+    batch->data = to == DType::kF32 ? reinterpret_cast<float*>(out) : nullptr;
     if (check) {
-      if (const std::int64_t p = first_bad.load(); p < pieces)
-        check_finite(MatrixView(out + p * piece * d, n - p * piece, d, DType::kF32), info.path,
-                     next_row_ + p * piece, info.global_begin + next_row_ + p * piece);
+      if (const std::int64_t p = first_bad.load(); p < pieces) {
+        // The first bad range again, as f32: a non-finite value as stored, else an overflow.
+        const std::int64_t r0 = p * piece, k = n - r0;
+        std::vector<float> f32(static_cast<std::size_t>(k * d));
+        reader.read_f32(first + r0, k, f32.data());
+        check_finite(MatrixView(f32.data(), k, d, DType::kF32), info.path, first + r0, info.global_begin + first + r0);
+        std::vector<unsigned char> one(dtype_size(to));
+        for (std::size_t i = 0; i < f32.size(); ++i) {
+          convert_from_f32(&f32[i], 1, to, one.data());
+          if (first_non_finite(to, one.data(), 1) == 0) {
+            const std::int64_t row = first + r0 + static_cast<std::int64_t>(i) / d;
+            throw_error(ErrorCode::kDataLoss,
+                        "shard " + info.path + ": row " + std::to_string(row) + " (global id " +
+                            std::to_string(info.global_begin + row) + ") has a value too large for " +
+                            dtype_name(to) + " (" + std::to_string(f32[i]) + ") in column " +
+                            std::to_string(static_cast<std::int64_t>(i) % d) +
+                            ", the dtype its rows are converted to (f16's largest is 65504)");
+          }
+        }
+      }
       batch->checked = true;
     }
   }

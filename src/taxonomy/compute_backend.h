@@ -51,10 +51,12 @@ class ComputeBackend {
   // Must be called after level `level` of `tree` was (re)built, before descend() on it.
   virtual void prepare_level(const Tree& tree, int level) = 0;
   // Whether descend() takes rows in the stored dtype `stored` as they are, so the caller can
-  // skip converting them to float32 (the CUDA backend, when it computes in it). A backend
-  // that takes f32 rows and has a batch_buffer() gets rows of any other dtype converted to
-  // f32 into that buffer (BatchReader::convert_into).
+  // skip converting them to float32 (the CUDA backend, when it computes in it).
   virtual bool takes_stored_rows(DType /*stored*/) const { return false; }
+  // The dtype descend() computes in. A backend that takes rows in it (takes_stored_rows)
+  // and has a batch_buffer() gets rows of any other dtype converted to it into that buffer
+  // as they are read (BatchReader::convert_into: no conversion pass of its own).
+  virtual DType compute_dtype() const { return DType::kF32; }
   // Host memory of at least `bytes` for the pass's batches of stored rows that descend()
   // reads fastest (page-locked for a GPU: copied to the device as it is, no staging copy),
   // owned by the backend, valid until the next call; null: any memory serves as well.

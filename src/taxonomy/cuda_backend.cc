@@ -121,6 +121,7 @@ class CudaBackend final : public ComputeBackend {
   bool concurrent_training() const override { return true; }
   // Rows in the compute dtype are staged as they are (a copy, no conversion).
   bool takes_stored_rows(DType stored) const override { return stored == compute_; }
+  DType compute_dtype() const override { return compute_; }
   std::unique_ptr<cluster::Assigner> make_assigner(Metric metric, const kernels::KnnOptions&) override {
     return std::make_unique<PooledAssigner>(pool_, pool_.take(res_.device(), metric, compute_));
   }

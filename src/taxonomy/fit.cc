@@ -1550,22 +1550,25 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
             // A backend computing in the data's dtype gets the rows as stored (read in
             // parallel ranges; a GPU's into its page-locked buffer, kept while they fit).
-            // One computing in f32 on other data (a GPU's --gpu-dtype f32 on f16 rows) gets
-            // them converted into that buffer the same way.
-            // A cosine fit's rows go there raw when the backend normalises them itself
-            // (a GPU, on the device: then they are kept normalised too).
+            // One computing in another dtype (a GPU's --gpu-dtype bf16 on f32 rows) gets them
+            // converted into that buffer the same way.
+            // A cosine fit's rows go there raw when the backend normalises them itself (a
+            // GPU, on the device: then they are kept normalised too), provided it sees their
+            // exact values (as stored, or converted to f32: normalised before any rounding).
             bool in_backend_buffer = false, normalised_by_backend = false;
+            const DType into = backend->compute_dtype();
             const bool as_stored = backend->takes_stored_rows(data.dtype());
-            const bool as_f32 = !as_stored && backend->takes_stored_rows(DType::kF32);
-            if ((!s.normalise() || backend->normalises_rows()) && (as_stored || as_f32)) {
+            const bool converted = !as_stored && backend->takes_stored_rows(into);
+            const bool raw_ok = !s.normalise() || (backend->normalises_rows() && (as_stored || into == DType::kF32));
+            if (raw_ok && (as_stored || converted)) {
               // Into the backend's own buffer when it has one (pinned: no staging copy).
               const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
-                                 dtype_size(as_stored ? data.dtype() : DType::kF32);
+                                 dtype_size(as_stored ? data.dtype() : into);
               if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
                 if (as_stored) {
                   reader.keep_stored_dtype(own, bytes);
                 } else {
-                  reader.convert_into(own, bytes);
+                  reader.convert_into(own, bytes, into);
                 }
                 // The backend may move each range of rows as it lands (a GPU: copies them
                 // while the rest of the batch is read).

@@ -12,7 +12,8 @@
 //      in-process ranks (parents split between them: no in-place level array, no centroid
 //      file streamed during training): identical files; 3d-3e batches and lanes; 3f. f16
 //      data multiplied in f32 (gpu_dtype) kept on the device vs read every pass: identical
-//      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%).
+//      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%); 3g. f32
+//      data multiplied in bf16, kept vs read: identical files, inertia within 1% of the CPU's.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 97% of paths equal (a
@@ -547,6 +548,23 @@ int main(int argc, char** argv) {
             "f16 data in f32 on the GPU vs the CPU: " + std::to_string(100 * agree_wide) +
                 "% of paths equal (>= 97%), deepest level's inertia ratio " + std::to_string(wide_ratio) +
                 " (within 0.5%)");
+      // 3g. f32 data multiplied in bf16: the rows converted to bf16 as they are read and kept
+      // give the same bits as reading them every pass; the tree's quality as the CPU's f32
+      // fit (bf16 rounding moves near-ties: the deepest level's inertia within 1%).
+      TaxonomyConfig narrow = small;
+      narrow.gpu_dtype = "bf16";
+      fit(narrow, "cuda", in32, dir + "/m_n_kept", dir + "/o_n_kept");
+      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+      fit(narrow, "cuda", in32, dir + "/m_n_read", dir + "/o_n_read");
+      unsetenv("MEGATAX_CUDA_RESIDENT");
+      const bool same_narrow = same_tree_files(dir + "/m_n_kept", dir + "/m_n_read", &why) &&
+                               same_tree_files(dir + "/o_n_kept", dir + "/o_n_read", &why);
+      check(same_narrow, "f32 data in bf16 on the GPU, kept on the device vs read every pass: identical files" +
+                             (same_narrow ? "" : " (differs: " + why + ")"));
+      const double narrow_ratio = level_inertia(dir + "/m_n_kept", levels) / level_inertia(dir + "/m_cpu", levels);
+      check(std::fabs(narrow_ratio - 1) <= 0.01,
+            "f32 data in bf16 on the GPU vs the CPU's f32 fit: deepest level's inertia ratio " +
+                std::to_string(narrow_ratio) + " (within 1%)");
     }
 
     {

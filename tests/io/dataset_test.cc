@@ -579,5 +579,88 @@ TEST(DatasetTest, BatchesConvertedIntoTheCallersBufferLandInRanges) {
   EXPECT_EQ(std::memcmp(batch.data, x.data(), batch_bytes), 0);
 }
 
+// convert_into a 16-bit dtype: f32 (and f16) shards come as bf16 / f16 rows in the caller's
+// buffer, the values convert_from_f32 gives, every row handed on once as its range lands; a
+// finite f32 value too large for f16 fails the batch naming its row, column and value (a
+// non-finite one is named as such); a dtype other than f32 / f16 / bf16 is refused.
+TEST(DatasetTest, BatchesConvertedTo16BitsAreRoundedAndCheckedForOverflow) {
+  MEGATAX_SEEDED_RNG(rng);
+  io::MemoryStorage mem;
+  const std::int64_t d = 200, n = 12000 + static_cast<std::int64_t>(rng() % 3000);  // 400-byte 16-bit rows
+  const std::int64_t batch_rows = 8000;
+  std::vector<float> x = random_matrix(rng, n, d);
+  for (std::size_t i = 0; i < x.size(); i += 97) x[i] *= 3000.f;  // wide values, below f16's largest
+  const std::array<std::int64_t, 2> shape{n, d};
+  write_npy(mem, "f/a.npy", std::span<const float>(x), shape);
+  write_npy(mem, "h/a.npy", MatrixView(x.data(), n, d, DType::kF32), NpyType::kF16);
+  std::vector<std::uint16_t> own(static_cast<std::size_t>(batch_rows * d)), want(own.size());
+  auto* buf = reinterpret_cast<unsigned char*>(own.data());
+  const std::size_t bytes = own.size() * 2;
+  std::mutex mu;
+  struct Case {
+    const char* pattern;
+    DType to;
+  };
+  for (const Case c : {Case{"f/*.npy", DType::kBF16}, Case{"f/*.npy", DType::kF16}, Case{"h/*.npy", DType::kBF16}}) {
+    const Dataset ds = Dataset::open(mem, c.pattern);
+    BatchReader r(ds, 0, batch_rows);
+    r.convert_into(buf, bytes, c.to);
+    std::vector<int> hits;
+    r.on_rows_landed([&](std::int64_t, std::int64_t, std::int64_t first, std::int64_t count) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (std::int64_t i = first; i < first + count; ++i) ++hits[static_cast<std::size_t>(i)];
+    });
+    Batch b;
+    std::int64_t seen = 0;
+    std::vector<float> f32(static_cast<std::size_t>(batch_rows * d));
+    while (true) {
+      hits.assign(static_cast<std::size_t>(batch_rows), 0);
+      if (!r.next(&b)) break;
+      const std::int64_t rows = b.view.rows;
+      ASSERT_EQ(b.view.dtype, c.to);
+      ASSERT_EQ(b.view.data, buf);
+      EXPECT_EQ(b.data, nullptr);
+      EXPECT_TRUE(b.checked);
+      EXPECT_EQ(std::count(hits.begin(), hits.begin() + rows, 1), rows) << c.pattern;
+      // The values as the data's f32 ones (f16 shards: rounded to f16 first), rounded to `to`.
+      for (std::int64_t i = 0; i < rows * d; ++i) {
+        const float v = x[static_cast<std::size_t>(seen * d + i)];
+        f32[static_cast<std::size_t>(i)] = c.pattern[0] == 'h' ? f16_to_f32(f32_to_f16(v)) : v;
+      }
+      convert_from_f32(f32.data(), static_cast<std::size_t>(rows * d), c.to, want.data());
+      ASSERT_EQ(std::memcmp(own.data(), want.data(), static_cast<std::size_t>(rows * d) * 2), 0)
+          << c.pattern << " -> " << dtype_name(c.to) << ", batch at " << seen;
+      seen += rows;
+    }
+    EXPECT_EQ(seen, n);
+  }
+
+  const std::int64_t big_row = static_cast<std::int64_t>(rng() % n), big_col = static_cast<std::int64_t>(rng() % d);
+  x[static_cast<std::size_t>(big_row * d + big_col)] = -70000.f;
+  write_npy(mem, "o/a.npy", std::span<const float>(x), shape);
+  const Dataset over = Dataset::open(mem, "o/*.npy");
+  BatchReader ro(over, 0, n);
+  std::vector<std::uint16_t> whole(static_cast<std::size_t>(n * d));
+  ro.convert_into(reinterpret_cast<unsigned char*>(whole.data()), whole.size() * 2, DType::kF16);
+  Batch batch;
+  expect_error([&] { ro.next(&batch); }, ErrorCode::kDataLoss,
+               {"a.npy: row " + std::to_string(big_row) + " ", "too large for f16 (-70000",
+                "in column " + std::to_string(big_col)});
+  BatchReader rb(over, 0, n);  // bf16 holds it
+  rb.convert_into(reinterpret_cast<unsigned char*>(whole.data()), whole.size() * 2, DType::kBF16);
+  ASSERT_TRUE(rb.next(&batch));
+  EXPECT_EQ(bf16_to_f32(whole[static_cast<std::size_t>(big_row * d + big_col)]), -70144.f);  // RNE to 8 bits
+  x[static_cast<std::size_t>(big_row * d + big_col)] = std::numeric_limits<float>::quiet_NaN();
+  write_npy(mem, "n/a.npy", std::span<const float>(x), shape);
+  const Dataset nan = Dataset::open(mem, "n/*.npy");
+  BatchReader rn(nan, 0, n);
+  rn.convert_into(reinterpret_cast<unsigned char*>(whole.data()), whole.size() * 2, DType::kF16);
+  expect_error([&] { rn.next(&batch); }, ErrorCode::kDataLoss,
+               {"row " + std::to_string(big_row) + " ", "(nan) in column " + std::to_string(big_col)});
+  BatchReader ru(nan, 0, n);
+  expect_error([&] { ru.convert_into(buf, bytes, DType::kU8); }, ErrorCode::kInvalidArgument,
+               {"a.npy", "f32, f16 or bf16, not u8"});
+}
+
 }  // namespace
 }  // namespace megatax
