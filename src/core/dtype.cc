@@ -161,8 +161,15 @@ void convert_from_f32(const float* src, std::size_t n, DType dst_type, void* dst
       return;
     }
     case DType::kBF16: {
+      // f32_to_bf16 written out branch-free, so that the loop vectorises (the call did not:
+      // ~1 ns a value, the f32 -> bf16 conversion of a GPU fit's batches).
       auto* d = static_cast<std::uint16_t*>(dst);
-      for (std::size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t x = std::bit_cast<std::uint32_t>(src[i]);
+        const std::uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+        const std::uint32_t quiet_nan = (x >> 16) | 0x0040u;
+        d[i] = static_cast<std::uint16_t>((x & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
+      }
       return;
     }
     case DType::kU8: {
