@@ -131,7 +131,8 @@ struct Batch {
 
 // Reads rows [row_begin, row_end) of one shard in batches of at most `batch_rows` rows,
 // converted to f32. Holds one buffer of min(batch_rows, row_end - row_begin) * dim
-// floats, allocated on construction: memory does not depend on the shard's size.
+// floats, allocated by the first batch converted into it: memory does not depend on the
+// shard's size.
 class BatchReader {
  public:
   // `dataset` is borrowed and must outlive the reader. batch_rows >= 1; row_end = -1

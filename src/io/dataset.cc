@@ -214,7 +214,9 @@ BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t
                 "shard " + info.path + ": a batch of " + std::to_string(max_rows) + " x " +
                     std::to_string(dataset.dim()) + " floats is too large");
   }
-  if (buffer_.size() < static_cast<std::size_t>(floats)) buffer_.resize(static_cast<std::size_t>(floats));
+  // The f32 buffer is sized at the first batch that is converted into it (next()): a reader
+  // told to keep the stored dtype or to convert into the caller's memory never touches it
+  // (sizing it here cost a 1 GB zero fill per shard of 1M x 256 batches).
 }
 
 namespace {
@@ -330,6 +332,7 @@ bool BatchReader::next(Batch* batch) {
     const std::int64_t piece = std::max<std::int64_t>(1, range_bytes / rb);
     const std::int64_t pieces = (n + piece - 1) / piece;
     const std::int64_t first = next_row_;
+    if (!check && buffer_.size() < static_cast<std::size_t>(n * d)) buffer_.resize(static_cast<std::size_t>(n * d));
     unsigned char* out = check ? converted_ : reinterpret_cast<unsigned char*>(buffer_.data());
     std::atomic<std::int64_t> first_bad{pieces};
     const int threads = resolve_threads(0, pieces);
