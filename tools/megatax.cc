@@ -154,11 +154,14 @@ const char* kFitHelp =
 const char* kPredictHelp =
     "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--beam W]\n"
     "                       [--exact] [--hnsw-ef N] [--quiet]\n"
+    "                       [--device cpu|cuda] [--gpu N] [--gpu-dtype auto|f32|f16|bf16]\n"
     "Descends the taxonomy at --storage for every vector of GLOB and writes the same files\n"
     "as fit (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy) at --output. --beam W keeps\n"
     "the W best nodes per level and returns the nearest leaf found (never farther than greedy);\n"
     "it prints how many paths differ from greedy. --exact scans every child instead of the\n"
-    "HNSW graphs of wide nodes; --hnsw-ef sets their search breadth.\n";
+    "HNSW graphs of wide nodes; --hnsw-ef sets their search breadth. --device cuda descends\n"
+    "on a GPU (--gpu, default the local rank's; --gpu-dtype as for fit): every child scanned,\n"
+    "greedy (no --beam).\n";
 
 const char* kInfoHelp =
     "usage: megatax info --storage URI [--json]\n"
@@ -278,11 +281,17 @@ int cmd_predict(const Args& a) {
   engine.set_threads(static_cast<int>(a.integer("threads", 0)));
   megatax::FitOptions o;
   o.progress = !a.flag("quiet");
+  if (!a.flag("quiet")) o.log = [](const std::string& m) { std::fprintf(stderr, "megatax: %s\n", m.c_str()); };
   o.beam = static_cast<int>(a.integer("beam", 1));
   const std::int64_t ef = a.integer("hnsw-ef", 0);
   if (ef < 0) throw UsageError{"--hnsw-ef: expected an integer >= 1"};
   engine.set_search(a.flag("exact"), ef);
   if (o.beam < 1) throw UsageError{"--beam: expected an integer >= 1"};
+  o.predict_device = a.str("device", "cpu");
+  o.predict_gpu_dtype = a.str("gpu-dtype", "auto");
+  o.predict_gpu = static_cast<int>(a.integer("gpu", -1));
+  if (o.predict_device != "cuda" && (a.has("gpu-dtype") || a.has("gpu")))
+    throw UsageError{"--gpu-dtype and --gpu need --device cuda"};
   const auto t0 = std::chrono::steady_clock::now();
   const megatax::PredictReport r = engine.predict(a.required("input"), a.required("output"), o);
   std::printf("predict: done in %.2f s\n",
@@ -531,7 +540,8 @@ int main(int argc, char** argv) {
       return cmd_fit(a);
     }
     if (cmd == "predict") {
-      Args a(argc, argv, 2, {"storage", "input", "output", "threads", "beam", "hnsw-ef"}, {"quiet", "exact"}, cmd);
+      Args a(argc, argv, 2, {"storage", "input", "output", "threads", "beam", "hnsw-ef", "device", "gpu", "gpu-dtype"},
+             {"quiet", "exact"}, cmd);
       if (a.help) return std::fputs(kPredictHelp, stdout), 0;
       return cmd_predict(a);
     }

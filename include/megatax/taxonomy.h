@@ -170,6 +170,13 @@ struct FitOptions {
   std::function<bool()> should_stop;
   // predict-to-files only: beam width (1 = greedy).
   int beam = 1;
+  // predict-to-files only: where the descent runs: "cpu", or "cuda" (one GPU: predict_gpu,
+  // -1 = the local rank's, as TaxonomyConfig::gpu; multiplying in predict_gpu_dtype, as
+  // TaxonomyConfig::gpu_dtype). The GPU scans every child of a row's node (exact, as the
+  // CPU with set_search(true, ...)) and descends greedily (beam 1).
+  std::string predict_device = "cpu";
+  int predict_gpu = -1;
+  std::string predict_gpu_dtype = "auto";
 };
 
 // Paths for n vectors: paths[i * n_levels + l] (int32, -1 below a leaf) and the distance of

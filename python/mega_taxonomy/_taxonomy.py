@@ -248,6 +248,9 @@ class TaxonomyEngine:
         return_distances: bool = False,
         progress: bool = True,
         beam: int = 1,
+        device: str = "cpu",
+        gpu: int = -1,
+        gpu_dtype: str = "auto",
     ) -> Any:
         """Descends the taxonomy for new vectors.
 
@@ -263,6 +266,9 @@ class TaxonomyEngine:
             progress: progress bar on stderr (URI input, when stderr is a terminal).
             beam: keep the ``beam`` best nodes per level and return the nearest leaf found
                 (1 = greedy descent; a larger beam never returns a farther leaf).
+            device: URI input only: ``"cpu"`` or ``"cuda"`` (one GPU, ``gpu`` -1 = the
+                local rank's, multiplying in ``gpu_dtype`` as for fit; every child scanned,
+                greedy: beam 1).
 
         Returns:
             paths, int32 (n, n_levels), -1 below a leaf -- or (paths, distances) with
@@ -271,14 +277,16 @@ class TaxonomyEngine:
         if isinstance(x, (str, os.PathLike)):
             uri = os.fspath(x)
             if output is not None:
-                self._engine.predict_uri(uri, _uri(output, "output"), progress, beam)
+                self._engine.predict_uri(uri, _uri(output, "output"), progress, beam, device, gpu, gpu_dtype)
                 return None
             with tempfile.TemporaryDirectory(prefix="megatax-predict-") as tmp:
-                self._engine.predict_uri(uri, tmp, progress, beam)
+                self._engine.predict_uri(uri, tmp, progress, beam, device, gpu, gpu_dtype)
                 paths, dist = _read_outputs(tmp, self.n_levels)
         else:
             if output is not None:
                 raise ValueError("predict: output is only for a URI input; an array's paths are returned")
+            if device != "cpu":
+                raise ValueError("predict: device is only for a URI input; arrays are predicted on the cpu")
             paths, dist = self._engine.predict_array(x, beam)
         return (paths, dist) if return_distances else paths
 

@@ -349,15 +349,19 @@ void bind_taxonomy(py::module_& m) {
       .def(
           "predict_uri",
           [](PyEngine& self, const std::string& input_uri, const std::string& output_uri, bool progress,
-             int beam) {
+             int beam, const std::string& device, int gpu, const std::string& gpu_dtype) {
             FitOptions options;
             options.progress = progress;
             options.beam = beam;
+            options.predict_device = device;
+            options.predict_gpu = gpu;
+            options.predict_gpu_dtype = gpu_dtype;
             py::gil_scoped_release release;
             EngineLock lock(self);
             self.engine().predict(input_uri, output_uri, options);
           },
-          arg("input_uri"), arg("output_uri"), arg("progress") = true, arg("beam") = 1)
+          arg("input_uri"), arg("output_uri"), arg("progress") = true, arg("beam") = 1, arg("device") = "cpu",
+          arg("gpu") = -1, arg("gpu_dtype") = "auto")
       .def(
           "set_threads",
           [](PyEngine& self, int threads) {

@@ -50,6 +50,9 @@ class ComputeBackend {
   }
   // Must be called after level `level` of `tree` was (re)built, before descend() on it.
   virtual void prepare_level(const Tree& tree, int level) = 0;
+  // From now on levels prepared before the last stay prepared: descend() may run on any of
+  // them, in any order (predict: every level at once). Default: nothing to keep.
+  virtual void keep_prepared_levels() {}
   // Whether descend() takes rows in the stored dtype `stored` as they are, so the caller can
   // skip converting them to float32 (the CUDA backend, when it computes in it).
   virtual bool takes_stored_rows(DType /*stored*/) const { return false; }
@@ -89,6 +92,8 @@ class ComputeBackend {
   virtual bool resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/) const {
     return false;
   }
+  // Drops the batch kept under (shard, local_begin), if any.
+  virtual void forget_resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/) {}
   virtual void descend_resident(const Tree& /*tree*/, int /*level*/, std::int64_t /*shard*/,
                                 std::int64_t /*local_begin*/, std::int64_t /*rows*/, const std::int32_t* /*prev*/,
                                 std::int32_t* /*node*/, std::int32_t* /*child*/, float* /*dist*/) {

@@ -165,7 +165,12 @@ class CudaBackend final : public ComputeBackend {
     return std::make_unique<cluster::CudaBatchKMeans>(res_.device(), metric, compute_);
   }
 
+  // Predict: levels prepared before the next stay on the device (activate_level).
+  void keep_prepared_levels() override { keep_levels_ = true; }
+
   void prepare_level(const Tree& tree, int level) override {
+    if (keep_levels_ && level_ >= 0 && level_ != level) park_level();
+    kept_levels_.erase(level);
     const TreeLevel& lv = tree.level(level);
     const std::int64_t k = lv.nodes(), d = tree.dim();
     const std::size_t bytes = static_cast<std::size_t>(k * d) * dtype_size(compute_);
@@ -210,6 +215,13 @@ class CudaBackend final : public ComputeBackend {
   // (cuda::normalise_rows: taxonomy::normalise_rows' bits), before they are kept.
   bool normalises_rows() const override { return true; }
   void normalise_next_rows() override { normalise_next_ = true; }
+
+  void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
+    const auto it = resident_.find({shard, local_begin});
+    if (it == resident_.end()) return;
+    resident_bytes_ -= static_cast<std::size_t>(it->second.x.size());
+    resident_.erase(it);
+  }
 
   void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
     if (resident_enabled_) offered_ = {shard, local_begin};
@@ -279,9 +291,7 @@ class CudaBackend final : public ComputeBackend {
   void descend_impl(const Tree& tree, int level, std::int64_t n, const MatrixView* host, const void* on_device,
                     Key keep, bool normalise, const std::int32_t* prev, std::int32_t* node, std::int32_t* child,
                     float* dist, int threads) {
-    if (level != level_)
-      throw_error(ErrorCode::kInternal, "cuda descend: level " + std::to_string(level) +
-                                            " was not prepared (prepare_level)");
+    activate_level(tree, level);
     const TreeLevel& lv = tree.level(level);
     const std::int64_t d = tree.dim();
     const std::int64_t n_parents = tree.nodes(level - 1);
@@ -551,6 +561,34 @@ class CudaBackend final : public ComputeBackend {
     lap(time_.scatter);
   }
 
+  // A prepared level parked on the device while another is current (keep_prepared_levels).
+  struct LevelOnDevice {
+    cuda::DeviceBuffer centroids, c_norms, child_begin;
+    std::int64_t k = 0;
+  };
+  void park_level() {
+    kept_levels_[level_] = LevelOnDevice{std::move(centroids_), std::move(c_norms_), std::move(child_begin_dev_), k_};
+    level_ = -1;
+  }
+  // Makes `level` the current one (prepared last, or parked): its centroids, norms and child
+  // ranges in the members descend() reads.
+  void activate_level(const Tree& tree, int level) {
+    if (level == level_) return;
+    const auto it = kept_levels_.find(level);
+    if (it == kept_levels_.end())
+      throw_error(ErrorCode::kInternal, "cuda descend: level " + std::to_string(level) +
+                                            " was not prepared (prepare_level)");
+    LevelOnDevice next = std::move(it->second);
+    kept_levels_.erase(it);
+    if (level_ >= 0) park_level();
+    centroids_ = std::move(next.centroids);
+    c_norms_ = std::move(next.c_norms);
+    child_begin_dev_ = std::move(next.child_begin);
+    k_ = next.k;
+    level_ = level;
+    parent_count_.assign(static_cast<std::size_t>(tree.nodes(level - 1)), 0);
+  }
+
   cuda::Resources res_;
   DType compute_;
   AssignerPool pool_;
@@ -559,6 +597,8 @@ class CudaBackend final : public ComputeBackend {
   WorkerPool host_{0};
   int level_ = -1;
   std::int64_t k_ = 0;
+  bool keep_levels_ = false;
+  std::map<int, LevelOnDevice> kept_levels_;
   // descend(): grouping rows by parent, staging them in the compute dtype (pinned; or the
   // batch's copy and gather on the device), the device (copies in and out, kernel, waits),
   // scattering the results (seconds).

@@ -2058,28 +2058,118 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
   auto out_storage = open_storage_for_uri(output_uri, &out_root);
   const int L = s.tree.levels();
   if (options.beam < 1) throw_error(ErrorCode::kInvalidArgument, "predict: beam must be >= 1, got " + std::to_string(options.beam));
+  const bool on_gpu = options.predict_device == "cuda";
+  if (!on_gpu && options.predict_device != "cpu")
+    throw_error(ErrorCode::kInvalidArgument,
+                "predict: device must be cpu or cuda, got '" + options.predict_device + "'");
+  if (on_gpu && options.beam != 1)
+    throw_error(ErrorCode::kInvalidArgument,
+                "predict: beam search (beam " + std::to_string(options.beam) + ") runs on the cpu; device cuda "
+                "descends greedily");
+  // On a GPU: one backend holding every level's centroids on the device (the fit's descent:
+  // each row against all children of its node, grouped by node, one launch a batch and
+  // level). Batches are read into its page-locked buffer (as stored, or converted to the
+  // dtype it multiplies in), copied to the device as they land and kept there until their
+  // last level (a cosine model's rows normalised there, as the fit's are).
+  // Where the time goes (options.log at the end): preparing the device, reading (and
+  // checking) batches, descending, writing the outputs.
+  double prepare_s = 0, read_s = 0, descend_s = 0, write_s = 0;
+  const auto t_start = Clock::now();
+  auto t_lap = t_start;
+  auto lap = [&t_lap](double& into) {
+    const auto now = Clock::now();
+    into += std::chrono::duration<double>(now - t_lap).count();
+    t_lap = now;
+  };
+  std::unique_ptr<taxonomy::ComputeBackend> gpu;
+  if (on_gpu) {
+    gpu = taxonomy::make_compute_backend("cuda", options.predict_gpu_dtype, options.predict_gpu, data.dtype());
+    gpu->keep_prepared_levels();
+    for (int l = 1; l <= L; ++l) gpu->prepare_level(s.tree, l);
+  }
+  lap(prepare_s);
+  const std::int64_t d = s.tree.dim();
+  const kernels::KnnOptions knn = s.knn_options();
   PredictReport report;
   Progress bar("predict", data.rows(), "pts", options.progress);
+  std::vector<std::int32_t> prev, node, child;
+  std::vector<float> batch_floats;  // every shard's f32 batches (one allocation)
   for (std::size_t si = 0; si < data.shards().size(); ++si) {
     const ShardInfo& shard = data.shards()[si];
     std::vector<std::int32_t> paths(static_cast<std::size_t>(shard.rows * L), -1);
     std::vector<float> dist(static_cast<std::size_t>(shard.rows), 0.f);
     if (shard.rows > 0) {
-      BatchReader reader(data, si, s.config.batch_rows);
+      BatchReader reader(data, si, s.config.batch_rows, 0, -1, &batch_floats);
+      bool in_gpu_buffer = false, normalised_by_gpu = false;
+      if (on_gpu) {
+        const DType into = gpu->compute_dtype();
+        const bool as_stored = gpu->takes_stored_rows(data.dtype());
+        const bool raw_ok = !s.normalise() || (gpu->normalises_rows() && (as_stored || into == DType::kF32));
+        const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(s.config.batch_rows, shard.rows) * d) *
+                           dtype_size(as_stored ? data.dtype() : into);
+        if (unsigned char* own = raw_ok ? gpu->batch_buffer(bytes) : nullptr; own != nullptr) {
+          if (as_stored) {
+            reader.keep_stored_dtype(own, bytes);
+          } else {
+            reader.convert_into(own, bytes, into);
+          }
+          reader.on_rows_landed([&, si](std::int64_t b0, std::int64_t rows, std::int64_t first, std::int64_t count) {
+            gpu->batch_rows_landed(static_cast<std::int64_t>(si), b0, rows, first, count);
+          });
+          in_gpu_buffer = true;
+          normalised_by_gpu = s.normalise();
+        }
+      }
       Batch batch;
       while (reader.next(&batch)) {
         if (options.should_stop && options.should_stop())
           throw_error(ErrorCode::kCancelled, "predict interrupted (outputs of finished shards are kept)");
-        check_finite(batch, data);
-        Prediction p = this->predict(batch.view, options.beam);
-        report.rows += batch.view.rows;
-        report.beam_changed += p.beam_changed;
-        std::copy(p.paths.begin(), p.paths.end(), paths.begin() + batch.local_begin * L);
-        std::copy(p.distances.begin(), p.distances.end(), dist.begin() + batch.local_begin);
-        bar.add(batch.view.rows);
+        if (!batch.checked) check_finite(batch, data);
+        lap(read_s);
+        const std::int64_t n = batch.view.rows, r0 = batch.local_begin;
+        if (on_gpu) {
+          if (s.normalise() && !normalised_by_gpu) taxonomy::normalise_rows(batch.data, n, d, s.config.threads);
+          prev.assign(static_cast<std::size_t>(n), 0);
+          node.resize(static_cast<std::size_t>(n));
+          child.resize(static_cast<std::size_t>(n));
+          float* out_dist = dist.data() + r0;
+          const auto sid = static_cast<std::int64_t>(si);
+          for (int l = 1; l <= L; ++l) {
+            if (l > 1 && gpu->resident(sid, r0, n)) {
+              gpu->descend_resident(s.tree, l, sid, r0, n, prev.data(), node.data(), child.data(), out_dist);
+            } else {
+              if (in_gpu_buffer && l == 1) gpu->offer_resident(sid, r0);
+              if (normalised_by_gpu) gpu->normalise_next_rows();
+              gpu->descend(s.tree, l, batch.view, prev.data(), node.data(), child.data(), out_dist, knn);
+            }
+            for (std::int64_t i = 0; i < n; ++i)
+              paths[static_cast<std::size_t>((r0 + i) * L + l - 1)] = child[static_cast<std::size_t>(i)];
+            prev.swap(node);
+          }
+          gpu->forget_resident(sid, r0);
+        } else {
+          Prediction p = this->predict(batch.view, options.beam);
+          report.beam_changed += p.beam_changed;
+          std::copy(p.paths.begin(), p.paths.end(), paths.begin() + r0 * L);
+          std::copy(p.distances.begin(), p.distances.end(), dist.begin() + r0);
+        }
+        report.rows += n;
+        bar.add(n);
+        lap(descend_s);
       }
     }
+    lap(read_s);
     write_outputs(*out_storage, out_root, data, si, paths, dist, output_ids(data, si), L, s.config.output_format);
+    lap(write_s);
+  }
+  if (options.log) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "predict: %lld rows in %.3f s on %s (prepare %.3f, read %.3f, descend %.3f, outputs %.3f)",
+                  static_cast<long long>(report.rows), since(t_start), on_gpu ? "cuda" : "cpu", prepare_s, read_s,
+                  descend_s, write_s);
+    options.log(line);
+    if (gpu) options.log("predict: " + gpu->take_descend_breakdown());
   }
   return report;
 }

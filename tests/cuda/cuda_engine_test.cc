@@ -15,6 +15,8 @@
 //      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%); 3g. f32
 //      data multiplied in bf16, kept vs read: identical files, inertia within 1% of the CPU's.
 //   4. A model fitted on the GPU predicts (on the CPU) its own fit's paths for >= 99.5% of rows.
+//      4b. Predicting on the GPU (predict_device = cuda) gives the fit's output files byte for
+//      byte (f16, and cosine in 5b), and >= 99.5% of paths as the CPU's exact predict.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 97% of paths equal (a
 //      near-tie decided the other way re-routes a subtree) and the deepest level's inertia
@@ -568,6 +570,30 @@ int main(int argc, char** argv) {
     }
 
     {
+      // 4b. Predict-to-files on the GPU (device cuda) over the fit's own f16 data: the fit's
+      // outputs byte for byte (the same descent, row for row); against the CPU's exact
+      // predict (every child scanned) of the same model, near-ties apart.
+      TaxonomyEngine m16 = TaxonomyEngine::load(dir + "/m_gpu16");
+      megatax::FitOptions o;
+      o.progress = false;
+      o.predict_device = "cuda";
+      m16.predict(in16, dir + "/p_gpu16", o);
+      std::string why;
+      const bool same_pred = same_tree_files(dir + "/o_gpu16", dir + "/p_gpu16", &why) &&
+                             same_tree_files(dir + "/p_gpu16", dir + "/o_gpu16", &why);
+      check(same_pred, "f16 model, GPU predict of the fit's data vs the fit's outputs: identical files" +
+                           (same_pred ? "" : " (differs: " + why + ")"));
+      m16.set_search(true, 0);
+      megatax::FitOptions on_cpu;
+      on_cpu.progress = false;
+      m16.predict(in16, dir + "/p_cpu16", on_cpu);
+      const double agree_pred =
+          fraction_equal_rows(all_paths(dir + "/p_cpu16", shards), all_paths(dir + "/p_gpu16", shards), levels);
+      check(agree_pred >= 0.995, "f16 model, GPU predict vs the CPU's exact predict: " + std::to_string(100 * agree_pred) +
+                                     "% of paths equal (>= 99.5%)");
+    }
+
+    {
       TaxonomyEngine loaded = TaxonomyEngine::load(dir + "/m_gpu");
       megatax::FitOptions unused;
       (void)unused;
@@ -593,6 +619,19 @@ int main(int argc, char** argv) {
       check(agree_cos >= 0.97 && std::fabs(cos_ratio - 1) <= 0.005,
             "cosine f32 GPU vs CPU: " + std::to_string(100 * agree_cos) + "% of paths equal (>= 97%), deepest level's "
             "inertia ratio " + std::to_string(cos_ratio) + " (within 0.5%)");
+      {
+        // The cosine model's GPU predict of its fit's data (rows normalised on the host, the
+        // fit's on the device: the same bits): the fit's outputs.
+        TaxonomyEngine mcos = TaxonomyEngine::load(dir + "/m_cos_gpu");
+        megatax::FitOptions o;
+        o.progress = false;
+        o.predict_device = "cuda";
+        mcos.predict(in32, dir + "/p_cos_gpu", o);
+        std::string why;
+        const bool same_cos = same_tree_files(dir + "/o_cos_gpu", dir + "/p_cos_gpu", &why);
+        check(same_cos, "cosine model, GPU predict of the fit's data vs the fit's outputs: identical files" +
+                            (same_cos ? "" : " (differs: " + why + ")"));
+      }
       // 5c. Cosine on f16 data: the rows normalised on the device and kept there give the
       // same bits as reading (and normalising) them every pass, and paths as the CPU's.
       TaxonomyConfig c16 = c;

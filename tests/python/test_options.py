@@ -94,3 +94,21 @@ def test_cuda_device_is_a_clear_error_without_a_gpu_build(tmp_path, small_datase
         TaxonomyEngine(device="tpu", storage_uri=str(tmp_path / "t2")).fit(
             small_dataset, str(tmp_path / "o2"), progress=False)
     assert "device" in str(bad.value)
+
+
+def test_predict_on_cuda_is_a_clear_error_without_a_gpu_build(tmp_path, small_dataset):
+    engine = TaxonomyEngine(n_levels=2, branching_factor=4, storage_uri=str(tmp_path / "tax"))
+    engine.fit(small_dataset, str(tmp_path / "out"), progress=False)
+    with pytest.raises(MegataxError) as err:
+        engine.predict(small_dataset, str(tmp_path / "pred"), progress=False, device="cuda")
+    assert "cuda" in str(err.value).lower()
+    assert not (tmp_path / "pred").exists()
+    with pytest.raises(MegataxError) as bad:
+        engine.predict(small_dataset, str(tmp_path / "pred"), progress=False, device="tpu")
+    assert "device must be cpu or cuda" in str(bad.value)
+    with pytest.raises(ValueError, match="only for a URI input"):
+        engine.predict(np.zeros((3, 32), np.float32) + 1.0, device="cuda")
+    # The default device is the CPU's greedy predict: the fit's own paths.
+    paths = engine.predict(small_dataset, device="cpu")
+    fit_paths = np.concatenate([np.load(p) for p in sorted((tmp_path / "out").glob("*.paths.npy"))])
+    np.testing.assert_array_equal(paths, fit_paths)

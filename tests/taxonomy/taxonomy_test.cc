@@ -412,6 +412,40 @@ TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
   }
 }
 
+// predict-to-files on device cuda where no GPU can run it: a clear error before any output
+// is written; an unknown device and a beam on the GPU are named. (On a GPU machine,
+// tests/cuda/cuda_engine_test checks the GPU's predictions.)
+TEST(TaxonomyErrors, PredictOnCudaWithoutGpuIsAClearError) {
+  ScratchDir dir;
+  small_dataset(dir.path(), 2000, 2, 4);
+  TaxonomyEngine e(config(dir / "t", 2, 4, 1, 1));
+  e.fit(dir / "data/part-*.npy", dir / "o", quiet());
+  auto loaded = TaxonomyEngine::load(dir / "t");
+  FitOptions o = quiet();
+  o.predict_device = "cuda";
+  try {
+    loaded.predict(dir / "data/part-*.npy", dir / "p", o);
+    GTEST_SKIP() << "a CUDA device is visible here: tests/cuda/cuda_engine_test covers this case";
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    if (err.code() == ErrorCode::kUnimplemented) {
+      EXPECT_NE(what.find("this build has no CUDA backend"), std::string::npos) << what;
+    } else {
+      EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << what;
+      EXPECT_NE(what.find("no CUDA device is visible"), std::string::npos) << what;
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir / "p"));
+  o.predict_device = "tpu";
+  testing_io::expect_error([&] { loaded.predict(dir / "data/part-*.npy", dir / "p", o); }, ErrorCode::kInvalidArgument,
+               {"device must be cpu or cuda, got 'tpu'"});
+  o.predict_device = "cuda";
+  o.beam = 3;
+  testing_io::expect_error([&] { loaded.predict(dir / "data/part-*.npy", dir / "p", o); }, ErrorCode::kInvalidArgument,
+               {"beam search (beam 3) runs on the cpu"});
+  EXPECT_FALSE(fs::exists(dir / "p"));
+}
+
 // A fit resumes only on the device it started on (the GPU rounds differently).
 TEST(TaxonomyErrors, ResumeOnAnotherDeviceIsRefused) {
   ScratchDir dir;
