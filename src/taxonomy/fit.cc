@@ -155,17 +155,49 @@ UninitVector<float> make_level_array(std::size_t n, int threads) {
   return v;
 }
 
-// gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out.
-void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, void* out, bool stored,
-                 int threads) {
+// gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out, in
+// dtype `to`: as stored (to == data.dtype()), float32, or float32 converted to f16 / bf16
+// (rounded to nearest: the values BatchReader::convert_into gives the pass; a finite value
+// too large for f16 is Error(kDataLoss) naming its row and column).
+void gather_rows(const Dataset& data, const std::vector<std::int64_t>& ids, void* out, DType to, int threads) {
   constexpr std::int64_t kMinSlice = 1024;
+  const bool stored = to == data.dtype();
+  const bool convert = !stored && to != DType::kF32;
+  const std::int64_t d = data.dim();
   const auto n = static_cast<std::int64_t>(ids.size());
-  const std::int64_t row_bytes = data.dim() * static_cast<std::int64_t>(dtype_size(stored ? data.dtype() : DType::kF32));
+  const std::int64_t row_bytes = d * static_cast<std::int64_t>(dtype_size(to));
   const std::int64_t slices = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n / kMinSlice));
   parallel_for(static_cast<int>(slices), slices, [&](std::int64_t t, int) {
     const std::int64_t b = n * t / slices, e = n * (t + 1) / slices;
-    gather_rows(data, std::span<const std::int64_t>(ids).subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)),
-                static_cast<unsigned char*>(out) + b * row_bytes, stored);
+    const std::span<const std::int64_t> mine = std::span<const std::int64_t>(ids).subspan(
+        static_cast<std::size_t>(b), static_cast<std::size_t>(e - b));
+    auto* dst = static_cast<unsigned char*>(out) + b * row_bytes;
+    if (!convert) {
+      gather_rows(data, mine, dst, stored);
+      return;
+    }
+    constexpr std::size_t kRows = 4096;  // f32 rows gathered, then converted, at a time
+    std::vector<float> f32;
+    for (std::size_t c = 0; c < mine.size(); c += kRows) {
+      const std::span<const std::int64_t> part = mine.subspan(c, std::min(kRows, mine.size() - c));
+      const auto values = part.size() * static_cast<std::size_t>(d);
+      f32.resize(values);
+      gather_rows(data, part, f32.data(), false);
+      unsigned char* conv = dst + static_cast<std::int64_t>(c) * row_bytes;
+      convert_from_f32(f32.data(), values, to, conv);
+      const auto* bits = reinterpret_cast<const std::uint16_t*>(conv);
+      const std::uint16_t inf = to == DType::kF16 ? 0x7C00u : 0x7F80u;
+      for (std::size_t v = 0; v < values; ++v) {
+        if ((bits[v] & 0x7FFFu) != inf) continue;
+        const std::int64_t id = part[v / static_cast<std::size_t>(d)];
+        const ShardRow at = data.locate(id);
+        throw_error(ErrorCode::kDataLoss,
+                    "shard " + data.shards()[at.shard].path + ": row " + std::to_string(at.row) + " (global id " +
+                        std::to_string(id) + ") has a value too large for " + dtype_name(to) + " (" +
+                        std::to_string(f32[v]) + ") in column " + std::to_string(static_cast<std::int64_t>(v) % d) +
+                        ", the dtype its rows are converted to (f16's largest is 65504)");
+      }
+    }
   });
 }
 
@@ -740,7 +772,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Samples as stored (f16/bf16) when the backend computes in that dtype and nothing
     // normalises them: half the bytes, no conversion on the way to the device.
     const bool stored = !s.normalise() && backend->takes_stored_rows(data.dtype());
-    const DType x_dtype = stored ? data.dtype() : DType::kF32;
+    // Rows of another dtype than the backend multiplies in are converted to its dtype as the
+    // pass reads them (and kept so: BatchReader::convert_into), and gathered so here.
+    const DType compute = backend->compute_dtype();
+    const bool converted = !s.normalise() && !stored && backend->takes_stored_rows(compute);
+    const DType x_dtype = stored ? data.dtype() : converted ? compute : DType::kF32;
     // The node problem of `parent` (b children) in the first round.
     auto node_params = [&](std::int64_t parent, std::int64_t b, int threads) {
       cluster::KMeansParams kp;
@@ -809,8 +845,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // The samples' rows straight from the device when the pass keeps the data there
         // (no host read, no copy over the bus; the host never needs a row: caller memory for
         // the centroids, seeds kept on the device, no spherical k-means). The pass keeps rows
-        // the backend takes in x_dtype: as stored, or converted to f32 for a backend
-        // computing in f32 (the values the host's gather converts them to).
+        // in the dtype the backend multiplies in, as stored or converted to it: x_dtype, the
+        // values the host's gather gives.
         const bool kept_as_x = !s.normalise() && backend->takes_stored_rows(x_dtype);
         const bool try_kept = in_place && kept_as_x && cfg.metric == TaxonomyMetric::kL2 &&
                               batch_kmeans->can_seed() && batch_kmeans->takes_device_rows(x_dtype);
@@ -876,7 +912,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               gr.xs[u].resize(static_cast<std::size_t>(m) * row_bytes);
               x = gr.xs[u].data();
             }
-            gather_rows(data, ids[u], x, stored, n_group > 1 ? inner_threads : cfg.threads);
+            gather_rows(data, ids[u], x, x_dtype, n_group > 1 ? inner_threads : cfg.threads);
             if (s.normalise())
               taxonomy::normalise_rows(reinterpret_cast<float*>(x), m, d, n_group > 1 ? inner_threads : cfg.threads);
             gr.views[u] = MatrixView(x, m, d, x_dtype);
@@ -1106,7 +1142,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // Split round: partition the parent's sample among its current children and
             // split each oversized child by k-means on its part; siblings stay in place.
             std::vector<float> x(static_cast<std::size_t>(m * d));
-            gather_rows(data, node_ids, x.data(), false, inner.threads);
+            gather_rows(data, node_ids, x.data(), DType::kF32, inner.threads);
             if (s.normalise()) taxonomy::normalise_rows(x.data(), m, d, inner.threads);
             const std::vector<float>& old = parent_centroids[static_cast<std::size_t>(parent)];
             const std::int64_t b_old = static_cast<std::int64_t>(old.size()) / d;
@@ -1152,7 +1188,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                                   " has a sample of " + std::to_string(m) + " < " + std::to_string(b));
           const auto t_gather = Clock::now();
           std::vector<unsigned char> x(static_cast<std::size_t>(m * d) * dtype_size(x_dtype));
-          gather_rows(data, node_ids, x.data(), stored, inner.threads);
+          gather_rows(data, node_ids, x.data(), x_dtype, inner.threads);
           if (s.normalise()) taxonomy::normalise_rows(reinterpret_cast<float*>(x.data()), m, d, inner.threads);
           const double gathered = since(t_gather);
           const cluster::KMeansParams kp = node_params(parent, b, inner.threads);

@@ -58,6 +58,7 @@
 #include "megatax/error.h"
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
+#include "megatax/vector_format.h"
 #include "taxonomy/synthetic.h"
 
 namespace {
@@ -670,6 +671,41 @@ int main(int argc, char** argv) {
       std::printf("  (gpu 99: %s)\n", e.what());
     }
     check(threw_invalid, "gpu = 99: Error(kInvalidArgument) naming it");
+
+    {
+      // f32 data with a value too large for f16, multiplied in f16: Error(kDataLoss) naming
+      // the row's shard and the value (the level-1 sample's gather or the pass's read,
+      // whichever converts it first), nothing committed.
+      auto st = megatax::open_storage_for_uri(dir);
+      std::vector<std::int64_t> shape;
+      auto x = megatax::io::read_npy_array<float>(*st, dir + "/f32/part-00002.npy", &shape);
+      std::mt19937_64 pick(seed);
+      const auto at = static_cast<std::size_t>(pick() % x.size());
+      x[at] = 1e5f;
+      fs::create_directories(dir + "/big");
+      for (int sh = 0; sh < shards; ++sh) {
+        char name[32];
+        std::snprintf(name, sizeof name, "/part-%05d.npy", sh);
+        if (sh == 2) {
+          megatax::write_npy(*st, dir + "/big" + name, std::span<const float>(x), std::span<const std::int64_t>(shape));
+        } else {
+          fs::copy_file(dir + "/f32" + name, dir + "/big" + name);
+        }
+      }
+      TaxonomyConfig c = base;
+      c.gpu_dtype = "f16";
+      std::string what;
+      try {
+        fit(c, "cuda", dir + "/big/part-*.npy", dir + "/m_big", dir + "/o_big");
+      } catch (const megatax::Error& e) {
+        if (e.code() == megatax::ErrorCode::kDataLoss) what = e.what();
+      }
+      const bool named = what.find("part-00002.npy") != std::string::npos &&
+                         what.find("too large for f16 (100000") != std::string::npos &&
+                         !fs::exists(dir + "/m_big/level-1");
+      check(named, "f32 data with 1e5 multiplied in f16: Error(kDataLoss) naming the shard and the value" +
+                       (what.empty() ? std::string(" (no such error)") : " (" + what + ")"));
+    }
   } catch (const std::exception& e) {
     std::printf("cuda_engine_test: exception: %s\n", e.what());
     ++g_failed;
