@@ -160,8 +160,8 @@ const char* kPredictHelp =
     "the W best nodes per level and returns the nearest leaf found (never farther than greedy);\n"
     "it prints how many paths differ from greedy. --exact scans every child instead of the\n"
     "HNSW graphs of wide nodes; --hnsw-ef sets their search breadth. --device cuda descends\n"
-    "on a GPU (--gpu, default the local rank's; --gpu-dtype as for fit): every child scanned,\n"
-    "greedy (no --beam).\n";
+    "on a GPU (--gpu, default the local rank's; --gpu-dtype as for fit, default the model's\n"
+    "when it was fitted on a GPU): every child scanned, greedy (no --beam).\n";
 
 const char* kInfoHelp =
     "usage: megatax info --storage URI [--json]\n"

@@ -169,6 +169,11 @@ class BatchReader {
   // handed on as they land (on_rows_landed), as with keep_stored_dtype(buffer, bytes), which a
   // shard stored in `to` takes. Batch::data points at the rows when `to` is f32, else is null.
   void convert_into(unsigned char* buffer, std::size_t bytes, DType to = DType::kF32);
+  // For batches converted by convert_into (not a shard stored in `to`): `transform` is called
+  // on each range's rows as f32 after they are checked and before they are converted (e.g.
+  // to normalise them), from the reading threads (concurrently, ranges disjoint).
+  using RowsTransform = std::function<void(float* rows, std::int64_t count)>;
+  void transform_converted_rows(RowsTransform transform) { transform_ = std::move(transform); }
 
   // For batches read into a caller's buffer (keep_stored_dtype(buffer, bytes) or
   // convert_into): `landed` is called as each range of a batch's rows is in the buffer and
@@ -200,6 +205,7 @@ class BatchReader {
   DType convert_to_ = DType::kF32;             // ... to this dtype
   std::vector<std::vector<float>> scratch_;    // ... through f32 rows, one a reading thread
   RowsLanded landed_;                          // see on_rows_landed
+  RowsTransform transform_;                    // see transform_converted_rows
 };
 
 // Throws Error(kDataLoss) if any element of `rows` (f32, f16 or bf16; u8 always passes) is

@@ -267,8 +267,8 @@ class TaxonomyEngine:
             beam: keep the ``beam`` best nodes per level and return the nearest leaf found
                 (1 = greedy descent; a larger beam never returns a farther leaf).
             device: URI input only: ``"cpu"`` or ``"cuda"`` (one GPU, ``gpu`` -1 = the
-                local rank's, multiplying in ``gpu_dtype`` as for fit; every child scanned,
-                greedy: beam 1).
+                local rank's, multiplying in ``gpu_dtype`` as for fit, ``"auto"`` being the
+                model's when it was fitted on a GPU; every child scanned, greedy: beam 1).
 
         Returns:
             paths, int32 (n, n_levels), -1 below a leaf -- or (paths, distances) with

@@ -349,6 +349,7 @@ bool BatchReader::next(Batch* batch) {
       }
       reader.read_f32(first + r0, k, values);
       bool bad = check && first_non_finite(DType::kF32, values, count) < count;
+      if (!bad && check && transform_) transform_(values, k);
       if (!bad && to != DType::kF32) {
         convert_from_f32(values, count, to, dst);
         bad = first_non_finite(to, dst, count) < count;  // f16: a finite value too large

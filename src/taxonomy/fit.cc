@@ -1590,12 +1590,15 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             // converted into that buffer the same way.
             // A cosine fit's rows go there raw when the backend normalises them itself (a
             // GPU, on the device: then they are kept normalised too), provided it sees their
-            // exact values (as stored, or converted to f32: normalised before any rounding).
-            bool in_backend_buffer = false, normalised_by_backend = false;
+            // exact values (as stored, or converted to f32: normalised before any rounding);
+            // rows converted to 16 bits are normalised as f32 by the reading threads before
+            // their conversion (the host's bits either way).
+            bool in_backend_buffer = false, normalised_by_backend = false, normalised_by_reader = false;
             const DType into = backend->compute_dtype();
             const bool as_stored = backend->takes_stored_rows(data.dtype());
             const bool converted = !as_stored && backend->takes_stored_rows(into);
-            const bool raw_ok = !s.normalise() || (backend->normalises_rows() && (as_stored || into == DType::kF32));
+            const bool device_normalises = backend->normalises_rows() && (as_stored || into == DType::kF32);
+            const bool raw_ok = !s.normalise() || device_normalises || converted;
             if (raw_ok && (as_stored || converted)) {
               // Into the backend's own buffer when it has one (pinned: no staging copy).
               const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
@@ -1613,7 +1616,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                   backend->batch_rows_landed(si, b0, rows, first, count);
                 });
                 in_backend_buffer = true;
-                normalised_by_backend = s.normalise();
+                normalised_by_backend = s.normalise() && device_normalises;
+                normalised_by_reader = s.normalise() && !device_normalises;
+                if (normalised_by_reader)
+                  reader.transform_converted_rows([d](float* rows, std::int64_t count) {
+                    taxonomy::normalise_rows(rows, count, d, 1);
+                  });
               } else if (as_stored && !s.normalise()) {
                 reader.keep_stored_dtype(&stored_buffer);
               }
@@ -1623,7 +1631,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.read);
               check_stop();
               if (!batch.checked) check_finite(batch, data);
-              if (s.normalise() && !normalised_by_backend)
+              if (s.normalise() && !normalised_by_backend && !normalised_by_reader)
                 taxonomy::normalise_rows(batch.data, batch.view.rows, d, cfg.threads);
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
@@ -2119,7 +2127,11 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
   };
   std::unique_ptr<taxonomy::ComputeBackend> gpu;
   if (on_gpu) {
-    gpu = taxonomy::make_compute_backend("cuda", options.predict_gpu_dtype, options.predict_gpu, data.dtype());
+    // "auto": what the model was fitted in when it was fitted on a GPU (the same products).
+    const std::string dtype = options.predict_gpu_dtype == "auto" && s.config.device == "cuda"
+                                  ? s.config.gpu_dtype
+                                  : options.predict_gpu_dtype;
+    gpu = taxonomy::make_compute_backend("cuda", dtype, options.predict_gpu, data.dtype());
     gpu->keep_prepared_levels();
     for (int l = 1; l <= L; ++l) gpu->prepare_level(s.tree, l);
   }
@@ -2136,14 +2148,16 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
     std::vector<float> dist(static_cast<std::size_t>(shard.rows), 0.f);
     if (shard.rows > 0) {
       BatchReader reader(data, si, s.config.batch_rows, 0, -1, &batch_floats);
-      bool in_gpu_buffer = false, normalised_by_gpu = false;
+      bool in_gpu_buffer = false, normalised_by_gpu = false, normalised_by_reader = false;
       if (on_gpu) {
+        // As the fit's pass: cosine rows normalised on the device when it sees their exact
+        // values, else by the reading threads before their conversion to 16 bits.
         const DType into = gpu->compute_dtype();
         const bool as_stored = gpu->takes_stored_rows(data.dtype());
-        const bool raw_ok = !s.normalise() || (gpu->normalises_rows() && (as_stored || into == DType::kF32));
+        const bool device_normalises = gpu->normalises_rows() && (as_stored || into == DType::kF32);
         const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(s.config.batch_rows, shard.rows) * d) *
                            dtype_size(as_stored ? data.dtype() : into);
-        if (unsigned char* own = raw_ok ? gpu->batch_buffer(bytes) : nullptr; own != nullptr) {
+        if (unsigned char* own = gpu->batch_buffer(bytes); own != nullptr) {
           if (as_stored) {
             reader.keep_stored_dtype(own, bytes);
           } else {
@@ -2153,7 +2167,12 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
             gpu->batch_rows_landed(static_cast<std::int64_t>(si), b0, rows, first, count);
           });
           in_gpu_buffer = true;
-          normalised_by_gpu = s.normalise();
+          normalised_by_gpu = s.normalise() && device_normalises;
+          normalised_by_reader = s.normalise() && !device_normalises;
+          if (normalised_by_reader)
+            reader.transform_converted_rows([d](float* rows, std::int64_t count) {
+              taxonomy::normalise_rows(rows, count, d, 1);
+            });
         }
       }
       Batch batch;
@@ -2164,7 +2183,8 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
         lap(read_s);
         const std::int64_t n = batch.view.rows, r0 = batch.local_begin;
         if (on_gpu) {
-          if (s.normalise() && !normalised_by_gpu) taxonomy::normalise_rows(batch.data, n, d, s.config.threads);
+          if (s.normalise() && !normalised_by_gpu && !normalised_by_reader)
+            taxonomy::normalise_rows(batch.data, n, d, s.config.threads);
           prev.assign(static_cast<std::size_t>(n), 0);
           node.resize(static_cast<std::size_t>(n));
           child.resize(static_cast<std::size_t>(n));

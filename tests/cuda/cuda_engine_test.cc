@@ -22,7 +22,8 @@
 //      near-tie decided the other way re-routes a subtree) and the deepest level's inertia
 //      within 0.5% of the CPU's. 5c. The same on f16 data (>= 90% of paths: the GPU rounds the
 //      normalised rows to f16), and its rows normalised and kept on the device vs read every
-//      pass: identical files.
+//      pass: identical files; 5d. cosine on f32 data in bf16 (rows normalised by the reading
+//      threads, then converted and kept) kept vs read: identical files.
 //   6. One k-means problem through the CUDA assigner (device seeding distances, assignments
 //      and float64 sums) on f16 blobs: its seeding distances and per-cluster sums against
 //      float64 on the same rows, its final inertia within 1% of the CPU k-means' (same seed),
@@ -632,6 +633,27 @@ int main(int argc, char** argv) {
         const bool same_cos = same_tree_files(dir + "/o_cos_gpu", dir + "/p_cos_gpu", &why);
         check(same_cos, "cosine model, GPU predict of the fit's data vs the fit's outputs: identical files" +
                             (same_cos ? "" : " (differs: " + why + ")"));
+      }
+      // 5d. Cosine on f32 data multiplied in bf16: the rows normalised as f32 by the reading
+      // threads, converted and kept give the same bits as reading them every pass; the
+      // quality as the CPU's (deepest inertia within 1%).
+      {
+        TaxonomyConfig cb = c;
+        cb.batch_rows = 30000;
+        cb.gpu_dtype = "bf16";
+        fit(cb, "cuda", in32, dir + "/m_cosb_kept", dir + "/o_cosb_kept");
+        setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+        fit(cb, "cuda", in32, dir + "/m_cosb_read", dir + "/o_cosb_read");
+        unsetenv("MEGATAX_CUDA_RESIDENT");
+        std::string why_b;
+        const bool same_b = same_tree_files(dir + "/m_cosb_kept", dir + "/m_cosb_read", &why_b) &&
+                            same_tree_files(dir + "/o_cosb_kept", dir + "/o_cosb_read", &why_b);
+        check(same_b, "cosine f32 data in bf16 on the GPU, kept vs read every pass: identical files" +
+                          (same_b ? "" : " (differs: " + why_b + ")"));
+        const double ratio_b =
+            level_inertia(dir + "/m_cosb_kept", levels) / level_inertia(dir + "/m_cos_cpu", levels);
+        check(std::fabs(ratio_b - 1) <= 0.01, "cosine f32 data in bf16 on the GPU vs the CPU: deepest level's "
+                                              "inertia ratio " + std::to_string(ratio_b) + " (within 1%)");
       }
       // 5c. Cosine on f16 data: the rows normalised on the device and kept there give the
       // same bits as reading (and normalising) them every pass, and paths as the CPU's.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -633,6 +634,25 @@ TEST(DatasetTest, BatchesConvertedTo16BitsAreRoundedAndCheckedForOverflow) {
       seen += rows;
     }
     EXPECT_EQ(seen, n);
+  }
+
+  // transform_converted_rows: applied to each range's f32 rows before their conversion.
+  {
+    const Dataset f = Dataset::open(mem, "f/*.npy");
+    BatchReader rt(f, 0, batch_rows);
+    rt.convert_into(buf, bytes, DType::kBF16);
+    std::atomic<std::int64_t> transformed{0};
+    rt.transform_converted_rows([&](float* rows, std::int64_t count) {
+      for (std::int64_t i = 0; i < count * d; ++i) rows[i] = rows[i] * 0.5f - 1.f;
+      transformed += count;
+    });
+    Batch b;
+    ASSERT_TRUE(rt.next(&b));
+    EXPECT_EQ(transformed.load(), b.view.rows);
+    std::vector<float> t(static_cast<std::size_t>(b.view.rows * d));
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = x[i] * 0.5f - 1.f;
+    convert_from_f32(t.data(), t.size(), DType::kBF16, want.data());
+    EXPECT_EQ(std::memcmp(own.data(), want.data(), t.size() * 2), 0);
   }
 
   const std::int64_t big_row = static_cast<std::int64_t>(rng() % n), big_col = static_cast<std::int64_t>(rng() % d);
