@@ -654,6 +654,15 @@ int main(int argc, char** argv) {
             level_inertia(dir + "/m_cosb_kept", levels) / level_inertia(dir + "/m_cos_cpu", levels);
         check(std::fabs(ratio_b - 1) <= 0.01, "cosine f32 data in bf16 on the GPU vs the CPU: deepest level's "
                                               "inertia ratio " + std::to_string(ratio_b) + " (within 1%)");
+        // Its GPU predict (gpu_dtype auto: the model's bf16) of the fit's data: the fit's outputs.
+        TaxonomyEngine mb = TaxonomyEngine::load(dir + "/m_cosb_kept");
+        megatax::FitOptions o;
+        o.progress = false;
+        o.predict_device = "cuda";
+        mb.predict(in32, dir + "/p_cosb", o);
+        const bool same_pb = same_tree_files(dir + "/o_cosb_kept", dir + "/p_cosb", &why_b);
+        check(same_pb, "cosine bf16 model, GPU predict of the fit's data vs the fit's outputs: identical files" +
+                           (same_pb ? "" : " (differs: " + why_b + ")"));
       }
       // 5c. Cosine on f16 data: the rows normalised on the device and kept there give the
       // same bits as reading (and normalising) them every pass, and paths as the CPU's.
