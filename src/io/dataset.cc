@@ -367,7 +367,7 @@ bool BatchReader::next(Batch* batch) {
     if (check) {
       if (const std::int64_t p = first_bad.load(); p < pieces) {
         // The first bad range again, as f32: a non-finite value as stored, else an overflow.
-        const std::int64_t r0 = p * piece, k = n - r0;
+        const std::int64_t r0 = p * piece, k = std::min(piece, n - r0);
         std::vector<float> f32(static_cast<std::size_t>(k * d));
         reader.read_f32(first + r0, k, f32.data());
         check_finite(MatrixView(f32.data(), k, d, DType::kF32), info.path, first + r0, info.global_begin + first + r0);
@@ -384,6 +384,8 @@ bool BatchReader::next(Batch* batch) {
                             ", the dtype its rows are converted to (f16's largest is 65504)");
           }
         }
+        throw_error(ErrorCode::kInternal, "shard " + info.path + ": rows from " + std::to_string(first + r0) +
+                                              " failed their check, but read again they pass");
       }
       batch->checked = true;
     }

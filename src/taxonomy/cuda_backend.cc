@@ -209,22 +209,21 @@ class CudaBackend final : public ComputeBackend {
     descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
   }
 
-  // Batches of stored rows are kept on the device while they fit (MEGATAX_CUDA_RESIDENT=0
-  // turns it off): later levels' passes then skip reading them.
   // Cosine fits: the next descend()'s rows are normalised on the device once they are there
   // (cuda::normalise_rows: taxonomy::normalise_rows' bits), before they are kept.
   bool normalises_rows() const override { return true; }
   void normalise_next_rows() override { normalise_next_ = true; }
 
+  // Batches of stored rows are kept on the device while they fit (MEGATAX_CUDA_RESIDENT=0
+  // turns it off): later levels' passes then skip reading them.
+  void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
+    if (resident_enabled_) offered_ = {shard, local_begin};
+  }
   void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
     const auto it = resident_.find({shard, local_begin});
     if (it == resident_.end()) return;
     resident_bytes_ -= static_cast<std::size_t>(it->second.x.size());
     resident_.erase(it);
-  }
-
-  void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
-    if (resident_enabled_) offered_ = {shard, local_begin};
   }
   bool resident(std::int64_t shard, std::int64_t local_begin, std::int64_t rows) const override {
     const auto it = resident_.find({shard, local_begin});

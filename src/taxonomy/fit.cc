@@ -2110,11 +2110,6 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
     throw_error(ErrorCode::kInvalidArgument,
                 "predict: beam search (beam " + std::to_string(options.beam) + ") runs on the cpu; device cuda "
                 "descends greedily");
-  // On a GPU: one backend holding every level's centroids on the device (the fit's descent:
-  // each row against all children of its node, grouped by node, one launch a batch and
-  // level). Batches are read into its page-locked buffer (as stored, or converted to the
-  // dtype it multiplies in), copied to the device as they land and kept there until their
-  // last level (a cosine model's rows normalised there, as the fit's are).
   // Where the time goes (options.log at the end): preparing the device, reading (and
   // checking) batches, descending, writing the outputs.
   double prepare_s = 0, read_s = 0, descend_s = 0, write_s = 0;
@@ -2125,6 +2120,11 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
     into += std::chrono::duration<double>(now - t_lap).count();
     t_lap = now;
   };
+  // On a GPU: one backend holding every level's centroids on the device (the fit's descent:
+  // each row against all children of its node, grouped by node, one launch a batch and
+  // level). Batches are read into its page-locked buffer (as stored, or converted to the
+  // dtype it multiplies in), copied to the device as they land and kept there until their
+  // last level (a cosine model's rows normalised as the fit's are).
   std::unique_ptr<taxonomy::ComputeBackend> gpu;
   if (on_gpu) {
     // "auto": what the model was fitted in when it was fitted on a GPU (the same products).
