@@ -37,6 +37,21 @@ set +e
 "$bin" fit --input x --bogus 1 2>"$work/err"; rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q "unknown option --bogus" "$work/err" || fail "unknown option"
+set +e
+"$bin" predict --storage "$work/tax" --input "$work/data/part-*.npy" --output "$work/p2" --gpu 0 2>"$work/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- "--gpu-dtype and --gpu need --device cuda" "$work/err" || fail "predict --gpu without --device cuda"
+# predict --device cuda: the GPU's files (a CUDA build on a GPU machine), else one clear line.
+set +e
+"$bin" predict --storage "$work/tax" --input "$work/data/part-*.npy" --output "$work/p3" --device cuda --quiet \
+  >/dev/null 2>"$work/err"; rc=$?
+set -e
+if [ $rc -eq 0 ]; then
+  [ -f "$work/p3/part-00000.paths.npy" ] || fail "predict --device cuda wrote no paths"
+else
+  [ $rc -eq 1 ] && [ "$(wc -l <"$work/err")" -eq 1 ] && grep -qi "cuda" "$work/err" || fail "predict --device cuda: $(cat "$work/err")"
+  [ ! -e "$work/p3" ] || fail "predict --device cuda failed but wrote outputs"
+fi
 
 # Failures: exit 1, one line naming the file, nothing written.
 printf 'not an npy file at all' > "$work/bad.npy"
