@@ -8,6 +8,7 @@
 #   5. bench_cuda (ours vs cuBLAS and HBM on this card) and, if PyTorch imports,
 #      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
 #      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data);
+#      bench/cuda/gpu_predict.sh (megatax predict --device cuda vs the CPU's, same model);
 #      bench/cuda/flash_kmeans_peer.py when third_party/flash-kmeans was fetched and carried
 #   6. a short table
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
@@ -16,6 +17,7 @@
 #   scripts/gpu-check.sh [--no-bench] [--no-torch] [--seed S]
 # Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16),
 #   MPI (default OFF: -DMEGATAX_MPI), FIT_N / FIT_D / FIT_LEVELS / FIT_B (gpu_fit.sh shape),
+#   PREDICT_N (gpu_predict.sh rows, default 2M; D = FIT_D, model 3 x 30),
 #   GPU_FIT=0 skips gpu_fit.sh.
 # Budget: ~1-2 min build on 16 cores, ~1 min tests, < 1 min sanitizer, ~1-2 min benchmarks.
 set -u -o pipefail
@@ -143,6 +145,9 @@ if [ "$bench" -eq 1 ]; then
       done
     done
   done
+  stamp "gpu_predict.sh"
+  timeout 300 bench/cuda/gpu_predict.sh "$CLI" "${PREDICT_N:-2000000}" "${FIT_D:-1024}" 3 30 2>&1 | tee "$LOGS/gpu_predict.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] && note "gpu_predict.sh" "ok" || note "gpu_predict.sh" "FAILED (see gpu_predict.log)"
   if [ "${GPU_FIT:-1}" = 1 ]; then
     stamp "gpu_fit.sh"
     CPU_TOO=1 timeout 400 bench/cuda/gpu_fit.sh "$CLI" "${FIT_N:-2000000}" "${FIT_D:-1024}" \
@@ -163,7 +168,7 @@ if [ -f "$LOGS/gpu_fit.log" ]; then
   echo
   grep -E '^(gpu_fit|----|level|[0-9]+ |fit:|peak)' "$LOGS/gpu_fit.log"
 fi
-for f in bench torch_peer flash_kmeans; do
+for f in bench torch_peer flash_kmeans gpu_predict; do
   if [ -f "$LOGS/$f.log" ]; then
     echo
     sed -n '/^==== .* summary/,$p' "$LOGS/$f.log"
