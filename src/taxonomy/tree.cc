@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/parallel.h"
+#include "core/uninit_vector.h"
 #include "megatax/error.h"
 #include "taxonomy/row_groups.h"
 
@@ -116,10 +117,29 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
     const std::int64_t j = active[static_cast<std::size_t>(a)];
     const std::int64_t b = start[static_cast<std::size_t>(j + 1)], e = start[static_cast<std::size_t>(j + 2)];
     const std::int64_t m = e - b;
-    std::vector<float> buf(static_cast<std::size_t>(m * dim_));
-    for (std::int64_t t = 0; t < m; ++t) {
-      const std::int64_t i = order[static_cast<std::size_t>(b + t)];
-      convert_to_f32(rows.dtype, rows.row(i), static_cast<std::size_t>(dim_), buf.data() + t * dim_);
+    // The group's rows as dense f32: the rows themselves when they already are (f32, dense,
+    // consecutive: a level with one parent; a copy of a 1M x 1024 batch into a fresh,
+    // zero-filled buffer cost more in page faults than the kernel's work), else gathered
+    // and converted (no zero fill first), on the kernel's threads when the group is alone.
+    const std::int64_t first_row = order[static_cast<std::size_t>(b)];
+    const bool in_place = rows.dtype == DType::kF32 && rows.stride == dim_ &&
+                          order[static_cast<std::size_t>(e - 1)] - first_row == m - 1;
+    const float* x = nullptr;
+    UninitVector<float> scratch;
+    if (in_place) {
+      x = static_cast<const float*>(rows.row(first_row));
+    } else {
+      scratch.resize(static_cast<std::size_t>(m * dim_));
+      float* buf = scratch.data();
+      constexpr std::int64_t kRows = 1024;
+      const std::int64_t tasks = (m + kRows - 1) / kRows;
+      parallel_for(outer == 1 ? resolve_threads(options.threads, tasks) : 1, tasks, [&](std::int64_t c, int) {
+        for (std::int64_t t = c * kRows; t < std::min(m, (c + 1) * kRows); ++t) {
+          const std::int64_t i = order[static_cast<std::size_t>(b + t)];
+          convert_to_f32(rows.dtype, rows.row(i), static_cast<std::size_t>(dim_), buf + t * dim_);
+        }
+      });
+      x = buf;
     }
     std::vector<std::int64_t> labels(static_cast<std::size_t>(m));
     std::vector<float> d(static_cast<std::size_t>(m));
@@ -131,10 +151,10 @@ void Tree::descend(int level, const MatrixView& rows, const std::int32_t* prev,
       const int row_threads = outer == 1 ? resolve_threads(options.threads, chunks) : 1;
       parallel_for(row_threads, chunks, [&](std::int64_t c, int) {
         const std::int64_t t = c * kChunk, len = std::min(kChunk, m - t);
-        g->search(buf.data() + t * dim_, len, &labels[static_cast<std::size_t>(t)], &d[static_cast<std::size_t>(t)]);
+        g->search(x + t * dim_, len, &labels[static_cast<std::size_t>(t)], &d[static_cast<std::size_t>(t)]);
       });
     } else {
-      kernels::nearest(f32_view(buf.data(), m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,
+      kernels::nearest(f32_view(x, m, dim_), *lv.packed[static_cast<std::size_t>(j)], metric_,
                        labels.data(), d.data(), inner);
     }
     const std::int64_t first_child = lv.child_begin[static_cast<std::size_t>(j)];
