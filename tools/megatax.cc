@@ -155,13 +155,15 @@ const char* kPredictHelp =
     "usage: megatax predict --storage URI --input GLOB --output URI [--threads T] [--beam W]\n"
     "                       [--exact] [--hnsw-ef N] [--quiet]\n"
     "                       [--device cpu|cuda] [--gpu N] [--gpu-dtype auto|f32|f16|bf16]\n"
+    "                       [--executor auto|local|mpi]\n"
     "Descends the taxonomy at --storage for every vector of GLOB and writes the same files\n"
     "as fit (<stem>.paths.npy, <stem>.ids.npy, <stem>.dist.npy) at --output. --beam W keeps\n"
     "the W best nodes per level and returns the nearest leaf found (never farther than greedy);\n"
     "it prints how many paths differ from greedy. --exact scans every child instead of the\n"
     "HNSW graphs of wide nodes; --hnsw-ef sets their search breadth. --device cuda descends\n"
     "on a GPU (--gpu, default the local rank's; --gpu-dtype as for fit, default the model's\n"
-    "when it was fitted on a GPU): every child scanned, greedy (no --beam).\n";
+    "when it was fitted on a GPU): every child scanned, greedy (no --beam). Under mpirun the\n"
+    "ranks share the shards (--executor as for fit), each on its local GPU with --device cuda.\n";
 
 const char* kInfoHelp =
     "usage: megatax info --storage URI [--json]\n"
@@ -287,6 +289,7 @@ int cmd_predict(const Args& a) {
   if (ef < 0) throw UsageError{"--hnsw-ef: expected an integer >= 1"};
   engine.set_search(a.flag("exact"), ef);
   if (o.beam < 1) throw UsageError{"--beam: expected an integer >= 1"};
+  o.executor = a.str("executor", "auto");
   o.predict_device = a.str("device", "cpu");
   o.predict_gpu_dtype = a.str("gpu-dtype", "auto");
   o.predict_gpu = static_cast<int>(a.integer("gpu", -1));
@@ -294,7 +297,9 @@ int cmd_predict(const Args& a) {
     throw UsageError{"--gpu-dtype and --gpu need --device cuda"};
   const auto t0 = std::chrono::steady_clock::now();
   const megatax::PredictReport r = engine.predict(a.required("input"), a.required("output"), o);
-  std::printf("predict: done in %.2f s\n",
+  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");  // under mpirun: rank 0 reports
+  if (rank != nullptr && std::string(rank) != "0") return 0;
+  std::printf("predict: %lld rows done in %.2f s\n", static_cast<long long>(r.rows),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (o.beam > 1)
     std::printf("beam %d: %lld of %lld paths differ from greedy (%.2f%%)\n", o.beam,
@@ -540,7 +545,8 @@ int main(int argc, char** argv) {
       return cmd_fit(a);
     }
     if (cmd == "predict") {
-      Args a(argc, argv, 2, {"storage", "input", "output", "threads", "beam", "hnsw-ef", "device", "gpu", "gpu-dtype"},
+      Args a(argc, argv, 2,
+             {"storage", "input", "output", "threads", "beam", "hnsw-ef", "device", "gpu", "gpu-dtype", "executor"},
              {"quiet", "exact"}, cmd);
       if (a.help) return std::fputs(kPredictHelp, stdout), 0;
       return cmd_predict(a);

@@ -222,7 +222,9 @@ class TaxonomyEngine {
   // result is never farther than greedy's. beam == 1 is exactly predict(x); beam >= 1.
   Prediction predict(const MatrixView& x, int beam) const;
   // The same for every shard of input_uri, written like fit()'s outputs (beam width from
-  // options.beam).
+  // options.beam; on a GPU with options.predict_device). Under mpirun / srun
+  // (options.executor, as for fit) the ranks share the shards, each writing its own files;
+  // every rank returns the totals.
   PredictReport predict(const std::string& input_uri, const std::string& output_uri,
                         const FitOptions& options = {}) const;
 
@@ -254,6 +256,10 @@ class TaxonomyEngine {
                      const std::string& output_uri, const FitOptions& options);
 
  private:
+  // predict-to-files on an executor (predict() picks it from options.executor): the shards
+  // handed out dynamically, each worker writing its own; the totals all-reduced.
+  PredictReport predict_shards(dist::Executor& executor, const std::string& input_uri,
+                               const std::string& output_uri, const FitOptions& options) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

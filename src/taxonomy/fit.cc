@@ -2090,6 +2090,21 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
 
 PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::string& output_uri,
                                       const FitOptions& options) const {
+  // Under mpirun / srun (options.executor, as for fit) the ranks claim the shards
+  // dynamically and each writes its shards' files (with device cuda, each on its local
+  // GPU); every rank returns the totals. A failure on one rank stops all of them.
+  std::unique_ptr<dist::Executor> ex = dist::make_executor(options.executor);
+  if (ex->workers() == 1) return predict_shards(*ex, input_uri, output_uri, options);
+  try {
+    return predict_shards(*ex, input_uri, output_uri, options);
+  } catch (const std::exception& e) {
+    ex->abort(e.what());
+    throw;  // not reached (abort() does not return)
+  }
+}
+
+PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::string& input_uri,
+                                             const std::string& output_uri, const FitOptions& options) const {
   const Impl& s = *impl_;
   if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
   Dataset data = Dataset::open(input_uri, read_options(s.config));
@@ -2139,10 +2154,11 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
   const std::int64_t d = s.tree.dim();
   const kernels::KnnOptions knn = s.knn_options();
   PredictReport report;
-  Progress bar("predict", data.rows(), "pts", options.progress);
+  Progress bar("predict", data.rows(), "pts", options.progress && ex.workers() == 1);
   std::vector<std::int32_t> prev, node, child;
   std::vector<float> batch_floats;  // every shard's f32 batches (one allocation)
-  for (std::size_t si = 0; si < data.shards().size(); ++si) {
+  ex.run_shards(static_cast<std::int64_t>(data.shards().size()), [&](std::int64_t shard_index) {
+    const auto si = static_cast<std::size_t>(shard_index);
     const ShardInfo& shard = data.shards()[si];
     std::vector<std::int32_t> paths(static_cast<std::size_t>(shard.rows * L), -1);
     std::vector<float> dist(static_cast<std::size_t>(shard.rows), 0.f);
@@ -2217,16 +2233,23 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
     lap(read_s);
     write_outputs(*out_storage, out_root, data, si, paths, dist, output_ids(data, si), L, s.config.output_format);
     lap(write_s);
-  }
+  });
   if (options.log) {
+    const std::string who = ex.workers() > 1 ? "rank " + std::to_string(ex.rank()) + "/" +
+                                                   std::to_string(ex.workers()) + ": "
+                                             : "";
     char line[256];
     std::snprintf(line, sizeof line,
                   "predict: %lld rows in %.3f s on %s (prepare %.3f, read %.3f, descend %.3f, outputs %.3f)",
                   static_cast<long long>(report.rows), since(t_start), on_gpu ? "cuda" : "cpu", prepare_s, read_s,
                   descend_s, write_s);
-    options.log(line);
-    if (gpu) options.log("predict: " + gpu->take_descend_breakdown());
+    options.log(who + line);
+    if (gpu) options.log(who + "predict: " + gpu->take_descend_breakdown());
   }
+  std::int64_t totals[2] = {report.rows, report.beam_changed};
+  ex.allreduce_sum(totals);
+  report.rows = totals[0];
+  report.beam_changed = totals[1];
   return report;
 }
 

@@ -4,7 +4,8 @@
 #     on more shards than ranks, of unequal sizes;
 #  2. a rank killed mid-level: mpirun exits non-zero, the manifest still points at the last
 #     committed level, and --resume on another rank count gives the identical tree;
-#  3. dynamic dispatch: with one rank slowed down, the other takes more shards.
+#  3. dynamic dispatch: with one rank slowed down, the other takes more shards;
+#  4. predict-to-files on 2 and 3 ranks writes the single process's files.
 # usage: mpi_fit_test.sh PATH/TO/megatax
 set -euo pipefail
 bin=$1
@@ -41,6 +42,18 @@ args=(fit --input "$work/data/part-*.npy" --levels 3 --branching 4,3,3 --sample-
 for np in 1 2 4; do
   run_mpi $np "${args[@]}" --storage "$work/t$np" --output "$work/o$np" --quiet >/dev/null
   same_tree "$work/ref" "$work/t$np" "$work/ref-out" "$work/o$np"
+done
+
+# predict-to-files on 2 and 3 ranks: the shards shared out, the files those of one process.
+"$bin" predict --storage "$work/ref" --input "$work/data/part-*.npy" --output "$work/pred1" --executor local \
+  --threads 1 --quiet >/dev/null
+for np in 2 3; do
+  run_mpi $np predict --storage "$work/ref" --input "$work/data/part-*.npy" --output "$work/pred$np" --threads 1 \
+    --quiet >"$work/pred$np.log"
+  for f in "$work/pred1"/*.npy; do cmp -s "$f" "$work/pred$np/$(basename "$f")" || fail "predict on $np ranks: $(basename "$f") differs"; done
+  [ "$(ls "$work/pred1" | wc -l)" -eq "$(ls "$work/pred$np" | wc -l)" ] || fail "predict on $np ranks: different outputs"
+  [ "$(grep -c 'rows done' "$work/pred$np.log")" -eq 1 ] && grep -q "predict: 31462 rows done" "$work/pred$np.log" \
+    || fail "predict on $np ranks: rank 0 reports all rows once: $(cat "$work/pred$np.log")"
 done
 
 # A rank dies in level 2: non-zero exit, manifest at level 1, then resume on 3 ranks.
