@@ -155,6 +155,55 @@ UninitVector<float> make_level_array(std::size_t n, int threads) {
   return v;
 }
 
+// How a pass's batches reach `backend` (the fit's passes and GPU predict). A backend
+// computing in the data's dtype gets the rows as stored (read in parallel ranges; a GPU's
+// into its page-locked buffer, copied as they land and kept while they fit); one computing
+// in another dtype (a GPU's --gpu-dtype bf16 on f32 rows) gets them converted into that
+// buffer the same way. A cosine pass's rows go there raw when the backend normalises them
+// itself (a GPU, on the device: then they are kept normalised too), provided it sees their
+// exact values (as stored, or converted to f32: normalised before any rounding); rows
+// converted to 16 bits are normalised as f32 by the reading threads before their conversion
+// (the host's bits either way). Otherwise the batches stay f32 for the caller to normalise
+// (or, with no backend buffer, as stored into `stored_buffer` when given).
+struct BackendRows {
+  bool in_buffer = false;              // read into backend.batch_buffer(), handed on as they land
+  bool normalised_by_backend = false;  // cosine: call backend.normalise_next_rows() before descend
+  bool normalised_by_reader = false;   // cosine: normalised by the reading threads
+  bool normalised() const { return normalised_by_backend || normalised_by_reader; }
+};
+BackendRows route_rows(BatchReader& reader, taxonomy::ComputeBackend& backend, const Dataset& data,
+                       std::int64_t shard, std::int64_t batch_rows, bool normalise,
+                       std::vector<unsigned char>* stored_buffer) {
+  BackendRows r;
+  const std::int64_t d = data.dim();
+  const DType into = backend.compute_dtype();
+  const bool as_stored = backend.takes_stored_rows(data.dtype());
+  const bool converted = !as_stored && backend.takes_stored_rows(into);
+  const bool device_normalises = backend.normalises_rows() && (as_stored || into == DType::kF32);
+  if (!(as_stored || converted) || (normalise && !device_normalises && !converted)) return r;
+  const std::int64_t rows = std::min(batch_rows, data.shards()[static_cast<std::size_t>(shard)].rows);
+  const auto bytes = static_cast<std::size_t>(rows * d) * dtype_size(as_stored ? data.dtype() : into);
+  unsigned char* own = backend.batch_buffer(bytes);
+  if (own == nullptr) {
+    if (as_stored && !normalise && stored_buffer != nullptr) reader.keep_stored_dtype(stored_buffer);
+    return r;
+  }
+  if (as_stored) {
+    reader.keep_stored_dtype(own, bytes);
+  } else {
+    reader.convert_into(own, bytes, into);
+  }
+  reader.on_rows_landed([&backend, shard](std::int64_t b0, std::int64_t n, std::int64_t first, std::int64_t count) {
+    backend.batch_rows_landed(shard, b0, n, first, count);
+  });
+  r.in_buffer = true;
+  r.normalised_by_backend = normalise && device_normalises;
+  r.normalised_by_reader = normalise && !device_normalises;
+  if (r.normalised_by_reader)
+    reader.transform_converted_rows([d](float* x, std::int64_t count) { taxonomy::normalise_rows(x, count, d, 1); });
+  return r;
+}
+
 // gather_rows on `threads` threads: equal slices of `ids`, each into its own rows of out, in
 // dtype `to`: as stored (to == data.dtype()), float32, or float32 converted to f16 / bf16
 // (rounded to nearest: the values BatchReader::convert_into gives the pass; a finite value
@@ -516,18 +565,26 @@ std::vector<std::int64_t> plan_splits(const taxonomy::TreeLevel& lv, const std::
 
 }  // namespace
 
-FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& output_uri,
-                              const FitOptions& options) {
-  std::unique_ptr<dist::Executor> ex = dist::make_executor(options.executor);
-  if (ex->workers() == 1) return fit_with(*ex, input_uri, output_uri, options);
-  // Several workers: a failure on one rank must stop all of them (no collective may hang),
-  // and nothing is committed past the last complete level.
+namespace {
+// fn() on `ex`'s worker; with several workers a failure on one must stop all of them (no
+// collective may hang): abort() rather than throw.
+template <class F>
+auto on_workers(dist::Executor& ex, F&& fn) -> decltype(fn()) {
+  if (ex.workers() == 1) return fn();
   try {
-    return fit_with(*ex, input_uri, output_uri, options);
+    return fn();
   } catch (const std::exception& e) {
-    ex->abort(e.what());
+    ex.abort(e.what());
     throw;  // not reached (abort() does not return); the compiler cannot see that through the virtual call
   }
+}
+}  // namespace
+
+FitReport TaxonomyEngine::fit(const std::string& input_uri, const std::string& output_uri,
+                              const FitOptions& options) {
+  // Several workers: nothing is committed past the last complete level of a failed fit.
+  std::unique_ptr<dist::Executor> ex = dist::make_executor(options.executor);
+  return on_workers(*ex, [&] { return fit_with(*ex, input_uri, output_uri, options); });
 }
 
 FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_uri,
@@ -1584,59 +1641,19 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           } else {
             BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
-            // A backend computing in the data's dtype gets the rows as stored (read in
-            // parallel ranges; a GPU's into its page-locked buffer, kept while they fit).
-            // One computing in another dtype (a GPU's --gpu-dtype bf16 on f32 rows) gets them
-            // converted into that buffer the same way.
-            // A cosine fit's rows go there raw when the backend normalises them itself (a
-            // GPU, on the device: then they are kept normalised too), provided it sees their
-            // exact values (as stored, or converted to f32: normalised before any rounding);
-            // rows converted to 16 bits are normalised as f32 by the reading threads before
-            // their conversion (the host's bits either way).
-            bool in_backend_buffer = false, normalised_by_backend = false, normalised_by_reader = false;
-            const DType into = backend->compute_dtype();
-            const bool as_stored = backend->takes_stored_rows(data.dtype());
-            const bool converted = !as_stored && backend->takes_stored_rows(into);
-            const bool device_normalises = backend->normalises_rows() && (as_stored || into == DType::kF32);
-            const bool raw_ok = !s.normalise() || device_normalises || converted;
-            if (raw_ok && (as_stored || converted)) {
-              // Into the backend's own buffer when it has one (pinned: no staging copy).
-              const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, n) * d) *
-                                 dtype_size(as_stored ? data.dtype() : into);
-              if (unsigned char* own = backend->batch_buffer(bytes); own != nullptr) {
-                if (as_stored) {
-                  reader.keep_stored_dtype(own, bytes);
-                } else {
-                  reader.convert_into(own, bytes, into);
-                }
-                // The backend may move each range of rows as it lands (a GPU: copies them
-                // while the rest of the batch is read).
-                reader.on_rows_landed([&, si](std::int64_t b0, std::int64_t rows, std::int64_t first,
-                                              std::int64_t count) {
-                  backend->batch_rows_landed(si, b0, rows, first, count);
-                });
-                in_backend_buffer = true;
-                normalised_by_backend = s.normalise() && device_normalises;
-                normalised_by_reader = s.normalise() && !device_normalises;
-                if (normalised_by_reader)
-                  reader.transform_converted_rows([d](float* rows, std::int64_t count) {
-                    taxonomy::normalise_rows(rows, count, d, 1);
-                  });
-              } else if (as_stored && !s.normalise()) {
-                reader.keep_stored_dtype(&stored_buffer);
-              }
-            }
+            const BackendRows routed = route_rows(reader, *backend, data, si, cfg.batch_rows, s.normalise(),
+                                                  &stored_buffer);
             Batch batch;
             while (reader.next(&batch)) {
               lap(pass.read);
               check_stop();
               if (!batch.checked) check_finite(batch, data);
-              if (s.normalise() && !normalised_by_backend && !normalised_by_reader)
+              if (s.normalise() && !routed.normalised())
                 taxonomy::normalise_rows(batch.data, batch.view.rows, d, cfg.threads);
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
-              if (in_backend_buffer) backend->offer_resident(si, r0);
-              if (normalised_by_backend) backend->normalise_next_rows();
+              if (routed.in_buffer) backend->offer_resident(si, r0);
+              if (routed.normalised_by_backend) backend->normalise_next_rows();
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);
@@ -2094,13 +2111,7 @@ PredictReport TaxonomyEngine::predict(const std::string& input_uri, const std::s
   // dynamically and each writes its shards' files (with device cuda, each on its local
   // GPU); every rank returns the totals. A failure on one rank stops all of them.
   std::unique_ptr<dist::Executor> ex = dist::make_executor(options.executor);
-  if (ex->workers() == 1) return predict_shards(*ex, input_uri, output_uri, options);
-  try {
-    return predict_shards(*ex, input_uri, output_uri, options);
-  } catch (const std::exception& e) {
-    ex->abort(e.what());
-    throw;  // not reached (abort() does not return)
-  }
+  return on_workers(*ex, [&] { return predict_shards(*ex, input_uri, output_uri, options); });
 }
 
 PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::string& input_uri,
@@ -2164,33 +2175,10 @@ PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::stri
     std::vector<float> dist(static_cast<std::size_t>(shard.rows), 0.f);
     if (shard.rows > 0) {
       BatchReader reader(data, si, s.config.batch_rows, 0, -1, &batch_floats);
-      bool in_gpu_buffer = false, normalised_by_gpu = false, normalised_by_reader = false;
-      if (on_gpu) {
-        // As the fit's pass: cosine rows normalised on the device when it sees their exact
-        // values, else by the reading threads before their conversion to 16 bits.
-        const DType into = gpu->compute_dtype();
-        const bool as_stored = gpu->takes_stored_rows(data.dtype());
-        const bool device_normalises = gpu->normalises_rows() && (as_stored || into == DType::kF32);
-        const auto bytes = static_cast<std::size_t>(std::min<std::int64_t>(s.config.batch_rows, shard.rows) * d) *
-                           dtype_size(as_stored ? data.dtype() : into);
-        if (unsigned char* own = gpu->batch_buffer(bytes); own != nullptr) {
-          if (as_stored) {
-            reader.keep_stored_dtype(own, bytes);
-          } else {
-            reader.convert_into(own, bytes, into);
-          }
-          reader.on_rows_landed([&, si](std::int64_t b0, std::int64_t rows, std::int64_t first, std::int64_t count) {
-            gpu->batch_rows_landed(static_cast<std::int64_t>(si), b0, rows, first, count);
-          });
-          in_gpu_buffer = true;
-          normalised_by_gpu = s.normalise() && device_normalises;
-          normalised_by_reader = s.normalise() && !device_normalises;
-          if (normalised_by_reader)
-            reader.transform_converted_rows([d](float* rows, std::int64_t count) {
-              taxonomy::normalise_rows(rows, count, d, 1);
-            });
-        }
-      }
+      // As the fit's passes (route_rows): into the GPU's page-locked buffer, kept.
+      const BackendRows routed = gpu ? route_rows(reader, *gpu, data, static_cast<std::int64_t>(si), s.config.batch_rows,
+                                                  s.normalise(), nullptr)
+                                     : BackendRows{};
       Batch batch;
       while (reader.next(&batch)) {
         if (options.should_stop && options.should_stop())
@@ -2199,8 +2187,7 @@ PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::stri
         lap(read_s);
         const std::int64_t n = batch.view.rows, r0 = batch.local_begin;
         if (on_gpu) {
-          if (s.normalise() && !normalised_by_gpu && !normalised_by_reader)
-            taxonomy::normalise_rows(batch.data, n, d, s.config.threads);
+          if (s.normalise() && !routed.normalised()) taxonomy::normalise_rows(batch.data, n, d, s.config.threads);
           prev.assign(static_cast<std::size_t>(n), 0);
           node.resize(static_cast<std::size_t>(n));
           child.resize(static_cast<std::size_t>(n));
@@ -2210,8 +2197,8 @@ PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::stri
             if (l > 1 && gpu->resident(sid, r0, n)) {
               gpu->descend_resident(s.tree, l, sid, r0, n, prev.data(), node.data(), child.data(), out_dist);
             } else {
-              if (in_gpu_buffer && l == 1) gpu->offer_resident(sid, r0);
-              if (normalised_by_gpu) gpu->normalise_next_rows();
+              if (routed.in_buffer && l == 1) gpu->offer_resident(sid, r0);
+              if (routed.normalised_by_backend) gpu->normalise_next_rows();
               gpu->descend(s.tree, l, batch.view, prev.data(), node.data(), child.data(), out_dist, knn);
             }
             for (std::int64_t i = 0; i < n; ++i)
