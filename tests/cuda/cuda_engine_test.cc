@@ -153,6 +153,21 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The GPU fit of `c` on `input` twice, the data kept on the device (dir/m_<tag>kept,
+// o_<tag>kept) and read every pass (MEGATAX_CUDA_RESIDENT=0: m_<tag>read, o_<tag>read),
+// checked to give byte-identical model files and outputs ("<what>: identical files").
+void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const std::string& dir,
+                        const std::string& tag, const std::string& what) {
+  fit(c, "cuda", input, dir + "/m_" + tag + "kept", dir + "/o_" + tag + "kept");
+  setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+  fit(c, "cuda", input, dir + "/m_" + tag + "read", dir + "/o_" + tag + "read");
+  unsetenv("MEGATAX_CUDA_RESIDENT");
+  std::string why;
+  const bool same = same_tree_files(dir + "/m_" + tag + "kept", dir + "/m_" + tag + "read", &why) &&
+                    same_tree_files(dir + "/o_" + tag + "kept", dir + "/o_" + tag + "read", &why);
+  check(same, what + ": identical files" + (same ? "" : " (differs: " + why + ")"));
+}
+
 // The same fit on two in-process ranks (thread-ranks of a CallbackExecutor, each with its own
 // CUDA backend on the one GPU, meeting in tests/dist/rendezvous.h). Returns "" or the first
 // rank's error.
@@ -496,15 +511,8 @@ int main(int argc, char** argv) {
       // Three batches per shard, the last one short.
       TaxonomyConfig small = base;
       small.batch_rows = 30000;
-      fit(small, "cuda", in16, dir + "/m_kept", dir + "/o_kept");
-      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-      fit(small, "cuda", in16, dir + "/m_read", dir + "/o_read");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
+      check_kept_vs_read(small, in16, dir, "", "f16 GPU fit with the data kept on the device vs read every pass");
       std::string why;
-      const bool same = same_tree_files(dir + "/m_kept", dir + "/m_read", &why) &&
-                        same_tree_files(dir + "/o_kept", dir + "/o_read", &why);
-      check(same, "f16 GPU fit with the data kept on the device vs read every pass: identical files" +
-                      (same ? "" : " (differs: " + why + ")"));
       // 3c. Two ranks split the parents to train: no level array trained into in place, no
       // centroid file streamed while training; the same bits as one rank.
       const std::string err = fit_on_two_ranks(small, in16, dir + "/m_two", dir + "/o_two");
@@ -536,14 +544,7 @@ int main(int argc, char** argv) {
       // every pass, and paths as the CPU's fit of the same f16 data.
       TaxonomyConfig wide = small;
       wide.gpu_dtype = "f32";
-      fit(wide, "cuda", in16, dir + "/m_w_kept", dir + "/o_w_kept");
-      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-      fit(wide, "cuda", in16, dir + "/m_w_read", dir + "/o_w_read");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
-      const bool same_wide = same_tree_files(dir + "/m_w_kept", dir + "/m_w_read", &why) &&
-                             same_tree_files(dir + "/o_w_kept", dir + "/o_w_read", &why);
-      check(same_wide, "f16 data in f32 on the GPU, kept on the device vs read every pass: identical files" +
-                           (same_wide ? "" : " (differs: " + why + ")"));
+      check_kept_vs_read(wide, in16, dir, "w_", "f16 data in f32 on the GPU, kept on the device vs read every pass");
       const double agree_wide =
           fraction_equal_rows(all_paths(dir + "/o_cpu16", shards), all_paths(dir + "/o_w_kept", shards), levels);
       const double wide_ratio =
@@ -557,14 +558,7 @@ int main(int argc, char** argv) {
       // fit (bf16 rounding moves near-ties: the deepest level's inertia within 1%).
       TaxonomyConfig narrow = small;
       narrow.gpu_dtype = "bf16";
-      fit(narrow, "cuda", in32, dir + "/m_n_kept", dir + "/o_n_kept");
-      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-      fit(narrow, "cuda", in32, dir + "/m_n_read", dir + "/o_n_read");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
-      const bool same_narrow = same_tree_files(dir + "/m_n_kept", dir + "/m_n_read", &why) &&
-                               same_tree_files(dir + "/o_n_kept", dir + "/o_n_read", &why);
-      check(same_narrow, "f32 data in bf16 on the GPU, kept on the device vs read every pass: identical files" +
-                             (same_narrow ? "" : " (differs: " + why + ")"));
+      check_kept_vs_read(narrow, in32, dir, "n_", "f32 data in bf16 on the GPU, kept on the device vs read every pass");
       const double narrow_ratio = level_inertia(dir + "/m_n_kept", levels) / level_inertia(dir + "/m_cpu", levels);
       check(std::fabs(narrow_ratio - 1) <= 0.01,
             "f32 data in bf16 on the GPU vs the CPU's f32 fit: deepest level's inertia ratio " +
@@ -641,15 +635,8 @@ int main(int argc, char** argv) {
         TaxonomyConfig cb = c;
         cb.batch_rows = 30000;
         cb.gpu_dtype = "bf16";
-        fit(cb, "cuda", in32, dir + "/m_cosb_kept", dir + "/o_cosb_kept");
-        setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-        fit(cb, "cuda", in32, dir + "/m_cosb_read", dir + "/o_cosb_read");
-        unsetenv("MEGATAX_CUDA_RESIDENT");
+        check_kept_vs_read(cb, in32, dir, "cosb_", "cosine f32 data in bf16 on the GPU, kept vs read every pass");
         std::string why_b;
-        const bool same_b = same_tree_files(dir + "/m_cosb_kept", dir + "/m_cosb_read", &why_b) &&
-                            same_tree_files(dir + "/o_cosb_kept", dir + "/o_cosb_read", &why_b);
-        check(same_b, "cosine f32 data in bf16 on the GPU, kept vs read every pass: identical files" +
-                          (same_b ? "" : " (differs: " + why_b + ")"));
         const double ratio_b =
             level_inertia(dir + "/m_cosb_kept", levels) / level_inertia(dir + "/m_cos_cpu", levels);
         check(std::fabs(ratio_b - 1) <= 0.01, "cosine f32 data in bf16 on the GPU vs the CPU: deepest level's "
@@ -669,15 +656,8 @@ int main(int argc, char** argv) {
       TaxonomyConfig c16 = c;
       c16.batch_rows = 30000;
       fit(c16, "cpu", in16, dir + "/m_cos16_cpu", dir + "/o_cos16_cpu");
-      fit(c16, "cuda", in16, dir + "/m_cos16_kept", dir + "/o_cos16_kept");
-      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-      fit(c16, "cuda", in16, dir + "/m_cos16_read", dir + "/o_cos16_read");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
-      std::string why;
-      const bool same16 = same_tree_files(dir + "/m_cos16_kept", dir + "/m_cos16_read", &why) &&
-                          same_tree_files(dir + "/o_cos16_kept", dir + "/o_cos16_read", &why);
-      check(same16, "cosine f16 GPU fit, rows normalised and kept on the device vs read every pass: identical "
-                    "files" + (same16 ? "" : " (differs: " + why + ")"));
+      check_kept_vs_read(c16, in16, dir, "cos16_",
+                         "cosine f16 GPU fit, rows normalised and kept on the device vs read every pass");
       const double agree16c = fraction_equal_rows(all_paths(dir + "/o_cos16_cpu", shards),
                                                   all_paths(dir + "/o_cos16_kept", shards), levels);
       const double ratio16c =

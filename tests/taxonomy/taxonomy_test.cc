@@ -377,6 +377,18 @@ void small_dataset(const std::string& dir, std::int64_t n, int levels, std::int6
   taxonomy::generate_dataset(spec, dir + "/data");
 }
 
+// The error of device cuda where no GPU can run it: this build without the CUDA backend
+// (kUnimplemented), or with it but no device (kFailedPrecondition).
+void expect_no_gpu_error(const Error& err) {
+  const std::string what = err.what();
+  if (err.code() == ErrorCode::kUnimplemented) {
+    EXPECT_NE(what.find("this build has no CUDA backend"), std::string::npos) << what;
+  } else {
+    EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << what;
+    EXPECT_NE(what.find("no CUDA device is visible"), std::string::npos) << what;
+  }
+}
+
 TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
   ScratchDir dir;
   small_dataset(dir.path(), 2000, 1, 4);
@@ -387,13 +399,7 @@ TEST(TaxonomyErrors, CudaDeviceWithoutGpuIsAClearError) {
     e.fit(dir / "data/part-*.npy", dir / "o", quiet());
     GTEST_SKIP() << "a CUDA device is visible here: tests/cuda/cuda_engine_test covers this case";
   } catch (const Error& err) {
-    const std::string what = err.what();
-    if (err.code() == ErrorCode::kUnimplemented) {
-      EXPECT_NE(what.find("this build has no CUDA backend"), std::string::npos) << what;
-    } else {
-      EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << what;
-      EXPECT_NE(what.find("no CUDA device is visible"), std::string::npos) << what;
-    }
+    expect_no_gpu_error(err);
   }
   EXPECT_FALSE(fs::exists(dir / "t/taxonomy.json"));
   EXPECT_FALSE(fs::exists(dir / "o"));
@@ -427,13 +433,7 @@ TEST(TaxonomyErrors, PredictOnCudaWithoutGpuIsAClearError) {
     loaded.predict(dir / "data/part-*.npy", dir / "p", o);
     GTEST_SKIP() << "a CUDA device is visible here: tests/cuda/cuda_engine_test covers this case";
   } catch (const Error& err) {
-    const std::string what = err.what();
-    if (err.code() == ErrorCode::kUnimplemented) {
-      EXPECT_NE(what.find("this build has no CUDA backend"), std::string::npos) << what;
-    } else {
-      EXPECT_EQ(err.code(), ErrorCode::kFailedPrecondition) << what;
-      EXPECT_NE(what.find("no CUDA device is visible"), std::string::npos) << what;
-    }
+    expect_no_gpu_error(err);
   }
   EXPECT_FALSE(fs::exists(dir / "p"));
   o.predict_device = "tpu";
