@@ -7,7 +7,9 @@
 // runs single CTAs: sm90_topk_shape), the database the B side, walked in BN-row tiles. After
 // each tile a consumer thread holds its two query rows' dot products against BN / 4 database
 // rows each, and the selection of topk_sm90_select.cuh runs per row (score, filter, slots or
-// scratch areas, flushes into the (query, chunk) lists).
+// scratch areas, flushes into the (query, chunk) lists); the slots' candidates are offered to
+// their rows while the next tile's first two d chunks multiply, so that the row buffers,
+// flushes and list traffic overlap the tensor cores (only scoring and filtering stall them).
 // Each warp owns its 16 query rows for the whole work item; each warpgroup shares the tile's
 // column terms through its own double buffer (no barrier between the warpgroups: one had
 // them wait for each other every tile, 9-13% of the samples). A tile's first MMA names the
@@ -85,12 +87,24 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
   float acc[1][kBN / 2];
   RingCursor cur;
 
+  // The thread's parts' thresholds: the smaller of the row's tau and the shared bound; a
+  // row past the queries NaN (never passes the filter: NaN compares false).
+  float thr[kParts];
+  auto reload_thresholds = [&] {
+#pragma unroll
+    for (int h = 0; h < kParts; ++h) {
+      if (thr[h] == thr[h]) thr[h] = wr.states[part_row(h, lane)].tau_s;
+    }
+  };
+  // Candidates of the last tile waiting in the slots (warp-uniform) and their counts.
+  bool pending = false;
+  int count[kParts];
+  const std::int64_t drain_chunk = chunks > 1 ? 1 : 0;
+
   for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
     const TopkWork wk = topk_work<kCluster>(p, w, cta_rank);
     wr.row0 = wk.row0;
     reset_rows<kParts>(wr, lane);
-    // Rows past the queries never pass the filter (NaN compares false).
-    float thr[kParts];
 #pragma unroll
     for (int h = 0; h < kParts; ++h) {
       thr[h] = wr.query(part_row(h, lane)) < p.nq ? kInfScore : __int_as_float(0x7fc00000);
@@ -111,8 +125,17 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       }
       unsigned shared_key[kParts];
       load_shared_bounds<kBuckets, kParts>(p, wr, lane, shared_key);
+      // The last tile's slotted candidates are offered to their rows while this tile's first
+      // two d chunks multiply (their registers are not the accumulators): the warp's row
+      // buffers, flushes and list traffic overlap the tensor cores instead of stalling them.
       mma_tile<T, Ring, kBN, kCluster, /*kFirstWrites=*/true>(
-          acc[0], ring, cur, cw, lane, chunks, [](std::uint32_t, std::int64_t) {});
+          acc[0], ring, cur, cw, lane, chunks, [&](std::uint32_t, std::int64_t c) {
+            if (c == drain_chunk && pending) {
+              drain_slots<kParts>(p, wk.chunk, wr, slots, count, lane);
+              pending = false;
+              reload_thresholds();
+            }
+          });
       tighten<kBuckets, kParts>(shared_key, thr);
       float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
       if constexpr (Op::kUsesNorms) {
@@ -123,13 +146,14 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       float lowest[kParts];
       score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, lowest);
       // Most tiles end here: no score of the thread's rows beats its threshold.
-      if (select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr, lowest, slots,
-                                   areas)) {
-#pragma unroll
-        for (int h = 0; h < kParts; ++h) {
-          if (thr[h] == thr[h]) thr[h] = wr.states[part_row(h, lane)].tau_s;  // NaN: past
-        }
-      }
+      const TileSelect sel = select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr,
+                                                      lowest, slots, count, areas);
+      if (sel == TileSelect::kDone) reload_thresholds();
+      pending = sel == TileSelect::kPending;
+    }
+    if (pending) {  // the item's last tile
+      drain_slots<kParts>(p, wk.chunk, wr, slots, count, lane);
+      pending = false;
     }
     finish_rows<kParts>(p, wk.chunk, wr, lane);
   }

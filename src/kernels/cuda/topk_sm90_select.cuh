@@ -17,11 +17,13 @@
 //            the query's shared bound (shared_bound.cuh: the chunks' lists vouch for k scores
 //            at or below it). Most tiles end here after the first few of a chunk.
 //   slots    otherwise the thread appends the passing scores to its own kSlots slots per part
-//            (shared memory, predicated stores, no branches); the warp then offers them all at
-//            once: each lane compares its candidates with its row's threshold and appends the
-//            survivors to the row's 32-entry buffer (a shared atomic on the row's count); full
-//            buffers are merged into the row's sorted list (warp_select.cuh flush, the list
-//            being the (query, chunk) slot of the output lists in global memory).
+//            (shared memory; the pass bits of 8-score groups first, predicated stores for the
+//            groups with a pass); later (drain_slots, which the kernel runs while the next
+//            tile's first MMAs are in flight) the warp offers them all at once: each lane
+//            compares its candidates with its row's threshold and appends the survivors to
+//            the row's 32-entry buffer (a shared atomic on the row's count); full buffers are
+//            merged into the row's sorted list (warp_select.cuh flush, the list being the
+//            (query, chunk) slot of the output lists in global memory).
 //   overflow a tile where some thread has more than kSlots candidates (the first tiles of a
 //            chunk) goes through per-row scratch areas in global memory (BN entries a row,
 //            atomics) and row-by-row offers instead.
@@ -219,21 +221,41 @@ __device__ __forceinline__ void score_tile(float (&acc)[kParts / 2][BN / 2],
 
 // Appends the scores of row h of a block that pass the threshold to the thread's own
 // candidate slots (kSlots of them; `count` goes on counting past them: an overflow).
-// Branch-free: predicated stores.
+// First the pass bits of 8-score groups (independent compares, no chain through `count`),
+// then predicated stores for the groups with a pass only: a part that takes a candidate
+// usually takes one or two, so most groups are skipped.
 template <int h, int BN>
 __device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2], std::int64_t col0,
                                                 int lane, float thr, Candidate* slots,
                                                 int& count) {
+  constexpr int kGroups = BN / 32;  // 4 column steps j (8 columns each) x 2 scores a group
+  unsigned group_bits[kGroups];
 #pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
+  for (int g = 0; g < kGroups; ++g) {
+    group_bits[g] = 0;
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const float s = acc[4 * j + 2 * h + e];
-      const bool pass = s <= thr;
-      if (pass && count < kSlots) {
-        slots[count] = Candidate{s, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+    for (int jj = 0; jj < 4; ++jj) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if (acc[4 * (4 * g + jj) + 2 * h + e] <= thr) group_bits[g] |= 1u << (2 * jj + e);
       }
-      count += pass ? 1 : 0;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) {
+    if (group_bits[g] == 0) continue;
+#pragma unroll
+    for (int jj = 0; jj < 4; ++jj) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool pass = (group_bits[g] >> (2 * jj + e)) & 1u;
+        const int j = 4 * g + jj;
+        if (pass && count < kSlots) {
+          slots[count] =
+              Candidate{acc[4 * j + 2 * h + e], static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+        }
+        count += pass ? 1 : 0;
+      }
     }
   }
 }
@@ -385,18 +407,27 @@ __device__ __forceinline__ void drain_staged(const TopkSm90Params& p, int chunk,
   }
 }
 
-// One tile's selection after score_tile: the filter, then the slots or the scratch areas.
-// thr: the thread's parts' thresholds (NaN: a row past the queries). areas: the warp's
-// scratch areas. Returns whether any row of the warp took candidates (its tau may have moved).
+// What select_tile left to do.
+enum class TileSelect {
+  kNone,     // no score of the warp's rows beat its threshold
+  kDone,     // candidates went through the scratch areas (an overflow): the rows' taus may
+             // have moved
+  kPending,  // candidates wait in the threads' slots (`count`) for drain_slots, which the
+             // caller runs while the next tile's first MMAs are in flight
+};
+
+// One tile's selection after score_tile: the filter, then the slots or (a thread's slots
+// overflowing) the scratch areas. thr: the thread's parts' thresholds (NaN: a row past the
+// queries). areas: the warp's scratch areas. The result is warp-uniform.
 template <int BN, int kParts>
-__device__ __forceinline__ bool select_tile(const TopkSm90Params& p, int chunk,
-                                            const WarpRows& wr,
-                                            const float (&acc)[kParts / 2][BN / 2],
-                                            std::int64_t col0, int lane,
-                                            const float (&thr)[kParts],
-                                            const float (&lowest)[kParts], Candidate* slots,
-                                            Candidate* areas) {
-  int count[kParts];
+__device__ __forceinline__ TileSelect select_tile(const TopkSm90Params& p, int chunk,
+                                                  const WarpRows& wr,
+                                                  const float (&acc)[kParts / 2][BN / 2],
+                                                  std::int64_t col0, int lane,
+                                                  const float (&thr)[kParts],
+                                                  const float (&lowest)[kParts],
+                                                  Candidate* slots, int (&count)[kParts],
+                                                  Candidate* areas) {
 #pragma unroll
   for (int b = 0; b < kParts / 2; ++b) {
     count[2 * b] = count[2 * b + 1] = 0;
@@ -421,13 +452,9 @@ __device__ __forceinline__ bool select_tile(const TopkSm90Params& p, int chunk,
       stage_block<BN>(acc[b], col0, lane, thr[2 * b], thr[2 * b + 1], wr, b, areas);
     }
     drain_staged<BN, kParts>(p, chunk, wr, areas, lane);
-    return true;
+    return TileSelect::kDone;
   }
-  if (__any_sync(0xffffffffu, any)) {
-    drain_slots<kParts>(p, chunk, wr, slots, count, lane);
-    return true;
-  }
-  return false;
+  return __any_sync(0xffffffffu, any) ? TileSelect::kPending : TileSelect::kNone;
 }
 
 // A work item's start: the warp's rows hold nothing yet.
