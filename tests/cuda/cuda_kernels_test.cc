@@ -297,6 +297,46 @@ void test_assign(mc::Resources& res, std::mt19937_64& rng, const AssignCase& tc)
   report(name, ok, detail);
 }
 
+// A row's distance must not depend on where the row sits in the matrix (its batch and, in
+// a fit, its group): assign of X and of X behind `shift` other rows give the same bits per
+// row (the fused norms once summed a row's pieces in the swizzled order of its tile slot).
+void test_assign_position_free(mc::Resources& res, std::mt19937_64& rng, DType dtype) {
+  const std::int64_t n = 3000, k = 200, d = 320;
+  const std::vector<float> cv = random_values(rng, k, d, 1.f);
+  const std::vector<float> xv = blob_values(rng, cv, k, n, d, 0.3f);
+  const HostMatrix c = make_matrix(k, d, d, dtype, cv);
+  DeviceMatrix dc = upload(res, c);
+  auto run = [&](std::int64_t shift) {
+    std::vector<float> rows = random_values(rng, shift, d, 1.f);
+    rows.insert(rows.end(), xv.begin(), xv.end());
+    const HostMatrix x = make_matrix(n + shift, d, d, dtype, rows);
+    DeviceMatrix dx = upload(res, x);
+    mc::DeviceBuffer labels(static_cast<std::size_t>(n + shift) * 8), dist(static_cast<std::size_t>(n + shift) * 4);
+    mc::AssignArgs a;
+    a.metric = Metric::kL2;
+    a.x = dx.view;
+    a.centroids = dc.view;
+    a.labels = labels.data();
+    a.distances = dist.as<float>();
+    mc::assign(res, a);
+    res.synchronize();
+    auto all = download<float>(res, dist, static_cast<std::size_t>(n + shift));
+    return std::vector<float>(all.begin() + shift, all.end());
+  };
+  const std::vector<float> base = run(0);
+  std::int64_t differ = 0;
+  for (const std::int64_t shift : {1, 3, 5, 7}) {
+    const std::vector<float> moved = run(shift);
+    for (std::int64_t i = 0; i < n; ++i) differ += std::memcmp(&base[i], &moved[i], sizeof(float)) != 0;
+  }
+  bool ok = true;
+  CHECK_OR_FAIL(differ == 0, "%lld distances changed with the rows' position", (long long)differ);
+  char name[128];
+  std::snprintf(name, sizeof(name), "assign %-4s l2 n=%lld k=%lld d=%lld: a row's distance bits do not depend on its position",
+                megatax::dtype_name(dtype), (long long)n, (long long)k, (long long)d);
+  report(name, ok, "shifts 1, 3, 5, 7 rows");
+}
+
 // ---- grouped assign ---------------------------------------------------------------------------
 
 struct GroupedCase {
@@ -1619,6 +1659,7 @@ int main(int argc, char** argv) {
       for (const auto& tc : assign_cases) test_assign(res, rng, tc);
       std::printf("grouped assign, %s (reference: float64 argmin within each group)\n", which);
       for (const auto& tc : grouped_cases) test_assign_grouped(res, rng, tc);
+      for (const DType t : {kH, DType::kBF16, kF}) test_assign_position_free(res, rng, t);
       if (portable) unsetenv("MEGATAX_CUDA_ASSIGN");
       if (portable) unsetenv("MEGATAX_CUDA_F32");
     }

@@ -244,12 +244,15 @@ __device__ __forceinline__ void consume(const Sm90Params& p,
       mma_tile<T, Ring, BN, kCluster>(
           acc, ring, cur, cw, lane, chunks, [&](std::uint32_t a, std::int64_t) {
             if (!fuse_norms || t != wk.t0) return;
-            // Two threads a row, four 16-byte pieces each (the swizzle permutes a row's
-            // pieces, which a sum does not mind; zeros past d).
-            const std::uint32_t row = a + (tid / 2) * (kSm90BK * 2) + (tid % 2) * 64;
+            // Two threads a row, four 16-byte pieces each, in the row's own order: the
+            // 128-byte swizzle stores logical piece j of row r at piece j ^ (r % 8) (the stage
+            // is 1024-byte aligned), and summing them as stored made a row's norm depend on
+            // its position in the tile (its batch and group) in the last bits. Zeros past d.
+            const std::uint32_t row = a + (tid / 2) * (kSm90BK * 2);
+            const int phase = (tid / 2) % 8;
 #pragma unroll
             for (int v = 0; v < 4; ++v) {
-              const uint4 u = sm90::lds128(row + 16 * v);
+              const uint4 u = sm90::lds128(row + 16 * (((tid % 2) * 4 + v) ^ phase));
               const std::uint32_t words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
