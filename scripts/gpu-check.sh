@@ -67,7 +67,7 @@ if ! cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   tail -30 "$LOGS/configure.log"; echo "gpu-check: configure FAILED"; exit 1
 fi
 if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda cuda_engine_test \
-      cuda_index_test megatax_cli bench_indexflat >"$LOGS/build.log" 2>&1; then
+      cuda_index_test megatax_cli bench_indexflat bench_predict_rows >"$LOGS/build.log" 2>&1; then
   grep -E "error|Error" "$LOGS/build.log" | head -40; echo "gpu-check: build FAILED"; exit 1
 fi
 note "build (sm_$ARCH)" "ok, $(( $(date +%s) - t_start ))s after start"
@@ -146,7 +146,8 @@ if [ "$bench" -eq 1 ]; then
     done
   done
   stamp "gpu_predict.sh"
-  timeout 300 bench/cuda/gpu_predict.sh "$CLI" "${PREDICT_N:-2000000}" "${FIT_D:-1024}" 3 30 2>&1 | tee "$LOGS/gpu_predict.log"
+  ROWS_BENCH=$BUILD/bench/cuda/bench_predict_rows \
+    timeout 300 bench/cuda/gpu_predict.sh "$CLI" "${PREDICT_N:-2000000}" "${FIT_D:-1024}" 3 30 2>&1 | tee "$LOGS/gpu_predict.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] && note "gpu_predict.sh" "ok" || note "gpu_predict.sh" "FAILED (see gpu_predict.log)"
   if [ "${GPU_FIT:-1}" = 1 ]; then
     stamp "gpu_fit.sh"

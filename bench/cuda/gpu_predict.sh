@@ -4,11 +4,12 @@
 # then times `megatax predict --device cuda` and the CPU's `megatax predict --exact` (the
 # same descent: every child scanned) and default predict (HNSW graphs on wide nodes), each
 # REPEAT times in turn; checks the GPU's files against the fit's own outputs (the same rows:
-# byte for byte) and prints the share of paths equal to the CPU's. Ends with a table.
+# byte for byte) and prints the share of paths equal to the CPU's. Ends with a table; then,
+# when ROWS_BENCH names bench_predict_rows, the same rows predicted as an in-memory array.
 #
 #   bench/cuda/gpu_predict.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
 # Environment: WORK (default /tmp/megatax_gpu_predict), DTYPE (f16), REPEAT (2), METRIC (l2),
-#   BATCH_ROWS (1048576), KEEP (1: leave WORK in place).
+#   BATCH_ROWS (1048576), KEEP (1: leave WORK in place), ROWS_BENCH (bench_predict_rows' path).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-8}
 WORK=${WORK:-/tmp/megatax_gpu_predict}
@@ -54,4 +55,7 @@ printf '%-34s %10s %12s\n' "GPU (--device cuda)" "$gpu_s" "1.00x"
 printf '%-34s %10s %12s\n' "CPU --exact (same descent)" "$cpu_x" "$(awk -v a="$cpu_x" -v b="$gpu_s" 'BEGIN { printf "%.1fx", a / b }')"
 printf '%-34s %10s %12s\n' "CPU default (HNSW where wide)" "$cpu_s" "$(awk -v a="$cpu_s" -v b="$gpu_s" 'BEGIN { printf "%.1fx", a / b }')"
 echo "GPU files vs the fit's own outputs: $same; paths equal to the CPU's exact / default: $agree"
+if [ -n "${ROWS_BENCH:-}" ]; then
+  "$ROWS_BENCH" "$WORK/model" "$WORK/data/part-*.npy" "$N" "${REPEAT:-2}"
+fi
 [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"

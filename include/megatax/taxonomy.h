@@ -221,6 +221,15 @@ class TaxonomyEngine {
   // the greedy node always among them) and returns the path of the nearest leaf met, so the
   // result is never farther than greedy's. beam == 1 is exactly predict(x); beam >= 1.
   Prediction predict(const MatrixView& x, int beam) const;
+  // predict(x, options.beam) where options.predict_device is "cpu"; on "cuda" the rows are
+  // descended on a GPU as predict-to-files descends a shard's (the same rows give the same
+  // paths and distances bit for bit; every child scanned, greedy, options.predict_gpu and
+  // predict_gpu_dtype as there). The engine keeps that GPU's copy of the levels between such
+  // calls (same gpu and dtypes) until release_gpu(), a fit or its destruction; calls on one
+  // engine take the GPU one at a time. options.log gets where the time went.
+  Prediction predict(const MatrixView& x, const FitOptions& options) const;
+  // Frees what predict(x, options) keeps on a GPU (device memory, a page-locked buffer).
+  void release_gpu() noexcept;
   // The same for every shard of input_uri, written like fit()'s outputs (beam width from
   // options.beam; on a GPU with options.predict_device). Under mpirun / srun
   // (options.executor, as for fit) the ranks share the shards, each writing its own files;

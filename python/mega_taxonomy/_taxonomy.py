@@ -266,9 +266,11 @@ class TaxonomyEngine:
             progress: progress bar on stderr (URI input, when stderr is a terminal).
             beam: keep the ``beam`` best nodes per level and return the nearest leaf found
                 (1 = greedy descent; a larger beam never returns a farther leaf).
-            device: URI input only: ``"cpu"`` or ``"cuda"`` (one GPU, ``gpu`` -1 = the
-                local rank's, multiplying in ``gpu_dtype`` as for fit, ``"auto"`` being the
-                model's when it was fitted on a GPU; every child scanned, greedy: beam 1).
+            device: ``"cpu"`` or ``"cuda"`` (one GPU, ``gpu`` -1 = the local rank's,
+                multiplying in ``gpu_dtype`` as for fit, ``"auto"`` being the model's when it
+                was fitted on a GPU; every child scanned, greedy: beam 1). An array and the
+                same rows in a file get the same paths and distances. For arrays the engine
+                keeps the levels on that GPU between calls (``release_gpu()`` frees them).
 
         Returns:
             paths, int32 (n, n_levels), -1 below a leaf -- or (paths, distances) with
@@ -285,10 +287,13 @@ class TaxonomyEngine:
         else:
             if output is not None:
                 raise ValueError("predict: output is only for a URI input; an array's paths are returned")
-            if device != "cpu":
-                raise ValueError("predict: device is only for a URI input; arrays are predicted on the cpu")
-            paths, dist = self._engine.predict_array(x, beam)
+            paths, dist = self._engine.predict_array(x, beam, device, gpu, gpu_dtype)
         return (paths, dist) if return_distances else paths
+
+    def release_gpu(self) -> None:
+        """Frees what ``predict(array, device="cuda")`` keeps on the GPU between calls
+        (the levels' centroids, a page-locked buffer); the next such call loads them again."""
+        self._engine.release_gpu()
 
     def info(self) -> dict:
         """The manifest (taxonomy.json) as a dict: format, config, dim, dataset, levels

@@ -197,13 +197,19 @@ py::dict fit_with_callbacks(PyEngine& self, const std::string& input_uri,
 
 // Paths (int32 [n, L]) and distances (float32 [n]) of the rows of x, returned without a
 // copy: both arrays share ownership of the Prediction.
-py::tuple predict_array(PyEngine& self, py::handle x, int beam) {
+py::tuple predict_array(PyEngine& self, py::handle x, int beam, const std::string& device, int gpu,
+                        const std::string& gpu_dtype) {
   MatrixArg a = matrix_arg(x, "predict: vectors");
   auto prediction = std::make_unique<Prediction>();
   {
+    FitOptions options;
+    options.beam = beam;
+    options.predict_device = device;
+    options.predict_gpu = gpu;
+    options.predict_gpu_dtype = gpu_dtype;
     py::gil_scoped_release release;
     EngineLock lock(self);
-    *prediction = self.engine().predict(a.view, beam);
+    *prediction = self.engine().predict(a.view, options);
   }
   const std::int64_t n = a.view.rows, levels = prediction->n_levels;
   Prediction* p = prediction.get();
@@ -345,7 +351,14 @@ void bind_taxonomy(py::module_& m) {
            "This worker's part of a fit whose collectives go through next_shard(round, "
            "n_shards) -> int (-1: all claimed) and allgather(bytes) -> [bytes by rank] "
            "(mega_taxonomy.ray).")
-      .def("predict_array", &predict_array, arg("x"), arg("beam") = 1)
+      .def("predict_array", &predict_array, arg("x"), arg("beam") = 1, arg("device") = "cpu", arg("gpu") = -1,
+           arg("gpu_dtype") = "auto")
+      .def("release_gpu",
+           [](PyEngine& self) {
+             py::gil_scoped_release release;
+             EngineLock lock(self);
+             self.engine().release_gpu();
+           })
       .def(
           "predict_uri",
           [](PyEngine& self, const std::string& input_uri, const std::string& output_uri, bool progress,

@@ -11,12 +11,14 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "core/json.h"
 #include "kernels/cpu/knn.h"
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
+#include "taxonomy/compute_backend.h"
 #include "taxonomy/tree.h"
 
 namespace megatax {
@@ -31,6 +33,12 @@ struct TaxonomyEngine::Impl {
   taxonomy::Tree tree;
   bool fitted = false;
   json::Value manifest;
+  // predict(x, options) on a GPU (predict_rows_device.cc): the backend holding every level,
+  // kept between calls with the same gpu, dtype and data dtype (key); dropped by a fit,
+  // release_gpu() or an error. gpu_mutex guards both and serialises those calls.
+  mutable std::mutex gpu_mutex;
+  mutable std::unique_ptr<taxonomy::ComputeBackend> gpu_backend;
+  mutable std::string gpu_backend_key;
 
   std::string path(const std::string& relative) const {
     return root.empty() ? relative : (root.back() == '/' ? root + relative : root + "/" + relative);
@@ -53,6 +61,15 @@ struct TaxonomyEngine::Impl {
     o.simd = kernels::parse_simd_level(config.simd);
     return o;
   }
+  // What a GPU predict multiplies in: options.predict_gpu_dtype, "auto" being the model's
+  // gpu_dtype when it was fitted on a GPU (the same products as its fit).
+  std::string predict_gpu_dtype(const FitOptions& options) const {
+    return options.predict_gpu_dtype == "auto" && config.device == "cuda" ? config.gpu_dtype
+                                                                          : options.predict_gpu_dtype;
+  }
+  // The kept GPU backend for options (made, with every level prepared, when there is none or
+  // it was made for other options). Caller holds gpu_mutex.
+  taxonomy::ComputeBackend& gpu_predictor(const FitOptions& options, DType data_dtype) const;
   void open_storage();
   // Loads levels 1..levels of the model files (and their HNSW graphs) into `tree` (dim and
   // metric from config).

@@ -591,6 +591,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                    const std::string& output_uri, const FitOptions& options) {
   Impl& s = *impl_;
   const auto t_fit = Clock::now();
+  {  // the tree is about to change: predict's kept GPU levels would be stale
+    std::lock_guard<std::mutex> lock(s.gpu_mutex);
+    s.gpu_backend.reset();
+  }
   const TaxonomyConfig& cfg = s.config;
   const int R = ex.workers(), me = ex.rank();
   const bool driver = ex.is_driver();
@@ -2153,11 +2157,7 @@ PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::stri
   // last level (a cosine model's rows normalised as the fit's are).
   std::unique_ptr<taxonomy::ComputeBackend> gpu;
   if (on_gpu) {
-    // "auto": what the model was fitted in when it was fitted on a GPU (the same products).
-    const std::string dtype = options.predict_gpu_dtype == "auto" && s.config.device == "cuda"
-                                  ? s.config.gpu_dtype
-                                  : options.predict_gpu_dtype;
-    gpu = taxonomy::make_compute_backend("cuda", dtype, options.predict_gpu, data.dtype());
+    gpu = taxonomy::make_compute_backend("cuda", s.predict_gpu_dtype(options), options.predict_gpu, data.dtype());
     gpu->keep_prepared_levels();
     for (int l = 1; l <= L; ++l) gpu->prepare_level(s.tree, l);
   }

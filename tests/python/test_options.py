@@ -106,8 +106,16 @@ def test_predict_on_cuda_is_a_clear_error_without_a_gpu_build(tmp_path, small_da
     with pytest.raises(MegataxError) as bad:
         engine.predict(small_dataset, str(tmp_path / "pred"), progress=False, device="tpu")
     assert "device must be cpu or cuda" in str(bad.value)
-    with pytest.raises(ValueError, match="only for a URI input"):
-        engine.predict(np.zeros((3, 32), np.float32) + 1.0, device="cuda")
+    # Arrays: the same errors (a CPU-only build has no GPU to put them on).
+    rows = np.random.default_rng().standard_normal((50, engine.dim)).astype(np.float32)
+    with pytest.raises(MegataxError) as err:
+        engine.predict(rows, device="cuda")
+    assert "cuda" in str(err.value).lower()
+    with pytest.raises(MegataxError, match="device must be cpu or cuda"):
+        engine.predict(rows, device="tpu")
+    with pytest.raises(MegataxError, match=r"beam search \(beam 2\) runs on the cpu"):
+        engine.predict(rows, device="cuda", beam=2)
+    engine.release_gpu()  # nothing kept: a no-op
     # The default device is the CPU's greedy predict: the fit's own paths.
     paths = engine.predict(small_dataset, device="cpu")
     fit_paths = np.concatenate([np.load(p) for p in sorted((tmp_path / "out").glob("*.paths.npy"))])

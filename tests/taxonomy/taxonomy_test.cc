@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -444,6 +445,31 @@ TEST(TaxonomyErrors, PredictOnCudaWithoutGpuIsAClearError) {
   testing_io::expect_error([&] { loaded.predict(dir / "data/part-*.npy", dir / "p", o); }, ErrorCode::kInvalidArgument,
                {"beam search (beam 3) runs on the cpu"});
   EXPECT_FALSE(fs::exists(dir / "p"));
+
+  // In-memory rows: the same errors, and device cpu is predict(x, beam).
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> rows(40 * 8);
+  for (float& v : rows) v = g(rng);
+  const MatrixView x = f32_view(rows.data(), 40, 8);
+  o.beam = 1;
+  try {
+    loaded.predict(x, o);
+    GTEST_SKIP() << "a CUDA device is visible here: tests/cuda/cuda_engine_test covers this case";
+  } catch (const Error& err) {
+    expect_no_gpu_error(err);
+  }
+  o.beam = 2;
+  testing_io::expect_error([&] { loaded.predict(x, o); }, ErrorCode::kInvalidArgument,
+                           {"beam search (beam 2) runs on the cpu"});
+  o.predict_device = "tpu";
+  testing_io::expect_error([&] { loaded.predict(x, o); }, ErrorCode::kInvalidArgument,
+                           {"device must be cpu or cuda, got 'tpu'"});
+  o.predict_device = "cpu";
+  const Prediction cpu = loaded.predict(x, o), beam = loaded.predict(x, 2);
+  EXPECT_EQ(cpu.paths, beam.paths);
+  EXPECT_EQ(cpu.distances, beam.distances);
+  loaded.release_gpu();  // nothing kept: a no-op
 }
 
 // A fit resumes only on the device it started on (the GPU rounds differently).
