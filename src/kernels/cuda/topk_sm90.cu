@@ -20,10 +20,12 @@
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
-// time of the same shape 0.81-0.83x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
-// matrix), 1.16-1.17x (k=100), 1.36-1.56x (N=2M D=1024 k=10 / 100). Without the selection (a
-// diagnostic build) the main loop ran at 0.37x (D=128) and 0.93x (D=1024) of GEMM-only: the
-// selection, which does not overlap the MMAs, is what is left. Tried: a fourth stage (row
+// time of the same shape 0.73-0.74x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
+// matrix), 1.06-1.10x (k=100), 1.2-1.4x / 1.4-1.6x (N=2M D=1024 k=10 / 100, by card). Without
+// the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)
+// of GEMM-only: what is left is the part of the selection before the accumulators are free
+// (scoring, slot extraction, a chunk's first tiles overflowing into the scratch areas) and
+// the cluster waiting for its slowest warp (session 30's clock profile). Tried: a fourth stage (row
 // buffers moved to global memory to make room): no faster at D=1024; queries resident in
 // shared memory with the two warpgroups taking 128-row tiles in turns ("ping-pong", one
 // selecting while the other multiplies): 3-13% slower than this kernel (at 90d8e93) at D=128,
