@@ -172,8 +172,8 @@ struct FitOptions {
   int beam = 1;
   // predict-to-files only: where the descent runs: "cpu", or "cuda" (one GPU: predict_gpu,
   // -1 = the local rank's, as TaxonomyConfig::gpu; multiplying in predict_gpu_dtype, as
-  // TaxonomyConfig::gpu_dtype, "auto" being the model's gpu_dtype when it was fitted on a
-  // GPU). The GPU scans every child of a row's node (exact, as the CPU with
+  // TaxonomyConfig::gpu_dtype, "auto" being what the fit multiplied in when it ran on a GPU
+  // (manifest gpu_compute_dtype), whatever the predicted rows' dtype). The GPU scans every child of a row's node (exact, as the CPU with
   // set_search(true, ...)) and descends greedily (beam 1).
   std::string predict_device = "cpu";
   int predict_gpu = -1;

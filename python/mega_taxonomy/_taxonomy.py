@@ -267,8 +267,8 @@ class TaxonomyEngine:
             beam: keep the ``beam`` best nodes per level and return the nearest leaf found
                 (1 = greedy descent; a larger beam never returns a farther leaf).
             device: ``"cpu"`` or ``"cuda"`` (one GPU, ``gpu`` -1 = the local rank's,
-                multiplying in ``gpu_dtype`` as for fit, ``"auto"`` being the model's when it
-                was fitted on a GPU; every child scanned, greedy: beam 1). An array and the
+                multiplying in ``gpu_dtype`` as for fit, ``"auto"`` being what the fit
+                multiplied in when it ran on a GPU; every child scanned, greedy: beam 1). An array and the
                 same rows in a file get the same paths and distances. For arrays the engine
                 keeps the levels on that GPU between calls (``release_gpu()`` frees them).
 

@@ -61,11 +61,15 @@ struct TaxonomyEngine::Impl {
     o.simd = kernels::parse_simd_level(config.simd);
     return o;
   }
-  // What a GPU predict multiplies in: options.predict_gpu_dtype, "auto" being the model's
-  // gpu_dtype when it was fitted on a GPU (the same products as its fit).
+  // What a GPU predict multiplies in: options.predict_gpu_dtype, "auto" being what the fit
+  // multiplied in when it ran on a GPU (the manifest's gpu_compute_dtype: the same products
+  // whatever the dtype of the rows predicted; a model written before that field: its
+  // config's gpu_dtype), else the rows' dtype when f16/bf16, f32 otherwise.
   std::string predict_gpu_dtype(const FitOptions& options) const {
-    return options.predict_gpu_dtype == "auto" && config.device == "cuda" ? config.gpu_dtype
-                                                                          : options.predict_gpu_dtype;
+    if (options.predict_gpu_dtype != "auto" || config.device != "cuda") return options.predict_gpu_dtype;
+    if (const json::Value* used = manifest.find("gpu_compute_dtype"); used != nullptr && used->is_string())
+      return used->as_string();
+    return config.gpu_dtype;
   }
   // The kept GPU backend for options (made, with every level prepared, when there is none or
   // it was made for other options). Caller holds gpu_mutex.

@@ -694,6 +694,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   const std::unique_ptr<taxonomy::ComputeBackend> backend =
       taxonomy::make_compute_backend(cfg.device, cfg.gpu_dtype, cfg.gpu, data.dtype());
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
+  // What the GPU multiplied in ("auto" resolved against the data): a GPU predict with
+  // gpu_dtype auto uses it (Impl::predict_gpu_dtype).
+  if (cfg.device == "cuda") manifest.set("gpu_compute_dtype", dtype_name(backend->compute_dtype()));
   // Trains many node problems per launch when the backend can (the CUDA one).
   const std::unique_ptr<cluster::BatchKMeansDevice> batch_kmeans = backend->make_batch_kmeans(s.kernel_metric());
   // More of them (each its own stream and buffers): batches train that many at a time, one's

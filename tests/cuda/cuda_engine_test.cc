@@ -688,16 +688,19 @@ int main(int argc, char** argv) {
       check(agree_pred >= 0.995, "f16 model, GPU predict vs the CPU's exact predict: " + std::to_string(100 * agree_pred) +
                                      "% of paths equal (>= 99.5%)");
       // 4c. The same rows in memory (predict(x, options) on the GPU), as stored (f16) and as
-      // f32 multiplied in f16 (exact f16 values, converted back on the way; gpu_dtype auto
-      // would multiply f32 rows in f32): the files' results.
+      // f32 (exact f16 values; gpu_dtype auto multiplies them in f16, what the fit multiplied
+      // in, converting them back on the way): the files' results.
       const Rows x16 = all_rows(dir + "/f16", shards);
       check_array_predict(m16, x16.view(), o, dir + "/p_gpu16", shards, "f16 model, GPU predict of an f16 array");
       std::vector<float> x16_f32(static_cast<std::size_t>(x16.rows * x16.dim));
       megatax::convert_to_f32(megatax::DType::kF16, x16.bytes.data(), x16_f32.size(), x16_f32.data());
-      megatax::FitOptions in_f16 = o;
-      in_f16.predict_gpu_dtype = "f16";
-      check_array_predict(m16, megatax::f32_view(x16_f32.data(), x16.rows, x16.dim), in_f16, dir + "/p_gpu16", shards,
-                          "f16 model, GPU predict of the same rows as an f32 array (gpu_dtype f16)");
+      check_array_predict(m16, megatax::f32_view(x16_f32.data(), x16.rows, x16.dim), o, dir + "/p_gpu16", shards,
+                          "f16 model, GPU predict of the same rows as an f32 array (gpu_dtype auto: the fit's f16)");
+      const std::vector<char> manifest = read_file(dir + "/m_gpu16/taxonomy.json");
+      const std::string text(manifest.begin(), manifest.end());
+      check(text.find("\"gpu_compute_dtype\": \"f16\"") != std::string::npos ||
+                text.find("\"gpu_compute_dtype\":\"f16\"") != std::string::npos,
+            "the f16 GPU fit's manifest records gpu_compute_dtype f16");
     }
 
     {
