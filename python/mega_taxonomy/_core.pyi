@@ -142,10 +142,23 @@ class _TaxonomyEngine:
         fit's thread with the GIL held; an exception they raise stops this worker's fit and
         is raised from here (the caller must unblock the other workers)."""
     def predict_array(
-        self, x: npt.ArrayLike, beam: int = 1
+        self,
+        x: npt.ArrayLike,
+        beam: int = 1,
+        device: str = "cpu",
+        gpu: int = -1,
+        gpu_dtype: str = "auto",
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...
+    def release_gpu(self) -> None: ...
     def predict_uri(
-        self, input_uri: str, output_uri: str, progress: bool = True, beam: int = 1
+        self,
+        input_uri: str,
+        output_uri: str,
+        progress: bool = True,
+        beam: int = 1,
+        device: str = "cpu",
+        gpu: int = -1,
+        gpu_dtype: str = "auto",
     ) -> None: ...
     def set_threads(self, threads: int) -> None: ...
     @property
