@@ -27,6 +27,9 @@
  *   2: taxonomy balancing and HNSW fields in megatax_taxonomy_config_t,
  *      megatax_taxonomy_set_search, megatax_taxonomy_predict_beam,
  *      megatax_taxonomy_predict_files_beam.
+ *   3: device fields in megatax_taxonomy_config_t (fits on a GPU),
+ *      megatax_taxonomy_predict_device, megatax_taxonomy_predict_files_device,
+ *      megatax_taxonomy_release_gpu.
  */
 #ifndef MEGATAX_MEGATAX_C_H_
 #define MEGATAX_MEGATAX_C_H_
@@ -37,7 +40,7 @@
 extern "C" {
 #endif
 
-#define MEGATAX_C_API_VERSION 2
+#define MEGATAX_C_API_VERSION 3
 
 /* ---- status codes (= megatax::ErrorCode) ------------------------------------------------ */
 #define MEGATAX_OK 0
@@ -206,6 +209,13 @@ typedef struct megatax_taxonomy_config {
   int64_t hnsw_m;
   int64_t hnsw_ef_construction;
   int64_t hnsw_ef;
+  /* Since version 3. Where the fit's kernels run (TaxonomyConfig::device, gpu, gpu_dtype):
+   * "cpu" or "cuda" (one GPU of this process: gpu >= 0 picks it, -1 = the local rank's);
+   * gpu_dtype is what the GPU multiplies in: "auto" (the data's dtype when f16/bf16, else
+   * f32), "f32", "f16" or "bf16". Strings borrowed (read during megatax_taxonomy_create). */
+  const char* device;           /* default "cpu" */
+  int gpu;                      /* default -1 */
+  const char* gpu_dtype;        /* default "auto" */
 } megatax_taxonomy_config_t;
 
 /* Sets *config to the defaults above (storage_uri NULL, branching NULL meaning 100). */
@@ -261,6 +271,26 @@ int megatax_taxonomy_predict_beam(const megatax_taxonomy_t* taxonomy, int64_t n,
 int megatax_taxonomy_predict_files_beam(const megatax_taxonomy_t* taxonomy, const char* input_uri,
                                         const char* output_uri, int beam, int64_t* rows,
                                         int64_t* beam_changed);
+
+/* Since version 3. megatax_taxonomy_predict on a device (TaxonomyEngine::predict(x, options)):
+ * device "cpu" is megatax_taxonomy_predict; "cuda" descends on a GPU (gpu -1 = the local
+ * rank's; gpu_dtype NULL or "auto" = what the fit multiplied in when it ran on a GPU; every
+ * child scanned, greedy), the rows getting the bits predict-to-files gives them. The handle
+ * keeps the levels on that GPU between such calls until megatax_taxonomy_release_gpu or its
+ * destruction. UNIMPLEMENTED in a build without CUDA, FAILED_PRECONDITION without a usable
+ * GPU, INVALID_ARGUMENT for another device. */
+int megatax_taxonomy_predict_device(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                                    const char* device, int gpu, const char* gpu_dtype,
+                                    int32_t* paths, float* distances);
+
+/* Since version 3. megatax_taxonomy_predict_files on a device (FitOptions::predict_device,
+ * predict_gpu, predict_gpu_dtype; greedy). rows (may be NULL) receives the rows written. */
+int megatax_taxonomy_predict_files_device(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                          const char* output_uri, const char* device, int gpu,
+                                          const char* gpu_dtype, int64_t* rows);
+
+/* Since version 3. Frees what megatax_taxonomy_predict_device keeps on a GPU. NULL: no-op. */
+void megatax_taxonomy_release_gpu(megatax_taxonomy_t* taxonomy);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -56,7 +56,20 @@ megatax::TaxonomyConfig to_config(const megatax_taxonomy_config_t& c) {
   out.hnsw_m = c.hnsw_m;
   out.hnsw_ef_construction = c.hnsw_ef_construction;
   out.hnsw_ef = c.hnsw_ef;
+  if (c.device != nullptr) out.device = c.device;
+  out.gpu = c.gpu;
+  if (c.gpu_dtype != nullptr) out.gpu_dtype = c.gpu_dtype;
   return out;
+}
+
+// FitOptions for a predict on `device` (NULL = "cpu"), gpu, gpu_dtype (NULL = "auto").
+megatax::FitOptions device_options(const char* device, int gpu, const char* gpu_dtype) {
+  megatax::FitOptions options;
+  options.progress = false;
+  options.predict_device = device != nullptr ? device : "cpu";
+  options.predict_gpu = gpu;
+  options.predict_gpu_dtype = gpu_dtype != nullptr ? gpu_dtype : "auto";
+  return options;
 }
 
 }  // namespace
@@ -90,6 +103,9 @@ int megatax_taxonomy_config_init(megatax_taxonomy_config_t* config) {
     config->hnsw_m = d.hnsw_m;
     config->hnsw_ef_construction = d.hnsw_ef_construction;
     config->hnsw_ef = d.hnsw_ef;
+    config->device = "cpu";
+    config->gpu = d.gpu;
+    config->gpu_dtype = "auto";
   });
 }
 
@@ -186,6 +202,40 @@ int megatax_taxonomy_predict_files_beam(const megatax_taxonomy_t* taxonomy, cons
     if (rows != nullptr) *rows = report.rows;
     if (beam_changed != nullptr) *beam_changed = report.beam_changed;
   });
+}
+
+int megatax_taxonomy_predict_device(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                                    const char* device, int gpu, const char* gpu_dtype,
+                                    int32_t* paths, float* distances) {
+  return guarded("megatax_taxonomy_predict_device", [&] {
+    require(taxonomy, "taxonomy");
+    if (n > 0) {
+      require(x, "x");
+      require(paths, "paths");
+    }
+    const auto p = taxonomy->engine.predict(
+        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32),
+        device_options(device, gpu, gpu_dtype));
+    std::copy(p.paths.begin(), p.paths.end(), paths);
+    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+  });
+}
+
+int megatax_taxonomy_predict_files_device(const megatax_taxonomy_t* taxonomy, const char* input_uri,
+                                          const char* output_uri, const char* device, int gpu,
+                                          const char* gpu_dtype, int64_t* rows) {
+  return guarded("megatax_taxonomy_predict_files_device", [&] {
+    require(taxonomy, "taxonomy");
+    require(input_uri, "input_uri");
+    require(output_uri, "output_uri");
+    const auto report =
+        taxonomy->engine.predict(input_uri, output_uri, device_options(device, gpu, gpu_dtype));
+    if (rows != nullptr) *rows = report.rows;
+  });
+}
+
+void megatax_taxonomy_release_gpu(megatax_taxonomy_t* taxonomy) {
+  if (taxonomy != nullptr) taxonomy->engine.release_gpu();
 }
 
 int megatax_taxonomy_set_search(megatax_taxonomy_t* taxonomy, int exact, int64_t hnsw_ef) {

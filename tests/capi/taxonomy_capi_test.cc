@@ -335,4 +335,96 @@ TEST(TaxonomyCApi, Version2SettingsErrors) {
   megatax_taxonomy_destroy(t);
 }
 
+// Version 3: the device fields and device predicts. This machine has no usable GPU (a CPU
+// build: UNIMPLEMENTED; a CUDA build: FAILED_PRECONDITION); a GPU machine runs these paths in
+// tests/cuda/cuda_engine_test (the C++ calls they translate to).
+bool no_gpu_error(int status) {
+  if (status == MEGATAX_UNIMPLEMENTED || status == MEGATAX_FAILED_PRECONDITION) {
+    EXPECT_NE(last_error().find("cuda"), std::string::npos) << last_error();
+    return true;
+  }
+  return false;
+}
+
+TEST(TaxonomyCApi, Version3DeviceSettings) {
+  static_assert(MEGATAX_C_API_VERSION >= 3, "the version-3 fields are tested here");
+  MEGATAX_SEEDED_RNG(rng);
+  ScratchDir dir;
+  megatax::taxonomy::SyntheticSpec spec;
+  spec.n = 2000;
+  spec.dim = 12;
+  spec.levels = 2;
+  spec.branching = 3;
+  spec.shards = 2;
+  spec.seed = rng_seed;
+  megatax::taxonomy::generate_dataset(spec, dir / "data");
+  const std::string input = dir / "data/part-*.npy";
+
+  megatax_taxonomy_config_t cfg;
+  ASSERT_EQ(megatax_taxonomy_config_init(&cfg), MEGATAX_OK);
+  const megatax::TaxonomyConfig d;
+  EXPECT_EQ(std::string(cfg.device), d.device);
+  EXPECT_EQ(cfg.gpu, d.gpu);
+  EXPECT_EQ(std::string(cfg.gpu_dtype), d.gpu_dtype);
+
+  // A fit on "cuda" without a GPU: the error, and nothing committed.
+  const std::string gpu_storage = dir / "t_gpu";
+  cfg.storage_uri = gpu_storage.c_str();
+  cfg.n_levels = 2;
+  cfg.device = "cuda";
+  megatax_taxonomy_t* t = nullptr;
+  ASSERT_EQ(megatax_taxonomy_create(&cfg, &t), MEGATAX_OK) << last_error();
+  const std::string gpu_out = dir / "o_gpu";
+  const int fit_status = megatax_taxonomy_fit(t, input.c_str(), gpu_out.c_str(), 0);
+  megatax_taxonomy_destroy(t);
+  if (fit_status == MEGATAX_OK) GTEST_SKIP() << "a GPU is usable here: tests/cuda cover the device paths";
+  EXPECT_TRUE(no_gpu_error(fit_status)) << fit_status << ": " << last_error();
+  EXPECT_FALSE(std::filesystem::exists(gpu_storage + "/taxonomy.json"));
+
+  // The CPU fit, then the device predicts: "cpu" (and NULL) equal the plain calls.
+  const std::string storage = dir / "t";
+  cfg.storage_uri = storage.c_str();
+  cfg.device = "cpu";
+  cfg.gpu_dtype = nullptr;  // NULL = "auto"
+  ASSERT_EQ(megatax_taxonomy_create(&cfg, &t), MEGATAX_OK) << last_error();
+  const std::string out = dir / "o";
+  ASSERT_EQ(megatax_taxonomy_fit(t, input.c_str(), out.c_str(), 0), MEGATAX_OK) << last_error();
+  auto st = megatax::open_storage_for_uri("/");
+  std::vector<int64_t> shape;
+  const auto x = megatax::io::read_npy_array<float>(*st, dir / "data/part-00001.npy", &shape);
+  const int64_t n = shape[0];
+  std::vector<int32_t> paths(static_cast<std::size_t>(n * 2)), paths_dev(paths.size());
+  std::vector<float> dist(static_cast<std::size_t>(n)), dist_dev(dist.size());
+  ASSERT_EQ(megatax_taxonomy_predict(t, n, x.data(), paths.data(), dist.data()), MEGATAX_OK) << last_error();
+  for (const char* device : {"cpu", static_cast<const char*>(nullptr)}) {
+    std::fill(paths_dev.begin(), paths_dev.end(), -7);
+    ASSERT_EQ(megatax_taxonomy_predict_device(t, n, x.data(), device, -1, nullptr, paths_dev.data(), dist_dev.data()),
+              MEGATAX_OK) << last_error();
+    EXPECT_EQ(paths_dev, paths);
+    EXPECT_EQ(dist_dev, dist);
+  }
+  EXPECT_EQ(paths, megatax::io::read_npy_array<int32_t>(*st, dir / "o/part-00001.paths.npy", &shape));
+  EXPECT_TRUE(no_gpu_error(
+      megatax_taxonomy_predict_device(t, n, x.data(), "cuda", -1, "auto", paths_dev.data(), nullptr)));
+  EXPECT_EQ(megatax_taxonomy_predict_device(t, n, x.data(), "tpu", -1, nullptr, paths_dev.data(), nullptr),
+            MEGATAX_INVALID_ARGUMENT);
+  EXPECT_NE(last_error().find("device must be cpu or cuda"), std::string::npos) << last_error();
+  EXPECT_EQ(megatax_taxonomy_predict_device(t, n, nullptr, "cpu", -1, nullptr, paths_dev.data(), nullptr),
+            MEGATAX_INVALID_ARGUMENT);
+
+  const std::string pred = dir / "pred", pred_gpu = dir / "pred_gpu";
+  int64_t rows = -1;
+  ASSERT_EQ(megatax_taxonomy_predict_files_device(t, input.c_str(), pred.c_str(), "cpu", -1, nullptr, &rows),
+            MEGATAX_OK) << last_error();
+  EXPECT_EQ(rows, spec.n);
+  EXPECT_EQ(megatax::io::read_npy_array<int32_t>(*st, dir / "pred/part-00000.paths.npy", &shape),
+            megatax::io::read_npy_array<int32_t>(*st, dir / "o/part-00000.paths.npy", &shape));
+  EXPECT_TRUE(no_gpu_error(
+      megatax_taxonomy_predict_files_device(t, input.c_str(), pred_gpu.c_str(), "cuda", 0, "f16", nullptr)));
+  EXPECT_FALSE(std::filesystem::exists(pred_gpu));
+  megatax_taxonomy_release_gpu(t);  // nothing kept: a no-op
+  megatax_taxonomy_release_gpu(nullptr);
+  megatax_taxonomy_destroy(t);
+}
+
 }  // namespace

@@ -62,6 +62,7 @@
 #include "io/npy_array.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
+#include "megatax/megatax_c.h"
 #include "megatax/storage.h"
 #include "megatax/taxonomy.h"
 #include "megatax/vector_format.h"
@@ -696,6 +697,22 @@ int main(int argc, char** argv) {
       megatax::convert_to_f32(megatax::DType::kF16, x16.bytes.data(), x16_f32.size(), x16_f32.data());
       check_array_predict(m16, megatax::f32_view(x16_f32.data(), x16.rows, x16.dim), o, dir + "/p_gpu16", shards,
                           "f16 model, GPU predict of the same rows as an f32 array (gpu_dtype auto: the fit's f16)");
+      {
+        // The C API's device predict (version 3) of the same f32 rows: the same paths.
+        megatax_taxonomy_t* h = nullptr;
+        const std::string m = dir + "/m_gpu16";
+        std::vector<std::int32_t> c_paths(static_cast<std::size_t>(x16.rows * levels), -7);
+        std::vector<float> c_dist(static_cast<std::size_t>(x16.rows));
+        const bool c_ok = megatax_taxonomy_load(m.c_str(), &h) == MEGATAX_OK &&
+                          megatax_taxonomy_predict_device(h, x16.rows, x16_f32.data(), "cuda", -1, nullptr,
+                                                          c_paths.data(), c_dist.data()) == MEGATAX_OK;
+        megatax_taxonomy_release_gpu(h);
+        megatax_taxonomy_destroy(h);
+        const bool c_same = c_ok && c_paths == all_paths(dir + "/p_gpu16", shards) &&
+                            c_dist == all_distances(dir + "/p_gpu16", shards);
+        check(c_same, std::string("C API megatax_taxonomy_predict_device on the GPU: the files' paths and distances") +
+                          (c_ok ? "" : std::string(" (error: ") + megatax_last_error() + ")"));
+      }
       const std::vector<char> manifest = read_file(dir + "/m_gpu16/taxonomy.json");
       const std::string text(manifest.begin(), manifest.end());
       check(text.find("\"gpu_compute_dtype\": \"f16\"") != std::string::npos ||
