@@ -79,14 +79,17 @@ int main(int argc, char** argv) {
     for (std::int64_t i = 0; i < n; ++i)
       same += std::equal(on_gpu.paths.begin() + i * L, on_gpu.paths.begin() + (i + 1) * L,
                          cpu_exact.paths.begin() + i * L);
-    std::printf("\n==== bench_predict_rows: %lld x %lld %s in memory, model %d levels, best of %d ====\n",
-                static_cast<long long>(n), static_cast<long long>(d), megatax::dtype_name(dtype), L, repeat);
+    std::printf(
+        "\n==== bench_predict_rows: %lld x %lld %s in memory, model %d levels, best of %d ====\n",
+        static_cast<long long>(n), static_cast<long long>(d), megatax::dtype_name(dtype), L,
+        repeat);
     std::printf("%-40s %10s %12s\n", "predict(array)", "seconds", "CPU / GPU");
     std::printf("%-40s %10.3f %12s\n", "GPU, first call (levels to the device)", first, "");
     std::printf("%-40s %10.3f %12s\n", "GPU, later calls (levels kept)", kept, "1.00x");
     std::printf("%-40s %10.3f %11.1fx\n", "CPU exact (same descent)", exact, exact / kept);
     std::printf("%-40s %10.3f %11.1fx\n", "CPU default (HNSW where wide)", hnsw, hnsw / kept);
-    std::printf("GPU paths equal to the CPU's exact predict: %.3f%%\n", 100.0 * static_cast<double>(same) / static_cast<double>(n));
+    std::printf("GPU paths equal to the CPU's exact predict: %.3f%%\n",
+                100.0 * static_cast<double>(same) / static_cast<double>(n));
     return 0;
   } catch (const megatax::Error& e) {
     std::fprintf(stderr, "bench_predict_rows: %s\n", e.what());

@@ -66,8 +66,10 @@ struct TaxonomyEngine::Impl {
   // whatever the dtype of the rows predicted; a model written before that field: its
   // config's gpu_dtype), else the rows' dtype when f16/bf16, f32 otherwise.
   std::string predict_gpu_dtype(const FitOptions& options) const {
-    if (options.predict_gpu_dtype != "auto" || config.device != "cuda") return options.predict_gpu_dtype;
-    if (const json::Value* used = manifest.find("gpu_compute_dtype"); used != nullptr && used->is_string())
+    if (options.predict_gpu_dtype != "auto" || config.device != "cuda")
+      return options.predict_gpu_dtype;
+    if (const json::Value* used = manifest.find("gpu_compute_dtype");
+        used != nullptr && used->is_string())
       return used->as_string();
     return config.gpu_dtype;
   }

@@ -29,21 +29,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // Rows [first, first + count) of `x` (global row numbers `row0 + first ...` in errors) as
 // `to` into `dst` (packed rows): as they are when x.dtype == to and not normalised, else
 // through f32 (normalised when `normalise`, then rounded to `to`). Throws Error(kInvalidArgument)
 // for a non-finite value and Error(kDataLoss) for a finite value too large for f16 (bf16),
 // naming the row and column.
-void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std::int64_t count, DType to,
-                bool normalise, unsigned char* dst, std::vector<float>& f32) {
+void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std::int64_t count,
+                DType to, bool normalise, unsigned char* dst, std::vector<float>& f32) {
   const std::int64_t d = x.dim;
   const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(to);
   const auto values = static_cast<std::size_t>(d);
   auto bad_value = [&](std::int64_t r, std::int64_t j) {
     throw_error(ErrorCode::kInvalidArgument, "predict: row " + std::to_string(row0 + r) +
-                                                 " has a non-finite value in column " + std::to_string(j));
+                                                 " has a non-finite value in column " +
+                                                 std::to_string(j));
   };
   f32.resize(values);
   for (std::int64_t r = first; r < first + count; ++r) {
@@ -76,8 +79,9 @@ void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std:
         char value[32];
         std::snprintf(value, sizeof value, "%g", static_cast<double>(row[j]));
         throw_error(ErrorCode::kDataLoss, "predict: row " + std::to_string(row0 + r) + " column " +
-                                              std::to_string(j) + ": value " + value + " is too large for " +
-                                              dtype_name(to) + " (the GPU's dtype; --gpu-dtype f32 keeps it)");
+                                              std::to_string(j) + ": value " + value +
+                                              " is too large for " + dtype_name(to) +
+                                              " (the GPU's dtype; gpu_dtype f32 keeps it)");
       }
     }
   }
@@ -85,9 +89,11 @@ void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std:
 
 }  // namespace
 
-taxonomy::ComputeBackend& TaxonomyEngine::Impl::gpu_predictor(const FitOptions& options, DType data_dtype) const {
+taxonomy::ComputeBackend& TaxonomyEngine::Impl::gpu_predictor(const FitOptions& options,
+                                                              DType data_dtype) const {
   const std::string dtype = predict_gpu_dtype(options);
-  const std::string key = std::to_string(options.predict_gpu) + "/" + dtype + "/" + dtype_name(data_dtype);
+  const std::string key =
+      std::to_string(options.predict_gpu) + "/" + dtype + "/" + dtype_name(data_dtype);
   if (gpu_backend == nullptr || gpu_backend_key != key) {
     gpu_backend.reset();
     auto backend = taxonomy::make_compute_backend("cuda", dtype, options.predict_gpu, data_dtype);
@@ -105,16 +111,17 @@ Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& option
     throw_error(ErrorCode::kInvalidArgument,
                 "predict: device must be cpu or cuda, got '" + options.predict_device + "'");
   if (options.beam != 1)
-    throw_error(ErrorCode::kInvalidArgument,
-                "predict: beam search (beam " + std::to_string(options.beam) + ") runs on the cpu; device cuda "
-                "descends greedily");
+    throw_error(ErrorCode::kInvalidArgument, "predict: beam search (beam " +
+                                                 std::to_string(options.beam) +
+                                                 ") runs on the cpu; device cuda "
+                                                 "descends greedily");
   const Impl& s = *impl_;
   if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
   validate_view(x, "vectors");
   const std::int64_t d = s.tree.dim();
   if (x.dim != d)
-    throw_error(ErrorCode::kInvalidArgument,
-                "predict: vectors have dim " + std::to_string(x.dim) + ", taxonomy has dim " + std::to_string(d));
+    throw_error(ErrorCode::kInvalidArgument, "predict: vectors have dim " + std::to_string(x.dim) +
+                                                 ", taxonomy has dim " + std::to_string(d));
   const int L = s.tree.levels();
   Prediction p;
   p.n_levels = L;
@@ -132,7 +139,8 @@ Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& option
     const DType into = gpu.compute_dtype();
     const bool as_stored = gpu.takes_stored_rows(x.dtype);
     const DType to = as_stored ? x.dtype : into;
-    const bool device_normalises = s.normalise() && gpu.normalises_rows() && (as_stored || into == DType::kF32);
+    const bool device_normalises =
+        s.normalise() && gpu.normalises_rows() && (as_stored || into == DType::kF32);
     const bool host_normalises = s.normalise() && !device_normalises;
     const std::int64_t batch = std::max<std::int64_t>(1, s.config.batch_rows);
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(to);
@@ -143,7 +151,8 @@ Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& option
       const std::int64_t n = std::min(batch, x.rows - b0);
       auto t = Clock::now();
       unsigned char* buffer = gpu.batch_buffer(static_cast<std::size_t>(n) * row_bytes);
-      if (buffer == nullptr) throw_error(ErrorCode::kInternal, "predict: the GPU backend has no batch buffer");
+      if (buffer == nullptr)
+        throw_error(ErrorCode::kInternal, "predict: the GPU backend has no batch buffer");
       const MatrixView rows = x.slice(b0, n);
       // Ranges of at least 4096 rows, each queued to the device as soon as it is written.
       const std::int64_t ranges = std::clamp<std::int64_t>(n / 4096, 1, 4 * threads);
@@ -166,10 +175,12 @@ Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& option
         } else {
           if (l == 1) gpu.offer_resident(0, b0);
           if (device_normalises) gpu.normalise_next_rows();
-          gpu.descend(s.tree, l, view, prev.data(), node.data(), child.data(), dist, s.knn_options());
+          gpu.descend(s.tree, l, view, prev.data(), node.data(), child.data(), dist,
+                      s.knn_options());
         }
         for (std::int64_t i = 0; i < n; ++i)
-          p.paths[static_cast<std::size_t>((b0 + i) * L + l - 1)] = child[static_cast<std::size_t>(i)];
+          p.paths[static_cast<std::size_t>((b0 + i) * L + l - 1)] =
+              child[static_cast<std::size_t>(i)];
         prev.swap(node);
       }
       gpu.forget_resident(0, b0);
@@ -177,9 +188,10 @@ Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& option
     }
     if (options.log) {
       char line[256];
-      std::snprintf(line, sizeof line, "predict: %lld rows in %.3f s on %s (prepare %.3f, write %.3f, descend %.3f)",
-                    static_cast<long long>(x.rows), since(t_start), gpu.describe().c_str(), prepare_s, write_s,
-                    descend_s);
+      std::snprintf(line, sizeof line,
+                    "predict: %lld rows in %.3f s on %s (prepare %.3f, write %.3f, descend %.3f)",
+                    static_cast<long long>(x.rows), since(t_start), gpu.describe().c_str(),
+                    prepare_s, write_s, descend_s);
       options.log(line);
       options.log("predict: " + gpu.take_descend_breakdown());
     }

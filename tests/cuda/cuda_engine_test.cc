@@ -713,6 +713,33 @@ int main(int argc, char** argv) {
         check(c_same, std::string("C API megatax_taxonomy_predict_device on the GPU: the files' paths and distances") +
                           (c_ok ? "" : std::string(" (error: ") + megatax_last_error() + ")"));
       }
+      {
+        // Bad rows in an array: a NaN (kInvalidArgument) and a value too large for the f16 the
+        // model multiplies in (kDataLoss), each naming row and column; the call after works.
+        const std::int64_t rows = 1000;
+        std::vector<float> bad(x16_f32.begin(), x16_f32.begin() + rows * x16.dim);
+        auto error_of = [&](float value) {
+          bad[static_cast<std::size_t>(777 * x16.dim + 5)] = value;
+          try {
+            m16.predict(megatax::f32_view(bad.data(), rows, x16.dim), o);
+          } catch (const megatax::Error& e) {
+            return std::make_pair(e.code(), std::string(e.what()));
+          }
+          return std::make_pair(megatax::ErrorCode::kOk, std::string("no error"));
+        };
+        const auto nan = error_of(std::numeric_limits<float>::quiet_NaN());
+        const auto big = error_of(1e6f);
+        check(nan.first == megatax::ErrorCode::kInvalidArgument &&
+                  nan.second.find("row 777 has a non-finite value in column 5") != std::string::npos &&
+                  big.first == megatax::ErrorCode::kDataLoss &&
+                  big.second.find("row 777 column 5: value 1e+06 is too large for f16") != std::string::npos,
+              "GPU predict of an array with a NaN / a value too large for f16: clear errors (" + nan.second +
+                  " | " + big.second + ")");
+        const megatax::Prediction after = m16.predict(megatax::f32_view(x16_f32.data(), rows, x16.dim), o);
+        const auto files = all_paths(dir + "/p_gpu16", shards);
+        check(std::equal(after.paths.begin(), after.paths.end(), files.begin()),
+              "GPU predict after those errors: the files' paths");
+      }
       const std::vector<char> manifest = read_file(dir + "/m_gpu16/taxonomy.json");
       const std::string text(manifest.begin(), manifest.end());
       check(text.find("\"gpu_compute_dtype\": \"f16\"") != std::string::npos ||

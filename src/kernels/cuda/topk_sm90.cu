@@ -25,11 +25,13 @@
 // the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)
 // of GEMM-only: what is left is the part of the selection before the accumulators are free
 // (scoring, slot extraction, a chunk's first tiles overflowing into the scratch areas) and
-// the cluster waiting for its slowest warp (session 30's clock profile). Tried: a fourth stage (row
-// buffers moved to global memory to make room): no faster at D=1024; queries resident in
-// shared memory with the two warpgroups taking 128-row tiles in turns ("ping-pong", one
-// selecting while the other multiplies): 3-13% slower than this kernel (at 90d8e93) at D=128,
-// the selection being latency-bound at one warp a scheduler (bench/RESULTS.md, session 27).
+// the cluster waiting for its slowest warp (session 30's clock profile). Tried: a fourth
+// stage (row buffers moved to global memory to make room): no faster at D=1024; queries
+// resident in shared memory with the two warpgroups taking 128-row tiles in turns
+// ("ping-pong", one selecting while the other multiplies): 3-13% slower than this kernel (at
+// 90d8e93) at D=128, the selection being latency-bound at one warp a scheduler
+// (bench/RESULTS.md, session 27); flushing row buffers at 8-24 entries instead of 32: no
+// faster (session 30).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
@@ -148,8 +150,8 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       float lowest[kParts];
       score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, lowest);
       // Most tiles end here: no score of the thread's rows beats its threshold.
-      const TileSelect sel = select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr,
-                                                      lowest, slots, count, areas);
+      const TileSelect sel = select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr, lowest,
+                                                      slots, count, areas);
       if (sel == TileSelect::kDone) reload_thresholds();
       pending = sel == TileSelect::kPending;
     }

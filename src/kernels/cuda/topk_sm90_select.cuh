@@ -251,8 +251,8 @@ __device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2], std:
         const bool pass = (group_bits[g] >> (2 * jj + e)) & 1u;
         const int j = 4 * g + jj;
         if (pass && count < kSlots) {
-          slots[count] =
-              Candidate{acc[4 * j + 2 * h + e], static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+          slots[count] = Candidate{acc[4 * j + 2 * h + e],
+                                   static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
         }
         count += pass ? 1 : 0;
       }
@@ -420,14 +420,10 @@ enum class TileSelect {
 // overflowing) the scratch areas. thr: the thread's parts' thresholds (NaN: a row past the
 // queries). areas: the warp's scratch areas. The result is warp-uniform.
 template <int BN, int kParts>
-__device__ __forceinline__ TileSelect select_tile(const TopkSm90Params& p, int chunk,
-                                                  const WarpRows& wr,
-                                                  const float (&acc)[kParts / 2][BN / 2],
-                                                  std::int64_t col0, int lane,
-                                                  const float (&thr)[kParts],
-                                                  const float (&lowest)[kParts],
-                                                  Candidate* slots, int (&count)[kParts],
-                                                  Candidate* areas) {
+__device__ __forceinline__ TileSelect select_tile(
+    const TopkSm90Params& p, int chunk, const WarpRows& wr, const float (&acc)[kParts / 2][BN / 2],
+    std::int64_t col0, int lane, const float (&thr)[kParts], const float (&lowest)[kParts],
+    Candidate* slots, int (&count)[kParts], Candidate* areas) {
 #pragma unroll
   for (int b = 0; b < kParts / 2; ++b) {
     count[2 * b] = count[2 * b + 1] = 0;
