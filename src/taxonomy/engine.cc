@@ -254,13 +254,27 @@ Prediction TaxonomyEngine::predict(const MatrixView& x) const {
   for (std::int64_t b0 = 0; b0 < x.rows; b0 += batch) {
     const std::int64_t n = std::min(batch, x.rows - b0);
     buf.resize(static_cast<std::size_t>(n * d));
-    for (std::int64_t i = 0; i < n; ++i) {
-      convert_to_f32(x.dtype, x.row(b0 + i), static_cast<std::size_t>(d), buf.data() + i * d);
-      for (std::int64_t j = 0; j < d; ++j)
-        if (!std::isfinite(buf[static_cast<std::size_t>(i * d + j)]))
-          throw_error(ErrorCode::kInvalidArgument, "predict: row " + std::to_string(b0 + i) +
-                                                       " has a non-finite value in column " +
-                                                       std::to_string(j));
+    // Converted and checked in row ranges on the engine's threads; the error names the first
+    // non-finite value in row order, whatever the thread count.
+    const std::int64_t ranges = std::clamp<std::int64_t>(n / 1024, 1, 64);
+    std::vector<std::int64_t> bad(static_cast<std::size_t>(ranges), -1);  // row * d + column
+    parallel_for(resolve_threads(s.config.threads, ranges), ranges, [&](std::int64_t r, int) {
+      for (std::int64_t i = n * r / ranges; i < n * (r + 1) / ranges; ++i) {
+        float* row = buf.data() + i * d;
+        convert_to_f32(x.dtype, x.row(b0 + i), static_cast<std::size_t>(d), row);
+        for (std::int64_t j = 0; j < d; ++j) {
+          if (!std::isfinite(row[j])) {
+            bad[static_cast<std::size_t>(r)] = i * d + j;
+            return;
+          }
+        }
+      }
+    });
+    for (const std::int64_t at : bad) {
+      if (at < 0) continue;
+      throw_error(ErrorCode::kInvalidArgument, "predict: row " + std::to_string(b0 + at / d) +
+                                                   " has a non-finite value in column " +
+                                                   std::to_string(at % d));
     }
     if (s.normalise()) taxonomy::normalise_rows(buf.data(), n, d, s.config.threads);
     prev.assign(static_cast<std::size_t>(n), 0);

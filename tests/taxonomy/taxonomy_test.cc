@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -470,6 +471,32 @@ TEST(TaxonomyErrors, PredictOnCudaWithoutGpuIsAClearError) {
   EXPECT_EQ(cpu.paths, beam.paths);
   EXPECT_EQ(cpu.distances, beam.distances);
   loaded.release_gpu();  // nothing kept: a no-op
+}
+
+// An array with non-finite values: the error names the first one in row order (rows are
+// converted in parallel ranges), and nothing is predicted.
+TEST(TaxonomyErrors, PredictArrayNamesTheFirstNonFiniteValue) {
+  ScratchDir dir;
+  small_dataset(dir.path(), 2000, 2, 4);
+  TaxonomyConfig c = config(dir / "t", 2, 4, 1, 1);
+  c.batch_rows = 8192;  // one batch: its four row ranges converted at once
+  TaxonomyEngine e(c);
+  e.fit(dir / "data/part-*.npy", dir / "o", quiet());
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> g(0.f, 1.f);
+  const std::int64_t n = 5000, d = 8;
+  std::vector<float> rows(static_cast<std::size_t>(n * d));
+  for (float& v : rows) v = g(rng);
+  const Prediction clean = e.predict(f32_view(rows.data(), n, d));
+  EXPECT_EQ(clean.paths.size(), static_cast<std::size_t>(n * 2));
+  rows[static_cast<std::size_t>(4100 * d + 2)] = std::numeric_limits<float>::quiet_NaN();
+  rows[static_cast<std::size_t>(1240 * d + 1)] = std::numeric_limits<float>::quiet_NaN();
+  rows[static_cast<std::size_t>(1234 * d + 6)] = std::numeric_limits<float>::infinity();
+  for (int threads : {1, 4}) {
+    e.set_threads(threads);
+    testing_io::expect_error([&] { e.predict(f32_view(rows.data(), n, d)); }, ErrorCode::kInvalidArgument,
+                             {"predict: row 1234 has a non-finite value in column 6"});
+  }
 }
 
 // A fit resumes only on the device it started on (the GPU rounds differently).
