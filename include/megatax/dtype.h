@@ -49,4 +49,9 @@ void convert_to_f32(DType src_type, const void* src, std::size_t n, float* dst) 
 // nearest and clamped to [0, 255], NaN -> 0).
 void convert_from_f32(const float* src, std::size_t n, DType dst_type, void* dst) noexcept;
 
+// Index of the first non-finite element (inf or nan; for f16 / bf16 converted from finite
+// f32: a value too large for them) of n elements of `dtype`, or n (u8: always n). Bit tests,
+// so that the check also holds under -ffast-math.
+std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) noexcept;
+
 }  // namespace megatax

@@ -145,50 +145,6 @@ ShardRow Dataset::locate(Id global_id) const {
   return ShardRow{static_cast<std::size_t>(it - shards_.begin()), global_id - it->global_begin};
 }
 
-namespace {
-
-// Index of the first of n 16-bit floats whose exponent bits (`mask`) are all ones (inf or
-// nan), or n: blocks of 64 without an early exit (vectorised), then the exact index.
-std::size_t first_all_ones_16(const std::uint16_t* x, std::size_t n, std::uint16_t mask) {
-  std::size_t b = 0;
-  for (; b + 64 <= n; b += 64) {
-    std::uint32_t bad = 0;
-    for (std::size_t i = b; i < b + 64; ++i) bad |= static_cast<std::uint32_t>((x[i] & mask) == mask);
-    if (bad != 0) break;
-  }
-  for (std::size_t i = b; i < n; ++i) {
-    if ((x[i] & mask) == mask) return i;
-  }
-  return n;
-}
-
-// Index of the first non-finite element of n elements, or n. Bit tests, so that the
-// check also holds under -ffast-math.
-std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) {
-  switch (dtype) {
-    case DType::kF32: {
-      // Blocks of 64 without an early exit (vectorised), then the exact index in the block.
-      const auto* x = static_cast<const std::uint32_t*>(data);
-      std::size_t b = 0;
-      for (; b + 64 <= n; b += 64) {
-        std::uint32_t bad = 0;
-        for (std::size_t i = b; i < b + 64; ++i) bad |= static_cast<std::uint32_t>((x[i] & 0x7F800000u) == 0x7F800000u);
-        if (bad != 0) break;
-      }
-      for (std::size_t i = b; i < n; ++i) {
-        if ((x[i] & 0x7F800000u) == 0x7F800000u) return i;
-      }
-      return n;
-    }
-    case DType::kF16: return first_all_ones_16(static_cast<const std::uint16_t*>(data), n, 0x7C00u);
-    case DType::kBF16: return first_all_ones_16(static_cast<const std::uint16_t*>(data), n, 0x7F80u);
-    case DType::kU8: return n;
-  }
-  return n;
-}
-
-}  // namespace
-
 BatchReader::BatchReader(const Dataset& dataset, std::size_t shard, std::int64_t batch_rows,
                          std::int64_t row_begin, std::int64_t row_end, std::vector<float>* buffer)
     : dataset_(dataset), shard_(shard), batch_rows_(batch_rows), next_row_(row_begin),

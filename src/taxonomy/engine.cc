@@ -262,11 +262,10 @@ Prediction TaxonomyEngine::predict(const MatrixView& x) const {
       for (std::int64_t i = n * r / ranges; i < n * (r + 1) / ranges; ++i) {
         float* row = buf.data() + i * d;
         convert_to_f32(x.dtype, x.row(b0 + i), static_cast<std::size_t>(d), row);
-        for (std::int64_t j = 0; j < d; ++j) {
-          if (!std::isfinite(row[j])) {
-            bad[static_cast<std::size_t>(r)] = i * d + j;
-            return;
-          }
+        const auto j = static_cast<std::int64_t>(first_non_finite(DType::kF32, row, static_cast<std::size_t>(d)));
+        if (j < d) {
+          bad[static_cast<std::size_t>(r)] = i * d + j;
+          return;
         }
       }
     });

@@ -12,10 +12,8 @@
 // page-locked buffer) stays with the engine between calls of the same gpu and dtype.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -43,7 +41,7 @@ void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std:
   const std::int64_t d = x.dim;
   const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(to);
   const auto values = static_cast<std::size_t>(d);
-  auto bad_value = [&](std::int64_t r, std::int64_t j) {
+  auto bad_value = [&](std::int64_t r, std::size_t j) {
     throw_error(ErrorCode::kInvalidArgument, "predict: row " + std::to_string(row0 + r) +
                                                  " has a non-finite value in column " +
                                                  std::to_string(j));
@@ -51,38 +49,23 @@ void write_rows(const MatrixView& x, std::int64_t row0, std::int64_t first, std:
   f32.resize(values);
   for (std::int64_t r = first; r < first + count; ++r) {
     unsigned char* out = dst + static_cast<std::size_t>(r) * row_bytes;
-    const bool copy = x.dtype == to && !normalise;
-    float* row = copy && to == DType::kF32 ? reinterpret_cast<float*>(out) : f32.data();
-    if (copy) std::memcpy(out, x.row(r), row_bytes);
-    if (x.dtype != DType::kU8) {
-      if (!copy || to == DType::kF32) {
-        if (!copy) convert_to_f32(x.dtype, x.row(r), values, row);
-        for (std::int64_t j = 0; j < d; ++j)
-          if (!std::isfinite(row[j])) bad_value(r, j);
-      } else {  // 16-bit rows copied as they are: their exponent bits
-        const auto* bits = reinterpret_cast<const std::uint16_t*>(out);
-        const std::uint16_t exp = to == DType::kF16 ? 0x7C00u : 0x7F80u;
-        for (std::int64_t j = 0; j < d; ++j)
-          if ((bits[j] & exp) == exp) bad_value(r, j);
-      }
-    } else if (!copy) {
-      convert_to_f32(x.dtype, x.row(r), values, row);
+    if (x.dtype == to && !normalise) {  // as they are
+      std::memcpy(out, x.row(r), row_bytes);
+      if (const std::size_t j = first_non_finite(to, out, values); j < values) bad_value(r, j);
+      continue;
     }
-    if (copy) continue;
+    float* row = f32.data();
+    convert_to_f32(x.dtype, x.row(r), values, row);
+    if (const std::size_t j = first_non_finite(DType::kF32, row, values); j < values) bad_value(r, j);
     if (normalise) taxonomy::normalise_rows(row, 1, d, 1);
     convert_from_f32(row, values, to, out);
-    if (to == DType::kF16 || to == DType::kBF16) {
-      const auto* bits = reinterpret_cast<const std::uint16_t*>(out);
-      const std::uint16_t inf = to == DType::kF16 ? 0x7C00u : 0x7F80u;
-      for (std::int64_t j = 0; j < d; ++j) {
-        if ((bits[j] & 0x7FFFu) != inf) continue;
-        char value[32];
-        std::snprintf(value, sizeof value, "%g", static_cast<double>(row[j]));
-        throw_error(ErrorCode::kDataLoss, "predict: row " + std::to_string(row0 + r) + " column " +
-                                              std::to_string(j) + ": value " + value +
-                                              " is too large for " + dtype_name(to) +
-                                              " (the GPU's dtype; gpu_dtype f32 keeps it)");
-      }
+    if (const std::size_t j = first_non_finite(to, out, values); j < values) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", static_cast<double>(row[j]));
+      throw_error(ErrorCode::kDataLoss, "predict: row " + std::to_string(row0 + r) + " column " +
+                                            std::to_string(j) + ": value " + value +
+                                            " is too large for " + dtype_name(to) +
+                                            " (the GPU's dtype; gpu_dtype f32 keeps it)");
     }
   }
 }
