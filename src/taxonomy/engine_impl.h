@@ -73,6 +73,9 @@ struct TaxonomyEngine::Impl {
       return used->as_string();
     return config.gpu_dtype;
   }
+  // Checks options.predict_device ("cpu" or "cuda") and that a GPU predict is greedy (beam 1);
+  // returns whether the predict runs on a GPU. Error(kInvalidArgument) otherwise.
+  static bool predict_on_gpu(const FitOptions& options);
   // The kept GPU backend for options (made, with every level prepared, when there is none or
   // it was made for other options). Caller holds gpu_mutex.
   taxonomy::ComputeBackend& gpu_predictor(const FitOptions& options, DType data_dtype) const;

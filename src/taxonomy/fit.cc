@@ -2135,14 +2135,7 @@ PredictReport TaxonomyEngine::predict_shards(dist::Executor& ex, const std::stri
   auto out_storage = open_storage_for_uri(output_uri, &out_root);
   const int L = s.tree.levels();
   if (options.beam < 1) throw_error(ErrorCode::kInvalidArgument, "predict: beam must be >= 1, got " + std::to_string(options.beam));
-  const bool on_gpu = options.predict_device == "cuda";
-  if (!on_gpu && options.predict_device != "cpu")
-    throw_error(ErrorCode::kInvalidArgument,
-                "predict: device must be cpu or cuda, got '" + options.predict_device + "'");
-  if (on_gpu && options.beam != 1)
-    throw_error(ErrorCode::kInvalidArgument,
-                "predict: beam search (beam " + std::to_string(options.beam) + ") runs on the cpu; device cuda "
-                "descends greedily");
+  const bool on_gpu = Impl::predict_on_gpu(options);
   // Where the time goes (options.log at the end): preparing the device, reading (and
   // checking) batches, descending, writing the outputs.
   double prepare_s = 0, read_s = 0, descend_s = 0, write_s = 0;

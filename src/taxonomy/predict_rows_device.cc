@@ -88,16 +88,21 @@ taxonomy::ComputeBackend& TaxonomyEngine::Impl::gpu_predictor(const FitOptions& 
   return *gpu_backend;
 }
 
-Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& options) const {
-  if (options.predict_device == "cpu") return predict(x, options.beam);
-  if (options.predict_device != "cuda")
+bool TaxonomyEngine::Impl::predict_on_gpu(const FitOptions& options) {
+  const bool on_gpu = options.predict_device == "cuda";
+  if (!on_gpu && options.predict_device != "cpu")
     throw_error(ErrorCode::kInvalidArgument,
                 "predict: device must be cpu or cuda, got '" + options.predict_device + "'");
-  if (options.beam != 1)
+  if (on_gpu && options.beam != 1)
     throw_error(ErrorCode::kInvalidArgument, "predict: beam search (beam " +
                                                  std::to_string(options.beam) +
                                                  ") runs on the cpu; device cuda "
                                                  "descends greedily");
+  return on_gpu;
+}
+
+Prediction TaxonomyEngine::predict(const MatrixView& x, const FitOptions& options) const {
+  if (!Impl::predict_on_gpu(options)) return predict(x, options.beam);
   const Impl& s = *impl_;
   if (!s.fitted) throw_error(ErrorCode::kFailedPrecondition, "predict: the taxonomy is not fitted");
   validate_view(x, "vectors");
