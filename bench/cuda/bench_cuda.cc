@@ -20,7 +20,10 @@
 //     (MEGATAX_CUDA_ROW_DIST=ffma): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
-//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd]
+//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd] [--topk-q Q]
+//              [--no-portable]
+// (--topk-q: the top-k's Q=1024 or Q=16 shapes only; --no-portable: without the portable
+// kernel's top-k times, for quick sweeps of a variant.)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -130,7 +133,8 @@ std::string human(std::int64_t v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool f32 = true;
+  bool f32 = true, portable_topk = true;
+  std::int64_t topk_q = 0;  // 0: both
   std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) {
@@ -139,8 +143,15 @@ int main(int argc, char** argv) {
       f32 = false;
     } else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
       only = argv[++i];
+    } else if (!std::strcmp(argv[i], "--topk-q") && i + 1 < argc) {
+      topk_q = std::atoll(argv[++i]);
+    } else if (!std::strcmp(argv[i], "--no-portable")) {
+      portable_topk = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd] "
+                   "[--topk-q Q] [--no-portable]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -310,6 +321,7 @@ int main(int argc, char** argv) {
         mc::row_norms(res, dbv, dbn.as<float>());  // an index keeps these
         const double read_floor = static_cast<double>(s.n) * s.d * es / copy_bw * 1e3;
         for (std::int64_t q : {1024, 16}) {
+          if (topk_q != 0 && q != topk_q) continue;
           mc::DeviceBuffer qb(q * s.d * es);
           megatax::bench::fill_uniform(qb.data(), q * s.d, s.t, 40 + q, stream);
           const MatrixView qv(qb.data(), q, s.d, s.t);
@@ -346,7 +358,7 @@ int main(int argc, char** argv) {
             // The portable kernel in the same run, where Hopper's took the shape (f32 with
             // more than 16 queries: the exact FFMA kernel; ours multiplies as 3xTF32).
             std::string portable;
-            {
+            if (portable_topk) {
               setenv("MEGATAX_CUDA_TOPK", "mma", 1);
               setenv("MEGATAX_CUDA_F32", "ffma", 1);
               portable = fmt(" | %s %8.3f ms",
