@@ -475,6 +475,10 @@ struct TopkCase {
   // The given norms 4 bytes past an 8-byte boundary (a caller's device pointer need only be
   // float-aligned: no kernel may read them in pairs from global memory).
   bool odd_norms = false;
+  // Database row j a copy of row j % (n / repeats): ties of equal scores in different chunks
+  // (the union bound counts each list's words; a word counted twice would drop a true
+  // neighbour).
+  int repeats = 1;
 };
 
 // Rows of `bursts` (see TopkCase): query 0 plus Gaussian noise of a scale set by the row.
@@ -498,9 +502,15 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   const std::int64_t centres = std::max<std::int64_t>(1, n / 50);
   std::vector<float> cen = random_values(rng, centres, d, 1.f);
   const std::vector<float> qv = blob_values(rng, cen, centres, q, d, 0.5f);
-  const HostMatrix db = make_matrix(n, d, d + tc.pad, tc.dtype,
-                                    tc.bursts ? burst_values(rng, qv, n, d)
-                                              : blob_values(rng, cen, centres, n, d, 0.5f));
+  std::vector<float> db_values = tc.bursts ? burst_values(rng, qv, n, d)
+                                           : blob_values(rng, cen, centres, n, d, 0.5f);
+  if (tc.repeats > 1) {
+    const std::int64_t distinct = std::max<std::int64_t>(1, n / tc.repeats);
+    for (std::int64_t j = distinct; j < n; ++j) {
+      std::copy_n(db_values.begin() + (j % distinct) * d, d, db_values.begin() + j * d);
+    }
+  }
+  const HostMatrix db = make_matrix(n, d, d + tc.pad, tc.dtype, db_values);
   const HostMatrix qm = make_matrix(q, d, d + tc.pad, tc.dtype, qv);
   DeviceMatrix ddb = upload(res, db), dq = upload(res, qm);
   mc::DeviceBuffer dist(static_cast<std::size_t>(q * k) * 4), ids(static_cast<std::size_t>(q * k) * 8);
@@ -587,11 +597,12 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
                   (long long)fb, why[fb].c_str());
   }
   char name[256], detail[128];
-  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s%s",
+  std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
                 (long long)d, (long long)k, tc.given_norms ? "" : " norms-computed",
                 tc.pad ? " strided" : "", tc.workspace < (std::size_t{1} << 30) ? " small-ws" : "",
-                tc.bursts ? " bursts" : "", tc.odd_norms ? " odd-norms" : "");
+                tc.bursts ? " bursts" : "", tc.odd_norms ? " odd-norms" : "",
+                tc.repeats > 1 ? " repeated-rows" : "");
   const double recall = kv > 0 ? static_cast<double>(hits.load()) / (q * kv) : 1.0;
   std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)", recall);
   report(name, ok, detail);
@@ -1502,17 +1513,22 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
 
 }  // namespace
 
+// Thrown past the remaining sections under --topk-only.
+struct SkipRest {};
+
 int main(int argc, char** argv) {
   std::uint64_t seed = std::random_device{}();
   seed = (seed << 32) ^ std::random_device{}();
-  bool small = false;
+  bool small = false, topk_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (std::strcmp(argv[i], "--small") == 0) {
       small = true;
+    } else if (std::strcmp(argv[i], "--topk-only") == 0) {
+      topk_only = true;  // the top-k cases alone (a selection variant under test)
     } else {
-      std::fprintf(stderr, "usage: %s [--seed S] [--small]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seed S] [--small] [--topk-only]\n", argv[0]);
       return 2;
     }
   }
@@ -1598,6 +1614,10 @@ int main(int argc, char** argv) {
           {50, 100, 64, 200, kB},
           {129, 5000, 256, 64, kH, Metric::kInnerProduct, false},
           {300, 5001, 128, 20, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, true},
+          // Equal scores in many chunks (79 and 39 of them: the union bound's windows).
+          {64, 20000, 128, 10, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false, 4},
+          {130, 20000, 128, 100, kH, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           3},
           // The few-query Hopper kernel (at most 16 queries): database tails, a d chunk tail,
           // long lists (k = 1024 over several chunks), one query, inner product, strided.
           {16, 100000, 128, 100, kB},
@@ -1652,6 +1672,7 @@ int main(int argc, char** argv) {
     // f32 multiplies as 3xTF32 by default and with FFMA in the portable pass
     // (MEGATAX_CUDA_F32=ffma).
     for (const bool portable : {false, true}) {
+      if (topk_only) break;
       if (portable) setenv("MEGATAX_CUDA_ASSIGN", "mma", 1);
       if (portable) setenv("MEGATAX_CUDA_F32", "ffma", 1);
       const char* which = portable ? "portable kernel, f32 on FFMA" : "default kernel";
@@ -1671,6 +1692,7 @@ int main(int argc, char** argv) {
       if (tc.dtype == kF && tc.q > 16) test_topk(res, rng, tc);
     }
     unsetenv("MEGATAX_CUDA_F32");
+    if (topk_only) throw SkipRest{};
     std::printf("accumulate (reference: float64 sums in row order)\n");
     for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
     std::printf("row distances (reference: float64 on the rounded inputs)\n");
@@ -1720,6 +1742,8 @@ int main(int argc, char** argv) {
     test_means(res, rng, 77, 33, true, kB);
     test_means(res, rng, 5, 3000, true, kF);
     if (!small) test_errors(res, rng);
+  } catch (const SkipRest&) {
+    // --topk-only
   } catch (const std::exception& e) {
     std::printf("cuda_kernels_test: exception: %s\n", e.what());
     ++g_failures;
