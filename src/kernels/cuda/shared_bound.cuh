@@ -1,5 +1,6 @@
 // kernels/cuda/shared_bound.cuh -- the bound on a query's final k-th score that the chunks of a
-// top-k share while they run (topk.cu, topk_sm90.cu, topk_sm90_few.cu).
+// top-k share while they run (topk.cu, topk_sm90.cu, topk_sm90_few.cu): buckets of the
+// chunks' j-th scores, or (below) the union bound read from the chunks' lists.
 //
 // A query has B buckets (order keys of distance_ops.cuh, 0xffffffff: none yet). A chunk c
 // whose list holds at least j = ceil(k / B) entries publishes its j-th score into bucket c % B
@@ -43,6 +44,98 @@ __device__ __forceinline__ void publish_bound(unsigned* keys, int buckets, std::
   if (st.flushes > 0 && st.bound_j > 0 && st.m >= st.bound_j) {
     atomicMin(keys + q * buckets + chunk % buckets, float_order_key(st.bound_s));
   }
+}
+
+// ---- the union bound ----
+// A tighter bound from the chunks' lists themselves: about the k-th smallest score of their
+// union (one bucket above is the smallest of the chunks' k-th scores: with 16 chunks, several
+// times k in the union's ranks). The Hopper many-query kernel publishes it for k < 32.
+// Why it holds while other chunks flush: each position of a (query, chunk) list (the phase-1
+// output, [queries][chunks][k]) only ever decreases -- a flush writes a position at most once,
+// with its new value, which is at most the one it replaces (the j-th smallest of a larger set
+// is at most the j-th of a smaller one), and positions not yet written hold NaN (the launch
+// fills the lists first). So a word read at any moment, even mid-flush, is at least the value
+// its position holds once the flushes begun before the read have finished, when the list is
+// sorted and holds distinct rows. A warp reads kUnionSamples words of each of at most
+// kUnionChunks lists (its own chunk's and its neighbours'): ranks stride - 1, 2 stride - 1, ...
+// (stride = ceil(k / kUnionSamples)). If J words of one list are at or below v, the highest
+// rank among them is at least J stride - 1, so at that later moment at least J stride of the
+// list's rows are at or below v; the chunks' rows are disjoint. `needed` = ceil(k / stride)
+// words at or below v thus vouch for k rows: v is a bound (k <= 16: the exact k-th of the
+// union of those lists). A lane's words are sorted before the extraction: as read they need
+// not ascend (a word read mid-flush may be older, so larger, than the next), and the
+// extraction counts a word only once every smaller word of its lane was counted (without the
+// sort, k = 100 lost true neighbours in the kernel tests).
+constexpr int kUnionSamples = 16;
+
+struct UnionSampling {
+  int stride;   // rows a sampled word vouches for
+  int samples;  // words read per list (<= kUnionSamples)
+  int needed;   // words at or below the bound
+};
+__host__ __device__ constexpr UnionSampling union_sampling(int k) {
+  const int stride = (k + kUnionSamples - 1) / kUnionSamples;
+  return UnionSampling{stride, k / stride, (k + stride - 1) / stride};
+}
+
+// All 32 lanes of a warp: publishes query q's union bound over the lists `q_lists`
+// ([chunks][k], the query's lists) of the (at most kUnionChunks) chunks around `chunk` into
+// keys[q] (one word a query: atomicMin of an order key). Two lanes a list (even and odd
+// samples), one round trip to L2, a sort of 8 words a lane and at most `needed` warp
+// reductions.
+constexpr int kUnionChunks = 16;
+__device__ inline void publish_union_bound(unsigned* keys, std::int64_t q, const float* q_lists,
+                                           int chunks, int k, int chunk, int lane) {
+  constexpr int kWords = kUnionSamples / 2;  // a lane's
+  const UnionSampling u = union_sampling(k);
+  const int group = min(chunks, kUnionChunks);
+  const int g0 = min((chunk / kUnionChunks) * kUnionChunks, chunks - group);
+  const int half = lane % 2;
+  const float* list = q_lists + static_cast<std::int64_t>(g0 + lane / 2) * k;
+  // The lane's words as order keys; ~0u: none (NaN: unwritten).
+  unsigned v[kWords];
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) {
+    const int j = 2 * i + half;
+    v[i] = ~0u;
+    if (lane / 2 < group && j < u.samples) {
+      const float s = __ldcg(list + (j + 1) * u.stride - 1);
+      if (s == s) v[i] = float_order_key(s);
+    }
+  }
+  // Sorted (Batcher's network): every word the extraction counts is then at most the bound it
+  // returns, whatever the interleaving with the flushes (see above).
+  auto order = [&](int a, int b) {
+    const unsigned lo = min(v[a], v[b]), hi = max(v[a], v[b]);
+    v[a] = lo;
+    v[b] = hi;
+  };
+  static_assert(kWords == 8, "the network below sorts 8 words");
+  order(0, 1), order(2, 3), order(4, 5), order(6, 7);
+  order(0, 2), order(1, 3), order(4, 6), order(5, 7);
+  order(1, 2), order(5, 6);
+  order(0, 4), order(1, 5), order(2, 6), order(3, 7);
+  order(2, 4), order(3, 5);
+  order(1, 2), order(3, 4), order(5, 6);
+  // The needed-th smallest: take the warp's smallest head, count its holders, advance them.
+  int left = u.needed;
+  unsigned bound = ~0u;
+  for (int it = 0; it < u.needed; ++it) {
+    const unsigned m = __reduce_min_sync(0xffffffffu, v[0]);
+    if (m == ~0u) break;  // fewer words than needed: no bound yet
+    const bool holds = v[0] == m;
+    left -= __popc(__ballot_sync(0xffffffffu, holds));
+    if (left <= 0) {
+      bound = m;
+      break;
+    }
+    if (holds) {
+#pragma unroll
+      for (int i = 0; i + 1 < kWords; ++i) v[i] = v[i + 1];
+      v[kWords - 1] = ~0u;
+    }
+  }
+  if (lane == 0 && bound != ~0u) atomicMin(keys + q, bound);
 }
 
 }  // namespace megatax::cuda::detail

@@ -20,8 +20,8 @@
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
-// time of the same shape 0.73-0.74x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
-// matrix), 1.06-1.10x (k=100), 1.2-1.4x / 1.4-1.6x (N=2M D=1024 k=10 / 100, by card). Without
+// time of the same shape 0.67-0.69x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
+// matrix), 1.08-1.14x (k=100), 1.31-1.40x / 1.5-1.7x (N=2M D=1024 k=10 / 100). Without
 // the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)
 // of GEMM-only: what is left is the part of the selection before the accumulators are free
 // (scoring, slot extraction, a chunk's first tiles overflowing into the scratch areas) and
@@ -31,7 +31,8 @@
 // ("ping-pong", one selecting while the other multiplies): 3-13% slower than this kernel (at
 // 90d8e93) at D=128, the selection being latency-bound at one warp a scheduler
 // (bench/RESULTS.md, session 27); flushing row buffers at 8-24 entries instead of 32: no
-// faster (session 30).
+// faster (session 30); with the union bound, flushing at 8 or 16: no faster at k = 10
+// (session 31).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
@@ -101,7 +102,7 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
     }
   };
   // Candidates of the last tile waiting in the slots (warp-uniform) and their counts.
-  bool pending = false;
+  bool pending = false, drained = false;
   int count[kParts];
   const std::int64_t drain_chunk = chunks > 1 ? 1 : 0;
 
@@ -137,6 +138,7 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
             if (c == drain_chunk && pending) {
               drain_slots<kParts>(p, wk.chunk, wr, slots, count, lane);
               pending = false;
+              drained = true;
               reload_thresholds();
             }
           });
@@ -154,6 +156,10 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
                                                       slots, count, areas);
       if (sel == TileSelect::kDone) reload_thresholds();
       pending = sel == TileSelect::kPending;
+      if (p.union_bound && (drained || sel == TileSelect::kDone)) {
+        publish_flushed_rows<kParts>(p, wk.chunk, wr, lane);
+      }
+      drained = false;
     }
     if (pending) {  // the item's last tile
       drain_slots<kParts>(p, wk.chunk, wr, slots, count, lane);
@@ -286,9 +292,25 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   const Sm90TopkScratch scratch(job.scratch, sm_count);
   p.scratch = scratch.areas;
   p.tau_keys = scratch.tau_keys;
-  // Buckets for larger k only: at k = 10 their reads cost more than the tighter bound saves
-  // (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
-  p.buckets = p.k >= 32 ? kBoundBuckets : 1;
+  // The bound the chunks share (shared_bound.cuh). Below k = 32 the union bound, one word a
+  // query (Q=1024 k=10 on an H100, same runs: N=10M D=128 6.7-6.9 -> 6.3-6.5 ms, N=2M D=1024
+  // 7.8-8.6 -> 7.7-8.1 ms); from k = 32 the chunks' bound_j-th scores in buckets, which at
+  // k = 100 ran 4-12% faster than the union bound (why is not measured: a simulation of the
+  // selection had the union bound take fewer candidates there too). Buckets are for larger k only: at k = 10 their reads cost
+  // more than the tighter bound saves (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
+  // MEGATAX_TOPK_BOUND=chunk|union overrides the choice (side-by-side benchmarks).
+  p.union_bound = p.k < 32;
+  if (const char* b = std::getenv("MEGATAX_TOPK_BOUND"); b != nullptr) {
+    if (std::strcmp(b, "chunk") == 0) p.union_bound = false;
+    if (std::strcmp(b, "union") == 0) p.union_bound = true;
+  }
+  p.buckets = !p.union_bound && p.k >= 32 ? kBoundBuckets : 1;
+  if (p.union_bound && p.nq > 0) {
+    // Unwritten list positions read as NaN (the union bound's contract, shared_bound.cuh).
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(
+        p.list_s, 0xff, static_cast<std::size_t>(p.nq) * p.chunks * p.k * sizeof(float),
+        stream));
+  }
   if (p.nq > 0) {
     MEGATAX_CUDA_CHECK(cudaMemsetAsync(
         p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * p.buckets * sizeof(unsigned), stream));

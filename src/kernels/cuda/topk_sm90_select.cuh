@@ -24,6 +24,10 @@
 //            the row's 32-entry buffer (a shared atomic on the row's count); full buffers are
 //            merged into the row's sorted list (warp_select.cuh flush, the list being the
 //            (query, chunk) slot of the output lists in global memory).
+//   publish  a flush publishes the chunk's bound_j-th score to the query's buckets at once;
+//            for k < 32 the row is marked instead, and after the next tile's selection, with
+//            the accumulators free, the warp publishes the union bound of the query's lists
+//            (publish_flushed_rows: reads them back from L2).
 //   overflow a tile where some thread has more than kSlots candidates (the first tiles of a
 //            chunk) goes through per-row scratch areas in global memory (BN entries a row,
 //            atomics) and row-by-row offers instead.
@@ -58,6 +62,8 @@ struct RowState {
   int m;
   int count;   // entries in the row's buffer
   int staged;  // candidates in the row's scratch area
+  int publish;  // the row flushed since its union bound was last published (union_bound)
+  int padding;
 };
 static_assert(sizeof(RowState) % 8 == 0, "row states stay 8-byte aligned");
 
@@ -77,9 +83,13 @@ struct TopkSm90Params {
   float* list_s = nullptr;
   std::int64_t* list_id = nullptr;
   Candidate* scratch = nullptr;  // [grid CTAs][128 rows][kSm90TopkBN]
-  // [nq][buckets]: the shared bounds (shared_bound.cuh); kBoundBuckets for k >= 32, else 1.
+  // [nq][buckets]: the shared bounds (shared_bound.cuh); kBoundBuckets for k >= 32 (chunk
+  // bounds), else 1.
   unsigned* tau_keys = nullptr;
   int buckets = 1;
+  // Publish the union bound (shared_bound.cuh) instead of the chunk's bound_j-th score
+  // (buckets is then 1).
+  bool union_bound = false;
 };
 
 struct TopkWork {
@@ -319,7 +329,31 @@ __device__ __forceinline__ void keep_row_select(const TopkSm90Params& p, int chu
     rs.tau_s = st.tau_s;
     rs.tau_id = st.tau_id;
     rs.staged = 0;
-    publish_bound(p.tau_keys, p.buckets, wr.query(r), chunk, st);
+    if (!p.union_bound) {
+      publish_bound(p.tau_keys, p.buckets, wr.query(r), chunk, st);
+    } else if (st.flushes > 0) {
+      rs.publish = 1;  // publish_flushed_rows, once the accumulators are free
+    }
+  }
+  __syncwarp();
+}
+
+// The union bounds (shared_bound.cuh) of the warp's rows that flushed since the last call: run
+// by the kernel after a tile's selection, where the accumulators' registers are free (inside
+// a drain, with the next tile's MMAs in flight, the consumers spilled).
+template <int kParts>
+__device__ __forceinline__ void publish_flushed_rows(const TopkSm90Params& p, int chunk,
+                                                     const WarpRows& wr, int lane) {
+  __syncwarp();
+  const bool flushed = lane < 8 * kParts && wr.states[lane].publish != 0;
+  unsigned rows = __ballot_sync(0xffffffffu, flushed);
+  if (flushed) wr.states[lane].publish = 0;
+  while (rows != 0) {
+    const int r = __ffs(rows) - 1;
+    rows &= rows - 1;
+    const std::int64_t q = wr.query(r);
+    publish_union_bound(p.tau_keys, q, p.list_s + q * p.chunks * p.k, p.chunks, p.k, chunk,
+                        lane);
   }
   __syncwarp();
 }
@@ -461,6 +495,7 @@ __device__ __forceinline__ void reset_rows(const WarpRows& wr, int lane) {
     rs.m = 0;
     rs.count = 0;
     rs.staged = 0;
+    rs.publish = 0;
     rs.tau_s = kInfScore;
     rs.tau_id = kNoId;
   }
