@@ -293,8 +293,8 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.scratch = scratch.areas;
   p.tau_keys = scratch.tau_keys;
   // The bound the chunks share (shared_bound.cuh). Below k = 32 the union bound, one word a
-  // query (Q=1024 k=10 on an H100, same runs: N=10M D=128 6.7-6.9 -> 6.3-6.5 ms, N=2M D=1024
-  // 7.8-8.6 -> 7.7-8.1 ms); from k = 32 the chunks' bound_j-th scores in buckets, which at
+  // query (Q=1024 k=10 on an H100, same runs: N=10M D=128 6.7-6.9 -> 6.3-6.5 ms; N=2M D=1024
+  // 7.7-8.1 against 7.8-8.6 ms, within the runs' spread); from k = 32 the chunks' bound_j-th scores in buckets, which at
   // k = 100 ran 4-12% faster than the union bound (why is not measured: a simulation of the
   // selection had the union bound take fewer candidates there too). Buckets are for larger k only: at k = 10 their reads cost
   // more than the tighter bound saves (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
