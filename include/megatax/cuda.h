@@ -92,6 +92,9 @@ class Resources {
 namespace detail {
 // The kinds of memory a buffer can own (resources.cc). allocate throws
 // Error(kResourceExhausted) on failure; release never throws.
+// DeviceMemory allocates on the calling thread's current device: a thread's is GPU 0 until
+// something sets it, so code that may run on any thread (engine workers, reading threads)
+// calls Resources::activate() before it allocates, frees or launches.
 struct DeviceMemory {  // cudaMalloc / cudaFree on the current device
   static void* allocate(std::size_t bytes);
   static void release(void* p, std::size_t bytes) noexcept;

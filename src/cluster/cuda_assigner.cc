@@ -33,6 +33,7 @@ CudaAssigner::CudaAssigner(int device, Metric metric, DType compute_dtype)
     : res_(device), metric_(metric), compute_(compute_dtype) {}
 
 void CudaAssigner::upload_points(const MatrixView& x) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t bytes = static_cast<std::size_t>(x.rows * x.dim) * dtype_size(compute_);
   x_dev_.reserve(std::max<std::size_t>(bytes, 16));
   if (x.dtype == compute_ && x.stride == x.dim) {
@@ -56,12 +57,14 @@ void CudaAssigner::reset() noexcept {
 }
 
 void CudaAssigner::prepare(const MatrixView& x) {
+  res_.activate();  // this device on the calling thread (allocations included)
   upload_points(x);
   prepared_ = x;
   pool_.clear();
 }
 
 bool CudaAssigner::set_seeding_pool(std::span<const std::int64_t> rows) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (prepared_.data == nullptr) return false;  // nothing on the device to seed from
   for (std::int64_t r : rows)
     if (r < 0 || r >= n_dev_)
@@ -75,6 +78,7 @@ bool CudaAssigner::set_seeding_pool(std::span<const std::int64_t> rows) {
 }
 
 void CudaAssigner::seeding_distances(std::span<const std::int64_t> cand, float* out) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const auto m = static_cast<std::int64_t>(pool_.size());
   if (m == 0) throw_error(ErrorCode::kFailedPrecondition, "seeding_distances: no seeding pool");
   const MatrixView x(x_dev_.data(), n_dev_, prepared_.dim, compute_, prepared_.dim);
@@ -106,6 +110,7 @@ void CudaAssigner::seeding_distances(std::span<const std::int64_t> cand, float* 
 }
 
 bool CudaAssigner::cluster_sums(std::int64_t k, double* sums, std::int64_t* counts) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (!labels_of_prepared_) return false;
   const std::int64_t d = prepared_.dim;
   const std::size_t sum_bytes = static_cast<std::size_t>(k * d) * sizeof(double);
@@ -128,6 +133,7 @@ bool CudaAssigner::cluster_sums(std::int64_t k, double* sums, std::int64_t* coun
 }
 
 void CudaAssigner::set_centroids(const float* centroids, std::int64_t k, std::int64_t dim) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t bytes = static_cast<std::size_t>(k * dim) * dtype_size(compute_);
   std::vector<unsigned char> host(bytes);
   convert_rows(f32_view(centroids, k, dim), compute_, host.data());
@@ -139,6 +145,7 @@ void CudaAssigner::set_centroids(const float* centroids, std::int64_t k, std::in
 }
 
 void CudaAssigner::assign(const MatrixView& x, std::int64_t* labels, float* distances) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (k_ == 0) throw_error(ErrorCode::kFailedPrecondition, "assign: set_centroids was not called");
   if (x.dim != dim_)
     throw_error(ErrorCode::kInvalidArgument, "assign: points have dim " + std::to_string(x.dim) +

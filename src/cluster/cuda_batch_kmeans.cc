@@ -31,6 +31,7 @@ CudaBatchKMeans::CudaBatchKMeans(int device, Metric metric, DType compute_dtype)
     : res_(device), metric_(metric), compute_(compute_dtype), host_(0) {}
 
 unsigned char* CudaBatchKMeans::points_buffer(int slot, std::size_t bytes) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (slot < 0 || slot > 1)
     throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::points_buffer: slot " + std::to_string(slot));
   // Groups differ in size a little: grow with headroom (page-locking is slow).
@@ -39,6 +40,7 @@ unsigned char* CudaBatchKMeans::points_buffer(int slot, std::size_t bytes) {
 }
 
 std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = xs.size();
   dim_ = P > 0 ? xs[0].dim : 0;
   row_begin_.assign(P + 1, 0);
@@ -54,6 +56,7 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
 }
 
 void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::int64_t n = lay_out(xs);
   if (!points_exact_ || static_cast<std::int64_t>(rows.size()) != n)
     throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::prepare_from_device: " + std::to_string(rows.size()) +
@@ -69,6 +72,7 @@ void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::s
 }
 
 void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (p >= centroid_begin_.size() || p + 1 >= row_begin_.size() || i < 0 ||
       i >= row_begin_[p + 1] - row_begin_[p] || c < 0 || c >= centroid_end_[p] - centroid_begin_[p])
     throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::set_centroid_to_point: problem " + std::to_string(p) +
@@ -84,6 +88,7 @@ void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::
 }
 
 void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = xs.size();
   const std::int64_t n = lay_out(xs);
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
@@ -127,6 +132,7 @@ void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
 }
 
 void CudaBatchKMeans::set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = pools.size();
   pool_begin_.assign(P + 1, 0);
   for (std::size_t p = 0; p < P; ++p) pool_begin_[p + 1] = pool_begin_[p] + static_cast<std::int64_t>(pools[p].size());
@@ -145,6 +151,7 @@ void CudaBatchKMeans::set_seeding_pools(const std::vector<std::span<const std::i
 
 void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
                                         std::vector<const float*>* out) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = cands.size();
   // Host side of the launch: candidates' rows, their counts, where each problem writes.
   const std::size_t a_bytes = P * kMaxCand * sizeof(std::int64_t), ob_bytes = P * sizeof(std::int64_t),
@@ -197,6 +204,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
 
 void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
                            std::vector<std::vector<std::int64_t>>* chosen) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = plans.size();
   if (P + 1 != pool_begin_.size())
     throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seed: " + std::to_string(P) + " plans for " +
@@ -295,6 +303,7 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
 }
 
 std::int64_t CudaBatchKMeans::number_centroids(const std::vector<std::int64_t>& k) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = k.size();
   centroid_begin_.assign(P, 0);
   centroid_end_.assign(P, 0);
@@ -308,6 +317,7 @@ std::int64_t CudaBatchKMeans::number_centroids(const std::vector<std::int64_t>& 
 }
 
 void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (!points_exact_ || seed_rows_.empty())
     throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seeds_as_centroids: no seeds kept (after seed(), points "
                                       "in the compute dtype)");
@@ -331,6 +341,7 @@ void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
 }
 
 void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, const std::vector<std::int64_t>& k) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = centroids.size();
   const std::int64_t total = number_centroids(k);
   // float32 (what the updates refine) and the compute dtype (what assign reads), both kept.
@@ -353,6 +364,7 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
 }
 
 void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = labels.size();
   const std::int64_t n = row_begin_.back();
   labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t));
@@ -409,6 +421,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
 }
 
 void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = counts.size();
   const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
   // Clusters numbered across the batch: problem p's cluster c is centroid_begin[p] + c; the
@@ -478,6 +491,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
 }
 
 void CudaBatchKMeans::set_centroid(std::size_t p, std::int64_t c, const float* row) {
+  res_.activate();  // this device on the calling thread (allocations included)
   const std::int64_t g = centroid_begin_[p] + c;
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   std::vector<unsigned char> conv(row_bytes);
@@ -510,6 +524,7 @@ std::string CudaBatchKMeans::take_breakdown() {
 }
 
 void CudaBatchKMeans::expect_read_backs(std::size_t floats) {
+  res_.activate();  // this device on the calling thread (allocations included)
   centroids_landed();  // no read-back uses a stage now
   if (stages_growing_.valid()) stages_growing_.get();
   const std::size_t bytes = floats * sizeof(float);
@@ -521,6 +536,7 @@ void CudaBatchKMeans::expect_read_backs(std::size_t floats) {
 }
 
 void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
+  res_.activate();  // this device on the calling thread (allocations included)
   centroids_landed();  // the batch before: its stage is free again
   auto t = Clock::now();
   if (stages_growing_.valid()) {
@@ -572,6 +588,7 @@ void CudaBatchKMeans::get_centroids_later(const std::vector<float*>& out) {
 }
 
 void CudaBatchKMeans::centroids_landed() {
+  res_.activate();  // this device on the calling thread (allocations included)
   if (!centroids_copy_.valid()) return;
   auto t = Clock::now();
   centroids_copy_.get();
@@ -579,6 +596,7 @@ void CudaBatchKMeans::centroids_landed() {
 }
 
 void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
+  res_.activate();  // this device on the calling thread (allocations included)
   centroids_landed();
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();

@@ -26,6 +26,7 @@ class Mirror final : public CudaFlatMirror {
       generation_ = generation;
     }
     if (n == rows_) return;
+    res_.activate();  // this index's device on the calling thread (allocations included)
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(t);
     if (static_cast<std::size_t>(n) * row_bytes > rows_buf_.size()) {
       // Grow geometrically; keep the rows already on the device.
@@ -61,6 +62,7 @@ class Mirror final : public CudaFlatMirror {
                                       : -std::numeric_limits<float>::infinity());
       return;
     }
+    res_.activate();  // this index's device on the calling thread (allocations included)
     const std::size_t qbytes = static_cast<std::size_t>(q * d) * dtype_size(dtype_);
     std::vector<unsigned char> host(qbytes);
     cluster::convert_rows(queries, dtype_, host.data());

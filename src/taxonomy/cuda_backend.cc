@@ -129,6 +129,7 @@ class CudaBackend final : public ComputeBackend {
   // The pass reads its batches of stored rows into page-locked memory: descend() copies a
   // batch to the device as it is and groups its rows there (no host staging copy).
   unsigned char* batch_buffer(std::size_t bytes) override {
+    res_.activate();
     batch_host_.reserve(bytes);
     return batch_host_.as<unsigned char>();
   }
@@ -139,6 +140,7 @@ class CudaBackend final : public ComputeBackend {
   void batch_rows_landed(std::int64_t shard, std::int64_t local_begin, std::int64_t rows, std::int64_t first,
                          std::int64_t count) override {
     std::lock_guard<std::mutex> lock(landing_mutex_);
+    res_.activate();  // the reading threads': the memory below is this device's
     const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
     const Key key{shard, local_begin};
     if (landing_.key != key || landing_.rows != rows) {
@@ -154,7 +156,6 @@ class CudaBackend final : public ComputeBackend {
         landing_.dst = batch_dev_.as<unsigned char>();
       }
     }
-    res_.activate();
     const std::size_t offset = static_cast<std::size_t>(first) * row_bytes;
     cuda::copy_to_device(res_, landing_.dst + offset, batch_host_.as<unsigned char>() + offset,
                          static_cast<std::size_t>(count) * row_bytes);
@@ -169,6 +170,7 @@ class CudaBackend final : public ComputeBackend {
   void keep_prepared_levels() override { keep_levels_ = true; }
 
   void prepare_level(const Tree& tree, int level) override {
+    res_.activate();
     if (keep_levels_ && level_ >= 0 && level_ != level) park_level();
     kept_levels_.erase(level);
     const TreeLevel& lv = tree.level(level);
@@ -220,6 +222,7 @@ class CudaBackend final : public ComputeBackend {
     if (resident_enabled_) offered_ = {shard, local_begin};
   }
   void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
+    res_.activate();
     const auto it = resident_.find({shard, local_begin});
     if (it == resident_.end()) return;
     resident_bytes_ -= static_cast<std::size_t>(it->second.x.size());
@@ -290,6 +293,7 @@ class CudaBackend final : public ComputeBackend {
   void descend_impl(const Tree& tree, int level, std::int64_t n, const MatrixView* host, const void* on_device,
                     Key keep, bool normalise, const std::int32_t* prev, std::int32_t* node, std::int32_t* child,
                     float* dist, int threads) {
+    res_.activate();
     activate_level(tree, level);
     const TreeLevel& lv = tree.level(level);
     const std::int64_t d = tree.dim();
@@ -588,6 +592,9 @@ class CudaBackend final : public ComputeBackend {
     parent_count_.assign(static_cast<std::size_t>(tree.nodes(level - 1)), 0);
   }
 
+  // Entry points that allocate, free or launch activate res_ first: they run on the engine's
+  // and the reading threads, whose current device is GPU 0 until set (memory put there by a
+  // reading thread made an mpirun's rank 1 fault on cuda:1).
   cuda::Resources res_;
   DType compute_;
   AssignerPool pool_;

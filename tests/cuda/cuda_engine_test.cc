@@ -22,6 +22,8 @@
 //      cosine in 5b and 5d): the files' paths and distances bit for bit, a shard an array
 //      (the files' batches) and all rows in one array (other batches: a row's bits do not
 //      depend on its batch), also from the engine's kept GPU levels and after release_gpu().
+//      4d. With two or more GPUs visible: the f16 fit and its GPU predicts (files, array) on
+//      the last GPU give GPU 0's files and bits.
 //   5. Bad GPU index: Error(kInvalidArgument) naming it.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 97% of paths equal (a
 //      near-tie decided the other way re-routes a subtree) and the deepest level's inertia
@@ -697,6 +699,36 @@ int main(int argc, char** argv) {
       megatax::convert_to_f32(megatax::DType::kF16, x16.bytes.data(), x16_f32.size(), x16_f32.data());
       check_array_predict(m16, megatax::f32_view(x16_f32.data(), x16.rows, x16.dim), o, dir + "/p_gpu16", shards,
                           "f16 model, GPU predict of the same rows as an f32 array (gpu_dtype auto: the fit's f16)");
+      // 4d. Where a second GPU is visible: the same fit, its predict-to-files and its array
+      // predict on the last GPU give GPU 0's files and bits (every thread that allocates or
+      // launches sets the device first; before session 31 an mpirun's rank 1 died on cuda:1,
+      // its reading threads having put the batch memory on GPU 0).
+      if (const int gpus = megatax::cuda::device_count(); gpus >= 2) {
+        TaxonomyConfig c = base;
+        c.gpu = gpus - 1;
+        fit(c, "cuda", in16, dir + "/m_gpu16_last", dir + "/o_gpu16_last");
+        std::string why_last;
+        const bool same_fit = same_tree_files(dir + "/m_gpu16", dir + "/m_gpu16_last", &why_last) &&
+                              same_tree_files(dir + "/o_gpu16", dir + "/o_gpu16_last", &why_last);
+        check(same_fit, "f16 fit on GPU " + std::to_string(gpus - 1) + " vs GPU 0: identical files" +
+                            (same_fit ? "" : " (differs: " + why_last + ")"));
+        megatax::FitOptions o_last = o;
+        o_last.predict_gpu = gpus - 1;
+        TaxonomyEngine m_last = TaxonomyEngine::load(dir + "/m_gpu16");
+        m_last.predict(in16, dir + "/p_gpu16_last", o_last);
+        const megatax::Prediction a_last = m_last.predict(x16.view(), o_last);
+        const bool same_pred_last = same_tree_files(dir + "/p_gpu16", dir + "/p_gpu16_last", &why_last);
+        const std::string arr = prediction_difference(a_last.paths, a_last.distances,
+                                                      all_paths(dir + "/p_gpu16", shards),
+                                                      all_distances(dir + "/p_gpu16", shards), levels);
+        check(same_pred_last && arr.empty(),
+              "f16 model, GPU predict on GPU " + std::to_string(gpus - 1) +
+                  " (files and an array) vs GPU 0's files: identical" +
+                  (same_pred_last ? "" : " (files differ: " + why_last + ")") +
+                  (arr.empty() ? "" : " (array: " + arr + ")"));
+      } else {
+        std::printf("  (4d skipped: %d GPU visible)\n", gpus);
+      }
       {
         // The C API's device predict (version 3) of the same f32 rows: the same paths.
         megatax_taxonomy_t* h = nullptr;
