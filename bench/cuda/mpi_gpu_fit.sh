@@ -3,11 +3,12 @@
 # GPU, `megatax fit --device "${DEVICE:-cuda}"` on 1 rank and on R ranks over the same generated data;
 # prints each run's per-level table and per-rank log, the speedup, and whether the two runs
 # wrote byte-identical models and outputs (they must: the tree does not depend on the rank
-# count).
+# count); then the same for `megatax predict` on 1 and R ranks.
 #
 #   bench/cuda/mpi_gpu_fit.sh MEGATAX N D LEVELS BRANCHING [RANKS] [SHARDS]
 # MEGATAX must be built with MPI and CUDA. Environment: WORK (/tmp/megatax_mpi_gpu_fit),
-# BATCH_ROWS (1048576), GPU_DTYPE (auto), DEVICE (cuda; cpu to try the script without a GPU).
+# BATCH_ROWS (1048576), GPU_DTYPE (auto), DEVICE (cuda; cpu to try the script without a GPU),
+# PREDICT (1: then `megatax predict` with the 1-rank model on 1 and on R ranks, outputs compared).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 RANKS=${6:-2} SHARDS=${7:-32}
 WORK=${WORK:-/tmp/megatax_mpi_gpu_fit}
@@ -52,4 +53,46 @@ for f in $(cd "$WORK/m1" && find . -type f ! -name taxonomy.json | sort) $(cd "$
   esac
 done
 echo "mpi_gpu_fit: 1 rank vs $RANKS ranks byte-identical models and outputs: $same"
+
+# Predict (PREDICT=0 skips it): the 1-rank model over the same shards, on 1 rank and under
+# mpirun on R ranks (each on its local GPU): the outputs must be byte-identical too.
+if [ "${PREDICT:-1}" = 1 ]; then
+  predict() {
+    local ranks=$1 t0 t1
+    t0=$(date +%s.%N)
+    if [ "$ranks" -eq 1 ]; then
+      "$MEGATAX" predict --storage "$WORK/m1" --input "$WORK/data/part-*.npy" --output "$WORK/p1" \
+        --device "${DEVICE:-cuda}" ${GPU_ARGS[@]+"${GPU_ARGS[@]}"} --executor local --quiet
+    else
+      mpirun -np "$ranks" --oversubscribe --bind-to none "$MEGATAX" predict --storage "$WORK/m1" \
+        --input "$WORK/data/part-*.npy" --output "$WORK/p$ranks" --device "${DEVICE:-cuda}" \
+        ${GPU_ARGS[@]+"${GPU_ARGS[@]}"} --executor mpi --quiet
+    fi
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" -v r="$ranks" \
+      'BEGIN { printf "mpi_gpu_fit: predict, %d rank(s): %.2f s wall (with the process start)\n", r, b - a }'
+  }
+  predict 1
+  predict "$RANKS"
+  psame=yes
+  n1=$(cd "$WORK/p1" && find . -type f | wc -l); nr=$(cd "$WORK/p$RANKS" && find . -type f | wc -l)
+  [ "$n1" = "$nr" ] && [ "$n1" -gt 0 ] || { psame=no; echo "predict wrote $n1 vs $nr files"; }
+  for f in $(cd "$WORK/p1" && find . -type f | sort); do
+    cmp -s "$WORK/p1/$f" "$WORK/p$RANKS/$f" || { psame=no; echo "differs: predict output $f"; }
+  done
+  echo "mpi_gpu_fit: predict 1 rank vs $RANKS ranks byte-identical outputs ($n1 files): $psame"
+  # Context, not a check: how many rows the predict puts where the fit's last pass did.
+  python3 - "$WORK/o1" "$WORK/p1" <<'PY' || true
+import glob, os, sys
+import numpy as np
+fit_dir, pred_dir = sys.argv[1], sys.argv[2]
+same = total = 0
+for f in sorted(glob.glob(os.path.join(pred_dir, "*.paths.npy"))):
+    a = np.load(f)
+    b = np.load(os.path.join(fit_dir, os.path.basename(f)))
+    same += int(np.all(a == b, axis=1).sum())
+    total += a.shape[0]
+print(f"mpi_gpu_fit: predict paths equal to the fit's: {same} of {total} rows")
+PY
+fi
 rm -rf "$WORK"
