@@ -3,7 +3,8 @@
 #   1. the GPU (nvidia-smi)
 #   2. a fresh CUDA build of the test and benchmark binaries only (build/gpu)
 #   3. the GPU tests (cuda_kernels_test: CPU float64 reference, fresh random seed;
-#      cuda_engine_test: the whole fit on the GPU against the CPU engine)
+#      cuda_engine_test: the whole fit on the GPU against the CPU engine; cuda_index_test;
+#      the top-k cases again with the union bound forced at every k)
 #   4. compute-sanitizer memcheck on the small case of the same tests
 #   5. bench_cuda (ours vs cuBLAS and HBM on this card) and, if PyTorch imports,
 #      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
@@ -78,12 +79,13 @@ CLI=$BUILD/tools/megatax
 BENCH=$BUILD/bench/cuda/bench_cuda
 
 # ---- tests --------------------------------------------------------------------------------
-# run_gpu_test NAME BINARY LOG TIMEOUT: runs a GPU test (fresh seed unless --seed), notes
-# PASS with its count of "[ ok ]" lines (and seed), or FAIL and sets the exit status.
+# run_gpu_test NAME BINARY LOG TIMEOUT [ARGS...]: runs a GPU test (fresh seed unless --seed),
+# notes PASS with its count of "[ ok ]" lines (and seed), or FAIL and sets the exit status.
 run_gpu_test() {
   local name=$1 bin=$2 log=$3 limit=$4
+  shift 4
   stamp "$name"
-  timeout "$limit" "$bin" "${seed_args[@]}" 2>&1 | tee "$LOGS/$log"
+  timeout "$limit" "$bin" "$@" "${seed_args[@]}" 2>&1 | tee "$LOGS/$log"
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then
     note "$name" "PASS ($(grep -c '^\s*\[ ok \]' "$LOGS/$log") checks, $(grep -o 'seed [0-9]*' "$LOGS/$log" | head -1))"
@@ -95,6 +97,9 @@ run_gpu_test() {
 run_gpu_test cuda_kernels_test "$TEST" test.log 300
 run_gpu_test cuda_engine_test "$ENGINE_TEST" engine_test.log 600
 run_gpu_test cuda_index_test "$INDEX_TEST" index_test.log 300
+# The top-k's union bound at every k (by default only below k = 32; MEGATAX_TOPK_BOUND=union
+# forces it): the override stays correct.
+run_gpu_test "top-k, union bound at every k" env topk_union.log 200 MEGATAX_TOPK_BOUND=union "$TEST" --topk-only
 
 # ---- sanitizer ----------------------------------------------------------------------------
 stamp "compute-sanitizer --tool memcheck (small case)"
