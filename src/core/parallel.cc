@@ -1,8 +1,13 @@
 #include "core/parallel.h"
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -10,12 +15,46 @@
 
 namespace megatax {
 
+int thread_share(int allowed_cpus, int online_cpus, int local_ranks) noexcept {
+  const std::int64_t allowed = std::max(allowed_cpus, 1), online = std::max<std::int64_t>(online_cpus, allowed);
+  // The local ranks whose masks overlap this one, if the launcher spread them evenly: all of
+  // them when unbound, those of one socket when bound to sockets, one when bound to cores.
+  const std::int64_t sharing =
+      std::max<std::int64_t>(1, (std::max(local_ranks, 1) * allowed + online / 2) / online);
+  return static_cast<int>(std::max<std::int64_t>(allowed / sharing, 1));
+}
+
+int node_local_ranks() noexcept {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end == '\0' && n >= 1 && n <= 1 << 20) return static_cast<int>(n);
+  }
+  return 1;
+}
+
+namespace {
+int online_cpus() noexcept {
+  const unsigned h = std::thread::hardware_concurrency();
+  return h == 0 ? 1 : static_cast<int>(h);
+}
+}  // namespace
+
+int allowed_cpus() noexcept {
+  int allowed = online_cpus();
+#if defined(__linux__)
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0 && CPU_COUNT(&mask) > 0) allowed = CPU_COUNT(&mask);
+#endif
+  return allowed;
+}
+
 int hardware_threads() noexcept {
-  // Cached: std::thread::hardware_concurrency() reads /sys on every call (microseconds).
-  static const int n = [] {
-    const unsigned h = std::thread::hardware_concurrency();
-    return h == 0 ? 1 : static_cast<int>(h);
-  }();
+  // Cached: the CPU counts read /sys or make a system call on every call (microseconds).
+  static const int n = thread_share(allowed_cpus(), online_cpus(), node_local_ranks());
   return n;
 }
 

@@ -16,8 +16,22 @@
 
 namespace megatax {
 
-// Number of hardware threads (>= 1).
+// The threads a loop uses by default (>= 1): thread_share() of this process's CPUs, computed
+// once. std::thread::hardware_concurrency() counts every online CPU, even for a process a
+// launcher bound to a few (taskset, Slurm's --cpus-per-task, mpirun's default --bind-to
+// core), and ranks of an MPI job sharing a node unbound each took all of it.
 int hardware_threads() noexcept;
+// The default thread count of a process allowed `allowed_cpus` of the node's `online_cpus`
+// (its affinity mask), one of `local_ranks` processes of an MPI job on the node: its mask
+// split evenly between the ranks taken to share it, local_ranks * allowed / online of them
+// (rounded; at least 1): all ranks when unbound, a socket's when bound to sockets, none
+// other when bound to cores or given CPUs of their own (Slurm's --cpus-per-task). >= 1.
+int thread_share(int allowed_cpus, int online_cpus, int local_ranks) noexcept;
+// The CPUs this process may run on (its affinity mask; every online CPU where that is unknown).
+int allowed_cpus() noexcept;
+// The processes of this MPI job on this node (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS,
+// SLURM_NTASKS_PER_NODE; 1 outside a job or when none is set or valid).
+int node_local_ranks() noexcept;
 // threads <= 0 -> hardware_threads(); never more than n_tasks (and >= 1).
 int resolve_threads(int threads, std::int64_t n_tasks) noexcept;
 

@@ -694,6 +694,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   const std::unique_ptr<taxonomy::ComputeBackend> backend =
       taxonomy::make_compute_backend(cfg.device, cfg.gpu_dtype, cfg.gpu, data.dtype());
   if (cfg.device != "cpu") log_worker("kernels on " + backend->describe());
+  if (const unsigned online = std::thread::hardware_concurrency();
+      cfg.threads <= 0 && static_cast<unsigned>(hardware_threads()) < online) {
+    // A launcher's binding or the node's other ranks narrowed the default (core/parallel.h).
+    log_worker("threads: " + std::to_string(hardware_threads()) + " of the node's " + std::to_string(online) +
+               " CPUs (this process may run on " + std::to_string(allowed_cpus()) + ", the job has " +
+               std::to_string(node_local_ranks()) + " processes on the node; --threads sets it)");
+  }
   // What the GPU multiplied in ("auto" resolved against the data): a GPU predict with
   // gpu_dtype auto uses it (Impl::predict_gpu_dtype).
   if (cfg.device == "cuda") manifest.set("gpu_compute_dtype", dtype_name(backend->compute_dtype()));
