@@ -54,7 +54,7 @@ for r in $RANKS; do
     --storage "$WORK/m$r" --output "$WORK/o$r" --levels "$LEVELS" --branching "$B" \
     --batch-rows 1048576 --device cuda --executor "$([ "$r" = 1 ] && [ "${ONE_GPU_EXECUTOR:-local}" = local ] && echo local || echo mpi)" > "$WORK/log$r" 2>&1 \
     || { tail -20 "$WORK/log$r"; exit 1; }
-  grep -E '^[0-9]+ |^fit:|trained|kernels on' "$WORK/log$r" | sed "s/^/[$r GPU] /"
+  grep -E '^[0-9]+ |^fit:|trained|kernels on|threads:' "$WORK/log$r" | sed "s/^/[$r GPU] /"
   s=$(sed -n 's/^fit: [0-9]* points, \([0-9.]*\) s.*/\1/p' "$WORK/log$r")
   [ -z "$first" ] && first=$s
   same=yes
