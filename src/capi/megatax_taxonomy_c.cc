@@ -72,6 +72,23 @@ megatax::FitOptions device_options(const char* device, int gpu, const char* gpu_
   return options;
 }
 
+// The array predicts' common part: checks the pointers, predicts the n x dim f32 rows of x
+// with `predict(view)` and writes paths (and distances, if asked) out; returns the prediction.
+template <class Predict>
+megatax::Prediction predict_rows(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
+                                 int32_t* paths, float* distances, Predict&& predict) {
+  require(taxonomy, "taxonomy");
+  if (n > 0) {
+    require(x, "x");
+    require(paths, "paths");
+  }
+  megatax::Prediction p =
+      predict(megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32));
+  std::copy(p.paths.begin(), p.paths.end(), paths);
+  if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+  return p;
+}
+
 }  // namespace
 
 extern "C" {
@@ -147,15 +164,8 @@ int megatax_taxonomy_fit(megatax_taxonomy_t* taxonomy, const char* input_uri,
 int megatax_taxonomy_predict(const megatax_taxonomy_t* taxonomy, int64_t n, const float* x,
                              int32_t* paths, float* distances) {
   return guarded("megatax_taxonomy_predict", [&] {
-    require(taxonomy, "taxonomy");
-    if (n > 0) {
-      require(x, "x");
-      require(paths, "paths");
-    }
-    const auto p = taxonomy->engine.predict(
-        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32));
-    std::copy(p.paths.begin(), p.paths.end(), paths);
-    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+    predict_rows(taxonomy, n, x, paths, distances,
+                 [&](const megatax::MatrixView& v) { return taxonomy->engine.predict(v); });
   });
 }
 
@@ -163,15 +173,9 @@ int megatax_taxonomy_predict_beam(const megatax_taxonomy_t* taxonomy, int64_t n,
                                   int beam, int32_t* paths, float* distances,
                                   int64_t* beam_changed) {
   return guarded("megatax_taxonomy_predict_beam", [&] {
-    require(taxonomy, "taxonomy");
-    if (n > 0) {
-      require(x, "x");
-      require(paths, "paths");
-    }
-    const auto p = taxonomy->engine.predict(
-        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32), beam);
-    std::copy(p.paths.begin(), p.paths.end(), paths);
-    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+    const auto p = predict_rows(taxonomy, n, x, paths, distances, [&](const megatax::MatrixView& v) {
+      return taxonomy->engine.predict(v, beam);
+    });
     if (beam_changed != nullptr) *beam_changed = p.beam_changed;
   });
 }
@@ -208,16 +212,9 @@ int megatax_taxonomy_predict_device(const megatax_taxonomy_t* taxonomy, int64_t 
                                     const char* device, int gpu, const char* gpu_dtype,
                                     int32_t* paths, float* distances) {
   return guarded("megatax_taxonomy_predict_device", [&] {
-    require(taxonomy, "taxonomy");
-    if (n > 0) {
-      require(x, "x");
-      require(paths, "paths");
-    }
-    const auto p = taxonomy->engine.predict(
-        megatax::MatrixView(x, n, taxonomy->engine.dim(), megatax::DType::kF32),
-        device_options(device, gpu, gpu_dtype));
-    std::copy(p.paths.begin(), p.paths.end(), paths);
-    if (distances != nullptr) std::copy(p.distances.begin(), p.distances.end(), distances);
+    predict_rows(taxonomy, n, x, paths, distances, [&](const megatax::MatrixView& v) {
+      return taxonomy->engine.predict(v, device_options(device, gpu, gpu_dtype));
+    });
   });
 }
 
