@@ -29,16 +29,23 @@ constexpr bool kHaveHnswlib = false;  // builds without hnswlib refuse graphs (k
 
 std::string last_error() { return megatax_last_error(); }
 
+// A two-level synthetic dataset's spec (taxonomy/synthetic.h) of n rows in `shards` shards.
+megatax::taxonomy::SyntheticSpec two_level_spec(std::int64_t n, int dim, int branching, int shards,
+                                                std::uint64_t seed) {
+  megatax::taxonomy::SyntheticSpec spec;
+  spec.n = n;
+  spec.dim = dim;
+  spec.levels = 2;
+  spec.branching = branching;
+  spec.shards = shards;
+  spec.seed = seed;
+  return spec;
+}
+
 TEST(TaxonomyCApi, FitPredictLoadMatchTheEngine) {
   MEGATAX_SEEDED_RNG(rng);
   ScratchDir dir;
-  megatax::taxonomy::SyntheticSpec spec;
-  spec.n = 3000;
-  spec.dim = 10;
-  spec.levels = 2;
-  spec.branching = 4;
-  spec.shards = 2;
-  spec.seed = rng_seed;
+  const megatax::taxonomy::SyntheticSpec spec = two_level_spec(3000, 10, 4, 2, rng_seed);
   megatax::taxonomy::generate_dataset(spec, dir / "data");
 
   megatax_taxonomy_config_t cfg;
@@ -152,15 +159,9 @@ TEST(TaxonomyCApi, ConfigDefaultsAreTheEngines) {
 TEST(TaxonomyCApi, BalanceHnswBeamAndSearchMatchTheEngine) {
   MEGATAX_SEEDED_RNG(rng);
   ScratchDir dir;
-  megatax::taxonomy::SyntheticSpec spec;
-  spec.n = 8000;
-  spec.dim = 12;
-  spec.levels = 2;
-  spec.branching = 6;
-  spec.shards = 3;
+  megatax::taxonomy::SyntheticSpec spec = two_level_spec(8000, 12, 6, 3, rng_seed);
   spec.separation = 2.0;
   spec.zipf = 1.1;  // skewed: balancing has work to do
-  spec.seed = rng_seed;
   megatax::taxonomy::generate_dataset(spec, dir / "data");
   const std::string input = dir / "data/part-*.npy";
 
@@ -350,13 +351,7 @@ TEST(TaxonomyCApi, Version3DeviceSettings) {
   static_assert(MEGATAX_C_API_VERSION >= 3, "the version-3 fields are tested here");
   MEGATAX_SEEDED_RNG(rng);
   ScratchDir dir;
-  megatax::taxonomy::SyntheticSpec spec;
-  spec.n = 2000;
-  spec.dim = 12;
-  spec.levels = 2;
-  spec.branching = 3;
-  spec.shards = 2;
-  spec.seed = rng_seed;
+  const megatax::taxonomy::SyntheticSpec spec = two_level_spec(2000, 12, 3, 2, rng_seed);
   megatax::taxonomy::generate_dataset(spec, dir / "data");
   const std::string input = dir / "data/part-*.npy";
 
