@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "megatax/dtype.h"
 #include "megatax/matrix.h"
@@ -30,9 +31,14 @@ const char* backend_name(Backend b) noexcept;
 Backend parse_backend(const std::string& name);  // auto|cpu|cuda
 
 struct SearchOptions {
-  Backend backend = Backend::kAuto;  // kCuda: Error(kUnimplemented) until the CUDA backend
+  Backend backend = Backend::kAuto;  // kCuda: Error(kUnimplemented) in a build without CUDA
   int threads = 0;                   // 0 = all hardware threads
   std::string simd = "auto";         // CPU path: auto|scalar|avx2|avx512|neon
+  // kCuda: the GPUs that hold the database (its rows dealt to them in blocks of 65,536,
+  // every GPU searched at once, their k best merged: the same results as one GPU's). Empty:
+  // GPU 0. The device copy stays between searches while this list stays the same; another
+  // list moves it.
+  std::vector<int> devices;
 };
 
 class IndexFlat {

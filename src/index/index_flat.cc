@@ -303,7 +303,11 @@ void IndexFlat::search(const MatrixView& queries, std::int64_t k, float* distanc
   }
   if (options.backend == Backend::kCuda) {
     std::lock_guard<std::mutex> lock(impl_->gpu_mutex);
-    if (!impl_->gpu) impl_->gpu = index::make_cuda_flat_mirror();
+    const std::vector<int> devices = options.devices.empty() ? std::vector<int>{0} : options.devices;
+    if (!impl_->gpu || impl_->gpu->devices() != devices) {
+      impl_->gpu.reset();  // the old device copy goes first (GPU memory)
+      impl_->gpu = index::make_cuda_flat_mirror(devices);
+    }
     if (k > kMaxCudaK)
       throw_error(ErrorCode::kInvalidArgument, "search: backend cuda: k = " + std::to_string(k) +
                                                    " is above its maximum " + std::to_string(kMaxCudaK));

@@ -8,11 +8,15 @@
 // rounded to the index dtype first (the CPU path widens the rows instead), so 16-bit indexes
 // may order near-ties differently from the CPU.
 //
+// Sharded over several GPUs (SearchOptions::devices), each search runs every shard at once
+// and merges their k best on the host (index/flat_shards.h).
+//
 // Thread-safety: one thread at a time (IndexFlat serialises its searches on the mirror).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "kernels/cpu/packed_matrix.h"
 #include "megatax/matrix.h"
@@ -23,6 +27,8 @@ namespace megatax::index {
 class CudaFlatMirror {
  public:
   virtual ~CudaFlatMirror() = default;
+  // The GPUs holding the copy, one shard each (index/flat_shards.h), in order.
+  virtual const std::vector<int>& devices() const = 0;
   // Brings the device copy up to `db`: rows are only ever appended, except that a new
   // `generation` (the index was reset) means start over.
   virtual void sync(const kernels::PackedMatrix& db, std::uint64_t generation) = 0;
@@ -31,8 +37,11 @@ class CudaFlatMirror {
                       std::int64_t* ids) = 0;
 };
 
-// A mirror on this process's first visible GPU. Throws Error(kUnimplemented) in a build
-// without the CUDA backend, Error(kFailedPrecondition) when no GPU is visible.
-std::unique_ptr<CudaFlatMirror> make_cuda_flat_mirror();
+// A mirror over `devices` (GPU numbers, one shard each, the rows dealt to them in blocks;
+// a GPU may appear twice; empty: GPU 0), searched at the same time and merged: the same
+// results as one GPU's. Throws Error(kUnimplemented) in a build without the CUDA backend,
+// Error(kFailedPrecondition) when no GPU is visible, Error(kInvalidArgument) naming a
+// device that does not exist.
+std::unique_ptr<CudaFlatMirror> make_cuda_flat_mirror(const std::vector<int>& devices);
 
 }  // namespace megatax::index

@@ -4,7 +4,8 @@
 // Checks: f32 (exact FFMA path) recall@k = 1.0 against float64 except for true near-ties
 // (distance within 1e-5 relative of the k-th); f16/bf16: the results are the exact top-k of
 // the rounded data within the tensor-core tolerance; incremental add() after a search is seen;
-// reset() empties the device copy; k > ntotal gives -1 tails; IP metric; k up to 1024.
+// reset() empties the device copy; k > ntotal gives -1 tails; IP metric; k up to 1024; the
+// database sharded over several GPUs (or twice over one) gives GPU 0's results bit for bit.
 //
 //   cuda_index_test [--seed S]   (exit code = failed checks)
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "megatax/cuda.h"
 #include "megatax/error.h"
 #include "megatax/index_flat.h"
 
@@ -130,6 +132,54 @@ void run_case(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::int64_t
         "  after reset + add: " + std::to_string(100 * frac) + "% of neighbour sets shared with the CPU backend");
 }
 
+// The database sharded over `devices` (SearchOptions::devices) against GPU 0 alone: the
+// same ids and distances bit for bit (each pair's distance does not depend on where its row
+// lives; the merge keeps ties to the smaller id), before and after rows are appended.
+void run_sharded(std::mt19937_64& rng, const std::vector<int>& devices, std::int64_t n,
+                 std::int64_t d, std::int64_t nq, std::int64_t k, DType dtype, Metric metric) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> x(static_cast<std::size_t>(n * d)), q(static_cast<std::size_t>(nq * d));
+  for (auto& v : x) v = g(rng);
+  for (auto& v : q) v = g(rng);
+  // Repeated rows: equal distances in different shards.
+  for (std::int64_t i = 0; i < 50; ++i) {
+    const std::int64_t from = std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng);
+    const std::int64_t to = std::uniform_int_distribution<std::int64_t>(0, n - 1)(rng);
+    std::copy_n(x.begin() + from * d, d, x.begin() + to * d);
+  }
+  for (std::int64_t i = 0; i < nq / 2; ++i)  // queries on stored rows: many exact ties
+    std::copy_n(x.begin() + (i * 997 % n) * d, d, q.begin() + i * d);
+  megatax::IndexFlat index(d, metric, dtype);
+  const std::int64_t n1 = n * 2 / 3;
+  std::string names;
+  for (int dev : devices) {
+    if (!names.empty()) names += ',';
+    names += std::to_string(dev);
+  }
+  for (int round = 0; round < 2; ++round) {
+    index.add(round == 0 ? n1 : n - n1, x.data() + (round == 0 ? 0 : n1 * d));
+    megatax::SearchOptions one, many;
+    one.backend = many.backend = megatax::Backend::kCuda;
+    many.devices = devices;
+    std::vector<float> d1(static_cast<std::size_t>(nq * k)), d2(d1.size());
+    std::vector<std::int64_t> i1(d1.size()), i2(d1.size());
+    index.search(nq, q.data(), k, d2.data(), i2.data(), many);
+    index.search(nq, q.data(), k, d1.data(), i1.data(), one);
+    std::int64_t diff = 0;
+    for (std::size_t t = 0; t < d1.size(); ++t) diff += i1[t] != i2[t] || d1[t] != d2[t];
+    char what[256];
+    std::snprintf(what, sizeof(what),
+                  "sharded over GPUs [%s]: %s %s n=%lld d=%lld q=%lld k=%lld%s: %lld of %lld "
+                  "results differ from GPU 0 alone",
+                  names.c_str(), megatax::dtype_name(dtype), metric == Metric::kL2 ? "L2" : "IP",
+                  static_cast<long long>(index.ntotal()), static_cast<long long>(d),
+                  static_cast<long long>(nq), static_cast<long long>(k),
+                  round == 0 ? "" : " (after an append)", static_cast<long long>(diff),
+                  static_cast<long long>(d1.size()));
+    check(diff == 0, what);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,6 +197,37 @@ int main(int argc, char** argv) {
     run_case(rng, 20000, 256, 30, 10, DType::kBF16, Metric::kL2);
     run_case(rng, 20000, 96, 30, 50, DType::kF16, Metric::kL2);
     run_case(rng, 50, 64, 5, 80, DType::kF32, Metric::kL2);  // k > ntotal: -1 tails
+    // Sharded: two shards on GPU 0 (any machine), then over the GPUs there are.
+    run_sharded(rng, {0, 0}, 200000, 64, 40, 10, DType::kBF16, Metric::kL2);
+    run_sharded(rng, {0, 0, 0}, 150000, 40, 20, 100, DType::kF32, Metric::kL2);
+    run_sharded(rng, {0, 0}, 140000, 128, 8, 10, DType::kF16, Metric::kInnerProduct);
+    const int gpus = megatax::cuda::device_count();
+    if (gpus >= 2) {
+      std::vector<int> all;
+      for (int dev = 0; dev < gpus; ++dev) all.push_back(dev);
+      run_sharded(rng, all, 300000, 128, 64, 10, DType::kBF16, Metric::kL2);
+      run_sharded(rng, all, 200000, 96, 16, 50, DType::kF32, Metric::kL2);
+      run_sharded(rng, {gpus - 1}, 100000, 64, 20, 10, DType::kBF16, Metric::kL2);
+    } else {
+      std::printf("(one GPU: the sharded checks over several GPUs need two)\n");
+    }
+    {  // a device that does not exist
+      megatax::IndexFlat small(8, Metric::kL2);
+      std::vector<float> v(8 * 4, 0.25f), dd(2);
+      std::vector<std::int64_t> ids(2);
+      small.add(4, v.data());
+      megatax::SearchOptions bad;
+      bad.backend = megatax::Backend::kCuda;
+      bad.devices = {0, gpus};
+      std::string message;
+      try {
+        small.search(1, v.data(), 2, dd.data(), ids.data(), bad);
+      } catch (const megatax::Error& e) {
+        if (e.code() == megatax::ErrorCode::kInvalidArgument) message = e.what();
+      }
+      check(message.find("device " + std::to_string(gpus) + " does not exist") != std::string::npos,
+            "devices naming a GPU that does not exist: '" + message + "'");
+    }
     {  // empty index
       megatax::IndexFlat empty(8, Metric::kL2);
       megatax::SearchOptions cuda;
