@@ -47,6 +47,8 @@ random queries.
   --dtype T        index storage: fp32|fp16|bf16 (default fp32)
   --metric M       l2|ip (default l2)
   --backend B      auto|cpu|cuda (default auto)
+  --devices LIST   cuda: the GPUs holding the database, comma-separated, e.g. 0,1 (its rows
+                   dealt to them in blocks, searched at once; default 0)
   --threads T      worker threads, 0 = all hardware threads (default 0)
   --simd S         auto|scalar|avx2|avx512|neon (default auto)
   --seed S         random seed (default 1234)
@@ -63,6 +65,7 @@ struct Config {
   std::string dtype = "fp32", metric = "l2", backend = "auto", simd = "auto", dist = "normal";
   std::uint64_t seed = 1234;
   std::string base_file, queries_file, ids_out;
+  std::vector<int> devices;
   bool q_set = false, n_set = false, d_set = false;
 };
 
@@ -104,7 +107,8 @@ bool parse_args(int argc, char** argv, Config* c) {
     static constexpr std::string_view kFlags[] = {"--q",     "--n",      "--d",       "--k",
                                                   "--iters", "--warmup", "--threads", "--seed",
                                                   "--dtype", "--metric", "--backend", "--simd",
-                                                  "--dist",  "--base",   "--queries", "--ids-out"};
+                                                  "--dist",  "--base",   "--queries", "--ids-out",
+                                                  "--devices"};
     if (std::find(std::begin(kFlags), std::end(kFlags), flag) == std::end(kFlags))
       throw UsageError{"unknown flag '" + flag + "' (see --help)"};
     if (const auto eq = arg.find('='); eq != std::string_view::npos) {
@@ -154,6 +158,15 @@ bool parse_args(int argc, char** argv, Config* c) {
       c->queries_file = value;
     } else if (flag == "--ids-out") {
       c->ids_out = value;
+    } else if (flag == "--devices") {
+      c->devices.clear();
+      std::string_view rest = value;
+      while (true) {
+        const auto comma = rest.find(',');
+        c->devices.push_back(parse_int<int>(flag, rest.substr(0, comma), 0));
+        if (comma == std::string_view::npos) break;
+        rest = rest.substr(comma + 1);
+      }
     }
   }
   return true;
@@ -271,6 +284,7 @@ int run(const Config& c) {
   options.backend = megatax::parse_backend(c.backend);
   options.threads = c.threads;
   options.simd = c.simd;
+  options.devices = c.devices;
   const int threads = megatax::resolve_threads(c.threads, std::numeric_limits<std::int64_t>::max());
   const megatax::kernels::SimdLevel simd =
       megatax::kernels::resolve_simd_level(megatax::kernels::parse_simd_level(c.simd));
@@ -314,6 +328,11 @@ int run(const Config& c) {
       static_cast<long long>(q), static_cast<long long>(n), static_cast<long long>(d),
       static_cast<long long>(c.k), megatax::dtype_name(dtype), megatax::metric_name(metric),
       megatax::backend_name(options.backend), threads, c.iters, c.warmup, source.c_str());
+  if (!c.devices.empty()) {
+    std::printf("devices:");
+    for (int g : c.devices) std::printf(" %d", g);
+    std::printf("\n");
+  }
   const bool bf16_native = dtype == megatax::DType::kBF16 &&
                            simd == megatax::kernels::SimdLevel::kAvx512 &&
                            megatax::kernels::cpu_has_avx512_bf16();

@@ -30,6 +30,7 @@
  *   3: device fields in megatax_taxonomy_config_t (fits on a GPU),
  *      megatax_taxonomy_predict_device, megatax_taxonomy_predict_files_device,
  *      megatax_taxonomy_release_gpu.
+ *   4: devices / n_devices in megatax_search_options_t (the flat index over several GPUs).
  */
 #ifndef MEGATAX_MEGATAX_C_H_
 #define MEGATAX_MEGATAX_C_H_
@@ -40,7 +41,7 @@
 extern "C" {
 #endif
 
-#define MEGATAX_C_API_VERSION 3
+#define MEGATAX_C_API_VERSION 4
 
 /* ---- status codes (= megatax::ErrorCode) ------------------------------------------------ */
 #define MEGATAX_OK 0
@@ -85,6 +86,12 @@ typedef struct megatax_search_options {
   const char* simd; /* CPU code path: "auto" (default; also NULL), "scalar", "avx2",
                        "avx512", "neon"; a level this CPU lacks gives UNIMPLEMENTED.
                        Borrowed: only read during the call. */
+  /* Since version 4. Backend CUDA: the GPUs that hold the vectors (SearchOptions::devices:
+   * rows dealt to them in blocks, searched at once, merged: one GPU's results); n_devices
+   * of them (0, the default: GPU 0). A GPU that does not exist gives INVALID_ARGUMENT.
+   * Borrowed: only read during the call. */
+  const int* devices; /* default NULL */
+  int n_devices;      /* default 0 */
 } megatax_search_options_t;
 
 /* ---- errors ----------------------------------------------------------------------------- */
@@ -100,7 +107,7 @@ const char* megatax_status_name(int status);
 
 /* ---- options ---------------------------------------------------------------------------- */
 
-/* Sets *opts to the defaults (AUTO backend, all threads, "auto" SIMD).
+/* Sets *opts to the defaults (AUTO backend, all threads, "auto" SIMD, GPU 0).
  * INVALID_ARGUMENT if opts is NULL. */
 int megatax_search_options_init(megatax_search_options_t* opts);
 

@@ -9,7 +9,7 @@ Non-numeric dtypes raise TypeError; an ndim other than 2 raises MegataxValueErro
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -32,10 +32,19 @@ class IndexFlat:
         """Appends the rows of x (n, d). A NaN/Inf row raises MegataxValueError and
         nothing is added. Releases the GIL."""
     def search(
-        self, xq: npt.ArrayLike, k: int, threads: int = 0
+        self,
+        xq: npt.ArrayLike,
+        k: int,
+        threads: int = 0,
+        *,
+        backend: str = "auto",
+        devices: Optional[Sequence[int]] = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """(D, I): float32 (nq, k) distances and int64 (nq, k) ids of the k nearest
-        stored vectors of each query row. threads: 0 = all hardware threads. Releases
+        stored vectors of each query row. threads: 0 = all hardware threads. backend:
+        'auto'/'cpu' (CPU kernels) or 'cuda' (a CUDA build: the vectors stay on the GPU
+        between searches); devices: with 'cuda', the GPUs holding the vectors (rows dealt
+        to them, searched at once, merged: one GPU's results); default [0]. Releases
         the GIL."""
     def reset(self) -> None:
         """Removes every vector."""

@@ -3,10 +3,13 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
 #include "binding.h"
@@ -64,10 +67,13 @@ void add(PyIndexFlat& self, py::handle x) {
   self.index().add(a.view);
 }
 
-py::tuple search(const PyIndexFlat& self, py::handle xq, std::int64_t k, int threads) {
+py::tuple search(const PyIndexFlat& self, py::handle xq, std::int64_t k, int threads,
+                 const std::string& backend, const std::optional<std::vector<int>>& devices) {
   MatrixArg q = matrix_arg(xq, "search: queries");
   SearchOptions options;
   options.threads = threads;
+  options.backend = parse_backend(backend);
+  if (devices) options.devices = *devices;
   const std::int64_t n = q.view.rows;
   if (k < 1) {
     // Let the C++ index refuse k (and any other argument) with its own message.
@@ -116,10 +122,14 @@ void bind_index_flat(py::module_& m) {
            "Appends the rows of x (shape (n, d); float32/float16 read without a copy). All "
            "rows are checked first: a NaN or Inf row raises MegataxValueError and nothing is "
            "added. Releases the GIL.")
-      .def("search", &search, arg("xq"), arg("k"), arg("threads") = 0,
+      .def("search", &search, arg("xq"), arg("k"), arg("threads") = 0, py::kw_only(),
+           arg("backend") = "auto", arg("devices") = py::none(),
            "k nearest neighbours of each row of xq (shape (nq, d)). Returns (D, I): D float32 "
            "(nq, k) distances, I int64 (nq, k) ids, nearest first. threads: 0 = all hardware "
-           "threads. Releases the GIL.")
+           "threads. backend: 'auto' or 'cpu' (the CPU kernels), 'cuda' (a build with the CUDA "
+           "backend: the vectors stay on the GPU between searches). devices: with 'cuda', the "
+           "GPUs that hold the vectors (e.g. [0, 1]: rows dealt to both, searched at once, the "
+           "same results as one GPU's); default [0]. Releases the GIL.")
       .def(
           "reset",
           [](PyIndexFlat& self) {

@@ -79,6 +79,8 @@ int megatax_search_options_init(megatax_search_options_t* opts) {
     opts->backend = MEGATAX_BACKEND_AUTO;
     opts->threads = 0;
     opts->simd = "auto";
+    opts->devices = nullptr;
+    opts->n_devices = 0;
   });
 }
 
@@ -144,6 +146,13 @@ int megatax_index_search(const megatax_index_t* index, int64_t n, const float* q
       options.backend = static_cast<megatax::Backend>(opts->backend);
       options.threads = opts->threads;
       options.simd = opts->simd != nullptr ? opts->simd : "auto";
+      if (opts->n_devices < 0)
+        megatax::throw_error(ErrorCode::kInvalidArgument,
+                             "opts->n_devices must be >= 0, got " + std::to_string(opts->n_devices));
+      if (opts->n_devices > 0) {
+        require(opts->devices, "opts->devices");
+        options.devices.assign(opts->devices, opts->devices + opts->n_devices);
+      }
     }
     index->index.search(megatax::MatrixView(q, n, index->index.dim(), megatax::DType::kF32), k,
                         distances, ids, options);

@@ -277,6 +277,45 @@ TEST(CApi, BadArgumentsNameWhatWasExpected) {
   opts.threads = -4;
   EXPECT_EQ(megatax_index_search(h.p, 1, x.data(), 3, dist, ids, &opts), MEGATAX_INVALID_ARGUMENT);
   EXPECT_TRUE(has(megatax_last_error(), "threads")) << megatax_last_error();
+  opts.threads = 0;
+
+  // Version 4: the GPUs of a CUDA search. Defaults: none (GPU 0).
+  static_assert(MEGATAX_C_API_VERSION >= 4, "the version-4 fields are tested here");
+  megatax_search_options_t fresh;
+  std::memset(&fresh, 0x5a, sizeof(fresh));
+  ASSERT_EQ(megatax_search_options_init(&fresh), MEGATAX_OK);
+  EXPECT_EQ(fresh.devices, nullptr);
+  EXPECT_EQ(fresh.n_devices, 0);
+  opts.n_devices = -1;
+  EXPECT_EQ(megatax_index_search(h.p, 1, x.data(), 3, dist, ids, &opts), MEGATAX_INVALID_ARGUMENT);
+  EXPECT_TRUE(has(megatax_last_error(), "n_devices must be >= 0, got -1")) << megatax_last_error();
+  opts.n_devices = 2;  // devices NULL
+  EXPECT_EQ(megatax_index_search(h.p, 1, x.data(), 3, dist, ids, &opts), MEGATAX_INVALID_ARGUMENT);
+  EXPECT_TRUE(has(megatax_last_error(), "opts->devices")) << megatax_last_error();
+  // The CPU backend ignores them: the same results as without.
+  const int gpus[] = {0, 1};
+  opts.devices = gpus;
+  std::vector<float> d_with(3), d_without(3);
+  std::vector<int64_t> i_with(3), i_without(3);
+  ASSERT_EQ(megatax_index_search(h.p, 1, x.data(), 3, d_with.data(), i_with.data(), &opts), MEGATAX_OK)
+      << megatax_last_error();
+  ASSERT_EQ(megatax_index_search(h.p, 1, x.data(), 3, d_without.data(), i_without.data(), nullptr),
+            MEGATAX_OK);
+  EXPECT_EQ(i_with, i_without);
+  EXPECT_EQ(d_with, d_without);
+  // CUDA over GPUs 0 and 9: a GPU that does not exist is named (or, with no GPU here, the
+  // reason there is none).
+  const int missing[] = {0, 9};
+  opts.devices = missing;
+  opts.backend = MEGATAX_BACKEND_CUDA;
+  const int rc = megatax_index_search(h.p, 1, x.data(), 3, dist, ids, &opts);
+  EXPECT_NE(rc, MEGATAX_OK);
+  if (rc == MEGATAX_INVALID_ARGUMENT) {
+    EXPECT_TRUE(has(megatax_last_error(), "device 9 does not exist")) << megatax_last_error();
+  } else {
+    EXPECT_TRUE(rc == MEGATAX_UNIMPLEMENTED || rc == MEGATAX_FAILED_PRECONDITION) << rc;
+    EXPECT_TRUE(has(megatax_last_error(), "backend cuda")) << megatax_last_error();
+  }
 }
 
 TEST(CApi, FileErrors) {

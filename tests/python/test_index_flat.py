@@ -253,3 +253,27 @@ def test_engine_errors_carry_message_and_code(tmp_path):
     assert e.value.code in ("io_error", "not_found")
     with pytest.raises(TypeError):
         index.search(np.zeros((1, 8), np.float32), "ten")
+
+
+def test_search_backend_and_devices():
+    rng = np.random.default_rng()
+    xb = rng.standard_normal((300, 24), dtype=np.float32)
+    xq = rng.standard_normal((4, 24), dtype=np.float32)
+    index = IndexFlatL2(24)
+    index.add(xb)
+    D, I = index.search(xq, 5)
+    want_D, want_I = brute_force(xb, xq, 5, "l2")
+    assert (I == want_I).all()
+    # devices only matter to the cuda backend; the cpu results are the same.
+    D2, I2 = index.search(xq, 5, backend="cpu", devices=[0, 1])
+    assert (I2 == I).all() and (D2 == D).all()
+    with pytest.raises(MegataxValueError, match="backend"):
+        index.search(xq, 5, backend="gpu")
+    # cuda: results close to the reference on a machine with a GPU and a CUDA build;
+    # elsewhere an error that says why.
+    try:
+        Dc, Ic = index.search(xq, 5, backend="cuda", devices=[0])
+    except MegataxError as e:
+        assert "cuda" in str(e).lower() or "CUDA" in str(e)
+    else:
+        assert (Ic == want_I).mean() >= 0.95
