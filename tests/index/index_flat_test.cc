@@ -637,6 +637,53 @@ TEST(IndexFlatErrors, NonFiniteQueryNamesTheRow) {
   EXPECT_TRUE(contains(e, "overflows")) << e.what();
 }
 
+// The search's (and add's) check of query values against the index dtype, at the edges: a
+// value is refused exactly when it is NaN or Inf or rounds to infinity in the index dtype
+// (the reference: the public f32 -> f16/bf16 -> f32 round trip), for every f32 bit pattern
+// within 3000 ulps of the edges, both signs, and random patterns over the whole range.
+TEST(IndexFlatErrors, OverflowCheckMatchesTheRoundTripAtTheEdges) {
+  std::mt19937 rng(std::random_device{}());
+  for (const DType dtype : {DType::kF16, DType::kBF16}) {
+    IndexFlat index(4, Metric::kL2, dtype);
+    const std::vector<float> x(4, 1.f);
+    index.add(1, x.data());
+    const std::uint32_t edge = dtype == DType::kF16 ? 0x477ff000u : 0x7f7f8000u;
+    std::vector<std::uint32_t> patterns;
+    for (std::uint32_t b = edge - 3000; b <= edge + 3000; ++b) patterns.push_back(b);
+    for (std::uint32_t b = 0x7f7ff000u; b <= 0x7f800010u; ++b) patterns.push_back(b);  // to Inf, NaN
+    std::uniform_int_distribution<std::uint32_t> any(0, 0x7fffffffu);
+    for (int i = 0; i < 20000; ++i) patterns.push_back(any(rng));
+    std::int64_t refused = 0, mismatched = 0;
+    for (std::size_t i = 0; i < patterns.size(); ++i) {
+      for (const std::uint32_t sign : {0u, 0x80000000u}) {
+        const std::uint32_t bits = patterns[i] | sign;
+        float v;
+        std::memcpy(&v, &bits, sizeof v);
+        const float back = dtype == DType::kF16 ? f16_to_f32(f32_to_f16(v)) : bf16_to_f32(f32_to_bf16(v));
+        const bool want_refused = !std::isfinite(v) || !std::isfinite(back);
+        std::vector<float> q(4, 0.5f);
+        q[i % 4] = v;
+        float d;
+        std::int64_t id;
+        bool got_refused = false;
+        try {
+          index.search(1, q.data(), 1, &d, &id);
+        } catch (const Error& e) {
+          got_refused = e.code() == ErrorCode::kInvalidArgument &&
+                        contains(e, "dim " + std::to_string(i % 4)) &&
+                        contains(e, "overflows") == std::isfinite(v);
+        }
+        refused += got_refused;
+        if (got_refused != want_refused && ++mismatched <= 5)
+          ADD_FAILURE() << dtype_name(dtype) << ": value bits 0x" << std::hex << bits << std::dec
+                        << " refused " << got_refused << ", expected " << want_refused;
+      }
+    }
+    EXPECT_EQ(mismatched, 0);
+    EXPECT_GT(refused, 3000) << "the edge cases include refused values";
+  }
+}
+
 TEST(IndexFlatErrors, NonFiniteAddIsRefusedWhole) {
   for (const DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     IndexFlat index(4, Metric::kL2, dtype);
