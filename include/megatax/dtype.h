@@ -54,4 +54,10 @@ void convert_from_f32(const float* src, std::size_t n, DType dst_type, void* dst
 // so that the check also holds under -ffast-math.
 std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) noexcept;
 
+// Index of the first of n f32 values that `target` cannot hold, or n: NaN and Inf, and for
+// f16 / bf16 the finite values that round (to nearest even, as f32_to_f16 / f32_to_bf16) to
+// infinity (|v| >= 65520 for f16; for bf16 from halfway between its largest finite value
+// and 2^128). Bit tests on each value's magnitude, vectorised (no round trip per value).
+std::size_t first_unstorable(const float* v, std::size_t n, DType target) noexcept;
+
 }  // namespace megatax

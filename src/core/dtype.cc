@@ -1,5 +1,6 @@
 #include "megatax/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -222,6 +223,29 @@ std::size_t first_non_finite(DType dtype, const void* data, std::size_t n) noexc
     case DType::kF16: return first_all_ones_16(static_cast<const std::uint16_t*>(data), n, 0x7C00u);
     case DType::kBF16: return first_all_ones_16(static_cast<const std::uint16_t*>(data), n, 0x7F80u);
     case DType::kU8: return n;
+  }
+  return n;
+}
+
+std::size_t first_unstorable(const float* v, std::size_t n, DType target) noexcept {
+  // The smallest magnitude bit pattern (sign cleared) that `target` cannot hold.
+  const std::uint32_t limit = target == DType::kF16    ? 0x477FF000u   // 65520
+                              : target == DType::kBF16 ? 0x7F7F8000u
+                                                       : 0x7F800000u;  // Inf, NaN
+  auto magnitude = [v](std::size_t i) {
+    std::uint32_t m;
+    std::memcpy(&m, v + i, sizeof m);
+    return m & 0x7FFFFFFFu;
+  };
+  // Blocks of 64 without an early exit (the max vectorises), then the exact index.
+  std::size_t b = 0;
+  for (; b + 64 <= n; b += 64) {
+    std::uint32_t worst = 0;
+    for (std::size_t i = b; i < b + 64; ++i) worst = std::max(worst, magnitude(i));
+    if (worst >= limit) break;
+  }
+  for (std::size_t i = b; i < n; ++i) {
+    if (magnitude(i) >= limit) return i;
   }
   return n;
 }

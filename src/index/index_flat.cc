@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "core/parallel.h"
 #include "index/index_flat_cuda.h"
 #include "kernels/cpu/knn.h"
 #include "kernels/cpu/packed_matrix.h"
@@ -68,54 +69,34 @@ struct BadValue {
   bool overflow = false;  // finite, but infinite once rounded to the index dtype
 };
 
-// The smallest |f32 bit pattern| (sign cleared) that cannot be stored in `target` (when
-// narrowing to it): Inf and NaN (0x7f800000 and up) everywhere, and the finite values that
-// round (to nearest even) to infinity: from halfway between the type's largest finite value
-// and the next power of two up (f16: 65520; bf16: 0x7f7f8000, about 3.3961e38).
-std::uint32_t first_unusable_bits(DType target, bool narrows) {
-  if (!narrows) return 0x7f800000u;
-  return target == DType::kF16 ? 0x477ff000u : 0x7f7f8000u;
-}
-
-// Whether a value of v[0, d) has |bit pattern| >= limit: a max over the row, which the
-// compiler vectorises (the per-value round trip below costs ~20 ns a value; a 1024-query
-// search into a bf16 index spent milliseconds on it).
-bool any_at_or_above(const float* v, std::int64_t d, std::uint32_t limit) {
-  std::uint32_t worst = 0;
-  for (std::int64_t j = 0; j < d; ++j) {
-    std::uint32_t b;
-    std::memcpy(&b, v + j, sizeof b);
-    b &= 0x7fffffffu;
-    worst = b > worst ? b : worst;
-  }
-  return worst >= limit;
-}
-
 BadValue find_bad_value(const MatrixView& x, DType target) {
   if (x.dtype == DType::kU8) return {};  // 0..255: finite in every index dtype
-  const bool narrows = target != DType::kF32 && x.dtype != target;
-  const std::uint32_t limit = first_unusable_bits(target, narrows);
-  std::vector<float> row(static_cast<std::size_t>(x.dim));
-  for (std::int64_t i = 0; i < x.rows; ++i) {
-    const float* v;
-    if (x.dtype == DType::kF32) {
-      v = static_cast<const float*>(x.row(i));
-    } else {
-      convert_to_f32(x.dtype, x.row(i), row.size(), row.data());
-      v = row.data();
-    }
-    // Rows with nothing at or above the limit are usable; a flagged row gets the exact,
-    // per-value check (which decides and names the value).
-    if (!any_at_or_above(v, x.dim, limit)) continue;
-    for (std::int64_t j = 0; j < x.dim; ++j) {
-      if (!std::isfinite(v[j])) return {i, j, v[j], false};
-      if (narrows) {
-        const float r =
-            target == DType::kF16 ? f16_to_f32(f32_to_f16(v[j])) : bf16_to_f32(f32_to_bf16(v[j]));
-        if (!std::isfinite(r)) return {i, j, v[j], true};
+  // Values must be finite, and fit the index dtype when they are narrowed to it.
+  const DType fits = target != DType::kF32 && x.dtype != target ? target : DType::kF32;
+  const auto d = static_cast<std::size_t>(x.dim);
+  // Rows in tasks of ~256k values on all threads (a large add); the first bad row wins.
+  const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / x.dim);
+  const std::int64_t tasks = (x.rows + per_task - 1) / per_task;
+  std::vector<BadValue> found(static_cast<std::size_t>(tasks));
+  parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+    std::vector<float> row(x.dtype == DType::kF32 ? 0 : d);
+    const std::int64_t end = std::min(x.rows, (t + 1) * per_task);
+    for (std::int64_t i = t * per_task; i < end; ++i) {
+      const float* v = row.data();
+      if (x.dtype == DType::kF32) {
+        v = static_cast<const float*>(x.row(i));
+      } else {
+        convert_to_f32(x.dtype, x.row(i), d, row.data());
+      }
+      const std::size_t j = first_unstorable(v, d, fits);
+      if (j < d) {
+        found[static_cast<std::size_t>(t)] = {i, static_cast<std::int64_t>(j), v[j], std::isfinite(v[j])};
+        return;
       }
     }
-  }
+  });
+  for (const BadValue& b : found)
+    if (b.row >= 0) return b;
   return {};
 }
 

@@ -655,5 +655,52 @@ TEST(DTypeBulk, ZeroLengthWritesNothing) {
   EXPECT_EQ(dstf[0], 7.f);
 }
 
+// first_unstorable's bit test against the round trip it stands for. Rounding is monotone in
+// the magnitude, so "rounds to infinity" is a threshold: checking every bit pattern within
+// 3000 ulps of each edge (both signs), random patterns and the specials covers it.
+TEST(DTypeBulk, FirstUnstorableMatchesTheRoundTrip) {
+  std::mt19937 rng(std::random_device{}());
+  std::vector<std::uint32_t> patterns = {0u, 1u, 0x3F800000u, 0x7F800000u, 0x7FC00000u, 0x7F800001u,
+                                         0x7F7FFFFFu};
+  for (const std::uint32_t edge : {0x477FF000u, 0x7F7F8000u, 0x7F800000u})
+    for (std::uint32_t b = edge - 3000; b <= edge + 3000 && b <= 0x7FFFFFFFu; ++b) patterns.push_back(b);
+  std::uniform_int_distribution<std::uint32_t> any(0, 0x7FFFFFFFu);
+  for (int i = 0; i < 100000; ++i) patterns.push_back(any(rng));
+  for (const DType target : {DType::kF32, DType::kF16, DType::kBF16}) {
+    int mismatches = 0;
+    for (const std::uint32_t p : patterns) {
+      for (const std::uint32_t sign : {0u, 0x80000000u}) {
+        const std::uint32_t bits = p | sign;
+        float v;
+        std::memcpy(&v, &bits, sizeof v);
+        bool want = !std::isfinite(v);
+        if (!want && target == DType::kF16) want = !std::isfinite(f16_to_f32(f32_to_f16(v)));
+        if (!want && target == DType::kBF16) want = !std::isfinite(bf16_to_f32(f32_to_bf16(v)));
+        const bool got = first_unstorable(&v, 1, target) == 0;
+        if (got != want && ++mismatches <= 5)
+          ADD_FAILURE() << dtype_name(target) << ": bits 0x" << std::hex << bits << " flagged " << got
+                        << ", expected " << want;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << dtype_name(target);
+  }
+}
+
+TEST(DTypeBulk, FirstUnstorableFindsTheFirstPosition) {
+  for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64},
+                              std::size_t{65}, std::size_t{200}}) {
+    std::vector<float> v(n, 1.5f);
+    EXPECT_EQ(first_unstorable(v.data(), n, DType::kF16), n);
+    for (std::size_t p = 0; p < n; p += 7) {
+      std::vector<float> w = v;
+      w[p] = 70000.f;  // fine in f32 and bf16, too large for f16
+      if (p + 3 < n) w[p + 3] = std::numeric_limits<float>::quiet_NaN();
+      EXPECT_EQ(first_unstorable(w.data(), n, DType::kF16), p) << "n " << n;
+      EXPECT_EQ(first_unstorable(w.data(), n, DType::kBF16), p + 3 < n ? p + 3 : n) << "n " << n;
+      EXPECT_EQ(first_unstorable(w.data(), n, DType::kF32), p + 3 < n ? p + 3 : n) << "n " << n;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace megatax

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "core/parallel.h"
 #include "megatax/error.h"
 
 namespace megatax::kernels {
@@ -47,42 +48,54 @@ void PackedMatrix::reserve(std::int64_t rows) {
   grow_to_panels((rows + kPanelRows - 1) / kPanelRows);
 }
 
-void PackedMatrix::store_row_f32(std::int64_t i, const float* v) {
+void PackedMatrix::store_row_f32(std::int64_t i, const float* v, RowScratch& scratch) {
   const std::int64_t p = i / kPanelRows, r = i % kPanelRows;
   std::uint8_t* base = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
   double norm = 0;
-  switch (dtype_) {
-    case DType::kF32: {
-      auto* d = reinterpret_cast<float*>(base);
-      for (std::int64_t k = 0; k < dim_; ++k) {
-        d[k * kPanelRows + r] = v[k];
-        norm += static_cast<double>(v[k]) * v[k];
-      }
-      break;
+  if (dtype_ == DType::kF32) {
+    auto* d = reinterpret_cast<float*>(base);
+    for (std::int64_t k = 0; k < dim_; ++k) {
+      d[k * kPanelRows + r] = v[k];
+      norm += static_cast<double>(v[k]) * v[k];
     }
-    case DType::kF16: {
-      auto* d = reinterpret_cast<std::uint16_t*>(base);
-      for (std::int64_t k = 0; k < dim_; ++k) {
-        const std::uint16_t h = f32_to_f16(v[k]);
-        d[k * kPanelRows + r] = h;
-        const double x = f16_to_f32(h);
-        norm += x * x;
-      }
-      break;
+  } else {
+    // Rounded in bulk (the scalar conversions' bits), the norm from the stored values.
+    const auto n = static_cast<std::size_t>(dim_);
+    scratch.half.resize(n);
+    scratch.back.resize(n);
+    convert_from_f32(v, n, dtype_, scratch.half.data());
+    convert_to_f32(dtype_, scratch.half.data(), n, scratch.back.data());
+    const std::uint16_t* h = scratch.half.data();
+    auto* d = reinterpret_cast<std::uint16_t*>(base);
+    if (dtype_ == DType::kF16) {
+      for (std::int64_t k = 0; k < dim_; ++k) d[k * kPanelRows + r] = h[k];
+    } else {  // bf16: pairs of dimensions per row (the kernels' layout)
+      for (std::int64_t k = 0; k < dim_; ++k) d[(k / 2) * 2 * kPanelRows + r * 2 + (k & 1)] = h[k];
     }
-    case DType::kBF16: {
-      auto* d = reinterpret_cast<std::uint16_t*>(base);
-      for (std::int64_t k = 0; k < dim_; ++k) {
-        const std::uint16_t h = f32_to_bf16(v[k]);
-        d[(k / 2) * 2 * kPanelRows + r * 2 + (k & 1)] = h;
-        const double x = bf16_to_f32(h);
-        norm += x * x;
-      }
-      break;
+    for (std::int64_t k = 0; k < dim_; ++k) {
+      const double x = scratch.back[static_cast<std::size_t>(k)];
+      norm += x * x;
     }
-    case DType::kU8: break;  // rejected by the constructor
   }
   norms_[static_cast<std::size_t>(i)] = static_cast<float>(norm);
+}
+
+void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int64_t, float*)>& row_f32) {
+  // Tasks of whole panels (rows of one panel share cache lines), about 1M values each.
+  const std::int64_t panel_rows =
+      std::max<std::int64_t>(1, (std::int64_t{1} << 20) / (dim_ * kPanelRows)) * kPanelRows;
+  const std::int64_t first = rows_, end = rows_ + n;
+  const std::int64_t first_task = first / panel_rows, tasks = (end + panel_rows - 1) / panel_rows - first_task;
+  parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+    const std::int64_t r0 = std::max(first, (first_task + t) * panel_rows);
+    const std::int64_t r1 = std::min(end, (first_task + t + 1) * panel_rows);
+    std::vector<float> row(static_cast<std::size_t>(dim_));
+    RowScratch scratch;
+    for (std::int64_t i = r0; i < r1; ++i) {
+      row_f32(i - first, row.data());
+      store_row_f32(i, row.data(), scratch);
+    }
+  });
 }
 
 void PackedMatrix::append(const MatrixView& x) {
@@ -91,45 +104,60 @@ void PackedMatrix::append(const MatrixView& x) {
     throw_error(ErrorCode::kInvalidArgument, "vectors have dim " + std::to_string(x.dim) +
                                                  ", expected " + std::to_string(dim_));
   if (x.rows == 0) return;
-  // Validate first so that a refused add leaves the matrix unchanged.
-  std::vector<float> row(static_cast<std::size_t>(dim_));
-  for (std::int64_t i = 0; i < x.rows; ++i) {
-    if (x.dtype == DType::kU8) continue;
-    convert_to_f32(x.dtype, x.row(i), static_cast<std::size_t>(dim_), row.data());
-    for (std::int64_t k = 0; k < dim_; ++k) {
-      const float v = row[static_cast<std::size_t>(k)];
+  const auto d = static_cast<std::size_t>(dim_);
+  // Validate first so that a refused add leaves the matrix unchanged: NaN, Inf, and finite
+  // values that overflow the storage type (70000 in f16). In parallel; the first bad row wins.
+  if (x.dtype != DType::kU8) {
+    const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / dim_);
+    const std::int64_t tasks = (x.rows + per_task - 1) / per_task;
+    std::vector<std::int64_t> bad_row(static_cast<std::size_t>(tasks), -1), bad_dim(bad_row.size());
+    std::vector<float> bad_value(bad_row.size());
+    parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+      std::vector<float> row(d);
+      const std::int64_t end = std::min(x.rows, (t + 1) * per_task);
+      for (std::int64_t i = t * per_task; i < end; ++i) {
+        const float* v = row.data();
+        if (x.dtype == DType::kF32) {
+          v = static_cast<const float*>(x.row(i));
+        } else {
+          convert_to_f32(x.dtype, x.row(i), d, row.data());
+        }
+        const std::size_t k = first_unstorable(v, d, dtype_);
+        if (k < d) {
+          const auto ts = static_cast<std::size_t>(t);
+          bad_row[ts] = i;
+          bad_dim[ts] = static_cast<std::int64_t>(k);
+          bad_value[ts] = v[k];
+          return;
+        }
+      }
+    });
+    for (std::size_t t = 0; t < bad_row.size(); ++t) {
+      if (bad_row[t] < 0) continue;
+      const float v = bad_value[t];
       if (!std::isfinite(v))
         throw_error(ErrorCode::kInvalidArgument,
-                    "vectors: row " + std::to_string(i) + " holds a non-finite value (" +
-                        std::to_string(v) + " at dim " + std::to_string(k) + ")");
-      // A finite value may still overflow the storage type (70000 in f16).
-      const float stored = dtype_ == DType::kF16    ? f16_to_f32(f32_to_f16(v))
-                           : dtype_ == DType::kBF16 ? bf16_to_f32(f32_to_bf16(v))
-                                                    : v;
-      if (!std::isfinite(stored))
-        throw_error(ErrorCode::kInvalidArgument,
-                    "vectors: row " + std::to_string(i) + " value " + std::to_string(v) +
-                        " at dim " + std::to_string(k) + " overflows " + dtype_name(dtype_));
+                    "vectors: row " + std::to_string(bad_row[t]) + " holds a non-finite value (" +
+                        std::to_string(v) + " at dim " + std::to_string(bad_dim[t]) + ")");
+      throw_error(ErrorCode::kInvalidArgument,
+                  "vectors: row " + std::to_string(bad_row[t]) + " value " + std::to_string(v) +
+                      " at dim " + std::to_string(bad_dim[t]) + " overflows " + dtype_name(dtype_));
     }
   }
   grow_to_panels((rows_ + x.rows + kPanelRows - 1) / kPanelRows);
-  for (std::int64_t i = 0; i < x.rows; ++i) {
-    convert_to_f32(x.dtype, x.row(i), static_cast<std::size_t>(dim_), row.data());
-    store_row_f32(rows_ + i, row.data());
-  }
+  store_rows(x.rows, [&](std::int64_t i, float* row) { convert_to_f32(x.dtype, x.row(i), d, row); });
   rows_ += x.rows;
 }
 
 void PackedMatrix::append_raw(const void* src, std::int64_t n) {
   if (n <= 0) return;
   grow_to_panels((rows_ + n + kPanelRows - 1) / kPanelRows);
-  std::vector<float> row(static_cast<std::size_t>(dim_));
   const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
-  for (std::int64_t i = 0; i < n; ++i) {
-    convert_to_f32(dtype_, static_cast<const std::uint8_t*>(src) + i * row_bytes,
-                   static_cast<std::size_t>(dim_), row.data());
-    store_row_f32(rows_ + i, row.data());  // exact: the values are already in dtype
-  }
+  // exact: the values are already in dtype
+  store_rows(n, [&](std::int64_t i, float* row) {
+    convert_to_f32(dtype_, static_cast<const std::uint8_t*>(src) + static_cast<std::size_t>(i) * row_bytes,
+                   static_cast<std::size_t>(dim_), row);
+  });
   rows_ += n;
 }
 

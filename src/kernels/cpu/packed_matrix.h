@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -69,7 +70,14 @@ class PackedMatrix {
 
  private:
   void grow_to_panels(std::int64_t panels);
-  void store_row_f32(std::int64_t i, const float* v);  // converts + writes + norm
+  struct RowScratch {  // one thread's buffers for store_row_f32
+    std::vector<std::uint16_t> half;
+    std::vector<float> back;
+  };
+  void store_row_f32(std::int64_t i, const float* v, RowScratch& scratch);  // converts + writes + norm
+  // Stores rows rows_ .. rows_ + n - 1 (capacity reserved) from row_f32(j, out): the j-th new
+  // row's dim() floats. Whole panels a task, on all hardware threads when there are several.
+  void store_rows(std::int64_t n, const std::function<void(std::int64_t, float*)>& row_f32);
 
   std::int64_t dim_;
   std::int64_t dim_padded_;
