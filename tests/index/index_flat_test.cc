@@ -684,6 +684,24 @@ TEST(IndexFlatErrors, OverflowCheckMatchesTheRoundTripAtTheEdges) {
   }
 }
 
+// A large add is checked on several threads: the first bad row is still the one named.
+TEST(IndexFlatErrors, LargeAddNamesTheFirstBadRow) {
+  const std::int64_t n = 300, d = 4096;  // ~1.2M values: several check tasks
+  std::vector<float> x(static_cast<std::size_t>(n * d), 0.25f);
+  x[static_cast<std::size_t>(250 * d + 7)] = std::numeric_limits<float>::quiet_NaN();
+  x[static_cast<std::size_t>(70 * d + 4000)] = 1e6f;  // too large for f16
+  x[static_cast<std::size_t>(290 * d)] = 1e6f;
+  IndexFlat half(d, Metric::kL2, DType::kF16);
+  Error e = expect_error(ErrorCode::kInvalidArgument, [&] { half.add(n, x.data()); });
+  EXPECT_TRUE(contains(e, "row 70")) << e.what();
+  EXPECT_TRUE(contains(e, "dim 4000")) << e.what();
+  EXPECT_EQ(half.ntotal(), 0);
+  IndexFlat full(d, Metric::kL2, DType::kF32);  // 1e6 fits f32: the NaN is the first
+  e = expect_error(ErrorCode::kInvalidArgument, [&] { full.add(n, x.data()); });
+  EXPECT_TRUE(contains(e, "row 250")) << e.what();
+  EXPECT_EQ(full.ntotal(), 0);
+}
+
 TEST(IndexFlatErrors, NonFiniteAddIsRefusedWhole) {
   for (const DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     IndexFlat index(4, Metric::kL2, dtype);
