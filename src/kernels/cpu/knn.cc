@@ -64,20 +64,23 @@ void prepare_queries(const MatrixView& q, std::int64_t begin, std::int64_t count
   out->values.resize(static_cast<std::size_t>(count * ld));
   out->data = out->values.data();
   if (bf16) out->pairs.resize(static_cast<std::size_t>(count * ld / 2));
+  // 16-bit databases: queries rounded to the database dtype (bulk conversions: the scalar
+  // ones' bits), the bf16 kernels also taking them as packed pairs.
+  std::vector<std::uint16_t> half(f16 || bf16 ? static_cast<std::size_t>(ld) : 0, 0);
   for (std::int64_t i = 0; i < count; ++i) {
     float* v = out->values.data() + i * ld;
     convert_to_f32(q.dtype, q.row(begin + i), static_cast<std::size_t>(dim), v);
     for (std::int64_t k = dim; k < ld; ++k) v[k] = 0.f;  // padding
-    if (f16)
-      for (std::int64_t k = 0; k < dim; ++k) v[k] = f16_to_f32(f32_to_f16(v[k]));
-    if (bf16)
-      for (std::int64_t k = 0; k < dim; ++k) v[k] = bf16_to_f32(f32_to_bf16(v[k]));
+    if (f16 || bf16) {
+      convert_from_f32(v, static_cast<std::size_t>(dim), db.dtype(), half.data());
+      convert_to_f32(db.dtype(), half.data(), static_cast<std::size_t>(dim), v);
+    }
     out->norms[static_cast<std::size_t>(i)] = squared_norm(v, dim);
-    if (bf16) {
+    if (bf16) {  // half[dim..ld) stays 0: the padding's bf16
       std::uint32_t* p = out->pairs.data() + i * ld / 2;
       for (std::int64_t m = 0; m < ld / 2; ++m)
-        p[m] = static_cast<std::uint32_t>(f32_to_bf16(v[2 * m])) |
-               (static_cast<std::uint32_t>(f32_to_bf16(v[2 * m + 1])) << 16);
+        p[m] = static_cast<std::uint32_t>(half[static_cast<std::size_t>(2 * m)]) |
+               (static_cast<std::uint32_t>(half[static_cast<std::size_t>(2 * m + 1)]) << 16);
     }
   }
 }
