@@ -28,7 +28,6 @@
 #include <string>
 #include <vector>
 
-#include "core/parallel.h"
 #include "index/index_flat_cuda.h"
 #include "kernels/cpu/knn.h"
 #include "kernels/cpu/packed_matrix.h"
@@ -70,34 +69,11 @@ struct BadValue {
 };
 
 BadValue find_bad_value(const MatrixView& x, DType target) {
-  if (x.dtype == DType::kU8) return {};  // 0..255: finite in every index dtype
   // Values must be finite, and fit the index dtype when they are narrowed to it.
   const DType fits = target != DType::kF32 && x.dtype != target ? target : DType::kF32;
-  const auto d = static_cast<std::size_t>(x.dim);
-  // Rows in tasks of ~256k values on all threads (a large add); the first bad row wins.
-  const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / x.dim);
-  const std::int64_t tasks = (x.rows + per_task - 1) / per_task;
-  std::vector<BadValue> found(static_cast<std::size_t>(tasks));
-  parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
-    std::vector<float> row(x.dtype == DType::kF32 ? 0 : d);
-    const std::int64_t end = std::min(x.rows, (t + 1) * per_task);
-    for (std::int64_t i = t * per_task; i < end; ++i) {
-      const float* v = row.data();
-      if (x.dtype == DType::kF32) {
-        v = static_cast<const float*>(x.row(i));
-      } else {
-        convert_to_f32(x.dtype, x.row(i), d, row.data());
-      }
-      const std::size_t j = first_unstorable(v, d, fits);
-      if (j < d) {
-        found[static_cast<std::size_t>(t)] = {i, static_cast<std::int64_t>(j), v[j], std::isfinite(v[j])};
-        return;
-      }
-    }
-  });
-  for (const BadValue& b : found)
-    if (b.row >= 0) return b;
-  return {};
+  const kernels::UnstorableValue u = kernels::find_unstorable(x, fits);
+  if (u.row < 0) return {};
+  return {u.row, u.dim, u.value, std::isfinite(u.value)};
 }
 
 // "<what> 3 holds a non-finite value (nan at dim 2)" or

@@ -12,6 +12,35 @@
 
 namespace megatax::kernels {
 
+UnstorableValue find_unstorable(const MatrixView& x, DType target) {
+  if (x.dtype == DType::kU8 || x.rows == 0) return {};  // 0..255: fits every index dtype
+  const auto d = static_cast<std::size_t>(x.dim);
+  // Tasks of ~256k values; each stops at its first bad row, and the first task's wins.
+  const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / x.dim);
+  const std::int64_t tasks = (x.rows + per_task - 1) / per_task;
+  std::vector<UnstorableValue> found(static_cast<std::size_t>(tasks));
+  parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+    std::vector<float> row(x.dtype == DType::kF32 ? 0 : d);
+    const std::int64_t end = std::min(x.rows, (t + 1) * per_task);
+    for (std::int64_t i = t * per_task; i < end; ++i) {
+      const float* v = row.data();
+      if (x.dtype == DType::kF32) {
+        v = static_cast<const float*>(x.row(i));
+      } else {
+        convert_to_f32(x.dtype, x.row(i), d, row.data());
+      }
+      const std::size_t j = first_unstorable(v, d, target);
+      if (j < d) {
+        found[static_cast<std::size_t>(t)] = {i, static_cast<std::int64_t>(j), v[j]};
+        return;
+      }
+    }
+  });
+  for (const UnstorableValue& f : found)
+    if (f.row >= 0) return f;
+  return {};
+}
+
 void PackedMatrix::FreeAligned::operator()(std::uint8_t* p) const noexcept { std::free(p); }
 
 PackedMatrix::PackedMatrix(std::int64_t dim, DType dtype)
@@ -105,44 +134,18 @@ void PackedMatrix::append(const MatrixView& x) {
                                                  ", expected " + std::to_string(dim_));
   if (x.rows == 0) return;
   const auto d = static_cast<std::size_t>(dim_);
+
   // Validate first so that a refused add leaves the matrix unchanged: NaN, Inf, and finite
-  // values that overflow the storage type (70000 in f16). In parallel; the first bad row wins.
-  if (x.dtype != DType::kU8) {
-    const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / dim_);
-    const std::int64_t tasks = (x.rows + per_task - 1) / per_task;
-    std::vector<std::int64_t> bad_row(static_cast<std::size_t>(tasks), -1), bad_dim(bad_row.size());
-    std::vector<float> bad_value(bad_row.size());
-    parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
-      std::vector<float> row(d);
-      const std::int64_t end = std::min(x.rows, (t + 1) * per_task);
-      for (std::int64_t i = t * per_task; i < end; ++i) {
-        const float* v = row.data();
-        if (x.dtype == DType::kF32) {
-          v = static_cast<const float*>(x.row(i));
-        } else {
-          convert_to_f32(x.dtype, x.row(i), d, row.data());
-        }
-        const std::size_t k = first_unstorable(v, d, dtype_);
-        if (k < d) {
-          const auto ts = static_cast<std::size_t>(t);
-          bad_row[ts] = i;
-          bad_dim[ts] = static_cast<std::int64_t>(k);
-          bad_value[ts] = v[k];
-          return;
-        }
-      }
-    });
-    for (std::size_t t = 0; t < bad_row.size(); ++t) {
-      if (bad_row[t] < 0) continue;
-      const float v = bad_value[t];
-      if (!std::isfinite(v))
-        throw_error(ErrorCode::kInvalidArgument,
-                    "vectors: row " + std::to_string(bad_row[t]) + " holds a non-finite value (" +
-                        std::to_string(v) + " at dim " + std::to_string(bad_dim[t]) + ")");
+  // values that overflow the storage type (70000 in f16).
+  const UnstorableValue bad = find_unstorable(x, dtype_);
+  if (bad.row >= 0) {
+    if (!std::isfinite(bad.value))
       throw_error(ErrorCode::kInvalidArgument,
-                  "vectors: row " + std::to_string(bad_row[t]) + " value " + std::to_string(v) +
-                      " at dim " + std::to_string(bad_dim[t]) + " overflows " + dtype_name(dtype_));
-    }
+                  "vectors: row " + std::to_string(bad.row) + " holds a non-finite value (" +
+                      std::to_string(bad.value) + " at dim " + std::to_string(bad.dim) + ")");
+    throw_error(ErrorCode::kInvalidArgument,
+                "vectors: row " + std::to_string(bad.row) + " value " + std::to_string(bad.value) +
+                    " at dim " + std::to_string(bad.dim) + " overflows " + dtype_name(dtype_));
   }
   grow_to_panels((rows_ + x.rows + kPanelRows - 1) / kPanelRows);
   store_rows(x.rows, [&](std::int64_t i, float* row) { convert_to_f32(x.dtype, x.row(i), d, row); });

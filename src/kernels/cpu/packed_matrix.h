@@ -31,6 +31,15 @@ namespace megatax::kernels {
 
 inline constexpr std::int64_t kPanelRows = 16;
 
+// The first value of x (rows in order; converted to f32) that `target` cannot hold
+// (megatax::first_unstorable: NaN, Inf, or too large for f16/bf16), the rows scanned on all
+// hardware threads when there are many; row -1 when every value fits (u8 rows always do).
+struct UnstorableValue {
+  std::int64_t row = -1, dim = 0;
+  float value = 0;
+};
+UnstorableValue find_unstorable(const MatrixView& x, DType target);
+
 class PackedMatrix {
  public:
   // dtype must be f32, f16 or bf16 (throws Error(kInvalidArgument) otherwise); dim >= 1.
