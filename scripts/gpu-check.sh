@@ -10,6 +10,7 @@
 #      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
 #      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data);
 #      bench/cuda/gpu_predict.sh (megatax predict --device cuda vs the CPU's, same model);
+#      bench_indexflat --backend cuda (and, with two or more GPUs, sharded over all of them);
 #      bench/cuda/flash_kmeans_peer.py when third_party/flash-kmeans was fetched and carried
 #   6. a short table
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
@@ -150,6 +151,18 @@ if [ "$bench" -eq 1 ]; then
       done
     done
   done
+  # The database sharded over every GPU (SearchOptions::devices), beside GPU 0 alone.
+  gpus=$(nvidia-smi -L | grep -c '^GPU ')
+  if [ "$gpus" -ge 2 ]; then
+    all=$(seq -s, 0 $((gpus - 1)))
+    for k in 10 100; do
+      for devices in 0 "$all"; do
+        line=$("$BUILD/tools/bench_indexflat" --backend cuda --devices "$devices" --n 2000000 \
+          --d 1024 --q 1024 --k "$k" --dtype bf16 --iters 10 --warmup 2 2>&1 | grep -E 'ms|search' | tail -1)
+        echo "indexflat cuda bf16 n=2000000 d=1024 q=1024 k=$k devices=$devices: $line" | tee -a "$LOGS/indexflat.log"
+      done
+    done
+  fi
   stamp "gpu_predict.sh"
   ROWS_BENCH=$BUILD/bench/cuda/bench_predict_rows \
     timeout 300 bench/cuda/gpu_predict.sh "$CLI" "${PREDICT_N:-2000000}" "${FIT_D:-1024}" 3 30 2>&1 | tee "$LOGS/gpu_predict.log"
