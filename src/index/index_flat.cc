@@ -237,11 +237,11 @@ void IndexFlat::add(const MatrixView& x) {
     throw_error(ErrorCode::kInvalidArgument, "add: vectors have dim " + std::to_string(x.dim) +
                                                  ", index has dim " + std::to_string(dim()));
   if (x.rows == 0) return;
-  // Checked here (not only by PackedMatrix::append) to also refuse values that overflow
-  // the index dtype; nothing is appended unless every row passes.
+  // Every row checked (NaN, Inf, values that overflow the index dtype) before anything is
+  // appended; the packing then need not scan the values again.
   check_finite_rows(x, dtype(), "add: row");
   try {
-    impl_->db.append(x);
+    impl_->db.append_valid(x);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("add: ") + e.what());
   }

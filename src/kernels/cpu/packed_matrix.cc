@@ -133,8 +133,6 @@ void PackedMatrix::append(const MatrixView& x) {
     throw_error(ErrorCode::kInvalidArgument, "vectors have dim " + std::to_string(x.dim) +
                                                  ", expected " + std::to_string(dim_));
   if (x.rows == 0) return;
-  const auto d = static_cast<std::size_t>(dim_);
-
   // Validate first so that a refused add leaves the matrix unchanged: NaN, Inf, and finite
   // values that overflow the storage type (70000 in f16).
   const UnstorableValue bad = find_unstorable(x, dtype_);
@@ -147,6 +145,15 @@ void PackedMatrix::append(const MatrixView& x) {
                 "vectors: row " + std::to_string(bad.row) + " value " + std::to_string(bad.value) +
                     " at dim " + std::to_string(bad.dim) + " overflows " + dtype_name(dtype_));
   }
+  append_valid(x);
+}
+
+void PackedMatrix::append_valid(const MatrixView& x) {
+  if (x.dim != dim_)
+    throw_error(ErrorCode::kInvalidArgument, "vectors have dim " + std::to_string(x.dim) +
+                                                 ", expected " + std::to_string(dim_));
+  if (x.rows == 0) return;
+  const auto d = static_cast<std::size_t>(dim_);
   grow_to_panels((rows_ + x.rows + kPanelRows - 1) / kPanelRows);
   store_rows(x.rows, [&](std::int64_t i, float* row) { convert_to_f32(x.dtype, x.row(i), d, row); });
   rows_ += x.rows;

@@ -52,6 +52,9 @@ class PackedMatrix {
   // (rounded to nearest even). Rows holding NaN or Inf are refused with
   // Error(kInvalidArgument) naming the row (index within x), and nothing is appended.
   void append(const MatrixView& x);
+  // append() for rows the caller has already checked (find_unstorable(x, dtype()) found
+  // nothing): no second scan of the values.
+  void append_valid(const MatrixView& x);
   // Appends raw rows already in dtype(): `src` holds n rows of dim() elements of dtype(),
   // row-major (used by load()). No finiteness check.
   void append_raw(const void* src, std::int64_t n);
