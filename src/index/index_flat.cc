@@ -365,8 +365,7 @@ void IndexFlat::save(const std::string& path) const {
                                    row_bytes);
   for (std::int64_t begin = 0; begin < db.rows(); begin += chunk_rows) {
     const std::int64_t count = std::min(chunk_rows, db.rows() - begin);
-    for (std::int64_t i = 0; i < count; ++i)
-      db.get_row_raw(begin + i, chunk.data() + static_cast<std::size_t>(i) * row_bytes);
+    db.get_rows_raw(begin, count, chunk.data());
     write_all(fd.get(), chunk.data(), static_cast<std::size_t>(count) * row_bytes, path);
   }
   if (::fsync(fd.get()) != 0) throw_io(path, "fsync", errno);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include "core/parallel.h"
 #include "megatax/error.h"
@@ -195,6 +196,57 @@ void PackedMatrix::get_row_raw(std::int64_t i, void* out) const noexcept {
     auto* d = static_cast<std::uint16_t*>(out);
     for (std::int64_t k = 0; k < dim_; ++k) d[k] = s[(k / 2) * 2 * kPanelRows + r * 2 + (k & 1)];
   }
+}
+
+void PackedMatrix::get_rows_raw(std::int64_t first, std::int64_t count, void* out) const {
+  if (count <= 0) return;
+  // A panel is a [words][16] matrix of 4-byte words (f32 values; bf16 pairs) or 2-byte ones
+  // (f16): row r's j-th word at [j * 16 + r]. It is transposed in blocks of 16 words x 16
+  // rows (1 KB of reads in a row; each row gets 64 bytes at a time: row-major writes of a
+  // whole cache line, never 16 streams 4 KB apart).
+  const std::size_t word = dtype_ == DType::kF16 ? 2 : 4;
+  const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
+  const std::size_t full = row_bytes / word, tail = row_bytes % word;  // tail: an odd bf16 dim
+  const std::int64_t end = first + count;
+  const std::int64_t p0 = first / kPanelRows, p1 = (end + kPanelRows - 1) / kPanelRows;
+  const std::int64_t per_task =
+      std::max<std::int64_t>(1, (std::int64_t{1} << 20) / static_cast<std::int64_t>(panel_bytes_));
+  const std::int64_t tasks = (p1 - p0 + per_task - 1) / per_task;
+  constexpr auto kRows = static_cast<std::size_t>(kPanelRows);
+  auto copy_panel = [&](const auto* src, std::int64_t p) {
+    using Word = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
+    const std::int64_t r0 = std::max(first, p * kPanelRows), r1 = std::min(end, (p + 1) * kPanelRows);
+    auto* base = static_cast<std::uint8_t*>(out) - static_cast<std::size_t>(first) * row_bytes;
+    for (std::size_t j0 = 0; j0 < full; j0 += 16) {
+      const std::size_t jn = std::min<std::size_t>(16, full - j0);
+      for (std::int64_t i = r0; i < r1; ++i) {
+        const auto r = static_cast<std::size_t>(i - p * kPanelRows);
+        Word block[16];
+        if (jn == 16) {
+          for (std::size_t j = 0; j < 16; ++j) block[j] = src[(j0 + j) * kRows + r];
+        } else {
+          for (std::size_t j = 0; j < jn; ++j) block[j] = src[(j0 + j) * kRows + r];
+        }
+        std::memcpy(base + static_cast<std::size_t>(i) * row_bytes + j0 * word, block, jn * word);
+      }
+    }
+    if (tail != 0) {
+      for (std::int64_t i = r0; i < r1; ++i)
+        std::memcpy(base + static_cast<std::size_t>(i) * row_bytes + full * word,
+                    src + full * kRows + static_cast<std::size_t>(i - p * kPanelRows), tail);
+    }
+  };
+  parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+    const std::int64_t q1 = std::min(p1, p0 + (t + 1) * per_task);
+    for (std::int64_t p = p0 + t * per_task; p < q1; ++p) {
+      const std::uint8_t* src = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
+      if (word == 4) {
+        copy_panel(reinterpret_cast<const std::uint32_t*>(src), p);
+      } else {
+        copy_panel(reinterpret_cast<const std::uint16_t*>(src), p);
+      }
+    }
+  });
 }
 
 void PackedMatrix::get_row_f32(std::int64_t i, float* out) const noexcept {

@@ -77,6 +77,10 @@ class PackedMatrix {
 
   // Copies row i (0 <= i < rows()) out as dim() elements of dtype() (raw bits).
   void get_row_raw(std::int64_t i, void* out) const noexcept;
+  // Copies rows [first, first + count) out, row-major, each dim() elements of dtype() (raw
+  // bits: get_row_raw's, row after row). Whole panels a task, on all hardware threads when
+  // the range holds several tasks. 0 <= first, first + count <= rows().
+  void get_rows_raw(std::int64_t first, std::int64_t count, void* out) const;
   // Copies row i out as dim() floats (exact conversion of the stored value).
   void get_row_f32(std::int64_t i, float* out) const noexcept;
 
