@@ -1,6 +1,7 @@
 #include "index/index_flat_cuda.h"
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <string>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "cluster/cuda_assigner.h"
+#include "core/parallel.h"
 #include "index/flat_shards.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -15,12 +17,20 @@
 namespace megatax::index {
 namespace {
 
+// Half of each shard's page-locked staging area for a device copy of the rows (two halves:
+// one filled while the other's copy runs). Released when the copy is done.
+constexpr std::size_t kStageHalfBytes = std::size_t{32} << 20;
+
 // One GPU's share of the index: shard `shard` of `layout` (all rows when layout.shards = 1).
 // Ids it returns are the index's.
 class Mirror {
  public:
   Mirror(int device, FlatShards layout, int shard) : res_(device), layout_(layout), shard_(shard) {}
 
+  // Brings the device copy up to date with db: only rows appended since the last sync are
+  // copied (generation changes, a dtype or dim change, or fewer rows start over). The rows
+  // are read out of db's panels on all threads into page-locked halves, each half's copy
+  // running while the next is filled.
   void sync(const kernels::PackedMatrix& db, std::uint64_t generation) {
     const std::int64_t n = layout_.rows_of(shard_, db.rows()), d = db.dim();
     const DType t = db.dtype();
@@ -46,20 +56,32 @@ class Mirror {
       rows_buf_ = std::move(bigger);
       norms_ = std::move(bigger_norms);
     }
-    const std::int64_t add = n - rows_;
-    std::vector<unsigned char> host(static_cast<std::size_t>(add) * row_bytes);
-    for (std::int64_t i = 0; i < add; ++i)
-      db.get_row_raw(layout_.global_row(shard_, rows_ + i), host.data() + static_cast<std::size_t>(i) * row_bytes);
-    auto* dst = static_cast<unsigned char*>(rows_buf_.data()) + static_cast<std::size_t>(rows_) * row_bytes;
-    cuda::copy_to_device(res_, dst, host.data(), host.size());
-    cuda::row_norms(res_, MatrixView(dst, add, d, t, d), norms_.as<float>() + rows_);
-    res_.synchronize();  // `host` dies here
+    const std::int64_t first = rows_, add = n - rows_;
+    auto* dst = static_cast<unsigned char*>(rows_buf_.data()) + static_cast<std::size_t>(first) * row_bytes;
+    cuda::PinnedBuffer staging;
+    cuda::upload_rows_staged(res_, staging, dst, add, row_bytes, kStageHalfBytes,
+                             [&](std::int64_t r0, std::int64_t r1, unsigned char* out) {
+                               // Local rows run through the index's rows a block at a time.
+                               for (std::int64_t i = r0; i < r1;) {
+                                 const std::int64_t local = first + i;
+                                 const std::int64_t run =
+                                     std::min(r1 - i, layout_.block_rows - local % layout_.block_rows);
+                                 db.get_rows_raw(layout_.global_row(shard_, local), run,
+                                                 out + static_cast<std::size_t>(i - r0) * row_bytes);
+                                 i += run;
+                               }
+                             });
+    cuda::row_norms(res_, MatrixView(dst, add, d, t, d), norms_.as<float>() + first);
+    res_.synchronize();
     rows_ = n;
   }
 
-  void search(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
+  // The k nearest of this shard's rows to q queries of dim() values each, already in the
+  // index dtype in page-locked host memory (shared by the shards: only read). distances / ids:
+  // q x k host arrays (ids the index's).
+  void search(const void* queries, std::int64_t q, std::int64_t k, Metric metric, float* distances,
               std::int64_t* ids) {
-    const std::int64_t q = queries.rows, d = dim_;
+    const std::int64_t d = dim_;
     if (q == 0) return;
     if (rows_ == 0) {  // empty index: every id -1, distance +inf (L2) / -inf (IP)
       std::fill(ids, ids + q * k, -1);
@@ -70,13 +92,13 @@ class Mirror {
     }
     res_.activate();  // this index's device on the calling thread (allocations included)
     const std::size_t qbytes = static_cast<std::size_t>(q * d) * dtype_size(dtype_);
-    std::vector<unsigned char> host(qbytes);
-    cluster::convert_rows(queries, dtype_, host.data());
-    if (queries_.size() < qbytes) queries_ = cuda::DeviceBuffer(qbytes);
     const std::size_t out = static_cast<std::size_t>(q * k);
-    if (dist_.size() < out * sizeof(float)) dist_ = cuda::DeviceBuffer(out * sizeof(float));
-    if (ids_.size() < out * sizeof(std::int64_t)) ids_ = cuda::DeviceBuffer(out * sizeof(std::int64_t));
-    cuda::copy_to_device(res_, queries_.data(), host.data(), qbytes);
+    queries_.reserve(qbytes);
+    dist_.reserve(out * sizeof(float));
+    ids_.reserve(out * sizeof(std::int64_t));
+    host_dist_.reserve(out * sizeof(float));
+    host_ids_.reserve(out * sizeof(std::int64_t));
+    cuda::copy_to_device(res_, queries_.data(), queries, qbytes);  // page-locked: queued
     cuda::TopkArgs a;
     a.metric = metric;
     a.queries = MatrixView(queries_.data(), q, d, dtype_, d);
@@ -86,11 +108,15 @@ class Mirror {
     a.distances = dist_.as<float>();
     a.ids = ids_.as<std::int64_t>();
     cuda::topk(res_, a);
-    cuda::copy_to_host(res_, distances, dist_.data(), out * sizeof(float));
-    cuda::copy_to_host(res_, ids, ids_.data(), out * sizeof(std::int64_t));
+    cuda::copy_to_host_async(res_, host_dist_.data(), dist_.data(), out * sizeof(float));
+    cuda::copy_to_host_async(res_, host_ids_.data(), ids_.data(), out * sizeof(std::int64_t));
+    res_.synchronize();
+    std::memcpy(distances, host_dist_.data(), out * sizeof(float));
+    const auto* found = host_ids_.as<std::int64_t>();
     if (layout_.shards > 1) {
-      for (std::size_t i = 0; i < out; ++i)
-        if (ids[i] >= 0) ids[i] = layout_.global_row(shard_, ids[i]);
+      for (std::size_t i = 0; i < out; ++i) ids[i] = found[i] >= 0 ? layout_.global_row(shard_, found[i]) : found[i];
+    } else {
+      std::memcpy(ids, found, out * sizeof(std::int64_t));
     }
   }
 
@@ -107,6 +133,7 @@ class Mirror {
   std::int64_t dim_ = 0, rows_ = 0;
   std::uint64_t generation_ = 0;
   cuda::DeviceBuffer rows_buf_, norms_, queries_, dist_, ids_;
+  cuda::PinnedBuffer host_dist_, host_ids_;  // the results' landing place (copied at full rate)
 };
 
 // The index over one or more GPUs: shard i on devices[i], searched at the same time (a
@@ -122,24 +149,38 @@ class ShardedMirror final : public CudaFlatMirror {
   const std::vector<int>& devices() const override { return devices_; }
 
   void sync(const kernels::PackedMatrix& db, std::uint64_t generation) override {
+    dtype_ = db.dtype();
+    dim_ = db.dim();
     each_shard([&](Mirror& m, std::size_t) { m.sync(db, generation); });
   }
 
   void search(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
               std::int64_t* ids) override {
+    // The queries in the index dtype, once for all shards, written on all threads straight
+    // into page-locked memory (each shard's copy to its GPU then runs at the link's rate).
+    const std::int64_t q = queries.rows;
+    const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
+    staged_queries_.reserve(static_cast<std::size_t>(q) * row_bytes);
+    const std::int64_t per_task = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(1, dim_));
+    const std::int64_t tasks = (q + per_task - 1) / per_task;
+    parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
+      const std::int64_t r0 = t * per_task, r1 = std::min(q, r0 + per_task);
+      cluster::convert_rows(MatrixView(queries.row(r0), r1 - r0, queries.dim, queries.dtype, queries.stride), dtype_,
+                            staged_queries_.as<unsigned char>() + static_cast<std::size_t>(r0) * row_bytes);
+    });
     if (shards_.size() == 1) {
-      shards_[0].search(queries, k, metric, distances, ids);
+      shards_[0].search(staged_queries_.data(), q, k, metric, distances, ids);
       return;
     }
-    const std::size_t out = static_cast<std::size_t>(queries.rows * k);
+    const std::size_t out = static_cast<std::size_t>(q * k);
     dist_.resize(out * shards_.size());
     ids_.resize(out * shards_.size());
     each_shard([&](Mirror& m, std::size_t s) {
-      m.search(queries, k, metric, dist_.data() + s * out, ids_.data() + s * out);
+      m.search(staged_queries_.data(), q, k, metric, dist_.data() + s * out, ids_.data() + s * out);
     });
     std::vector<ShardResults> parts(shards_.size());
     for (std::size_t s = 0; s < shards_.size(); ++s) parts[s] = {dist_.data() + s * out, ids_.data() + s * out};
-    merge_shard_results(parts, queries.rows, k, metric, distances, ids);
+    merge_shard_results(parts, q, k, metric, distances, ids);
   }
 
  private:
@@ -174,6 +215,9 @@ class ShardedMirror final : public CudaFlatMirror {
 
   std::vector<int> devices_;
   std::vector<Mirror> shards_;
+  DType dtype_ = DType::kF32;  // the index's, as of the last sync
+  std::int64_t dim_ = 0;
+  cuda::PinnedBuffer staged_queries_;
   std::vector<float> dist_;
   std::vector<std::int64_t> ids_;
 };
