@@ -74,5 +74,62 @@ TEST(PackedMatrix, GetRowsRawEqualsTheRowsAppended) {
   }
 }
 
+// Appends of random sizes (whole panels, rows into a panel begun earlier, growth of the
+// buffer): the stored rows, the norms (float64 sums of the stored values' squares in
+// dimension order) and the zeros the kernels rely on (dims past dim(), rows past rows() in
+// the last panel).
+TEST(PackedMatrix, ManyAppendsKeepRowsNormsAndZeroPadding) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (std::int64_t d : {1, 5, 96, 1023}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " d=" + std::to_string(d));
+      PackedMatrix m(d, t);
+      std::vector<float> all;
+      std::uniform_int_distribution<std::int64_t> size(1, d > 100 ? 700 : 90);
+      for (int a = 0; a < 12; ++a) {
+        const std::int64_t n = size(rng);
+        std::vector<float> x(static_cast<std::size_t>(n * d));
+        for (float& v : x) v = nd(rng);
+        m.append(f32_view(x.data(), n, d));
+        all.insert(all.end(), x.begin(), x.end());
+      }
+      const std::int64_t n = m.rows();
+      ASSERT_EQ(static_cast<std::size_t>(n * d), all.size());
+      const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(t);
+      std::vector<unsigned char> got(static_cast<std::size_t>(n) * row_bytes);
+      m.get_rows_raw(0, n, got.data());
+      ASSERT_EQ(got, expected_raw(all, t));
+      std::vector<float> row(static_cast<std::size_t>(d));
+      for (std::int64_t i = 0; i < n; ++i) {
+        m.get_row_f32(i, row.data());
+        double norm = 0;
+        for (float v : row) norm += static_cast<double>(v) * v;
+        ASSERT_EQ(m.norms()[i], static_cast<float>(norm)) << "row " << i;
+      }
+      // Padding: every byte of the panels that is not a stored value is zero.
+      const std::size_t es = dtype_size(t);
+      for (std::int64_t p = 0; p < m.panels(); ++p) {
+        const auto* bytes = static_cast<const unsigned char*>(m.panel(p));
+        for (std::int64_t r = 0; r < kPanelRows; ++r) {
+          for (std::int64_t k = 0; k < m.dim_padded(); ++k) {
+            if (p * kPanelRows + r < n && k < d) continue;
+            const std::size_t at = t == DType::kBF16
+                                       ? static_cast<std::size_t>((k / 2) * 2 * kPanelRows + r * 2 + (k & 1))
+                                       : static_cast<std::size_t>(k * kPanelRows + r);
+            for (std::size_t b = 0; b < es; ++b)
+              ASSERT_EQ(bytes[at * es + b], 0) << "panel " << p << " row " << r << " dim " << k;
+          }
+        }
+        if (p * kPanelRows + kPanelRows > n) {
+          for (std::int64_t r = n - p * kPanelRows; r < kPanelRows; ++r) ASSERT_EQ(m.norms()[p * kPanelRows + r], 0.0f);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace megatax::kernels

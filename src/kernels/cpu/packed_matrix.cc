@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "megatax/error.h"
 
@@ -62,14 +63,25 @@ void PackedMatrix::grow_to_panels(std::int64_t panels) {
   if (panels <= capacity_panels_) return;
   const std::int64_t cap = std::max<std::int64_t>(panels, capacity_panels_ * 3 / 2 + 4);
   const std::size_t bytes = static_cast<std::size_t>(cap) * panel_bytes_;
-  // aligned_alloc requires the size to be a multiple of the alignment.
-  const std::size_t rounded = (bytes + 63) / 64 * 64;
-  auto* p = static_cast<std::uint8_t*>(std::aligned_alloc(64, rounded));
-  if (p == nullptr) throw std::bad_alloc();
-  const std::size_t used = static_cast<std::size_t>(capacity_panels_) * panel_bytes_;
-  if (used > 0) std::memcpy(p, data_.get(), used);
-  std::memset(p + used, 0, rounded - used);
-  data_.reset(p);
+  // Large matrices on 2 MiB boundaries, asked to be backed by huge pages: the stores that
+  // first touch them fault once per 2 MiB. aligned_alloc wants a multiple of the alignment.
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  const std::size_t align = bytes >= kHuge ? kHuge : 64;
+  const std::size_t rounded = (bytes + align - 1) / align * align;
+  std::unique_ptr<std::uint8_t[], FreeAligned> fresh(static_cast<std::uint8_t*>(std::aligned_alloc(align, rounded)));
+  if (!fresh) throw std::bad_alloc();
+  std::uint8_t* p = fresh.get();
+  advise_huge_pages(p, rounded);
+  // The panels in use move (64 MiB a task, on all threads); fresh panels are written whole
+  // by store_rows (padding too), so the rest is not zeroed here.
+  const std::size_t used = static_cast<std::size_t>(this->panels()) * panel_bytes_;
+  constexpr std::size_t kCopyTask = std::size_t{64} << 20;
+  const auto copy_tasks = static_cast<std::int64_t>((used + kCopyTask - 1) / kCopyTask);
+  parallel_for(copy_tasks > 1 ? 0 : 1, copy_tasks, [&](std::int64_t t, int) {
+    const std::size_t b = static_cast<std::size_t>(t) * kCopyTask, e = std::min(used, b + kCopyTask);
+    std::memcpy(p + b, data_.get() + b, e - b);
+  });
+  data_ = std::move(fresh);
   capacity_panels_ = cap;
   norms_.resize(static_cast<std::size_t>(cap * kPanelRows), 0.f);
 }
@@ -116,14 +128,71 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
       std::max<std::int64_t>(1, (std::int64_t{1} << 20) / (dim_ * kPanelRows)) * kPanelRows;
   const std::int64_t first = rows_, end = rows_ + n;
   const std::int64_t first_task = first / panel_rows, tasks = (end + panel_rows - 1) / panel_rows - first_task;
+  const auto d = static_cast<std::size_t>(dim_), dp = static_cast<std::size_t>(dim_padded_);
+  constexpr auto kRows = static_cast<std::size_t>(kPanelRows);
+  // A fresh panel is written whole, padding included: its rows rounded into a [16][dp]
+  // row-major scratch of stored values (zeros past dim and past the last row), which is the
+  // panel transposed as a [16][words] matrix of 4-byte words (f32 values; bf16 pairs, the
+  // lower dimension in the lower half) or 2-byte ones (f16); written back in blocks of 16
+  // words x 16 rows, so the panel's bytes are written in order.
+  auto transpose_into = [&](const auto* rows, auto* panel) {
+    const std::size_t words = panel_bytes_ / (kRows * sizeof(*panel));
+    for (std::size_t j0 = 0; j0 < words; j0 += 16) {
+      const std::size_t jn = std::min<std::size_t>(16, words - j0);
+      for (std::size_t j = j0; j < j0 + jn; ++j)
+        for (std::size_t r = 0; r < kRows; ++r) panel[j * kRows + r] = rows[r * words + j];
+    }
+  };
   parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
-    const std::int64_t r0 = std::max(first, (first_task + t) * panel_rows);
-    const std::int64_t r1 = std::min(end, (first_task + t + 1) * panel_rows);
-    std::vector<float> row(static_cast<std::size_t>(dim_));
+    const std::int64_t t0 = std::max(first, (first_task + t) * panel_rows);
+    const std::int64_t t1 = std::min(end, (first_task + t + 1) * panel_rows);
+    std::vector<float> values(kRows * dp);
+    std::vector<std::uint16_t> half(dtype_ == DType::kF32 ? 0 : kRows * dp);
     RowScratch scratch;
-    for (std::int64_t i = r0; i < r1; ++i) {
-      row_f32(i - first, row.data());
-      store_row_f32(i, row.data(), scratch);
+    for (std::int64_t r0 = t0; r0 < t1;) {
+      const std::int64_t p = r0 / kPanelRows, r1 = std::min(t1, (p + 1) * kPanelRows);
+      if (r0 != p * kPanelRows) {  // the panel holds earlier rows: row by row into it
+        for (std::int64_t i = r0; i < r1; ++i) {
+          row_f32(i - first, values.data());
+          store_row_f32(i, values.data(), scratch);
+        }
+        r0 = r1;
+        continue;
+      }
+      const auto m = static_cast<std::size_t>(r1 - r0);
+      std::fill(values.begin(), values.end(), 0.0f);
+      for (std::size_t r = 0; r < m; ++r) row_f32(r0 + static_cast<std::int64_t>(r) - first, values.data() + r * dp);
+      std::uint8_t* panel = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
+      if (dtype_ == DType::kF32) {
+        for (std::size_t r = 0; r < m; ++r) {
+          double norm = 0;
+          for (std::size_t k = 0; k < d; ++k) norm += static_cast<double>(values[r * dp + k]) * values[r * dp + k];
+          norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
+        }
+        transpose_into(reinterpret_cast<const std::uint32_t*>(values.data()), reinterpret_cast<std::uint32_t*>(panel));
+        r0 = r1;
+        continue;
+      }
+      // Rounded in bulk (the scalar conversions' bits), the norm from the stored values.
+      convert_from_f32(values.data(), kRows * dp, dtype_, half.data());  // zeros stay zeros
+      convert_to_f32(dtype_, half.data(), m * dp, values.data());
+      for (std::size_t r = 0; r < m; ++r) {
+        double norm = 0;
+        for (std::size_t k = 0; k < d; ++k) {
+          const double x = values[r * dp + k];
+          norm += x * x;
+        }
+        norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
+      }
+      if (dtype_ == DType::kF16) {
+        transpose_into(half.data(), reinterpret_cast<std::uint16_t*>(panel));
+      } else {
+        std::vector<std::uint32_t>& pairs = scratch.pairs;
+        pairs.resize(kRows * dp / 2);
+        std::memcpy(pairs.data(), half.data(), kRows * dp * sizeof(std::uint16_t));
+        transpose_into(pairs.data(), reinterpret_cast<std::uint32_t*>(panel));
+      }
+      r0 = r1;
     }
   });
 }
