@@ -10,7 +10,8 @@
 #      bench/cuda/torch_peer.py (PyTorch's matmul + argmin / topk on the same shapes);
 #      bench/cuda/gpu_fit.sh (megatax fit --device cuda vs --device cpu, same data);
 #      bench/cuda/gpu_predict.sh (megatax predict --device cuda vs the CPU's, same model);
-#      bench_indexflat --backend cuda (and, with two or more GPUs, sharded over all of them);
+#      bench_indexflat --backend cuda (and, with two or more GPUs, sharded over all of them),
+#      beside bench/cuda/torch_indexflat_peer.py (PyTorch through the same host-to-host flow);
 #      bench/cuda/flash_kmeans_peer.py when third_party/flash-kmeans was fetched and carried
 #   6. a short table
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
@@ -149,6 +150,12 @@ if [ "$bench" -eq 1 ]; then
           --dtype "$dt" --iters 5 2>&1 | grep -E 'ms|search' | tail -1)
         echo "indexflat cuda $dt n=$1 d=$2 q=$q k=10: $line" | tee -a "$LOGS/indexflat.log"
       done
+      # PyTorch through the same flow (host f32 queries in, host results out), bf16.
+      if [ "$torch_peer" = 1 ] && python3 -c "import torch" >/dev/null 2>&1; then
+        line=$(timeout 120 python3 bench/cuda/torch_indexflat_peer.py --n "$1" --d "$2" --q "$q" --k 10 \
+          --dtype bf16 --iters 5 2>&1 | grep -E 'RESULT|rror' | tail -1)
+        echo "indexflat torch bf16 n=$1 d=$2 q=$q k=10: $line" | tee -a "$LOGS/indexflat.log"
+      fi
     done
   done
   # The database sharded over every GPU (SearchOptions::devices), beside GPU 0 alone.
