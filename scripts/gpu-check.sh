@@ -102,6 +102,9 @@ run_gpu_test cuda_index_test "$INDEX_TEST" index_test.log 300
 # The top-k's union bound at every k (by default only below k = 32; MEGATAX_TOPK_BOUND=union
 # forces it): the override stays correct.
 run_gpu_test "top-k, union bound at every k" env topk_union.log 200 MEGATAX_TOPK_BOUND=union "$TEST" --topk-only
+# The top-k's seeded bound (the kernel first run over the database's first tiles) forced on
+# every launch: by default only chunks of 64 tiles or more are seeded, beyond the test shapes.
+run_gpu_test "top-k, seeded bound forced" env topk_seed.log 200 MEGATAX_TOPK_SEED=force "$TEST" --topk-only
 
 # ---- sanitizer ----------------------------------------------------------------------------
 stamp "compute-sanitizer --tool memcheck (small case)"

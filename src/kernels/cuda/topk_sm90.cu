@@ -212,6 +212,19 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
 #endif
 }
 
+// After the seed run (launch_topk_sm90): each query's words become the bound they vouch for
+// together -- the largest of its buckets (each vouches for bound_j rows of its own chunks,
+// disjoint), or its one word -- written to all of them; an unset word (~0u) leaves them all
+// unset. One thread a query.
+__global__ void seed_bound_kernel(unsigned* keys, std::int64_t nq, int buckets) {
+  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (q >= nq) return;
+  unsigned* w = keys + q * buckets;
+  unsigned m = 0;
+  for (int b = 0; b < buckets; ++b) m = max(m, w[b]);
+  for (int b = 0; b < buckets; ++b) w[b] = m;
+}
+
 template <class T, class Op, int kCluster>
 void launch_typed(const Sm90TopkJob& job, const TopkSm90Params& p, int sm_count,
                   cudaStream_t stream) {
@@ -305,22 +318,60 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
     if (std::strcmp(b, "union") == 0) p.union_bound = true;
   }
   p.buckets = !p.union_bound && p.k >= 32 ? kBoundBuckets : 1;
-  if (p.union_bound && p.nq > 0) {
-    // Unwritten list positions read as NaN (the union bound's contract, shared_bound.cuh).
-    MEGATAX_CUDA_CHECK(cudaMemsetAsync(
-        p.list_s, 0xff, static_cast<std::size_t>(p.nq) * p.chunks * p.k * sizeof(float),
-        stream));
-  }
-  if (p.nq > 0) {
-    MEGATAX_CUDA_CHECK(cudaMemsetAsync(
-        p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * p.buckets * sizeof(unsigned), stream));
-  }
   if (p.items == 0 || p.nq == 0) return;
-  if (job.l2) {
-    launch_cluster<L2Op>(job, p, shape.cluster, sm_count, stream);
-  } else {
-    launch_cluster<InnerProductOp>(job, p, shape.cluster, sm_count, stream);
+  auto run = [&](const TopkSm90Params& q) {
+    if (q.union_bound) {
+      // Unwritten list positions read as NaN (the union bound's contract, shared_bound.cuh).
+      MEGATAX_CUDA_CHECK(cudaMemsetAsync(
+          q.list_s, 0xff, static_cast<std::size_t>(q.nq) * q.chunks * q.k * sizeof(float), stream));
+    }
+    if (job.l2) {
+      launch_cluster<L2Op>(job, q, shape.cluster, sm_count, stream);
+    } else {
+      launch_cluster<InnerProductOp>(job, q, shape.cluster, sm_count, stream);
+    }
+  };
+  MEGATAX_CUDA_CHECK(cudaMemsetAsync(
+      p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * p.buckets * sizeof(unsigned), stream));
+  // The seed: without a bound, a chunk's first tiles pass nearly every score (all of the
+  // first: no k-th score yet), overflow the slots into the scratch areas and flush the row
+  // buffers again and again, with every chunk of a query doing so at once. So the same kernel
+  // first runs over the database's first rows only, in kSeedChunks chunks of kSeedTiles tiles,
+  // publishing into the same bound words; seed_bound_kernel turns those into one bound a query
+  // (each bucket's rows lie in its own seed chunks, so the largest bucket vouches for k rows),
+  // which every word of the full run starts from. The seed's scores are the full run's for the
+  // same rows (the same kernel, tiles and query blocks), which meet the bound (ties pass) and
+  // stay in chunk 0's list unless k better rows displace them: the bound holds. Runs when the
+  // chunks are long (the seed costs kSeedTiles tiles a CTA, about one wave). The argument
+  // does not need the seed's rows in chunk 0, only the same scores: MEGATAX_TOPK_SEED=force
+  // seeds every launch that has a tile to seed from (the kernel tests run so), =0 never
+  // (side-by-side benchmarks).
+  constexpr int kSeedChunks = 16, kSeedTiles = 4;
+  static const int seed_mode = [] {  // 0 off, 1 long chunks, 2 always
+    const char* e = std::getenv("MEGATAX_TOPK_SEED");
+    if (e != nullptr && std::strcmp(e, "0") == 0) return 0;
+    if (e != nullptr && std::strcmp(e, "force") == 0) return 2;
+    return 1;
+  }();
+  const int seed_chunks = static_cast<int>(
+      std::min<std::int64_t>({kSeedChunks, p.chunks, p.tiles / kSeedTiles}));
+  // By default only for the buckets (k >= 32): with the union bound (k < 32) a chunk's lists
+  // tighten it within a few tiles anyway, and the seed ran 0.5-1.5% slower at k = 10 (at
+  // k = 100 1.5-4% faster; bench/RESULTS.md, session 33). With fewer seed chunks than buckets
+  // some bucket stays unset: no bound, only time lost.
+  if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && p.buckets > 1 && seed_chunks >= p.buckets &&
+                                             p.chunk_tiles >= 16 * kSeedTiles))) {
+    TopkSm90Params seed = p;
+    seed.chunks = seed_chunks;
+    seed.chunk_tiles = kSeedTiles;
+    seed.tiles = static_cast<std::int64_t>(seed_chunks) * kSeedTiles;
+    seed.n = std::min(p.n, seed.tiles * kBN);  // the database's first rows
+    seed.items = shape.query_clusters * seed_chunks;
+    run(seed);  // its lists fit in the full run's ([nq][seed chunks <= chunks][k])
+    seed_bound_kernel<<<static_cast<unsigned>((p.nq + 255) / 256), 256, 0, stream>>>(p.tau_keys, p.nq, p.buckets);
+    MEGATAX_CUDA_CHECK_LAUNCH("seed_bound_kernel");
   }
+  run(p);
 }
 
 }  // namespace megatax::cuda::detail
