@@ -6,7 +6,6 @@
 #include <cstring>
 #include <new>
 #include <string>
-#include <type_traits>
 
 #include "core/memory.h"
 #include "core/parallel.h"
@@ -135,12 +134,15 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
   // panel transposed as a [16][words] matrix of 4-byte words (f32 values; bf16 pairs, the
   // lower dimension in the lower half) or 2-byte ones (f16); written back in blocks of 16
   // words x 16 rows, so the panel's bytes are written in order.
-  auto transpose_into = [&](const auto* rows, auto* panel) {
-    const std::size_t words = panel_bytes_ / (kRows * sizeof(*panel));
+  // (Words move through memcpy: the storage is bytes, whatever type wrote them.)
+  auto transpose_into = [&](auto word, const void* rows_v, std::uint8_t* panel) {
+    constexpr std::size_t w = sizeof(word);
+    const auto* rows = static_cast<const std::uint8_t*>(rows_v);
+    const std::size_t words = panel_bytes_ / (kRows * w);
     for (std::size_t j0 = 0; j0 < words; j0 += 16) {
       const std::size_t jn = std::min<std::size_t>(16, words - j0);
       for (std::size_t j = j0; j < j0 + jn; ++j)
-        for (std::size_t r = 0; r < kRows; ++r) panel[j * kRows + r] = rows[r * words + j];
+        for (std::size_t r = 0; r < kRows; ++r) std::memcpy(panel + (j * kRows + r) * w, rows + (r * words + j) * w, w);
     }
   };
   parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
@@ -169,7 +171,7 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
           for (std::size_t k = 0; k < d; ++k) norm += static_cast<double>(values[r * dp + k]) * values[r * dp + k];
           norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
         }
-        transpose_into(reinterpret_cast<const std::uint32_t*>(values.data()), reinterpret_cast<std::uint32_t*>(panel));
+        transpose_into(std::uint32_t{}, values.data(), panel);
         r0 = r1;
         continue;
       }
@@ -185,12 +187,9 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
         norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
       }
       if (dtype_ == DType::kF16) {
-        transpose_into(half.data(), reinterpret_cast<std::uint16_t*>(panel));
-      } else {
-        std::vector<std::uint32_t>& pairs = scratch.pairs;
-        pairs.resize(kRows * dp / 2);
-        std::memcpy(pairs.data(), half.data(), kRows * dp * sizeof(std::uint16_t));
-        transpose_into(pairs.data(), reinterpret_cast<std::uint32_t*>(panel));
+        transpose_into(std::uint16_t{}, half.data(), panel);
+      } else {  // bf16 pairs: two adjacent halves of a row are one 4-byte word
+        transpose_into(std::uint32_t{}, half.data(), panel);
       }
       r0 = r1;
     }
@@ -282,27 +281,27 @@ void PackedMatrix::get_rows_raw(std::int64_t first, std::int64_t count, void* ou
       std::max<std::int64_t>(1, (std::int64_t{1} << 20) / static_cast<std::int64_t>(panel_bytes_));
   const std::int64_t tasks = (p1 - p0 + per_task - 1) / per_task;
   constexpr auto kRows = static_cast<std::size_t>(kPanelRows);
-  auto copy_panel = [&](const auto* src, std::int64_t p) {
-    using Word = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
+  auto copy_panel = [&](auto word, const std::uint8_t* src, std::int64_t p) {
+    constexpr std::size_t w = sizeof(word);
     const std::int64_t r0 = std::max(first, p * kPanelRows), r1 = std::min(end, (p + 1) * kPanelRows);
-    auto* base = static_cast<std::uint8_t*>(out) - static_cast<std::size_t>(first) * row_bytes;
+    auto* dst = static_cast<std::uint8_t*>(out);
     for (std::size_t j0 = 0; j0 < full; j0 += 16) {
       const std::size_t jn = std::min<std::size_t>(16, full - j0);
       for (std::int64_t i = r0; i < r1; ++i) {
         const auto r = static_cast<std::size_t>(i - p * kPanelRows);
-        Word block[16];
+        std::uint8_t block[16 * w];
         if (jn == 16) {
-          for (std::size_t j = 0; j < 16; ++j) block[j] = src[(j0 + j) * kRows + r];
+          for (std::size_t j = 0; j < 16; ++j) std::memcpy(block + j * w, src + ((j0 + j) * kRows + r) * w, w);
         } else {
-          for (std::size_t j = 0; j < jn; ++j) block[j] = src[(j0 + j) * kRows + r];
+          for (std::size_t j = 0; j < jn; ++j) std::memcpy(block + j * w, src + ((j0 + j) * kRows + r) * w, w);
         }
-        std::memcpy(base + static_cast<std::size_t>(i) * row_bytes + j0 * word, block, jn * word);
+        std::memcpy(dst + static_cast<std::size_t>(i - first) * row_bytes + j0 * w, block, jn * w);
       }
     }
     if (tail != 0) {
       for (std::int64_t i = r0; i < r1; ++i)
-        std::memcpy(base + static_cast<std::size_t>(i) * row_bytes + full * word,
-                    src + full * kRows + static_cast<std::size_t>(i - p * kPanelRows), tail);
+        std::memcpy(dst + static_cast<std::size_t>(i - first) * row_bytes + full * w,
+                    src + (full * kRows + static_cast<std::size_t>(i - p * kPanelRows)) * w, tail);
     }
   };
   parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
@@ -310,9 +309,9 @@ void PackedMatrix::get_rows_raw(std::int64_t first, std::int64_t count, void* ou
     for (std::int64_t p = p0 + t * per_task; p < q1; ++p) {
       const std::uint8_t* src = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
       if (word == 4) {
-        copy_panel(reinterpret_cast<const std::uint32_t*>(src), p);
+        copy_panel(std::uint32_t{}, src, p);
       } else {
-        copy_panel(reinterpret_cast<const std::uint16_t*>(src), p);
+        copy_panel(std::uint16_t{}, src, p);
       }
     }
   });

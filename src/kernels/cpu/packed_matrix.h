@@ -89,7 +89,6 @@ class PackedMatrix {
   struct RowScratch {  // one thread's buffers for store_row_f32
     std::vector<std::uint16_t> half;
     std::vector<float> back;
-    std::vector<std::uint32_t> pairs;  // a bf16 panel's rows as pairs, for store_rows
   };
   void store_row_f32(std::int64_t i, const float* v, RowScratch& scratch);  // converts + writes + norm
   // Stores rows rows_ .. rows_ + n - 1 (capacity reserved) from row_f32(j, out): the j-th new
