@@ -20,6 +20,9 @@ namespace {
 // Half of each shard's page-locked staging area for a device copy of the rows (two halves:
 // one filled while the other's copy runs). Released when the copy is done.
 constexpr std::size_t kStageHalfBytes = std::size_t{32} << 20;
+// A search's page-locked staging, kept between searches: the batch's queries (shared by the
+// shards) and each shard's results stay within this (a batch of at least 128 queries).
+constexpr std::size_t kStageBytes = std::size_t{64} << 20;
 
 // One GPU's share of the index: shard `shard` of `layout` (all rows when layout.shards = 1).
 // Ids it returns are the index's.
@@ -156,8 +159,28 @@ class ShardedMirror final : public CudaFlatMirror {
 
   void search(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
               std::int64_t* ids) override {
-    // The queries in the index dtype, once for all shards, written on all threads straight
-    // into page-locked memory (each shard's copy to its GPU then runs at the link's rate).
+    // Queries go in batches whose page-locked staging (the queries in the index dtype, and
+    // each shard's results) stays within kStageBytes: memory the driver pins stays bounded
+    // whatever the caller's Q and k. Batches are whole 128-row query blocks (the kernels'
+    // own), so a query's results do not depend on the batching.
+    const std::int64_t q = queries.rows;
+    const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
+    const std::size_t result_bytes = static_cast<std::size_t>(k) * (sizeof(float) + sizeof(std::int64_t));
+    const auto fit = static_cast<std::int64_t>(kStageBytes / std::max(row_bytes, result_bytes));
+    const std::int64_t batch = std::max<std::int64_t>(128, fit / 128 * 128);
+    for (std::int64_t b0 = 0; b0 < q; b0 += batch) {
+      const std::int64_t nb = std::min(batch, q - b0);
+      search_batch(MatrixView(queries.row(b0), nb, queries.dim, queries.dtype, queries.stride), k, metric,
+                   distances + b0 * k, ids + b0 * k);
+    }
+  }
+
+ private:
+  // One batch: the queries converted to the index dtype once for all shards, on all threads,
+  // straight into page-locked memory (each shard's copy to its GPU then runs at the link's
+  // rate); every shard searched at once; their results merged.
+  void search_batch(const MatrixView& queries, std::int64_t k, Metric metric, float* distances,
+                    std::int64_t* ids) {
     const std::int64_t q = queries.rows;
     const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
     staged_queries_.reserve(static_cast<std::size_t>(q) * row_bytes);
@@ -183,7 +206,6 @@ class ShardedMirror final : public CudaFlatMirror {
     merge_shard_results(parts, q, k, metric, distances, ids);
   }
 
- private:
   // f on every shard, each on its own thread (the first on this one); rethrows the first
   // shard's error, in shard order.
   template <class F>
