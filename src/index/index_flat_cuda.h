@@ -2,6 +2,9 @@
 // Backend::kCuda: the rows (in the index dtype) and their squared norms stay in GPU memory
 // between searches; a search copies only the queries in and the results out, and rows added
 // since the last search are uploaded (appended) before it. reset()/load() drop the copy.
+// Host side: rows go up through two 32 MiB page-locked halves filled on all threads; queries
+// are converted once for all shards, on all threads, into page-locked memory, in batches of
+// 128-row blocks that keep the search's page-locked staging within 64 MiB.
 //
 // Numerics: cuda::topk on the index dtype: f32 as 3xTF32 on tensor cores (FFMA for at most
 // 16 queries; megatax/cuda.h), f16/bf16 on tensor cores with f32 accumulation; queries are
