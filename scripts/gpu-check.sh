@@ -150,7 +150,7 @@ if [ "$bench" -eq 1 ]; then
     for q in 1024 16; do
       for dt in bf16 fp32; do
         line=$("$BUILD/tools/bench_indexflat" --backend cuda --n "$1" --d "$2" --q "$q" --k 10 \
-          --dtype "$dt" --iters 5 2>&1 | grep -E 'ms|search' | tail -1)
+          --dtype "$dt" --iters 5 2>&1 | grep -oE 'add: [0-9.]+ ms|first search: [0-9.]+ ms|search: avg [0-9.]+ ms, min [0-9.]+ ms' | paste -sd ';' -)
         echo "indexflat cuda $dt n=$1 d=$2 q=$q k=10: $line" | tee -a "$LOGS/indexflat.log"
       done
       # PyTorch through the same flow (host f32 queries in, host results out), bf16.
