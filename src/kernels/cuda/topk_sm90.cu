@@ -18,7 +18,7 @@
 //
 // For k >= 32 the bound the chunks share starts from a seed run of this kernel over the
 // database's first tiles (launch_topk_sm90), so a chunk's first tiles no longer pass every
-// score into the scratch areas: 1.5-4% at k = 100 (session 33).
+// score into the scratch areas: 2-3% at k = 100 (session 33).
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
@@ -360,7 +360,7 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
       std::min<std::int64_t>({kSeedChunks, p.chunks, p.tiles / kSeedTiles}));
   // By default only for the buckets (k >= 32): with the union bound (k < 32) a chunk's lists
   // tighten it within a few tiles anyway, and the seed ran 0.5-1.5% slower at k = 10 (at
-  // k = 100 1.5-4% faster; bench/RESULTS.md, session 33). With fewer seed chunks than buckets
+  // k = 100 2-3% faster; bench/RESULTS.md, session 33). With fewer seed chunks than buckets
   // some bucket stays unset: no bound, only time lost.
   if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && p.buckets > 1 && seed_chunks >= p.buckets &&
                                              p.chunk_tiles >= 16 * kSeedTiles))) {
