@@ -4,9 +4,9 @@ same flow -- the database handed over once from host memory (f32 rows, kept on t
 the index dtype with its squared norms), then searches whose queries come from host memory
 (f32) and whose k nearest ids and squared L2 distances go back to host memory.
 
-  search: queries host -> device, cast to the dtype; per database chunk s = q @ db.T,
-          score = ||db||^2 - 2 s, topk(k) of the chunk; topk of the candidates; dist =
-          score + ||q||^2; results device -> host (numpy). Chunks keep [q, chunk] <= 2 GiB.
+  search: queries host -> device, cast to the dtype; torch_peer.py's chunked matmul + topk
+          (dist = score + ||q||^2, clamped at 0); results device -> host (numpy). Chunks
+          keep [q, chunk] <= 2 GiB.
 Timed with the host's clock around each whole search (as bench_indexflat times
 IndexFlat::search), after --warmup untimed ones; rows drawn from N(0, 1) like
 bench_indexflat's default. Prints one RESULT line per shape.
@@ -18,6 +18,8 @@ import argparse
 import time
 
 import torch
+
+from torch_peer import chunked_l2_topk  # the same script directory
 
 
 def main():
@@ -56,16 +58,8 @@ def main():
     for k in args.k:
         def search():
             qs = torch.from_numpy(host_q).to(dev).to(dt)
-            cand_s, cand_i = [], []
-            for r in range(0, n, chunk):
-                s = dbn[None, r:r + chunk] - 2 * (qs @ db[r:r + chunk].T)
-                v, i = s.topk(k, dim=1, largest=False)
-                cand_s.append(v)
-                cand_i.append(i + r)
-            v, j = torch.cat(cand_s, 1).topk(k, dim=1, largest=False)
-            ids = torch.cat(cand_i, 1).gather(1, j)
-            dist = (v + (qs.float() ** 2).sum(1, keepdim=True)).clamp_min_(0)
-            return dist.cpu().numpy(), ids.cpu().numpy()
+            dist, ids = chunked_l2_topk(qs, db, dbn, k, chunk)
+            return dist.clamp_min_(0).cpu().numpy(), ids.cpu().numpy()
 
         for _ in range(args.warmup):
             search()
