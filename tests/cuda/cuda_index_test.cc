@@ -48,6 +48,32 @@ double score(const float* q, const float* x, std::int64_t d, Metric m) {
   return s;
 }
 
+// "0,1" for devices {0, 1}.
+std::string device_list(const std::vector<int>& devices) {
+  std::string names;
+  for (int dev : devices) {
+    if (!names.empty()) names += ',';
+    names += std::to_string(dev);
+  }
+  return names;
+}
+
+// The share of the nq x k neighbour ids of `a` that `b` also lists for the same query (the
+// order within a query, and near-ties at the k-th, may differ between two backends).
+double shared_neighbours(const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b,
+                         std::int64_t nq, std::int64_t k) {
+  std::int64_t same = 0;
+  for (std::int64_t i = 0; i < nq; ++i) {
+    std::vector<std::int64_t> x(a.begin() + i * k, a.begin() + (i + 1) * k), y(b.begin() + i * k, b.begin() + (i + 1) * k);
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    std::vector<std::int64_t> both;
+    std::set_intersection(x.begin(), x.end(), y.begin(), y.end(), std::back_inserter(both));
+    same += static_cast<std::int64_t>(both.size());
+  }
+  return static_cast<double>(same) / static_cast<double>(nq * k);
+}
+
 // Every returned id must be within tol of the true k-th best score, and ids distinct.
 void run_case(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::int64_t nq, std::int64_t k,
               DType dtype, Metric metric) {
@@ -119,16 +145,7 @@ void run_case(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::int64_t
   index.search(nq, q.data(), k, dc.data(), ic.data(), cuda);
   index.search(nq, q.data(), k, dcpu.data(), icpu.data());
   // The same neighbour sets (order within near-ties may differ: other summation order).
-  std::int64_t same = 0;
-  for (std::int64_t i = 0; i < nq; ++i) {
-    std::vector<std::int64_t> a(ic.begin() + i * k, ic.begin() + (i + 1) * k), b(icpu.begin() + i * k, icpu.begin() + (i + 1) * k);
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    std::vector<std::int64_t> both;
-    std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(both));
-    same += static_cast<std::int64_t>(both.size());
-  }
-  const double frac = static_cast<double>(same) / static_cast<double>(ic.size());
+  const double frac = shared_neighbours(ic, icpu, nq, k);
   check(frac >= (dtype == DType::kF32 ? 0.999 : 0.95),
         "  after reset + add: " + std::to_string(100 * frac) + "% of neighbour sets shared with the CPU backend");
 }
@@ -152,11 +169,7 @@ void run_sharded(std::mt19937_64& rng, const std::vector<int>& devices, std::int
     std::copy_n(x.begin() + (i * 997 % n) * d, d, q.begin() + i * d);
   megatax::IndexFlat index(d, metric, dtype);
   const std::int64_t n1 = n * 2 / 3;
-  std::string names;
-  for (int dev : devices) {
-    if (!names.empty()) names += ',';
-    names += std::to_string(dev);
-  }
+  const std::string names = device_list(devices);
   for (int round = 0; round < 2; ++round) {
     index.add(round == 0 ? n1 : n - n1, x.data() + (round == 0 ? 0 : n1 * d));
     megatax::SearchOptions one, many;
@@ -205,24 +218,14 @@ void run_batched(std::mt19937_64& rng, const std::vector<int>& devices) {
   }
   std::int64_t diff = 0;
   for (std::size_t t = 0; t < d_all.size(); ++t) diff += i_all[t] != i_blocks[t] || d_all[t] != d_blocks[t];
-  std::string names;
-  for (int dev : devices) names += (names.empty() ? "" : ",") + std::to_string(dev);
+  const std::string names = device_list(devices);
   check(diff == 0, "q=12000 k=1024 in staging batches on GPUs [" + names + "]: " + std::to_string(diff) +
                        " of " + std::to_string(d_all.size()) + " results differ from blocks of 4096");
   // Against the CPU backend: the same neighbour sets (bf16 rows; near-ties may reorder).
   std::vector<float> d_cpu(d_all.size());
   std::vector<std::int64_t> i_cpu(d_all.size());
   index.search(nq, q.data(), k, d_cpu.data(), i_cpu.data());
-  std::int64_t same = 0;
-  for (std::int64_t i = 0; i < nq; ++i) {
-    std::vector<std::int64_t> a(i_all.begin() + i * k, i_all.begin() + (i + 1) * k), b(i_cpu.begin() + i * k, i_cpu.begin() + (i + 1) * k);
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    std::vector<std::int64_t> both;
-    std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(both));
-    same += static_cast<std::int64_t>(both.size());
-  }
-  const double frac = static_cast<double>(same) / static_cast<double>(i_all.size());
+  const double frac = shared_neighbours(i_all, i_cpu, nq, k);
   check(frac >= 0.95, "  the same search: " + std::to_string(100 * frac) + "% of neighbour sets shared with the CPU backend");
 }
 
