@@ -440,12 +440,16 @@ struct AccumulateArgs {
   // A negative label marks a row of no cluster (skipped: neither summed nor counted) instead
   // of an error.
   bool skip_negative = false;
+  // Validate the labels (a wait for the stream). false: for labels in range by construction
+  // (an assign's); a label outside [0, k) is then summed and counted nowhere, silently.
+  bool check_labels = true;
 };
 // Adds every row of x to its cluster's sum (and 1 to its count). Deterministic: the same
 // inputs give bit-identical sums (rows are summed in row order within a cluster, through a
 // stable sort by label and a fixed-shape reduction; no atomics on sums). Needs n < 2^31.
-// Waits for the stream once (to validate the labels before anything is written): a label
-// outside [0, k) throws Error(kInvalidArgument) and leaves sums and counts unchanged.
+// With check_labels, waits for the stream once (to validate the labels before anything is
+// written): a label outside [0, k) throws Error(kInvalidArgument) and leaves sums and counts
+// unchanged. Without, nothing waits: the call only queues work on the stream.
 void accumulate(Resources& res, const AccumulateArgs& args);
 
 // ---- means: centroids from per-cluster sums (k-means' update on the device) ---------------

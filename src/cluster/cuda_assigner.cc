@@ -126,6 +126,7 @@ bool CudaAssigner::cluster_sums(std::int64_t k, double* sums, std::int64_t* coun
   a.sum_type = cuda::SumType::kF64;
   a.sums = sums_dev_.data();
   a.counts = counts_dev_.as<std::int64_t>();
+  a.check_labels = false;  // the assign's labels: each in [0, k)
   cuda::accumulate(res_, a);
   cuda::copy_to_host(res_, sums, sums_dev_.data(), sum_bytes);
   cuda::copy_to_host(res_, counts, counts_dev_.data(), static_cast<std::size_t>(k) * sizeof(std::int64_t));

@@ -467,6 +467,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   a.sums = sums_dev_.data();
   a.counts = counts_dev_.as<std::int64_t>();
   a.skip_negative = true;
+  a.check_labels = false;  // the grouped assign's labels + offsets: in [0, total_k), or -1
   cuda::accumulate(res_, a);
   cuda::MeansArgs m;
   m.sums = sums_dev_.as<double>();

@@ -677,6 +677,9 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   const std::vector<double> g1 = run();
   const auto gc = download<std::int64_t>(res, counts, static_cast<std::size_t>(k));
   const std::vector<double> g2 = run();
+  a.check_labels = false;  // the same work without the label check's wait
+  const std::vector<double> g3 = run();
+  a.check_labels = true;
 
   std::vector<double> ref(static_cast<std::size_t>(k * d), 1.0), mag(static_cast<std::size_t>(k * d), 1.0);
   std::vector<std::int64_t> rc(static_cast<std::size_t>(k), 5);
@@ -700,13 +703,14 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
     }
   }
   for (std::int64_t c = 0; c < k; ++c) bad_counts += gc[c] != rc[c];
-  const bool same = std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(double)) == 0;
+  const bool same = std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(double)) == 0 &&
+                    std::memcmp(g1.data(), g3.data(), g1.size() * sizeof(double)) == 0;
   bool ok = true;
   CHECK_OR_FAIL(bad == 0, "%lld sums off (first at cluster %lld col %lld: %.9g vs %.9g)",
                 (long long)bad, (long long)(first / d), (long long)(first % d),
                 first >= 0 ? g1[first] : 0.0, first >= 0 ? ref[first] : 0.0);
   CHECK_OR_FAIL(bad_counts == 0, "%lld counts off", (long long)bad_counts);
-  CHECK_OR_FAIL(same, "two runs gave different sums (not deterministic)");
+  CHECK_OR_FAIL(same, "three runs (two checked, one unchecked) gave different sums");
   char name[256], detail[128];
   std::snprintf(name, sizeof(name), "accumulate %-4s -> %s n=%lld k=%lld d=%lld%s%s",
                 megatax::dtype_name(tc.dtype), tc.sum == mc::SumType::kF64 ? "f64" : "f32",
@@ -1504,11 +1508,33 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                 "accumulate with label -1 and no skip_negative did not throw");
   lab[3] = 8;
   CHECK_OR_FAIL(accumulate_refuses(lab, true), "accumulate skipping negatives took label 8 >= k");
+  // Unchecked (check_labels = false), label 8 >= k is summed nowhere, as a skipped -1 is.
+  auto unchecked_sums = [&](const std::vector<std::int64_t>& l) {
+    mc::copy_to_device(res, labels.data(), l.data(), 80);
+    mc::copy_to_device(res, sums.data(), zero.data(), 64 * 8);
+    res.synchronize();
+    mc::AccumulateArgs a;
+    a.x = dx.view;
+    a.labels = labels.data();
+    a.k = 8;
+    a.sums = sums.data();
+    a.skip_negative = true;
+    a.check_labels = false;
+    mc::accumulate(res, a);
+    res.synchronize();
+    return download<double>(res, sums, 64);
+  };
+  const std::vector<double> with_bad = unchecked_sums(lab);
+  std::vector<std::int64_t> lab_skipped = lab;
+  lab_skipped[3] = -1;
+  const std::vector<double> skipped = unchecked_sums(lab_skipped);
+  CHECK_OR_FAIL(with_bad == skipped && std::any_of(skipped.begin(), skipped.end(), [](double v) { return v != 0.0; }),
+                "unchecked accumulate: a label >= k was not summed nowhere");
   CHECK_OR_FAIL(grouped_refuses([](mc::GroupedAssignArgs& a) {
                   a.skip = {0};  // one flag for two groups
                 }),
                 "assign_grouped with a skip list of the wrong size did not throw");
-  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label, -1 label, skip size");
+  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label, -1 label, unchecked labels, skip size");
 }
 
 }  // namespace
