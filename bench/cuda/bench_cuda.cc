@@ -10,6 +10,8 @@
 //     of the same shape (X C^T into a bf16 matrix, in row chunks: the floor a fused kernel
 //     must beat); then accumulate (f64 sums) on the labels, and assign + accumulate as a
 //     multiple of assign (one Lloyd iteration, without the tiny centroid update)
+//   - --only accumulate: the accumulate at the assign's shapes against reading X once (the
+//     HBM read kernel's rate), unchecked (as the engine runs it) and with the label check
 //   - top-k at Q=1024 and Q=16 for N=10M D=128 and N=2M D=1024, k=10 and 100, bf16 (and f32):
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
 //     (database bytes / measured copy bandwidth); f32 (ours: 3xTF32) also against our exact
@@ -20,7 +22,7 @@
 //     (MEGATAX_CUDA_ROW_DIST=ffma): ms per round against the pool read floor
 // A table at the end repeats every number.
 //
-//   bench_cuda [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd] [--topk-q Q]
+//   bench_cuda [--reps R] [--no-f32] [--only assign|accumulate|topk|seeding|lloyd] [--topk-q Q]
 //              [--no-portable]
 // (--topk-q: the top-k's Q=1024 or Q=16 shapes only; --no-portable: without the portable
 // kernel's top-k times, for quick sweeps of a variant.)
@@ -149,7 +151,7 @@ int main(int argc, char** argv) {
       portable_topk = false;
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--reps R] [--no-f32] [--only assign|topk|seeding|lloyd] "
+                   "usage: %s [--reps R] [--no-f32] [--only assign|accumulate|topk|seeding|lloyd] "
                    "[--topk-q Q] [--no-portable]\n",
                    argv[0]);
       return 2;
@@ -278,6 +280,7 @@ int main(int argc, char** argv) {
         acc.k = s.k;
         acc.sums = sums.data();
         acc.counts = counts.as<std::int64_t>();
+        acc.check_labels = false;  // as the engine's Lloyd runs it (the assign's labels)
         const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
         const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
                                       human(s.n).c_str(), human(s.k).c_str(), (long long)s.d);
@@ -298,6 +301,49 @@ int main(int argc, char** argv) {
                               "%.2fx | +accumulate %.2fx | %s %8.3f ms",
                               ours, tf, 100 * tf / peak, f16_rate.c_str(), floor, ours / floor,
                               (ours + acc_ms) / ours, portable_name, portable)});
+      }
+    }
+
+    // ---- accumulate: the Lloyd update's sums against reading X once --------------------
+    if (only == "accumulate") {
+      std::printf("\naccumulate (f64 sums) on the assign's labels vs reading X once\n");
+      for (const auto& s : assign_shapes) {
+        if (s.t == DType::kF32) continue;
+        const std::size_t es = megatax::dtype_size(s.t);
+        megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 10 + s.k, stream);
+        mc::DeviceBuffer cen(s.k * s.d * es), labels(s.n * 8), dist(s.n * 4);
+        megatax::bench::fill_uniform(cen.data(), s.k * s.d, s.t, 20 + s.k, stream);
+        const MatrixView xv(big.data(), s.n, s.d, s.t), cv(cen.data(), s.k, s.d, s.t);
+        mc::AssignArgs a;
+        a.x = xv;
+        a.centroids = cv;
+        a.labels = labels.data();
+        a.distances = dist.as<float>();
+        const double assign_ms = time_ms(stream, [&] { mc::assign(res, a); });
+        mc::DeviceBuffer sums(s.k * s.d * 8), counts(s.k * 8);
+        mc::AccumulateArgs acc;
+        acc.x = xv;
+        acc.labels = labels.data();
+        acc.k = s.k;
+        acc.sums = sums.data();
+        acc.counts = counts.as<std::int64_t>();
+        const double x_bytes = static_cast<double>(s.n) * s.d * es;
+        const double floor_ms = x_bytes / read_bw * 1e3;
+        const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
+                                      human(s.n).c_str(), human(s.k).c_str(), (long long)s.d);
+        // As the engine runs it (the assign's labels, unchecked), and with the label check.
+        for (const bool check : {false, true}) {
+          acc.check_labels = check;
+          const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
+          std::printf("  %-28s %-9s accumulate %7.3f ms = %5.0f GB/s (%.1f%% of the read kernel; "
+                      "floor %.3f ms) | assign %.3f ms, assign+accumulate = %.3fx assign\n",
+                      shape.c_str(), check ? "checked" : "unchecked", acc_ms,
+                      x_bytes / (acc_ms * 1e-3) / 1e9, 100 * floor_ms / acc_ms, floor_ms,
+                      assign_ms, (assign_ms + acc_ms) / assign_ms);
+          g_rows.push_back({"accumulate " + shape + (check ? ", labels checked" : ""),
+                            fmt("%7.3f ms, %.1f%% of the HBM read rate; +assign %.3fx", acc_ms,
+                                100 * floor_ms / acc_ms, (assign_ms + acc_ms) / assign_ms)});
+        }
       }
     }
 
@@ -573,6 +619,7 @@ int main(int argc, char** argv) {
       acc.sum_type = mc::SumType::kF64;
       acc.sums = sums.data();
       acc.counts = counts.as<std::int64_t>();
+      acc.check_labels = false;  // as CudaBatchKMeans runs it
       const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
       mc::MeansArgs ma;
       ma.sums = sums.as<double>();
