@@ -17,7 +17,9 @@
 # Exit status: non-zero if the build, a test or the sanitizer failed (benchmarks only report).
 # Logs go to $OUT (the device tool's output folder) when set, else build/gpu/logs.
 #
-#   scripts/gpu-check.sh [--no-bench] [--no-torch] [--seed S]
+#   scripts/gpu-check.sh [--no-bench] [--no-tests] [--no-torch] [--seed S]
+# (--no-tests: the build and the benchmarks only, e.g. a second call on a warm machine whose
+# first ran the tests.)
 # Environment: BUILD_DIR (default build/gpu), CUDA_ARCH (default 90), JOBS (default 16),
 #   MPI (default OFF: -DMEGATAX_MPI), FIT_N / FIT_D / FIT_LEVELS / FIT_B (gpu_fit.sh shape),
 #   PREDICT_N (gpu_predict.sh rows, default 2M; D = FIT_D, model 3 x 30),
@@ -27,14 +29,16 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 bench=1
+tests=1
 torch_peer=1
 seed_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) bench=0 ;;
+    --no-tests) tests=0 ;;
     --no-torch) torch_peer=0 ;;
     --seed) seed_args=(--seed "$2"); shift ;;
-    *) echo "usage: $0 [--no-bench] [--no-torch] [--seed S]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--no-bench] [--no-tests] [--no-torch] [--seed S]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -96,32 +100,36 @@ run_gpu_test() {
     note "$name" "FAIL (exit $rc; see $log)"
   fi
 }
-run_gpu_test cuda_kernels_test "$TEST" test.log 300
-run_gpu_test cuda_engine_test "$ENGINE_TEST" engine_test.log 600
-run_gpu_test cuda_index_test "$INDEX_TEST" index_test.log 300
-# The top-k's union bound at every k (by default only below k = 32; MEGATAX_TOPK_BOUND=union
-# forces it): the override stays correct.
-run_gpu_test "top-k, union bound at every k" env topk_union.log 200 MEGATAX_TOPK_BOUND=union "$TEST" --topk-only
-# The top-k's seeded bound (the kernel first run over the database's first tiles) forced on
-# every launch: by default only chunks of 64 tiles or more are seeded, beyond the test shapes.
-run_gpu_test "top-k, seeded bound forced" env topk_seed.log 200 MEGATAX_TOPK_SEED=force "$TEST" --topk-only
+if [ "$tests" -eq 1 ]; then
+  run_gpu_test cuda_kernels_test "$TEST" test.log 300
+  run_gpu_test cuda_engine_test "$ENGINE_TEST" engine_test.log 600
+  run_gpu_test cuda_index_test "$INDEX_TEST" index_test.log 300
+  # The top-k's union bound at every k (by default only below k = 32; MEGATAX_TOPK_BOUND=union
+  # forces it): the override stays correct.
+  run_gpu_test "top-k, union bound at every k" env topk_union.log 200 MEGATAX_TOPK_BOUND=union "$TEST" --topk-only
+  # The top-k's seeded bound (the kernel first run over the database's first tiles) forced on
+  # every launch: by default only chunks of 64 tiles or more are seeded, beyond the test shapes.
+  run_gpu_test "top-k, seeded bound forced" env topk_seed.log 200 MEGATAX_TOPK_SEED=force "$TEST" --topk-only
 
-# ---- sanitizer ----------------------------------------------------------------------------
-stamp "compute-sanitizer --tool memcheck (small case)"
-if command -v compute-sanitizer >/dev/null 2>&1; then
-  timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 \
-    "$TEST" --small "${seed_args[@]}" 2>&1 | tee "$LOGS/sanitizer.log"
-  rc=${PIPESTATUS[0]}
-  errs=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$LOGS/sanitizer.log" | tail -1)
-  if [ "$rc" -eq 0 ]; then
-    note "compute-sanitizer memcheck" "clean (${errs:-no summary})"
+  # ---- sanitizer --------------------------------------------------------------------------
+  stamp "compute-sanitizer --tool memcheck (small case)"
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 \
+      "$TEST" --small "${seed_args[@]}" 2>&1 | tee "$LOGS/sanitizer.log"
+    rc=${PIPESTATUS[0]}
+    errs=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$LOGS/sanitizer.log" | tail -1)
+    if [ "$rc" -eq 0 ]; then
+      note "compute-sanitizer memcheck" "clean (${errs:-no summary})"
+    else
+      status=1
+      note "compute-sanitizer memcheck" "FAIL (exit $rc, ${errs:-no summary})"
+    fi
   else
     status=1
-    note "compute-sanitizer memcheck" "FAIL (exit $rc, ${errs:-no summary})"
+    note "compute-sanitizer memcheck" "FAIL (compute-sanitizer not found)"
   fi
 else
-  status=1
-  note "compute-sanitizer memcheck" "FAIL (compute-sanitizer not found)"
+  note "GPU tests" "not run (--no-tests)"
 fi
 
 # ---- benchmarks ---------------------------------------------------------------------------
