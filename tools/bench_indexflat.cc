@@ -49,6 +49,9 @@ random queries.
   --backend B      auto|cpu|cuda (default auto)
   --devices LIST   cuda: the GPUs holding the database, comma-separated, e.g. 0,1 (its rows
                    dealt to them in blocks, searched at once; default 0)
+  --device-warmup B  cuda, 1: before the build, time a 1-row index's first search apart (the
+                   process's device context and kernel loading), so that the first search
+                   printed after the build is the database's copy alone (default 0)
   --threads T      worker threads, 0 = all hardware threads (default 0)
   --simd S         auto|scalar|avx2|avx512|neon (default auto)
   --seed S         random seed (default 1234)
@@ -61,7 +64,7 @@ random queries.
 
 struct Config {
   std::int64_t q = 128, n = 200000, d = 128, k = 10;
-  int iters = 5, warmup = 1, threads = 0;
+  int iters = 5, warmup = 1, threads = 0, device_warmup = 0;
   std::string dtype = "fp32", metric = "l2", backend = "auto", simd = "auto", dist = "normal";
   std::uint64_t seed = 1234;
   std::string base_file, queries_file, ids_out;
@@ -108,7 +111,7 @@ bool parse_args(int argc, char** argv, Config* c) {
                                                   "--iters", "--warmup", "--threads", "--seed",
                                                   "--dtype", "--metric", "--backend", "--simd",
                                                   "--dist",  "--base",   "--queries", "--ids-out",
-                                                  "--devices"};
+                                                  "--devices", "--device-warmup"};
     if (std::find(std::begin(kFlags), std::end(kFlags), flag) == std::end(kFlags))
       throw UsageError{"unknown flag '" + flag + "' (see --help)"};
     if (const auto eq = arg.find('='); eq != std::string_view::npos) {
@@ -143,6 +146,8 @@ bool parse_args(int argc, char** argv, Config* c) {
     } else if (flag == "--metric") {
       check_choice(flag, value, {"l2", "ip"});
       c->metric = value;
+    } else if (flag == "--device-warmup") {
+      c->device_warmup = parse_int<int>(flag, value, 0);
     } else if (flag == "--backend") {
       check_choice(flag, value, {"auto", "cpu", "cuda"});
       c->backend = value;
@@ -341,6 +346,17 @@ int run(const Config& c) {
   for (auto l : megatax::kernels::supported_simd_levels())
     std::printf(" %s", megatax::kernels::simd_level_name(l));
   std::printf(")\n");
+
+  if (c.device_warmup != 0 && options.backend == megatax::Backend::kCuda) {
+    megatax::IndexFlat one(d, metric, dtype);
+    one.add(1, queries.data());
+    float dist = 0;
+    std::int64_t id = 0;
+    const double t_warm = now_ms();
+    one.search(1, queries.data(), 1, &dist, &id, options);
+    std::printf("device warm-up: %.1f ms (a 1-row index's first search: the process's device "
+                "context, the kernels' loading)\n", now_ms() - t_warm);
+  }
 
   // Build.
   megatax::IndexFlat index(d, metric, dtype);

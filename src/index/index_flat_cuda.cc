@@ -18,7 +18,8 @@ namespace megatax::index {
 namespace {
 
 // Half of each shard's page-locked staging area for a device copy of the rows (two halves:
-// one filled while the other's copy runs). Released when the copy is done.
+// one filled while the other's copy runs). Released when the copy is done. (H100, session 34:
+// 128 MiB halves were 4-13% faster at 2M x 1024 and 10-17% slower at 10M x 128; 8 MiB slower.)
 constexpr std::size_t kStageHalfBytes = std::size_t{32} << 20;
 // A search's page-locked staging, kept between searches: the batch's queries (shared by the
 // shards) and each shard's results stay within this (a batch of at least 128 queries).
