@@ -309,7 +309,7 @@ void accumulate(Resources& res, const AccumulateArgs& args) {
   }
   MEGATAX_CUDA_CHECK_LAUNCH("make_keys_kernel");
   int bad = INT_MAX;
-  if (args.check_labels) {  // the wait: ~0.07 ms at N = 4M (the GPU idles through it)
+  if (args.check_labels) {  // the wait: 0.01-0.07 ms at N = 4M on an H100 (the GPU idles)
     MEGATAX_CUDA_CHECK(cudaMemcpyAsync(&bad, w.bad, sizeof(int), cudaMemcpyDeviceToHost, stream));
     MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
