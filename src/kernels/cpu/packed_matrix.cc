@@ -121,6 +121,25 @@ void PackedMatrix::store_row_f32(std::int64_t i, const float* v, RowScratch& scr
   norms_[static_cast<std::size_t>(i)] = static_cast<float>(norm);
 }
 
+namespace {
+
+// norms[r] = float(the float64 sum, in dimension order, of v[r * stride + k]^2 over k < d),
+// for the m <= kPanelRows rows of a panel. Each row's sum is the serial one (the same bits as
+// a row at a time), but the rows' chains are interleaved: one row alone is a chain of
+// dependent adds, bound by the add's latency rather than by the loads.
+void panel_norms(const float* v, std::size_t m, std::size_t d, std::size_t stride, float* norms) {
+  double acc[kPanelRows] = {};
+  for (std::size_t k = 0; k < d; ++k) {
+    for (std::size_t r = 0; r < m; ++r) {
+      const double x = v[r * stride + k];
+      acc[r] += x * x;
+    }
+  }
+  for (std::size_t r = 0; r < m; ++r) norms[r] = static_cast<float>(acc[r]);
+}
+
+}  // namespace
+
 void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int64_t, float*)>& row_f32) {
   // Tasks of whole panels (rows of one panel share cache lines), about 1M values each.
   const std::int64_t panel_rows =
@@ -166,11 +185,7 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
       for (std::size_t r = 0; r < m; ++r) row_f32(r0 + static_cast<std::int64_t>(r) - first, values.data() + r * dp);
       std::uint8_t* panel = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
       if (dtype_ == DType::kF32) {
-        for (std::size_t r = 0; r < m; ++r) {
-          double norm = 0;
-          for (std::size_t k = 0; k < d; ++k) norm += static_cast<double>(values[r * dp + k]) * values[r * dp + k];
-          norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
-        }
+        panel_norms(values.data(), m, d, dp, norms_.data() + r0);
         transpose_into(std::uint32_t{}, values.data(), panel);
         r0 = r1;
         continue;
@@ -178,14 +193,7 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
       // Rounded in bulk (the scalar conversions' bits), the norm from the stored values.
       convert_from_f32(values.data(), kRows * dp, dtype_, half.data());  // zeros stay zeros
       convert_to_f32(dtype_, half.data(), m * dp, values.data());
-      for (std::size_t r = 0; r < m; ++r) {
-        double norm = 0;
-        for (std::size_t k = 0; k < d; ++k) {
-          const double x = values[r * dp + k];
-          norm += x * x;
-        }
-        norms_[static_cast<std::size_t>(r0) + r] = static_cast<float>(norm);
-      }
+      panel_norms(values.data(), m, d, dp, norms_.data() + r0);
       if (dtype_ == DType::kF16) {
         transpose_into(std::uint16_t{}, half.data(), panel);
       } else {  // bf16 pairs: two adjacent halves of a row are one 4-byte word
