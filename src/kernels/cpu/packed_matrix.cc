@@ -11,6 +11,10 @@
 #include "core/parallel.h"
 #include "megatax/error.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace megatax::kernels {
 
 UnstorableValue find_unstorable(const MatrixView& x, DType target) {
@@ -123,6 +127,93 @@ void PackedMatrix::store_row_f32(std::int64_t i, const float* v, RowScratch& scr
 
 namespace {
 
+// Tile transposes between a panel ([words][16 rows]) and row-major rows: dst row u, element
+// t = src row t, element u. Rows are src_stride / dst_stride bytes apart; any alignment.
+// 4 x 4 tiles of 4-byte words (f32 values, bf16 pairs) and 8 x 8 tiles of 2-byte ones (f16).
+inline void transpose_tile_4x4_u32(const std::uint8_t* src, std::size_t src_stride, std::uint8_t* dst,
+                                   std::size_t dst_stride) {
+#if defined(__SSE2__)
+  const auto load = [&](int t) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t * src_stride)); };
+  const auto store = [&](int u, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + u * dst_stride), v); };
+  const __m128i a = load(0), b = load(1), c = load(2), d = load(3);
+  const __m128i ab01 = _mm_unpacklo_epi32(a, b), cd01 = _mm_unpacklo_epi32(c, d);
+  const __m128i ab23 = _mm_unpackhi_epi32(a, b), cd23 = _mm_unpackhi_epi32(c, d);
+  store(0, _mm_unpacklo_epi64(ab01, cd01));
+  store(1, _mm_unpackhi_epi64(ab01, cd01));
+  store(2, _mm_unpacklo_epi64(ab23, cd23));
+  store(3, _mm_unpackhi_epi64(ab23, cd23));
+#else
+  for (std::size_t u = 0; u < 4; ++u)
+    for (std::size_t t = 0; t < 4; ++t) std::memcpy(dst + u * dst_stride + t * 4, src + t * src_stride + u * 4, 4);
+#endif
+}
+
+inline void transpose_tile_8x8_u16(const std::uint8_t* src, std::size_t src_stride, std::uint8_t* dst,
+                                   std::size_t dst_stride) {
+#if defined(__SSE2__)
+  const auto load = [&](int t) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + t * src_stride)); };
+  const auto store = [&](int u, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + u * dst_stride), v); };
+  __m128i a[8], b[8];
+  for (int t = 0; t < 8; ++t) a[t] = load(t);
+  for (int t = 0; t < 8; t += 2) {  // pairs of rows, interleaved by element
+    b[t / 2] = _mm_unpacklo_epi16(a[t], a[t + 1]);      // elements 0-3
+    b[4 + t / 2] = _mm_unpackhi_epi16(a[t], a[t + 1]);  // elements 4-7
+  }
+  for (int h = 0; h < 8; h += 4) {  // h: elements 0-3, then 4-7
+    const __m128i q01 = _mm_unpacklo_epi32(b[h], b[h + 1]), q23 = _mm_unpackhi_epi32(b[h], b[h + 1]);
+    const __m128i q45 = _mm_unpacklo_epi32(b[h + 2], b[h + 3]), q67 = _mm_unpackhi_epi32(b[h + 2], b[h + 3]);
+    store(h + 0, _mm_unpacklo_epi64(q01, q45));
+    store(h + 1, _mm_unpackhi_epi64(q01, q45));
+    store(h + 2, _mm_unpacklo_epi64(q23, q67));
+    store(h + 3, _mm_unpackhi_epi64(q23, q67));
+  }
+#else
+  for (std::size_t u = 0; u < 8; ++u)
+    for (std::size_t t = 0; t < 8; ++t) std::memcpy(dst + u * dst_stride + t * 2, src + t * src_stride + u * 2, 2);
+#endif
+}
+
+// Between a panel's [words][16] layout and its 16 rows [16][words] (row-major, row_stride
+// bytes apart; words of w = 4 or 2 bytes), for words [0, words): whole tiles through the tile
+// transposes, the words past the last whole tile one at a time.
+template <bool kToPanel>
+void transpose_words(std::size_t w, std::size_t words, const std::uint8_t* src, std::uint8_t* dst,
+                     std::size_t row_stride) {
+  constexpr auto kRows = static_cast<std::size_t>(kPanelRows);
+  const std::size_t tile = w == 4 ? 4 : 8, tiled = words / tile * tile;
+  const std::size_t panel_stride = kRows * w;  // from one word of the panel to the next
+  const auto rows_at = [&](std::size_t r0, std::size_t j0) { return r0 * row_stride + j0 * w; };
+  const auto panel_at = [&](std::size_t r0, std::size_t j0) { return (j0 * kRows + r0) * w; };
+  // Words in blocks of a cache line per row: a row tile's lines are done before the next
+  // rows' (rows 4 KB apart share an L1 set; 16 lines open at once would evict each other).
+  const std::size_t line_words = 64 / w;
+  for (std::size_t b0 = 0; b0 < tiled; b0 += line_words) {
+    const std::size_t b1 = std::min(tiled, b0 + line_words);
+    for (std::size_t r0 = 0; r0 < kRows; r0 += tile) {
+      for (std::size_t j0 = b0; j0 < b1; j0 += tile) {
+        const std::uint8_t* in = src + (kToPanel ? rows_at(r0, j0) : panel_at(r0, j0));
+        std::uint8_t* to = dst + (kToPanel ? panel_at(r0, j0) : rows_at(r0, j0));
+        const std::size_t in_stride = kToPanel ? row_stride : panel_stride;
+        const std::size_t to_stride = kToPanel ? panel_stride : row_stride;
+        if (w == 4) {
+          transpose_tile_4x4_u32(in, in_stride, to, to_stride);
+        } else {
+          transpose_tile_8x8_u16(in, in_stride, to, to_stride);
+        }
+      }
+    }
+  }
+  for (std::size_t j = tiled; j < words; ++j) {
+    for (std::size_t r = 0; r < kRows; ++r) {
+      if (kToPanel) {
+        std::memcpy(dst + panel_at(r, j), src + rows_at(r, j), w);
+      } else {
+        std::memcpy(dst + rows_at(r, j), src + panel_at(r, j), w);
+      }
+    }
+  }
+}
+
 // norms[r] = float(the float64 sum, in dimension order, of v[r * stride + k]^2 over k < d),
 // for the m <= kPanelRows rows of a panel. Each row's sum is the serial one (the same bits as
 // a row at a time), but the rows' chains are interleaved: one row alone is a chain of
@@ -151,18 +242,13 @@ void PackedMatrix::store_rows(std::int64_t n, const std::function<void(std::int6
   // A fresh panel is written whole, padding included: its rows rounded into a [16][dp]
   // row-major scratch of stored values (zeros past dim and past the last row), which is the
   // panel transposed as a [16][words] matrix of 4-byte words (f32 values; bf16 pairs, the
-  // lower dimension in the lower half) or 2-byte ones (f16); written back in blocks of 16
-  // words x 16 rows, so the panel's bytes are written in order.
-  // (Words move through memcpy: the storage is bytes, whatever type wrote them.)
+  // lower dimension in the lower half) or 2-byte ones (f16); written back in tiles
+  // (transpose_words), the panel's bytes in order.
+  // (Words move through memcpy and byte pointers: the storage is bytes, whatever wrote them.)
   auto transpose_into = [&](auto word, const void* rows_v, std::uint8_t* panel) {
     constexpr std::size_t w = sizeof(word);
-    const auto* rows = static_cast<const std::uint8_t*>(rows_v);
     const std::size_t words = panel_bytes_ / (kRows * w);
-    for (std::size_t j0 = 0; j0 < words; j0 += 16) {
-      const std::size_t jn = std::min<std::size_t>(16, words - j0);
-      for (std::size_t j = j0; j < j0 + jn; ++j)
-        for (std::size_t r = 0; r < kRows; ++r) std::memcpy(panel + (j * kRows + r) * w, rows + (r * words + j) * w, w);
-    }
+    transpose_words<true>(w, words, static_cast<const std::uint8_t*>(rows_v), panel, words * w);
   };
   parallel_for(tasks > 1 ? 0 : 1, tasks, [&](std::int64_t t, int) {
     const std::int64_t t0 = std::max(first, (first_task + t) * panel_rows);
@@ -277,9 +363,9 @@ void PackedMatrix::get_row_raw(std::int64_t i, void* out) const noexcept {
 void PackedMatrix::get_rows_raw(std::int64_t first, std::int64_t count, void* out) const {
   if (count <= 0) return;
   // A panel is a [words][16] matrix of 4-byte words (f32 values; bf16 pairs) or 2-byte ones
-  // (f16): row r's j-th word at [j * 16 + r]. It is transposed in blocks of 16 words x 16
-  // rows (1 KB of reads in a row; each row gets 64 bytes at a time: row-major writes of a
-  // whole cache line, never 16 streams 4 KB apart).
+  // (f16): row r's j-th word at [j * 16 + r]. A panel whose 16 rows are all asked for is
+  // transposed in tiles straight into the output (transpose_words); the first and last
+  // panels of a range, when partial, in blocks of 16 words x their rows.
   const std::size_t word = dtype_ == DType::kF16 ? 2 : 4;
   const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(dtype_);
   const std::size_t full = row_bytes / word, tail = row_bytes % word;  // tail: an odd bf16 dim
@@ -316,6 +402,13 @@ void PackedMatrix::get_rows_raw(std::int64_t first, std::int64_t count, void* ou
     const std::int64_t q1 = std::min(p1, p0 + (t + 1) * per_task);
     for (std::int64_t p = p0 + t * per_task; p < q1; ++p) {
       const std::uint8_t* src = data_.get() + static_cast<std::size_t>(p) * panel_bytes_;
+      if (p * kPanelRows >= first && (p + 1) * kPanelRows <= end) {  // the whole panel
+        auto* rows = static_cast<std::uint8_t*>(out) + static_cast<std::size_t>(p * kPanelRows - first) * row_bytes;
+        transpose_words<false>(word, full, src, rows, row_bytes);
+        for (std::size_t r = 0; tail != 0 && r < kRows; ++r)
+          std::memcpy(rows + r * row_bytes + full * word, src + (full * kRows + r) * word, tail);
+        continue;
+      }
       if (word == 4) {
         copy_panel(std::uint32_t{}, src, p);
       } else {
