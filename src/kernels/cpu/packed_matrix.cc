@@ -13,6 +13,8 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace megatax::kernels {
@@ -129,7 +131,8 @@ namespace {
 
 // Tile transposes between a panel ([words][16 rows]) and row-major rows: dst row u, element
 // t = src row t, element u. Rows are src_stride / dst_stride bytes apart; any alignment.
-// 4 x 4 tiles of 4-byte words (f32 values, bf16 pairs) and 8 x 8 tiles of 2-byte ones (f16).
+// 4 x 4 tiles of 4-byte words (f32 values, bf16 pairs) and 8 x 8 tiles of 2-byte ones (f16);
+// SSE2 on x86-64, NEON on AArch64, element copies elsewhere.
 inline void transpose_tile_4x4_u32(const std::uint8_t* src, std::size_t src_stride, std::uint8_t* dst,
                                    std::size_t dst_stride) {
 #if defined(__SSE2__)
@@ -142,6 +145,22 @@ inline void transpose_tile_4x4_u32(const std::uint8_t* src, std::size_t src_stri
   store(1, _mm_unpackhi_epi64(ab01, cd01));
   store(2, _mm_unpacklo_epi64(ab23, cd23));
   store(3, _mm_unpackhi_epi64(ab23, cd23));
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  const auto load = [&](int t) { return vreinterpretq_u64_u8(vld1q_u8(src + t * src_stride)); };
+  const auto store = [&](int u, uint64x2_t v) { vst1q_u8(dst + u * dst_stride, vreinterpretq_u8_u64(v)); };
+  const auto trn1_32 = [](uint64x2_t x, uint64x2_t y) {
+    return vreinterpretq_u64_u32(vtrn1q_u32(vreinterpretq_u32_u64(x), vreinterpretq_u32_u64(y)));
+  };
+  const auto trn2_32 = [](uint64x2_t x, uint64x2_t y) {
+    return vreinterpretq_u64_u32(vtrn2q_u32(vreinterpretq_u32_u64(x), vreinterpretq_u32_u64(y)));
+  };
+  const uint64x2_t a = load(0), b = load(1), c = load(2), d = load(3);
+  const uint64x2_t ab0 = trn1_32(a, b), ab1 = trn2_32(a, b);  // a0 b0 a2 b2 | a1 b1 a3 b3
+  const uint64x2_t cd0 = trn1_32(c, d), cd1 = trn2_32(c, d);
+  store(0, vtrn1q_u64(ab0, cd0));
+  store(1, vtrn1q_u64(ab1, cd1));
+  store(2, vtrn2q_u64(ab0, cd0));
+  store(3, vtrn2q_u64(ab1, cd1));
 #else
   for (std::size_t u = 0; u < 4; ++u)
     for (std::size_t t = 0; t < 4; ++t) std::memcpy(dst + u * dst_stride + t * 4, src + t * src_stride + u * 4, 4);
@@ -166,6 +185,25 @@ inline void transpose_tile_8x8_u16(const std::uint8_t* src, std::size_t src_stri
     store(h + 1, _mm_unpackhi_epi64(q01, q45));
     store(h + 2, _mm_unpacklo_epi64(q23, q67));
     store(h + 3, _mm_unpackhi_epi64(q23, q67));
+  }
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  uint16x8_t a[8];
+  for (int t = 0; t < 8; ++t) a[t] = vreinterpretq_u16_u8(vld1q_u8(src + t * src_stride));
+  uint32x4_t b[8];  // pairs of rows, transposed in 2 x 2 blocks of elements
+  for (int t = 0; t < 8; t += 2) {
+    b[t] = vreinterpretq_u32_u16(vtrn1q_u16(a[t], a[t + 1]));      // elements 0, 2, 4, 6
+    b[t + 1] = vreinterpretq_u32_u16(vtrn2q_u16(a[t], a[t + 1]));  // elements 1, 3, 5, 7
+  }
+  uint64x2_t c[8];  // fours of rows: c[0..3] from rows 0-3, c[4..7] from rows 4-7
+  for (int h = 0; h < 8; h += 4) {
+    c[h + 0] = vreinterpretq_u64_u32(vtrn1q_u32(b[h], b[h + 2]));      // elements 0, 4
+    c[h + 1] = vreinterpretq_u64_u32(vtrn1q_u32(b[h + 1], b[h + 3]));  // elements 1, 5
+    c[h + 2] = vreinterpretq_u64_u32(vtrn2q_u32(b[h], b[h + 2]));      // elements 2, 6
+    c[h + 3] = vreinterpretq_u64_u32(vtrn2q_u32(b[h + 1], b[h + 3]));  // elements 3, 7
+  }
+  for (int u = 0; u < 4; ++u) {
+    vst1q_u8(dst + u * dst_stride, vreinterpretq_u8_u64(vtrn1q_u64(c[u], c[4 + u])));
+    vst1q_u8(dst + (u + 4) * dst_stride, vreinterpretq_u8_u64(vtrn2q_u64(c[u], c[4 + u])));
   }
 #else
   for (std::size_t u = 0; u < 8; ++u)
