@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/uninit_vector.h"
 #include "kernels/cpu/block_kernel.h"
 #include "kernels/cpu/topk.h"
 #include "megatax/error.h"
@@ -89,9 +90,12 @@ void prepare_queries(const MatrixView& q, std::int64_t begin, std::int64_t count
 void scan_range(const PreparedQueries& q, const PackedMatrix& db, Metric metric,
                 DistanceBlockFn kernel, std::int64_t panel_begin, std::int64_t panel_end,
                 TopK* topk) {
-  const std::int64_t ld_distances = 16 * kPanelsPerChunk;
-  std::vector<float> distances(static_cast<std::size_t>(q.n * ld_distances));
-  std::vector<std::uint16_t> masks(static_cast<std::size_t>(q.n * kPanelsPerChunk));
+  // Sized by the range (a few panels of centroids in a k-means assignment) and left
+  // uninitialised: the kernel writes every distance and mask the top-k reads (block_kernel.h).
+  const std::int64_t chunk_panels = std::min(kPanelsPerChunk, panel_end - panel_begin);
+  const std::int64_t ld_distances = 16 * chunk_panels;
+  UninitVector<float> distances(static_cast<std::size_t>(q.n * ld_distances));
+  UninitVector<std::uint16_t> masks(static_cast<std::size_t>(q.n * chunk_panels));
   DistanceBlockArgs args;
   args.queries = q.data;
   args.ld_queries = q.ld;
@@ -105,14 +109,14 @@ void scan_range(const PreparedQueries& q, const PackedMatrix& db, Metric metric,
   args.distances = distances.data();
   args.ld_distances = ld_distances;
   args.masks = masks.data();
-  args.ld_masks = kPanelsPerChunk;
-  for (std::int64_t p = panel_begin; p < panel_end; p += kPanelsPerChunk) {
-    const std::int64_t np = std::min(kPanelsPerChunk, panel_end - p);
+  args.ld_masks = chunk_panels;
+  for (std::int64_t p = panel_begin; p < panel_end; p += chunk_panels) {
+    const std::int64_t np = std::min(chunk_panels, panel_end - p);
     args.panels = db.panel(p);
     args.npanels = np;
     args.db_norms = db.norms() + p * kPanelRows;
     kernel(args);
-    topk->add_block(distances.data(), ld_distances, masks.data(), kPanelsPerChunk, np,
+    topk->add_block(distances.data(), ld_distances, masks.data(), chunk_panels, np,
                     p * kPanelRows, db.rows() - p * kPanelRows);
   }
 }
@@ -210,8 +214,8 @@ void all_distances(const MatrixView& queries, const PackedMatrix& db, Metric met
     PreparedQueries q;
     prepare_queries(queries, q0, qn, db, &q);
     const std::int64_t ld = 16 * kPanelsPerChunk;
-    std::vector<float> buf(static_cast<std::size_t>(qn * ld));
-    std::vector<std::uint16_t> masks(static_cast<std::size_t>(qn * kPanelsPerChunk));
+    UninitVector<float> buf(static_cast<std::size_t>(qn * ld));  // the kernel writes what is read
+    UninitVector<std::uint16_t> masks(static_cast<std::size_t>(qn * kPanelsPerChunk));
     std::vector<float> thresholds(static_cast<std::size_t>(qn), never);
     DistanceBlockArgs args;
     args.queries = q.data;
