@@ -241,19 +241,40 @@ int main(int argc, char** argv) {
                                               {std::int64_t{4} << 20, 1024, 1024, DType::kF16},
                                               {std::int64_t{1} << 20, 16384, 1024, DType::kBF16}};
     if (f32) assign_shapes.push_back({std::int64_t{1} << 20, 1024, 1024, DType::kF32});
+    // One assign shape's data on the device: X in `big` and the centroids (uniform, seeded by
+    // k), the label, distance, sum and count buffers, and the assign's and the accumulate's
+    // arguments over them (the accumulate as the engine's Lloyd runs it: the assign's labels,
+    // unchecked).
+    struct AssignProblem {
+      mc::DeviceBuffer cen, labels, dist, sums, counts;
+      mc::AssignArgs assign;
+      mc::AccumulateArgs accumulate;
+    };
+    auto make_assign_problem = [&](const AssignShape& s) {
+      const std::size_t es = megatax::dtype_size(s.t);
+      AssignProblem p{mc::DeviceBuffer(s.k * s.d * es), mc::DeviceBuffer(s.n * 8), mc::DeviceBuffer(s.n * 4),
+                      mc::DeviceBuffer(s.k * s.d * 8), mc::DeviceBuffer(s.k * 8), {}, {}};
+      megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 10 + s.k, stream);
+      megatax::bench::fill_uniform(p.cen.data(), s.k * s.d, s.t, 20 + s.k, stream);
+      const MatrixView xv(big.data(), s.n, s.d, s.t);
+      p.assign.x = xv;
+      p.assign.centroids = MatrixView(p.cen.data(), s.k, s.d, s.t);
+      p.assign.labels = p.labels.data();
+      p.assign.distances = p.dist.as<float>();
+      p.accumulate.x = xv;
+      p.accumulate.labels = p.labels.data();
+      p.accumulate.k = s.k;
+      p.accumulate.sums = p.sums.data();
+      p.accumulate.counts = p.counts.as<std::int64_t>();
+      p.accumulate.check_labels = false;
+      return p;
+    };
     if (only.empty() || only == "assign") {
       std::printf("\nassign: ours (fused) vs cuBLAS GEMM-only of the same shape\n");
       for (const auto& s : assign_shapes) {
         const std::size_t es = megatax::dtype_size(s.t);
-        megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 10 + s.k, stream);
-        mc::DeviceBuffer cen(s.k * s.d * es), labels(s.n * 8), dist(s.n * 4);
-        megatax::bench::fill_uniform(cen.data(), s.k * s.d, s.t, 20 + s.k, stream);
-        const MatrixView xv(big.data(), s.n, s.d, s.t), cv(cen.data(), s.k, s.d, s.t);
-        mc::AssignArgs a;
-        a.x = xv;
-        a.centroids = cv;
-        a.labels = labels.data();
-        a.distances = dist.as<float>();
+        AssignProblem prob = make_assign_problem(s);
+        const mc::AssignArgs& a = prob.assign;
         const double ours = time_ms(stream, [&] { mc::assign(res, a); });
         // The portable mma.sync kernel on the same data (on Hopper, ours is the sm_90a one);
         // f32: the exact FFMA kernel (ours multiplies as 3xTF32).
@@ -267,21 +288,13 @@ int main(int argc, char** argv) {
         const double floor = time_ms(stream, [&] {
           for (std::int64_t r = 0; r < s.n; r += chunk) {
             gemm_abt(cublas, s.t, static_cast<const char*>(big.data()) + r * s.d * es,
-                     std::min(chunk, s.n - r), cen.data(), s.k, s.d, out.data());
+                     std::min(chunk, s.n - r), prob.cen.data(), s.k, s.d, out.data());
           }
         });
         const double flops = 2.0 * s.n * s.k * s.d;
         const double tf = flops / (ours * 1e-3) / 1e12;
         // One Lloyd iteration minus the update: assign + accumulate (f64 sums) on its labels.
-        mc::DeviceBuffer sums(s.k * s.d * 8), counts(s.k * 8);
-        mc::AccumulateArgs acc;
-        acc.x = xv;
-        acc.labels = labels.data();
-        acc.k = s.k;
-        acc.sums = sums.data();
-        acc.counts = counts.as<std::int64_t>();
-        acc.check_labels = false;  // as the engine's Lloyd runs it (the assign's labels)
-        const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, acc); });
+        const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, prob.accumulate); });
         const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
                                       human(s.n).c_str(), human(s.k).c_str(), (long long)s.d);
         std::printf("  %-32s ours %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak | GEMM-only %8.3f ms "
@@ -310,23 +323,9 @@ int main(int argc, char** argv) {
       for (const auto& s : assign_shapes) {
         if (s.t == DType::kF32) continue;
         const std::size_t es = megatax::dtype_size(s.t);
-        megatax::bench::fill_uniform(big.data(), s.n * s.d, s.t, 10 + s.k, stream);
-        mc::DeviceBuffer cen(s.k * s.d * es), labels(s.n * 8), dist(s.n * 4);
-        megatax::bench::fill_uniform(cen.data(), s.k * s.d, s.t, 20 + s.k, stream);
-        const MatrixView xv(big.data(), s.n, s.d, s.t), cv(cen.data(), s.k, s.d, s.t);
-        mc::AssignArgs a;
-        a.x = xv;
-        a.centroids = cv;
-        a.labels = labels.data();
-        a.distances = dist.as<float>();
-        const double assign_ms = time_ms(stream, [&] { mc::assign(res, a); });
-        mc::DeviceBuffer sums(s.k * s.d * 8), counts(s.k * 8);
-        mc::AccumulateArgs acc;
-        acc.x = xv;
-        acc.labels = labels.data();
-        acc.k = s.k;
-        acc.sums = sums.data();
-        acc.counts = counts.as<std::int64_t>();
+        AssignProblem prob = make_assign_problem(s);
+        const double assign_ms = time_ms(stream, [&] { mc::assign(res, prob.assign); });
+        mc::AccumulateArgs& acc = prob.accumulate;
         const double x_bytes = static_cast<double>(s.n) * s.d * es;
         const double floor_ms = x_bytes / read_bw * 1e3;
         const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
