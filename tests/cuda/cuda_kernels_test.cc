@@ -1478,19 +1478,22 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                   mc::topk(res, a);
                 }),
                 "topk with k = 5000 did not throw");
-  // Whether accumulate over 10 rows labelled `lab` (k = 8) refuses them.
-  auto accumulate_refuses = [&](const std::vector<std::int64_t>& lab, bool skip_negative) {
+  // Accumulates the 10 rows labelled `lab` (k = 8) into `sums`.
+  auto accumulate_labels = [&](const std::vector<std::int64_t>& lab, bool skip_negative, bool check) {
     mc::copy_to_device(res, labels.data(), lab.data(), 80);
     res.synchronize();
-    return throws_invalid([&] {
-      mc::AccumulateArgs a;
-      a.x = dx.view;
-      a.labels = labels.data();
-      a.k = 8;
-      a.sums = sums.data();
-      a.skip_negative = skip_negative;
-      mc::accumulate(res, a);
-    });
+    mc::AccumulateArgs a;
+    a.x = dx.view;
+    a.labels = labels.data();
+    a.k = 8;
+    a.sums = sums.data();
+    a.skip_negative = skip_negative;
+    a.check_labels = check;
+    mc::accumulate(res, a);
+  };
+  // Whether accumulate (labels checked) refuses them.
+  auto accumulate_refuses = [&](const std::vector<std::int64_t>& lab, bool skip_negative) {
+    return throws_invalid([&] { accumulate_labels(lab, skip_negative, true); });
   };
   // A label out of range: error, and sums untouched.
   std::vector<std::int64_t> lab(10, 1);
@@ -1510,17 +1513,8 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
   CHECK_OR_FAIL(accumulate_refuses(lab, true), "accumulate skipping negatives took label 8 >= k");
   // Unchecked (check_labels = false), label 8 >= k is summed nowhere, as a skipped -1 is.
   auto unchecked_sums = [&](const std::vector<std::int64_t>& l) {
-    mc::copy_to_device(res, labels.data(), l.data(), 80);
     mc::copy_to_device(res, sums.data(), zero.data(), 64 * 8);
-    res.synchronize();
-    mc::AccumulateArgs a;
-    a.x = dx.view;
-    a.labels = labels.data();
-    a.k = 8;
-    a.sums = sums.data();
-    a.skip_negative = true;
-    a.check_labels = false;
-    mc::accumulate(res, a);
+    accumulate_labels(l, true, false);
     res.synchronize();
     return download<double>(res, sums, 64);
   };
