@@ -24,7 +24,10 @@
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
 // time of the same shape 0.67-0.69x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
-// matrix), 1.08-1.14x (k=100), 1.31-1.40x / 1.5-1.7x (N=2M D=1024 k=10 / 100). Without
+// matrix), 1.08-1.14x (k=100), 1.31-1.40x / 1.5-1.7x (N=2M D=1024 k=10 / 100); on an H200
+// (session 35, after the slots looked only into groups whose smallest passes: 3-10% faster)
+// 0.83-0.85x / 1.30-1.32x at D=128 (cuBLAS is faster there on the H200), 1.23-1.33x /
+// 1.46-1.61x at D=1024. Without
 // the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)
 // of GEMM-only: what is left is the part of the selection before the accumulators are free
 // (scoring, slot extraction, a chunk's first tiles overflowing into the scratch areas) and
@@ -152,11 +155,11 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
         tile_norms[128 + tid] = norm[1];
         sm90::named_barrier_sync(1 + cw, 128);
       }
-      float lowest[kParts];
-      score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, lowest);
+      float gmin[kParts][kScoreGroups<kBN>], lowest[kParts];
+      score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, gmin, lowest);
       // Most tiles end here: no score of the thread's rows beats its threshold.
-      const TileSelect sel = select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr, lowest,
-                                                      slots, count, areas);
+      const TileSelect sel = select_tile<kBN, kParts>(p, wk.chunk, wr, acc, col0, lane, thr,
+                                                      lowest, gmin, slots, count, areas);
       if (sel == TileSelect::kDone) reload_thresholds();
       pending = sel == TileSelect::kPending;
       if (p.union_bound && (drained || sel == TileSelect::kDone)) {

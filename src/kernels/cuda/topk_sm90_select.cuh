@@ -11,14 +11,14 @@
 // synchronisation beyond __syncwarp:
 //
 //   score    dot products become scores in place (column terms ||c||^2 from a shared copy),
-//            each thread keeps the smallest score of each of its parts. Two instructions a score.
+//            each thread keeps the smallest score of each 8-score group of its parts (and the
+//            smallest of those a part). Two instructions a score.
 //   filter   a part whose smallest score does not beat the row's threshold is done: the
 //            smaller of the row's own tau (its k-th best so far, +inf until k are known) and
 //            the query's shared bound (shared_bound.cuh: the chunks' lists vouch for k scores
 //            at or below it). Most tiles end here after the first few of a chunk.
 //   slots    otherwise the thread appends the passing scores to its own kSlots slots per part
-//            (shared memory; the pass bits of 8-score groups first, predicated stores for the
-//            groups with a pass); later (drain_slots, which the kernel runs while the next
+//            (shared memory; only the groups whose smallest passes are looked into); later (drain_slots, which the kernel runs while the next
 //            tile's first MMAs are in flight) the warp offers them all at once: each lane
 //            compares its candidates with its row's threshold and appends the survivors to
 //            the row's 32-entry buffer (a shared atomic on the row's count); full buffers are
@@ -181,88 +181,93 @@ __device__ __forceinline__ void load_shared_bounds(const TopkSm90Params& p, cons
   }
 }
 
+// A thread's scores of one row of a block fall into kScoreGroups groups of 8 (4 column steps j
+// x 2 adjacent columns): group g holds columns j * 8 + (lane % 4) * 2 + e, j in [4 g, 4 g + 4).
+template <int BN>
+inline constexpr int kScoreGroups = BN / 32;
+
 // Turns one block's dot products into scores in place (NaN for columns past the database,
-// which then never pass a filter) and returns the smallest score of each of the thread's two
-// rows of the block. tile_norms: the tile's column terms in shared memory (tile_norms[i]:
-// column col0 + i). kFull: every column exists.
+// which then never pass a filter) and keeps the smallest score of each group of each of the
+// thread's two rows of the block (gmin0: row part 0, gmin1: part 1; the same two
+// instructions a score as keeping one smallest a row). tile_norms: the tile's column terms in
+// shared memory (tile_norms[i]: column col0 + i). kFull: every column exists.
 template <class Op, bool kFull, int BN>
 __device__ __forceinline__ void score_block(float (&acc)[BN / 2], const float* tile_norms,
                                             std::int64_t n, std::int64_t col0, int lane,
-                                            float& lowest0, float& lowest1) {
-  lowest0 = lowest1 = __int_as_float(0x7fc00000);  // fminf ignores NaN operands
+                                            float (&gmin0)[kScoreGroups<BN>],
+                                            float (&gmin1)[kScoreGroups<BN>]) {
 #pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int c = j * 8 + (lane % 4) * 2;
-    const bool ok0 = kFull || col0 + c < n, ok1 = kFull || col0 + c + 1 < n;
-    float2 ct = make_float2(0.f, 0.f);
-    if constexpr (Op::kUsesNorms) ct = *reinterpret_cast<const float2*>(tile_norms + c);
+  for (int g = 0; g < kScoreGroups<BN>; ++g) {
+    gmin0[g] = gmin1[g] = __int_as_float(0x7fc00000);  // fminf ignores NaN operands
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float& s0 = acc[4 * j + 2 * h];
-      float& s1 = acc[4 * j + 2 * h + 1];
-      s0 = ok0 ? Op::score(s0, ct.x) : __int_as_float(0x7fc00000);
-      s1 = ok1 ? Op::score(s1, ct.y) : __int_as_float(0x7fc00000);
-      float& lowest = h == 0 ? lowest0 : lowest1;
-      lowest = fminf(lowest, fminf(s0, s1));
+    for (int jj = 0; jj < 4; ++jj) {
+      const int j = 4 * g + jj;
+      const int c = j * 8 + (lane % 4) * 2;
+      const bool ok0 = kFull || col0 + c < n, ok1 = kFull || col0 + c + 1 < n;
+      float2 ct = make_float2(0.f, 0.f);
+      if constexpr (Op::kUsesNorms) ct = *reinterpret_cast<const float2*>(tile_norms + c);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float& s0 = acc[4 * j + 2 * h];
+        float& s1 = acc[4 * j + 2 * h + 1];
+        s0 = ok0 ? Op::score(s0, ct.x) : __int_as_float(0x7fc00000);
+        s1 = ok1 ? Op::score(s1, ct.y) : __int_as_float(0x7fc00000);
+        float& m = h == 0 ? gmin0[g] : gmin1[g];
+        m = fminf(m, fminf(s0, s1));
+      }
     }
   }
 }
 
-// score_block over the thread's kParts / 2 blocks, the tile full or not.
+// score_block over the thread's kParts / 2 blocks, the tile full or not; lowest[h]: the
+// smallest of part h's group minima (the filter's test).
 template <class Op, int BN, int kParts>
 __device__ __forceinline__ void score_tile(float (&acc)[kParts / 2][BN / 2],
                                            const float* tile_norms, std::int64_t n,
                                            std::int64_t col0, int lane,
+                                           float (&gmin)[kParts][kScoreGroups<BN>],
                                            float (&lowest)[kParts]) {
   if (col0 + BN <= n) {
 #pragma unroll
     for (int b = 0; b < kParts / 2; ++b) {
-      score_block<Op, true, BN>(acc[b], tile_norms, n, col0, lane, lowest[2 * b],
-                                lowest[2 * b + 1]);
+      score_block<Op, true, BN>(acc[b], tile_norms, n, col0, lane, gmin[2 * b], gmin[2 * b + 1]);
     }
   } else {
 #pragma unroll
     for (int b = 0; b < kParts / 2; ++b) {
-      score_block<Op, false, BN>(acc[b], tile_norms, n, col0, lane, lowest[2 * b],
-                                 lowest[2 * b + 1]);
+      score_block<Op, false, BN>(acc[b], tile_norms, n, col0, lane, gmin[2 * b], gmin[2 * b + 1]);
     }
+  }
+#pragma unroll
+  for (int h = 0; h < kParts; ++h) {
+    lowest[h] = gmin[h][0];
+#pragma unroll
+    for (int g = 1; g < kScoreGroups<BN>; ++g) lowest[h] = fminf(lowest[h], gmin[h][g]);
   }
 }
 
 // Appends the scores of row h of a block that pass the threshold to the thread's own
-// candidate slots (kSlots of them; `count` goes on counting past them: an overflow).
-// First the pass bits of 8-score groups (independent compares, no chain through `count`),
-// then predicated stores for the groups with a pass only: a part that takes a candidate
-// usually takes one or two, so most groups are skipped.
+// candidate slots (kSlots of them; `count` goes on counting past them: an overflow). Only
+// the groups whose smallest passes are looked into: a part that takes a candidate usually
+// takes one or two, in one group of its eight. (Comparing all 64 scores for the groups' pass
+// bits first, as before session 35, cost 3-10% more time at Q=1024, bench/RESULTS.md.)
 template <int h, int BN>
-__device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2], std::int64_t col0,
-                                                int lane, float thr, Candidate* slots,
-                                                int& count) {
-  constexpr int kGroups = BN / 32;  // 4 column steps j (8 columns each) x 2 scores a group
-  unsigned group_bits[kGroups];
+__device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2],
+                                                const float (&gmin)[kScoreGroups<BN>],
+                                                std::int64_t col0, int lane, float thr,
+                                                Candidate* slots, int& count) {
 #pragma unroll
-  for (int g = 0; g < kGroups; ++g) {
-    group_bits[g] = 0;
-#pragma unroll
-    for (int jj = 0; jj < 4; ++jj) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        if (acc[4 * (4 * g + jj) + 2 * h + e] <= thr) group_bits[g] |= 1u << (2 * jj + e);
-      }
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < kGroups; ++g) {
-    if (group_bits[g] == 0) continue;
+  for (int g = 0; g < kScoreGroups<BN>; ++g) {
+    if (!(gmin[g] <= thr)) continue;
 #pragma unroll
     for (int jj = 0; jj < 4; ++jj) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const bool pass = (group_bits[g] >> (2 * jj + e)) & 1u;
         const int j = 4 * g + jj;
+        const float sc = acc[4 * j + 2 * h + e];
+        const bool pass = sc <= thr;
         if (pass && count < kSlots) {
-          slots[count] = Candidate{acc[4 * j + 2 * h + e],
-                                   static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+          slots[count] = Candidate{sc, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
         }
         count += pass ? 1 : 0;
       }
@@ -457,16 +462,17 @@ template <int BN, int kParts>
 __device__ __forceinline__ TileSelect select_tile(
     const TopkSm90Params& p, int chunk, const WarpRows& wr, const float (&acc)[kParts / 2][BN / 2],
     std::int64_t col0, int lane, const float (&thr)[kParts], const float (&lowest)[kParts],
-    Candidate* slots, int (&count)[kParts], Candidate* areas) {
+    const float (&gmin)[kParts][kScoreGroups<BN>], Candidate* slots, int (&count)[kParts],
+    Candidate* areas) {
 #pragma unroll
   for (int b = 0; b < kParts / 2; ++b) {
     count[2 * b] = count[2 * b + 1] = 0;
     if (lowest[2 * b] <= thr[2 * b]) {
-      slot_candidates<0, BN>(acc[b], col0, lane, thr[2 * b], slots + 2 * b * 32 * kSlots,
-                             count[2 * b]);
+      slot_candidates<0, BN>(acc[b], gmin[2 * b], col0, lane, thr[2 * b],
+                             slots + 2 * b * 32 * kSlots, count[2 * b]);
     }
     if (lowest[2 * b + 1] <= thr[2 * b + 1]) {
-      slot_candidates<1, BN>(acc[b], col0, lane, thr[2 * b + 1],
+      slot_candidates<1, BN>(acc[b], gmin[2 * b + 1], col0, lane, thr[2 * b + 1],
                              slots + (2 * b + 1) * 32 * kSlots, count[2 * b + 1]);
     }
   }
