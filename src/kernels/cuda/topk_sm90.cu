@@ -18,7 +18,9 @@
 //
 // For k >= 32 the bound the chunks share starts from a seed run of this kernel over the
 // database's first tiles (launch_topk_sm90), so a chunk's first tiles no longer pass every
-// score into the scratch areas: 2-3% at k = 100 (session 33).
+// score into the scratch areas: 2-3% at k = 100 (session 33). The seed launch itself takes
+// ~0.6 ms of a ~8.3 ms search at N=2M D=1024 k=100 (H200, session 35): its chunks' first
+// tiles pass every score and flush their buffers into global lists one after the other.
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
@@ -26,19 +28,22 @@
 // time of the same shape 0.67-0.69x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
 // matrix), 1.08-1.14x (k=100), 1.31-1.40x / 1.5-1.7x (N=2M D=1024 k=10 / 100); on an H200
 // (session 35, after the slots looked only into groups whose smallest passes: 3-10% faster)
-// 0.83-0.85x / 1.30-1.32x at D=128 (cuBLAS is faster there on the H200), 1.23-1.33x /
-// 1.46-1.61x at D=1024. Without
+// 0.83-0.86x / 1.30-1.34x at D=128 (cuBLAS is faster there on the H200), 1.23-1.41x /
+// 1.46-1.62x at D=1024. Without
 // the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)
 // of GEMM-only: what is left is the part of the selection before the accumulators are free
 // (scoring, slot extraction, a chunk's first tiles overflowing into the scratch areas) and
-// the cluster waiting for its slowest warp (session 30's clock profile). Tried: a fourth
+// the cluster waiting for its slowest warp (session 30's clock profile; session 35's ncu
+// samples at D=1024 k=100 on an H200: the consumers ~30% waiting for a full stage, ~17% in the
+// scoring and selection). Tried: a fourth
 // stage (row buffers moved to global memory to make room): no faster at D=1024; queries
 // resident in shared memory with the two warpgroups taking 128-row tiles in turns
 // ("ping-pong", one selecting while the other multiplies): 3-13% slower than this kernel (at
 // 90d8e93) at D=128, the selection being latency-bound at one warp a scheduler
 // (bench/RESULTS.md, session 27); flushing row buffers at 8-24 entries instead of 32: no
 // faster (session 30); with the union bound, flushing at 8 or 16: no faster at k = 10
-// (session 31).
+// (session 31); groups of 4 scores for the slots (16 minima a part): slower at D=128, mixed at
+// D=1024; a seed of 16 tiles a chunk: slower (session 35).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
