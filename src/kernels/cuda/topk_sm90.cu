@@ -318,10 +318,11 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.tau_keys = scratch.tau_keys;
   // The bound the chunks share (shared_bound.cuh). Below k = 32 the union bound, one word a
   // query (Q=1024 k=10 on an H100, same runs: N=10M D=128 6.7-6.9 -> 6.3-6.5 ms; N=2M D=1024
-  // 7.7-8.1 against 7.8-8.6 ms, within the runs' spread); from k = 32 the chunks' bound_j-th scores in buckets, which at
-  // k = 100 ran 4-12% faster than the union bound (why is not measured: a simulation of the
-  // selection had the union bound take fewer candidates there too). Buckets are for larger k only: at k = 10 their reads cost
-  // more than the tighter bound saves (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
+  // 7.7-8.1 against 7.8-8.6 ms, within the runs' spread); from k = 32 the chunks' bound_j-th
+  // scores in buckets, which at k = 100 ran 4-12% faster than the union bound (why is not
+  // measured: a simulation of the selection had the union bound take fewer candidates there
+  // too). Buckets are for larger k only: at k = 10 their reads cost more than the tighter
+  // bound saves (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
   // MEGATAX_TOPK_BOUND=chunk|union overrides the choice (side-by-side benchmarks).
   p.union_bound = p.k < 32;
   if (const char* b = std::getenv("MEGATAX_TOPK_BOUND"); b != nullptr) {
@@ -370,8 +371,9 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   // tighten it within a few tiles anyway, and the seed ran 0.5-1.5% slower at k = 10 (at
   // k = 100 2-3% faster; bench/RESULTS.md, session 33). With fewer seed chunks than buckets
   // some bucket stays unset: no bound, only time lost.
-  if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && p.buckets > 1 && seed_chunks >= p.buckets &&
-                                             p.chunk_tiles >= 16 * kSeedTiles))) {
+  const bool long_chunks =
+      p.buckets > 1 && seed_chunks >= p.buckets && p.chunk_tiles >= 16 * kSeedTiles;
+  if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && long_chunks))) {
     TopkSm90Params seed = p;
     seed.chunks = seed_chunks;
     seed.chunk_tiles = kSeedTiles;
@@ -379,7 +381,8 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
     seed.n = std::min(p.n, seed.tiles * kBN);  // the database's first rows
     seed.items = shape.query_clusters * seed_chunks;
     run(seed);  // its lists fit in the full run's ([nq][seed chunks <= chunks][k])
-    seed_bound_kernel<<<static_cast<unsigned>((p.nq + 255) / 256), 256, 0, stream>>>(p.tau_keys, p.nq, p.buckets);
+    seed_bound_kernel<<<static_cast<unsigned>((p.nq + 255) / 256), 256, 0, stream>>>(
+        p.tau_keys, p.nq, p.buckets);
     MEGATAX_CUDA_CHECK_LAUNCH("seed_bound_kernel");
   }
   run(p);

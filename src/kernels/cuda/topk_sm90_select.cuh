@@ -18,8 +18,9 @@
 //            the query's shared bound (shared_bound.cuh: the chunks' lists vouch for k scores
 //            at or below it). Most tiles end here after the first few of a chunk.
 //   slots    otherwise the thread appends the passing scores to its own kSlots slots per part
-//            (shared memory; only the groups whose smallest passes are looked into); later (drain_slots, which the kernel runs while the next
-//            tile's first MMAs are in flight) the warp offers them all at once: each lane
+//            (shared memory; only the groups whose smallest passes are looked into); later
+//            (drain_slots, which the kernel runs while the next tile's first MMAs are in
+//            flight) the warp offers them all at once: each lane
 //            compares its candidates with its row's threshold and appends the survivors to
 //            the row's 32-entry buffer (a shared atomic on the row's count); full buffers are
 //            merged into the row's sorted list (warp_select.cuh flush, the list being the
@@ -267,7 +268,8 @@ __device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2],
         const float sc = acc[4 * j + 2 * h + e];
         const bool pass = sc <= thr;
         if (pass && count < kSlots) {
-          slots[count] = Candidate{sc, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
+          slots[count] =
+              Candidate{sc, static_cast<std::int32_t>(col0 + j * 8 + (lane % 4) * 2 + e)};
         }
         count += pass ? 1 : 0;
       }
