@@ -27,7 +27,7 @@
 // Measured on an H100 (bench_cuda, bench/RESULTS.md): Q=1024 bf16 against cuBLAS's GEMM-only
 // time of the same shape 0.67-0.69x (N=10M D=128 k=10; GEMM-only there writes a 20 GB
 // matrix), 1.08-1.14x (k=100), 1.31-1.40x / 1.5-1.7x (N=2M D=1024 k=10 / 100); on an H200
-// (session 35, after the slots looked only into groups whose smallest passes: 3-10% faster)
+// (session 35, after the slots looked only into groups whose smallest passes: 1-12% faster)
 // 0.83-0.86x / 1.30-1.34x at D=128 (cuBLAS is faster there on the H200), 1.23-1.41x /
 // 1.46-1.62x at D=1024. Without
 // the selection (a diagnostic build) the main loop ran at 0.43x (D=128) and 0.95x (D=1024)

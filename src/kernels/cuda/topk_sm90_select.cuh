@@ -251,7 +251,7 @@ __device__ __forceinline__ void score_tile(float (&acc)[kParts / 2][BN / 2],
 // candidate slots (kSlots of them; `count` goes on counting past them: an overflow). Only
 // the groups whose smallest passes are looked into: a part that takes a candidate usually
 // takes one or two, in one group of its eight. (Comparing all 64 scores for the groups' pass
-// bits first, as before session 35, cost 3-10% more time at Q=1024, bench/RESULTS.md.)
+// bits first, as before session 35, cost 1-12% more time at Q=1024, bench/RESULTS.md.)
 template <int h, int BN>
 __device__ __forceinline__ void slot_candidates(const float (&acc)[BN / 2],
                                                 const float (&gmin)[kScoreGroups<BN>],
