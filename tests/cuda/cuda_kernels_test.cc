@@ -532,6 +532,28 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   res.synchronize();
   const auto gd = download<float>(res, dist, static_cast<std::size_t>(q * k));
   const auto gi = download<std::int64_t>(res, ids, static_cast<std::size_t>(q * k));
+  // Below 128 queries a block a query selects the k best of its chunks' lists
+  // (list_select.cuh); the warp merge (MEGATAX_TOPK_MERGE=warp) implements the same contract
+  // apart and must give the same bits (phase 1's scores do not depend on the run).
+  std::int64_t merge_diffs = -1;
+  if (q < 128) {
+    const char* before = std::getenv("MEGATAX_TOPK_MERGE");
+    const std::string saved = before != nullptr ? before : "";
+    setenv("MEGATAX_TOPK_MERGE", "warp", 1);
+    mc::topk(res, a);
+    res.synchronize();
+    if (before != nullptr) {
+      setenv("MEGATAX_TOPK_MERGE", saved.c_str(), 1);
+    } else {
+      unsetenv("MEGATAX_TOPK_MERGE");
+    }
+    const auto wd = download<float>(res, dist, static_cast<std::size_t>(q * k));
+    const auto wi = download<std::int64_t>(res, ids, static_cast<std::size_t>(q * k));
+    merge_diffs = 0;
+    for (std::size_t j = 0; j < wd.size(); ++j) {
+      merge_diffs += std::memcmp(&wd[j], &gd[j], sizeof(float)) != 0 || wi[j] != gi[j];
+    }
+  }
 
   std::vector<double> dbnorm(static_cast<std::size_t>(n));
   for (std::int64_t j = 0; j < n; ++j) dbnorm[j] = db.norm(j);
@@ -596,6 +618,8 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
     CHECK_OR_FAIL(false, "%lld queries wrong, e.g. query %lld: %s", (long long)bad_rows.load(),
                   (long long)fb, why[fb].c_str());
   }
+  CHECK_OR_FAIL(merge_diffs <= 0, "%lld of %lld entries differ from the warp merge's",
+                (long long)merge_diffs, (long long)(q * k));
   char name[256], detail[128];
   std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
@@ -604,7 +628,8 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
                 tc.bursts ? " bursts" : "", tc.odd_norms ? " odd-norms" : "",
                 tc.repeats > 1 ? " repeated-rows" : "");
   const double recall = kv > 0 ? static_cast<double>(hits.load()) / (q * kv) : 1.0;
-  std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)", recall);
+  std::snprintf(detail, sizeof(detail), "recall %.5f (tie-aware 1.0 required)%s", recall,
+                merge_diffs == 0 ? ", = warp merge" : "");
   report(name, ok, detail);
 }
 
@@ -1655,6 +1680,14 @@ int main(int argc, char** argv) {
           {9, 5000, 64, 20, kF, Metric::kInnerProduct},
           {12, 3001, 100, 5, kF, Metric::kL2, false, 4},
           {4, 3840, 64, 128, kF, Metric::kL2, true, 0, std::size_t{1} << 20, true},
+          // Equal scores across a few queries' lists: the block select's passes over the
+          // ties' ids (list_select.cuh), with the keys in registers and read again (k = 1000).
+          {16, 20000, 128, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           40},
+          {7, 20000, 64, 37, kH, Metric::kInnerProduct, true, 0, std::size_t{1} << 30, false,
+           false, 16},
+          {3, 100000, 64, 1000, kF, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           7},
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign

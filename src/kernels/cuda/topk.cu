@@ -11,9 +11,11 @@
 // first k candidates of a chunk most tile rows stop at that one compare.
 // Phase 2 (topk_merge_kernel): one warp per query streams its `chunks` sorted lists through
 // the same selection (stopping early in each list at the threshold), writes the list straight
-// into the caller's output and turns scores into distances. A launch of a few queries merges
-// in two passes (groups of a query's lists a warp each, then the groups' lists): with one
-// warp a query, 16 queries' merge took 0.07-0.16 ms against a 1 ms search.
+// into the caller's output and turns scores into distances. Fewer than 128 queries: one block
+// a query selects from its lists by radix select (list_select.cuh; the same output): 16
+// queries' merge took 0.07-0.16 ms against a 1 ms search with a warp a query, 24 / 94-98 us
+// (k = 10 / 100) in two passes of warps (a group of a query's lists, then the groups' lists),
+// and takes 11-12 / 30-35 us so (H200, 132 lists a query; bench/RESULTS.md, session 36).
 //
 // Phase 1 on Hopper: topk_sm90.cu (f16/bf16), the wgmma + TMA main loop of assign with the
 // same selection in its epilogue, writing the same lists; for at most 16 queries (f16/bf16 and
@@ -36,6 +38,7 @@
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/gemm_core.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/list_select.cuh"
 #include "kernels/cuda/shared_bound.cuh"
 #include "kernels/cuda/topk_sm90.h"
 #include "kernels/cuda/warp_select.cuh"
@@ -240,12 +243,8 @@ struct MergeParams {
   int chunks = 0;
   const float* list_s = nullptr;    // [nq][chunks][k]
   const std::int64_t* list_id = nullptr;
-  // A query's lists in `groups` groups of consecutive ones, a warp each, into [nq][groups][k]
-  // (a few queries a launch: more warps than queries; a second launch merges the groups).
-  int groups = 1;
-  bool finalize = true;             // scores -> distances (else scores, for a second pass)
   const float* q_norms = nullptr;   // [nq] (L2)
-  float* out_dist = nullptr;        // [nq][groups][k]
+  float* out_dist = nullptr;        // [nq][k]
   std::int64_t* out_id = nullptr;
 };
 
@@ -257,16 +256,13 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   __shared__ std::int64_t buf_id[kMergeWarps][32];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const std::int64_t task = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
-  const std::int64_t qi = task / p.groups;
+  const std::int64_t qi = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
   if (qi >= p.nq) return;  // whole warp
-  const int per_group = (p.chunks + p.groups - 1) / p.groups;
-  const int c0 = static_cast<int>(task % p.groups) * per_group;
-  const int c1 = min(p.chunks, c0 + per_group);
+  const int c0 = 0, c1 = p.chunks;
 
   RowSelect st;
-  st.list_s = p.out_dist + task * p.k;
-  st.list_id = p.out_id + task * p.k;
+  st.list_s = p.out_dist + qi * p.k;
+  st.list_id = p.out_id + qi * p.k;
   st.buf_s = buf_s[warp];
   st.buf_id = buf_id[warp];
   st.k = p.k;
@@ -308,40 +304,44 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
     }
   }
   if (st.count > 0) flush(st);
-  const float qn = Op::kUsesNorms && p.finalize ? p.q_norms[qi] : 0.f;
+  const float qn = Op::kUsesNorms ? p.q_norms[qi] : 0.f;
   for (int i = lane; i < p.k; i += 32) {
     if (i < st.m) {
-      if (p.finalize) st.list_s[i] = Op::finalize(st.list_s[i], qn);
+      st.list_s[i] = Op::finalize(st.list_s[i], qn);
     } else {
-      st.list_s[i] = p.finalize ? Op::finalize(kInfScore, qn) : kInfScore;
+      st.list_s[i] = Op::finalize(kInfScore, qn);
       st.list_id[i] = -1;
     }
   }
 }
 
-// Phase 2 for `nq` queries: their `chunks` lists -> the caller's output; through `groups`
-// partial lists a query (group_s / group_id: [nq][groups][k]) when groups > 1.
+// Phase 2 for `nq` queries: their `chunks` lists -> the caller's output, a warp a query.
 template <class Op>
-void launch_merge(MergeParams m, int groups, float* group_s, std::int64_t* group_id,
-                  cudaStream_t stream) {
-  auto run = [&](const MergeParams& mp) {
-    const auto warps = mp.nq * mp.groups;
-    const auto blocks = static_cast<unsigned>((warps + kMergeWarps - 1) / kMergeWarps);
-    topk_merge_kernel<Op><<<blocks, kMergeWarps * 32, 0, stream>>>(mp);
-    MEGATAX_CUDA_CHECK_LAUNCH("topk_merge_kernel");
-  };
-  if (groups > 1) {
-    MergeParams first = m;
-    first.groups = groups;
-    first.finalize = false;
-    first.out_dist = group_s;
-    first.out_id = group_id;
-    run(first);
-    m.list_s = group_s;
-    m.list_id = group_id;
-    m.chunks = groups;
-  }
-  run(m);
+void launch_merge(const MergeParams& m, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>((m.nq + kMergeWarps - 1) / kMergeWarps);
+  topk_merge_kernel<Op><<<blocks, kMergeWarps * 32, 0, stream>>>(m);
+  MEGATAX_CUDA_CHECK_LAUNCH("topk_merge_kernel");
+}
+
+// Phase 2 for a few queries: a block a query (list_select.cuh).
+template <class Op>
+void launch_list_select(const MergeParams& m, cudaStream_t stream) {
+  ListSelectParams p;
+  p.nq = m.nq;
+  p.k = m.k;
+  p.chunks = m.chunks;
+  while (p.sort_size < p.k) p.sort_size *= 2;
+  p.list_s = m.list_s;
+  p.list_id = m.list_id;
+  p.q_norms = m.q_norms;
+  p.out_dist = m.out_dist;
+  p.out_id = m.out_id;
+  const std::size_t bytes = list_select_smem_bytes(p.sort_size);
+  MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(list_select_kernel<Op>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(bytes)));
+  list_select_kernel<Op><<<static_cast<unsigned>(p.nq), kListSelectThreads, bytes, stream>>>(p);
+  MEGATAX_CUDA_CHECK_LAUNCH("list_select_kernel");
 }
 
 // One phase-1 launch: the queries [b0, b0 + nb) against the database in `chunks` chunks of
@@ -500,29 +500,27 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
   batch = std::max<std::int64_t>(128, batch / 128 * 128);
   batch = std::min(batch, nq);
 
-  // Phase 2 of a few queries: a warp per group of a query's lists (at least 4 lists a group),
-  // so that about 128 warps merge, then one more pass over the groups' lists.
-  const int merge_groups = static_cast<int>(
-      std::clamp<std::int64_t>(std::min<std::int64_t>(chunks / 4, (128 + batch - 1) / batch), 1,
-                               64));
-  const std::size_t group_entries =
-      merge_groups > 1 ? static_cast<std::size_t>(batch) * merge_groups * k : 0;
+  // Phase 2: a warp a query merges its lists; a batch of fewer than 128 queries (fewer warps
+  // than the GPU has schedulers) has a block a query select from them instead
+  // (list_select.cuh). MEGATAX_TOPK_MERGE=warp keeps the warp merge there (read each call:
+  // the kernel tests compare the two).
+  const char* merge_env = std::getenv("MEGATAX_TOPK_MERGE");
+  const bool block_select =
+      batch < 128 && (merge_env == nullptr || std::string(merge_env) != "warp");
   const std::size_t list_entries = static_cast<std::size_t>(batch) *
                                    static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
                                    static_cast<std::size_t>(k);
   // Workspace: query norms, database norms (unless given), candidate lists, phase-1 scratch.
   const bool need_db_norms = Op::kUsesNorms && args.database_norms == nullptr;
   const std::size_t scratch_bytes = phase1.scratch_bytes(res.sm_count(), batch);
-  float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr, *group_s = nullptr;
-  std::int64_t *list_id = nullptr, *group_id = nullptr;
+  float *q_norms = nullptr, *db_norms_ws = nullptr, *list_s = nullptr;
+  std::int64_t* list_id = nullptr;
   void* scratch = nullptr;
   auto carve = [&](Carver& cv) {
     q_norms = Op::kUsesNorms ? cv.take<float>(nq) : nullptr;
     db_norms_ws = need_db_norms ? cv.take<float>(n) : nullptr;
     list_s = cv.take<float>(list_entries);
     list_id = cv.take<std::int64_t>(list_entries);
-    group_s = group_entries > 0 ? cv.take<float>(group_entries) : nullptr;
-    group_id = group_entries > 0 ? cv.take<std::int64_t>(group_entries) : nullptr;
     scratch = scratch_bytes > 0 ? cv.take<std::int64_t>(scratch_bytes / 8 + 1) : nullptr;
   };
   Carver measure(nullptr);
@@ -560,7 +558,11 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
     m.q_norms = q_norms != nullptr ? q_norms + b0 : nullptr;
     m.out_dist = args.distances + b0 * k;
     m.out_id = args.ids + b0 * k;
-    launch_merge<Op>(m, merge_groups, group_s, group_id, stream);
+    if (block_select) {
+      launch_list_select<Op>(m, stream);
+    } else {
+      launch_merge<Op>(m, stream);
+    }
   }
 }
 

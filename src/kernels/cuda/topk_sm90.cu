@@ -43,7 +43,8 @@
 // (bench/RESULTS.md, session 27); flushing row buffers at 8-24 entries instead of 32: no
 // faster (session 30); with the union bound, flushing at 8 or 16: no faster at k = 10
 // (session 31); groups of 4 scores for the slots (16 minima a part): slower at D=128, mixed at
-// D=1024; a seed of 16 tiles a chunk: slower (session 35).
+// D=1024; a seed of 16 tiles a chunk: slower (session 35); of 1 or 2 tiles a chunk: within
+// the runs' spread (session 36: a cheaper seed launch, a looser bound).
 #include "kernels/cuda/topk_sm90.h"
 
 #include <cuda_bf16.h>
