@@ -30,7 +30,9 @@
 // by (score, id), ties to the smaller id, so the lists do not depend on the order of appends.
 // Measured on an H100 (bench_cuda, Q=16, % of the HBM read floor, bench/RESULTS.md session 18):
 // bf16 N=2M D=1024 99% (k=10) / 93% (k=100), N=10M D=128 90% / 79% (the same kernel without
-// the selection: 94%); f32 99% / 96% and 98% / 91%.
+// the selection: 94%); f32 99% / 96% and 98% / 91%. On an H200 (its faster HBM; session 36,
+// with phase 2 by block select): bf16 D=1024 97-100% / 91-93%, D=128 83-87% / 75-77%; f32
+// D=1024 92-96% / 82-88%, D=128 80-82% / 75-76%.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -244,7 +246,10 @@ __device__ __forceinline__ void ffma_tile(float (&acc)[kBlocks][kQ / 2], const R
     sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
     const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
     const unsigned char* queries = stage + Ring::kABytes;
-#pragma unroll 2
+    // Fully unrolled, the compiler issues later pieces' reads early (unrolled by 2, the FFMAs
+    // waited on them: f32 Q=16 N=10M D=128 76% -> 80-82% of the HBM floor on an H200; the next
+    // piece's reads placed ahead by hand were slower, 79-80%; session 36).
+#pragma unroll
     for (int piece = 0; piece < kChunkBytes / 16; ++piece) {
       float4 x[kBlocks][2];
 #pragma unroll
