@@ -1688,6 +1688,8 @@ int main(int argc, char** argv) {
            false, 16},
           {3, 100000, 64, 1000, kF, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
            7},
+          {16, 200000, 64, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           30},  // 132 lists of 100 (13,200 keys in registers), then the ties' ids
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign
