@@ -21,6 +21,10 @@
 // a k-list in global memory (two launches: a warp a group of lists, then a warp a query):
 // 16 queries' 132 lists of k took 24 -> 11-12 us at k = 10 and 94-98 -> 30-35 us at k = 100
 // on an H200 (bench/RESULTS.md, session 36).
+// Tried: a bound from the lists' heads (the ceil(k / j)-th smallest of the lists' j-th
+// entries, j = ceil(k / lists)) dropping most entries before the passes: k = 100 31-36 ->
+// 27-29 us, the searches unchanged; a pass's fixed cost (three barriers, warp 0's scan) is
+// what is left (session 36).
 // Internal header: compiled by nvcc only.
 #pragma once
 
