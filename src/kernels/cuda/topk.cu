@@ -15,7 +15,7 @@
 // a query selects from its lists by radix select (list_select.cuh; the same output): 16
 // queries' merge took 0.07-0.16 ms against a 1 ms search with a warp a query, 24 / 94-98 us
 // (k = 10 / 100) in two passes of warps (a group of a query's lists, then the groups' lists),
-// and takes 11-12 / 30-35 us so (H200, 132 lists a query; bench/RESULTS.md, session 36).
+// and 11-12 / 30-35 us by block select (H200, 132 lists a query; bench/RESULTS.md, session 36).
 //
 // Phase 1 on Hopper: topk_sm90.cu (f16/bf16), the wgmma + TMA main loop of assign with the
 // same selection in its epilogue, writing the same lists; for at most 16 queries (f16/bf16 and
