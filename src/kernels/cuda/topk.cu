@@ -258,7 +258,6 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   const int lane = threadIdx.x % 32;
   const std::int64_t qi = static_cast<std::int64_t>(blockIdx.x) * kMergeWarps + warp;
   if (qi >= p.nq) return;  // whole warp
-  const int c0 = 0, c1 = p.chunks;
 
   RowSelect st;
   st.list_s = p.out_dist + qi * p.k;
@@ -279,7 +278,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   auto entry = [&](int c, int i, float& s, std::int64_t& id) {
     s = kInfScore;
     id = -1;
-    if (c < c1 && i < p.k) {
+    if (c < p.chunks && i < p.k) {
       s = lists_s[static_cast<std::int64_t>(c) * p.k + i];
       id = lists_id[static_cast<std::int64_t>(c) * p.k + i];
     }
@@ -287,8 +286,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32) topk_merge_kernel(const Merg
   float ahead_s[kAhead];
   std::int64_t ahead_id[kAhead];
 #pragma unroll
-  for (int a = 0; a < kAhead; ++a) entry(c0 + a, lane, ahead_s[a], ahead_id[a]);
-  for (int c = c0; c < c1; ++c) {
+  for (int a = 0; a < kAhead; ++a) entry(a, lane, ahead_s[a], ahead_id[a]);
+  for (int c = 0; c < p.chunks; ++c) {
     float s = ahead_s[0];
     std::int64_t id = ahead_id[0];
 #pragma unroll
