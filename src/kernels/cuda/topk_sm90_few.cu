@@ -32,7 +32,12 @@
 // bf16 N=2M D=1024 99% (k=10) / 93% (k=100), N=10M D=128 90% / 79% (the same kernel without
 // the selection: 94%); f32 99% / 96% and 98% / 91%. On an H200 (its faster HBM; session 36,
 // with phase 2 by block select): bf16 D=1024 97-100% / 91-93%, D=128 83-87% / 75-77%; f32
-// D=1024 92-96% / 82-88%, D=128 80-82% / 75-76%.
+// D=1024 92-96% / 82-88%, D=128 80-82% / 75-76%. Tried (session 37, H200): the merges in the
+// producer warpgroup's three idle warps, each area in two banks (the consumers append to one
+// while the mergers merge the other; a full bank merged by the consumers): slower at D=128,
+// bf16 k=100 0.80 -> 0.93-0.99 ms, k=10 0.71 -> 0.75-0.79 (three warps merge too slowly, the
+// thresholds go stale and more scores pass); without any handoff the banks' bookkeeping and
+// the consumers' smaller register share alone cost 2-3% (bf16) and 5% (f32); D=1024 no faster.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
