@@ -264,6 +264,89 @@ __device__ inline void flush(RowSelect& st) {
   ++st.flushes;
 }
 
+// Sorts 32 R (score, id) pairs held R a lane, ascending: afterwards element i is register
+// i / 32 of lane i % 32 (a bitonic network: strides below 32 compare across lanes, larger ones
+// within a lane's registers). The pairs may start in any arrangement.
+template <int R>
+__device__ __forceinline__ void warp_sort_regs(float (&s)[R], std::int32_t (&id)[R]) {
+  static_assert(R >= 1 && (R & (R - 1)) == 0, "a power of two a lane");
+  const int lane = threadIdx.x % 32;
+  constexpr int kLogN = 5 + (R >= 2) + (R >= 4) + (R >= 8) + (R >= 16);
+  static_assert(32 * R == 1 << kLogN, "R up to 16");
+  // Counted loops (log sizes) unroll fully, so every register index is known at compile time.
+#pragma unroll
+  for (int log_size = 1; log_size <= kLogN; ++log_size) {
+    const int size = 1 << log_size;
+#pragma unroll
+    for (int log_stride = log_size - 1; log_stride >= 0; --log_stride) {
+      const int stride = 1 << log_stride;
+      if (stride < 32) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float os = __shfl_xor_sync(0xffffffffu, s[r], stride);
+          const std::int32_t oid = __shfl_xor_sync(0xffffffffu, id[r], stride);
+          const bool ascending = ((32 * r + lane) & size) == 0;
+          const bool lower = (lane & stride) == 0;
+          // The lower element of an ascending pair keeps the smaller key, and so on.
+          const bool take =
+              (lower == ascending) ? key_less(os, oid, s[r], id[r]) : key_less(s[r], id[r], os, oid);
+          if (take) {
+            s[r] = os;
+            id[r] = oid;
+          }
+        }
+      } else {
+        const int rs = stride / 32;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if ((r & rs) != 0) continue;
+          const int r2 = r | rs;
+          const bool ascending = ((32 * r) & size) == 0;
+          const bool swap = ascending ? key_less(s[r2], id[r2], s[r], id[r])
+                                      : key_less(s[r], id[r], s[r2], id[r2]);
+          if (swap) {
+            const float ts = s[r];
+            s[r] = s[r2];
+            s[r2] = ts;
+            const std::int32_t tid = id[r];
+            id[r] = id[r2];
+            id[r2] = tid;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Fills an empty row (no entries, empty buffer) from n <= 32 R candidates held R a lane
+// (padding: (+inf, INT32_MAX), after every real entry as ids are below n < 2^31): one sort,
+// then the first min(k, n) entries written to the list, instead of a flush for every 32
+// offered (a chunk's first tile passes all its rows: at k = 100 seven flushes). Leaves the
+// state as flushes would.
+template <int R>
+__device__ __forceinline__ void fill_empty_row(RowSelect& st, float (&s)[R], std::int32_t (&id)[R],
+                                      int n) {
+  warp_sort_regs<R>(s, id);
+  const int lane = threadIdx.x % 32;
+  const int m = min(st.k, n);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (32 * r + lane < m) {
+      st.list_s[32 * r + lane] = s[r];
+      st.list_id[32 * r + lane] = id[r];
+    }
+  }
+  __syncwarp();  // the list's new entries visible to every lane
+  st.m = m;
+  st.count = 0;
+  if (m == st.k) {
+    st.tau_s = st.list_s[st.k - 1];
+    st.tau_id = st.list_id[st.k - 1];
+  }
+  if (st.bound_j > 0 && m >= st.bound_j) st.bound_s = st.list_s[st.bound_j - 1];
+  ++st.flushes;
+}
+
 // Offers one candidate per lane (`valid` false: no candidate). Returns false when no lane's
 // candidate was below the threshold (nothing changed), true otherwise.
 __device__ inline bool offer(RowSelect& st, float s, std::int64_t id, bool valid) {
