@@ -318,14 +318,14 @@ __device__ __forceinline__ void warp_sort_regs(float (&s)[R], std::int32_t (&id)
   }
 }
 
-// Fills an empty row (no entries, empty buffer) from n <= 32 R candidates held R a lane
-// (padding: (+inf, INT32_MAX), after every real entry as ids are below n < 2^31): one sort,
-// then the first min(k, n) entries written to the list, instead of a flush for every 32
-// offered (a chunk's first tile passes all its rows: at k = 100 seven flushes). Leaves the
-// state as flushes would.
+// Fills an empty row (no entries, empty buffer) from n <= 32 R candidates held R a lane, in
+// any arrangement (padding: (+inf, INT32_MAX), which sorts after every real entry: their ids
+// are database rows, below 2^31 - 1): one sort, then the first min(k, n) entries written to
+// the list, instead of a flush for every 32 offered (a chunk's first tile passes all its rows:
+// at k = 100 about seven flushes). Leaves the state as the flushes would.
 template <int R>
-__device__ __forceinline__ void fill_empty_row(RowSelect& st, float (&s)[R], std::int32_t (&id)[R],
-                                      int n) {
+__device__ __forceinline__ void fill_empty_row(RowSelect& st, float (&s)[R],
+                                               std::int32_t (&id)[R], int n) {
   warp_sort_regs<R>(s, id);
   const int lane = threadIdx.x % 32;
   const int m = min(st.k, n);
