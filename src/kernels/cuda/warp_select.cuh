@@ -11,7 +11,9 @@
 // into registers, merged by rank and written back: flush_short, one round trip to global
 // memory instead of a dependent chain of them). After the first k candidates, flushes are
 // rare (about k ln(n / k) insertions over a stream of n random candidates), so the steady
-// state is one compare and one ballot per 32 candidates.
+// state is one compare and one ballot per 32 candidates. An empty row can instead be filled
+// at once from up to 32 R candidates held in registers (fill_empty_row: one bitonic sort of
+// them all, where offering them would flush every 32).
 //
 // Order: (score, id) lexicographic, so ties go to the smaller id and results are independent
 // of the order candidates arrive in. Ids must be unique within a row's stream. NaN scores
