@@ -37,12 +37,15 @@ constexpr int kSm90BM = 128;             // A rows per tile (two consumer warpgr
 constexpr int kSm90BK = 64;              // d per chunk: 128 bytes, one swizzle row
 constexpr int kSm90ConsumerWarps = 8;
 constexpr int kSm90Threads = 384;        // producer warpgroup + two consumer warpgroups
-// Registers a thread after setmaxnreg. Every warp starts with the launch's share (168 for 384
-// threads), and a consumer's setmaxnreg.inc can only take what the producer warpgroup gave
-// back: 128 x (168 - 40) = 256 x (232 - 168). Asking for more waits forever (session 37).
+// Registers a thread after setmaxnreg. Every warp starts with the launch's share (64K over the
+// block's threads, in steps of 8: 168 for 384), and a consumer's setmaxnreg.inc can only take
+// what the producer warpgroup gave back: 128 x (168 - 40) = 256 x (232 - 168). Asking for
+// more waits forever (session 37).
+constexpr int kSm90LaunchRegs = 65536 / kSm90Threads / 8 * 8;
 constexpr int kSm90ProducerRegs = 40;
 constexpr int kSm90ConsumerRegs = 232;
-static_assert(128 * (168 - kSm90ProducerRegs) >= 256 * (kSm90ConsumerRegs - 168),
+static_assert(128 * (kSm90LaunchRegs - kSm90ProducerRegs) >=
+                  256 * (kSm90ConsumerRegs - kSm90LaunchRegs),
               "the consumers take no more registers than the producers give back");
 
 // The ring's shape for BN-column tiles of BM-row A tiles within kRingBudget bytes of shared
