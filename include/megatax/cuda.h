@@ -15,11 +15,11 @@
 // Numerics (squared L2, Metric::kL2): dist(x, c) = ||x||^2 + ||c||^2 - 2 <x, c>, clamped at
 // 0. f16/bf16 inputs are multiplied on tensor cores with f32 accumulation (products of two
 // 16-bit values are exact in f32); norms are accumulated in f32 from the same 16-bit values.
-// f32 inputs: assign (flat and grouped) and the top-k of more than 16 queries multiply on
-// tensor cores as 3xTF32 (each value split into two tf32 parts, three products a pair: each
-// product within ~2^-21 of |x_j c_j|, the dot product within ~2^-22 (||x||^2 + ||c||^2): the
-// order of the f32 rounding the expanded distance carries anyway); the top-k of at most 16
-// queries (memory-bound), row distances and accumulate use FFMA, exact f32 products;
+// f32 inputs: assign (flat and grouped) and the top-k multiply on tensor cores as 3xTF32
+// (each value split into two tf32 parts, three products a pair: each product within ~2^-21
+// of |x_j c_j|, the dot product within ~2^-22 (||x||^2 + ||c||^2): the order of the f32
+// rounding the expanded distance carries anyway); the top-k of at most 16 queries off Hopper
+// (or with rows TMA cannot read), row distances and accumulate use FFMA, exact f32 products;
 // MEGATAX_CUDA_F32=ffma puts assign and top-k on FFMA too (deterministic either way; finite
 // values within 2^-11 of FLT_MAX overflow on the 3xTF32 path). Metric::kInnerProduct returns the
 // similarity <x, c> (larger is nearer). Ties go to the smaller index. A row whose every

@@ -6,8 +6,8 @@
 // are converted once for all shards, on all threads, into page-locked memory, in batches of
 // 128-row blocks that keep the search's page-locked staging within 64 MiB.
 //
-// Numerics: cuda::topk on the index dtype: f32 as 3xTF32 on tensor cores (FFMA for at most
-// 16 queries; megatax/cuda.h), f16/bf16 on tensor cores with f32 accumulation; queries are
+// Numerics: cuda::topk on the index dtype: f32 as 3xTF32 on tensor cores (megatax/cuda.h;
+// MEGATAX_CUDA_F32=ffma for exact FFMA products), f16/bf16 on tensor cores with f32 accumulation; queries are
 // rounded to the index dtype first (the CPU path widens the rows instead), so 16-bit indexes
 // may order near-ties differently from the CPU.
 //

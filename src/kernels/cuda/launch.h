@@ -32,9 +32,9 @@ bool row_distances_use_mma(const MatrixView& x, std::size_t max_smem);
 // 8 x 8 FFMA micro tiles (else 64 x 64 of 4 x 4, for side-by-side runs; the same bits).
 bool f32_wide_tiles();
 
-// True unless MEGATAX_CUDA_F32=ffma: the f32 assign (flat and grouped) and the top-k of more
-// than 16 queries multiply on tensor cores as 3xTF32 (gemm_core.cuh), else with FFMA (the
-// exact f32 products, for side-by-side runs; read per launch).
+// True unless MEGATAX_CUDA_F32=ffma: the f32 assign (flat and grouped) and the top-k multiply
+// on tensor cores as 3xTF32 (tf32.cuh), else with FFMA (the exact f32 products, for
+// side-by-side runs; read per launch).
 bool f32_tensor_cores();
 
 // Checks a device view used as a kernel operand (dtype f32/f16/bf16, sizes, stride, non-null

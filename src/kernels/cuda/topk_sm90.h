@@ -64,8 +64,9 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
 // CTA at a time. Same job, same output lists; the scratch holds the shared thresholds only.
 constexpr int kSm90FewQueries = 16;
 constexpr int kSm90FewRows = 256;
-// As sm90_topk_usable, for queries.rows <= kSm90FewQueries, f32 operands too (exact FFMA
-// dot products instead of wgmma; the same streaming and selection).
+// As sm90_topk_usable, for queries.rows <= kSm90FewQueries, f32 operands too (3xTF32 on
+// mma.sync, or exact FFMA products with MEGATAX_CUDA_F32=ffma, instead of wgmma; the same
+// streaming and selection).
 bool sm90_topk_few_usable(const MatrixView& queries, const MatrixView& database);
 std::size_t sm90_topk_few_scratch_bytes(std::int64_t query_rows);
 void launch_topk_sm90_few(const Sm90TopkJob& job, int sm_count, cudaStream_t stream);

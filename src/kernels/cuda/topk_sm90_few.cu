@@ -8,10 +8,12 @@
 //            consumer warpgroup runs m64n16k16 wgmmas for its 128 rows of the tile, so a
 //            thread holds 2 x 8 dot products: 4 database rows x 4 queries (wgmma's layout:
 //            rows 16 w + lane / 4 (+ 8) of each 64-row block, queries 8 j + 2 (lane % 4) (+ 1)).
-//            f32 (exact): the same pairs on the FFMA units from the same swizzled stages (a
-//            d chunk is 32 floats), summed in d order.
+//            f32: the same pairs as 3xTF32 on mma.sync m16n8k8 (tf32.cuh; whose accumulators
+//            are the wgmma layout's) from the same swizzled stages (a d chunk is 32 floats);
+//            MEGATAX_CUDA_F32=ffma: exact f32 products on the FFMA units, summed in d order.
 //   filter   scores in place (||c||^2 - 2 <q, c>; the database norms and the shared
-//            thresholds are loaded a tile ahead), each compared with its query's threshold: the
+//            thresholds are loaded a tile ahead; tiles of 8 or more d chunks read the thresholds
+//            again after a merge), each compared with its query's threshold: the
 //            smaller of the CTA's own k-th best (+inf until k are known) and the query's shared
 //            bound (shared_bound.cuh: the chunks' lists vouch for k scores at or below it).
 //            Passing scores are appended to the query's candidate area in shared memory (256
@@ -26,7 +28,8 @@
 //            is kept in registers and appended again after the merge (a third barrier, rare).
 //            A chunk's first merge, into empty lists (its first tile passes every row), is one
 //            warp sort of the area (warp_select.cuh fill_empty_row) instead of a flush for
-//            every 32 candidates.
+//            every 32 candidates; a later merge of more than 32 is one sort and a merge of the
+//            two sorted runs (merge_sorted_row; lists of at most 128).
 //
 // A CTA (one an SM, persistent) takes one database chunk at a time; its lists are the (query,
 // chunk) slots of topk.cu's candidate array, merged by topk.cu's phase 2. Candidates are ordered
@@ -42,6 +45,13 @@
 // bf16 k=100 0.80 -> 0.93-0.99 ms, k=10 0.71 -> 0.75-0.79 (three warps merge too slowly, the
 // thresholds go stale and more scores pass); without any handoff the banks' bookkeeping and
 // the consumers' smaller register share alone cost 2-3% (bf16) and 5% (f32); D=1024 no faster.
+// f32 as 3xTF32 instead of FFMA (session 38, H200, same binary): N=10M D=128 1.49 -> 1.27 ms
+// (80 -> 94%) at k=10, 1.56-1.58 -> 1.35-1.38 (76-77 -> 87-89%) at k=100; N=2M D=1024
+// 2.06 -> 1.90 (93 -> 101%), 2.12 -> 1.95 (90 -> 98-99%). With the later merges by sort, the
+// sort's steps in a loop and the thresholds read again at D=1024 (session 38, against the
+// session's start built in the same call): bf16 D=128 k=100 0.78-0.79 -> 0.76-0.77 ms (79%),
+// D=1024 k=100 1.04-1.06 -> 1.02-1.03 (94%); f32 k=100 1.57-1.59 -> 1.29-1.30 (92-93%),
+// D=1024 2.27-2.40 -> 1.95-1.96 (98%); the rest within noise or as above.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -54,9 +64,11 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/distance_ops.cuh"
 #include "kernels/cuda/hopper.cuh"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/shared_bound.cuh"
 #include "kernels/cuda/sm90_pipeline.cuh"
 #include "kernels/cuda/tensor_map.h"
+#include "kernels/cuda/tf32.cuh"
 #include "kernels/cuda/topk_sm90.h"
 #include "kernels/cuda/warp_select.cuh"
 
@@ -75,14 +87,14 @@ constexpr int kChunkBytes = kSm90BK * 2;  // a row's bytes of a d chunk: 64 16-b
 #define MEGATAX_FEW_MERGE_AT 128
 #endif
 [[maybe_unused]] constexpr int kMergeAt = MEGATAX_FEW_MERGE_AT;
+// Tiles of at least this many d chunks (256 KiB: ~8 us an SM at HBM speed) read the shared
+// bounds again after a merge, for the next tile.
+[[maybe_unused]] constexpr int kFreshBoundChunks = 8;
 static_assert(kQ * kBoundBuckets == 32 * 4, "a warp reads all bounds with one uint4 a lane");
 static_assert(kRows % 128 == 0 && kRows <= 256, "a TMA box holds at most 256 rows");
 
 // A candidate in a query's area: score and database row (n < 2^31: TMA's limit too).
-struct Candidate {
-  float s;
-  std::int32_t id;
-};
+using Candidate = ScoredRow;
 
 // The selection state of one query (shared memory).
 struct QueryState {
@@ -171,12 +183,35 @@ __device__ __forceinline__ RowSelect query_select(const FewParams& p, const FewS
   return st;
 }
 
+// merge_sorted_row of a query's `appended` area entries and its buffered ones (n in all, at
+// most 32 R), the area the scratch.
+template <int R>
+__device__ __forceinline__ void merge_area_sorted(RowSelect& st, Candidate* area, int appended,
+                                                  int n, int lane) {
+  float s[R];
+  std::int32_t id[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int i = 32 * r + lane;
+    Candidate c{kInfScore, INT32_MAX};
+    if (i < appended) {
+      c = area[i];
+    } else if (i < n) {
+      c = Candidate{st.buf_s[i - appended], static_cast<std::int32_t>(st.buf_id[i - appended])};
+    }
+    s[r] = c.s;
+    id[r] = c.id;
+  }
+  __syncwarp();  // every lane has read the area before the merge writes it
+  merge_sorted_row<R>(st, s, id, n, area);
+}
+
 // The owner warp merges query q's area (`appended` candidates) into its list and publishes the
 // query's shared bound (shared_bound.cuh).
 __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm,
                                            std::int64_t chunk, int q, int lane) {
   QueryState& qs = sm.states[q];
-  const Candidate* area = sm.areas + q * kRows;
+  Candidate* area = sm.areas + q * kRows;
   const int appended = min(qs.appended, kRows);  // the counter runs on past a full area
   RowSelect st = query_select(p, sm, chunk, q);
   if (st.m == 0 && st.count == 0 && appended > 32) {
@@ -194,6 +229,18 @@ __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm
       id[r] = c.id;
     }
     fill_empty_row<kPerLane>(st, s, id, appended);
+  } else if (st.k <= kShortList && appended + st.count > 32) {
+    // A later merge of more than 32 (an area reached kMergeAt, or the chunk ended): one sort
+    // and a merge of the two sorted runs, the buffered entries with the area's (Q=16 on an
+    // H200, session 38: bf16 N=10M D=128 k=100 0.78-0.79 -> 0.76-0.77 ms, f32 1.33-1.36 ->
+    // 1.29-1.30; the rest within noise).
+    if (appended + st.count > kRows) flush(st);  // then the rest fits the registers
+    const int n = appended + st.count;
+    if (n <= 128) {
+      merge_area_sorted<4>(st, area, appended, n, lane);
+    } else {
+      merge_area_sorted<kRows / 32>(st, area, appended, n, lane);
+    }
   } else {
     for (int b = 0; b < appended; b += 32) {
       const bool valid = b + lane < appended;
@@ -315,8 +362,67 @@ __device__ __forceinline__ void ffma_tile(float (&acc)[kBlocks][kQ / 2], const R
   }
 }
 
+// f32 as 3xTF32 on mma.sync (tf32.cuh; the default, MEGATAX_CUDA_F32=ffma takes ffma_tile):
+// the m16n8k8 accumulators of warp w's 16 rows (+ 64 b) and queries 8 j .. 8 j + 7 are the
+// wgmma layout's acc[b][4 j .. 4 j + 3], so the selection code is shared. A stage's 32 floats
+// of d are four k8 steps; a fragment element (row r, column c) is one 32-bit read from the
+// 128-byte swizzle (r % 8 = lane / 4 and c % 4 = lane % 4 across a warp: all 32 banks), split
+// into tf32 big + small, and the products small.big, big.small, big.big accumulated in that
+// order. A k8 step a warp: 12 reads, 36 split operations, 12 MMAs, against 64 FFMAs and 8
+// 16-byte reads for each 4 of d on the FFMA path.
+__device__ __forceinline__ void tf32_tile(float (&acc)[kBlocks][kQ / 2],
+                                          const RingView<Ring>& ring, RingCursor& cur, int cw,
+                                          int warp, int lane, std::int64_t dchunks) {
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+    for (int i = 0; i < kQ / 2; ++i) acc[b][i] = 0.f;
+  }
+  const int row_in_tile = cw * (kRows / 2) + warp * 16 + lane / 4;
+  const int swz_row = lane / 4;      // (row + 8 h + 64 b) % 8, and (8 j + lane / 4) % 8
+  const int column = 4 * (lane % 4);  // the element's bytes within its 16-byte piece
+  auto load = [](const unsigned char* p) { return *reinterpret_cast<const std::uint32_t*>(p); };
+  for (std::int64_t c = 0; c < dchunks; ++c) {
+    sm90::mbarrier_wait(&ring.full[cur.stage], cur.phase);
+    const unsigned char* stage = ring.stages + cur.stage * Ring::kStageBytes;
+    const unsigned char* queries = stage + Ring::kABytes;
+#pragma unroll
+    for (int ks = 0; ks < kChunkBytes / 32; ++ks) {
+      const int lo = (((2 * ks) ^ swz_row) << 4) + column;      // d 8 ks + lane % 4
+      const int hi = (((2 * ks + 1) ^ swz_row) << 4) + column;  // and 4 further
+      std::uint32_t qb[2][2], qs[2][2];  // [j][b0, b1]: query 8 j + lane / 4
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const unsigned char* qrow = queries + (8 * j + lane / 4) * kChunkBytes;
+        split_tf32(load(qrow + lo), qb[j][0], qs[j][0]);
+        split_tf32(load(qrow + hi), qb[j][1], qs[j][1]);
+      }
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+        const unsigned char* r0 = stage + (row_in_tile + 64 * b) * kChunkBytes;
+        const unsigned char* r8 = r0 + 8 * kChunkBytes;
+        std::uint32_t ab[4], as[4];
+        split_tf32(load(r0 + lo), ab[0], as[0]);
+        split_tf32(load(r8 + lo), ab[1], as[1]);
+        split_tf32(load(r0 + hi), ab[2], as[2]);
+        split_tf32(load(r8 + hi), ab[3], as[3]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          float(&d)[4] = *reinterpret_cast<float(*)[4]>(&acc[b][4 * j]);
+          mma_tf32(d, as, qb[j][0], qb[j][1]);
+          mma_tf32(d, ab, qs[j][0], qs[j][1]);
+          mma_tf32(d, ab, qb[j][0], qb[j][1]);
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) release_stage<1>(&ring.empty[cur.stage]);
+    cur.template advance<Ring::kStages>();
+  }
+}
+
 // The consumer warpgroup `cw` (0 or 1) of topk_sm90_few_kernel.
-template <class T, class Op>
+template <class T, class Op, bool kTf32>
 __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>& ring,
                                         const FewSmem& sm, int cw, std::int64_t dchunks) {
   constexpr bool kF32 = std::is_same_v<T, float>;
@@ -393,7 +499,9 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
       }
       load_ahead(t + 1);
 
-      if constexpr (kF32) {
+      if constexpr (kF32 && kTf32) {
+        tf32_tile(acc, ring, cur, cw, warp, lane, dchunks);
+      } else if constexpr (kF32) {
         ffma_tile(acc, ring, cur, cw, warp, lane, dchunks);
       } else {
         wgmma_tile<T>(acc, ring, cur, cw, lane, dchunks);
@@ -444,6 +552,14 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
       for (int i = 0; i < 4; ++i) {
         if (q_ok[i]) own[i] = states[my_q[i]].tau_s;
       }
+      // Long tiles read the bounds again after a merge (its own and the other CTAs' that
+      // merged meanwhile): the next tile would otherwise filter with bounds a tile old, which
+      // at a chunk's second tile means none yet (Q=16 bf16 N=2M D=1024 k=100 on an H200:
+      // 1.04-1.06 -> 1.01-1.02 ms); with short ones the wait for L2 costs more than it saves
+      // (N=10M D=128 k=100: 0.79 -> 0.81 ms; session 38).
+      if (dchunks >= kFreshBoundChunks) {
+        bucket_next = __ldcg(reinterpret_cast<const uint4*>(p.tau_keys) + lane);
+      }
       if (!any_missed) continue;
       // Rare (an area overflowed: the thresholds were stale): the missed scores that still
       // pass go into the emptied areas (at most a tile's rows a query: they fit), before any
@@ -490,7 +606,7 @@ __device__ __forceinline__ void consume(const FewParams& p, const RingView<Ring>
 }
 #endif
 
-template <class T, class Op>
+template <class T, class Op, bool kTf32>
 __global__ void __launch_bounds__(kSm90Threads, 1)
     topk_sm90_few_kernel(const __grid_constant__ CUtensorMap map_db,
                          const __grid_constant__ CUtensorMap map_q, const FewParams p) {
@@ -518,16 +634,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
       }
     }
   } else {
-    consume<T, Op>(p, ring, sm, wg - 1, dchunks);
+    consume<T, Op, kTf32>(p, ring, sm, wg - 1, dchunks);
   }
 #else
   __trap();  // launched only on compute capability 9.0 with the sm_90a image (see usable())
 #endif
 }
 
-template <class T, class Op>
+template <class T, class Op, bool kTf32 = false>
 void launch_typed(const Sm90TopkJob& job, const FewParams& p, int sm_count, cudaStream_t stream) {
-  auto kernel = topk_sm90_few_kernel<T, Op>;
+  auto kernel = topk_sm90_few_kernel<T, Op, kTf32>;
   constexpr int kBK = kChunkBytes / static_cast<int>(sizeof(T));
   const CUtensorMap map_db = make_tensor_map_2d(job.database, job.database.rows, kRows, kBK);
   const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kQ, kBK);
@@ -542,8 +658,10 @@ void launch_dtype(const Sm90TopkJob& job, const FewParams& p, int sm_count, cuda
     launch_typed<__nv_bfloat16, Op>(job, p, sm_count, stream);
   } else if (job.queries.dtype == DType::kF16) {
     launch_typed<__half, Op>(job, p, sm_count, stream);
+  } else if (f32_tensor_cores()) {
+    launch_typed<float, Op, true>(job, p, sm_count, stream);
   } else {
-    launch_typed<float, Op>(job, p, sm_count, stream);
+    launch_typed<float, Op, false>(job, p, sm_count, stream);
   }
 }
 

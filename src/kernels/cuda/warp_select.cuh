@@ -13,7 +13,8 @@
 // rare (about k ln(n / k) insertions over a stream of n random candidates), so the steady
 // state is one compare and one ballot per 32 candidates. An empty row can instead be filled
 // at once from up to 32 R candidates held in registers (fill_empty_row: one bitonic sort of
-// them all, where offering them would flush every 32).
+// them all, where offering them would flush every 32), and a short list in shared memory can
+// take as many at once (merge_sorted_row: the sort, then a merge of the two sorted runs).
 //
 // Order: (score, id) lexicographic, so ties go to the smaller id and results are independent
 // of the order candidates arrive in. Ids must be unique within a row's stream. NaN scores
@@ -266,54 +267,72 @@ __device__ inline void flush(RowSelect& st) {
   ++st.flushes;
 }
 
+// One in-register step of warp_sort_regs: registers r and r | RS (RS = stride / 32) compared
+// and exchanged, ascending where bit `size` of element 32 r's index is 0.
+template <int R, int RS>
+__device__ __forceinline__ void sort_step_in_regs(float (&s)[R], std::int32_t (&id)[R], int size) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if ((r & RS) != 0) continue;
+    const int r2 = r | RS;
+    const bool ascending = ((32 * r) & size) == 0;
+    const bool swap = ascending ? key_less(s[r2], id[r2], s[r], id[r])
+                                : key_less(s[r], id[r], s[r2], id[r2]);
+    if (swap) {
+      const float ts = s[r];
+      s[r] = s[r2];
+      s[r2] = ts;
+      const std::int32_t tid = id[r];
+      id[r] = id[r2];
+      id[r2] = tid;
+    }
+  }
+}
+
 // Sorts 32 R (score, id) pairs held R a lane, ascending: afterwards element i is register
 // i / 32 of lane i % 32 (a bitonic network: strides below 32 compare across lanes, larger ones
 // within a lane's registers). The pairs may start in any arrangement.
+// The network's steps run in a loop, only the registers unrolled: fully unrolled, the R = 8
+// sort was some 4,000 straight-line instructions, and a chunk's first merge in the few-query
+// kernel (two such sorts a warp) took ~55k cycles; with the loop ~40k (clock64 counters on an
+// H200, session 38), and the kernel's later merges by sort (merge_sorted_row) began to pay.
 template <int R>
 __device__ __forceinline__ void warp_sort_regs(float (&s)[R], std::int32_t (&id)[R]) {
-  static_assert(R >= 1 && (R & (R - 1)) == 0, "a power of two a lane");
+  static_assert(R >= 1 && R <= 16 && (R & (R - 1)) == 0, "a power of two a lane, up to 16");
   const int lane = threadIdx.x % 32;
-  constexpr int kLogN = 5 + (R >= 2) + (R >= 4) + (R >= 8) + (R >= 16);
-  static_assert(32 * R == 1 << kLogN, "R up to 16");
-  // Counted loops (log sizes) unroll fully, so every register index is known at compile time.
-#pragma unroll
-  for (int log_size = 1; log_size <= kLogN; ++log_size) {
-    const int size = 1 << log_size;
-#pragma unroll
-    for (int log_stride = log_size - 1; log_stride >= 0; --log_stride) {
-      const int stride = 1 << log_stride;
-      if (stride < 32) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const float os = __shfl_xor_sync(0xffffffffu, s[r], stride);
-          const std::int32_t oid = __shfl_xor_sync(0xffffffffu, id[r], stride);
-          const bool ascending = ((32 * r + lane) & size) == 0;
-          const bool lower = (lane & stride) == 0;
-          // The lower element of an ascending pair keeps the smaller key, and so on.
-          const bool take =
-              (lower == ascending) ? key_less(os, oid, s[r], id[r]) : key_less(s[r], id[r], os, oid);
-          if (take) {
-            s[r] = os;
-            id[r] = oid;
-          }
-        }
-      } else {
+#pragma unroll 1
+  for (int size = 2; size <= 32 * R; size *= 2) {
+#pragma unroll 1
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+      if (stride >= 32) {
+        // Register indices must be known at compile time: one unrolled body per distance.
         const int rs = stride / 32;
+        if constexpr (R >= 16) {
+          if (rs == 8) sort_step_in_regs<R, 8>(s, id, size);
+        }
+        if constexpr (R >= 8) {
+          if (rs == 4) sort_step_in_regs<R, 4>(s, id, size);
+        }
+        if constexpr (R >= 4) {
+          if (rs == 2) sort_step_in_regs<R, 2>(s, id, size);
+        }
+        if constexpr (R >= 2) {
+          if (rs == 1) sort_step_in_regs<R, 1>(s, id, size);
+        }
+        continue;
+      }
+      const bool lower = (lane & stride) == 0;
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if ((r & rs) != 0) continue;
-          const int r2 = r | rs;
-          const bool ascending = ((32 * r) & size) == 0;
-          const bool swap = ascending ? key_less(s[r2], id[r2], s[r], id[r])
-                                      : key_less(s[r], id[r], s[r2], id[r2]);
-          if (swap) {
-            const float ts = s[r];
-            s[r] = s[r2];
-            s[r2] = ts;
-            const std::int32_t tid = id[r];
-            id[r] = id[r2];
-            id[r2] = tid;
-          }
+      for (int r = 0; r < R; ++r) {
+        const float os = __shfl_xor_sync(0xffffffffu, s[r], stride);
+        const std::int32_t oid = __shfl_xor_sync(0xffffffffu, id[r], stride);
+        const bool ascending = ((32 * r + lane) & size) == 0;
+        // The lower element of an ascending pair keeps the smaller key, and so on.
+        const bool take =
+            (lower == ascending) ? key_less(os, oid, s[r], id[r]) : key_less(s[r], id[r], os, oid);
+        if (take) {
+          s[r] = os;
+          id[r] = oid;
         }
       }
     }
@@ -346,6 +365,97 @@ __device__ __forceinline__ void fill_empty_row(RowSelect& st, float (&s)[R],
     st.tau_id = st.list_id[st.k - 1];
   }
   if (st.bound_j > 0 && m >= st.bound_j) st.bound_s = st.list_s[st.bound_j - 1];
+  ++st.flushes;
+}
+
+// A candidate held compactly: score and row (rows below 2^31 - 1).
+struct ScoredRow {
+  float s;
+  std::int32_t id;
+};
+
+// Merges n <= 32 R candidates held R a lane, in any arrangement (padding as for
+// fill_empty_row), into a row whose list lives in shared memory (k <= kShortList) and whose
+// buffer is empty (a caller holding buffered entries passes them among the n): one sort,
+// then each entry's place in the merged list by a binary search in the other sorted run (an
+// old entry moves up by the new entries below it, a new entry lands after the old entries
+// below it; ids are unique, so no two keys are equal), and the first k written. Where
+// offering them would flush every 32 (at k = 100 each flush sorts 32 and ranks them against
+// the list's four slots by shuffles), this sorts once and searches in shared memory.
+// `scratch` (shared, 32 R entries) is overwritten with the sorted candidates. Leaves the
+// state as the flushes would.
+template <int R>
+__device__ __forceinline__ void merge_sorted_row(RowSelect& st, float (&s)[R],
+                                                 std::int32_t (&id)[R], int n,
+                                                 ScoredRow* scratch) {
+  warp_sort_regs<R>(s, id);
+  const int lane = threadIdx.x % 32;
+  const int m_old = st.m;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (32 * r + lane < n) scratch[32 * r + lane] = ScoredRow{s[r], id[r]};
+  }
+  float ls[kShortSlots];
+  std::int64_t lid[kShortSlots];
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {
+    const int i = 32 * r + lane;
+    ls[r] = i < m_old ? st.list_s[i] : kInfScore;
+    lid[r] = i < m_old ? st.list_id[i] : kNoId;
+  }
+  __syncwarp();  // the sorted candidates visible to every lane
+  int new_pos[R], old_pos[kShortSlots];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {  // + the old entries below
+    int lo = 0, hi = 32 * r < n ? m_old : 0;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (key_less(st.list_s[mid], st.list_id[mid], s[r], id[r])) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    new_pos[r] = 32 * r + lane + lo;
+  }
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {  // + the new entries below
+    int lo = 0, hi = 32 * r < m_old ? n : 0;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      const ScoredRow c = scratch[mid];
+      if (key_less(c.s, c.id, ls[r], lid[r])) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    old_pos[r] = 32 * r + lane + lo;
+  }
+  __syncwarp();  // every read of the list done
+  const int k = st.k;
+#pragma unroll
+  for (int r = 0; r < kShortSlots; ++r) {
+    if (32 * r + lane < m_old && old_pos[r] != 32 * r + lane && old_pos[r] < k) {
+      st.list_s[old_pos[r]] = ls[r];
+      st.list_id[old_pos[r]] = lid[r];
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (32 * r + lane < n && new_pos[r] < k) {
+      st.list_s[new_pos[r]] = s[r];
+      st.list_id[new_pos[r]] = id[r];
+    }
+  }
+  __syncwarp();  // the merged list visible to every lane
+  st.m = min(k, m_old + n);
+  st.count = 0;
+  if (st.m == k) {
+    st.tau_s = st.list_s[k - 1];
+    st.tau_id = st.list_id[k - 1];
+  }
+  if (st.bound_j > 0 && st.m >= st.bound_j) st.bound_s = st.list_s[st.bound_j - 1];
   ++st.flushes;
 }
 
