@@ -24,7 +24,10 @@
 // Tried: a bound from the lists' heads (the ceil(k / j)-th smallest of the lists' j-th
 // entries, j = ceil(k / lists)) dropping most entries before the passes: k = 100 31-36 ->
 // 27-29 us, the searches unchanged; one barrier a pass instead of three (histograms in turn,
-// every warp picking): within 1-2% (session 36).
+// every warp picking): within 1-2% (session 36); a warp with nothing to count skipping its
+// match, warp barriers between the final sort's steps of stride < 32 (3 block barriers
+// instead of 28 at k = 100): 35-36 us at k = 100 either way -- the block is latency-bound
+// throughout (ncu: issue slots 3% busy; session 38).
 // Internal header: compiled by nvcc only.
 #pragma once
 
