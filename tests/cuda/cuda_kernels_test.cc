@@ -533,26 +533,33 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   const auto gd = download<float>(res, dist, static_cast<std::size_t>(q * k));
   const auto gi = download<std::int64_t>(res, ids, static_cast<std::size_t>(q * k));
   // Below 128 queries a block a query selects the k best of its chunks' lists
-  // (list_select.cuh); the warp merge (MEGATAX_TOPK_MERGE=warp) implements the same contract
-  // apart and must give the same bits (phase 1's scores do not depend on the run).
-  std::int64_t merge_diffs = -1;
-  if (q < 128) {
-    const char* before = std::getenv("MEGATAX_TOPK_MERGE");
+  // (list_select.cuh), first dropping the entries above phase 1's shared bound; the warp merge
+  // (MEGATAX_TOPK_MERGE=warp) implements the same contract apart, and so does the block select
+  // from every entry (MEGATAX_TOPK_PHASE2_BOUND=0): all must give the same bits (phase 1's
+  // scores do not depend on the run).
+  auto diffs_with = [&](const char* var, const char* value) {
+    const char* before = std::getenv(var);
     const std::string saved = before != nullptr ? before : "";
-    setenv("MEGATAX_TOPK_MERGE", "warp", 1);
+    setenv(var, value, 1);
     mc::topk(res, a);
     res.synchronize();
     if (before != nullptr) {
-      setenv("MEGATAX_TOPK_MERGE", saved.c_str(), 1);
+      setenv(var, saved.c_str(), 1);
     } else {
-      unsetenv("MEGATAX_TOPK_MERGE");
+      unsetenv(var);
     }
     const auto wd = download<float>(res, dist, static_cast<std::size_t>(q * k));
     const auto wi = download<std::int64_t>(res, ids, static_cast<std::size_t>(q * k));
-    merge_diffs = 0;
+    std::int64_t diffs = 0;
     for (std::size_t j = 0; j < wd.size(); ++j) {
-      merge_diffs += std::memcmp(&wd[j], &gd[j], sizeof(float)) != 0 || wi[j] != gi[j];
+      diffs += std::memcmp(&wd[j], &gd[j], sizeof(float)) != 0 || wi[j] != gi[j];
     }
+    return diffs;
+  };
+  std::int64_t merge_diffs = -1, unbound_diffs = -1;
+  if (q < 128) {
+    merge_diffs = diffs_with("MEGATAX_TOPK_MERGE", "warp");
+    unbound_diffs = diffs_with("MEGATAX_TOPK_PHASE2_BOUND", "0");
   }
 
   std::vector<double> dbnorm(static_cast<std::size_t>(n));
@@ -620,6 +627,9 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
   }
   CHECK_OR_FAIL(merge_diffs <= 0, "%lld of %lld entries differ from the warp merge's",
                 (long long)merge_diffs, (long long)(q * k));
+  CHECK_OR_FAIL(unbound_diffs <= 0,
+                "%lld of %lld entries differ from the block select's without the bound",
+                (long long)unbound_diffs, (long long)(q * k));
   char name[256], detail[128];
   std::snprintf(name, sizeof(name), "topk %-4s %s q=%lld n=%lld d=%lld k=%lld%s%s%s%s%s%s",
                 megatax::dtype_name(tc.dtype), metric_str(tc.metric), (long long)q, (long long)n,
@@ -1675,6 +1685,9 @@ int main(int argc, char** argv) {
           {16, 50000, 2048, 1, kB},
           {5, 9000, 120, 33, kH, Metric::kL2, true, 8},
           {4, 3840, 64, 128, kH, Metric::kL2, true, 0, std::size_t{1} << 20, true},
+          // k = 4096 (the largest) over three chunks: more candidates below the shared bound
+          // than the block select gathers into shared memory (list_select.cuh).
+          {3, 60000, 32, 4096, kB},
           // ... and its f32 form (3xTF32; FFMA in the pass below): d a multiple of 4,
           // 32-float d chunks with a tail.
           {16, 100000, 128, 100, kF},

@@ -246,6 +246,8 @@ struct MergeParams {
   const float* q_norms = nullptr;   // [nq] (L2)
   float* out_dist = nullptr;        // [nq][k]
   std::int64_t* out_id = nullptr;
+  const unsigned* bound_keys = nullptr;  // phase 1's shared bounds [nq][bound_buckets], or null
+  int bound_buckets = 0;
 };
 
 constexpr int kMergeWarps = 4;
@@ -329,12 +331,15 @@ void launch_list_select(const MergeParams& m, cudaStream_t stream) {
   p.nq = m.nq;
   p.k = m.k;
   p.chunks = m.chunks;
+  p.sort_size = 4;  // list_select_smem_bytes: a power of two >= max(k, 4)
   while (p.sort_size < p.k) p.sort_size *= 2;
   p.list_s = m.list_s;
   p.list_id = m.list_id;
   p.q_norms = m.q_norms;
   p.out_dist = m.out_dist;
   p.out_id = m.out_id;
+  p.bound_keys = m.bound_keys;
+  p.bound_buckets = m.bound_buckets;
   const std::size_t bytes = list_select_smem_bytes(p.sort_size);
   MEGATAX_CUDA_CHECK(cudaFuncSetAttribute(list_select_kernel<Op>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -342,6 +347,13 @@ void launch_list_select(const MergeParams& m, cudaStream_t stream) {
   list_select_kernel<Op><<<static_cast<unsigned>(p.nq), kListSelectThreads, bytes, stream>>>(p);
   MEGATAX_CUDA_CHECK_LAUNCH("list_select_kernel");
 }
+
+// Where a phase 1 leaves its shared bounds (shared_bound.cuh) for phase 2: [nq][buckets]
+// order keys of the batch's queries, or none.
+struct SharedBounds {
+  const unsigned* keys = nullptr;
+  int buckets = 0;
+};
 
 // One phase-1 launch: the queries [b0, b0 + nb) against the database in `chunks` chunks of
 // `chunk_tiles` column tiles, into the candidate lists [nb][chunks][k].
@@ -402,6 +414,10 @@ struct CorePhase1 {
   std::size_t scratch_bytes(int, std::int64_t batch) const {
     return static_cast<std::size_t>(std::max<std::int64_t>(batch, 1)) * sizeof(unsigned);
   }
+  // The shared bounds the launch leaves (shared_bound.cuh): one word a query.
+  SharedBounds bounds(const void* scratch) const {
+    return SharedBounds{static_cast<const unsigned*>(scratch), 1};
+  }
 
   void launch(const Phase1Launch& l) const {
     const TopkArgs& args = *l.args;
@@ -445,6 +461,8 @@ struct Sm90Phase1 {
   std::size_t scratch_bytes(int sm_count, std::int64_t batch) const {
     return sm90_topk_scratch_bytes(sm_count, batch);
   }
+  // Its bounds (one word or buckets, by k and MEGATAX_TOPK_BOUND) are not passed on.
+  SharedBounds bounds(const void*) const { return SharedBounds{}; }
 
   void launch(const Phase1Launch& l) const {
     const Sm90TopkJob job = l.sm90_job(Op::kUsesNorms);
@@ -460,6 +478,10 @@ struct Sm90FewPhase1 {
   std::int64_t chunks_wanted(std::int64_t, int sm_count) const { return std::max(sm_count, 1); }
   std::size_t scratch_bytes(int, std::int64_t batch) const {
     return sm90_topk_few_scratch_bytes(batch);
+  }
+  // The scratch is the shared bounds, kBoundBuckets words a query.
+  SharedBounds bounds(const void* scratch) const {
+    return SharedBounds{static_cast<const unsigned*>(scratch), kBoundBuckets};
   }
 
   void launch(const Phase1Launch& l) const {
@@ -506,6 +528,10 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
   const char* merge_env = std::getenv("MEGATAX_TOPK_MERGE");
   const bool block_select =
       batch < 128 && (merge_env == nullptr || std::string(merge_env) != "warp");
+  // The block select drops the entries above phase 1's shared bound first (list_select.cuh);
+  // MEGATAX_TOPK_PHASE2_BOUND=0 has it select from every entry (read each call: benchmarks).
+  const char* bound_env = std::getenv("MEGATAX_TOPK_PHASE2_BOUND");
+  const bool bound_to_phase2 = bound_env == nullptr || std::string(bound_env) != "0";
   const std::size_t list_entries = static_cast<std::size_t>(batch) *
                                    static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1)) *
                                    static_cast<std::size_t>(k);
@@ -557,6 +583,11 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
     m.q_norms = q_norms != nullptr ? q_norms + b0 : nullptr;
     m.out_dist = args.distances + b0 * k;
     m.out_id = args.ids + b0 * k;
+    if (chunks > 0 && bound_to_phase2) {
+      const SharedBounds b = phase1.bounds(scratch);
+      m.bound_keys = b.keys;
+      m.bound_buckets = b.buckets;
+    }
     if (block_select) {
       launch_list_select<Op>(m, stream);
     } else {
