@@ -51,7 +51,9 @@
 // sort's steps in a loop and the thresholds read again at D=1024 (session 38, against the
 // session's start built in the same call): bf16 D=128 k=100 0.78-0.79 -> 0.76-0.77 ms (79%),
 // D=1024 k=100 1.04-1.06 -> 1.02-1.03 (94%); f32 k=100 1.57-1.59 -> 1.29-1.30 (92-93%),
-// D=1024 2.27-2.40 -> 1.95-1.96 (98%); the rest within noise or as above.
+// D=1024 2.27-2.40 -> 1.95-1.96 (98%); the rest within noise or as above. Phase 2 from the
+// candidates below this kernel's shared bound (list_select.cuh, session 39): bf16 D=128 k=100
+// 0.78-0.79 -> 0.75-0.76 ms (79-81%).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
