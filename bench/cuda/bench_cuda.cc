@@ -25,8 +25,8 @@
 //
 //   bench_cuda [--reps R] [--no-f32] [--only assign|accumulate|topk|seeding|lloyd] [--topk-q Q]
 //              [--no-portable]
-// (--topk-q: the top-k's Q=1024 or Q=16 shapes only; --no-portable: without the portable
-// kernel's top-k times, for quick sweeps of a variant.)
+// (--topk-q Q: the top-k's shapes for Q queries only, any Q (by default Q=1024 and Q=16);
+// --no-portable: without the portable kernel's top-k times, for quick sweeps of a variant.)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -385,8 +385,9 @@ int main(int argc, char** argv) {
         mc::DeviceBuffer dbn(s.n * 4);
         mc::row_norms(res, dbv, dbn.as<float>());  // an index keeps these
         const double read_floor = static_cast<double>(s.n) * s.d * es / copy_bw * 1e3;
-        for (std::int64_t q : {1024, 16}) {
-          if (topk_q != 0 && q != topk_q) continue;
+        const std::vector<std::int64_t> query_counts =
+            topk_q != 0 ? std::vector<std::int64_t>{topk_q} : std::vector<std::int64_t>{1024, 16};
+        for (std::int64_t q : query_counts) {
           mc::DeviceBuffer qb(q * s.d * es);
           megatax::bench::fill_uniform(qb.data(), q * s.d, s.t, 40 + q, stream);
           const MatrixView qv(qb.data(), q, s.d, s.t);

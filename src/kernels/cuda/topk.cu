@@ -415,8 +415,8 @@ struct CorePhase1 {
     return static_cast<std::size_t>(std::max<std::int64_t>(batch, 1)) * sizeof(unsigned);
   }
   // The shared bounds the launch leaves (shared_bound.cuh): one word a query.
-  SharedBounds bounds(const void* scratch) const {
-    return SharedBounds{static_cast<const unsigned*>(scratch), 1};
+  SharedBounds bounds(const Phase1Launch& l) const {
+    return SharedBounds{static_cast<const unsigned*>(l.scratch), 1};
   }
 
   void launch(const Phase1Launch& l) const {
@@ -461,8 +461,13 @@ struct Sm90Phase1 {
   std::size_t scratch_bytes(int sm_count, std::int64_t batch) const {
     return sm90_topk_scratch_bytes(sm_count, batch);
   }
-  // Its bounds (one word or buckets, by k and MEGATAX_TOPK_BOUND) are not passed on.
-  SharedBounds bounds(const void*) const { return SharedBounds{}; }
+  // One word or kBoundBuckets a query, by k (topk_sm90.h). (Q=64 on an H200, session 39: the
+  // searches within noise either way, phase 2 being ~1% of them.)
+  SharedBounds bounds(const Phase1Launch& l) const {
+    const Sm90TopkBounds b =
+        sm90_topk_bounds(l.scratch, l.sm_count, static_cast<int>(l.args->k));
+    return SharedBounds{b.keys, b.buckets};
+  }
 
   void launch(const Phase1Launch& l) const {
     const Sm90TopkJob job = l.sm90_job(Op::kUsesNorms);
@@ -480,8 +485,8 @@ struct Sm90FewPhase1 {
     return sm90_topk_few_scratch_bytes(batch);
   }
   // The scratch is the shared bounds, kBoundBuckets words a query.
-  SharedBounds bounds(const void* scratch) const {
-    return SharedBounds{static_cast<const unsigned*>(scratch), kBoundBuckets};
+  SharedBounds bounds(const Phase1Launch& l) const {
+    return SharedBounds{static_cast<const unsigned*>(l.scratch), kBoundBuckets};
   }
 
   void launch(const Phase1Launch& l) const {
@@ -558,8 +563,8 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
 
   for (std::int64_t b0 = 0; b0 < nq; b0 += batch) {
     const std::int64_t nb = std::min(batch, nq - b0);
+    Phase1Launch l;
     if (chunks > 0) {
-      Phase1Launch l;
       l.args = &args;
       l.b0 = b0;
       l.nb = nb;
@@ -584,7 +589,7 @@ void run_topk(Resources& res, const TopkArgs& args, const Phase1& phase1) {
     m.out_dist = args.distances + b0 * k;
     m.out_id = args.ids + b0 * k;
     if (chunks > 0 && bound_to_phase2) {
-      const SharedBounds b = phase1.bounds(scratch);
+      const SharedBounds b = phase1.bounds(l);
       m.bound_keys = b.keys;
       m.bound_buckets = b.buckets;
     }

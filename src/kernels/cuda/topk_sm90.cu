@@ -299,6 +299,21 @@ std::size_t sm90_topk_scratch_bytes(int sm_count, std::int64_t query_rows) {
   return Sm90TopkScratch::bytes(sm_count, query_rows);
 }
 
+// The bound scheme for lists of k (see launch_topk_sm90).
+static bool union_bound_for(int k) {
+  bool u = k < 32;
+  if (const char* b = std::getenv("MEGATAX_TOPK_BOUND"); b != nullptr) {
+    if (std::strcmp(b, "chunk") == 0) u = false;
+    if (std::strcmp(b, "union") == 0) u = true;
+  }
+  return u;
+}
+static int bound_buckets_for(int k) { return !union_bound_for(k) && k >= 32 ? kBoundBuckets : 1; }
+
+Sm90TopkBounds sm90_topk_bounds(void* scratch, int sm_count, int k) {
+  return Sm90TopkBounds{Sm90TopkScratch(scratch, sm_count).tau_keys, bound_buckets_for(k)};
+}
+
 void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream) {
   TopkSm90Params p;
   p.nq = job.queries.rows;
@@ -325,12 +340,8 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   // too). Buckets are for larger k only: at k = 10 their reads cost more than the tighter
   // bound saves (N=10M D=128: 11.0 vs 10.2 ms; k = 100: 13.9 vs 17.8 ms).
   // MEGATAX_TOPK_BOUND=chunk|union overrides the choice (side-by-side benchmarks).
-  p.union_bound = p.k < 32;
-  if (const char* b = std::getenv("MEGATAX_TOPK_BOUND"); b != nullptr) {
-    if (std::strcmp(b, "chunk") == 0) p.union_bound = false;
-    if (std::strcmp(b, "union") == 0) p.union_bound = true;
-  }
-  p.buckets = !p.union_bound && p.k >= 32 ? kBoundBuckets : 1;
+  p.union_bound = union_bound_for(p.k);
+  p.buckets = bound_buckets_for(p.k);
   if (p.items == 0 || p.nq == 0) return;
   auto run = [&](const TopkSm90Params& q) {
     if (q.union_bound) {

@@ -41,6 +41,16 @@ Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, std::int64_t d, int sm_co
 // area per CTA; the queries' shared thresholds).
 std::size_t sm90_topk_scratch_bytes(int sm_count, std::int64_t query_rows);
 
+// Where a launch with that scratch leaves its shared bounds (shared_bound.cuh): `buckets` order
+// keys a query (one below k = 32 or with MEGATAX_TOPK_BOUND=union: the union bound; else
+// kBoundBuckets), valid for the final lists once the launch is done (topk.cu's phase 2 reads
+// them).
+struct Sm90TopkBounds {
+  const unsigned* keys = nullptr;
+  int buckets = 0;
+};
+Sm90TopkBounds sm90_topk_bounds(void* scratch, int sm_count, int k);
+
 // One launch: every query of `queries` against chunks of `chunk_tiles` tiles of the database;
 // writes each (query, chunk)'s k best (score, id), sorted, (+inf, -1)-padded, into
 // list_s / list_id [queries.rows][chunks][k] (the layout topk.cu's merge reads).
