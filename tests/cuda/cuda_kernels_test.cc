@@ -612,6 +612,18 @@ void test_topk(mc::Resources& res, std::mt19937_64& rng, const TopkCase& tc) {
         if (!order && w.empty()) w = "not sorted at " + std::to_string(j);
       }
     }
+    // Copies of a row score alike to the bit (the same data, norms and arithmetic), so
+    // among them the smaller ids come first: a copy in the list needs the row it copies.
+    if (tc.repeats > 1 && w.empty()) {
+      const std::int64_t distinct = std::max<std::int64_t>(1, n / tc.repeats);
+      for (std::int64_t j = 0; j < kv && w.empty(); ++j) {
+        const std::int64_t id = gi[i * k + j];
+        if (id >= distinct && id < n && !seen[id - distinct]) {
+          w = "id " + std::to_string(id) + " listed without its equal-scoring copy " +
+              std::to_string(id - distinct) + " (ties go to the smaller id)";
+        }
+      }
+    }
     hits += h;
     if (!w.empty()) {
       why[i] = w;
@@ -1706,6 +1718,16 @@ int main(int argc, char** argv) {
            7},
           {16, 200000, 64, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
            30},  // 132 lists of 100 (13,200 keys in registers), then the ties' ids
+          // Copies within every 256-row tile: a chunk's first tile, whose k best are chosen
+          // before they are sorted (warp_select.cuh select_empty_row), is cut inside a run
+          // of equal scores (the few-query kernel and, with more queries, the many-query one).
+          {16, 20000, 64, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           200},
+          {5, 20000, 40, 10, kH, Metric::kL2, true, 0, std::size_t{1} << 30, false, false, 1000},
+          {200, 20000, 128, 10, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           400},
+          {130, 30000, 264, 100, kB, Metric::kL2, true, 0, std::size_t{1} << 30, false, false,
+           300},
       };
       grouped_cases = {
           {1, 5000, 100, 128, kB},                      // one group = plain assign

@@ -53,7 +53,10 @@
 // D=1024 k=100 1.04-1.06 -> 1.02-1.03 (94%); f32 k=100 1.57-1.59 -> 1.29-1.30 (92-93%),
 // D=1024 2.27-2.40 -> 1.95-1.96 (98%); the rest within noise or as above. Phase 2 from the
 // candidates below this kernel's shared bound (list_select.cuh, session 39): bf16 D=128 k=100
-// 0.78-0.79 -> 0.75-0.76 ms (79-81%).
+// 0.78-0.79 -> 0.75-0.76 ms (79-81%). The first and later merges sorting only the k best of
+// their candidates (warp_select.cuh keep_smallest, session 40, same runs against the base):
+// bf16 D=128 k=10 0.684-0.687 -> 0.672-0.683 ms (88 -> 89-90%), k=100 0.738-0.742 ->
+// 0.730-0.743 (81-82 -> 82-83%); the rest within 1%.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -185,7 +188,7 @@ __device__ __forceinline__ RowSelect query_select(const FewParams& p, const FewS
   return st;
 }
 
-// merge_sorted_row of a query's `appended` area entries and its buffered ones (n in all, at
+// select_merge_row of a query's `appended` area entries and its buffered ones (n in all, at
 // most 32 R), the area the scratch.
 template <int R>
 __device__ __forceinline__ void merge_area_sorted(RowSelect& st, Candidate* area, int appended,
@@ -205,7 +208,7 @@ __device__ __forceinline__ void merge_area_sorted(RowSelect& st, Candidate* area
     id[r] = c.id;
   }
   __syncwarp();  // every lane has read the area before the merge writes it
-  merge_sorted_row<R>(st, s, id, n, area);
+  select_merge_row<R>(st, s, id, n, area);
 }
 
 // The owner warp merges query q's area (`appended` candidates) into its list and publishes the
@@ -219,7 +222,9 @@ __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm
   if (st.m == 0 && st.count == 0 && appended > 32) {
     // The chunk's first merge (its first tile passes every row): one sort of the area instead
     // of a flush for every 32 offered (Q=16 on an H200, session 37: bf16 N=10M D=128 k=100
-    // 0.79-0.81 -> 0.77-0.78 ms, k=10 0.70-0.71 -> 0.68-0.70; f32 within 1%).
+    // 0.79-0.81 -> 0.77-0.78 ms, k=10 0.70-0.71 -> 0.68-0.70; f32 within 1%); since session
+    // 40 of only the k best of it (select_empty_row; with the later merges' select below,
+    // phase 1 at bf16 D=128 k=10 660-670 -> 648-652 us, ncu, H200).
     constexpr int kPerLane = kRows / 32;
     float s[kPerLane];
     std::int32_t id[kPerLane];
@@ -230,12 +235,13 @@ __device__ __forceinline__ void merge_area(const FewParams& p, const FewSmem& sm
       s[r] = c.s;
       id[r] = c.id;
     }
-    fill_empty_row<kPerLane>(st, s, id, appended);
+    select_empty_row<kPerLane>(st, s, id, appended, area);
   } else if (st.k <= kShortList && appended + st.count > 32) {
     // A later merge of more than 32 (an area reached kMergeAt, or the chunk ended): one sort
     // and a merge of the two sorted runs, the buffered entries with the area's (Q=16 on an
     // H200, session 38: bf16 N=10M D=128 k=100 0.78-0.79 -> 0.76-0.77 ms, f32 1.33-1.36 ->
-    // 1.29-1.30; the rest within noise).
+    // 1.29-1.30; the rest within noise). Only the k best of them are sorted where that
+    // takes fewer registers (select_merge_row: k = 100 sorts 128 of up to 256).
     if (appended + st.count > kRows) flush(st);  // then the rest fits the registers
     const int n = appended + st.count;
     if (n <= 128) {

@@ -423,12 +423,32 @@ __device__ __forceinline__ void drain_slots(const TopkSm90Params& p, int chunk,
   }
 }
 
+// A row's first candidates, `staged` (> 32) of them in its scratch area, fill its list
+// (select_empty_row). A function of its own: inlined, its registers raised the consumers'
+// spills in some of the kernel's forms (ptxas -v).
+template <int BN>
+__device__ __noinline__ void fill_row_from_area(RowSelect& st, Candidate* area, int staged,
+                                                int lane) {
+  constexpr int R = BN / 32;
+  float s[R];
+  std::int32_t id[R];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const Candidate c =
+        32 * i + lane < staged ? area[32 * i + lane] : Candidate{kInfScore, INT32_MAX};
+    s[i] = c.s;
+    id[i] = c.id;
+  }
+  select_empty_row<R>(st, s, id, staged, area);
+}
+
 // The warp offers its rows' staged candidates (scratch areas, BN entries a local row) to
-// their selections.
+// their selections. A row's first candidates (a chunk's first tile passes all its rows) fill
+// its list at once (select_empty_row: at k <= 128 the k best of them chosen, then sorted)
+// instead of a flush for every 32 offered.
 template <int BN, int kParts>
 __device__ __forceinline__ void drain_staged(const TopkSm90Params& p, int chunk,
-                                             const WarpRows& wr, const Candidate* areas,
-                                             int lane) {
+                                             const WarpRows& wr, Candidate* areas, int lane) {
   constexpr int kWarpRows = 8 * kParts;
   __syncwarp();  // staged candidates and counters of the other lanes are visible after this
   const int mine = lane < kWarpRows ? wr.states[lane].staged : 0;
@@ -438,11 +458,15 @@ __device__ __forceinline__ void drain_staged(const TopkSm90Params& p, int chunk,
     pending &= pending - 1;
     const int staged = __shfl_sync(0xffffffffu, mine, r);
     RowSelect st = row_select(p, chunk, wr, r);
-    const Candidate* area = areas + r * BN;
-    for (int b = 0; b < staged; b += 32) {
-      const bool valid = b + lane < staged;
-      const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
-      offer(st, c.s, c.id, valid);
+    Candidate* area = areas + r * BN;
+    if (st.m == 0 && st.count == 0 && staged > 32) {
+      fill_row_from_area<BN>(st, area, staged, lane);
+    } else {
+      for (int b = 0; b < staged; b += 32) {
+        const bool valid = b + lane < staged;
+        const Candidate c = valid ? area[b + lane] : Candidate{kInfScore, 0};
+        offer(st, c.s, c.id, valid);
+      }
     }
     keep_row_select(p, chunk, wr, r, st, lane);
   }

@@ -15,6 +15,10 @@
 // at once from up to 32 R candidates held in registers (fill_empty_row: one bitonic sort of
 // them all, where offering them would flush every 32), and a short list in shared memory can
 // take as many at once (merge_sorted_row: the sort, then a merge of the two sorted runs).
+// Where more candidates come at once than the row can keep, the k best of them are chosen
+// first (keep_smallest: a bitwise search for the k-th key, one warp-wide count a bit) and
+// only those sorted (select_empty_row, select_merge_row): at k = 10 a sort of 32 instead of
+// 256, at k = 100 of 128.
 //
 // Order: (score, id) lexicographic, so ties go to the smaller id and results are independent
 // of the order candidates arrive in. Ids must be unique within a row's stream. NaN scores
@@ -25,6 +29,9 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/distance_ops.cuh"
 
 namespace megatax::cuda::detail {
 
@@ -457,6 +464,161 @@ __device__ __forceinline__ void merge_sorted_row(RowSelect& st, float (&s)[R],
   }
   if (st.bound_j > 0 && st.m >= st.bound_j) st.bound_s = st.list_s[st.bound_j - 1];
   ++st.flushes;
+}
+
+// ---- the k best chosen before they are sorted ----
+// A chunk's first tile passes all its rows, and a later merge takes up to 256 candidates, of
+// which at most k can stay: sorting only the k best of them (found by a bitwise search on
+// their keys) sorts 32 a lane instead of 256 at k = 10, 128 instead of 256 at k = 100.
+
+// The score's place in the (score, id) order: float_order_key with -0 as +0 (key_less
+// compares scores as floats, where the two are equal).
+__device__ __forceinline__ std::uint32_t select_key(float s) {
+  return float_order_key(s == 0.f ? 0.f : s);
+}
+
+// Registers a lane for x entries: the smallest power of two R2 <= R with x <= 32 R2.
+template <int R>
+__host__ __device__ constexpr int front_regs(int x) {
+  int r = 1;
+  while (r < R && 32 * r < x) r *= 2;
+  return r;
+}
+
+// Calls f(std::integral_constant<int, front_regs<R>(x)>) (x <= 32 R).
+template <int R, class F>
+__device__ __forceinline__ void with_front_regs(int x, F&& f) {
+  if constexpr (R > 1) {
+    if (x <= 16 * R) {
+      with_front_regs<R / 2>(x, f);
+      return;
+    }
+  }
+  f(std::integral_constant<int, R>{});
+}
+
+// Of n <= 32 R candidates held R a lane, entry i in register i / 32 of lane i % 32 (the first
+// n real, padding after them: (+inf, INT32_MAX)), keeps the m smallest by (score, id)
+// (1 <= m < n), in the same layout: the m-th smallest key by a bitwise search from the top
+// bit (one warp-wide count a bit), among a tie at it the smallest ids by a second search on
+// the ids, then the chosen moved to the front of `scratch` (n entries with fields s and id,
+// shared or global memory; every lane must be done reading it) and read back.
+template <int R, class Entry>
+__device__ __forceinline__ void keep_smallest(float (&s)[R], std::int32_t (&id)[R], int m,
+                                              Entry* scratch) {
+  const int lane = threadIdx.x % 32;
+  std::uint32_t key[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) key[r] = select_key(s[r]);
+  // t: the largest key with fewer than m keys below it, i.e. the m-th smallest key.
+  std::uint32_t t = 0;
+#pragma unroll 1
+  for (int b = 31; b >= 0; --b) {
+    const std::uint32_t trial = t | (1u << b);
+    unsigned below = 0;
+#pragma unroll
+    for (int r = 0; r < R; ++r) below += key[r] < trial ? 1u : 0u;
+    if (static_cast<int>(__reduce_add_sync(0xffffffffu, below)) < m) t = trial;
+  }
+  unsigned below = 0, at = 0;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    below += key[r] < t ? 1u : 0u;
+    at += key[r] == t ? 1u : 0u;
+  }
+  const int need = m - static_cast<int>(__reduce_add_sync(0xffffffffu, below));
+  // Of the keys equal to t, the `need` smallest ids (ids >= 0; padding's is the largest, and
+  // m <= the real entries, so only real ones are taken).
+  std::uint32_t last_id = 0xffffffffu;
+  if (static_cast<int>(__reduce_add_sync(0xffffffffu, at)) > need) {
+    last_id = 0;
+#pragma unroll 1
+    for (int b = 30; b >= 0; --b) {
+      const std::uint32_t trial = last_id | (1u << b);
+      unsigned c = 0;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        c += key[r] == t && static_cast<std::uint32_t>(id[r]) < trial ? 1u : 0u;
+      }
+      if (static_cast<int>(__reduce_add_sync(0xffffffffu, c)) < need) last_id = trial;
+    }
+  }
+  __syncwarp();  // every lane has read `scratch` before it is written
+  int base = 0;
+  const unsigned lanes_below = (1u << lane) - 1u;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const bool chosen =
+        key[r] < t || (key[r] == t && static_cast<std::uint32_t>(id[r]) <= last_id);
+    const unsigned mask = __ballot_sync(0xffffffffu, chosen);
+    if (chosen) {
+      Entry& e = scratch[base + __popc(mask & lanes_below)];
+      e.s = s[r];
+      e.id = id[r];
+    }
+    base += __popc(mask);
+  }
+  __syncwarp();  // the chosen visible to every lane
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int i = 32 * r + lane;
+    s[r] = i < m ? scratch[i].s : kInfScore;
+    id[r] = i < m ? static_cast<std::int32_t>(scratch[i].id) : INT32_MAX;
+  }
+}
+
+// The entries a row can keep of n candidates (at most k), cut to them when that sorts fewer
+// registers a lane; calls f(integral_constant R2, count) with the count in the first R2
+// registers of s and id.
+template <int R, class Entry, class F>
+__device__ __forceinline__ void keep_for_row(const RowSelect& st, float (&s)[R],
+                                             std::int32_t (&id)[R], int n, Entry* scratch,
+                                             F&& f) {
+  int count = n;
+  if (st.k < n && front_regs<R>(st.k) < front_regs<R>(n)) {
+    keep_smallest<R>(s, id, st.k, scratch);
+    count = st.k;
+  }
+  with_front_regs<R>(count, [&](auto regs) { f(regs, count); });
+}
+
+// fill_empty_row of n <= 32 R candidates held as for keep_smallest, only the k best sorted
+// (where fewer registers hold them). `scratch`: as for keep_smallest.
+template <int R, class Entry>
+__device__ __forceinline__ void select_empty_row(RowSelect& st, float (&s)[R],
+                                                 std::int32_t (&id)[R], int n, Entry* scratch) {
+  keep_for_row<R>(st, s, id, n, scratch, [&](auto regs, int count) {
+    constexpr int R2 = decltype(regs)::value;
+    float s2[R2];
+    std::int32_t id2[R2];
+#pragma unroll
+    for (int r = 0; r < R2; ++r) {
+      s2[r] = s[r];
+      id2[r] = id[r];
+    }
+    fill_empty_row<R2>(st, s2, id2, count);
+  });
+}
+
+// merge_sorted_row of n <= 32 R candidates held as for keep_smallest (the list in shared
+// memory, k <= kShortList), only the k best of them sorted and merged (where fewer registers
+// hold them: no candidate beyond the k-th of the new ones can stay). `scratch`: shared, as
+// for keep_smallest and merge_sorted_row.
+template <int R>
+__device__ __forceinline__ void select_merge_row(RowSelect& st, float (&s)[R],
+                                                 std::int32_t (&id)[R], int n,
+                                                 ScoredRow* scratch) {
+  keep_for_row<R>(st, s, id, n, scratch, [&](auto regs, int count) {
+    constexpr int R2 = decltype(regs)::value;
+    float s2[R2];
+    std::int32_t id2[R2];
+#pragma unroll
+    for (int r = 0; r < R2; ++r) {
+      s2[r] = s[r];
+      id2[r] = id[r];
+    }
+    merge_sorted_row<R2>(st, s2, id2, count, scratch);
+  });
 }
 
 // Offers one candidate per lane (`valid` false: no candidate). Returns false when no lane's
