@@ -22,6 +22,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -289,15 +292,28 @@ struct ClusterLaunch {
   }
 
   // Clusters that can be resident at once (a cluster's CTAs must sit in one GPC, so that can
-  // be fewer than SMs / kCluster).
+  // be fewer than SMs / kCluster). cudaOccupancyMaxActiveClusters takes host time on every
+  // call, while the GPU waits for the launch it precedes, so its answer is kept per kernel,
+  // device and shared-memory size for the process.
   template <class... KernelArgs>
   std::int64_t resident(void (*kernel)(KernelArgs...), int sm_count) {
     int r = sm_count / kCluster;
     if constexpr (kCluster > 1) {
-      cfg.gridDim = dim3(static_cast<unsigned>(sm_count / kCluster * kCluster));
-      int clusters = 0;
-      MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
-      if (clusters > 0) r = std::min(r, clusters);
+      int device = 0;
+      MEGATAX_CUDA_CHECK(cudaGetDevice(&device));
+      const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), device,
+                                       cfg.dynamicSmemBytes, sm_count);
+      static std::mutex mutex;
+      static std::map<decltype(key), int> known;
+      std::lock_guard<std::mutex> lock(mutex);
+      auto it = known.find(key);
+      if (it == known.end()) {
+        cfg.gridDim = dim3(static_cast<unsigned>(sm_count / kCluster * kCluster));
+        int clusters = 0;
+        MEGATAX_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+        it = known.emplace(key, clusters).first;
+      }
+      if (it->second > 0) r = std::min(r, it->second);
     }
     return std::max(r, 1);
   }
