@@ -568,8 +568,8 @@ __device__ __forceinline__ void keep_smallest(float (&s)[R], std::int32_t (&id)[
 }
 
 // The entries a row can keep of n candidates (at most k), cut to them when that sorts fewer
-// registers a lane; calls f(integral_constant R2, count) with the count in the first R2
-// registers of s and id.
+// registers a lane; calls f(s2, id2, count) with the count in s2 and id2, the first R2
+// registers of s and id (R2 = front_regs<R>(count)).
 template <int R, class Entry, class F>
 __device__ __forceinline__ void keep_for_row(const RowSelect& st, float (&s)[R],
                                              std::int32_t (&id)[R], int n, Entry* scratch,
@@ -579,15 +579,7 @@ __device__ __forceinline__ void keep_for_row(const RowSelect& st, float (&s)[R],
     keep_smallest<R>(s, id, st.k, scratch);
     count = st.k;
   }
-  with_front_regs<R>(count, [&](auto regs) { f(regs, count); });
-}
-
-// fill_empty_row of n <= 32 R candidates held as for keep_smallest, only the k best sorted
-// (where fewer registers hold them). `scratch`: as for keep_smallest.
-template <int R, class Entry>
-__device__ __forceinline__ void select_empty_row(RowSelect& st, float (&s)[R],
-                                                 std::int32_t (&id)[R], int n, Entry* scratch) {
-  keep_for_row<R>(st, s, id, n, scratch, [&](auto regs, int count) {
+  with_front_regs<R>(count, [&](auto regs) {
     constexpr int R2 = decltype(regs)::value;
     float s2[R2];
     std::int32_t id2[R2];
@@ -596,7 +588,17 @@ __device__ __forceinline__ void select_empty_row(RowSelect& st, float (&s)[R],
       s2[r] = s[r];
       id2[r] = id[r];
     }
-    fill_empty_row<R2>(st, s2, id2, count);
+    f(s2, id2, count);
+  });
+}
+
+// fill_empty_row of n <= 32 R candidates held as for keep_smallest, only the k best sorted
+// (where fewer registers hold them). `scratch`: as for keep_smallest.
+template <int R, class Entry>
+__device__ __forceinline__ void select_empty_row(RowSelect& st, float (&s)[R],
+                                                 std::int32_t (&id)[R], int n, Entry* scratch) {
+  keep_for_row<R>(st, s, id, n, scratch, [&](auto& s2, auto& id2, int count) {
+    fill_empty_row(st, s2, id2, count);
   });
 }
 
@@ -608,16 +610,8 @@ template <int R>
 __device__ __forceinline__ void select_merge_row(RowSelect& st, float (&s)[R],
                                                  std::int32_t (&id)[R], int n,
                                                  ScoredRow* scratch) {
-  keep_for_row<R>(st, s, id, n, scratch, [&](auto regs, int count) {
-    constexpr int R2 = decltype(regs)::value;
-    float s2[R2];
-    std::int32_t id2[R2];
-#pragma unroll
-    for (int r = 0; r < R2; ++r) {
-      s2[r] = s[r];
-      id2[r] = id[r];
-    }
-    merge_sorted_row<R2>(st, s2, id2, count, scratch);
+  keep_for_row<R>(st, s, id, n, scratch, [&](auto& s2, auto& id2, int count) {
+    merge_sorted_row(st, s2, id2, count, scratch);
   });
 }
 
