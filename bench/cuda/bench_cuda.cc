@@ -17,6 +17,10 @@
 //     ms against the cuBLAS GEMM-only time of the same shape and against the HBM read floor
 //     (database bytes / measured copy bandwidth); f32 (ours: 3xTF32) also against our exact
 //     FFMA kernel and cuBLAS's one-pass TF32 GEMM-only time
+//   - the ratios to cuBLAS again "in turns" (times_interleaved: the peak's GEMM, the assign and
+//     its GEMM-only one after the other each round; Q=1024's GEMM-only and top-k at k = 10 and
+//     100 likewise), so that both sides run under the same power state: timed one after the
+//     other, the peer measured first meets a card fresh from idle
 //   - k-means++ seeding of a level's batch of node problems (grouped distances per round, and
 //     the whole seed_grouped), with the tensor-core distances and the FFMA ones, and through
 //     the pools' Gram matrices (pool_gram, then rounds reading Gram rows)
@@ -85,6 +89,43 @@ double time_ms(cudaStream_t stream, const std::function<void()>& f, int reps = -
   MEGATAX_CUDA_CHECK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median times in ms of each of fs, measured in turns (one round of warm-up first; round r
+// starts with f_(r mod n), then the next ones in order: each function takes each place in the
+// round equally often). Timed one after the other, the first functions run on a card that
+// has been idle and the later ones after tens of milliseconds of load, when the clock has
+// come down under the 700 W cap (an H200's D=1024 top-k: 6.5 ms for its first ~20 ms, 7.2-7.5
+// ms after; bench/RESULTS.md, session 40); in turns each sees the same mix of states.
+std::vector<double> times_interleaved(cudaStream_t stream, const std::vector<std::function<void()>>& fs,
+                                      int reps = -1) {
+  if (reps < 0) reps = g_reps;
+  cudaEvent_t a, b;
+  MEGATAX_CUDA_CHECK(cudaEventCreate(&a));
+  MEGATAX_CUDA_CHECK(cudaEventCreate(&b));
+  for (const auto& f : fs) f();
+  MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<std::vector<double>> t(fs.size());
+  for (int r = 0; r < reps; ++r) {
+    for (std::size_t j = 0; j < fs.size(); ++j) {
+      const std::size_t i = (static_cast<std::size_t>(r) + j) % fs.size();
+      MEGATAX_CUDA_CHECK(cudaEventRecord(a, stream));
+      fs[i]();
+      MEGATAX_CUDA_CHECK(cudaEventRecord(b, stream));
+      MEGATAX_CUDA_CHECK(cudaEventSynchronize(b));
+      float ms = 0;
+      MEGATAX_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+      t[i].push_back(ms);
+    }
+  }
+  MEGATAX_CUDA_CHECK(cudaEventDestroy(a));
+  MEGATAX_CUDA_CHECK(cudaEventDestroy(b));
+  std::vector<double> medians;
+  for (auto& ti : t) {
+    std::sort(ti.begin(), ti.end());
+    medians.push_back(ti[ti.size() / 2]);
+  }
+  return medians;
 }
 
 cudaDataType_t cuda_type(DType t) {
@@ -287,6 +328,11 @@ int main(int argc, char** argv) {
       p.accumulate.check_labels = false;
       return p;
     };
+    // The peak's GEMM again, on its bf16 operands (the f16 rate's run left f16 ones), for the
+    // measurements in turns below.
+    megatax::bench::fill_uniform(ga.data(), g * g, DType::kBF16, 2, stream);
+    megatax::bench::fill_uniform(gb.data(), g * g, DType::kBF16, 3, stream);
+    auto peak_gemm = [&] { gemm_abt(cublas, DType::kBF16, ga.data(), g, gb.data(), g, g, gc.data()); };
     if (only.empty() || only == "assign") {
       std::printf("\nassign: ours (fused) vs cuBLAS GEMM-only of the same shape\n");
       for (const auto& s : assign_shapes) {
@@ -311,6 +357,16 @@ int main(int argc, char** argv) {
         });
         const double flops = 2.0 * s.n * s.k * s.d;
         const double tf = flops / (ours * 1e-3) / 1e12;
+        // In turns with the peak's 8192^3 GEMM and the GEMM-only of the shape: the three under
+        // the same power state (times_interleaved).
+        const auto turns = times_interleaved(stream, {peak_gemm, [&] { mc::assign(res, a); }, [&] {
+          for (std::int64_t r = 0; r < s.n; r += chunk) {
+            gemm_abt(cublas, s.t, static_cast<const char*>(big.data()) + r * s.d * es,
+                     std::min(chunk, s.n - r), prob.cen.data(), s.k, s.d, out.data());
+          }
+        }});
+        const double peak_turns = 2.0 * g * g * g / (turns[0] * 1e-3) / 1e12;
+        const double tf_turns = flops / (turns[1] * 1e-3) / 1e12;
         // One Lloyd iteration minus the update: assign + accumulate (f64 sums) on its labels.
         const double acc_ms = time_ms(stream, [&] { mc::accumulate(res, prob.accumulate); });
         const std::string shape = fmt("%s N=%s K=%s D=%lld", megatax::dtype_name(s.t),
@@ -324,6 +380,10 @@ int main(int argc, char** argv) {
             s.t == DType::kF16 ? fmt(" (%.1f%% of cuBLAS's f16 rate)", 100 * tf / peak16) : std::string();
         if (s.t == DType::kF32) f16_rate = tf32_share(flops, ours);
         if (!f16_rate.empty()) std::printf("  %-32s%s\n", "", f16_rate.c_str());
+        std::printf("  %-32s in turns: ours %8.3f ms = %5.1f%% of the 8192^3 GEMM's %4.0f TFLOP/s "
+                    "(%.3f ms) | GEMM-only %8.3f ms (ours %.2fx)\n",
+                    "", turns[1], 100 * tf_turns / peak_turns, peak_turns, turns[0], turns[2],
+                    turns[1] / turns[2]);
         const double tf_portable = flops / (portable * 1e-3) / 1e12;
         const char* portable_name = s.t == DType::kF32 ? "FFMA kernel" : "portable kernel";
         std::printf("  %-32s %s %8.3f ms %5.0f TFLOP/s = %5.1f%% of peak\n", "", portable_name,
@@ -334,6 +394,11 @@ int main(int argc, char** argv) {
                               ours, tf, 100 * tf / peak, 100 * tf / sustained, f16_rate.c_str(),
                               floor, ours / floor,
                               (ours + acc_ms) / ours, portable_name, portable)});
+        g_rows.push_back({"  in turns with the 8192^3 GEMM",
+                          fmt("%8.3f ms %5.1f%% of the GEMM's %4.0f TFLOP/s | GEMM-only %8.3f ms, "
+                              "ours/GEMM %.2fx",
+                              turns[1], 100 * tf_turns / peak_turns, peak_turns, turns[2],
+                              turns[1] / turns[2])});
       }
     }
 
@@ -447,6 +512,38 @@ int main(int argc, char** argv) {
                                   "%.3f ms, %3.0f%% of BW%s",
                                   ours, floor, ours / floor, read_floor,
                                   100 * read_floor / ours, portable.c_str())});
+          }
+          // The GEMM-bound shapes again, GEMM-only and ours at k = 10 and 100 in turns
+          // (times_interleaved): the ratios under the same power state.
+          if (q > 16) {
+            constexpr std::int64_t kTurnK[2] = {10, 100};
+            mc::DeviceBuffer dist[2], ids[2];
+            mc::TopkArgs args[2];
+            for (int i = 0; i < 2; ++i) {
+              dist[i] = mc::DeviceBuffer(q * kTurnK[i] * 4);
+              ids[i] = mc::DeviceBuffer(q * kTurnK[i] * 8);
+              args[i].queries = qv;
+              args[i].database = dbv;
+              args[i].database_norms = dbn.as<float>();
+              args[i].k = kTurnK[i];
+              args[i].distances = dist[i].as<float>();
+              args[i].ids = ids[i].as<std::int64_t>();
+            }
+            const auto turns = times_interleaved(stream, {[&] {
+              for (std::int64_t r = 0; r < s.n; r += chunk) {
+                gemm_abt(cublas, s.t, qb.data(), q, static_cast<const char*>(big.data()) + r * s.d * es,
+                         std::min(chunk, s.n - r), s.d, out.data());
+              }
+            }, [&] { mc::topk(res, args[0]); }, [&] { mc::topk(res, args[1]); }});
+            const std::string shape = fmt("%s Q=%lld N=%s D=%lld", megatax::dtype_name(s.t), (long long)q,
+                                          human(s.n).c_str(), (long long)s.d);
+            std::printf("  %-36s in turns: GEMM-only %8.3f ms | k=10 %8.3f ms (%.2fx) | k=100 %8.3f ms "
+                        "(%.2fx)\n",
+                        shape.c_str(), turns[0], turns[1], turns[1] / turns[0], turns[2],
+                        turns[2] / turns[0]);
+            g_rows.push_back({"topk " + shape + " in turns",
+                              fmt("GEMM-only %8.3f ms | k=10 %8.3f ms %.2fx | k=100 %8.3f ms %.2fx", turns[0],
+                                  turns[1], turns[1] / turns[0], turns[2], turns[2] / turns[0])});
           }
         }
       }

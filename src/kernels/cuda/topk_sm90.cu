@@ -23,7 +23,10 @@
 // tiles pass every score and flush their buffers into global lists one after the other.
 // Since session 40 a row's first candidates fill its list at once, only the k best of them
 // sorted (topk_sm90_select.cuh drain_staged): the seed launch 0.59-0.63 -> 0.42-0.47 ms, the
-// main launch at D=1024 k=10 / 100 ~2% / ~3% shorter (ncu durations, H200).
+// main launch at D=1024 k=10 / 100 ~2% / ~3% shorter (ncu durations, H200). Since session 41
+// the seed keeps lists of the rank it publishes (13 at k = 100: 0.41-0.46 -> 0.29-0.33 ms) and
+// a row's last candidates of an item are published too (finish_rows): the main launch at
+// k = 100 8.60 -> 8.30 ms (D=128), 7.43 -> 7.19 ms (D=1024).
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
@@ -345,6 +348,7 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   // MEGATAX_TOPK_BOUND=chunk|union overrides the choice (side-by-side benchmarks).
   p.union_bound = union_bound_for(p.k);
   p.buckets = bound_buckets_for(p.k);
+  p.bound_j = bound_rank(p.k, p.buckets);
   if (p.items == 0 || p.nq == 0) return;
   auto run = [&](const TopkSm90Params& q) {
     if (q.union_bound) {
@@ -390,6 +394,11 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
       p.buckets > 1 && seed_chunks >= p.buckets && p.chunk_tiles >= 16 * kSeedTiles;
   if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && long_chunks))) {
     TopkSm90Params seed = p;
+    // Lists of bound_j: what a bucket gets is a seed chunk's bound_j-th score, which is the
+    // last of its bound_j best as well as the bound_j-th of its k best: lists of k publish the
+    // same scores after selecting far more (k = 100: lists of 13, whose threshold passes ~8x
+    // fewer candidates after the first tile).
+    seed.k = p.bound_j;
     seed.chunks = seed_chunks;
     seed.chunk_tiles = kSeedTiles;
     seed.tiles = static_cast<std::int64_t>(seed_chunks) * kSeedTiles;

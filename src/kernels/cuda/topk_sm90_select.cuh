@@ -91,6 +91,9 @@ struct TopkSm90Params {
   // Publish the union bound (shared_bound.cuh) instead of the chunk's bound_j-th score
   // (buckets is then 1).
   bool union_bound = false;
+  // The rank of the score a chunk publishes to its bucket: bound_rank(k, buckets), or, in the
+  // seed run, its lists' last (launch_topk_sm90).
+  int bound_j = 0;
 };
 
 struct TopkWork {
@@ -320,7 +323,7 @@ __device__ __forceinline__ RowSelect row_select(const TopkSm90Params& p, int chu
   st.tau_s = rs.tau_s;
   st.tau_id = rs.tau_id;
   st.short_merge = true;  // few warps an SM: a flush's latency is exposed
-  st.bound_j = bound_rank(p.k, p.buckets);
+  st.bound_j = p.bound_j;
   return st;
 }
 
@@ -541,7 +544,12 @@ __device__ __forceinline__ void finish_rows(const TopkSm90Params& p, int chunk,
   for (int r = 0; r < 8 * kParts; ++r) {
     if (wr.query(r) >= p.nq) break;  // local rows run in query order
     RowSelect st = row_select(p, chunk, wr, r);
-    if (st.count > 0) flush(st);
+    if (st.count > 0) {
+      flush(st);
+      // The item's last candidates count in its query's bound too (the seed run's short lists
+      // seldom fill a row buffer after their first tile: their words would miss the rest).
+      if (!p.union_bound && lane == 0) publish_bound(p.tau_keys, p.buckets, wr.query(r), chunk, st);
+    }
     for (int j = st.m + lane; j < st.k; j += 32) {
       st.list_s[j] = kInfScore;
       st.list_id[j] = -1;
