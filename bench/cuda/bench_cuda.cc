@@ -349,22 +349,18 @@ int main(int argc, char** argv) {
         unsetenv("MEGATAX_CUDA_F32");
         // GEMM-only: X C^T into a bf16 matrix, in chunks of rows that fit the output buffer.
         const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (s.k * es));
-        const double floor = time_ms(stream, [&] {
+        auto gemm_only = [&] {
           for (std::int64_t r = 0; r < s.n; r += chunk) {
             gemm_abt(cublas, s.t, static_cast<const char*>(big.data()) + r * s.d * es,
                      std::min(chunk, s.n - r), prob.cen.data(), s.k, s.d, out.data());
           }
-        });
+        };
+        const double floor = time_ms(stream, gemm_only);
         const double flops = 2.0 * s.n * s.k * s.d;
         const double tf = flops / (ours * 1e-3) / 1e12;
         // In turns with the peak's 8192^3 GEMM and the GEMM-only of the shape: the three under
         // the same power state (times_interleaved).
-        const auto turns = times_interleaved(stream, {peak_gemm, [&] { mc::assign(res, a); }, [&] {
-          for (std::int64_t r = 0; r < s.n; r += chunk) {
-            gemm_abt(cublas, s.t, static_cast<const char*>(big.data()) + r * s.d * es,
-                     std::min(chunk, s.n - r), prob.cen.data(), s.k, s.d, out.data());
-          }
-        }});
+        const auto turns = times_interleaved(stream, {peak_gemm, [&] { mc::assign(res, a); }, gemm_only});
         const double peak_turns = 2.0 * g * g * g / (turns[0] * 1e-3) / 1e12;
         const double tf_turns = flops / (turns[1] * 1e-3) / 1e12;
         // One Lloyd iteration minus the update: assign + accumulate (f64 sums) on its labels.
@@ -457,13 +453,14 @@ int main(int argc, char** argv) {
           megatax::bench::fill_uniform(qb.data(), q * s.d, s.t, 40 + q, stream);
           const MatrixView qv(qb.data(), q, s.d, s.t);
           const std::int64_t chunk = std::min<std::int64_t>(s.n, (std::int64_t{2} << 30) / (q * es));
-          const double floor = time_ms(stream, [&] {
+          auto gemm_only = [&] {
             for (std::int64_t r = 0; r < s.n; r += chunk) {
               gemm_abt(cublas, s.t, qb.data(), q,
                        static_cast<const char*>(big.data()) + r * s.d * es,
                        std::min(chunk, s.n - r), s.d, out.data());
             }
-          });
+          };
+          const double floor = time_ms(stream, gemm_only);
           // f32: cuBLAS's one-pass TF32 GEMM too (context: faster and less accurate than
           // our 3xTF32 product; the target's peer is the exact SGEMM above).
           std::string tf32_gemm;
@@ -529,12 +526,8 @@ int main(int argc, char** argv) {
               args[i].distances = dist[i].as<float>();
               args[i].ids = ids[i].as<std::int64_t>();
             }
-            const auto turns = times_interleaved(stream, {[&] {
-              for (std::int64_t r = 0; r < s.n; r += chunk) {
-                gemm_abt(cublas, s.t, qb.data(), q, static_cast<const char*>(big.data()) + r * s.d * es,
-                         std::min(chunk, s.n - r), s.d, out.data());
-              }
-            }, [&] { mc::topk(res, args[0]); }, [&] { mc::topk(res, args[1]); }});
+            const auto turns = times_interleaved(
+                stream, {gemm_only, [&] { mc::topk(res, args[0]); }, [&] { mc::topk(res, args[1]); }});
             const std::string shape = fmt("%s Q=%lld N=%s D=%lld", megatax::dtype_name(s.t), (long long)q,
                                           human(s.n).c_str(), (long long)s.d);
             std::printf("  %-36s in turns: GEMM-only %8.3f ms | k=10 %8.3f ms (%.2fx) | k=100 %8.3f ms "

@@ -19,8 +19,8 @@
 // bitonic-sorted by (key, id).
 // The candidates first: phase 1's shared bound for the query (shared_bound.cuh; the few-query
 // Hopper kernel's eight buckets, the many-query one's one word or eight, the portable
-// kernels' one word) vouches for k scores at or below it, so only the lists' heads at or below it can be chosen. Warps read the lists' heads
-// (32 entries of five lists a warp at once, further only while all 32 pass) and gather those
+// kernels' one word) vouches for k scores at or below it, so only the lists' heads at or
+// below it can be chosen. Warps read the lists' heads (32 entries of five lists a warp at once, further only while all 32 pass) and gather those
 // candidates into shared memory (up to kListSelectCompact; their smallest and largest keys
 // tell which top bits they all share, so the passes start below those). Without a bound, or
 // with more candidates, the passes read the lists themselves: the keys of at most 16,384
