@@ -4,11 +4,15 @@
 #include "megatax/storage.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "io/fault_injection_storage.h"
+#include "io/mapped_files.h"
 #include "io/io_test_util.h"
 #include "io/memory_storage.h"
 #include "io/posix_storage.h"
@@ -112,6 +117,31 @@ TEST_P(StorageContractTest, ReadRangesEqualsOneReadRangeEach) {
   FaultInjectionStorage faulty(s);
   faulty.read_ranges(path, std::span<const Storage::ReadRequest>(reqs.data(), 3));
   EXPECT_EQ(faulty.reads(), 3);
+}
+
+// A file replaced between two read_ranges calls of many rows (POSIX: copies out of a kept
+// mapping) is read as the new file, of the same size or another.
+TEST_P(StorageContractTest, ReadRangesSeesAReplacedFile) {
+  Storage& s = *storage_;
+  const std::string path = p("replaced.bin");
+  std::mt19937_64 rng(std::random_device{}());
+  auto random_bytes = [&](std::size_t n) {
+    std::string d(n, '\0');
+    for (auto& c : d) c = static_cast<char>(rng());
+    return d;
+  };
+  auto read_rows = [&](std::size_t rows, std::size_t row_bytes) {
+    std::string got(rows * row_bytes, '\0');
+    std::vector<Storage::ReadRequest> reqs;
+    for (std::size_t r = 0; r < rows; ++r) reqs.push_back({r * row_bytes, row_bytes, got.data() + r * row_bytes});
+    s.read_ranges(path, reqs);
+    return got;
+  };
+  for (const std::size_t size : {4096u * 3, 4096u * 3, 1000u, 70000u}) {
+    const std::string data = random_bytes(size);
+    s.write_atomic(path, data);
+    EXPECT_EQ(read_rows(size / 100, 100), data.substr(0, size / 100 * 100)) << size;
+  }
 }
 
 TEST_P(StorageContractTest, MissingPathsAreNotFound) {
@@ -327,6 +357,97 @@ std::vector<std::string> temp_files_in(const std::string& dir) {
 }
 
 // A write that fails half-way (file-size limit -> EFBIG) leaves the old file and no temp.
+// A file changed in place (truncated, grown, rewritten) between read_ranges calls: the
+// reads see its bytes now, and a range past its new end is a short read, as with pread.
+TEST(PosixStorageTest, ReadRangesFollowsAFileChangedInPlace) {
+  ScratchDir dir;
+  PosixStorage s;
+  const std::string path = dir.path() + "/inplace.bin";
+  std::mt19937_64 rng(std::random_device{}());
+  std::string data(64 * 1024, '\0');
+  for (auto& c : data) c = static_cast<char>(rng());
+  s.write_atomic(path, data);
+  auto read_rows = [&](std::size_t first, std::size_t rows) {
+    std::string got(rows * 64, '\0');
+    std::vector<Storage::ReadRequest> reqs;
+    for (std::size_t r = 0; r < rows; ++r) reqs.push_back({(first + r) * 64, 64, got.data() + r * 64});
+    s.read_ranges(path, reqs);
+    return got;
+  };
+  EXPECT_EQ(read_rows(500, 20), data.substr(500 * 64, 20 * 64));
+  std::filesystem::resize_file(path, 32 * 1024);  // shrunk: rows 500.. are gone
+  expect_error([&] { read_rows(500, 20); }, ErrorCode::kDataLoss, {"short read", path});
+  EXPECT_EQ(read_rows(100, 20), data.substr(100 * 64, 20 * 64));
+  {  // rewritten in place, then grown
+    std::FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    for (std::size_t i = 0; i < 4096; ++i) data[100 * 64 + i] = static_cast<char>(rng());
+    ASSERT_EQ(std::fseek(f, 100 * 64, SEEK_SET), 0);
+    ASSERT_EQ(std::fwrite(data.data() + 100 * 64, 1, 4096, f), 4096u);
+    std::fclose(f);
+  }
+  std::filesystem::resize_file(path, 64 * 1024);
+  std::fill(data.begin() + 32 * 1024, data.end(), '\0');
+  EXPECT_EQ(read_rows(100, 20), data.substr(100 * 64, 20 * 64));
+  EXPECT_EQ(read_rows(490, 20), data.substr(490 * 64, 20 * 64));
+}
+
+// The mappings' cache under its limits, from several threads at once: every copy is the
+// file's bytes while mappings are made and dropped around it.
+TEST(MappedFilesTest, ConcurrentCopiesWithEvictionsAreExact) {
+  ScratchDir dir;
+  PosixStorage writer;
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::string> paths, contents;
+  for (int f = 0; f < 6; ++f) {
+    std::string d(8192 + 4096 * f + 100, '\0');
+    for (auto& c : d) c = static_cast<char>(rng());
+    paths.push_back(dir.path() + "/f" + std::to_string(f) + ".bin");
+    writer.write_atomic(paths.back(), d);
+    contents.push_back(std::move(d));
+  }
+  io::MappedFiles cache(2, 3 * 16384);  // at most two files, 48 KiB
+  std::atomic<int> wrong{0}, unread{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 r(static_cast<std::uint64_t>(t) * 7919 + rng());
+      for (int it = 0; it < 400; ++it) {
+        const std::size_t f = r() % paths.size();
+        const std::string& d = contents[f];
+        const int fd = ::open(paths[f].c_str(), O_RDONLY | O_CLOEXEC);
+        struct stat st {};
+        if (fd < 0 || ::fstat(fd, &st) != 0) {
+          ++unread;
+          continue;
+        }
+        std::vector<std::string> got(9);
+        std::vector<Storage::ReadRequest> reqs;
+        for (auto& g : got) {
+          const std::uint64_t off = r() % d.size(), len = r() % std::min<std::uint64_t>(200, d.size() - off + 1);
+          g.resize(len);
+          reqs.push_back({off, len, g.data()});
+        }
+        if (!cache.copy(paths[f], fd, st, reqs)) ++unread;
+        ::close(fd);
+        for (std::size_t u = 0; u < got.size(); ++u)
+          if (got[u] != d.substr(reqs[u].offset, reqs[u].length)) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(unread.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+  // A range past the end: nothing copied, the caller reads (and reports the short read).
+  const int fd = ::open(paths[0].c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  char buf[8];
+  const Storage::ReadRequest past[] = {{static_cast<std::uint64_t>(st.st_size) - 4, 8, buf}};
+  EXPECT_FALSE(cache.copy(paths[0], fd, st, past));
+  ::close(fd);
+}
+
 TEST(PosixStorageTest, WriteFailingMidwayKeepsOldFileAndRemovesTemp) {
   ScratchDir dir;
   PosixStorage s;
