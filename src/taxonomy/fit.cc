@@ -1510,6 +1510,55 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::int64_t widest = 0;
     for (const ShardInfo& sh : data.shards()) widest = std::max(widest, sh.rows);
     std::vector<std::int32_t> child(static_cast<std::size_t>(std::min<std::int64_t>(cfg.batch_rows, widest)));
+    // Whether the backend keeps every batch of shard `si` (n rows): its pass then reads nothing.
+    auto shard_kept = [&](std::int64_t si, std::int64_t n) {
+      bool kept = n > 0;
+      for (std::int64_t r0 = 0; r0 < n && kept; r0 += cfg.batch_rows)
+        kept = backend->resident(si, r0, std::min(cfg.batch_rows, n - r0));
+      return kept;
+    };
+    // The next shard's first batch, read (by the reader's threads, into the pass's buffers,
+    // handed to the backend as it lands) while this shard's results are booked and its state
+    // queued: the pass then costs about its reads alone, not reads plus host work. Started
+    // once a shard's last batch is descended (its rows are done with, the buffers free); only
+    // for a lone worker, which takes the shards in index order (with several, the next shard
+    // is anyone's). Its error, if any, is the next shard's; a shard other than the one read
+    // ahead drops the read (waits for it, then forgets it) before it does anything, as does
+    // the pass's end, so the backend is never used from two places.
+    struct ReadAhead {
+      std::int64_t shard = -1;
+      std::unique_ptr<BatchReader> reader;
+      BackendRows routed;
+      Batch batch;
+      bool got = false;
+      std::future<void> read;
+      void drop() {
+        if (read.valid()) {
+          try {
+            read.get();
+          } catch (...) {  // a shard not taken after all: its error is not this pass's
+          }
+        }
+        reader.reset();
+        shard = -1;
+      }
+      ~ReadAhead() { drop(); }
+    } ahead;
+    auto read_ahead = [&](std::int64_t next) {
+      if (R != 1 || next >= n_shards || ahead.shard >= 0) return;
+      const std::int64_t rows = data.shards()[static_cast<std::size_t>(next)].rows;
+      if (rows == 0 || shard_kept(next, rows)) return;
+      try {
+        ahead.shard = next;
+        ahead.reader = std::make_unique<BatchReader>(data, static_cast<std::size_t>(next), cfg.batch_rows, 0, -1,
+                                                     &batch_buffer);
+        ahead.routed = route_rows(*ahead.reader, *backend, data, next, cfg.batch_rows, s.normalise(), &stored_buffer);
+        ahead.got = false;
+        ahead.read = std::async(std::launch::async, [r = ahead.reader.get(), &a = ahead] { a.got = r->next(&a.batch); });
+      } catch (...) {  // not read ahead: the shard's own read meets the error again
+        ahead.drop();
+      }
+    };
     {
       Progress bar("level " + std::to_string(l) + "/" + std::to_string(L) + " assign", N, "pts",
                    options.progress);
@@ -1521,6 +1570,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
+          if (ahead.shard >= 0 && ahead.shard != si) ahead.drop();  // read ahead for nothing
           merge_touched();
           for (const std::int32_t node : touched) {  // left over by a shard that threw
             node_count[static_cast<std::size_t>(node) * stride] = 0;
@@ -1641,9 +1691,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
           const std::int64_t per = cfg.batch_rows;
-          bool kept = n > 0;
-          for (std::int64_t r0 = 0; r0 < n && kept; r0 += per) kept = backend->resident(si, r0, std::min(per, n - r0));
-          if (kept) {
+          if (shard_kept(si, n)) {
             for (std::int64_t r0 = 0; r0 < n; r0 += per) {
               check_stop();
               const std::int64_t m = std::min(per, n - r0);
@@ -1654,11 +1702,26 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.bookkeep);
             }
           } else {
-            BatchReader reader(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1, &batch_buffer);
-            const BackendRows routed = route_rows(reader, *backend, data, si, cfg.batch_rows, s.normalise(),
-                                                  &stored_buffer);
+            std::unique_ptr<BatchReader> own_reader;
+            BackendRows routed;
             Batch batch;
-            while (reader.next(&batch)) {
+            bool have = false;  // `batch` holds the next batch
+            if (ahead.shard == si) {  // read while the shard before was booked
+              std::future<void> read = std::move(ahead.read);
+              ahead.shard = -1;
+              own_reader = std::move(ahead.reader);  // (kept alive until the read is done)
+              read.get();
+              routed = ahead.routed;
+              batch = ahead.batch;
+              have = ahead.got;
+            } else {
+              own_reader = std::make_unique<BatchReader>(data, static_cast<std::size_t>(si), cfg.batch_rows, 0, -1,
+                                                         &batch_buffer);
+              routed = route_rows(*own_reader, *backend, data, si, cfg.batch_rows, s.normalise(), &stored_buffer);
+              have = own_reader->next(&batch);
+            }
+            BatchReader& reader = *own_reader;
+            for (; have; have = reader.next(&batch)) {
               lap(pass.read);
               check_stop();
               if (!batch.checked) check_finite(batch, data);
@@ -1671,6 +1734,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);
+              if (reader.remaining() == 0) read_ahead(si + 1);
               bookkeep(r0, m);
               lap(pass.bookkeep);
             }
@@ -1713,12 +1777,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           pass.summary += since(t_summary);
           lap(pass.state);
         });
+        ahead.drop();  // a shard read ahead but not run (none when every shard runs in order)
         const auto t_writes = Clock::now();
         state_writes.wait();
         pass.state += since(t_writes);
         pass.writes += since(t_writes);
       } catch (...) {
         state_writes.drain();  // nothing may write into the level's files after this
+        ahead.drop();
         if (l == 1 && done == 0) cleanup_uncommitted();
         throw;
       }

@@ -5,11 +5,13 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <algorithm>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/random.h"
 #include "io/io_test_util.h"
 #include "io/npy_array.h"
 #include "megatax/error.h"
@@ -580,6 +582,41 @@ TEST(TaxonomyErrors, BadInputsAreNamedAndLeaveNothing) {
   expect_fit_error(dir / "missing/*.npy", dir / "t8", dir / "o8", "missing/*.npy");
   put("few/a.npy", 3, 8);
   expect_fit_error(dir / "few/*.npy", dir / "t9", dir / "o9", "has 3 points, fewer than branching_factor 4");
+}
+
+// An Inf that only the level-1 pass meets (its row is outside the level's sample) in the third
+// of four shards, whose batch the pass reads ahead while the second one's results are booked:
+// the error names that shard and row, and the fit leaves nothing behind (a shard skipped
+// would leave level 1 committed, the value met by level 2's sample).
+TEST(TaxonomyErrors, ANonFiniteValueMetByThePassNamesItsShard) {
+  ScratchDir dir;
+  auto st = open_storage_for_uri("/");
+  constexpr std::int64_t kShards = 4, kRows = 300, kDim = 8;
+  std::mt19937_64 rng(std::random_device{}());
+  std::normal_distribution<float> normal;
+  // The level-1 sample (expect_fit_error's config: seed 1, 64 per centroid x 4): the
+  // 256 ids of smallest hash; the NaN goes into a row of shard 2 outside it.
+  std::vector<std::pair<std::uint64_t, std::int64_t>> by_hash;
+  for (std::int64_t id = 0; id < kShards * kRows; ++id) by_hash.push_back({hash64(static_cast<std::uint64_t>(id), 1, 1), id});
+  std::sort(by_hash.begin(), by_hash.end());
+  std::vector<bool> sampled(static_cast<std::size_t>(kShards * kRows), false);
+  for (std::size_t i = 0; i < 256; ++i) sampled[static_cast<std::size_t>(by_hash[i].second)] = true;
+  std::int64_t bad_row = -1;
+  while (bad_row < 0) {
+    const auto r = static_cast<std::int64_t>(rng() % kRows);
+    if (!sampled[static_cast<std::size_t>(2 * kRows + r)]) bad_row = r;
+  }
+  const std::int64_t bad_col = static_cast<std::int64_t>(rng() % kDim);
+  for (std::int64_t s = 0; s < kShards; ++s) {
+    std::vector<float> x(static_cast<std::size_t>(kRows * kDim));
+    for (float& v : x) v = normal(rng);
+    if (s == 2) x[static_cast<std::size_t>(bad_row * kDim + bad_col)] = std::numeric_limits<float>::infinity();
+    const std::int64_t shape[2] = {kRows, kDim};
+    write_npy(*st, dir / ("ahead/" + std::string(1, static_cast<char>('a' + s)) + ".npy"), std::span<const float>(x), shape);
+  }
+  expect_fit_error(dir / "ahead/*.npy", dir / "t", dir / "o",
+                   "ahead/c.npy: row " + std::to_string(bad_row) + " (global id " + std::to_string(2 * kRows + bad_row) +
+                       ") has a non-finite value (inf) in column " + std::to_string(bad_col));
 }
 
 }  // namespace
