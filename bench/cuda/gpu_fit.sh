@@ -12,17 +12,19 @@
 #   same data, after the plain fit), REPEAT (1: base and ours fitted that many times, in
 #   turn, for noisy machines; the files compared are the last round's), GEN (planted:
 #   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads),
-#   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data).
+#   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data), REUSE (1:
+#   fit the data a KEEP=1 run left in WORK, of the same N, D and SHARDS, instead of generating it).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
 BATCH=${BATCH_ROWS:-1048576}
-rm -rf "$WORK"; mkdir -p "$WORK"
 t0=$(date +%s.%N)
-if [ "${GEN:-planted}" = numpy ]; then
+if [ "${REUSE:-0}" = 1 ] && [ -d "$WORK/data" ]; then
+  rm -rf "$WORK"/m_* "$WORK"/o_*
+elif [ "${GEN:-planted}" = numpy ]; then
+  rm -rf "$WORK"; mkdir -p "$WORK/data"
   # Normal noise from numpy on every core (fast for tens of GB; no structure: every node
   # problem runs its full max_iter, the slowest case for training).
-  mkdir -p "$WORK/data"
   python3 - "$WORK/data" "$N" "$D" "$SHARDS" <<'PY'
 import sys, numpy as np
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ with ThreadPoolExecutor(16) as ex:
     list(ex.map(shard, range(shards)))
 PY
 else
+  rm -rf "$WORK"; mkdir -p "$WORK"
   "$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
     --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
 fi
