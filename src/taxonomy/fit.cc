@@ -1554,7 +1554,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                                                      &batch_buffer);
         ahead.routed = route_rows(*ahead.reader, *backend, data, next, cfg.batch_rows, s.normalise(), &stored_buffer);
         ahead.got = false;
-        ahead.read = std::async(std::launch::async, [r = ahead.reader.get(), &a = ahead] { a.got = r->next(&a.batch); });
+        ahead.read = std::async(std::launch::async,
+                                [r = ahead.reader.get(), &a = ahead] { a.got = r->next(&a.batch); });
       } catch (...) {  // not read ahead: the shard's own read meets the error again
         ahead.drop();
       }

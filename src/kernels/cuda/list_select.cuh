@@ -17,15 +17,16 @@
 // (__match_any_sync). Then the chosen entries are gathered into shared memory and placed by
 // rank (at most kListSelectRankMax of them: each counts the entries before it) or
 // bitonic-sorted by (key, id).
-// The candidates first: phase 1's shared bound for the query (shared_bound.cuh; the few-query
-// Hopper kernel's eight buckets, the many-query one's one word or eight, the portable
-// kernels' one word) vouches for k scores at or below it, so only the lists' heads at or
-// below it can be chosen. Warps read the lists' heads (32 entries of five lists a warp at once, further only while all 32 pass) and gather those
-// candidates into shared memory (up to kListSelectCompact; their smallest and largest keys
-// tell which top bits they all share, so the passes start below those). Without a bound, or
-// with more candidates, the passes read the lists themselves: the keys of at most 16,384
-// entries stay in registers between passes (16 a thread), more are read again from L2, eight
-// loads a thread in flight. The selection runs in a function of its own for each source (not
+// The candidates first: phase 1's shared bound for the query (shared_bound.cuh; the
+// few-query Hopper kernel's eight buckets, the many-query one's one word or eight, the
+// portable kernels' one word) vouches for k scores at or below it, so only the lists' heads
+// at or below it can be chosen. Warps read the lists' heads (32 entries of five lists a
+// warp at once, further only while all 32 pass) and gather those candidates into shared
+// memory (up to kListSelectCompact; their smallest and largest keys tell which top bits
+// they all share, so the passes start below those). Without a bound, or with more
+// candidates, the passes read the lists themselves: the keys of at most 16,384 entries stay
+// in registers between passes (16 a thread), more are read again from L2, eight loads a
+// thread in flight. The selection runs in a function of its own for each source (not
 // inlined: the block runs cold after phase 1, and a path kept apart from the others' code
 // misses the instruction cache less).
 // With a few queries this replaced a warp merge of the lists through a 32-entry buffer into
