@@ -1,15 +1,23 @@
 // bench_pinned: page-locking host memory for the GPU, ours (cuda::PinnedBuffer: fresh mapped
 // pages with transparent huge pages asked for, faulted in on up to 16 threads, then
 // cudaHostRegister) against cudaMallocHost, in the same run: allocation, host -> device copy
-// rate out of it, release; and a pageable buffer's copy rate for scale.
+// rate out of it, release; and a pageable buffer's copy rate for scale. Then rows gathered
+// out of page-locked host memory by a kernel reading them over the bus (cuda::gather_rows_at
+// at device_address()es: how a fit's training takes samples kept on the host), 2 KiB rows in
+// random order, against the one-copy rate above.
 //
-//   bench_pinned [MiB]   (default 1280: a wide level's group of training samples)
+//   bench_pinned [MiB [COUNT [EACH_MiB]]]   (default 1280: a wide level's group of training
+//   samples; then COUNT (40) buffers of EACH_MiB (256) kept at once)
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "megatax/cuda.h"
@@ -67,6 +75,50 @@ int main(int argc, char** argv) {
     std::vector<unsigned char> pageable(bytes, 1);
     std::printf("%-28s %10s %12.1f %10s\n", "pageable (std::vector)", "-", copy_rate(res, dev.data(), pageable.data(), bytes), "-");
     std::printf("bench_pinned: allocation, cudaMallocHost / ours: %.1fx\n", theirs_alloc / ours_alloc);
+    // Many buffers kept at once (a fit keeping every batch on the host): does the cost of
+    // one grow with what is already page-locked?
+    {
+      const int count = argc > 2 ? std::atoi(argv[2]) : 40;
+      const std::size_t each = (argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 256) << 20;
+      std::vector<mc::PinnedBuffer> kept;
+      std::vector<double> secs;
+      const auto all = Clock::now();
+      for (int i = 0; i < count; ++i) {
+        const auto t = Clock::now();
+        kept.emplace_back(each);
+        secs.push_back(since(t));
+      }
+      const double total = since(all);
+      std::printf("bench_pinned: %d buffers of %zu MiB kept: %.3f s (%.1f GB/s); first %.4f, middle %.4f, last %.4f s\n",
+                  count, each >> 20, total, static_cast<double>(each) * count / total / 1e9, secs.front(),
+                  secs[secs.size() / 2], secs.back());
+    }
+    // Rows gathered over the bus: 2 KiB rows (1024 x 16 bits) in random order, three rounds.
+    {
+      constexpr std::size_t kRow = 2048;
+      const std::size_t rows = bytes / kRow;
+      mc::PinnedBuffer host(rows * kRow);
+      std::memset(host.data(), 3, rows * kRow);
+      const auto* base = static_cast<const unsigned char*>(mc::device_address(host.data()));
+      std::vector<std::size_t> order(rows);
+      std::iota(order.begin(), order.end(), std::size_t{0});
+      std::shuffle(order.begin(), order.end(), std::mt19937_64(1));
+      std::vector<const void*> at(rows);
+      for (std::size_t i = 0; i < rows; ++i) at[i] = base + order[i] * kRow;
+      mc::DeviceBuffer at_dev(rows * sizeof(void*));
+      mc::copy_to_device(res, at_dev.data(), at.data(), rows * sizeof(void*));
+      res.synchronize();
+      const double one_copy = copy_rate(res, dev.data(), host.data(), rows * kRow);
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t = Clock::now();
+        mc::gather_rows_at(res, at_dev.as<const void*>(), kRow, static_cast<std::int64_t>(rows), dev.data());
+        res.synchronize();
+        const double rate = static_cast<double>(rows * kRow) / since(t) / 1e9;
+        std::printf("bench_pinned: %zu rows of 2 KiB gathered over the bus in random order: %.1f GB/s (one copy "
+                    "%.1f GB/s: %.2fx)\n",
+                    rows, rate, one_copy, rate / one_copy);
+      }
+    }
   } catch (const std::exception& e) {
     std::printf("bench_pinned: %s\n", e.what());
     return 1;

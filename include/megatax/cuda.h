@@ -179,11 +179,18 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(Resources& res);
   void synchronize() const;  // throws on a CUDA error
+  // Work queued on res's stream from now on starts once the recorded work has finished (on
+  // the device: the host does not wait). No-op for an event never recorded.
+  void enqueue_wait(Resources& res) const;
 
  private:
   void* event_ = nullptr;  // cudaEvent_t
   int device_ = 0;
 };
+// Where kernels on any device find page-locked host memory (a PinnedBuffer's bytes, or a
+// point inside them): they read it over the bus, no copy queued. Throws on a CUDA error
+// (memory that is not page-locked).
+const void* device_address(const void* pinned);
 // Device-to-device copy (queued; dst and src must not overlap).
 void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 

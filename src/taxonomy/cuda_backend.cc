@@ -2,16 +2,21 @@
 // or CudaBatchKMeans (a group per launch), and descent of a batch of rows to a level through
 // one grouped-assign launch (every row against its own parent's children), with the level's
 // centroids kept on the device. The pass's batches of stored rows arrive in page-locked
-// memory, are grouped by parent on the device, and are kept there across levels while they
-// fit (offer_resident / descend_resident).
+// memory, are grouped by parent on the device, and are kept across levels while they fit
+// (offer_resident / descend_resident): on the device, then in that page-locked memory,
+// whence later passes copy them back and the training's gathers read them over the bus.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -34,6 +39,33 @@ int local_rank() {
     if (const char* v = std::getenv(var)) return std::atoi(v);
   }
   return 0;
+}
+
+// Processes of this job on this node under mpirun / srun (1 otherwise).
+int local_ranks() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));  // Slurm's "4(x2)": 4
+  }
+  return 1;
+}
+
+// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+std::size_t host_memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib << 10;
+  }
+  return 0;
+}
+
+// A byte count from a MiB environment variable; nullopt when unset.
+std::optional<std::int64_t> mib_from_env(const char* var) {
+  const char* v = std::getenv(var);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::max<std::int64_t>(0, std::atoll(v)) << 20;
 }
 
 // CudaAssigners kept for reuse across node problems (one per concurrent problem at most).
@@ -111,6 +143,14 @@ void for_each_group_slice(const std::vector<std::int64_t>& row_begin, int thread
 class CudaBackend final : public ComputeBackend {
  public:
   CudaBackend(DType compute, int gpu) : res_(gpu), compute_(compute) {}
+  // Copies into or out of kept host memory finish before it is freed.
+  ~CudaBackend() override {
+    try {
+      kept_copied_.synchronize();
+      for (const Staged& st : staged_) st.ready.synchronize();
+    } catch (...) {  // a failed device: nothing more to wait for
+    }
+  }
 
   std::string describe() const override {
     return "cuda:" + std::to_string(res_.device()) + " (" + res_.device_name() + ", " +
@@ -136,7 +176,8 @@ class CudaBackend final : public ComputeBackend {
 
   // Each landed range is queued for the device at once (the reading threads' copies out of
   // the page cache and the host-to-device copies overlap): into memory kept for the batch
-  // when it may be kept (offer_resident), else into the scratch batch memory.
+  // when it may be kept on the device (offer_resident), else into the scratch batch memory
+  // (and the batch's page-locked memory is kept instead when it may be).
   void batch_rows_landed(std::int64_t shard, std::int64_t local_begin, std::int64_t rows, std::int64_t first,
                          std::int64_t count) override {
     std::lock_guard<std::mutex> lock(landing_mutex_);
@@ -148,12 +189,15 @@ class CudaBackend final : public ComputeBackend {
       landing_.key = key;
       landing_.rows = rows;
       const std::size_t bytes = static_cast<std::size_t>(rows) * row_bytes;
-      if (resident_enabled_ && resident_.count(key) == 0 && may_keep(bytes)) {
+      const Tier tier = resident_.count(key) == 0 ? keep_tier(bytes) : Tier::kNone;
+      if (tier == Tier::kDevice) {
         landing_.kept = cuda::DeviceBuffer(bytes);
         landing_.dst = landing_.kept.as<unsigned char>();
       } else {
         batch_dev_.reserve(bytes);
         landing_.dst = batch_dev_.as<unsigned char>();
+        landing_.keep_on_host = tier == Tier::kHost;
+        kept_copied_.enqueue_wait(res_);  // the last batch kept on the host has left batch_dev_
       }
     }
     const std::size_t offset = static_cast<std::size_t>(first) * row_bytes;
@@ -208,7 +252,14 @@ class CudaBackend final : public ComputeBackend {
                const kernels::KnnOptions& options) override {
     const Key keep = std::exchange(offered_, Key{-1, -1});
     const bool normalise = std::exchange(normalise_next_, false);
-    descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
+    try {
+      descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
+    } catch (...) {
+      const bool kept = std::exchange(pending_keep_, {}).kept != nullptr;
+      if (kept) forget_resident(keep.first, keep.second);  // never filled
+      throw;
+    }
+    copy_kept_to_host();
   }
 
   // Cosine fits: the next descend()'s rows are normalised on the device once they are there
@@ -216,16 +267,27 @@ class CudaBackend final : public ComputeBackend {
   bool normalises_rows() const override { return true; }
   void normalise_next_rows() override { normalise_next_ = true; }
 
-  // Batches of stored rows are kept on the device while they fit (MEGATAX_CUDA_RESIDENT=0
-  // turns it off): later levels' passes then skip reading them.
+  // Batches of stored rows are kept on the device while they fit, then in page-locked host
+  // memory (keep_tier; MEGATAX_CUDA_RESIDENT=0 turns it off): later levels' passes then skip
+  // reading them.
   void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
-    if (resident_enabled_) offered_ = {shard, local_begin};
+    if (keep_device_ || keep_host_) offered_ = {shard, local_begin};
   }
   void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
     res_.activate();
     const auto it = resident_.find({shard, local_begin});
     if (it == resident_.end()) return;
-    resident_bytes_ -= static_cast<std::size_t>(it->second.x.size());
+    for (Staged& st : staged_) {
+      if (st.key != it->first) continue;
+      st.ready.synchronize();  // a copy out of the memory freed below may be under way
+      st.key = Key{-1, -1};
+    }
+    if (it->second.on_host()) {
+      wait_for_kept_copies();  // or into it
+      host_bytes_ -= it->second.host_bytes;
+    } else {
+      resident_bytes_ -= static_cast<std::size_t>(it->second.x.size());
+    }
     resident_.erase(it);
   }
   bool resident(std::int64_t shard, std::int64_t local_begin, std::int64_t rows) const override {
@@ -237,14 +299,26 @@ class CudaBackend final : public ComputeBackend {
     const auto it = resident_.find({shard, local_begin});
     if (it == resident_.end() || it->second.rows != rows)
       throw_error(ErrorCode::kInternal, "cuda descend_resident: shard " + std::to_string(shard) + " rows from " +
-                                            std::to_string(local_begin) + " are not kept on the device");
-    descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, false, prev, node, child, dist, 0);
+                                            std::to_string(local_begin) + " are not kept");
+    res_.activate();
+    if (!it->second.on_host()) {
+      descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, false, prev, node, child, dist, 0);
+      return;
+    }
+    wait_for_kept_copies();  // the pass that kept it copied it to the host
+    const int slot = stage_kept_on_host(it);
+    descend_impl(tree, level, rows, nullptr, staged_[slot].buffer.data(), Key{-1, -1}, false, prev, node, child,
+                 dist, 0);
+    copy_ahead(it, 1 - slot);
   }
 
   // Kept batches are found by key (the last batch of `shard` starting at or before the row);
-  // MEGATAX_CUDA_TRAIN_FROM_KEPT=0 says none is (training then reads its points again).
+  // rows kept in page-locked host memory are given by their device address there (the
+  // training's gather reads them over the bus). MEGATAX_CUDA_TRAIN_FROM_KEPT=0 says none is
+  // (training then reads its points again).
   bool kept_rows(std::int64_t shard, std::span<const std::int64_t> rows, const void** out) const override {
     if (!train_from_kept_) return false;
+    wait_for_kept_copies();  // rows kept on the host are all there
     const std::size_t row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
     const Resident* batch = nullptr;
     std::int64_t begin = 0;
@@ -258,33 +332,199 @@ class CudaBackend final : public ComputeBackend {
         batch = &it->second;
         begin = it->first.second;
       }
-      out[i] = batch->x.as<unsigned char>() + static_cast<std::size_t>(r - begin) * row_bytes;
+      const auto* base = batch->on_host() ? batch->host_on_device : batch->x.as<unsigned char>();
+      out[i] = base + static_cast<std::size_t>(r - begin) * row_bytes;
     }
     return true;
   }
 
   std::string take_descend_breakdown() override {
     std::string r = "group " + std::to_string(time_.group) + ", stage " + std::to_string(time_.stage) +
-                    ", device " + std::to_string(time_.device) + ", scatter " + std::to_string(time_.scatter);
-    if (!resident_.empty())
-      r += "; kept on the device: " + std::to_string(resident_.size()) + " batches, " +
-           std::to_string(resident_bytes_ >> 20) + " MiB";
+                    ", device " + std::to_string(time_.device) + ", scatter " + std::to_string(time_.scatter) +
+                    ", page-locking kept batches " + std::to_string(time_.page_locking);
+    if (!resident_.empty()) {
+      std::size_t on_host = 0;
+      for (const auto& [key, kept] : resident_) on_host += kept.on_host() ? 1 : 0;
+      if (on_host < resident_.size())
+        r += "; kept on the device: " + std::to_string(resident_.size() - on_host) + " batches, " +
+             std::to_string(resident_bytes_ >> 20) + " MiB";
+      if (on_host > 0)
+        r += "; kept in page-locked host memory: " + std::to_string(on_host) + " batches, " +
+             std::to_string(host_bytes_ >> 20) + " MiB (descended: " + std::to_string(time_.copied_ahead) +
+             " copied ahead, " + std::to_string(time_.copied_at_call) + " at the call)";
+    }
     time_ = {};
     return r;
   }
 
  private:
   using Key = std::pair<std::int64_t, std::int64_t>;  // (shard, local_begin)
+  // Page-locked host memory that batches kept on the host are carved from, in order; freed
+  // with the last of them.
+  struct HostChunk {
+    cuda::PinnedBuffer memory;
+    std::size_t used = 0;
+  };
+  // Batches kept across levels (offer_resident): on the device (x), or in page-locked host
+  // memory (host_bytes at host, in `chunk`; host_on_device: its device address).
+  struct Resident {
+    cuda::DeviceBuffer x;
+    std::shared_ptr<HostChunk> chunk;
+    unsigned char* host = nullptr;
+    std::size_t host_bytes = 0;
+    const unsigned char* host_on_device = nullptr;
+    std::int64_t rows = 0;
+    bool on_host() const { return host != nullptr; }
+  };
 
-  // Whether `bytes` more may be kept: the device keeps max(16 GiB, a fifth of its memory)
-  // free for the levels' centroids and the training (budget fixed at the first call).
+  // Where a batch of `bytes` offered to be kept goes: the device while it has room (it
+  // keeps max(16 GiB, a fifth of its memory) free for the levels' centroids and the
+  // training), else page-locked host memory while that has room (half of the host's
+  // available memory, shared by this node's ranks), else nowhere. Budgets are fixed at the
+  // first call (MEGATAX_CUDA_DEVICE_KEEP_MIB / MEGATAX_CUDA_HOST_KEEP_MIB set them).
+  enum class Tier { kNone, kDevice, kHost };
+  Tier keep_tier(std::size_t bytes) {
+    if (keep_device_ && may_keep(bytes)) return Tier::kDevice;
+    if (keep_host_) {
+      if (host_budget_ < 0)
+        host_budget_ = mib_from_env("MEGATAX_CUDA_HOST_KEEP_MIB")
+                           .value_or(static_cast<std::int64_t>(host_memory_available() / 2 /
+                                                               static_cast<std::size_t>(local_ranks())));
+      if (static_cast<std::int64_t>(host_bytes_ + bytes) <= host_budget_) return Tier::kHost;
+    }
+    return Tier::kNone;
+  }
   bool may_keep(std::size_t bytes) {
+    if (!keep_device_) return false;
     if (resident_budget_ < 0) {
       const auto [free_bytes, total_bytes] = res_.memory_info();
       const std::size_t reserve = std::max<std::size_t>(std::size_t{16} << 30, total_bytes / 5);
-      resident_budget_ = free_bytes > reserve ? static_cast<std::int64_t>(free_bytes - reserve) : 0;
+      resident_budget_ = mib_from_env("MEGATAX_CUDA_DEVICE_KEEP_MIB")
+                             .value_or(free_bytes > reserve ? static_cast<std::int64_t>(free_bytes - reserve) : 0);
     }
     return static_cast<std::int64_t>(resident_bytes_ + bytes) <= resident_budget_;
+  }
+
+  // Page-locked host memory for a batch of n rows (`bytes`) kept under `key`, carved from
+  // the current chunk; the caller has the rows copied into it from the device (the other
+  // direction's copy engine, idle while a pass reads: no host memory bandwidth taken from
+  // the reading threads; the batch buffer stays, a shard's batches all read into it).
+  // nullptr, and no more keeping on the host, when the memory cannot be page-locked.
+  Resident* keep_on_host(Key key, std::int64_t n, std::size_t bytes) {
+    const auto t0 = std::chrono::steady_clock::now();
+    constexpr std::size_t kAlign = 4096;
+    const std::size_t span = (bytes + kAlign - 1) / kAlign * kAlign;
+    if (!host_chunk_ || host_chunk_->used + span > host_chunk_->memory.size()) {
+      try {
+        host_chunk_ = next_host_chunk(span);
+      } catch (const Error&) {  // page-locked memory refused: later passes read the shards
+        host_chunk_.reset();
+        keep_host_ = false;
+        return nullptr;
+      }
+    }
+    Resident r;
+    r.rows = n;
+    r.chunk = host_chunk_;
+    r.host = host_chunk_->memory.as<unsigned char>() + host_chunk_->used;
+    r.host_bytes = bytes;
+    host_chunk_->used += span;
+    r.host_on_device = static_cast<const unsigned char*>(cuda::device_address(r.host));
+    host_bytes_ += bytes;
+    time_.page_locking += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return &resident_.emplace(key, std::move(r)).first->second;
+  }
+
+  // A chunk of at least `span` bytes: the one page-locked ahead (on a thread of its own,
+  // while batches are read: page-locking runs at ~20 GB/s, a pass reads faster), or a new
+  // one; then the next is started, of MEGATAX_CUDA_HOST_CHUNK_MIB (1 GiB) or what the host
+  // budget has left beyond this one, if anything (a small fit page-locks what it keeps).
+  std::shared_ptr<HostChunk> next_host_chunk(std::size_t span) {
+    std::shared_ptr<HostChunk> chunk;
+    if (chunk_ahead_.valid()) chunk = chunk_ahead_.get();  // its error is this one's
+    const auto left = [&] {
+      return static_cast<std::size_t>(std::max<std::int64_t>(0, host_budget_ - static_cast<std::int64_t>(host_bytes_)));
+    };
+    if (!chunk || chunk->memory.size() < span) {
+      chunk = std::make_shared<HostChunk>();
+      chunk->memory = cuda::PinnedBuffer(std::max(span, std::min(host_chunk_bytes_, left())));
+    }
+    const std::size_t beyond = left() > chunk->memory.size() ? left() - chunk->memory.size() : 0;
+    const std::size_t ahead = std::min(host_chunk_bytes_, beyond);
+    if (ahead >= span)
+      chunk_ahead_ = std::async(std::launch::async, [this, ahead] {
+        res_.activate();  // this thread's device: the registration's
+        auto c = std::make_shared<HostChunk>();
+        c->memory = cuda::PinnedBuffer(ahead);
+        return c;
+      });
+    return chunk;
+  }
+
+  // The rows of a batch kept in page-locked host memory, on the device for a descent: copied
+  // ahead after the last descent (copy_ahead; waited for here), else copied now on the main
+  // stream. Returns the staging slot that holds them (until the next call).
+  int stage_kept_on_host(std::map<Key, Resident>::const_iterator it) {
+    const Resident& r = it->second;
+    const std::size_t bytes = r.host_bytes;
+    for (int s = 0; s < 2; ++s) {
+      if (staged_[s].key != it->first || staged_[s].bytes != bytes) continue;
+      staged_[s].ready.synchronize();
+      ++time_.copied_ahead;
+      return s;
+    }
+    Staged& st = staged_[0];
+    st.ready.synchronize();  // a copy ahead for another batch may be under way
+    st.buffer.reserve(bytes);
+    cuda::copy_to_device(res_, st.buffer.data(), r.host, bytes);
+    st.key = it->first;
+    st.bytes = bytes;
+    ++time_.copied_at_call;
+    return 0;
+  }
+
+  // Waits for every copy of kept rows to the host queued so far (cheap once they are done:
+  // kept_rows is called for every shard run of every node problem).
+  void wait_for_kept_copies() const {
+    if (!kept_copies_pending_.load(std::memory_order_acquire)) return;
+    kept_copied_.synchronize();
+    kept_copies_pending_.store(false, std::memory_order_release);
+  }
+
+  // The batch descend() kept on the host (pending_keep_), copied there from the device on the
+  // copy stream, queued after the descent (its results' read-back would wait behind the copy
+  // otherwise: one copy engine a direction) to run while the caller books the results and
+  // reads the next batch; that batch lands in the same device memory only after it
+  // (batch_rows_landed), and readers of kept rows wait for it (kept_copied_).
+  void copy_kept_to_host() {
+    if (pending_keep_.kept == nullptr) return;
+    const PendingKeep p = std::exchange(pending_keep_, {});
+    if (!copy_res_) copy_res_.emplace(res_.device());
+    rows_ready_.record(res_);
+    rows_ready_.enqueue_wait(*copy_res_);
+    cuda::copy_to_host_async(*copy_res_, p.kept->host, p.source, p.kept->host_bytes);
+    kept_copied_.record(*copy_res_);
+    kept_copies_pending_.store(true, std::memory_order_release);
+  }
+
+  // Starts copying the batch kept on the host after `it` (key order: a lone worker's shard
+  // order) into staging slot `slot`, on copy_res_'s stream, to overlap the caller's
+  // bookkeeping of this one. Queued once the descent is done: a copy queued before it would
+  // hold back the descent's own small uploads behind it (one copy engine a direction).
+  void copy_ahead(std::map<Key, Resident>::const_iterator it, int slot) {
+    auto next = std::next(it);
+    while (next != resident_.end() && !next->second.on_host()) ++next;
+    Staged& ahead = staged_[slot];
+    ahead.ready.synchronize();
+    ahead.key = Key{-1, -1};
+    if (next == resident_.end()) return;
+    if (!copy_res_) copy_res_.emplace(res_.device());
+    const std::size_t bytes = next->second.host_bytes;
+    ahead.buffer.reserve(bytes);
+    cuda::copy_to_device(*copy_res_, ahead.buffer.data(), next->second.host, bytes);
+    ahead.ready.record(*copy_res_);
+    ahead.key = next->first;
+    ahead.bytes = bytes;
   }
 
   // descend() of n rows, from `host` (any memory) or from `on_device` (n rows, dense, in the
@@ -306,6 +546,7 @@ class CudaBackend final : public ComputeBackend {
     };
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
     const void* source = on_device;  // the whole batch on the device, if it gets there
+    Resident* kept_on_host = nullptr;  // where the batch is kept on the host, if it is
     if (source == nullptr) {
       const MatrixView& rows = *host;
       const auto* first_byte = static_cast<const unsigned char*>(rows.data);
@@ -322,10 +563,15 @@ class CudaBackend final : public ComputeBackend {
         if (landing_.kept.data() != nullptr) {
           if (keep == landing_.key) {
             resident_bytes_ += static_cast<std::size_t>(n) * row_bytes;
-            resident_.emplace(keep, Resident{std::move(landing_.kept), n});
+            Resident r;
+            r.x = std::move(landing_.kept);
+            r.rows = n;
+            resident_.emplace(keep, std::move(r));
           } else {
             batch_dev_ = std::move(landing_.kept);  // the copy's memory becomes the scratch
           }
+        } else if (landing_.keep_on_host && keep == landing_.key) {
+          kept_on_host = keep_on_host(keep, n, static_cast<std::size_t>(n) * row_bytes);
         }
         landing_ = {};
       } else if (in_batch_buffer) {
@@ -335,7 +581,8 @@ class CudaBackend final : public ComputeBackend {
         // keeps when offered and it fits, else into the batch buffer.
         const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
         void* dst = nullptr;
-        if (keep.first >= 0 && resident_.count(keep) == 0 && may_keep(bytes)) {
+        const Tier tier = keep.first >= 0 && resident_.count(keep) == 0 ? keep_tier(bytes) : Tier::kNone;
+        if (tier == Tier::kDevice) {
           Resident r;
           r.x = cuda::DeviceBuffer(bytes);
           r.rows = n;
@@ -345,9 +592,11 @@ class CudaBackend final : public ComputeBackend {
         } else {
           batch_dev_.reserve(bytes);
           dst = batch_dev_.data();
+          kept_copied_.enqueue_wait(res_);  // the last batch kept on the host has left batch_dev_
         }
         cuda::copy_to_device(res_, dst, rows.data, bytes);
         source = dst;
+        if (tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes);
       }
     }
     if (normalise) {
@@ -357,6 +606,9 @@ class CudaBackend final : public ComputeBackend {
         throw_error(ErrorCode::kInternal, "cuda descend: rows to normalise are not in the batch buffer");
       cuda::normalise_rows(res_, MatrixView(source, n, d, compute_, d));
     }
+    // Kept on the host: the rows as the device has them (normalised), copied there once the
+    // descent is done (copy_kept_to_host).
+    if (kept_on_host != nullptr) pending_keep_ = {kept_on_host, source};
     // Group rows by parent, keeping only parents with children. One parent with children
     // and every row under it (level 1): the rows are their own group order (no grouping, no
     // gather on the device). Rows on the device under several parents are grouped there.
@@ -609,7 +861,8 @@ class CudaBackend final : public ComputeBackend {
   // batch's copy and gather on the device), the device (copies in and out, kernel, waits),
   // scattering the results (seconds).
   struct {
-    double group = 0, stage = 0, device = 0, scatter = 0;
+    double group = 0, stage = 0, device = 0, scatter = 0, page_locking = 0;
+    std::int64_t copied_ahead = 0, copied_at_call = 0;  // batches kept on the host, descended
   } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
   // The descent's grouping on the device (descend_grouped_on_device): the level's child
@@ -619,20 +872,48 @@ class CudaBackend final : public ComputeBackend {
   cuda::PinnedBuffer prev_host_;
   std::vector<std::int64_t> parent_count_;
   std::vector<std::int32_t> touched_parents_, sort_scratch_;
-  // Batches kept on the device across levels (offer_resident).
-  struct Resident {
-    cuda::DeviceBuffer x;
-    std::int64_t rows = 0;
-  };
   std::map<Key, Resident> resident_;
-  std::size_t resident_bytes_ = 0;
-  std::int64_t resident_budget_ = -1;  // bytes; -1: not yet fixed
+  std::size_t resident_bytes_ = 0, host_bytes_ = 0;
+  std::int64_t resident_budget_ = -1, host_budget_ = -1;  // bytes; -1: not yet fixed
   Key offered_{-1, -1};
   bool normalise_next_ = false;  // normalise_next_rows()
-  bool resident_enabled_ = [] {
+  // MEGATAX_CUDA_RESIDENT: unset or 1 keeps batches on the device, then on the host; 0
+  // keeps none (every pass reads the shards); "device" or "host" only there.
+  static bool resident_mode_allows(const char* where) {
     const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
-    return v == nullptr || std::string(v) != "0";
-  }();
+    if (v == nullptr || std::string(v) == "1" || std::string(v).empty()) return true;
+    return std::string(v) == where;
+  }
+  bool keep_device_ = resident_mode_allows("device");
+  bool keep_host_ = resident_mode_allows("host");
+  // Batches kept on the host, copied to the device for a descent (stage_kept_on_host): two
+  // buffers, one descended while the next batch is copied into the other on copy_res_'s
+  // stream (made at its first use).
+  struct Staged {
+    cuda::DeviceBuffer buffer;
+    Key key{-1, -1};
+    std::size_t bytes = 0;
+    cuda::Event ready;  // the copy into buffer
+  };
+  Staged staged_[2];
+  std::optional<cuda::Resources> copy_res_;
+  // Batches kept on the host are copied there on copy_res_'s stream: rows_ready_ marks the
+  // batch complete on the device (res_), kept_copied_ the last such copy done.
+  cuda::Event rows_ready_, kept_copied_;
+  // Set with each such copy queued, cleared by the first reader that waits for them all.
+  mutable std::atomic<bool> kept_copies_pending_{false};
+  // The batch the current descend() keeps on the host, and where its rows are on the device.
+  struct PendingKeep {
+    Resident* kept = nullptr;
+    const void* source = nullptr;
+  };
+  PendingKeep pending_keep_;
+  // The chunk batches kept on the host are carved from now; the size of a new one (at least
+  // the batch's): MEGATAX_CUDA_HOST_CHUNK_MIB, default 1 GiB (each page-locking has a cost
+  // of its own that grows with the number already made: 256 MiB ones took 22-92 ms each).
+  std::shared_ptr<HostChunk> host_chunk_;
+  std::future<std::shared_ptr<HostChunk>> chunk_ahead_;  // next_host_chunk's
+  std::size_t host_chunk_bytes_ = static_cast<std::size_t>(mib_from_env("MEGATAX_CUDA_HOST_CHUNK_MIB").value_or(std::int64_t{1} << 30));
   bool train_from_kept_ = [] {
     const char* v = std::getenv("MEGATAX_CUDA_TRAIN_FROM_KEPT");
     return v == nullptr || std::string(v) != "0";
@@ -643,7 +924,8 @@ class CudaBackend final : public ComputeBackend {
     Key key{-1, -1};
     std::int64_t rows = 0, landed = 0;
     unsigned char* dst = nullptr;  // landing.kept's memory or batch_dev_'s
-    cuda::DeviceBuffer kept;       // when the batch may be kept
+    cuda::DeviceBuffer kept;       // when the batch may be kept on the device
+    bool keep_on_host = false;     // when it may be kept on the host instead
   };
   std::mutex landing_mutex_;
   Landing landing_;

@@ -8,7 +8,10 @@
 //   2. Determinism: the same GPU fit twice gives byte-identical model files and outputs.
 //   3. f16 data (tensor cores): >= 99% of paths equal to the CPU fit on the same f16 data;
 //      3b. the same fit with the data kept on the device across levels vs read every pass
-//      (MEGATAX_CUDA_RESIDENT=0): identical model and output files; 3c. the same fit on two
+//      (MEGATAX_CUDA_RESIDENT=0): identical model and output files, and the same with the
+//      batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host; the log shows
+//      batches kept there and copied ahead), split between the device and the host (a
+//      device budget of one shard's), and partly kept (a host budget of one shard's); 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
 //      file streamed during training): identical files; 3d-3e batches and lanes; 3f. f16
 //      data multiplied in f32 (gpu_dtype) kept on the device vs read every pass: identical
@@ -52,6 +55,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -239,6 +243,18 @@ double level_inertia(const std::string& storage, int level) {
   return total;
 }
 
+// The log lines of the last fit() (FitOptions::log).
+std::mutex g_log_mutex;
+std::vector<std::string> g_fit_log;
+
+// The first line of the last fit's log holding `what` ("" when none does).
+std::string logged(const std::string& what) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  for (const auto& line : g_fit_log)
+    if (line.find(what) != std::string::npos) return line;
+  return "";
+}
+
 double fit(const TaxonomyConfig& base, const std::string& device, const std::string& input,
            const std::string& storage, const std::string& output) {
   TaxonomyConfig c = base;
@@ -248,24 +264,68 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
   megatax::FitOptions o;
   o.progress = false;
   o.executor = "local";
+  {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_fit_log.clear();
+  }
+  o.log = [](const std::string& line) {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_fit_log.push_back(line);
+  };
   const auto t0 = std::chrono::steady_clock::now();
   engine.fit(input, output, o);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// The GPU fit of `c` on `input` twice, the data kept on the device (dir/m_<tag>kept,
+// The GPU fit of `c` on `input` with the data kept on the device (dir/m_<tag>kept,
 // o_<tag>kept) and read every pass (MEGATAX_CUDA_RESIDENT=0: m_<tag>read, o_<tag>read),
-// checked to give byte-identical model files and outputs ("<what>: identical files").
+// checked to give byte-identical model files and outputs ("<what>: identical files"); then
+// the batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host: later passes
+// copy them to the device, the training's gathers read them over the bus), split between
+// the device and the host (a device budget of the first shard's), and partly kept (a host
+// budget of the first shard's, the rest read every pass): the same files again.
+// `batch_bytes`: a batch's size (c.batch_rows rows, two and a half batches a shard).
 void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const std::string& dir,
-                        const std::string& tag, const std::string& what) {
-  fit(c, "cuda", input, dir + "/m_" + tag + "kept", dir + "/o_" + tag + "kept");
-  setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-  fit(c, "cuda", input, dir + "/m_" + tag + "read", dir + "/o_" + tag + "read");
-  unsetenv("MEGATAX_CUDA_RESIDENT");
-  std::string why;
-  const bool same = same_tree_files(dir + "/m_" + tag + "kept", dir + "/m_" + tag + "read", &why) &&
-                    same_tree_files(dir + "/o_" + tag + "kept", dir + "/o_" + tag + "read", &why);
-  check(same, what + ": identical files" + (same ? "" : " (differs: " + why + ")"));
+                        const std::string& tag, const std::string& what, std::int64_t batch_bytes) {
+  const std::string kept = tag + "kept";
+  fit(c, "cuda", input, dir + "/m_" + kept, dir + "/o_" + kept);
+  // A budget of three batches in MiB, rounded down: shard 0's (two batches and a half)
+  // and no more.
+  const std::string first_shard = std::to_string((3 * batch_bytes) >> 20);
+  struct Way {
+    const char* name;
+    std::vector<std::pair<const char*, std::string>> env;
+  };
+  const Way ways[] = {
+      {"read", {{"MEGATAX_CUDA_RESIDENT", "0"}}},
+      {"host", {{"MEGATAX_CUDA_RESIDENT", "host"}}},
+      {"split", {{"MEGATAX_CUDA_DEVICE_KEEP_MIB", first_shard}}},
+      {"part", {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_HOST_KEEP_MIB", first_shard}}},
+  };
+  for (const Way& w : ways) {
+    for (const auto& [var, value] : w.env) setenv(var, value.c_str(), 1);
+    const std::string t = tag + w.name;
+    fit(c, "cuda", input, dir + "/m_" + t, dir + "/o_" + t);
+    for (const auto& [var, value] : w.env) unsetenv(var);
+    std::string why;
+    const bool same = same_tree_files(dir + "/m_" + kept, dir + "/m_" + t, &why) &&
+                      same_tree_files(dir + "/o_" + kept, dir + "/o_" + t, &why);
+    const std::string way = std::string(w.name) == "read"  ? ""
+                            : std::string(w.name) == "host" ? " (kept on the host)"
+                            : std::string(w.name) == "split" ? " (kept on the device and the host)"
+                                                             : " (partly kept on the host)";
+    check(same, what + way + ": identical files" + (same ? "" : " (differs: " + why + ")"));
+    if (std::string(w.name) == "read") continue;
+    // The log of the level-2 pass (descending kept batches) shows where they were.
+    const std::string line = logged("level 2: descend: ");
+    const bool on_host = line.find("kept in page-locked host memory") != std::string::npos &&
+                         line.find(" copied ahead") != std::string::npos &&
+                         line.find("(descended: 0 copied ahead") == std::string::npos;
+    const bool on_device = line.find("kept on the device:") != std::string::npos;
+    const bool where = on_host && on_device == (std::string(w.name) == "split");
+    check(where, what + way + ": the log shows the batches there" +
+                     (where ? "" : " (" + (line.empty() ? std::string("no level-2 descent logged") : line) + ")"));
+  }
 }
 
 // The same fit on two in-process ranks (thread-ranks of a CallbackExecutor, each with its own
@@ -611,7 +671,8 @@ int main(int argc, char** argv) {
       // Three batches per shard, the last one short.
       TaxonomyConfig small = base;
       small.batch_rows = 30000;
-      check_kept_vs_read(small, in16, dir, "", "f16 GPU fit with the data kept on the device vs read every pass");
+      check_kept_vs_read(small, in16, dir, "", "f16 GPU fit with the data kept on the device vs read every pass",
+                         30000 * 128 * 2);
       std::string why;
       // 3c. Two ranks split the parents to train: no level array trained into in place, no
       // centroid file streamed while training; the same bits as one rank.
@@ -644,7 +705,8 @@ int main(int argc, char** argv) {
       // every pass, and paths as the CPU's fit of the same f16 data.
       TaxonomyConfig wide = small;
       wide.gpu_dtype = "f32";
-      check_kept_vs_read(wide, in16, dir, "w_", "f16 data in f32 on the GPU, kept on the device vs read every pass");
+      check_kept_vs_read(wide, in16, dir, "w_", "f16 data in f32 on the GPU, kept on the device vs read every pass",
+                         30000 * 128 * 4);
       const double agree_wide =
           fraction_equal_rows(all_paths(dir + "/o_cpu16", shards), all_paths(dir + "/o_w_kept", shards), levels);
       const double wide_ratio =
@@ -661,7 +723,8 @@ int main(int argc, char** argv) {
       // conversion or lost rows cost far more).
       TaxonomyConfig narrow = small;
       narrow.gpu_dtype = "bf16";
-      check_kept_vs_read(narrow, in32, dir, "n_", "f32 data in bf16 on the GPU, kept on the device vs read every pass");
+      check_kept_vs_read(narrow, in32, dir, "n_", "f32 data in bf16 on the GPU, kept on the device vs read every pass",
+                         30000 * 128 * 2);
       const double narrow_ratio = level_inertia(dir + "/m_n_kept", levels) / level_inertia(dir + "/m_cpu", levels);
       check(narrow_ratio <= 1.06,
             "f32 data in bf16 on the GPU vs the CPU's f32 fit: deepest level's inertia ratio " +
@@ -828,7 +891,8 @@ int main(int argc, char** argv) {
         TaxonomyConfig cb = c;
         cb.batch_rows = 30000;
         cb.gpu_dtype = "bf16";
-        check_kept_vs_read(cb, in32, dir, "cosb_", "cosine f32 data in bf16 on the GPU, kept vs read every pass");
+        check_kept_vs_read(cb, in32, dir, "cosb_", "cosine f32 data in bf16 on the GPU, kept vs read every pass",
+                           30000 * 128 * 2);
         std::string why_b;
         const double ratio_b =
             level_inertia(dir + "/m_cosb_kept", levels) / level_inertia(dir + "/m_cos_cpu", levels);
@@ -853,7 +917,8 @@ int main(int argc, char** argv) {
       c16.batch_rows = 30000;
       fit(c16, "cpu", in16, dir + "/m_cos16_cpu", dir + "/o_cos16_cpu");
       check_kept_vs_read(c16, in16, dir, "cos16_",
-                         "cosine f16 GPU fit, rows normalised and kept on the device vs read every pass");
+                         "cosine f16 GPU fit, rows normalised and kept on the device vs read every pass",
+                         30000 * 128 * 2);
       const double agree16c = fraction_equal_rows(all_paths(dir + "/o_cos16_cpu", shards),
                                                   all_paths(dir + "/o_cos16_kept", shards), levels);
       const double ratio16c =

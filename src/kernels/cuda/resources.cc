@@ -175,7 +175,7 @@ void* PinnedMemory::allocate(std::size_t bytes) {
     (void)madvise(p, bytes, MADV_HUGEPAGE);  // a hint: ignored where THP is off
     try {
       touch_pages(static_cast<unsigned char*>(p), bytes);
-      MEGATAX_CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterPortable));
+      MEGATAX_CUDA_CHECK(cudaHostRegister(p, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped));
     } catch (...) {
       munmap(p, bytes);
       throw;
@@ -222,6 +222,12 @@ void copy_to_host(Resources& res, void* dst, const void* src, std::size_t bytes)
   MEGATAX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+const void* device_address(const void* pinned) {
+  void* d = nullptr;
+  MEGATAX_CUDA_CHECK(cudaHostGetDevicePointer(&d, const_cast<void*>(pinned), 0));
+  return d;
+}
+
 void copy_to_host_async(Resources& res, void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   res.activate();
@@ -266,6 +272,12 @@ void Event::synchronize() const {
   if (event_ == nullptr) return;
   MEGATAX_CUDA_CHECK(cudaSetDevice(device_));  // (any thread: its own current device)
   MEGATAX_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+}
+
+void Event::enqueue_wait(Resources& res) const {
+  if (event_ == nullptr) return;
+  res.activate();
+  MEGATAX_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(res.stream()), static_cast<cudaEvent_t>(event_), 0));
 }
 
 void upload_rows_staged(Resources& res, PinnedBuffer& staging, void* dst, std::int64_t rows, std::size_t row_bytes,
