@@ -49,16 +49,29 @@ int local_ranks() {
   return 1;
 }
 
-// MemAvailable of /proc/meminfo in bytes (0 when unknown).
-std::size_t host_memory_available() {
+// MemAvailable and MemTotal of /proc/meminfo in bytes (0 when unknown).
+struct HostMemory {
+  std::size_t available = 0, total = 0;
+};
+HostMemory host_memory() {
   std::ifstream in("/proc/meminfo");
   std::string key;
   std::size_t kib = 0;
   std::string unit;
+  HostMemory m;
   while (in >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib << 10;
+    if (key == "MemAvailable:") m.available = kib << 10;
+    if (key == "MemTotal:") m.total = kib << 10;
   }
-  return 0;
+  return m;
+}
+
+// Whether `bytes` more may be page-locked now: the host keeps a quarter of its memory
+// available after them. Asked before each chunk (other processes on the node, e.g. Ray
+// workers that do not know of each other, page-lock too: a budget fixed once is not enough).
+bool host_can_lock(std::size_t bytes) {
+  const HostMemory m = host_memory();
+  return m.available >= bytes + m.total / 4;
 }
 
 // A byte count from a MiB environment variable; nullopt when unset.
@@ -388,7 +401,7 @@ class CudaBackend final : public ComputeBackend {
     if (keep_host_) {
       if (host_budget_ < 0)
         host_budget_ = mib_from_env("MEGATAX_CUDA_HOST_KEEP_MIB")
-                           .value_or(static_cast<std::int64_t>(host_memory_available() / 2 /
+                           .value_or(static_cast<std::int64_t>(host_memory().available / 2 /
                                                                static_cast<std::size_t>(local_ranks())));
       if (static_cast<std::int64_t>(host_bytes_ + bytes) <= host_budget_) return Tier::kHost;
     }
@@ -409,7 +422,8 @@ class CudaBackend final : public ComputeBackend {
   // the current chunk; the caller has the rows copied into it from the device (the other
   // direction's copy engine, idle while a pass reads: no host memory bandwidth taken from
   // the reading threads; the batch buffer stays, a shard's batches all read into it).
-  // nullptr, and no more keeping on the host, when the memory cannot be page-locked.
+  // nullptr, and no more keeping on the host, when the memory cannot be page-locked (or
+  // would leave the host less than a quarter of its memory available: host_can_lock).
   Resident* keep_on_host(Key key, std::int64_t n, std::size_t bytes) {
     const auto t0 = std::chrono::steady_clock::now();
     constexpr std::size_t kAlign = 4096;
@@ -446,12 +460,15 @@ class CudaBackend final : public ComputeBackend {
       return static_cast<std::size_t>(std::max<std::int64_t>(0, host_budget_ - static_cast<std::int64_t>(host_bytes_)));
     };
     if (!chunk || chunk->memory.size() < span) {
+      const std::size_t bytes = std::max(span, std::min(host_chunk_bytes_, left()));
+      if (!host_can_lock(bytes))
+        throw_error(ErrorCode::kResourceExhausted, "cuda: no host memory left to keep batches in");
       chunk = std::make_shared<HostChunk>();
-      chunk->memory = cuda::PinnedBuffer(std::max(span, std::min(host_chunk_bytes_, left())));
+      chunk->memory = cuda::PinnedBuffer(bytes);
     }
     const std::size_t beyond = left() > chunk->memory.size() ? left() - chunk->memory.size() : 0;
     const std::size_t ahead = std::min(host_chunk_bytes_, beyond);
-    if (ahead >= span)
+    if (ahead >= span && host_can_lock(ahead))
       chunk_ahead_ = std::async(std::launch::async, [this, ahead] {
         res_.activate();  // this thread's device: the registration's
         auto c = std::make_shared<HostChunk>();
