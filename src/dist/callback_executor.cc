@@ -50,22 +50,14 @@ CallbackExecutor::CallbackExecutor(int rank, int workers, NextShard next_shard, 
   if (const char* slow = std::getenv("MEGATAX_TEST_SLOW_RANK")) slow_rank_ = std::atoi(slow);
 }
 
-std::vector<std::int64_t> CallbackExecutor::run_shards(
-    std::int64_t n_shards, const std::function<void(std::int64_t)>& task) {
-  const std::int64_t round = round_++;
-  std::vector<std::int64_t> ran;
-  for (;;) {
-    const std::int64_t shard = next_shard_(round, n_shards);
-    if (shard == -1) break;
-    if (shard < 0 || shard >= n_shards)
-      throw_error(ErrorCode::kInternal, "callback executor: next_shard returned " +
-                                            std::to_string(shard) + " for a round of " +
-                                            std::to_string(n_shards) + " shards");
-    if (rank_ == slow_rank_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    task(shard);
-    ran.push_back(shard);
-  }
-  return ran;
+std::int64_t CallbackExecutor::claim(std::int64_t n_shards) {
+  const std::int64_t shard = next_shard_(round_, n_shards);
+  if (shard == -1) return -1;
+  if (shard < 0 || shard >= n_shards)
+    throw_error(ErrorCode::kInternal, "callback executor: next_shard returned " + std::to_string(shard) +
+                                          " for a round of " + std::to_string(n_shards) + " shards");
+  if (rank_ == slow_rank_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  return shard;
 }
 
 std::vector<std::string> CallbackExecutor::allgather(const std::string& mine) {

@@ -24,8 +24,9 @@
 //                   addressed to this worker (R^2 bytes moved in all: fine for the few
 //                   workers of a Ray fit, not meant for thousands);
 //   broadcast     = allgather of rank 0's message (the others send nothing);
-//   run_shards    = next_shard until -1; it is not a barrier (the fit's own collectives
-//                   order the passes).
+//   run_shards    = next_shard until -1 (run_shards_ahead: a task may call it once for its
+//                   successor); it is not a barrier (the fit's own collectives order the
+//                   passes).
 //
 // Errors: an exception thrown by a callback (the caller's transport failed, or the attempt
 // was aborted) passes through unchanged and ends the collective; callbacks should throw
@@ -36,7 +37,7 @@
 // coordinator's abort). A failed fit_with leaves the storage at its last committed level.
 //
 // Test hook (as the MPI executor): MEGATAX_TEST_SLOW_RANK=r makes worker r sleep 300 ms
-// before each shard it claims.
+// as it claims each shard.
 //
 // Thread-safety: used by one thread per worker (Executor's contract); the callbacks are
 // called on that thread and must be safe to call from it.
@@ -64,8 +65,6 @@ class CallbackExecutor final : public Executor {
   int rank() const override { return rank_; }
   int workers() const override { return workers_; }
 
-  std::vector<std::int64_t> run_shards(std::int64_t n_shards,
-                                       const std::function<void(std::int64_t)>& task) override;
   void barrier() override;
   void allreduce_sum(std::span<std::int64_t> values) override;
   void allreduce_sum(std::span<double> values) override;
@@ -74,12 +73,16 @@ class CallbackExecutor final : public Executor {
   void broadcast(std::string* message) override;
   [[noreturn]] void abort(const std::string& message) override;
 
+ protected:
+  void begin_round(std::int64_t) override { round_ = next_round_++; }
+  std::int64_t claim(std::int64_t n_shards) override;
+
  private:
   int rank_;
   int workers_;
   NextShard next_shard_;
   Allgather allgather_;
-  std::int64_t round_ = 0;  // run_shards calls so far
+  std::int64_t round_ = -1, next_round_ = 0;  // the current run_shards call's number, the next's
   int slow_rank_ = -1;      // test hook: MEGATAX_TEST_SLOW_RANK
 };
 

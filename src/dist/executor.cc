@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "megatax/error.h"
@@ -14,6 +15,28 @@ bool have_mpi() noexcept { return true; }
 #else
 bool have_mpi() noexcept { return false; }
 #endif
+
+std::vector<std::int64_t> Executor::run_shards(std::int64_t n_shards, const std::function<void(std::int64_t)>& task) {
+  return run_shards_ahead(n_shards, [&task](std::int64_t shard, const ClaimNext&) { task(shard); });
+}
+
+std::vector<std::int64_t> Executor::run_shards_ahead(std::int64_t n_shards,
+                                                     const std::function<void(std::int64_t, const ClaimNext&)>& task) {
+  begin_round(n_shards);
+  std::vector<std::int64_t> ran;
+  std::int64_t shard = claim(n_shards);
+  while (shard >= 0) {
+    std::optional<std::int64_t> next;  // claimed by the task
+    const ClaimNext claim_next = [&] {
+      if (!next) next = claim(n_shards);
+      return *next;
+    };
+    task(shard, claim_next);
+    ran.push_back(shard);
+    shard = next ? *next : claim(n_shards);
+  }
+  return ran;
+}
 
 void LocalExecutor::abort(const std::string& message) {
   std::fprintf(stderr, "megatax: %s\n", message.c_str());

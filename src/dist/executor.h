@@ -46,8 +46,15 @@ class Executor {
   // Collective. Hands the shards [0, n_shards) out dynamically: each worker calls
   // task(shard) for the shards it claims, claiming the next one when it is free, until all
   // are claimed. Returns the shards this worker ran, in order.
-  virtual std::vector<std::int64_t> run_shards(std::int64_t n_shards,
-                                               const std::function<void(std::int64_t)>& task) = 0;
+  std::vector<std::int64_t> run_shards(std::int64_t n_shards, const std::function<void(std::int64_t)>& task);
+  // Called by a task of run_shards_ahead: claims now the shard this worker runs after the
+  // current one and returns it (-1: none left); later calls return the same shard. A task
+  // that knows its successor can start reading it while it finishes (the load stays
+  // balanced: a worker holds one claim ahead at most).
+  using ClaimNext = std::function<std::int64_t()>;
+  // run_shards, the task also given the means to claim its successor early.
+  std::vector<std::int64_t> run_shards_ahead(std::int64_t n_shards,
+                                             const std::function<void(std::int64_t, const ClaimNext&)>& task);
   // Collectives: every worker calls them in the same order.
   virtual void barrier() = 0;
   virtual void allreduce_sum(std::span<std::int64_t> values) = 0;  // exact
@@ -62,6 +69,13 @@ class Executor {
   // and aborts the job, exit status 1; callback: throws Error(kCancelled), its caller stops
   // the others). Only called when workers() > 1.
   [[noreturn]] virtual void abort(const std::string& message) = 0;
+
+ protected:
+  // run_shards' transport. Collective: a new round of n_shards shards begins (none of the
+  // last round's is claimed any more).
+  virtual void begin_round(std::int64_t n_shards) = 0;
+  // The next unclaimed shard of the round, claimed for this worker, or -1 when none is left.
+  virtual std::int64_t claim(std::int64_t n_shards) = 0;
 };
 
 // One process, one worker: shards run in order on the calling thread (the kernels use the
@@ -71,15 +85,6 @@ class LocalExecutor final : public Executor {
   std::string name() const override { return "local"; }
   int rank() const override { return 0; }
   int workers() const override { return 1; }
-  std::vector<std::int64_t> run_shards(std::int64_t n_shards,
-                                       const std::function<void(std::int64_t)>& task) override {
-    std::vector<std::int64_t> ran;
-    for (std::int64_t s = 0; s < n_shards; ++s) {
-      task(s);
-      ran.push_back(s);
-    }
-    return ran;
-  }
   void barrier() override {}
   void allreduce_sum(std::span<std::int64_t>) override {}
   void allreduce_sum(std::span<double>) override {}
@@ -87,6 +92,13 @@ class LocalExecutor final : public Executor {
   std::vector<std::string> allgather(const std::string& mine) override { return {mine}; }
   void broadcast(std::string*) override {}
   [[noreturn]] void abort(const std::string& message) override;
+
+ protected:
+  void begin_round(std::int64_t) override { next_ = 0; }
+  std::int64_t claim(std::int64_t n_shards) override { return next_ < n_shards ? next_++ : -1; }
+
+ private:
+  std::int64_t next_ = 0;
 };
 
 // The executor named by `kind`: "local"; "mpi" (needs a build with MPI; initialises MPI on

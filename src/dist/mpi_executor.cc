@@ -71,8 +71,8 @@ class MpiExecutor final : public Executor {
   int rank() const override { return rank_; }
   int workers() const override { return size_; }
 
-  std::vector<std::int64_t> run_shards(std::int64_t n_shards,
-                                       const std::function<void(std::int64_t)>& task) override {
+ protected:
+  void begin_round(std::int64_t) override {
     barrier();  // nobody still claims from the previous pass
     if (rank_ == 0) {
       MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, counter_);
@@ -80,21 +80,19 @@ class MpiExecutor final : public Executor {
       MPI_Win_unlock(0, counter_);
     }
     barrier();
-    std::vector<std::int64_t> ran;
+  }
+  std::int64_t claim(std::int64_t n_shards) override {
     const std::int64_t one = 1;
-    for (;;) {
-      std::int64_t claimed = 0;
-      MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, counter_);
-      MPI_Fetch_and_op(&one, &claimed, MPI_INT64_T, 0, 0, MPI_SUM, counter_);
-      MPI_Win_unlock(0, counter_);
-      if (claimed >= n_shards) break;
-      if (rank_ == slow_rank_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      task(claimed);
-      ran.push_back(claimed);
-    }
-    return ran;
+    std::int64_t claimed = 0;
+    MPI_Win_lock(MPI_LOCK_SHARED, 0, 0, counter_);
+    MPI_Fetch_and_op(&one, &claimed, MPI_INT64_T, 0, 0, MPI_SUM, counter_);
+    MPI_Win_unlock(0, counter_);
+    if (claimed >= n_shards) return -1;
+    if (rank_ == slow_rank_) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return claimed;
   }
 
+ public:
   void barrier() override { check(MPI_Barrier(comm_), "barrier"); }
 
   void allreduce_sum(std::span<std::int64_t> v) override {

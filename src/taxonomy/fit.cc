@@ -1493,6 +1493,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // The last level's state of shard next_state_shard, being read (-1: none).
     std::future<ShardState> next_state;
     std::int64_t next_state_shard = -1;
+    auto read_state_ahead = [&](std::int64_t shard) {
+      if (l < 2 || shard < 0 || shard >= n_shards || shard == next_state_shard) return;
+      if (next_state.valid()) next_state.wait();  // another shard's, not needed
+      const ShardInfo& after = data.shards()[static_cast<std::size_t>(shard)];
+      next_state_shard = shard;
+      std::string path = s.path(state_dir(l - 1) + taxonomy::base_name(after.path));
+      next_state = std::async(std::launch::async, [&st, path = std::move(path), rows = after.rows, l] {
+        return read_shard_state(st, path, rows, l - 1);
+      });
+    };
     auto merge_touched = [&] {
       for (auto& tt : touched_by) {
         touched.insert(touched.end(), tt.begin(), tt.end());
@@ -1520,11 +1530,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // The next shard's first batch, read (by the reader's threads, into the pass's buffers,
     // handed to the backend as it lands) while this shard's results are booked and its state
     // queued: the pass then costs about its reads alone, not reads plus host work. Started
-    // once a shard's last batch is descended (its rows are done with, the buffers free); only
-    // for a lone worker, which takes the shards in index order (with several, the next shard
-    // is anyone's). Its error, if any, is the next shard's; a shard other than the one read
-    // ahead drops the read (waits for it, then forgets it) before it does anything, as does
-    // the pass's end, so the backend is never used from two places.
+    // once a shard's last batch is descended (its rows are done with, the buffers free), for
+    // the shard this worker runs next, claimed then (run_shards_ahead: with several workers
+    // too). Its error, if any, is the next shard's; a shard other than the one read ahead
+    // drops the read (waits for it, then forgets it) before it does anything, as does the
+    // pass's end, so the backend is never used from two places.
     struct ReadAhead {
       std::int64_t shard = -1;
       std::unique_ptr<BatchReader> reader;
@@ -1545,7 +1555,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       ~ReadAhead() { drop(); }
     } ahead;
     auto read_ahead = [&](std::int64_t next) {
-      if (R != 1 || next >= n_shards || ahead.shard >= 0) return;
+      if (next < 0 || next >= n_shards || ahead.shard >= 0) return;
+      read_state_ahead(next);
       const std::int64_t rows = data.shards()[static_cast<std::size_t>(next)].rows;
       if (rows == 0 || shard_kept(next, rows)) return;
       try {
@@ -1566,7 +1577,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       log("level " + std::to_string(l) + "/" + std::to_string(L) + ": assigning " +
           std::to_string(N) + " points");
       try {
-        my_shards = ex.run_shards(n_shards, [&](std::int64_t si) {
+        my_shards = ex.run_shards_ahead(n_shards, [&](std::int64_t si, const dist::Executor::ClaimNext& claim_next) {
           if (test_crash_here(me, l)) std::raise(SIGKILL);  // test hook: a rank dies mid-level
           const ShardInfo& shard = data.shards()[static_cast<std::size_t>(si)];
           const std::int64_t n = shard.rows;
@@ -1598,15 +1609,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
             next_state_shard = -1;
             // The next shard's state is read behind this one (one worker takes the shards in
-            // index order; with several, the guess may miss, costing one read).
-            if (si + 1 < n_shards) {
-              const ShardInfo& after = data.shards()[static_cast<std::size_t>(si + 1)];
-              next_state_shard = si + 1;
-              std::string path = s.path(state_dir(l - 1) + taxonomy::base_name(after.path));
-              next_state = std::async(std::launch::async, [&st, path = std::move(path), rows = after.rows, l] {
-                return read_shard_state(st, path, rows, l - 1);
-              });
-            }
+            // index order; with several, the guess may miss, costing one read, and the read
+            // ahead of the next shard's rows reads the claimed one's instead).
+            read_state_ahead(si + 1);
           }
           ShardState cur;
           cur.node.assign(static_cast<std::size_t>(n), -1);
@@ -1735,7 +1740,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
               lap(pass.descend);
-              if (reader.remaining() == 0) read_ahead(si + 1);
+              if (reader.remaining() == 0) read_ahead(claim_next());
               bookkeep(r0, m);
               lap(pass.bookkeep);
             }

@@ -119,6 +119,67 @@ TEST(CallbackExecutor, CollectivesOnThreeRanks) {
   }
 }
 
+// run_shards_ahead: a task that claims its successor (once, twice or not at all, at random)
+// is followed by that shard on its worker; every shard runs exactly once over the workers;
+// a successor of -1 ends the worker's round. The local executor: shards in order, each
+// task's successor the next index.
+TEST(CallbackExecutor, RunShardsAheadRunsTheClaimedSuccessor) {
+  constexpr int R = 3;
+  constexpr std::int64_t kShards = 40;
+  Rendezvous rv(R);
+  const std::uint64_t seed = std::random_device{}();
+  struct Step {
+    std::int64_t shard, claimed;  // claimed: -2 when the task did not ask
+  };
+  std::vector<std::vector<Step>> steps(R);
+  std::vector<std::vector<std::int64_t>> ran(R);
+  expect_no_errors(run_ranks(R, rv, [&](int me) {
+    CallbackExecutor ex = rv.executor(me);
+    std::mt19937_64 rng(seed + static_cast<std::uint64_t>(me));
+    ran[static_cast<std::size_t>(me)] =
+        ex.run_shards_ahead(kShards, [&](std::int64_t s, const dist::Executor::ClaimNext& claim_next) {
+          const int asks = static_cast<int>(rng() % 3);
+          std::int64_t claimed = -2;
+          for (int a = 0; a < asks; ++a) {
+            const std::int64_t c = claim_next();
+            if (a > 0) {
+              EXPECT_EQ(c, claimed) << "a second claim_next gives the same shard";
+            }
+            claimed = c;
+          }
+          steps[static_cast<std::size_t>(me)].push_back({s, claimed});
+          if (rng() % 4 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // uneven ranks
+        });
+  }));
+  std::multiset<std::int64_t> seen;
+  for (int r = 0; r < R; ++r) {
+    const auto& st = steps[static_cast<std::size_t>(r)];
+    const auto& order = ran[static_cast<std::size_t>(r)];
+    ASSERT_EQ(st.size(), order.size()) << "seed " << seed;
+    for (std::size_t i = 0; i < st.size(); ++i) {
+      EXPECT_EQ(st[i].shard, order[i]);
+      seen.insert(st[i].shard);
+      if (st[i].claimed == -2) continue;
+      if (i + 1 < st.size()) {
+        EXPECT_EQ(st[i + 1].shard, st[i].claimed) << "rank " << r << ", seed " << seed;
+      } else {
+        EXPECT_EQ(st[i].claimed, -1) << "rank " << r << ": the last task's successor, seed " << seed;
+      }
+    }
+  }
+  std::multiset<std::int64_t> expected;
+  for (std::int64_t s = 0; s < kShards; ++s) expected.insert(s);
+  EXPECT_EQ(seen, expected) << "every shard exactly once, seed " << seed;
+
+  dist::LocalExecutor local;
+  std::vector<std::int64_t> successors;
+  const auto order = local.run_shards_ahead(5, [&](std::int64_t s, const dist::Executor::ClaimNext& claim_next) {
+    if (s % 2 == 0) successors.push_back(claim_next());
+  });
+  EXPECT_EQ(order, (std::vector<std::int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(successors, (std::vector<std::int64_t>{1, 3, -1}));
+}
+
 TEST(CallbackExecutor, ContractViolationsAndErrors) {
   auto gather_self = [](const std::string& m) { return std::vector<std::string>{m}; };
   auto none = [](std::int64_t, std::int64_t) -> std::int64_t { return -1; };
