@@ -13,7 +13,9 @@
 #   turn, for noisy machines; the files compared are the last round's), GEN (planted:
 #   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads),
 #   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data), REUSE (1:
-#   fit the data a KEEP=1 run left in WORK, of the same N, D and SHARDS, instead of generating it).
+#   fit the data a KEEP=1 run left in WORK, of the same N, D and SHARDS, instead of generating it),
+#   PINNED_BENCH (bench_pinned, for the floor of a pass over X kept in host memory; default:
+#   beside MEGATAX's build).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
@@ -54,6 +56,13 @@ echo "gpu_fit: generated ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
 echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
+# The floor of a pass over X kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host):
+# X over the bus once, at the rate bench_pinned measures (same build, when it was built).
+PINNED_BENCH=${PINNED_BENCH:-$(dirname "$(readlink -f "$MEGATAX")")/../bench/cuda/bench_pinned}
+if [ -x "$PINNED_BENCH" ]; then
+  rate=$("$PINNED_BENCH" 1024 1 64 2>/dev/null | awk '/^ours \(PinnedBuffer\)/ { r = $4 } END { print r }') || rate=""
+  [ -n "$rate" ] && echo "gpu_fit: read X once from page-locked host memory (bench_pinned: $rate GB/s): $(awk -v b="$bytes" -v r="$rate" 'BEGIN { printf "%.2f", b / r / 1e9 }') s"
+fi
 # What the disk takes in: 4 GiB written and fsynced (the fit's model files, state and outputs
 # go there: a deep level's centroids alone are gigabytes).
 w0=$(date +%s.%N); dd if=/dev/zero of="$WORK/dd.test" bs=16M count=256 conv=fsync status=none; w1=$(date +%s.%N)
