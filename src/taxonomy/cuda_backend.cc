@@ -41,14 +41,6 @@ int local_rank() {
   return 0;
 }
 
-// Processes of this job on this node under mpirun / srun (1 otherwise).
-int local_ranks() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));  // Slurm's "4(x2)": 4
-  }
-  return 1;
-}
-
 // MemAvailable and MemTotal of /proc/meminfo in bytes (0 when unknown).
 struct HostMemory {
   std::size_t available = 0, total = 0;
@@ -402,7 +394,7 @@ class CudaBackend final : public ComputeBackend {
       if (host_budget_ < 0)
         host_budget_ = mib_from_env("MEGATAX_CUDA_HOST_KEEP_MIB")
                            .value_or(static_cast<std::int64_t>(host_memory().available / 2 /
-                                                               static_cast<std::size_t>(local_ranks())));
+                                                               static_cast<std::size_t>(node_local_ranks())));
       if (static_cast<std::int64_t>(host_bytes_ + bytes) <= host_budget_) return Tier::kHost;
     }
     return Tier::kNone;

@@ -293,14 +293,15 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
   // and no more.
   const std::string first_shard = std::to_string((3 * batch_bytes) >> 20);
   struct Way {
-    const char* name;
+    std::string name, label;
     std::vector<std::pair<const char*, std::string>> env;
   };
   const Way ways[] = {
-      {"read", {{"MEGATAX_CUDA_RESIDENT", "0"}}},
-      {"host", {{"MEGATAX_CUDA_RESIDENT", "host"}}},
-      {"split", {{"MEGATAX_CUDA_DEVICE_KEEP_MIB", first_shard}}},
-      {"part", {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_HOST_KEEP_MIB", first_shard}}},
+      {"read", "", {{"MEGATAX_CUDA_RESIDENT", "0"}}},
+      {"host", " (kept on the host)", {{"MEGATAX_CUDA_RESIDENT", "host"}}},
+      {"split", " (kept on the device and the host)", {{"MEGATAX_CUDA_DEVICE_KEEP_MIB", first_shard}}},
+      {"part", " (partly kept on the host)",
+       {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_HOST_KEEP_MIB", first_shard}}},
   };
   for (const Way& w : ways) {
     for (const auto& [var, value] : w.env) setenv(var, value.c_str(), 1);
@@ -310,20 +311,16 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
     std::string why;
     const bool same = same_tree_files(dir + "/m_" + kept, dir + "/m_" + t, &why) &&
                       same_tree_files(dir + "/o_" + kept, dir + "/o_" + t, &why);
-    const std::string way = std::string(w.name) == "read"  ? ""
-                            : std::string(w.name) == "host" ? " (kept on the host)"
-                            : std::string(w.name) == "split" ? " (kept on the device and the host)"
-                                                             : " (partly kept on the host)";
-    check(same, what + way + ": identical files" + (same ? "" : " (differs: " + why + ")"));
-    if (std::string(w.name) == "read") continue;
+    check(same, what + w.label + ": identical files" + (same ? "" : " (differs: " + why + ")"));
+    if (w.name == "read") continue;
     // The log of the level-2 pass (descending kept batches) shows where they were.
     const std::string line = logged("level 2: descend: ");
     const bool on_host = line.find("kept in page-locked host memory") != std::string::npos &&
                          line.find(" copied ahead") != std::string::npos &&
                          line.find("(descended: 0 copied ahead") == std::string::npos;
     const bool on_device = line.find("kept on the device:") != std::string::npos;
-    const bool where = on_host && on_device == (std::string(w.name) == "split");
-    check(where, what + way + ": the log shows the batches there" +
+    const bool where = on_host && on_device == (w.name == "split");
+    check(where, what + w.label + ": the log shows the batches there" +
                      (where ? "" : " (" + (line.empty() ? std::string("no level-2 descent logged") : line) + ")"));
   }
 }
