@@ -4,7 +4,8 @@
 // rate out of it, release; and a pageable buffer's copy rate for scale. Then rows gathered
 // out of page-locked host memory by a kernel reading them over the bus (cuda::gather_rows_at
 // at device_address()es: how a fit's training takes samples kept on the host), 2 KiB rows in
-// random order, against the one-copy rate above.
+// random order, against the one-copy rate above; and that gather beside an f16 assign on
+// another stream (a training's other lane), on the whole device or kept to a few SMs.
 //
 //   bench_pinned [MiB [COUNT [EACH_MiB]]]   (default 1280: a wide level's group of training
 //   samples; then COUNT (40) buffers of EACH_MiB (256) kept at once)
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -109,14 +111,68 @@ int main(int argc, char** argv) {
       mc::copy_to_device(res, at_dev.data(), at.data(), rows * sizeof(void*));
       res.synchronize();
       const double one_copy = copy_rate(res, dev.data(), host.data(), rows * kRow);
-      for (int rep = 0; rep < 3; ++rep) {
+      // Seconds of `rounds` gathers of every row on `on` (max_sms: gather_rows_at's).
+      auto gather = [&](mc::Resources& on, int max_sms, int rounds) {
         const auto t = Clock::now();
-        mc::gather_rows_at(res, at_dev.as<const void*>(), kRow, static_cast<std::int64_t>(rows), dev.data());
-        res.synchronize();
-        const double rate = static_cast<double>(rows * kRow) / since(t) / 1e9;
+        for (int r = 0; r < rounds; ++r)
+          mc::gather_rows_at(on, at_dev.as<const void*>(), kRow, static_cast<std::int64_t>(rows), dev.data(), max_sms);
+        on.synchronize();
+        return since(t);
+      };
+      gather(res, 0, 1);  // (warm-up)
+      for (int rep = 0; rep < 3; ++rep) {
+        const double rate = static_cast<double>(rows * kRow) / gather(res, 0, 1) / 1e9;
         std::printf("bench_pinned: %zu rows of 2 KiB gathered over the bus in random order: %.1f GB/s (one copy "
                     "%.1f GB/s: %.2fx)\n",
                     rows, rate, one_copy, rate / one_copy);
+      }
+      // The same gather beside a compute-bound kernel on another stream (a training's two
+      // lanes: one gathers its batch's samples while the other's kernels run): an f16 assign
+      // of 262,144 x 1024 rows to 1024 centroids, looped for about as long as the gathers
+      // take alone. The gather on the whole device (max_sms 0) or kept to a few SMs.
+      mc::Resources other(0);
+      constexpr std::int64_t kN = 262144, kK = 1024, kD = 1024;
+      std::vector<std::uint16_t> h(static_cast<std::size_t>(kN * kD));
+      std::mt19937_64 rng(7);
+      for (auto& v : h) v = static_cast<std::uint16_t>(0x3000 + rng() % 0x0c00);  // f16 in [0.125, 1)
+      mc::DeviceBuffer x(h.size() * 2), c(static_cast<std::size_t>(kK * kD) * 2), labels(static_cast<std::size_t>(kN) * 8);
+      mc::copy_to_device(other, x.data(), h.data(), h.size() * 2);
+      mc::copy_to_device(other, c.data(), h.data(), static_cast<std::size_t>(kK * kD) * 2);
+      mc::AssignArgs a;
+      a.x = megatax::MatrixView(x.data(), kN, kD, megatax::DType::kF16);
+      a.centroids = megatax::MatrixView(c.data(), kK, kD, megatax::DType::kF16);
+      a.labels = labels.data();
+      auto assigns = [&](int count) {
+        const auto t = Clock::now();
+        for (int i = 0; i < count; ++i) mc::assign(other, a);
+        other.synchronize();
+        return since(t);
+      };
+      assigns(3);
+      const double one_assign = assigns(20) / 20;
+      std::printf("bench_pinned: beside an f16 assign %lld x %lld to %lld (%.3f ms, %.0f TFLOP/s alone), on two "
+                  "streams:\n",
+                  static_cast<long long>(kN), static_cast<long long>(kD), static_cast<long long>(kK), one_assign * 1e3,
+                  2.0 * kN * kK * kD / one_assign / 1e12);
+      std::printf("%-12s %12s %12s %14s %12s %10s\n", "gather SMs", "gather GB/s", "together s", "gather alone s",
+                  "assigns s", "overlap");
+      for (const int sms : {0, 4, 8, 16, 32}) {
+        const int rounds = 4;
+        const double g = gather(res, sms, rounds);
+        const int count = std::max(1, static_cast<int>(g / one_assign));
+        const double alone = assigns(count);
+        // Both at once: the gathers queued on res, the assigns on `other`, then both waited for.
+        const auto t = Clock::now();
+        for (int r = 0; r < rounds; ++r)
+          mc::gather_rows_at(res, at_dev.as<const void*>(), kRow, static_cast<std::int64_t>(rows), dev.data(), sms);
+        for (int i = 0; i < count; ++i) mc::assign(other, a);
+        res.synchronize();
+        other.synchronize();
+        const double both = since(t);
+        // overlap: 1 = together as long as the longer alone; 0 = as long as both one after the other.
+        std::printf("%-12d %12.1f %12.4f %14.4f %12.4f %10.2f\n", sms,
+                    static_cast<double>(rows * kRow) * rounds / g / 1e9, both, g, alone,
+                    (g + alone - both) / std::min(g, alone));
       }
     }
   } catch (const std::exception& e) {

@@ -355,9 +355,13 @@ void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const s
                  void* dst);
 // Queues dst row t = the row_bytes bytes at rows[t] for t < n (rows: a device array of device
 // addresses, not checked; dst packed): rows kept anywhere on the device, e.g. in many
-// buffers. 16-byte copies for every row whose address allows. Throws Error(kInvalidArgument)
-// for null pointers or n < 0.
-void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_bytes, std::int64_t n, void* dst);
+// buffers, or in page-locked host memory at its device_address() (read over the bus). 16-byte
+// copies for every row whose address allows. max_sms = 0: a grid that fills the device (rows
+// in its memory); > 0: the gather keeps to at most that many SMs (rows read over the bus
+// need a few to keep it busy; the rest stay free for kernels running beside the gather, on
+// other streams). Throws Error(kInvalidArgument) for null pointers, n < 0 or max_sms < 0.
+void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_bytes, std::int64_t n, void* dst,
+                    int max_sms = 0);
 
 // ---- a level's descent: rows grouped by parent, results back in row order -----------------
 // Queues order[t] and sorted_parent[t] for t < n: rows 0..n-1 stably sorted by parent[i]

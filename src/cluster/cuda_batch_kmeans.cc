@@ -64,11 +64,11 @@ void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::s
                                                  dtype_name(compute_));
   if (n == 0) return;
   // The addresses go over the bus (8 bytes a row; pageable: staged before the copy returns),
-  // the rows do not.
+  // the rows do not, unless kept in host memory (then read by a few SMs: set_rows_over_bus).
   row_at_dev_.reserve(static_cast<std::size_t>(n) * sizeof(void*));
   cuda::copy_to_device(res_, row_at_dev_.data(), rows.data(), static_cast<std::size_t>(n) * sizeof(void*));
   cuda::gather_rows_at(res_, row_at_dev_.as<const void*>(), static_cast<std::size_t>(dim_) * dtype_size(compute_), n,
-                       x_dev_.data());
+                       x_dev_.data(), rows_over_bus_ ? kBusGatherSms : 0);
 }
 
 void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) {

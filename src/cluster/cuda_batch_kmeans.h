@@ -33,6 +33,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // Rows in the compute dtype anywhere in this device's memory (gathered by address).
   bool takes_device_rows(DType dtype) const override { return dtype == compute_; }
   void prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) override;
+  // Rows over the bus: the gather keeps to kBusGatherSms SMs (cuda::gather_rows_at's max_sms).
+  void set_rows_over_bus(bool over_bus) override { rows_over_bus_ = over_bus; }
   unsigned char* points_buffer(int slot, std::size_t bytes) override;
   void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
@@ -88,6 +90,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // the batch, copying centroids): run thousands of times a level, so on kept threads.
   WorkerPool host_;
   bool seed_on_device_ = true;
+  bool rows_over_bus_ = false;
+  // SMs a gather over the bus keeps to: enough warps with their loads out to keep the bus
+  // busy (bench_pinned: 4 do on an H200), few enough that another lane's kernels keep the rest.
+  static constexpr int kBusGatherSms = 8;
   struct {
     double assign_launch = 0, assign_wait = 0, assign_scatter = 0, update_host = 0, update_wait = 0;
     double readback_queue = 0, readback_wait = 0;  // get_centroids_later, centroids_landed

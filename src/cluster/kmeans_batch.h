@@ -44,6 +44,11 @@ class BatchKMeansDevice {
   // takes_device_rows(dtype): whether the device offers it for rows of that dtype.
   virtual bool takes_device_rows(DType /*dtype*/) const { return false; }
   virtual void prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows);
+  // Optional: whether prepare_from_device's rows may lie in host memory the device reads over
+  // the bus (page-locked, mapped): its gather then keeps to a few of the device's cores, the
+  // bus being the limit, and leaves the rest to whatever runs beside it (another lane's
+  // batch). Until the next call; default false.
+  virtual void set_rows_over_bus(bool over_bus) { (void)over_bus; }
   // Seeding pools: pools[p] = ascending row numbers of xs[p] (borrowed for the call).
   virtual void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) = 0;
   // For every p with cands[p] non-empty (indices into pools[p], at most 16):

@@ -107,6 +107,9 @@ class ComputeBackend {
   virtual bool kept_rows(std::int64_t /*shard*/, std::span<const std::int64_t> /*rows*/, const void** /*out*/) const {
     return false;
   }
+  // Whether some of kept_rows' addresses lie in host memory the device reads over the bus
+  // (BatchKMeansDevice::set_rows_over_bus). Default: none.
+  virtual bool keeps_rows_on_host() const { return false; }
   // Where descend()'s time went since the last call, for the pass log ("" when the backend
   // does not break it down); resets the counters.
   virtual std::string take_descend_breakdown() { return {}; }

@@ -343,6 +343,8 @@ class CudaBackend final : public ComputeBackend {
     return true;
   }
 
+  bool keeps_rows_on_host() const override { return train_from_kept_ && host_bytes_ > 0; }
+
   std::string take_descend_breakdown() override {
     std::string r = "group " + std::to_string(time_.group) + ", stage " + std::to_string(time_.stage) +
                     ", device " + std::to_string(time_.device) + ", scatter " + std::to_string(time_.scatter) +

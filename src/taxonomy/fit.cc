@@ -1002,6 +1002,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         for (const auto& more : more_lanes)
           if (lanes.size() < mine.size()) lanes.push_back(more.get());
         lanes_used = lanes.size();
+        // Rows kept in host memory are gathered over the bus by a few of the GPU's cores: one
+        // lane's gather then runs beside the other's kernels instead of taking every core.
+        for (cluster::BatchKMeansDevice* lane : lanes) lane->set_rows_over_bus(try_kept && backend->keeps_rows_on_host());
         // The batches: parents [cut[b], cut[b + 1]) with their samples' rows.
         std::vector<std::size_t> cut{0};
         std::vector<std::int64_t> cut_rows;

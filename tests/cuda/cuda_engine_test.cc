@@ -13,7 +13,8 @@
 //      batches kept there and copied ahead), split between the device and the host (a
 //      device budget of one shard's), and partly kept (a host budget of one shard's); 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
-//      file streamed during training): identical files; 3d-3e batches and lanes; 3f. f16
+//      file streamed during training): identical files; 3d-3e batches (also with the data
+//      kept on the host: gathered over the bus) and lanes; 3f. f16
 //      data multiplied in f32 (gpu_dtype) kept on the device vs read every pass: identical
 //      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%); 3g. f32
 //      data multiplied in bf16, kept vs read: identical files, inertia at most 6% above the
@@ -688,6 +689,16 @@ int main(int argc, char** argv) {
           same_tree_files(dir + "/m_kept", dir + "/m_tight", &why) && same_tree_files(dir + "/o_kept", dir + "/o_tight", &why);
       check(same_tight, "f16 GPU fit in batches of 1 MiB of samples vs 1 GiB: identical files" +
                             (same_tight ? "" : " (differs: " + why + ")"));
+      // 3d'. The same batches with the data kept in page-locked host memory: each batch's
+      // rows gathered over the bus by a few SMs (set_rows_over_bus) while the other lane's
+      // kernels run: the same bits.
+      setenv("MEGATAX_CUDA_RESIDENT", "host", 1);
+      fit(tight, "cuda", in16, dir + "/m_tight_host", dir + "/o_tight_host");
+      unsetenv("MEGATAX_CUDA_RESIDENT");
+      const bool same_tight_host = same_tree_files(dir + "/m_tight", dir + "/m_tight_host", &why) &&
+                                   same_tree_files(dir + "/o_tight", dir + "/o_tight_host", &why);
+      check(same_tight_host, "f16 GPU fit in batches of 1 MiB, the data kept on the host: identical files" +
+                                 (same_tight_host ? "" : " (differs: " + why + ")"));
       // 3e. The same batches on one training lane instead of two (two device objects taking
       // batches in turn, out of order): the same bits.
       setenv("MEGATAX_TRAIN_LANES", "1", 1);

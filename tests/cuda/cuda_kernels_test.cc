@@ -1242,16 +1242,26 @@ void test_gather_rows(mc::Resources& res, std::mt19937_64& rng, std::size_t row_
   report(name, ok, "byte-identical to the host gather");
 }
 
-// gather_rows_at: rows scattered over two device buffers (the second's rows start one byte
-// in, so they take the byte path when the first's take 16-byte pieces), against the host.
+// gather_rows_at: rows scattered over two buffers, against the host. The first holds rows
+// [0, half) in device memory or, with on_host, in page-locked host memory (read over the bus
+// at its device address); the second's rows start one byte in, so they take the byte path
+// when the first's take 16-byte pieces. max_sms: gather_rows_at's (0: the whole device).
 void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t src_rows,
-                         std::int64_t n) {
+                         std::int64_t n, int max_sms = 0, bool on_host = false) {
   std::vector<unsigned char> src(row_bytes * static_cast<std::size_t>(src_rows));
   for (auto& v : src) v = static_cast<unsigned char>(rng());
   const std::int64_t half = src_rows / 2;  // rows [0, half) in buffer a, the rest in b at offset 1
-  mc::DeviceBuffer da(row_bytes * static_cast<std::size_t>(half) + 16),
+  mc::DeviceBuffer da(on_host ? 0 : row_bytes * static_cast<std::size_t>(half) + 16),
       db(row_bytes * static_cast<std::size_t>(src_rows - half) + 16);
-  mc::copy_to_device(res, da.data(), src.data(), row_bytes * static_cast<std::size_t>(half));
+  mc::PinnedBuffer ha(on_host ? row_bytes * static_cast<std::size_t>(half) + 16 : 0);
+  const unsigned char* a = nullptr;
+  if (on_host) {
+    std::memcpy(ha.data(), src.data(), row_bytes * static_cast<std::size_t>(half));
+    a = static_cast<const unsigned char*>(mc::device_address(ha.data()));
+  } else {
+    mc::copy_to_device(res, da.data(), src.data(), row_bytes * static_cast<std::size_t>(half));
+    a = da.as<unsigned char>();
+  }
   mc::copy_to_device(res, db.as<unsigned char>() + 1, src.data() + row_bytes * static_cast<std::size_t>(half),
                      row_bytes * static_cast<std::size_t>(src_rows - half));
   std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
@@ -1259,19 +1269,20 @@ void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t r
   std::uniform_int_distribution<std::int64_t> row(0, src_rows - 1);
   for (std::size_t t = 0; t < idx.size(); ++t) {
     idx[t] = row(rng);
-    at[t] = idx[t] < half ? static_cast<const void*>(da.as<unsigned char>() + idx[t] * row_bytes)
+    at[t] = idx[t] < half ? static_cast<const void*>(a + idx[t] * row_bytes)
                           : static_cast<const void*>(db.as<unsigned char>() + 1 + (idx[t] - half) * row_bytes);
   }
   mc::DeviceBuffer dat(at.size() * sizeof(void*) + 8), ddst(row_bytes * static_cast<std::size_t>(n) + 16);
   mc::copy_to_device(res, dat.data(), at.data(), at.size() * sizeof(void*));
-  mc::gather_rows_at(res, static_cast<const void* const*>(dat.data()), row_bytes, n, ddst.data());
+  mc::gather_rows_at(res, static_cast<const void* const*>(dat.data()), row_bytes, n, ddst.data(), max_sms);
   const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
   const std::int64_t bad = rows_unlike_host_gather(got, src, idx, row_bytes);
   bool ok = true;
   CHECK_OR_FAIL(bad == 0, "%lld rows differ from the host gather", (long long)bad);
-  char name[160];
-  std::snprintf(name, sizeof(name), "gather_rows_at row_bytes=%zu src=%lld n=%lld, two buffers", row_bytes,
-                (long long)src_rows, (long long)n);
+  char name[200];
+  std::snprintf(name, sizeof(name), "gather_rows_at row_bytes=%zu src=%lld n=%lld, two buffers%s, %s", row_bytes,
+                (long long)src_rows, (long long)n, on_host ? " (one in page-locked host memory)" : "",
+                max_sms == 0 ? "the whole device" : ("max_sms " + std::to_string(max_sms)).c_str());
   report(name, ok, "byte-identical to the host gather");
 }
 
@@ -1814,6 +1825,12 @@ int main(int argc, char** argv) {
     test_gather_rows(res, rng, 5, 17, 64);
     test_gather_rows_at(res, rng, 2048, 5000, 7001);
     test_gather_rows_at(res, rng, 34, 300, 1000);
+    // Kept to a few SMs (rows read over the bus): each warp takes many rows; rows of more
+    // pieces than a warp loads at once (4112 bytes: 257 pieces) and of bytes.
+    test_gather_rows_at(res, rng, 2048, 5000, 7001, 3, true);
+    test_gather_rows_at(res, rng, 4112, 900, 3001, 1, true);
+    test_gather_rows_at(res, rng, 34, 300, 1000, 2, true);
+    test_gather_rows_at(res, rng, 4112, 900, 2999, 5, false);
     std::printf("descent on the device (reference: the host's stable sort and scatter)\n");
     test_descent(res, rng, 1, 1);
     test_descent(res, rng, 1000, 7);
