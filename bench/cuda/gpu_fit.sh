@@ -2,7 +2,8 @@
 # bench/cuda/gpu_fit.sh -- the engine end to end on one GPU vs the CPU, same data, same run:
 # generates N x D f16 shards (local disk), then `megatax fit` with --device cuda (f16 tensor
 # cores) and, when CPU_TOO=1, --device cpu; prints each level's train / assign seconds, the
-# fit rate (points * level / s) and the floor of reading X once from the page cache.
+# fit rate (points * level / s), the floor of reading X once from the page cache, and for
+# each run a summary line: its passes and the training's share of the fit (issue 10's <= 15%).
 #
 #   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
 # Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576),
@@ -68,6 +69,16 @@ fi
 w0=$(date +%s.%N); dd if=/dev/zero of="$WORK/dd.test" bs=16M count=256 conv=fsync status=none; w1=$(date +%s.%N)
 rm -f "$WORK/dd.test"
 echo "gpu_fit: write 4 GiB to WORK's disk (dd, fsync): $(secs "$w0" "$w1") s = $(awk -v a="$w0" -v c="$w1" 'BEGIN { printf "%.2f", 4294967296 / (c - a) / 1e9 }') GB/s"
+# summarize LABEL LOG: a run's passes (one a level), its training's seconds (every level's
+# "trained ... in X s") and their share of the fit's.
+summarize() {
+  awk -v label="$1" '
+    /level [0-9]+: trained .* in [0-9.]+ s/ { for (i = 1; i < NF; ++i) if ($i == "in") { t += $(i + 1); break } }
+    /level [0-9]+: assigned .* in [0-9.]+ s/ {
+      for (i = 1; i < NF; ++i) if ($i == "in") { p = p (p == "" ? "" : " / ") sprintf("%.2f", $(i + 1)); break } }
+    /^fit: / { for (i = 2; i <= NF; ++i) if ($i == "s,") f = $(i - 1) }
+    END { if (f > 0) printf "gpu_fit: %s: passes %s s; training %.2f s = %.1f%% of the fit (%.2f s)\n", label, p, t, 100 * t / f, f }' "$2"
+}
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
   rm -rf "$WORK/m_$label" "$WORK/o_$label"  # (a repeated run starts afresh)
@@ -75,7 +86,9 @@ run() {  # run LABEL BINARY DEVICE [fit args...]
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
     --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
-    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|training:|training, lane|built in|summed|committed|in the background" | sed 's/shards \[[0-9,]*\]/shards/'
+    grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|training:|training, lane|built in|summed|committed|in the background" |
+    sed 's/shards \[[0-9,]*\]/shards/' | tee "$WORK/run_$label.log"
+  summarize "$label" "$WORK/run_$label.log"
 }
 for rep in $(seq 1 "${REPEAT:-1}"); do
   [ "${REPEAT:-1}" = 1 ] || echo "gpu_fit: round $rep of $REPEAT"
