@@ -4,12 +4,17 @@
 // rate out of it, release; and a pageable buffer's copy rate for scale. Then rows gathered
 // out of page-locked host memory by a kernel reading them over the bus (cuda::gather_rows_at
 // at device_address()es: how a fit's training takes samples kept on the host), 2 KiB rows in
-// random order, against the one-copy rate above; and that gather beside an f16 assign on
-// another stream (a training's other lane), on the whole device or kept to a few SMs.
+// random order, against the one-copy rate above; that gather beside an f16 assign on
+// another stream (a training's other lane), on the whole device or kept to a few SMs; and
+// a file's read-only mapping registered where it lies in the page cache
+// (cudaHostRegisterReadOnly), the same gather out of it.
 //
 //   bench_pinned [MiB [COUNT [EACH_MiB]]]   (default 1280: a wide level's group of training
 //   samples; then COUNT (40) buffers of EACH_MiB (256) kept at once)
 #include <cuda_runtime_api.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -173,6 +178,56 @@ int main(int argc, char** argv) {
         std::printf("%-12d %12.1f %12.4f %14.4f %12.4f %10.2f\n", sms,
                     static_cast<double>(rows * kRow) * rounds / g / 1e9, both, g, alone,
                     (g + alone - both) / std::min(g, alone));
+      }
+      // A file's read-only mapping registered for the GPU where it lies in the page cache
+      // (cudaHostRegisterReadOnly: no copy into page-locked memory of our own): the
+      // registration's rate, and the same gather out of it over the bus (8 SMs). Shards kept
+      // this way would cost the host no second copy of X.
+      {
+        const char* path = "/tmp/bench_pinned_mapping.bin";
+        const int fd = ::open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        std::size_t written = 0;
+        while (fd >= 0 && written < rows * kRow) {
+          const ssize_t w = ::write(fd, static_cast<const unsigned char*>(host.data()) + written, rows * kRow - written);
+          if (w <= 0) break;
+          written += static_cast<std::size_t>(w);
+        }
+        void* map = written == rows * kRow ? ::mmap(nullptr, written, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+        int supported = 0;
+        cudaDeviceGetAttribute(&supported, cudaDevAttrHostRegisterReadOnlySupported, res.device());
+        if (map == MAP_FAILED) {
+          std::printf("bench_pinned: a file's read-only mapping: could not write or map %s\n", path);
+        } else {
+          volatile unsigned char touch = 0;
+          for (std::size_t i = 0; i < written; i += 4096) touch = touch + static_cast<const unsigned char*>(map)[i];
+          const auto t = Clock::now();
+          const cudaError_t e = cudaHostRegister(map, written, cudaHostRegisterMapped | cudaHostRegisterReadOnly);
+          const double reg = since(t);
+          if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            std::printf("bench_pinned: a file's read-only mapping: cudaHostRegister refused it: %s "
+                        "(cudaDevAttrHostRegisterReadOnlySupported %d)\n",
+                        cudaGetErrorString(e), supported);
+          } else {
+            void* mapped_dev = nullptr;
+            if (cudaHostGetDevicePointer(&mapped_dev, map, 0) == cudaSuccess) {
+              const auto* fbase = static_cast<const unsigned char*>(mapped_dev);
+              for (std::size_t i = 0; i < rows; ++i) at[i] = fbase + order[i] * kRow;
+              mc::copy_to_device(res, at_dev.data(), at.data(), rows * sizeof(void*));
+              res.synchronize();
+              gather(res, 8, 1);
+              const double g = gather(res, 8, 3) / 3;
+              std::printf("bench_pinned: a file's read-only mapping of %zu MiB registered in %.3f s (%.1f GB/s); "
+                          "its rows gathered over the bus on 8 SMs: %.1f GB/s (one copy from our buffer %.1f GB/s)\n",
+                          written >> 20, reg, static_cast<double>(written) / reg / 1e9,
+                          static_cast<double>(written) / g / 1e9, one_copy);
+            }
+            cudaHostUnregister(map);
+          }
+          ::munmap(map, written);
+        }
+        if (fd >= 0) ::close(fd);
+        ::unlink(path);
       }
     }
   } catch (const std::exception& e) {
