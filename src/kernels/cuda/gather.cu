@@ -36,8 +36,8 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kPiecesInFlight = 4;
 constexpr int kWideThreads = 1024;  // a block's threads when kept to a few SMs
 
-__global__ void __launch_bounds__(kWideThreads) gather_rows_at_kernel(const void* const* rows, std::size_t row_bytes, std::int64_t n,
-                                      unsigned char* dst) {
+__global__ void __launch_bounds__(kWideThreads)
+    gather_rows_at_kernel(const void* const* rows, std::size_t row_bytes, std::int64_t n, unsigned char* dst) {
   const int lane = static_cast<int>(threadIdx.x % 32);
   const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
   for (std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; t < n;
@@ -102,17 +102,12 @@ void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_byt
   res.activate();
   // The whole device: a block per 8 rows (a warp a row); kept to max_sms: one block of 32
   // warps on each (a warp a row at a time, the rows in a grid stride).
-  const std::int64_t row_blocks = (n + detail::kRowsPerBlock - 1) / detail::kRowsPerBlock;
-  const auto stream = static_cast<cudaStream_t>(res.stream());
-  if (max_sms == 0) {
-    detail::gather_rows_at_kernel<<<static_cast<unsigned>(row_blocks), detail::kThreads, 0, stream>>>(
-        rows, row_bytes, n, static_cast<unsigned char*>(dst));
-  } else {
-    constexpr int kWarps = detail::kWideThreads / 32;
-    const std::int64_t blocks = std::min<std::int64_t>(max_sms, (n + kWarps - 1) / kWarps);
-    detail::gather_rows_at_kernel<<<static_cast<unsigned>(blocks), detail::kWideThreads, 0, stream>>>(
-        rows, row_bytes, n, static_cast<unsigned char*>(dst));
-  }
+  const int threads = max_sms == 0 ? detail::kThreads : detail::kWideThreads;
+  const std::int64_t warps = threads / 32;
+  std::int64_t blocks = (n + warps - 1) / warps;
+  if (max_sms > 0) blocks = std::min<std::int64_t>(blocks, max_sms);
+  detail::gather_rows_at_kernel<<<static_cast<unsigned>(blocks), threads, 0, static_cast<cudaStream_t>(res.stream())>>>(
+      rows, row_bytes, n, static_cast<unsigned char*>(dst));
   MEGATAX_CUDA_CHECK_LAUNCH("gather_rows_at_kernel");
 }
 
