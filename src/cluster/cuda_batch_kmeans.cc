@@ -55,20 +55,88 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   return n;
 }
 
+CudaBatchKMeans::~CudaBatchKMeans() {
+  try {
+    drop_ahead();  // (its buffers go with this object)
+  } catch (...) {  // a destructor does not throw; the stream's error was someone's to report
+  }
+}
+
 void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
   res_.activate();  // this device on the calling thread (allocations included)
-  const std::int64_t n = lay_out(xs);
+  std::int64_t want = 0;
+  for (const auto& x : xs) want += x.rows;
+  // The rows gathered ahead when they are these (the same addresses in the same order).
+  bool gathered = false;
+  if (in_flight_.has_value()) {
+    const Ahead& a = *in_flight_;
+    gathered = a.rows == want && static_cast<std::int64_t>(rows.size()) == want && (xs.empty() || a.dim == xs[0].dim) &&
+               (want == 0 || std::memcmp(a.at.data(), rows.data(), rows.size() * sizeof(void*)) == 0);
+    const auto t_wait = Clock::now();
+    drop_ahead();  // waits for it (usually done: it ran while the last batch trained)
+    if (gathered) {
+      std::swap(x_dev_, x_ahead_);
+      time_.ahead_wait += std::chrono::duration<double>(Clock::now() - t_wait).count();
+      ++time_.gathers_ahead;
+    }
+  }
+  const std::int64_t n = lay_out(xs);  // (x_dev_ large enough when gathered)
   if (!points_exact_ || static_cast<std::int64_t>(rows.size()) != n)
     throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::prepare_from_device: " + std::to_string(rows.size()) +
                                                  " rows for " + std::to_string(n) + " points, which must be " +
                                                  dtype_name(compute_));
-  if (n == 0) return;
-  // The addresses go over the bus (8 bytes a row; pageable: staged before the copy returns),
-  // the rows do not, unless kept in host memory (then read by a few SMs: set_rows_over_bus).
-  row_at_dev_.reserve(static_cast<std::size_t>(n) * sizeof(void*));
-  cuda::copy_to_device(res_, row_at_dev_.data(), rows.data(), static_cast<std::size_t>(n) * sizeof(void*));
-  cuda::gather_rows_at(res_, row_at_dev_.as<const void*>(), static_cast<std::size_t>(dim_) * dtype_size(compute_), n,
-                       x_dev_.data(), rows_over_bus_ ? kBusGatherSms : 0);
+  if (n > 0 && !gathered) {
+    // The addresses go over the bus (8 bytes a row; pageable: staged before the copy
+    // returns), the rows do not, unless kept in host memory (then read by a few SMs:
+    // set_rows_over_bus).
+    row_at_dev_.reserve(static_cast<std::size_t>(n) * sizeof(void*));
+    cuda::copy_to_device(res_, row_at_dev_.data(), rows.data(), static_cast<std::size_t>(n) * sizeof(void*));
+    cuda::gather_rows_at(res_, row_at_dev_.as<const void*>(), static_cast<std::size_t>(dim_) * dtype_size(compute_),
+                         n, x_dev_.data(), rows_over_bus_ ? kBusGatherSms : 0);
+    ++time_.gathers_here;
+  }
+  if (deferred_.has_value()) {  // the batch after this one's, asked for while the last trained
+    Ahead next = std::move(*deferred_);
+    deferred_.reset();
+    start_ahead(std::move(next));
+  }
+}
+
+void CudaBatchKMeans::prefetch_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  if (deferred_.has_value()) return;  // one asked for already
+  Ahead a;
+  for (const auto& x : xs) a.rows += x.rows;
+  if (a.rows == 0 || static_cast<std::int64_t>(rows.size()) != a.rows || xs[0].dtype != compute_) return;
+  a.dim = xs[0].dim;
+  const std::size_t bytes = rows.size() * sizeof(void*);
+  if (spare_at_.size() >= bytes) a.at = std::move(spare_at_);
+  if (a.at.size() < bytes) a.at.reserve(bytes + bytes / 4);  // (batches differ in size a little)
+  std::memcpy(a.at.data(), rows.data(), bytes);
+  deferred_ = std::move(a);  // started by the next prepare_from_device, after its own rows
+}
+
+void CudaBatchKMeans::start_ahead(Ahead a) {
+  if (!ahead_res_.has_value()) ahead_res_.emplace(res_.device());
+  const std::size_t row_bytes = static_cast<std::size_t>(a.dim) * dtype_size(compute_);
+  // After everything queued on this lane so far (its kernels may still read x_ahead_, the
+  // last batch's points).
+  before_ahead_.record(res_);
+  before_ahead_.enqueue_wait(*ahead_res_);
+  row_at_ahead_.reserve(static_cast<std::size_t>(a.rows) * sizeof(void*));
+  x_ahead_.reserve(static_cast<std::size_t>(a.rows) * row_bytes);
+  cuda::copy_to_device(*ahead_res_, row_at_ahead_.data(), a.at.data(), static_cast<std::size_t>(a.rows) * sizeof(void*));
+  cuda::gather_rows_at(*ahead_res_, row_at_ahead_.as<const void*>(), row_bytes, a.rows, x_ahead_.data(),
+                       rows_over_bus_ ? kBusGatherSms : 0);
+  ahead_done_.record(*ahead_res_);
+  in_flight_ = std::move(a);
+}
+
+void CudaBatchKMeans::drop_ahead() {
+  if (!in_flight_.has_value()) return;
+  ahead_done_.synchronize();  // (its address buffer and x_ahead_ are free after this)
+  spare_at_ = std::move(in_flight_->at);
+  in_flight_.reset();
 }
 
 void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) {
@@ -89,6 +157,8 @@ void CudaBatchKMeans::set_centroid_to_point(std::size_t p, std::int64_t c, std::
 
 void CudaBatchKMeans::prepare(std::span<const MatrixView> xs) {
   res_.activate();  // this device on the calling thread (allocations included)
+  deferred_.reset();  // (rows from the host: nothing gathered ahead is asked for)
+  drop_ahead();
   const std::size_t P = xs.size();
   const std::int64_t n = lay_out(xs);
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
@@ -520,6 +590,10 @@ std::string CudaBatchKMeans::take_breakdown() {
          std::to_string(time_.readback_queue) + " of which " + std::to_string(time_.stage_growths) +
          " stage growths " + std::to_string(time_.stage_growth) + " and waiting for stages made ahead " +
          std::to_string(time_.stage_wait) + ", waited " + std::to_string(time_.readback_wait) + ")";
+  if (time_.gathers_ahead > 0 || time_.gathers_here > 0)
+    r += std::string(r.empty() ? "" : "; ") + "rows gathered by address: " + std::to_string(time_.gathers_ahead) +
+         " batches ahead (waited " + std::to_string(time_.ahead_wait) + "), " + std::to_string(time_.gathers_here) +
+         " at their prepare";
   time_ = {};
   return r;
 }

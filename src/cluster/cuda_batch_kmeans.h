@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <future>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +36,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void prepare_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) override;
   // Rows over the bus: the gather keeps to kBusGatherSms SMs (cuda::gather_rows_at's max_sms).
   void set_rows_over_bus(bool over_bus) override { rows_over_bus_ = over_bus; }
+  // On a stream of its own into a second points buffer, after what the lane queued before
+  // (its kernels may still read that buffer).
+  void prefetch_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) override;
+  ~CudaBatchKMeans() override;
   unsigned char* points_buffer(int slot, std::size_t bytes) override;
   void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) override;
   void seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
@@ -82,8 +87,25 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // prepare()'s bookkeeping for problems xs (row_begin_, dim_, x_dev_'s size...); returns
   // their total rows.
   std::int64_t lay_out(std::span<const MatrixView> xs);
+  // A batch's rows gathered ahead (prefetch_from_device).
+  struct Ahead {
+    std::int64_t rows = 0, dim = 0;
+    cuda::PinnedBuffer at;  // the rows' addresses as given (copied from here; compared)
+  };
+  // Queues a's gather into x_ahead_ on ahead_res_ (made on first use), after res_'s work.
+  void start_ahead(Ahead a);
+  // Waits for the gather under way (if any) and forgets it.
+  void drop_ahead();
 
   cuda::Resources res_;
+  // prefetch_from_device's stream, the gather under way into x_ahead_ (in_flight_), the one
+  // to start after the next prepare (deferred_); before_ahead_: res_'s work the gather waits
+  // for; ahead_done_: its end.
+  std::optional<cuda::Resources> ahead_res_;
+  std::optional<Ahead> in_flight_, deferred_;
+  cuda::Event before_ahead_, ahead_done_;
+  cuda::DeviceBuffer x_ahead_, row_at_ahead_;
+  cuda::PinnedBuffer spare_at_;  // a consumed gather's address buffer, for the next
   Metric metric_;
   DType compute_;
   // The per-problem host loops of every step (scattering labels, numbering clusters across
@@ -103,6 +125,10 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
     // Rows of the problems still iterating (assigned, summed) against every row of each
     // assignment's batch: what skipping the converged ones saves.
     std::int64_t rows_assigned = 0, rows_summed = 0, rows_batched = 0;
+    // prepare_from_device: batches whose rows were gathered ahead (and the wait for them), or
+    // gathered at the call.
+    std::int64_t gathers_ahead = 0, gathers_here = 0;
+    double ahead_wait = 0;
   } time_;
   SeedDistances seed_distances_ = SeedDistances::kAuto;
   std::string last_seed_path_;

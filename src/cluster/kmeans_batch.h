@@ -49,6 +49,14 @@ class BatchKMeansDevice {
   // bus being the limit, and leaves the rest to whatever runs beside it (another lane's
   // batch). Until the next call; default false.
   virtual void set_rows_over_bus(bool over_bus) { (void)over_bus; }
+  // Optional: the rows of the prepare_from_device after the next one (its xs and rows,
+  // copied): the device starts gathering them once the next one has queued its own, so that
+  // they are there while the next batch trains. One at a time (a second call before the next
+  // prepare_from_device is ignored). A prepare_from_device given other rows, or prepare(),
+  // drops what was gathered ahead.
+  virtual void prefetch_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
+    (void)xs, (void)rows;
+  }
   // Seeding pools: pools[p] = ascending row numbers of xs[p] (borrowed for the call).
   virtual void set_seeding_pools(const std::vector<std::span<const std::int64_t>>& pools) = 0;
   // For every p with cands[p] non-empty (indices into pools[p], at most 16):
