@@ -831,6 +831,10 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // samples before its batch: `gather_s` is what the lanes waited for them)
     double prepare_s = 0, batch_s = 0, collect_s = 0;
     double ahead_s = 0;  // batched, kept rows: the addresses' thread (`gather_s` has the lanes' waits)
+    // batched, rows read on the host: batches read while the lane's batch before trained, and
+    // those reads' own seconds (`gather_s` has the lanes' waits for them)
+    std::int64_t read_ahead_batches = 0;
+    double read_ahead_s = 0;
     double setup_s = 0;  // batched, one process: the level's centroid array allocated
     std::int64_t seed_steps = 0;
     auto add_breakdown = [&](double g, const cluster::KMeansResult& r) {
@@ -1080,41 +1084,99 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           for (; streamed < batches.size() && batches[streamed].landed; ++streamed)
             stream_trained(batches[streamed].g0, batches[streamed].g1);
         };
+        // Claims the next batch for a lane: kNone when none is left or a lane failed.
+        auto claim_batch = [&]() -> std::size_t {
+          std::lock_guard<std::mutex> lock(lane_mutex);
+          if (lane_error != nullptr || next_batch >= n_batches) return kNone;
+          const std::size_t b = next_batch++;
+          batches.push_back({cut[b], cut[b + 1], false});
+          return b;
+        };
+        // Claimed batch b's kept rows' addresses when the thread finds them (else none), the
+        // wait for them in its `seconds`, the thread's time for them in *found_s.
+        auto claimed_addresses = [&](std::size_t b, double* found_s) {
+          Group gr;
+          if (finding) {
+            const auto t_wait = Clock::now();
+            {
+              std::lock_guard<std::mutex> lock(ahead.mu);
+              ahead.claimed = std::max(ahead.claimed, b + 1);
+              ahead.changed.notify_all();
+            }
+            gr = take_addresses(b);
+            *found_s = gr.seconds;
+            gr.seconds = since(t_wait);
+          }
+          return gr;
+        };
+        // A lane claims its next batch as it starts one and has its rows gathered while this
+        // one trains: kept rows read over the bus (kept in host memory) by the device
+        // (prefetch_from_device), rows read from the shards by the host into the lane's
+        // other points buffer (not when kept rows were not looked for ahead: then a batch's
+        // rows may or may not be kept, found out as it is read).
+        // Each read ahead runs on every thread, beside the other lanes' reads and host work: on
+        // fewer (the cores left after one a lane, shared) the lanes' host work ran sooner but the
+        // reads took longer than the batches they hid behind (H200 host, session 45).
+        const bool gather_ahead = try_kept && backend->keeps_rows_on_host();
+        auto points_bytes = [&](std::size_t b) { return static_cast<std::size_t>(cut_rows[b] * d) * dtype_size(x_dtype); };
         auto run_lane = [&](std::size_t lane) {
           cluster::BatchKMeansDevice& dev = *lanes[lane];
           std::size_t landing = kNone;  // this lane's batch whose read-back is under way
+          std::size_t next = kNone;     // its batch claimed ahead, with:
+          Group next_gr;                // its kept rows' addresses (or none), and
+          double next_found_s = 0;
+          std::future<Group> next_read;  // its rows being read into points buffer 1 - slot
+          int slot = 0;                  // the points buffer of the batch in hand, when read
+          const bool read_ahead = !try_kept || finding;  // (`finding` is set as the lanes start)
           try {
             for (;;) {
               check_stop();
-              std::size_t g0 = 0, g1 = 0, b = 0;
-              {
-                std::lock_guard<std::mutex> lock(lane_mutex);
-                if (lane_error != nullptr || next_batch >= n_batches) break;
-                b = next_batch++;
-                g0 = cut[b];
-                g1 = cut[b + 1];
-                batches.push_back({g0, g1, false});
-              }
+              std::size_t b = next;
               Group gr;
               double found_s = 0;  // the addresses' thread's time for this batch
-              if (finding) {
-                const auto t_wait = Clock::now();
-                {
-                  std::lock_guard<std::mutex> lock(ahead.mu);
-                  ahead.claimed = std::max(ahead.claimed, b + 1);
-                  ahead.changed.notify_all();
+              bool have_rows = false;  // its rows read ahead
+              if (b != kNone) {
+                found_s = next_found_s;
+                next = kNone;
+                if (next_read.valid()) {
+                  const auto t_wait = Clock::now();
+                  gr = next_read.get();
+                  const double read_s = gr.seconds;
+                  gr.seconds = since(t_wait) + next_gr.seconds;
+                  slot = 1 - slot;
+                  have_rows = true;
+                  std::lock_guard<std::mutex> lock(lane_mutex);
+                  ++read_ahead_batches;
+                  read_ahead_s += read_s;
+                } else {
+                  gr = std::move(next_gr);
                 }
-                gr = take_addresses(b);
-                found_s = gr.seconds;
-                gr.seconds = since(t_wait);
+              } else {
+                b = claim_batch();
+                if (b == kNone) break;
+                gr = claimed_addresses(b, &found_s);
               }
-              if (gr.rows_at.empty()) {  // read (not every row kept, or not looked for)
+              const std::size_t g0 = cut[b], g1 = cut[b + 1];
+              const bool kept_rows = !gr.rows_at.empty();
+              if (kept_rows ? gather_ahead && finding : read_ahead) {
+                next = claim_batch();
+                if (next != kNone) {
+                  next_gr = claimed_addresses(next, &next_found_s);
+                  if (!next_gr.rows_at.empty()) {
+                    if (gather_ahead) dev.prefetch_from_device(next_gr.views, next_gr.rows_at);
+                  } else if (read_ahead) {
+                    unsigned char* buffer = dev.points_buffer(kept_rows ? slot : 1 - slot, points_bytes(next));
+                    if (kept_rows) slot = 1 - slot;  // (this batch's rows are not in a points buffer)
+                    next_read = std::async(std::launch::async, [&, n0 = cut[next], n1 = cut[next + 1], buffer] {
+                      return gather_group(n0, n1, buffer, finding ? Gather::kReadOnly : Gather::kAny);
+                    });
+                  }
+                }
+              }
+              if (!kept_rows && !have_rows) {  // read now (not every row kept, or not looked for)
                 // Into the device's buffer; kept rows not looked for ahead need none (were one
                 // missing after all, the group reads into its own).
-                unsigned char* buffer =
-                    try_kept && !finding
-                        ? nullptr
-                        : dev.points_buffer(0, static_cast<std::size_t>(cut_rows[b] * d) * dtype_size(x_dtype));
+                unsigned char* buffer = try_kept && !finding ? nullptr : dev.points_buffer(slot, points_bytes(b));
                 const double waited_s = gr.seconds;
                 gr = gather_group(g0, g1, buffer, finding ? Gather::kReadOnly : Gather::kAny);
                 gr.seconds += waited_s;
@@ -1284,6 +1346,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  (batched ? "batched on the device, " + std::to_string(lanes_used) + " lane(s), seconds summed over them"
                           : std::string("thread-seconds")) + ": gather " + std::to_string(gather_s) +
                  (ahead_s > 0 ? " (addresses found ahead in " + std::to_string(ahead_s) + ")" : std::string()) +
+                 (read_ahead_batches > 0 ? " (" + std::to_string(read_ahead_batches) +
+                                               " batches read ahead on the host in " + std::to_string(read_ahead_s) + ")"
+                                         : std::string()) +
                  (batched ? ", centroid array " + std::to_string(setup_s) +
                                 ", batches " + std::to_string(batch_s) + ": prepare " + std::to_string(prepare_s)
                           : std::string()) +

@@ -14,7 +14,8 @@
 //      device budget of one shard's), and partly kept (a host budget of one shard's); 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
 //      file streamed during training): identical files; 3d-3e batches (also with the data
-//      kept on the host: gathered over the bus) and lanes; 3f. f16
+//      kept on the host: gathered over the bus, the next batch's ahead; read every pass: the
+//      next batch's read ahead on the host) and lanes; 3f. f16
 //      data multiplied in f32 (gpu_dtype) kept on the device vs read every pass: identical
 //      files, and >= 97% of paths equal to the CPU's (deepest inertia within 0.5%); 3g. f32
 //      data multiplied in bf16, kept vs read: identical files, inertia at most 6% above the
@@ -689,9 +690,9 @@ int main(int argc, char** argv) {
           same_tree_files(dir + "/m_kept", dir + "/m_tight", &why) && same_tree_files(dir + "/o_kept", dir + "/o_tight", &why);
       check(same_tight, "f16 GPU fit in batches of 1 MiB of samples vs 1 GiB: identical files" +
                             (same_tight ? "" : " (differs: " + why + ")"));
-      // 3d'. The same batches with the data kept in page-locked host memory: each batch's
-      // rows gathered over the bus by a few SMs (set_rows_over_bus) while the other lane's
-      // kernels run: the same bits.
+      // 3d'. The same batches with the data kept in page-locked host memory: each lane's
+      // next batch's rows gathered over the bus while its batch trains
+      // (prefetch_from_device): the same bits; the log shows batches gathered ahead.
       setenv("MEGATAX_CUDA_RESIDENT", "host", 1);
       fit(tight, "cuda", in16, dir + "/m_tight_host", dir + "/o_tight_host");
       unsetenv("MEGATAX_CUDA_RESIDENT");
@@ -699,6 +700,26 @@ int main(int argc, char** argv) {
                                    same_tree_files(dir + "/o_tight", dir + "/o_tight_host", &why);
       check(same_tight_host, "f16 GPU fit in batches of 1 MiB, the data kept on the host: identical files" +
                                  (same_tight_host ? "" : " (differs: " + why + ")"));
+      const std::string lane_line = logged("level 2: training, lane 1: ");
+      const bool ahead = lane_line.find("rows gathered by address: ") != std::string::npos &&
+                         lane_line.find("rows gathered by address: 0 batches ahead") == std::string::npos;
+      const std::size_t at = lane_line.find("rows gathered");
+      check(ahead, "f16 GPU fit in batches of 1 MiB, the data kept on the host: batches gathered ahead (" +
+                       (at == std::string::npos ? "lane 1 logged: '" + lane_line + "'" : lane_line.substr(at)) + ")");
+      // 3d''. The same batches with the data read from the shards at every pass: each lane's
+      // next batch's samples read on the host while its batch trains: the same bits; the log
+      // shows batches read ahead.
+      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
+      fit(tight, "cuda", in16, dir + "/m_tight_read", dir + "/o_tight_read");
+      unsetenv("MEGATAX_CUDA_RESIDENT");
+      const bool same_tight_read = same_tree_files(dir + "/m_tight", dir + "/m_tight_read", &why) &&
+                                   same_tree_files(dir + "/o_tight", dir + "/o_tight_read", &why);
+      check(same_tight_read, "f16 GPU fit in batches of 1 MiB, the data read every pass: identical files" +
+                                 (same_tight_read ? "" : " (differs: " + why + ")"));
+      const std::string trained_line = logged("level 2: trained ");
+      const bool read_ahead = trained_line.find(" batches read ahead on the host") != std::string::npos;
+      check(read_ahead, "f16 GPU fit in batches of 1 MiB, the data read every pass: batches read ahead on the host (" +
+                            trained_line + ")");
       // 3e. The same batches on one training lane instead of two (two device objects taking
       // batches in turn, out of order): the same bits.
       setenv("MEGATAX_TRAIN_LANES", "1", 1);
