@@ -139,6 +139,12 @@ class OwnedBuffer {
   void reserve(std::size_t bytes) {
     if (size_ < bytes) *this = OwnedBuffer(bytes);
   }
+  // reserve() for scratch sized by each call's work, varying a little between calls (a
+  // batch's rows): the first allocation is `bytes`, a later growth a quarter more than asked,
+  // so that the few largest calls do not each free and allocate (and synchronise the device).
+  void grow(std::size_t bytes) {
+    if (size_ < bytes) *this = OwnedBuffer(size_ == 0 ? bytes : bytes + bytes / 4);
+  }
   void* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   template <class T>

@@ -46,7 +46,7 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   row_begin_.assign(P + 1, 0);
   for (std::size_t p = 0; p < P; ++p) row_begin_[p + 1] = row_begin_[p] + xs[p].rows;
   const std::int64_t n = row_begin_[P];
-  x_dev_.reserve(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
+  x_dev_.grow(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
   have_global_labels_ = false;
   last_skipped_.clear();
   seed_rows_.clear();
@@ -89,7 +89,7 @@ void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::s
     // The addresses go over the bus (8 bytes a row; pageable: staged before the copy
     // returns), the rows do not, unless kept in host memory (then read by a few SMs:
     // set_rows_over_bus).
-    row_at_dev_.reserve(static_cast<std::size_t>(n) * sizeof(void*));
+    row_at_dev_.grow(static_cast<std::size_t>(n) * sizeof(void*));
     cuda::copy_to_device(res_, row_at_dev_.data(), rows.data(), static_cast<std::size_t>(n) * sizeof(void*));
     cuda::gather_rows_at(res_, row_at_dev_.as<const void*>(), static_cast<std::size_t>(dim_) * dtype_size(compute_),
                          n, x_dev_.data(), rows_over_bus_ ? kBusGatherSms : 0);
@@ -123,8 +123,8 @@ void CudaBatchKMeans::start_ahead(Ahead a) {
   // last batch's points).
   before_ahead_.record(res_);
   before_ahead_.enqueue_wait(*ahead_res_);
-  row_at_ahead_.reserve(static_cast<std::size_t>(a.rows) * sizeof(void*));
-  x_ahead_.reserve(static_cast<std::size_t>(a.rows) * row_bytes);
+  row_at_ahead_.grow(static_cast<std::size_t>(a.rows) * sizeof(void*));
+  x_ahead_.grow(static_cast<std::size_t>(a.rows) * row_bytes);
   cuda::copy_to_device(*ahead_res_, row_at_ahead_.data(), a.at.data(), static_cast<std::size_t>(a.rows) * sizeof(void*));
   cuda::gather_rows_at(*ahead_res_, row_at_ahead_.as<const void*>(), row_bytes, a.rows, x_ahead_.data(),
                        rows_over_bus_ ? kBusGatherSms : 0);
@@ -213,8 +213,8 @@ void CudaBatchKMeans::set_seeding_pools(const std::vector<std::span<const std::i
     std::int64_t* to = pool_rows_.data() + pool_begin_[p];
     for (std::size_t i = 0; i < pools[p].size(); ++i) to[i] = row_begin_[p] + pools[p][i];
   }
-  pool_dev_.reserve(pool_rows_.size() * sizeof(std::int64_t));
-  pool_begin_dev_.reserve(pool_begin_.size() * sizeof(std::int64_t));
+  pool_dev_.grow(pool_rows_.size() * sizeof(std::int64_t));
+  pool_begin_dev_.grow(pool_begin_.size() * sizeof(std::int64_t));
   cuda::copy_to_device(res_, pool_dev_.data(), pool_rows_.data(), pool_rows_.size() * sizeof(std::int64_t));
   cuda::copy_to_device(res_, pool_begin_dev_.data(), pool_begin_.data(), pool_begin_.size() * sizeof(std::int64_t));
 }
@@ -226,7 +226,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   // Host side of the launch: candidates' rows, their counts, where each problem writes.
   const std::size_t a_bytes = P * kMaxCand * sizeof(std::int64_t), ob_bytes = P * sizeof(std::int64_t),
                     na_bytes = P * sizeof(std::int32_t);
-  small_.reserve(a_bytes + ob_bytes + na_bytes);
+  small_.grow(a_bytes + ob_bytes + na_bytes);
   auto* a = small_.as<std::int64_t>();
   auto* out_begin = a + P * kMaxCand;
   auto* n_a = reinterpret_cast<std::int32_t*>(out_begin + P);
@@ -251,9 +251,9 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   }
   out->assign(P, nullptr);
   if (total == 0) return;
-  cand_dev_.reserve(a_bytes + ob_bytes + na_bytes);
+  cand_dev_.grow(a_bytes + ob_bytes + na_bytes);
   cuda::copy_to_device(res_, cand_dev_.data(), small_.data(), a_bytes + ob_bytes + na_bytes);
-  seed_out_dev_.reserve(static_cast<std::size_t>(total) * sizeof(float));
+  seed_out_dev_.grow(static_cast<std::size_t>(total) * sizeof(float));
   cuda::GroupedRowDistanceArgs g;
   g.x = MatrixView(x_dev_.data(), row_begin_.back(), dim_, compute_, dim_);
   g.groups = static_cast<std::int64_t>(P);
@@ -266,7 +266,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
   g.out = seed_out_dev_.as<float>();
   g.max_n_a = max_nc;
   cuda::row_distances_grouped(res_, g);
-  seed_host_.reserve(static_cast<std::size_t>(total) * sizeof(float));
+  seed_host_.grow(static_cast<std::size_t>(total) * sizeof(float));
   cuda::copy_to_host(res_, seed_host_.data(), seed_out_dev_.data(), static_cast<std::size_t>(total) * sizeof(float));
   out->resize(P);
   for (std::size_t p = 0; p < P; ++p) (*out)[p] = seed_host_.as<float>() + out_begin[p];
@@ -287,7 +287,7 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   }
   const std::size_t prob_bytes = P * sizeof(cuda::SeedingProblem);
   const std::size_t uni_bytes = static_cast<std::size_t>(std::max<std::int64_t>(n_uniforms, 1)) * sizeof(double);
-  small_.reserve(prob_bytes + uni_bytes);
+  small_.grow(prob_bytes + uni_bytes);
   auto* probs = small_.as<cuda::SeedingProblem>();
   auto* uni = reinterpret_cast<double*>(static_cast<unsigned char*>(small_.data()) + prob_bytes);
   std::int64_t u0 = 0;
@@ -309,10 +309,10 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
     std::copy(pl.uniforms.begin(), pl.uniforms.end(), uni + u0);
     u0 += static_cast<std::int64_t>(pl.uniforms.size());
   }
-  problems_dev_.reserve(prob_bytes);
-  uniforms_dev_.reserve(uni_bytes);
+  problems_dev_.grow(prob_bytes);
+  uniforms_dev_.grow(uni_bytes);
   const std::size_t chosen_bytes = P * static_cast<std::size_t>(max_k) * sizeof(std::int64_t);
-  chosen_dev_.reserve(chosen_bytes);
+  chosen_dev_.grow(chosen_bytes);
   cuda::copy_to_device(res_, problems_dev_.data(), probs, prob_bytes);
   cuda::copy_to_device(res_, uniforms_dev_.data(), uni, uni_bytes);
   cuda::GroupedSeedingArgs g;
@@ -354,7 +354,7 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
   g.max_trials = static_cast<std::int32_t>(max_trials);
   g.chosen = chosen_dev_.as<std::int64_t>();
   cuda::seed_grouped(res_, g);
-  results_.reserve(chosen_bytes);
+  results_.grow(chosen_bytes);
   auto* out = results_.as<std::int64_t>();
   cuda::copy_to_host(res_, out, chosen_dev_.data(), chosen_bytes);  // waits for the stream
   chosen->assign(P, {});
@@ -401,9 +401,9 @@ void CudaBatchKMeans::seeds_as_centroids(const std::vector<std::int64_t>& k) {
                                           " centroids, " + std::to_string(seed_rows_.size()) + " seeds");
   // The compute-dtype rows as the device keeps the points (exact), and their f32 values.
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
-  c_dev_.reserve(static_cast<std::size_t>(total) * row_bytes);
-  c32_dev_.reserve(static_cast<std::size_t>(total) * static_cast<std::size_t>(dim_) * sizeof(float));
-  seed_rows_dev_.reserve(seed_rows_.size() * sizeof(std::int64_t));
+  c_dev_.grow(static_cast<std::size_t>(total) * row_bytes);
+  c32_dev_.grow(static_cast<std::size_t>(total) * static_cast<std::size_t>(dim_) * sizeof(float));
+  seed_rows_dev_.grow(seed_rows_.size() * sizeof(std::int64_t));
   cuda::copy_to_device(res_, seed_rows_dev_.data(), seed_rows_.data(), seed_rows_.size() * sizeof(std::int64_t));
   cuda::gather_rows(res_, x_dev_.data(), row_bytes, seed_rows_dev_.as<std::int64_t>(), total, c_dev_.data());
   cuda::rows_to_f32(res_, MatrixView(c_dev_.data(), total, dim_, compute_, dim_), c32_dev_.as<float>());
@@ -417,7 +417,7 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
   // float32 (what the updates refine) and the compute dtype (what assign reads), both kept.
   const auto row_bytes = static_cast<std::size_t>(dim_) * dtype_size(compute_);
   const auto f32_bytes = static_cast<std::size_t>(dim_) * sizeof(float);
-  staging_.reserve(static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
+  staging_.grow(static_cast<std::size_t>(total) * (row_bytes + f32_bytes));
   auto* conv = static_cast<unsigned char*>(staging_.data());
   auto* f32 = reinterpret_cast<float*>(conv + static_cast<std::size_t>(total) * row_bytes);
   host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
@@ -426,8 +426,8 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
     std::memcpy(f32 + c0 * static_cast<std::size_t>(dim_), centroids[p], static_cast<std::size_t>(k[p]) * f32_bytes);
     convert_rows(f32_view(centroids[p], k[p], dim_), compute_, conv + c0 * row_bytes);
   });
-  c_dev_.reserve(static_cast<std::size_t>(total) * row_bytes);
-  c32_dev_.reserve(static_cast<std::size_t>(total) * f32_bytes);
+  c_dev_.grow(static_cast<std::size_t>(total) * row_bytes);
+  c32_dev_.grow(static_cast<std::size_t>(total) * f32_bytes);
   cuda::copy_to_device(res_, c_dev_.data(), conv, static_cast<std::size_t>(total) * row_bytes);
   cuda::copy_to_device(res_, c32_dev_.data(), f32, static_cast<std::size_t>(total) * f32_bytes);
   res_.synchronize();  // the staging buffer is reused
@@ -437,8 +437,8 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   res_.activate();  // this device on the calling thread (allocations included)
   const std::size_t P = labels.size();
   const std::int64_t n = row_begin_.back();
-  labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t));
-  dist_dev_.reserve(static_cast<std::size_t>(n) * sizeof(float));
+  labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  dist_dev_.grow(static_cast<std::size_t>(n) * sizeof(float));
   cuda::GroupedAssignArgs g;
   g.metric = metric_;
   g.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
@@ -457,7 +457,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   time_.rows_batched += n;
   auto t = Clock::now();
   cuda::assign_grouped(res_, g);
-  results_.reserve(static_cast<std::size_t>(n) * 8);
+  results_.grow(static_cast<std::size_t>(n) * 8);
   auto* lab = results_.as<std::int32_t>();
   auto* dd = reinterpret_cast<float*>(lab + n);
   lap(t, time_.assign_launch);
@@ -468,8 +468,8 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   // The runs' labels and distances; and every row's label numbered across the batch, which
   // the next update's sums take (`update_host_`, ahead of its keep flags): -1 (summed
   // nowhere) for the rows of problems skipped.
-  update_host_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) +
-                       static_cast<std::size_t>(centroid_end_.back()));
+  update_host_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t) +
+                    static_cast<std::size_t>(centroid_end_.back()));
   auto* global = update_host_.as<std::int32_t>();
   host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
     const auto p = static_cast<std::size_t>(q);
@@ -520,12 +520,12 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
     }
   }
   lap(t, time_.update_host);
-  global_labels_dev_.reserve(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  global_labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
                        static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
-  sums_dev_.reserve(sum_bytes);
-  counts_dev_.reserve(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  sums_dev_.grow(sum_bytes);
+  counts_dev_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
   cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::AccumulateArgs a;
@@ -550,7 +550,7 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   m.converted = c_dev_.data();
   m.converted_dtype = compute_;
   cuda::means(res_, m);
-  results_.reserve(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  results_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   auto* c = results_.as<std::int64_t>();
   cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   lap(t, time_.update_wait);
@@ -676,7 +676,7 @@ void CudaBatchKMeans::get_centroids(const std::vector<float*>& out) {
   const std::size_t P = out.size();
   const std::int64_t total_k = centroid_end_.back();
   const std::size_t bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(float);
-  results_.reserve(bytes);
+  results_.grow(bytes);
   auto* f = results_.as<float>();
   cuda::copy_to_host(res_, f, c32_dev_.data(), bytes);
   // Spread over the threads: a wide level's batch reads back tens of MB of centroids.
