@@ -99,7 +99,9 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   {
     std::vector<std::span<const std::int64_t>> pools(P);
     for (std::size_t p = 0; p < P; ++p) pools[p] = seeds[p]->pool();
+    const auto t_pools = Clock::now();
     device.set_seeding_pools(pools);
+    tm.seeding_pools += since(t_pools);
   }
   // The device may run the whole seeding itself (no host step per centroid), and then keep
   // the chosen rows as the centroids (for caller memory: the host's LloydRuns never read

@@ -119,6 +119,7 @@ struct BatchKMeansTimes {
   double collect = 0;         // the centroids read back and the results put together
   double seeding_device = 0;  // of `seeding`: in the device's seeding calls (seed or seeding_distances)
   double seeding_runs = 0;    // of `seeding`: the runs, their pools and plans set up on the host
+  double seeding_pools = 0;   // of `seeding_runs`: the pools handed to the device (set_seeding_pools)
   double seeding_chosen = 0;  // of `seeding`: the chosen rows copied out, the Lloyd runs set up
   std::int64_t seeding_steps = 0;
 };

@@ -826,7 +826,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Where training time goes, summed over the node problems (thread-seconds).
     std::mutex breakdown_mutex;
     double gather_s = 0, seed_s = 0, kassign_s = 0, update_s = 0;
-    double seed_device_s = 0, seed_runs_s = 0, seed_chosen_s = 0;  // batched: seeding's device calls, host parts
+    // batched: seeding's device calls, host parts (of the runs: the pools handed to the device)
+    double seed_device_s = 0, seed_runs_s = 0, seed_pools_s = 0, seed_chosen_s = 0;
     // batched: points to the device; inside fit_kmeans_batch (a lane gathers its own group's
     // samples before its batch: `gather_s` is what the lanes waited for them)
     double prepare_s = 0, batch_s = 0, collect_s = 0;
@@ -1195,6 +1196,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               seed_s += bt.seeding;
               seed_device_s += bt.seeding_device;
               seed_runs_s += bt.seeding_runs;
+              seed_pools_s += bt.seeding_pools;
               seed_chosen_s += bt.seeding_chosen;
               seed_steps += bt.seeding_steps;
               prepare_s += bt.prepare;
@@ -1354,7 +1356,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                           : std::string()) +
                  ", seeding " + std::to_string(seed_s) +
                  (batched ? " (" + std::to_string(seed_steps) + " steps, device calls " + std::to_string(seed_device_s) +
-                                ", host runs " + std::to_string(seed_runs_s) + ", chosen " + std::to_string(seed_chosen_s) + ")"
+                                ", host runs " + std::to_string(seed_runs_s) + " (pools to the device " +
+                                std::to_string(seed_pools_s) + "), chosen " + std::to_string(seed_chosen_s) + ")"
                           : std::string()) +
                  ", assign " + std::to_string(kassign_s) +
                  ", update " + std::to_string(update_s) +
