@@ -690,16 +690,22 @@ int main(int argc, char** argv) {
           same_tree_files(dir + "/m_kept", dir + "/m_tight", &why) && same_tree_files(dir + "/o_kept", dir + "/o_tight", &why);
       check(same_tight, "f16 GPU fit in batches of 1 MiB of samples vs 1 GiB: identical files" +
                             (same_tight ? "" : " (differs: " + why + ")"));
+      // The same batched fit with `var` set to `value` (dir/m_<tag>, o_<tag>): "<what>:
+      // identical files" to the batched fit's.
+      auto same_as_tight = [&](const char* var, const char* value, const std::string& tag, const std::string& what) {
+        setenv(var, value, 1);
+        fit(tight, "cuda", in16, dir + "/m_" + tag, dir + "/o_" + tag);
+        unsetenv(var);
+        std::string differs;
+        const bool same = same_tree_files(dir + "/m_tight", dir + "/m_" + tag, &differs) &&
+                          same_tree_files(dir + "/o_tight", dir + "/o_" + tag, &differs);
+        check(same, what + ": identical files" + (same ? "" : " (differs: " + differs + ")"));
+      };
       // 3d'. The same batches with the data kept in page-locked host memory: each lane's
       // next batch's rows gathered over the bus while its batch trains
       // (prefetch_from_device): the same bits; the log shows batches gathered ahead.
-      setenv("MEGATAX_CUDA_RESIDENT", "host", 1);
-      fit(tight, "cuda", in16, dir + "/m_tight_host", dir + "/o_tight_host");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
-      const bool same_tight_host = same_tree_files(dir + "/m_tight", dir + "/m_tight_host", &why) &&
-                                   same_tree_files(dir + "/o_tight", dir + "/o_tight_host", &why);
-      check(same_tight_host, "f16 GPU fit in batches of 1 MiB, the data kept on the host: identical files" +
-                                 (same_tight_host ? "" : " (differs: " + why + ")"));
+      same_as_tight("MEGATAX_CUDA_RESIDENT", "host", "tight_host",
+                    "f16 GPU fit in batches of 1 MiB, the data kept on the host");
       const std::string lane_line = logged("level 2: training, lane 1: ");
       const bool ahead = lane_line.find("rows gathered by address: ") != std::string::npos &&
                          lane_line.find("rows gathered by address: 0 batches ahead") == std::string::npos;
@@ -709,26 +715,15 @@ int main(int argc, char** argv) {
       // 3d''. The same batches with the data read from the shards at every pass: each lane's
       // next batch's samples read on the host while its batch trains: the same bits; the log
       // shows batches read ahead.
-      setenv("MEGATAX_CUDA_RESIDENT", "0", 1);
-      fit(tight, "cuda", in16, dir + "/m_tight_read", dir + "/o_tight_read");
-      unsetenv("MEGATAX_CUDA_RESIDENT");
-      const bool same_tight_read = same_tree_files(dir + "/m_tight", dir + "/m_tight_read", &why) &&
-                                   same_tree_files(dir + "/o_tight", dir + "/o_tight_read", &why);
-      check(same_tight_read, "f16 GPU fit in batches of 1 MiB, the data read every pass: identical files" +
-                                 (same_tight_read ? "" : " (differs: " + why + ")"));
+      same_as_tight("MEGATAX_CUDA_RESIDENT", "0", "tight_read",
+                    "f16 GPU fit in batches of 1 MiB, the data read every pass");
       const std::string trained_line = logged("level 2: trained ");
       const bool read_ahead = trained_line.find(" batches read ahead on the host") != std::string::npos;
       check(read_ahead, "f16 GPU fit in batches of 1 MiB, the data read every pass: batches read ahead on the host (" +
                             trained_line + ")");
       // 3e. The same batches on one training lane instead of two (two device objects taking
       // batches in turn, out of order): the same bits.
-      setenv("MEGATAX_TRAIN_LANES", "1", 1);
-      fit(tight, "cuda", in16, dir + "/m_lane", dir + "/o_lane");
-      unsetenv("MEGATAX_TRAIN_LANES");
-      const bool same_lane =
-          same_tree_files(dir + "/m_tight", dir + "/m_lane", &why) && same_tree_files(dir + "/o_tight", dir + "/o_lane", &why);
-      check(same_lane, "f16 GPU fit on one training lane vs two: identical files" +
-                           (same_lane ? "" : " (differs: " + why + ")"));
+      same_as_tight("MEGATAX_TRAIN_LANES", "1", "lane", "f16 GPU fit on one training lane vs two");
       // 3f. f16 data multiplied in f32 (--gpu-dtype f32): the rows converted into the
       // page-locked buffer and kept on the device as f32 give the same bits as reading them
       // every pass, and paths as the CPU's fit of the same f16 data.
