@@ -66,6 +66,18 @@ class Storage {
     void* dst = nullptr;
   };
   virtual void read_ranges(const std::string& path, std::span<const ReadRequest> requests) const;
+  // The whole object's bytes in place, read-only, where the storage can show them without
+  // a copy (POSIX: a read-only shared mapping of the file, pages from the page cache, kept
+  // between calls as read_ranges keeps them); null where it cannot (other storages, a file
+  // that cannot be mapped, an empty one): the caller then reads. The bytes stay valid while
+  // the returned pointer (or a copy of it) lives, also if the file is replaced meanwhile
+  // (a later call maps the new file); the file must not be truncated meanwhile (a page past
+  // its end raises SIGBUS). Missing path: kNotFound.
+  struct MappedBytes {
+    const unsigned char* data = nullptr;
+    std::uint64_t size = 0;
+  };
+  virtual std::shared_ptr<const MappedBytes> map_read_only(const std::string& path) const;
 
   // Size in bytes of the object (regular file) at `path`. Missing: kNotFound; a directory:
   // kInvalidArgument.

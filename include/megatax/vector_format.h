@@ -110,6 +110,17 @@ class VectorReader {
     return dim() * static_cast<std::int64_t>(dtype_size(dtype()));
   }
 
+  // The rows as stored, in place, where the storage shows the file's bytes without a copy
+  // (Storage::map_read_only: POSIX files) and the format keeps them back to back (.npy,
+  // .fbin, .u8bin): row r's row_bytes() bytes at data + r * row_bytes() for every row, valid
+  // while `keep` lives. Empty (data null) otherwise, also for a file no longer the one
+  // opened (another size): read() the rows then.
+  struct InPlaceRows {
+    std::shared_ptr<const void> keep;
+    const unsigned char* data = nullptr;
+  };
+  virtual InPlaceRows rows_in_place() const { return {}; }
+
   // True if the file carries an id per row (Parquet with VectorReadOptions::id_column).
   virtual bool has_ids() const noexcept { return false; }
 

@@ -34,6 +34,7 @@ class DenseVectorReader final : public VectorReader {
   DType dtype() const noexcept override { return dtype_; }
   void read(std::int64_t row_begin, std::int64_t n_rows, void* dst) const override;
   void read_rows(std::span<const std::int64_t> rows, void* dst) const override;
+  InPlaceRows rows_in_place() const override;
 
  private:
   const Storage& storage_;

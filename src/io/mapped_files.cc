@@ -13,6 +13,7 @@ struct MappedFiles::Mapping {
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
   const unsigned char* data = nullptr;
+  Storage::MappedBytes bytes;  // {data, size}, for whole()
   std::atomic<std::uint64_t> last_use{0};
   ~Mapping() {
     if (data != nullptr) ::munmap(const_cast<unsigned char*>(data), static_cast<std::size_t>(size));
@@ -46,6 +47,7 @@ std::shared_ptr<const MappedFiles::Mapping> MappedFiles::map(const std::string& 
   m->size = size;
   m->mtime_ns = Mapping::mtime_of(st);
   m->data = static_cast<const unsigned char*>(addr);
+  m->bytes = Storage::MappedBytes{m->data, size};
   m->last_use = uses_.fetch_add(1, std::memory_order_relaxed) + 1;
   std::unique_lock<std::shared_mutex> lock(mutex_);
   auto& slot = by_path_[path];
@@ -76,6 +78,14 @@ bool MappedFiles::copy(const std::string& path, int fd, const struct stat& st,
   for (const Storage::ReadRequest& r : requests)
     if (r.length > 0) std::memcpy(r.dst, m->data + r.offset, static_cast<std::size_t>(r.length));
   return true;
+}
+
+std::shared_ptr<const Storage::MappedBytes> MappedFiles::whole(const std::string& path, int fd, const struct stat& st) {
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) return nullptr;
+  std::shared_ptr<const Mapping> m = find(path, st);
+  if (m == nullptr) m = map(path, fd, st);
+  if (m == nullptr) return nullptr;
+  return std::shared_ptr<const Storage::MappedBytes>(m, &m->bytes);  // (keeps the mapping)
 }
 
 }  // namespace megatax::io

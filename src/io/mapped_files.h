@@ -44,6 +44,9 @@ class MappedFiles {
   // reaches past the file's end or the file cannot be mapped: the caller then reads.
   bool copy(const std::string& path, int fd, const struct stat& st,
             std::span<const Storage::ReadRequest> requests);
+  // The whole mapping of that file (made if need be), alive while the pointer lives; null
+  // when it cannot be mapped (not a regular file, empty, mmap refused).
+  std::shared_ptr<const Storage::MappedBytes> whole(const std::string& path, int fd, const struct stat& st);
 
  private:
   struct Mapping;

@@ -184,6 +184,15 @@ void PosixStorage::read_ranges(const std::string& path, std::span<const ReadRequ
   for (const ReadRequest& r : requests) pread_all(fd.get(), path, r.offset, r.length, r.dst);
 }
 
+std::shared_ptr<const Storage::MappedBytes> PosixStorage::map_read_only(const std::string& path) const {
+  Fd fd(open_retry(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno(errno, "cannot open", path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "cannot stat", path);
+  if (S_ISDIR(st.st_mode)) throw_error(ErrorCode::kInvalidArgument, "map of " + path + ": is a directory, not a file");
+  return mapped_->whole(path, fd.get(), st);
+}
+
 std::uint64_t PosixStorage::size(const std::string& path) const {
   struct stat st {};
   int err = 0;

@@ -30,6 +30,7 @@ class PosixStorage final : public Storage {
   void read_range(const std::string& path, std::uint64_t offset, std::uint64_t length,
                   void* dst) const override;
   void read_ranges(const std::string& path, std::span<const ReadRequest> requests) const override;
+  std::shared_ptr<const MappedBytes> map_read_only(const std::string& path) const override;
   std::uint64_t size(const std::string& path) const override;
   bool exists(const std::string& path) const override;
   void write_atomic_gather(const std::string& path, std::span<const ByteSpan> pieces) override;

@@ -148,5 +148,12 @@ void DenseVectorReader::read(std::int64_t row_begin, std::int64_t n_rows, void* 
                       static_cast<std::uint64_t>(n_rows) * rb, dst);
 }
 
+VectorReader::InPlaceRows DenseVectorReader::rows_in_place() const {
+  std::shared_ptr<const Storage::MappedBytes> bytes = storage_.map_read_only(path_);
+  // (a file of another size than the one opened was replaced since: its rows are not these)
+  if (bytes == nullptr || bytes->size != data_offset_ + static_cast<std::uint64_t>(rows_ * row_bytes())) return {};
+  return {bytes, bytes->data + data_offset_};
+}
+
 }  // namespace io
 }  // namespace megatax

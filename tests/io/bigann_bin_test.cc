@@ -64,6 +64,12 @@ TEST(BigAnnBinTest, ReadsFbinAndU8binInBatches) {
     }
     row += k;
   }
+  // The rows in place (the files' kept mappings), header skipped.
+  const VectorReader::InPlaceRows fp = rf->rows_in_place(), up = ru->rows_in_place();
+  ASSERT_NE(fp.data, nullptr);
+  ASSERT_NE(up.data, nullptr);
+  EXPECT_EQ(std::memcmp(fp.data, f.data(), f.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(up.data, u.data(), u.size()), 0);
 }
 
 TEST(BigAnnBinTest, EmptyFileAndBadHeaders) {

@@ -137,7 +137,38 @@ TEST(NpyReadTest, FilesWrittenByNumpyAllVersionsAndDtypes) {
     EXPECT_EQ(r->dim(), c.dim);
     EXPECT_EQ(r->dtype(), c.dtype);
     expect_reads_match(*r, c.raw, rng);
+    // The rows in place (the file's kept mapping): numpy's bytes, header skipped.
+    const VectorReader::InPlaceRows in_place = r->rows_in_place();
+    ASSERT_NE(in_place.data, nullptr);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(in_place.data), c.raw.size()), c.raw);
   }
+}
+
+// rows_in_place: none from a storage that cannot map (in memory), none once the file opened
+// was replaced by one of another size; the rows held stay readable after the replacement.
+TEST(NpyReadTest, RowsInPlaceOnlyForTheFileOpenedAndMappable) {
+  MEGATAX_SEEDED_RNG(rng);
+  ScratchDir dir;
+  io::PosixStorage s;
+  std::vector<float> x(37 * 5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (float& v : x) v = normal(rng);
+  const std::int64_t shape[] = {37, 5};
+  const std::string npy = io::make_npy_header("<f4", shape) +
+                          std::string(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+  const std::string path = dir / "x.npy";
+  s.write_atomic(path, npy);
+  const auto r = open_vector_file(s, path);
+  const VectorReader::InPlaceRows held = r->rows_in_place();
+  ASSERT_NE(held.data, nullptr);
+  EXPECT_EQ(std::memcmp(held.data, x.data(), x.size() * sizeof(float)), 0);
+  const std::int64_t longer[] = {38, 5};
+  s.write_atomic(path, io::make_npy_header("<f4", longer) + std::string(38 * 5 * sizeof(float), '\1'));
+  EXPECT_EQ(r->rows_in_place().data, nullptr);  // not the file opened: read() it instead
+  EXPECT_EQ(std::memcmp(held.data, x.data(), x.size() * sizeof(float)), 0);
+  io::MemoryStorage mem;
+  mem.write_atomic("m.npy", npy);
+  EXPECT_EQ(open_vector_file(mem, "m.npy")->rows_in_place().data, nullptr);
 }
 
 // Concurrent read_f32 calls on one reader return the same as sequential ones.

@@ -144,6 +144,45 @@ TEST_P(StorageContractTest, ReadRangesSeesAReplacedFile) {
   }
 }
 
+// map_read_only: POSIX shows the file's bytes in place (the same as read_range gives), kept
+// valid while held, also after the file is replaced (a later call maps the new bytes); the
+// in-memory storage shows none; both report a missing path as read_range does.
+TEST_P(StorageContractTest, MapReadOnlyShowsTheBytesOrNothing) {
+  Storage& s = *storage_;
+  const std::string path = p("mapped.bin");
+  std::mt19937_64 rng(std::random_device{}());
+  auto random_bytes = [&](std::size_t n) {
+    std::string d(n, '\0');
+    for (auto& c : d) c = static_cast<char>(rng());
+    return d;
+  };
+  expect_error([&] { s.map_read_only(p("nope.bin")); }, ErrorCode::kNotFound, {p("nope.bin")});
+  const std::string first = random_bytes(4096 * 5 + 123);
+  s.write_atomic(path, first);
+  const auto mapped = s.map_read_only(path);
+  if (GetParam() != "posix") {
+    EXPECT_EQ(mapped, nullptr);
+    return;
+  }
+  ASSERT_NE(mapped, nullptr);
+  ASSERT_EQ(mapped->size, first.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(mapped->data), mapped->size), first);
+  EXPECT_EQ(s.map_read_only(path)->data, mapped->data);  // the kept mapping, not another
+  // Replaced (another size, then the same size): the held bytes stay the old file's.
+  for (const std::size_t size : {std::size_t{70000}, std::size_t{70000}}) {
+    const std::string next = random_bytes(size);
+    s.write_atomic(path, next);
+    const auto again = s.map_read_only(path);
+    ASSERT_NE(again, nullptr);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(again->data), again->size), next) << size;
+  }
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(mapped->data), mapped->size), first);
+  s.write_atomic(path, std::string());  // empty: nothing to map
+  EXPECT_EQ(s.map_read_only(path), nullptr);
+  s.make_dirs(p("adir"));
+  expect_error([&] { s.map_read_only(p("adir")); }, ErrorCode::kInvalidArgument, {p("adir")});
+}
+
 TEST_P(StorageContractTest, MissingPathsAreNotFound) {
   Storage& s = *storage_;
   char buf[4];
