@@ -197,6 +197,29 @@ class Event {
 // point inside them): they read it over the bus, no copy queued. Throws on a CUDA error
 // (memory that is not page-locked).
 const void* device_address(const void* pinned);
+// Host memory that is not ours, registered with the driver where it lies (page-locked and
+// mapped for every device): kernels read it over the bus at device_address() and copies from
+// it run at the link's rate, with no copy into buffers of our own first. For a file's
+// read-only mapping in the page cache pass read_only (cudaHostRegisterReadOnly, which such
+// memory needs). [data, data + bytes) must stay mapped while registered (widened to whole
+// pages); unregistered on destruction. Throws Error: kUnimplemented where the device cannot
+// register read-only memory, CUDA's error otherwise (e.g. kResourceExhausted).
+class HostRegistration {
+ public:
+  HostRegistration() = default;
+  HostRegistration(const void* data, std::size_t bytes, bool read_only);
+  ~HostRegistration();
+  HostRegistration(HostRegistration&& other) noexcept
+      : base_(std::exchange(other.base_, nullptr)), span_(std::exchange(other.span_, 0)) {}
+  HostRegistration& operator=(HostRegistration&& other) noexcept;
+  HostRegistration(const HostRegistration&) = delete;
+  HostRegistration& operator=(const HostRegistration&) = delete;
+  bool registered() const noexcept { return base_ != nullptr; }
+
+ private:
+  void* base_ = nullptr;  // the first whole page registered
+  std::size_t span_ = 0;  // bytes from base_, whole pages
+};
 // Device-to-device copy (queued; dst and src must not overlap).
 void copy_device_to_device(Resources& res, void* dst, const void* src, std::size_t bytes);
 

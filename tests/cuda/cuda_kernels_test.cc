@@ -40,6 +40,8 @@
 #include <vector>
 
 #include <cuda_runtime_api.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "megatax/cuda.h"
 #include "megatax/dtype.h"
@@ -1286,6 +1288,60 @@ void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t r
   report(name, ok, "byte-identical to the host gather");
 }
 
+// A file's read-only mapping registered where it lies in the page cache (HostRegistration,
+// read_only; the range starts mid-page: widened to whole pages), its rows gathered over the
+// bus by gather_rows_at at their device addresses, against the file's bytes; the file's
+// header (`offset` bytes) skipped as a reader of .npy would.
+void test_registered_file_mapping(mc::Resources& res, std::mt19937_64& rng, std::size_t row_bytes, std::int64_t rows,
+                                  std::int64_t n, std::size_t offset) {
+  bool ok = true;
+  std::vector<unsigned char> src(row_bytes * static_cast<std::size_t>(rows));
+  for (auto& v : src) v = static_cast<unsigned char>(rng());
+  char path[] = "/tmp/megatax_registered_XXXXXX";
+  const int fd = ::mkstemp(path);
+  CHECK_OR_FAIL(fd >= 0, "mkstemp failed");
+  if (fd < 0) return report("registered file mapping", ok, "");
+  std::vector<unsigned char> file(offset, 0x5a);
+  file.insert(file.end(), src.begin(), src.end());
+  const bool written = ::write(fd, file.data(), file.size()) == static_cast<ssize_t>(file.size());
+  void* map = written ? ::mmap(nullptr, file.size(), PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  ::unlink(path);
+  CHECK_OR_FAIL(map != MAP_FAILED, "could not write and map %s", path);
+  if (map == MAP_FAILED) return report("registered file mapping", ok, "");
+  const auto* rows0 = static_cast<const unsigned char*>(map) + offset;
+  std::int64_t bad = -1;
+  try {
+    mc::HostRegistration reg(rows0, row_bytes * static_cast<std::size_t>(rows), /*read_only=*/true);
+    const auto* at0 = static_cast<const unsigned char*>(mc::device_address(rows0));
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
+    std::vector<const void*> at(idx.size());
+    std::uniform_int_distribution<std::int64_t> row(0, rows - 1);
+    for (std::size_t t = 0; t < idx.size(); ++t) {
+      idx[t] = row(rng);
+      at[t] = at0 + static_cast<std::size_t>(idx[t]) * row_bytes;
+    }
+    mc::DeviceBuffer dat(at.size() * sizeof(void*)), ddst(row_bytes * static_cast<std::size_t>(n));
+    mc::copy_to_device(res, dat.data(), at.data(), at.size() * sizeof(void*));
+    mc::gather_rows_at(res, static_cast<const void* const*>(dat.data()), row_bytes, n, ddst.data(), 8);
+    const auto got = download<unsigned char>(res, ddst, row_bytes * static_cast<std::size_t>(n));
+    bad = rows_unlike_host_gather(got, src, idx, row_bytes);
+  } catch (const megatax::Error& e) {
+    if (e.code() == megatax::ErrorCode::kUnimplemented) {
+      std::printf("  [skip] registered file mapping: %s\n", e.what());
+      ::munmap(map, file.size());
+      return;
+    }
+    CHECK_OR_FAIL(false, "%s", e.what());
+  }
+  ::munmap(map, file.size());
+  CHECK_OR_FAIL(bad == 0, "%lld rows differ from the file's", (long long)bad);
+  char name[200];
+  std::snprintf(name, sizeof(name), "registered file mapping row_bytes=%zu rows=%lld n=%lld header %zu", row_bytes,
+                (long long)rows, (long long)n, offset);
+  report(name, ok, "rows gathered over the bus byte-identical to the file's");
+}
+
 // The descent on the device: order_rows_by_parent against a stable sort of the row numbers
 // on the host (std::stable_sort by parent, rows without children last), then
 // scatter_descent of random labels and distances against the same scatter on the host.
@@ -1831,6 +1887,8 @@ int main(int argc, char** argv) {
     test_gather_rows_at(res, rng, 4112, 900, 3001, 1, true);
     test_gather_rows_at(res, rng, 34, 300, 1000, 2, true);
     test_gather_rows_at(res, rng, 4112, 900, 2999, 5, false);
+    test_registered_file_mapping(res, rng, 2048, 3000, 5001, 128);  // an .npy header's size
+    test_registered_file_mapping(res, rng, 34, 1000, 777, 8);       // .fbin's; byte rows
     std::printf("descent on the device (reference: the host's stable sort and scatter)\n");
     test_descent(res, rng, 1, 1);
     test_descent(res, rng, 1000, 7);

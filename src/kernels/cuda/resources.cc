@@ -2,6 +2,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <utility>
@@ -9,6 +10,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "kernels/cuda/check.h"
@@ -226,6 +228,43 @@ const void* device_address(const void* pinned) {
   void* d = nullptr;
   MEGATAX_CUDA_CHECK(cudaHostGetDevicePointer(&d, const_cast<void*>(pinned), 0));
   return d;
+}
+
+HostRegistration::HostRegistration(const void* data, std::size_t bytes, bool read_only) {
+  if (bytes == 0) return;
+#if defined(__linux__)
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+#else
+  const std::uintptr_t page = 4096;
+#endif
+  const auto first = reinterpret_cast<std::uintptr_t>(data) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes + page - 1) / page * page;
+  unsigned flags = cudaHostRegisterPortable | cudaHostRegisterMapped;
+  if (read_only) {
+    int device = 0, supported = 0;
+    MEGATAX_CUDA_CHECK(cudaGetDevice(&device));
+    MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrHostRegisterReadOnlySupported, device));
+    if (supported == 0)
+      throw Error(ErrorCode::kUnimplemented, "cuda: device " + std::to_string(device) +
+                                                 " cannot register read-only host memory (a file's mapping)");
+    flags |= cudaHostRegisterReadOnly;
+  }
+  MEGATAX_CUDA_CHECK(cudaHostRegister(reinterpret_cast<void*>(first), end - first, flags));
+  base_ = reinterpret_cast<void*>(first);
+  span_ = end - first;
+}
+
+HostRegistration::~HostRegistration() {
+  if (base_ != nullptr) (void)cudaHostUnregister(base_);
+}
+
+HostRegistration& HostRegistration::operator=(HostRegistration&& other) noexcept {
+  if (this != &other) {
+    if (base_ != nullptr) (void)cudaHostUnregister(base_);
+    base_ = std::exchange(other.base_, nullptr);
+    span_ = std::exchange(other.span_, 0);
+  }
+  return *this;
 }
 
 void copy_to_host_async(Resources& res, void* dst, const void* src, std::size_t bytes) {
