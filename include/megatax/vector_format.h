@@ -32,6 +32,7 @@
 
 #include "megatax/dtype.h"
 #include "megatax/matrix.h"
+#include "megatax/storage.h"
 
 namespace megatax {
 
@@ -112,11 +113,11 @@ class VectorReader {
 
   // The rows as stored, in place, where the storage shows the file's bytes without a copy
   // (Storage::map_read_only: POSIX files) and the format keeps them back to back (.npy,
-  // .fbin, .u8bin): row r's row_bytes() bytes at data + r * row_bytes() for every row, valid
-  // while `keep` lives. Empty (data null) otherwise, also for a file no longer the one
-  // opened (another size): read() the rows then.
+  // .fbin, .u8bin): row r's row_bytes() bytes at data + r * row_bytes() for every row, inside
+  // `file` (the whole file's bytes, which it keeps valid). Empty (data null) otherwise, also
+  // for a file no longer the one opened (another size): read() the rows then.
   struct InPlaceRows {
-    std::shared_ptr<const void> keep;
+    std::shared_ptr<const Storage::MappedBytes> file;
     const unsigned char* data = nullptr;
   };
   virtual InPlaceRows rows_in_place() const { return {}; }

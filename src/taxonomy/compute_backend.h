@@ -28,6 +28,7 @@
 #include "megatax/error.h"
 #include "megatax/matrix.h"
 #include "megatax/metric.h"
+#include "megatax/storage.h"
 #include "taxonomy/tree.h"
 
 namespace megatax::taxonomy {
@@ -89,6 +90,13 @@ class ComputeBackend {
   // is kept, and descend_resident() then descends it without the caller reading the rows
   // (otherwise descend()'s contract). Keys are the pass's batches: the same on every level.
   virtual void offer_resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/) {}
+  // Optional, after offer_resident: the offered batch's rows also lie in place in host
+  // memory, as stored, in the dtype descend() gets them in (a shard file's read-only mapping,
+  // VectorReader::rows_in_place: `file` holds it, the batch's first row at `rows`, back to
+  // back): a backend that keeps batches in host memory may keep this one there (registered
+  // with its device) instead of a copy of its own. takes_rows_in_place(): whether it may.
+  virtual bool takes_rows_in_place() const { return false; }
+  virtual void offer_rows_in_place(std::shared_ptr<const Storage::MappedBytes> /*file*/, const void* /*rows*/) {}
   virtual bool resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/) const {
     return false;
   }

@@ -257,9 +257,12 @@ class CudaBackend final : public ComputeBackend {
                const kernels::KnnOptions& options) override {
     const Key keep = std::exchange(offered_, Key{-1, -1});
     const bool normalise = std::exchange(normalise_next_, false);
+    in_place_now_ = std::exchange(offered_in_place_, {});
     try {
       descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
+      in_place_now_ = {};
     } catch (...) {
+      in_place_now_ = {};
       const bool kept = std::exchange(pending_keep_, {}).kept != nullptr;
       if (kept) forget_resident(keep.first, keep.second);  // never filled
       throw;
@@ -277,6 +280,15 @@ class CudaBackend final : public ComputeBackend {
   // reading them.
   void offer_resident(std::int64_t shard, std::int64_t local_begin) override {
     if (keep_device_ || keep_host_) offered_ = {shard, local_begin};
+  }
+  // Batches kept on the host may stay where the shard files lie in the page cache, the files
+  // registered with the device (keep_in_place): no page-locked copy of X of our own (half
+  // the host memory), none of it faulted in and locked while the first pass reads, no copy
+  // back from the device. MEGATAX_CUDA_IN_PLACE=0 turns it off.
+  bool takes_rows_in_place() const override { return keep_host_ && in_place_ok_; }
+  void offer_rows_in_place(std::shared_ptr<const Storage::MappedBytes> file, const void* rows) override {
+    if (offered_.first >= 0 && takes_rows_in_place() && file != nullptr && rows != nullptr)
+      offered_in_place_ = {std::move(file), static_cast<const unsigned char*>(rows)};
   }
   void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
     res_.activate();
@@ -351,13 +363,18 @@ class CudaBackend final : public ComputeBackend {
                     ", page-locking kept batches " + std::to_string(time_.page_locking);
     if (!resident_.empty()) {
       std::size_t on_host = 0;
-      for (const auto& [key, kept] : resident_) on_host += kept.on_host() ? 1 : 0;
+      std::size_t in_place = 0;
+      for (const auto& [key, kept] : resident_) {
+        on_host += kept.on_host() ? 1 : 0;
+        in_place += kept.in_place != nullptr ? 1 : 0;
+      }
       if (on_host < resident_.size())
         r += "; kept on the device: " + std::to_string(resident_.size() - on_host) + " batches, " +
              std::to_string(resident_bytes_ >> 20) + " MiB";
       if (on_host > 0)
         r += "; kept in page-locked host memory: " + std::to_string(on_host) + " batches, " +
-             std::to_string(host_bytes_ >> 20) + " MiB (descended: " + std::to_string(time_.copied_ahead) +
+             std::to_string(host_bytes_ >> 20) + " MiB (" + std::to_string(in_place) +
+             " of them in place in the page cache; descended: " + std::to_string(time_.copied_ahead) +
              " copied ahead, " + std::to_string(time_.copied_at_call) + " at the call)";
     }
     time_ = {};
@@ -372,11 +389,19 @@ class CudaBackend final : public ComputeBackend {
     cuda::PinnedBuffer memory;
     std::size_t used = 0;
   };
+  // A shard file registered with the device where it lies in the page cache (its mapping
+  // kept; unregistered before it is released), while kept batches point into it.
+  struct InPlaceFile {
+    std::shared_ptr<const Storage::MappedBytes> file;
+    cuda::HostRegistration registration;
+  };
   // Batches kept across levels (offer_resident): on the device (x), or in page-locked host
-  // memory (host_bytes at host, in `chunk`; host_on_device: its device address).
+  // memory (host_bytes at host, in `chunk` or in place in a registered file; host_on_device:
+  // its device address).
   struct Resident {
     cuda::DeviceBuffer x;
     std::shared_ptr<HostChunk> chunk;
+    std::shared_ptr<InPlaceFile> in_place;
     unsigned char* host = nullptr;
     std::size_t host_bytes = 0;
     const unsigned char* host_on_device = nullptr;
@@ -418,7 +443,10 @@ class CudaBackend final : public ComputeBackend {
   // the reading threads; the batch buffer stays, a shard's batches all read into it).
   // nullptr, and no more keeping on the host, when the memory cannot be page-locked (or
   // would leave the host less than a quarter of its memory available: host_can_lock).
-  Resident* keep_on_host(Key key, std::int64_t n, std::size_t bytes) {
+  Resident* keep_on_host(Key key, std::int64_t n, std::size_t bytes, bool normalise) {
+    if (in_place_now_.rows != nullptr && !normalise) {
+      if (Resident* r = keep_in_place(key, n, bytes)) return r;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     constexpr std::size_t kAlign = 4096;
     const std::size_t span = (bytes + kAlign - 1) / kAlign * kAlign;
@@ -437,6 +465,45 @@ class CudaBackend final : public ComputeBackend {
     r.host = host_chunk_->memory.as<unsigned char>() + host_chunk_->used;
     r.host_bytes = bytes;
     host_chunk_->used += span;
+    r.host_on_device = static_cast<const unsigned char*>(cuda::device_address(r.host));
+    host_bytes_ += bytes;
+    time_.page_locking += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return &resident_.emplace(key, std::move(r)).first->second;
+  }
+
+  // The descend()'s batch of n rows (`bytes`) kept under `key` where it lies in place
+  // (offer_rows_in_place), its file registered with the device at its first batch; nullptr
+  // when the file cannot be registered (or would leave the host less than a quarter of its
+  // memory available: host_can_lock): then no batch is kept in place again, and the caller
+  // copies.
+  Resident* keep_in_place(Key key, std::int64_t n, std::size_t bytes) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Storage::MappedBytes& file = *in_place_now_.file;
+    std::shared_ptr<InPlaceFile> f;
+    if (const auto it = in_place_files_.find(file.data); it != in_place_files_.end()) {
+      f = it->second.lock();
+      if (f == nullptr || f->file.get() != &file) {  // released, or another file at that address since
+        f = nullptr;
+        in_place_files_.erase(it);
+      }
+    }
+    if (f == nullptr) {
+      if (!host_can_lock(static_cast<std::size_t>(file.size))) return nullptr;
+      f = std::make_shared<InPlaceFile>();
+      f->file = in_place_now_.file;
+      try {
+        f->registration = cuda::HostRegistration(file.data, static_cast<std::size_t>(file.size), /*read_only=*/true);
+      } catch (const Error&) {  // (a device that cannot, a driver that refuses): copies from now on
+        in_place_ok_ = false;
+        return nullptr;
+      }
+      in_place_files_[file.data] = f;
+    }
+    Resident r;
+    r.rows = n;
+    r.in_place = std::move(f);
+    r.host = const_cast<unsigned char*>(in_place_now_.rows);  // (read only: no copy lands in place)
+    r.host_bytes = bytes;
     r.host_on_device = static_cast<const unsigned char*>(cuda::device_address(r.host));
     host_bytes_ += bytes;
     time_.page_locking += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -582,7 +649,7 @@ class CudaBackend final : public ComputeBackend {
             batch_dev_ = std::move(landing_.kept);  // the copy's memory becomes the scratch
           }
         } else if (landing_.keep_on_host && keep == landing_.key) {
-          kept_on_host = keep_on_host(keep, n, static_cast<std::size_t>(n) * row_bytes);
+          kept_on_host = keep_on_host(keep, n, static_cast<std::size_t>(n) * row_bytes, normalise);
         }
         landing_ = {};
       } else if (in_batch_buffer) {
@@ -607,7 +674,7 @@ class CudaBackend final : public ComputeBackend {
         }
         cuda::copy_to_device(res_, dst, rows.data, bytes);
         source = dst;
-        if (tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes);
+        if (tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes, normalise);
       }
     }
     if (normalise) {
@@ -619,7 +686,7 @@ class CudaBackend final : public ComputeBackend {
     }
     // Kept on the host: the rows as the device has them (normalised), copied there once the
     // descent is done (copy_kept_to_host).
-    if (kept_on_host != nullptr) pending_keep_ = {kept_on_host, source};
+    if (kept_on_host != nullptr && kept_on_host->in_place == nullptr) pending_keep_ = {kept_on_host, source};
     // Group rows by parent, keeping only parents with children. One parent with children
     // and every row under it (level 1): the rows are their own group order (no grouping, no
     // gather on the device). Rows on the device under several parents are grouped there.
@@ -887,6 +954,18 @@ class CudaBackend final : public ComputeBackend {
   std::size_t resident_bytes_ = 0, host_bytes_ = 0;
   std::int64_t resident_budget_ = -1, host_budget_ = -1;  // bytes; -1: not yet fixed
   Key offered_{-1, -1};
+  // offer_rows_in_place's rows for the next descend(), and that descend()'s (in_place_now_).
+  struct InPlaceRows {
+    std::shared_ptr<const Storage::MappedBytes> file;
+    const unsigned char* rows = nullptr;
+  };
+  InPlaceRows offered_in_place_, in_place_now_;
+  // The files registered in place, by their bytes' address (kept by the batches in them).
+  std::map<const unsigned char*, std::weak_ptr<InPlaceFile>> in_place_files_;
+  bool in_place_ok_ = [] {
+    const char* v = std::getenv("MEGATAX_CUDA_IN_PLACE");
+    return v == nullptr || std::string(v) != "0";
+  }();
   bool normalise_next_ = false;  // normalise_next_rows()
   // MEGATAX_CUDA_RESIDENT: unset or 1 keeps batches on the device, then on the host; 0
   // keeps none (every pass reads the shards); "device" or "host" only there.

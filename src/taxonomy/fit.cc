@@ -169,6 +169,7 @@ struct BackendRows {
   bool in_buffer = false;              // read into backend.batch_buffer(), handed on as they land
   bool normalised_by_backend = false;  // cosine: call backend.normalise_next_rows() before descend
   bool normalised_by_reader = false;   // cosine: normalised by the reading threads
+  bool as_stored = false;              // in_buffer: in the stored dtype (else converted)
   bool normalised() const { return normalised_by_backend || normalised_by_reader; }
 };
 BackendRows route_rows(BatchReader& reader, taxonomy::ComputeBackend& backend, const Dataset& data,
@@ -197,6 +198,7 @@ BackendRows route_rows(BatchReader& reader, taxonomy::ComputeBackend& backend, c
     backend.batch_rows_landed(shard, b0, n, first, count);
   });
   r.in_buffer = true;
+  r.as_stored = as_stored;
   r.normalised_by_backend = normalise && device_normalises;
   r.normalised_by_reader = normalise && !device_normalises;
   if (r.normalised_by_reader)
@@ -1798,6 +1800,13 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               have = own_reader->next(&batch);
             }
             BatchReader& reader = *own_reader;
+            // The shard's rows where they lie in place (its file's read-only mapping), for a
+            // backend that may keep batches there rather than a copy (raw rows as stored, in
+            // the dtype it computes in).
+            VectorReader::InPlaceRows in_place;
+            if (routed.in_buffer && routed.as_stored && !s.normalise() && backend->takes_rows_in_place() &&
+                data.reader(static_cast<std::size_t>(si)).dtype() == backend->compute_dtype())
+              in_place = data.reader(static_cast<std::size_t>(si)).rows_in_place();
             for (; have; have = reader.next(&batch)) {
               lap(pass.read);
               check_stop();
@@ -1807,6 +1816,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.check);
               const std::int64_t r0 = batch.local_begin, m = batch.view.rows;
               if (routed.in_buffer) backend->offer_resident(si, r0);
+              if (in_place.data != nullptr)
+                backend->offer_rows_in_place(in_place.file, in_place.data + static_cast<std::size_t>(r0 * d) *
+                                                                               dtype_size(backend->compute_dtype()));
               if (routed.normalised_by_backend) backend->normalise_next_rows();
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);

@@ -10,7 +10,9 @@
 //      3b. the same fit with the data kept on the device across levels vs read every pass
 //      (MEGATAX_CUDA_RESIDENT=0): identical model and output files, and the same with the
 //      batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host; the log shows
-//      batches kept there and copied ahead), split between the device and the host (a
+//      batches kept there and copied ahead; f16 rows as stored lie in place in the shard
+//      files' page cache, registered, and the same with copies of their own:
+//      MEGATAX_CUDA_IN_PLACE=0), split between the device and the host (a
 //      device budget of one shard's), and partly kept (a host budget of one shard's); 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
 //      file streamed during training): identical files; 3d-3e batches (also with the data
@@ -287,8 +289,13 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
 // the device and the host (a device budget of the first shard's), and partly kept (a host
 // budget of the first shard's, the rest read every pass): the same files again.
 // `batch_bytes`: a batch's size (c.batch_rows rows, two and a half batches a shard).
+// `in_place`: the rows are kept on the host as stored (raw .npy rows in the dtype the GPU
+// multiplies in): then the batches kept on the host lie in place in the shard files' page
+// cache (the log counts them) and, with that turned off (MEGATAX_CUDA_IN_PLACE=0), in copies
+// of their own, the same files; otherwise none lies in place.
 void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const std::string& dir,
-                        const std::string& tag, const std::string& what, std::int64_t batch_bytes) {
+                        const std::string& tag, const std::string& what, std::int64_t batch_bytes,
+                        bool in_place = false) {
   const std::string kept = tag + "kept";
   fit(c, "cuda", input, dir + "/m_" + kept, dir + "/o_" + kept);
   // A budget of three batches in MiB, rounded down: shard 0's (two batches and a half)
@@ -304,6 +311,8 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
       {"split", " (kept on the device and the host)", {{"MEGATAX_CUDA_DEVICE_KEEP_MIB", first_shard}}},
       {"part", " (partly kept on the host)",
        {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_HOST_KEEP_MIB", first_shard}}},
+      {"copied", " (kept on the host, copied rather than in place)",
+       {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_IN_PLACE", "0"}}},
   };
   for (const Way& w : ways) {
     for (const auto& [var, value] : w.env) setenv(var, value.c_str(), 1);
@@ -319,11 +328,24 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
     const std::string line = logged("level 2: descend: ");
     const bool on_host = line.find("kept in page-locked host memory") != std::string::npos &&
                          line.find(" copied ahead") != std::string::npos &&
-                         line.find("(descended: 0 copied ahead") == std::string::npos;
+                         line.find("descended: 0 copied ahead") == std::string::npos;
     const bool on_device = line.find("kept on the device:") != std::string::npos;
     const bool where = on_host && on_device == (w.name == "split");
     check(where, what + w.label + ": the log shows the batches there" +
                      (where ? "" : " (" + (line.empty() ? std::string("no level-2 descent logged") : line) + ")"));
+    if (w.name != "host" && w.name != "copied") continue;
+    // How many of the batches on the host lie in place ("N of them in place").
+    long long n_in_place = -1;
+    const std::size_t at = line.find(" of them in place");
+    if (at != std::string::npos) {
+      const std::size_t open = line.rfind('(', at);
+      if (open != std::string::npos) n_in_place = std::atoll(line.c_str() + open + 1);
+    }
+    const bool want = in_place && w.name == "host";
+    const bool right = want ? n_in_place > 0 : n_in_place == 0;
+    check(right, what + w.label + (want ? ": the batches on the host lie in place in the page cache"
+                                        : ": no batch on the host lies in place") +
+                     " (" + std::to_string(n_in_place) + " logged)");
   }
 }
 
@@ -671,7 +693,7 @@ int main(int argc, char** argv) {
       TaxonomyConfig small = base;
       small.batch_rows = 30000;
       check_kept_vs_read(small, in16, dir, "", "f16 GPU fit with the data kept on the device vs read every pass",
-                         30000 * 128 * 2);
+                         30000 * 128 * 2, /*in_place=*/true);
       std::string why;
       // 3c. Two ranks split the parents to train: no level array trained into in place, no
       // centroid file streamed while training; the same bits as one rank.
