@@ -97,6 +97,9 @@ class ComputeBackend {
   // with its device) instead of a copy of its own. takes_rows_in_place(): whether it may.
   virtual bool takes_rows_in_place() const { return false; }
   virtual void offer_rows_in_place(std::shared_ptr<const Storage::MappedBytes> /*file*/, const void* /*rows*/) {}
+  // Optional: a file whose rows later offers will give in place (the shard read ahead): the
+  // backend may make it ready for them meanwhile (register it, in the background).
+  virtual void expect_rows_in_place(std::shared_ptr<const Storage::MappedBytes> /*file*/) {}
   virtual bool resident(std::int64_t /*shard*/, std::int64_t /*local_begin*/, std::int64_t /*rows*/) const {
     return false;
   }

@@ -1627,6 +1627,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       }
       ~ReadAhead() { drop(); }
     } ahead;
+    // Shard si's rows where they lie in place (its file's read-only mapping), for a backend
+    // that may keep batches there rather than a copy (raw rows as stored, in the dtype it
+    // computes in); empty otherwise.
+    auto rows_in_place = [&](std::int64_t si, const BackendRows& routed) {
+      const VectorReader& r = data.reader(static_cast<std::size_t>(si));
+      if (!routed.in_buffer || !routed.as_stored || s.normalise() || !backend->takes_rows_in_place() ||
+          r.dtype() != backend->compute_dtype())
+        return VectorReader::InPlaceRows{};
+      return r.rows_in_place();
+    };
     auto read_ahead = [&](std::int64_t next) {
       if (next < 0 || next >= n_shards || ahead.shard >= 0) return;
       read_state_ahead(next);
@@ -1637,6 +1647,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         ahead.reader = std::make_unique<BatchReader>(data, static_cast<std::size_t>(next), cfg.batch_rows, 0, -1,
                                                      &batch_buffer);
         ahead.routed = route_rows(*ahead.reader, *backend, data, next, cfg.batch_rows, s.normalise(), &stored_buffer);
+        if (const auto in_place = rows_in_place(next, ahead.routed); in_place.data != nullptr)
+          backend->expect_rows_in_place(in_place.file);  // (registered meanwhile, where it is kept so)
         ahead.got = false;
         ahead.read = std::async(std::launch::async,
                                 [r = ahead.reader.get(), &a = ahead] { a.got = r->next(&a.batch); });
@@ -1800,13 +1812,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               have = own_reader->next(&batch);
             }
             BatchReader& reader = *own_reader;
-            // The shard's rows where they lie in place (its file's read-only mapping), for a
-            // backend that may keep batches there rather than a copy (raw rows as stored, in
-            // the dtype it computes in).
-            VectorReader::InPlaceRows in_place;
-            if (routed.in_buffer && routed.as_stored && !s.normalise() && backend->takes_rows_in_place() &&
-                data.reader(static_cast<std::size_t>(si)).dtype() == backend->compute_dtype())
-              in_place = data.reader(static_cast<std::size_t>(si)).rows_in_place();
+            const VectorReader::InPlaceRows in_place = rows_in_place(si, routed);
             for (; have; have = reader.next(&batch)) {
               lap(pass.read);
               check_stop();
