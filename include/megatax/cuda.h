@@ -245,6 +245,12 @@ void row_norms(Resources& res, const MatrixView& x, float* out);
 // res's stream (cosine fits normalise their rows on the device, where the GPU keeps them).
 void normalise_rows(Resources& res, const MatrixView& x);
 
+// Queues a search of x (device, f32 / f16 / bf16) for NaN and infinities: once the stream
+// has got there, *first_row (device memory) holds the smallest row index with such a value,
+// or -1 when every value is finite (rows that reach the device without the host reading
+// them, e.g. copied over the bus from a file's registered page cache, are checked here).
+void find_non_finite_row(Resources& res, const MatrixView& x, std::int64_t* first_row);
+
 // ---- assign: label[i] = argmin_j dist(x_i, c_j), fused (no [n, k] matrix anywhere) -------
 struct AssignArgs {
   Metric metric = Metric::kL2;

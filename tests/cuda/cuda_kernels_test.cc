@@ -1213,6 +1213,53 @@ void test_normalise_rows(mc::Resources& res, std::mt19937_64& rng, std::int64_t 
   report(name, ok, detail);
 }
 
+// find_non_finite_row against a scan of the rows' values on the host: `planted` NaNs and
+// infinities (either sign) written at random elements, the smallest row holding one wanted
+// (-1 when none is planted); a strided view's padding (NaN, make_matrix) must not count.
+void test_find_non_finite_row(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t d, DType dtype,
+                              std::int64_t stride_pad, int planted) {
+  const std::int64_t stride = d + stride_pad;
+  HostMatrix x = make_matrix(n, d, stride, dtype, random_values(rng, n, d, 3.f));
+  const std::size_t es = megatax::dtype_size(dtype);
+  // NaN, +infinity, -infinity in each dtype's bits.
+  const std::uint32_t f32_bits[] = {0x7fc00001u, 0x7f800000u, 0xff800000u};
+  const std::uint16_t f16_bits[] = {0x7e01, 0x7c00, 0xfc00};
+  const std::uint16_t bf16_bits[] = {0x7fc1, 0x7f80, 0xff80};
+  for (int p = 0; p < planted; ++p) {
+    const auto i = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n));
+    const auto j = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(d));
+    const auto kind = static_cast<std::size_t>(rng() % 3);
+    unsigned char* at = x.bytes.data() + static_cast<std::size_t>(i * stride + j) * es;
+    if (dtype == DType::kF32) {
+      std::memcpy(at, &f32_bits[kind], 4);
+    } else {
+      std::memcpy(at, dtype == DType::kF16 ? &f16_bits[kind] : &bf16_bits[kind], 2);
+    }
+  }
+  std::int64_t want = -1;
+  std::vector<float> row(static_cast<std::size_t>(d));
+  for (std::int64_t i = 0; i < n && want < 0; ++i) {
+    megatax::convert_to_f32(dtype, x.bytes.data() + static_cast<std::size_t>(i * stride) * es,
+                            static_cast<std::size_t>(d), row.data());
+    for (const float v : row) {
+      if (!std::isfinite(v)) want = i;
+    }
+  }
+  DeviceMatrix dx = upload(res, x);
+  mc::DeviceBuffer first(sizeof(std::int64_t));
+  mc::find_non_finite_row(res, dx.view, first.as<std::int64_t>());
+  std::int64_t got = -2;
+  mc::copy_to_host(res, &got, first.data(), sizeof got);
+  bool ok = true;
+  CHECK_OR_FAIL(got == want, "first row with a non-finite value: got %lld, the host's scan %lld", (long long)got,
+                (long long)want);
+  char name[128], detail[96];
+  std::snprintf(name, sizeof(name), "find_non_finite_row %-4s n=%lld d=%lld%s, %d planted", megatax::dtype_name(dtype),
+                (long long)n, (long long)d, stride_pad ? " strided" : "", planted);
+  std::snprintf(detail, sizeof(detail), "row %lld as the host's scan", (long long)want);
+  report(name, ok, detail);
+}
+
 // How many rows t of `got` differ from row idx[t] of `src` (rows of row_bytes bytes).
 std::int64_t rows_unlike_host_gather(const std::vector<unsigned char>& got, const std::vector<unsigned char>& src,
                                      const std::vector<std::int64_t>& idx, std::size_t row_bytes) {
@@ -1903,6 +1950,14 @@ int main(int argc, char** argv) {
     test_normalise_rows(res, rng, 777, 33, kB, 5);
     test_normalise_rows(res, rng, 95, 7, kF, 1);
     test_normalise_rows(res, rng, 300, 2048, kF, 0);
+    std::printf("non-finite values found on the device (reference: the host's scan)\n");
+    test_find_non_finite_row(res, rng, 4096, 1024, kH, 0, 0);
+    test_find_non_finite_row(res, rng, 4096, 1024, kH, 0, 3);
+    test_find_non_finite_row(res, rng, 2000, 256, kB, 0, 1);
+    test_find_non_finite_row(res, rng, 777, 33, kB, 5, 2);
+    test_find_non_finite_row(res, rng, 3001, 100, kF, 0, 4);
+    test_find_non_finite_row(res, rng, 1001, 7, kH, 0, 1);
+    test_find_non_finite_row(res, rng, 50, 9, kF, 2, 0);
     std::printf("page-locked buffers (reference: the bytes written)\n");
     for (const std::size_t bytes : {std::size_t{1} << 20, (std::size_t{70} << 20) + 3}) test_pinned_buffers(res, rng, bytes);
     std::printf("means (reference: float64 division, float64 norms)\n");
