@@ -258,6 +258,7 @@ class CudaBackend final : public ComputeBackend {
     const Key keep = std::exchange(offered_, Key{-1, -1});
     const bool normalise = std::exchange(normalise_next_, false);
     in_place_now_ = std::exchange(offered_in_place_, {});
+    rows_checked_ = false;
     try {
       descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
       in_place_now_ = {};
@@ -293,15 +294,18 @@ class CudaBackend final : public ComputeBackend {
   // Registers the file on a thread of its own (~40 GB/s on an H200 host: a 256 MiB shard in
   // ~6 ms), while the pass descends the shard before it; keep_in_place takes it. At most two
   // under way or unclaimed (an older one is dropped: its shard was not kept after all).
-  void expect_rows_in_place(std::shared_ptr<const Storage::MappedBytes> file) override {
-    if (!takes_rows_in_place() || file == nullptr || registering_.count(file->data) > 0) return;
+  // True (the rows may be handed to descend() where they lie): the file is registered or
+  // being registered, its batches going to the host tier.
+  bool expect_rows_in_place(std::shared_ptr<const Storage::MappedBytes> file) override {
+    if (!takes_rows_in_place() || file == nullptr) return false;
+    if (registering_.count(file->data) > 0) return true;
     if (const auto it = in_place_files_.find(file->data); it != in_place_files_.end()) {
       const auto f = it->second.lock();
-      if (f != nullptr && f->file == file) return;  // registered already
+      if (f != nullptr && f->file == file) return true;  // registered already
     }
     // (only where the shard's batches would go to the host: not to the device, not unkept)
     if (keep_tier(static_cast<std::size_t>(file->size)) != Tier::kHost || !host_can_lock(static_cast<std::size_t>(file->size)))
-      return;
+      return false;
     while (registering_.size() >= 2) {
       try {
         registering_.begin()->second.get();  // (unregistered as it goes)
@@ -317,6 +321,10 @@ class CudaBackend final : public ComputeBackend {
       f->registration = cuda::HostRegistration(file->data, static_cast<std::size_t>(file->size), /*read_only=*/true);
       return f;
     }));
+    return true;
+  }
+  std::int64_t non_finite_row() override {
+    return std::exchange(rows_checked_, false) ? *non_finite_host_.as<std::int64_t>() : -1;
   }
   void forget_resident(std::int64_t shard, std::int64_t local_begin) override {
     res_.activate();
@@ -668,6 +676,10 @@ class CudaBackend final : public ComputeBackend {
                                    first_byte >= batch_host_.as<unsigned char>() &&
                                    first_byte + static_cast<std::size_t>(n) * row_bytes <=
                                        batch_host_.as<unsigned char>() + batch_host_.size();
+      // Rows handed where they lie (expect_rows_in_place), the host not having read them:
+      // copied over the bus from the registered file and checked here.
+      const bool where_they_lie = !in_batch_buffer && in_place_now_.rows != nullptr &&
+                                  first_byte == in_place_now_.rows && rows.dtype == compute_ && rows.stride == d;
       std::unique_lock<std::mutex> landing_lock(landing_mutex_);
       const bool landed = in_batch_buffer && first_byte == batch_host_.as<unsigned char>() &&
                           landing_.dst != nullptr && landing_.rows == n && landing_.landed == n;
@@ -688,11 +700,12 @@ class CudaBackend final : public ComputeBackend {
           kept_on_host = keep_on_host(keep, n, static_cast<std::size_t>(n) * row_bytes, normalise);
         }
         landing_ = {};
-      } else if (in_batch_buffer) {
+      } else if (in_batch_buffer || where_they_lie) {
         landing_ = {};
         // The whole batch goes to the device as it is (page-locked), queued before the rows
         // are grouped on the host (the grouping then overlaps the copy): into memory it
-        // keeps when offered and it fits, else into the batch buffer.
+        // keeps when offered and it fits, else into the batch buffer. Rows where they lie
+        // are kept there first (their file registered: the copy then reads it over the bus).
         const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
         void* dst = nullptr;
         const Tier tier = keep.first >= 0 && resident_.count(keep) == 0 ? keep_tier(bytes) : Tier::kNone;
@@ -708,9 +721,17 @@ class CudaBackend final : public ComputeBackend {
           dst = batch_dev_.data();
           kept_copied_.enqueue_wait(res_);  // the last batch kept on the host has left batch_dev_
         }
+        if (where_they_lie && tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes, normalise);
         cuda::copy_to_device(res_, dst, rows.data, bytes);
         source = dst;
-        if (tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes, normalise);
+        if (!where_they_lie && tier == Tier::kHost) kept_on_host = keep_on_host(keep, n, bytes, normalise);
+        if (where_they_lie) {
+          non_finite_dev_.reserve(sizeof(std::int64_t));
+          non_finite_host_.reserve(sizeof(std::int64_t));
+          cuda::find_non_finite_row(res_, MatrixView(dst, n, d, compute_, d), non_finite_dev_.as<std::int64_t>());
+          cuda::copy_to_host_async(res_, non_finite_host_.data(), non_finite_dev_.data(), sizeof(std::int64_t));
+          rows_checked_ = true;  // read once the descent's results are back (every path waits for them)
+        }
       }
     }
     if (normalise) {
@@ -979,6 +1000,11 @@ class CudaBackend final : public ComputeBackend {
     std::int64_t copied_ahead = 0, copied_at_call = 0;  // batches kept on the host, descended
   } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
+  // Rows handed where they lie: the first row with a NaN or an infinity (-1: none), on the
+  // device and read back (non_finite_row; rows_checked_: the last descend() checked some).
+  cuda::DeviceBuffer non_finite_dev_;
+  cuda::PinnedBuffer non_finite_host_;
+  bool rows_checked_ = false;
   // The descent's grouping on the device (descend_grouped_on_device): the level's child
   // ranges, a batch's parents, their sorted parents, its results in row order; on the host,
   // rows per parent (zero between calls) and the parents a batch touched.

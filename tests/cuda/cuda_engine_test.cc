@@ -57,6 +57,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -1024,6 +1025,63 @@ int main(int argc, char** argv) {
                          !fs::exists(dir + "/m_big/level-1");
       check(named, "f32 data with 1e5 multiplied in f16: Error(kDataLoss) naming the shard and the value" +
                        (what.empty() ? std::string(" (no such error)") : " (" + what + ")"));
+    }
+    {
+      // f16 rows with NaN / an infinity, kept on the host where they lie (MEGATAX_CUDA_RESIDENT=
+      // host: the pass hands the GPU each batch in the file's page cache, unread by the host,
+      // and the GPU checks it): the same Error(kDataLoss) as the CPU's fit and the fit that
+      // copies (MEGATAX_CUDA_IN_PLACE=0), naming the shard, the first bad row and its column;
+      // nothing committed. A small level-1 sample (16 rows a centroid) rarely holds the rows.
+      std::mt19937_64 pick(seed ^ 0x5eed);
+      const std::int64_t shard_rows = spec.n / shards, d = spec.dim;
+      const std::int64_t r1 = static_cast<std::int64_t>(pick() % static_cast<std::uint64_t>(shard_rows - 1));
+      const std::int64_t r2 = r1 + 1 + static_cast<std::int64_t>(pick() % static_cast<std::uint64_t>(shard_rows - 1 - r1));
+      const std::int64_t c1 = static_cast<std::int64_t>(pick() % static_cast<std::uint64_t>(d));
+      fs::create_directories(dir + "/nan16");
+      for (int sh = 0; sh < shards; ++sh) {
+        char name[32];
+        std::snprintf(name, sizeof name, "/part-%05d.npy", sh);
+        fs::copy_file(dir + "/f16" + name, dir + "/nan16" + name);
+      }
+      {
+        // The .npy's header (version 1: 2-byte length at byte 8; 2 and 3: 4 bytes), then rows.
+        std::fstream f(dir + "/nan16/part-00002.npy", std::ios::in | std::ios::out | std::ios::binary);
+        unsigned char head[12] = {};
+        f.read(reinterpret_cast<char*>(head), sizeof head);
+        const std::int64_t data_at =
+            head[6] == 1 ? 10 + (head[8] | head[9] << 8) : 12 + (head[8] | head[9] << 8 | head[10] << 16 | head[11] << 24);
+        const unsigned char nan_bits[2] = {0x01, 0x7e}, inf_bits[2] = {0x00, 0xfc};  // little-endian f16
+        f.seekp(data_at + (r1 * d + c1) * 2);
+        f.write(reinterpret_cast<const char*>(nan_bits), 2);
+        f.seekp(data_at + (r2 * d + static_cast<std::int64_t>(pick() % static_cast<std::uint64_t>(d))) * 2);
+        f.write(reinterpret_cast<const char*>(inf_bits), 2);
+      }
+      TaxonomyConfig c = base;
+      c.sample_per_centroid = 16;
+      auto error_of = [&](const std::string& device, const char* var, const char* value, const std::string& tag) {
+        if (var != nullptr) setenv(var, value, 1);
+        if (var != nullptr && std::strcmp(var, "MEGATAX_CUDA_IN_PLACE") == 0) setenv("MEGATAX_CUDA_RESIDENT", "host", 1);
+        std::string what = "no error";
+        try {
+          fit(c, device, dir + "/nan16/part-*.npy", dir + "/m_nan" + tag, dir + "/o_nan" + tag);
+        } catch (const megatax::Error& e) {
+          what = std::string(e.code() == megatax::ErrorCode::kDataLoss ? "" : "(not kDataLoss) ") + e.what();
+        }
+        unsetenv("MEGATAX_CUDA_RESIDENT");
+        unsetenv("MEGATAX_CUDA_IN_PLACE");
+        if (fs::exists(dir + "/m_nan" + tag + "/level-1")) what += " (level 1 committed)";
+        return what;
+      };
+      const std::string in_place = error_of("cuda", "MEGATAX_CUDA_RESIDENT", "host", "place");
+      const std::string copied = error_of("cuda", "MEGATAX_CUDA_IN_PLACE", "0", "copied");
+      const std::string on_cpu = error_of("cpu", nullptr, nullptr, "cpu");
+      const std::string want = "part-00002.npy: row " + std::to_string(r1) + " (global id " +
+                               std::to_string(2 * shard_rows + r1) + ") has a non-finite value (nan) in column " +
+                               std::to_string(c1);
+      const bool same = in_place.find(want) != std::string::npos && in_place.rfind("(not", 0) != 0 &&
+                        in_place.find("committed") == std::string::npos && in_place == copied && in_place == on_cpu;
+      check(same, "f16 rows with NaN / infinity handed to the GPU where they lie: the CPU's Error(kDataLoss) naming "
+                  "the shard, row and column (" + in_place + (same ? "" : " | copied: " + copied + " | cpu: " + on_cpu + " | want: " + want) + ")");
     }
   } catch (const std::exception& e) {
     std::printf("cuda_engine_test: exception: %s\n", e.what());
