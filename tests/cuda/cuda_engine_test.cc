@@ -11,7 +11,8 @@
 //      (MEGATAX_CUDA_RESIDENT=0): identical model and output files, and the same with the
 //      batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host; the log shows
 //      batches kept there and copied ahead; f16 rows as stored lie in place in the shard
-//      files' page cache, registered, and the same with copies of their own:
+//      files' page cache, registered, handed to the GPU there by the first pass without
+//      the host reading them, and the same with copies of their own:
 //      MEGATAX_CUDA_IN_PLACE=0), split between the device and the host (a
 //      device budget of one shard's), and partly kept (a host budget of one shard's); 3c. the same fit on two
 //      in-process ranks (parents split between them: no in-place level array, no centroid
@@ -31,7 +32,11 @@
 //      depend on its batch), also from the engine's kept GPU levels and after release_gpu().
 //      4d. With two or more GPUs visible: the f16 fit and its GPU predicts (files, array) on
 //      the last GPU give GPU 0's files and bits.
-//   5. Bad GPU index: Error(kInvalidArgument) naming it.
+//   5. Bad GPU index: Error(kInvalidArgument) naming it. f32 data with a value too large for
+//      f16, multiplied in f16: Error(kDataLoss) naming the shard and the value. f16 rows with
+//      a NaN and an infinity kept on the host in place (the pass hands the GPU each batch
+//      where it lies, unread by the host; the GPU checks it): the CPU's and the copying
+//      fit's Error(kDataLoss), naming the shard, the first bad row and its column.
 //   5b. Cosine (spherical k-means on the device) vs the CPU: >= 97% of paths equal (a
 //      near-tie decided the other way re-routes a subtree) and the deepest level's inertia
 //      within 0.5% of the CPU's. 5c. The same on f16 data (>= 85% of paths: the GPU rounds the
