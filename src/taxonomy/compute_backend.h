@@ -99,11 +99,11 @@ class ComputeBackend {
   virtual void offer_rows_in_place(std::shared_ptr<const Storage::MappedBytes> /*file*/, const void* /*rows*/) {}
   // Optional: a file whose rows later offers will give in place (the shard read ahead, or
   // the one guessed next): the backend may make it ready for them meanwhile (register it,
-  // in the background). True:
-  // the caller may also skip reading those rows, handing descend() the rows where they lie
-  // (its `rows` the offered ones, as stored): the backend then moves them from there itself
-  // (a GPU: over the bus from the registered file) and checks them for NaN and infinities
-  // itself (non_finite_row). False: read them as usual (they may still be offered).
+  // in the background). True: the caller may also skip reading those rows, handing
+  // descend() the rows where they lie (its `rows` the offered ones, as stored): the backend
+  // then moves them from there itself (a GPU: over the bus from the registered file) and
+  // checks them for NaN and infinities itself (non_finite_row). False: read them as usual
+  // (they may still be offered).
   virtual bool expect_rows_in_place(std::shared_ptr<const Storage::MappedBytes> /*file*/) { return false; }
   // After a descend() of rows handed in place (expect_rows_in_place): the first of its rows
   // holding a NaN or an infinity, or -1 (also after any other descend(): the caller checked
