@@ -70,14 +70,16 @@ w0=$(date +%s.%N); dd if=/dev/zero of="$WORK/dd.test" bs=16M count=256 conv=fsyn
 rm -f "$WORK/dd.test"
 echo "gpu_fit: write 4 GiB to WORK's disk (dd, fsync): $(secs "$w0" "$w1") s = $(awk -v a="$w0" -v c="$w1" 'BEGIN { printf "%.2f", 4294967296 / (c - a) / 1e9 }') GB/s"
 # summarize LABEL LOG: a run's passes (one a level), its training's seconds (every level's
-# "trained ... in X s") and their share of the fit's.
+# "trained ... in X s") and their share of the fit's, and the process's peak RSS (host memory:
+# a fit keeping X in page-locked copies holds them there; mapped shard files count too).
 summarize() {
   awk -v label="$1" '
     /level [0-9]+: trained .* in [0-9.]+ s/ { for (i = 1; i < NF; ++i) if ($i == "in") { t += $(i + 1); break } }
     /level [0-9]+: assigned .* in [0-9.]+ s/ {
       for (i = 1; i < NF; ++i) if ($i == "in") { p = p (p == "" ? "" : " / ") sprintf("%.2f", $(i + 1)); break } }
     /^fit: / { for (i = 2; i <= NF; ++i) if ($i == "s,") f = $(i - 1) }
-    END { if (f > 0) printf "gpu_fit: %s: passes %s s; training %.2f s = %.1f%% of the fit (%.2f s)\n", label, p, t, 100 * t / f, f }' "$2"
+    /^peak RSS [0-9]+ KB/ { rss = $3 }
+    END { if (f > 0) printf "gpu_fit: %s: passes %s s; training %.2f s = %.1f%% of the fit (%.2f s); peak RSS %.1f GB\n", label, p, t, 100 * t / f, f, rss * 1024 / 1e9 }' "$2"
 }
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
