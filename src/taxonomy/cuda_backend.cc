@@ -25,6 +25,7 @@
 #include "cluster/cuda_assigner.h"
 #include "cluster/cuda_batch_kmeans.h"
 #include "megatax/cuda.h"
+#include "core/env.h"
 #include "core/parallel.h"
 #include "megatax/error.h"
 #include "taxonomy/compute_backend.h"
@@ -64,13 +65,6 @@ HostMemory host_memory() {
 bool host_can_lock(std::size_t bytes) {
   const HostMemory m = host_memory();
   return m.available >= bytes + m.total / 4;
-}
-
-// A byte count from a MiB environment variable; nullopt when unset.
-std::optional<std::int64_t> mib_from_env(const char* var) {
-  const char* v = std::getenv(var);
-  if (v == nullptr || *v == '\0') return std::nullopt;
-  return std::max<std::int64_t>(0, std::atoll(v)) << 20;
 }
 
 // CudaAssigners kept for reuse across node problems (one per concurrent problem at most).
@@ -455,9 +449,8 @@ class CudaBackend final : public ComputeBackend {
     if (keep_device_ && may_keep(bytes)) return Tier::kDevice;
     if (keep_host_) {
       if (host_budget_ < 0)
-        host_budget_ = mib_from_env("MEGATAX_CUDA_HOST_KEEP_MIB")
-                           .value_or(static_cast<std::int64_t>(host_memory().available / 2 /
-                                                               static_cast<std::size_t>(node_local_ranks())));
+        host_budget_ = host_keep_env_.value_or(
+            static_cast<std::int64_t>(host_memory().available / 2 / static_cast<std::size_t>(node_local_ranks())));
       if (static_cast<std::int64_t>(host_bytes_ + bytes) <= host_budget_) return Tier::kHost;
     }
     return Tier::kNone;
@@ -467,8 +460,8 @@ class CudaBackend final : public ComputeBackend {
     if (resident_budget_ < 0) {
       const auto [free_bytes, total_bytes] = res_.memory_info();
       const std::size_t reserve = std::max<std::size_t>(std::size_t{16} << 30, total_bytes / 5);
-      resident_budget_ = mib_from_env("MEGATAX_CUDA_DEVICE_KEEP_MIB")
-                             .value_or(free_bytes > reserve ? static_cast<std::int64_t>(free_bytes - reserve) : 0);
+      resident_budget_ =
+          device_keep_env_.value_or(free_bytes > reserve ? static_cast<std::int64_t>(free_bytes - reserve) : 0);
     }
     return static_cast<std::int64_t>(resident_bytes_ + bytes) <= resident_budget_;
   }
@@ -1015,6 +1008,9 @@ class CudaBackend final : public ComputeBackend {
   std::map<Key, Resident> resident_;
   std::size_t resident_bytes_ = 0, host_bytes_ = 0;
   std::int64_t resident_budget_ = -1, host_budget_ = -1;  // bytes; -1: not yet fixed
+  // The budgets' settings, read (and checked: a bad value fails the fit at its start) here.
+  const std::optional<std::int64_t> device_keep_env_ = env_mib("MEGATAX_CUDA_DEVICE_KEEP_MIB"),
+                                    host_keep_env_ = env_mib("MEGATAX_CUDA_HOST_KEEP_MIB");
   Key offered_{-1, -1};
   // offer_rows_in_place's rows for the next descend(), and that descend()'s (in_place_now_).
   struct InPlaceRows {
@@ -1026,17 +1022,13 @@ class CudaBackend final : public ComputeBackend {
   // those being registered ahead (expect_rows_in_place).
   std::map<const unsigned char*, std::weak_ptr<InPlaceFile>> in_place_files_;
   std::map<const unsigned char*, std::future<std::shared_ptr<InPlaceFile>>> registering_;
-  bool in_place_ok_ = [] {
-    const char* v = std::getenv("MEGATAX_CUDA_IN_PLACE");
-    return v == nullptr || std::string(v) != "0";
-  }();
+  bool in_place_ok_ = env_switch("MEGATAX_CUDA_IN_PLACE", true);
   bool normalise_next_ = false;  // normalise_next_rows()
   // MEGATAX_CUDA_RESIDENT: unset or 1 keeps batches on the device, then on the host; 0
   // keeps none (every pass reads the shards); "device" or "host" only there.
   static bool resident_mode_allows(const char* where) {
-    const char* v = std::getenv("MEGATAX_CUDA_RESIDENT");
-    if (v == nullptr || std::string(v) == "1" || std::string(v).empty()) return true;
-    return std::string(v) == where;
+    const auto v = env_choice("MEGATAX_CUDA_RESIDENT", {"0", "1", "device", "host"});
+    return !v.has_value() || *v == "1" || *v == where;
   }
   bool keep_device_ = resident_mode_allows("device");
   bool keep_host_ = resident_mode_allows("host");
@@ -1068,11 +1060,8 @@ class CudaBackend final : public ComputeBackend {
   // 8.2 s, 10 x 4 GiB 2.2 s).
   std::shared_ptr<HostChunk> host_chunk_;
   std::future<std::shared_ptr<HostChunk>> chunk_ahead_;  // next_host_chunk's
-  std::size_t host_chunk_bytes_ = static_cast<std::size_t>(mib_from_env("MEGATAX_CUDA_HOST_CHUNK_MIB").value_or(std::int64_t{4} << 30));
-  bool train_from_kept_ = [] {
-    const char* v = std::getenv("MEGATAX_CUDA_TRAIN_FROM_KEPT");
-    return v == nullptr || std::string(v) != "0";
-  }();
+  std::size_t host_chunk_bytes_ = static_cast<std::size_t>(env_mib("MEGATAX_CUDA_HOST_CHUNK_MIB").value_or(std::int64_t{4} << 30));
+  bool train_from_kept_ = env_switch("MEGATAX_CUDA_TRAIN_FROM_KEPT", true);
   cuda::PinnedBuffer staging_, out_host_, batch_host_;
   // The batch whose rows are being copied as they are read (batch_rows_landed).
   struct Landing {

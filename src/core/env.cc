@@ -1,0 +1,51 @@
+#include "core/env.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "megatax/error.h"
+
+namespace megatax {
+namespace {
+
+const char* value_of(const char* var) {
+  const char* v = std::getenv(var);
+  return v == nullptr || *v == '\0' ? nullptr : v;
+}
+
+}  // namespace
+
+std::optional<std::string> env_choice(const char* var, std::initializer_list<const char*> allowed) {
+  const char* v = value_of(var);
+  if (v == nullptr) return std::nullopt;
+  std::string takes;
+  for (const char* a : allowed) {
+    if (std::strcmp(v, a) == 0) return std::string(v);
+    takes += (takes.empty() ? "" : ", ") + std::string(a);
+  }
+  throw_error(ErrorCode::kInvalidArgument,
+              std::string(var) + "='" + v + "': expected one of " + takes + " (or unset)");
+}
+
+bool env_switch(const char* var, bool otherwise) {
+  const auto v = env_choice(var, {"0", "1"});
+  return v.has_value() ? *v == "1" : otherwise;
+}
+
+std::optional<std::int64_t> env_mib(const char* var) {
+  const char* v = value_of(var);
+  if (v == nullptr) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long mib = std::strtoll(v, &end, 10);
+  // At most 2^43 MiB, so that the bytes fit an int64.
+  if (!std::isdigit(static_cast<unsigned char>(*v)) || *end != '\0' || errno == ERANGE ||
+      mib > (std::int64_t{1} << 43))
+    throw_error(ErrorCode::kInvalidArgument,
+                std::string(var) + "='" + v + "': expected a whole number of MiB (0 or more, no unit)");
+  return static_cast<std::int64_t>(mib) << 20;
+}
+
+}  // namespace megatax
