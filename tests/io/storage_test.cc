@@ -38,6 +38,13 @@ using testing_io::ScratchDir;
 
 // ---- The contract, for both implementations --------------------------------------------
 
+// n bytes of `rng`'s output, as a string (file contents).
+std::string random_string(std::mt19937_64& rng, std::size_t n) {
+  std::string d(n, '\0');
+  for (auto& c : d) c = static_cast<char>(rng());
+  return d;
+}
+
 class StorageContractTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -125,11 +132,6 @@ TEST_P(StorageContractTest, ReadRangesSeesAReplacedFile) {
   Storage& s = *storage_;
   const std::string path = p("replaced.bin");
   std::mt19937_64 rng(std::random_device{}());
-  auto random_bytes = [&](std::size_t n) {
-    std::string d(n, '\0');
-    for (auto& c : d) c = static_cast<char>(rng());
-    return d;
-  };
   auto read_rows = [&](std::size_t rows, std::size_t row_bytes) {
     std::string got(rows * row_bytes, '\0');
     std::vector<Storage::ReadRequest> reqs;
@@ -138,7 +140,7 @@ TEST_P(StorageContractTest, ReadRangesSeesAReplacedFile) {
     return got;
   };
   for (const std::size_t size : {4096u * 3, 4096u * 3, 1000u, 70000u}) {
-    const std::string data = random_bytes(size);
+    const std::string data = random_string(rng, size);
     s.write_atomic(path, data);
     EXPECT_EQ(read_rows(size / 100, 100), data.substr(0, size / 100 * 100)) << size;
   }
@@ -151,13 +153,8 @@ TEST_P(StorageContractTest, MapReadOnlyShowsTheBytesOrNothing) {
   Storage& s = *storage_;
   const std::string path = p("mapped.bin");
   std::mt19937_64 rng(std::random_device{}());
-  auto random_bytes = [&](std::size_t n) {
-    std::string d(n, '\0');
-    for (auto& c : d) c = static_cast<char>(rng());
-    return d;
-  };
   expect_error([&] { s.map_read_only(p("nope.bin")); }, ErrorCode::kNotFound, {p("nope.bin")});
-  const std::string first = random_bytes(4096 * 5 + 123);
+  const std::string first = random_string(rng, 4096 * 5 + 123);
   s.write_atomic(path, first);
   const auto mapped = s.map_read_only(path);
   if (GetParam() != "posix") {
@@ -170,7 +167,7 @@ TEST_P(StorageContractTest, MapReadOnlyShowsTheBytesOrNothing) {
   EXPECT_EQ(s.map_read_only(path)->data, mapped->data);  // the kept mapping, not another
   // Replaced (another size, then the same size): the held bytes stay the old file's.
   for (const std::size_t size : {std::size_t{70000}, std::size_t{70000}}) {
-    const std::string next = random_bytes(size);
+    const std::string next = random_string(rng, size);
     s.write_atomic(path, next);
     const auto again = s.map_read_only(path);
     ASSERT_NE(again, nullptr);
