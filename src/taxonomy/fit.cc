@@ -1859,7 +1859,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.bookkeep);
             }
             BatchReader& reader = *own_reader;
-            const VectorReader::InPlaceRows in_place = rows_in_place(si, routed);
+            // (rows read: they may still be kept where they lie)
+            const VectorReader::InPlaceRows in_place = have ? rows_in_place(si, routed) : VectorReader::InPlaceRows{};
             for (; have; have = reader.next(&batch)) {
               lap(pass.read);
               check_stop();
