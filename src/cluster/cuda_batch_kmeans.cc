@@ -80,6 +80,7 @@ void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::s
       ++time_.gathers_ahead;
     }
   }
+  const auto t_here = Clock::now();
   const std::int64_t n = lay_out(xs);  // (x_dev_ large enough when gathered)
   if (!points_exact_ || static_cast<std::int64_t>(rows.size()) != n)
     throw_error(ErrorCode::kInvalidArgument, "CudaBatchKMeans::prepare_from_device: " + std::to_string(rows.size()) +
@@ -95,11 +96,14 @@ void CudaBatchKMeans::prepare_from_device(std::span<const MatrixView> xs, std::s
                          n, x_dev_.data(), rows_over_bus_ ? kBusGatherSms : 0);
     ++time_.gathers_here;
   }
+  const auto t_next = Clock::now();
+  time_.here_queue += std::chrono::duration<double>(t_next - t_here).count();
   if (deferred_.has_value()) {  // the batch after this one's, asked for while the last trained
     Ahead next = std::move(*deferred_);
     deferred_.reset();
     start_ahead(std::move(next));
   }
+  time_.ahead_queue += std::chrono::duration<double>(Clock::now() - t_next).count();
 }
 
 void CudaBatchKMeans::prefetch_from_device(std::span<const MatrixView> xs, std::span<const void* const> rows) {
@@ -592,8 +596,9 @@ std::string CudaBatchKMeans::take_breakdown() {
          std::to_string(time_.stage_wait) + ", waited " + std::to_string(time_.readback_wait) + ")";
   if (time_.gathers_ahead > 0 || time_.gathers_here > 0)
     r += std::string(r.empty() ? "" : "; ") + "rows gathered by address: " + std::to_string(time_.gathers_ahead) +
-         " batches ahead (waited " + std::to_string(time_.ahead_wait) + "), " + std::to_string(time_.gathers_here) +
-         " at their prepare";
+         " batches ahead (waited " + std::to_string(time_.ahead_wait) + ", the next queued in " +
+         std::to_string(time_.ahead_queue) + "), " + std::to_string(time_.gathers_here) +
+         " at their prepare (lay-out and queued in " + std::to_string(time_.here_queue) + ")";
   time_ = {};
   return r;
 }

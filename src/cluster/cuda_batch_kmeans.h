@@ -129,6 +129,7 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
     // gathered at the call.
     std::int64_t gathers_ahead = 0, gathers_here = 0;
     double ahead_wait = 0;
+    double ahead_queue = 0, here_queue = 0;  // prepare_from_device: the next gather queued; lay_out and this one's
   } time_;
   SeedDistances seed_distances_ = SeedDistances::kAuto;
   std::string last_seed_path_;
