@@ -22,8 +22,12 @@ MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
 BATCH=${BATCH_ROWS:-1048576}
 t0=$(date +%s.%N)
+GEN_NAME=${GEN:-planted}
+GEN_VERB=generated
 if [ "${REUSE:-0}" = 1 ] && [ -d "$WORK/data" ]; then
   rm -rf "$WORK"/m_* "$WORK"/o_*
+  GEN_NAME="as a KEEP=1 run left it"
+  GEN_VERB=reused
 elif [ "${GEN:-planted}" = numpy ]; then
   rm -rf "$WORK"; mkdir -p "$WORK/data"
   # Normal noise from numpy on every core (fast for tens of GB; no structure: every node
@@ -49,10 +53,9 @@ fi
 # the fit reaches them.
 sync
 t1=$(date +%s.%N)
-GEN_NAME=${GEN:-planted}
 bytes=$(du -cb "$WORK"/data/part-*.npy | tail -1 | cut -f1)
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-echo "gpu_fit: generated ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(secs "$t0" "$t1") s"
+echo "gpu_fit: $GEN_VERB ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1000000)) MB) in $(secs "$t0" "$t1") s"
 # Floor: one read of X from the page cache (what every assignment pass must at least do).
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
