@@ -1561,6 +1561,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes) * stride, 0.0);
     std::vector<std::int32_t> touched, sort_scratch;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
+    // With one worker, a finished shard's tallies are folded into the level's sums in the
+    // background while the next shard is booked: its counts, inertia and touched nodes are
+    // swapped (vectors: no copies) with a second set, which the fold zeroes as it goes, so
+    // the set comes back as the next shard's spare.
+    // Folds run one at a time in shard order: the sums' bits do not change (level 3 of a 20M
+    // fit on a GPU: 0.2 s of its pass on 16 threads, the host otherwise waiting for the
+    // device's descent of the next shard).
+    std::vector<std::int64_t> fold_count;
+    std::vector<double> fold_inertia;
+    std::vector<std::int32_t> fold_touched;
+    BackgroundJobs shard_folds(1);
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
     std::vector<std::vector<std::int32_t>> by_owner;
     // The last level's state of shard next_state_shard, being read (-1: none).
@@ -1898,18 +1909,28 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
           if (fold && si == next_to_fold) {
             ++next_to_fold;
-            // Each touched node once: slices of `touched` on the pass's threads are disjoint.
-            const auto nt = static_cast<std::int64_t>(touched.size());
-            const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, nt / 16384));
-            pass_pool.run(T, [&](std::int64_t t, int) {
-              for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
-                const auto nd = static_cast<std::size_t>(touched[static_cast<std::size_t>(u)]);
-                folded_count[nd] += std::exchange(node_count[nd * stride], 0);
-                folded_inertia[nd] += std::exchange(node_inertia[nd * stride], 0.0);
-                folded_has[nd] = 1;
-              }
+            shard_folds.wait();  // the shard before's fold: the spare set is zero again
+            if (fold_count.size() != node_count.size()) {
+              fold_count.assign(node_count.size(), 0);
+              fold_inertia.assign(node_inertia.size(), 0.0);
+            }
+            std::swap(node_count, fold_count);
+            std::swap(node_inertia, fold_inertia);
+            std::swap(touched, fold_touched);
+            shard_folds.submit([&] {
+              // Each touched node once: slices of fold_touched on the job's threads are disjoint.
+              const auto nt = static_cast<std::int64_t>(fold_touched.size());
+              const int T = resolve_threads(cfg.threads, nt / 16384);
+              parallel_for(T, T, [&](std::int64_t t, int) {
+                for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
+                  const auto nd = static_cast<std::size_t>(fold_touched[static_cast<std::size_t>(u)]);
+                  folded_count[nd] += std::exchange(fold_count[nd * stride], 0);
+                  folded_inertia[nd] += std::exchange(fold_inertia[nd * stride], 0.0);
+                  folded_has[nd] = 1;
+                }
+              });
+              fold_touched.clear();
             });
-            touched.clear();
           } else {
             ShardSummary sum;
             sum.shard = si;
@@ -1925,7 +1946,12 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         state_writes.wait();
         pass.state += since(t_writes);
         pass.writes += since(t_writes);
+        const auto t_fold = Clock::now();
+        shard_folds.wait();
+        pass.state += since(t_fold);
+        pass.summary += since(t_fold);
       } catch (...) {
+        shard_folds.drain();
         state_writes.drain();  // nothing may write into the level's files after this
         ahead.drop();
         if (l == 1 && done == 0) cleanup_uncommitted();
