@@ -1561,16 +1561,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes) * stride, 0.0);
     std::vector<std::int32_t> touched, sort_scratch;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
-    // With one worker, a finished shard's tallies are folded into the level's sums in the
-    // background while the next shard is booked: its counts, inertia and touched nodes are
-    // swapped (vectors: no copies) with a second set, which the fold zeroes as it goes, so
-    // the set comes back as the next shard's spare.
-    // Folds run one at a time in shard order: the sums' bits do not change (level 3 of a 20M
-    // fit on a GPU: 0.2 s of its pass on 16 threads, the host otherwise waiting for the
-    // device's descent of the next shard).
-    std::vector<std::int64_t> fold_count;
-    std::vector<double> fold_inertia;
-    std::vector<std::int32_t> fold_touched;
+    // A finished shard's tallies are folded into the level's sums (one worker) or made its
+    // summary (several; sorted by node) in the background while the next shard is booked:
+    // its counts, inertia and touched nodes are swapped (vectors: no copies) with a second
+    // set, which the job zeroes as it goes, so the set comes back as the next shard's spare.
+    // Jobs run one at a time in shard order: the sums' bits do not change (level 3 of a 20M
+    // fit on a GPU: 0.2 s of its pass folding on 16 threads, the host otherwise waiting for
+    // the device's descent of the next shard). Only the jobs touch `summaries` and the
+    // folded sums until shard_folds.wait().
+    std::vector<std::int64_t> tally_count;
+    std::vector<double> tally_inertia;
+    std::vector<std::int32_t> tally_touched;
     BackgroundJobs shard_folds(1);
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
     std::vector<std::vector<std::int32_t>> by_owner;
@@ -1907,35 +1908,39 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
           const auto t_summary = Clock::now();
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
+          // The shard's tallies swapped for the spare set (zeroed by the job before), then
+          // folded or summarised in the background while the next shard runs.
+          shard_folds.wait();
+          if (tally_count.size() != node_count.size()) {
+            tally_count.assign(node_count.size(), 0);
+            tally_inertia.assign(node_inertia.size(), 0.0);
+          }
+          std::swap(node_count, tally_count);
+          std::swap(node_inertia, tally_inertia);
+          std::swap(touched, tally_touched);
           if (fold && si == next_to_fold) {
             ++next_to_fold;
-            shard_folds.wait();  // the shard before's fold: the spare set is zero again
-            if (fold_count.size() != node_count.size()) {
-              fold_count.assign(node_count.size(), 0);
-              fold_inertia.assign(node_inertia.size(), 0.0);
-            }
-            std::swap(node_count, fold_count);
-            std::swap(node_inertia, fold_inertia);
-            std::swap(touched, fold_touched);
             shard_folds.submit([&] {
-              // Each touched node once: slices of fold_touched on the job's threads are disjoint.
-              const auto nt = static_cast<std::int64_t>(fold_touched.size());
+              // Each touched node once: slices of tally_touched on the job's threads are disjoint.
+              const auto nt = static_cast<std::int64_t>(tally_touched.size());
               const int T = resolve_threads(cfg.threads, nt / 16384);
               parallel_for(T, T, [&](std::int64_t t, int) {
                 for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
-                  const auto nd = static_cast<std::size_t>(fold_touched[static_cast<std::size_t>(u)]);
-                  folded_count[nd] += std::exchange(fold_count[nd * stride], 0);
-                  folded_inertia[nd] += std::exchange(fold_inertia[nd * stride], 0.0);
+                  const auto nd = static_cast<std::size_t>(tally_touched[static_cast<std::size_t>(u)]);
+                  folded_count[nd] += std::exchange(tally_count[nd * stride], 0);
+                  folded_inertia[nd] += std::exchange(tally_inertia[nd * stride], 0.0);
                   folded_has[nd] = 1;
                 }
               });
-              fold_touched.clear();
+              tally_touched.clear();
             });
           } else {
-            ShardSummary sum;
-            sum.shard = si;
-            take_shard_summary(touched, node_count, node_inertia, stride, sort_scratch, &sum);
-            summaries.push_back(std::move(sum));
+            shard_folds.submit([&, si] {
+              ShardSummary sum;
+              sum.shard = si;
+              take_shard_summary(tally_touched, tally_count, tally_inertia, stride, sort_scratch, &sum);
+              summaries.push_back(std::move(sum));
+            });
           }
           my_points += n;
           pass.summary += since(t_summary);
