@@ -1568,11 +1568,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     // Jobs run one at a time in shard order: the sums' bits do not change (level 3 of a 20M
     // fit on a GPU: 0.2 s of its pass folding on 16 threads, the host otherwise waiting for
     // the device's descent of the next shard). Only the jobs touch `summaries` and the
-    // folded sums until shard_folds.wait().
+    // folded sums until tally_jobs.wait().
     std::vector<std::int64_t> tally_count;
     std::vector<double> tally_inertia;
     std::vector<std::int32_t> tally_touched;
-    BackgroundJobs shard_folds(1);
+    BackgroundJobs tally_jobs(1);
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
     std::vector<std::vector<std::int32_t>> by_owner;
     // The last level's state of shard next_state_shard, being read (-1: none).
@@ -1910,7 +1910,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
           // The shard's tallies swapped for the spare set (zeroed by the job before), then
           // folded or summarised in the background while the next shard runs.
-          shard_folds.wait();
+          tally_jobs.wait();
           if (tally_count.size() != node_count.size()) {
             tally_count.assign(node_count.size(), 0);
             tally_inertia.assign(node_inertia.size(), 0.0);
@@ -1920,7 +1920,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           std::swap(touched, tally_touched);
           if (fold && si == next_to_fold) {
             ++next_to_fold;
-            shard_folds.submit([&] {
+            tally_jobs.submit([&] {
               // Each touched node once: slices of tally_touched on the job's threads are disjoint.
               const auto nt = static_cast<std::int64_t>(tally_touched.size());
               const int T = resolve_threads(cfg.threads, nt / 16384);
@@ -1935,7 +1935,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               tally_touched.clear();
             });
           } else {
-            shard_folds.submit([&, si] {
+            tally_jobs.submit([&, si] {
               ShardSummary sum;
               sum.shard = si;
               take_shard_summary(tally_touched, tally_count, tally_inertia, stride, sort_scratch, &sum);
@@ -1952,11 +1952,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         pass.state += since(t_writes);
         pass.writes += since(t_writes);
         const auto t_fold = Clock::now();
-        shard_folds.wait();
+        tally_jobs.wait();
         pass.state += since(t_fold);
         pass.summary += since(t_fold);
       } catch (...) {
-        shard_folds.drain();
+        tally_jobs.drain();
         state_writes.drain();  // nothing may write into the level's files after this
         ahead.drop();
         if (l == 1 && done == 0) cleanup_uncommitted();
