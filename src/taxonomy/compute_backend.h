@@ -40,6 +40,9 @@ class ComputeBackend {
   virtual std::string describe() const = 0;
   // Whether node problems may be trained concurrently (one assigner per thread).
   virtual bool concurrent_training() const = 0;
+  // Whether descend() leaves the host's cores idle while it runs (a GPU's): the fit then books
+  // a shard's last batch in the background while the next shard descends.
+  virtual bool descends_off_host() const { return false; }
   // An assigner for the k-means of one node; `options` are the CPU kernels' options.
   virtual std::unique_ptr<cluster::Assigner> make_assigner(Metric metric,
                                                            const kernels::KnnOptions& options) = 0;

@@ -158,6 +158,7 @@ class CudaBackend final : public ComputeBackend {
   // Node problems train concurrently, each on its own stream: their CPU parts (k-means++
   // init, the float64 updates) then use every core while the GPU assigns.
   bool concurrent_training() const override { return true; }
+  bool descends_off_host() const override { return true; }
   // Rows in the compute dtype are staged as they are (a copy, no conversion).
   bool takes_stored_rows(DType stored) const override { return stored == compute_; }
   DType compute_dtype() const override { return compute_; }

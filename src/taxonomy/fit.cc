@@ -1681,6 +1681,167 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                    options.progress);
       log("level " + std::to_string(l) + "/" + std::to_string(L) + ": assigning " +
           std::to_string(N) + " points");
+      // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
+      // every thread, in two steps: thread t copies a slice of the rows' paths and sorts
+      // the slice's rows out by the thread that serves their node (nodes with
+      // (nd / 8) % T == o: 8 nodes to a cache line of counts; nd % T == o where each node
+      // has a line of its own, `stride` 8); then thread o takes its
+      // rows from every slice in slice order, so each node's count, inertia sum and sample
+      // offers are those of one thread in row order (the same bits on any thread count;
+      // NodeSamples' nodes are independent). Where every thread read every row's node
+      // and skipped the others' (a mispredicted branch a row, T times over), a batch took
+      // as long on 16 threads as on 2.
+      auto book_rows = [&](ShardState& cur, const ShardState& prev, const std::int32_t* batch_child, Id global_begin,
+                           std::int64_t r0, std::int64_t first, std::int64_t m) {
+        const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
+        if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
+        if (by_owner.size() < static_cast<std::size_t>(T) * static_cast<std::size_t>(T))
+          by_owner.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(T));
+        const FastMod owner(static_cast<std::uint32_t>(T));
+        const int node_shift = stride == 8 ? 0 : 3;  // nodes served together: 1 or 8
+        // Rows i of [0, m) are rows r0 + first + i of the shard and first + i of the batch.
+        const std::int32_t* nodes = cur.node.data() + r0 + first;
+        const float* dists = cur.dist.data() + r0 + first;
+        const Id id0 = global_begin + r0 + first;
+        const auto salt = static_cast<std::uint64_t>(l) + 1;
+        // The loops keep their arrays in locals (the lambda's references would be
+        // reloaded after each store).
+        auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
+          const std::int32_t nd = nodes[i];
+          if (node_count[static_cast<std::size_t>(nd) * stride]++ == 0) my_touched.push_back(nd);
+          node_inertia[static_cast<std::size_t>(nd) * stride] += dists[i];
+          if (collect) {
+            const Id id = id0 + i;
+            next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
+          }
+        };
+        pass_pool.run(T, [&, T, r0, first, m](std::int64_t t, int) {
+          const std::int64_t i0 = m * t / T, i1 = m * (t + 1) / T;
+          std::int32_t* paths = cur.paths.data();
+          const std::int32_t* prev_paths = prev.paths.data();
+          const std::int32_t* children = batch_child + first;
+          for (std::int64_t i = i0; i < i1; ++i) {
+            const std::int64_t r = r0 + first + i;
+            for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
+            paths[r * l + l - 1] = children[i];
+          }
+          if (T == 1) {  // one thread serves every node: no sorting out
+            auto& my_touched = touched_by[0];
+            for (std::int64_t i = i0; i < i1; ++i)
+              if (nodes[i] >= 0) serve(i, my_touched);
+            return;
+          }
+          std::vector<std::int32_t>* mine =
+              by_owner.data() + static_cast<std::size_t>(t) * static_cast<std::size_t>(T);
+          for (int o = 0; o < T; ++o) mine[o].clear();
+          for (std::int64_t i = i0; i < i1; ++i) {
+            const std::int32_t nd = nodes[i];
+            if (nd >= 0)
+              mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
+          }
+        });
+        if (T > 1) {
+          pass_pool.run(T, [&, T](std::int64_t o, int) {
+            auto& my_touched = touched_by[static_cast<std::size_t>(o)];
+            for (int t = 0; t < T; ++t)
+              for (const std::int32_t i : by_owner[static_cast<std::size_t>(t) * static_cast<std::size_t>(T) +
+                                                   static_cast<std::size_t>(o)])
+                serve(i, my_touched);
+          });
+        }
+        merge_touched();
+      };
+      // A batch's bookkeeping: rows [r0, r0 + m) of a shard starting at global id
+      // global_begin, their children at batch_child.
+      auto book_batch = [&](ShardState& cur, const ShardState& prev, const std::int32_t* batch_child, Id global_begin,
+                            std::int64_t r0, std::int64_t m) {
+        constexpr std::int64_t kMaxRows = std::int64_t{1} << 30;  // row numbers in int32
+        for (std::int64_t first = 0; first < m; first += kMaxRows)
+          book_rows(cur, prev, batch_child, global_begin, r0, first, std::min(kMaxRows, m - first));
+        bar.add(m);
+      };
+      // A shard's end, once booked: its state files (or outputs) queued for writing, its
+      // tallies handed to the background fold or summary.
+      auto finish_shard = [&](std::int64_t si, ShardState cur, const std::string& name) {
+        const auto t_submit = Clock::now();
+        if (outputs_written) {
+          state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
+            write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
+                          L, cfg.output_format);
+          });
+        } else {
+          state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
+            write_shard_state(st, path, state, l);
+          });
+        }
+        const auto t_summary = Clock::now();
+        pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
+        // The shard's tallies swapped for the spare set (zeroed by the job before), then
+        // folded or summarised in the background while the next shard runs.
+        tally_jobs.wait();
+        if (tally_count.size() != node_count.size()) {
+          tally_count.assign(node_count.size(), 0);
+          tally_inertia.assign(node_inertia.size(), 0.0);
+        }
+        std::swap(node_count, tally_count);
+        std::swap(node_inertia, tally_inertia);
+        std::swap(touched, tally_touched);
+        if (fold && si == next_to_fold) {
+          ++next_to_fold;
+          tally_jobs.submit([&] {
+            // Each touched node once: slices of tally_touched on the job's threads are disjoint.
+            const auto nt = static_cast<std::int64_t>(tally_touched.size());
+            const int T = resolve_threads(cfg.threads, nt / 16384);
+            parallel_for(T, T, [&](std::int64_t t, int) {
+              for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
+                const auto nd = static_cast<std::size_t>(tally_touched[static_cast<std::size_t>(u)]);
+                folded_count[nd] += std::exchange(tally_count[nd * stride], 0);
+                folded_inertia[nd] += std::exchange(tally_inertia[nd * stride], 0.0);
+                folded_has[nd] = 1;
+              }
+            });
+            tally_touched.clear();
+          });
+        } else {
+          tally_jobs.submit([&, si] {
+            ShardSummary sum;
+            sum.shard = si;
+            take_shard_summary(tally_touched, tally_count, tally_inertia, stride, sort_scratch, &sum);
+            summaries.push_back(std::move(sum));
+          });
+        }
+        pass.summary += since(t_summary);
+      };
+      // On a backend that descends off the host (a GPU), the last batch of each shard is
+      // booked, and the shard finished, by a background job while the next shard's state is
+      // read and its first batch descended (the device otherwise idled while the host booked;
+      // on the CPU the two would only share the cores). One job at a time, in shard
+      // order; a shard's bookkeeping waits for the last shard's job (wait_tail below), so
+      // the sums, samples and files have the same bits.
+      struct Tail {
+        ShardState cur, prev;
+        std::vector<std::int32_t> child;  // the last batch's children (`child` is the next's)
+      };
+      // (MEGATAX_TEST_BOOK_BEHIND=1, a test hook: on any backend, so the CPU's tests run it)
+      const char* book_behind_env = std::getenv("MEGATAX_TEST_BOOK_BEHIND");
+      const bool book_behind =
+          backend->descends_off_host() || (book_behind_env != nullptr && std::strcmp(book_behind_env, "1") == 0);
+      double tail_book_s = 0;  // the jobs' bookkeeping seconds (the main thread laps pass.bookkeep meanwhile)
+      BackgroundJobs tail_jobs(1);
+      auto submit_tail = [&](std::int64_t si, ShardState&& cur, ShardState&& prev, std::int64_t r0, std::int64_t m,
+                             const std::string& name) {
+        auto t = std::make_shared<Tail>();
+        t->cur = std::move(cur);
+        t->prev = std::move(prev);
+        t->child.assign(child.begin(), child.begin() + m);
+        const Id global_begin = data.shards()[static_cast<std::size_t>(si)].global_begin;
+        tail_jobs.submit([&, t, si, r0, m, global_begin, name] {
+          const auto t_book = Clock::now();
+          book_batch(t->cur, t->prev, t->child.data(), global_begin, r0, m);
+          tail_book_s += since(t_book);  // (added to pass.bookkeep once the jobs are done)
+          finish_shard(si, std::move(t->cur), name);
+        });
+      };
       try {
         my_shards = ex.run_shards_ahead(n_shards, [&](std::int64_t si, const dist::Executor::ClaimNext& claim_next) {
           if (test_crash_here(me, l)) std::raise(SIGKILL);  // test hook: a rank dies mid-level
@@ -1688,12 +1849,20 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           const std::int64_t n = shard.rows;
           const std::string name = taxonomy::base_name(shard.path);
           if (ahead.shard >= 0 && ahead.shard != si) ahead.drop();  // read ahead for nothing
-          merge_touched();
-          for (const std::int32_t node : touched) {  // left over by a shard that threw
-            node_count[static_cast<std::size_t>(node) * stride] = 0;
-            node_inertia[static_cast<std::size_t>(node) * stride] = 0.0;
-          }
-          touched.clear();
+          // This shard's bookkeeping starts once the last shard's tail has run (then the
+          // tallies a shard that threw left behind are cleared).
+          bool tail_waited = false, tail_submitted = false;
+          auto wait_tail = [&] {
+            if (tail_waited) return;
+            tail_jobs.wait();
+            tail_waited = true;
+            merge_touched();
+            for (const std::int32_t node : touched) {  // left over by a shard that threw
+              node_count[static_cast<std::size_t>(node) * stride] = 0;
+              node_inertia[static_cast<std::size_t>(node) * stride] = 0.0;
+            }
+            touched.clear();
+          };
           const auto t_shard = Clock::now();
           auto t_stage = t_shard;
           auto lap = [&t_stage](double& into) {
@@ -1724,80 +1893,16 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           cur.dist = prev.dist;
           lap(pass.state);
           pass.prev += std::chrono::duration<double>(t_stage - t_shard).count();
-          // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
-          // every thread, in two steps: thread t copies a slice of the rows' paths and sorts
-          // the slice's rows out by the thread that serves their node (nodes with
-          // (nd / 8) % T == o: 8 nodes to a cache line of counts; nd % T == o where each node
-          // has a line of its own, `stride` 8); then thread o takes its
-          // rows from every slice in slice order, so each node's count, inertia sum and sample
-          // offers are those of one thread in row order (the same bits on any thread count;
-          // NodeSamples' nodes are independent). Where every thread read every row's node
-          // and skipped the others' (a mispredicted branch a row, T times over), a batch took
-          // as long on 16 threads as on 2.
-          auto bookkeep_rows = [&](std::int64_t r0, std::int64_t first, std::int64_t m) {
-            const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
-            if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
-            if (by_owner.size() < static_cast<std::size_t>(T) * static_cast<std::size_t>(T))
-              by_owner.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(T));
-            const FastMod owner(static_cast<std::uint32_t>(T));
-            const int node_shift = stride == 8 ? 0 : 3;  // nodes served together: 1 or 8
-            // Rows i of [0, m) are rows r0 + first + i of the shard and first + i of the batch.
-            const std::int32_t* nodes = cur.node.data() + r0 + first;
-            const float* dists = cur.dist.data() + r0 + first;
-            const Id id0 = shard.global_begin + r0 + first;
-            const auto salt = static_cast<std::uint64_t>(l) + 1;
-            // The loops keep their arrays in locals (the lambda's references would be
-            // reloaded after each store).
-            auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
-              const std::int32_t nd = nodes[i];
-              if (node_count[static_cast<std::size_t>(nd) * stride]++ == 0) my_touched.push_back(nd);
-              node_inertia[static_cast<std::size_t>(nd) * stride] += dists[i];
-              if (collect) {
-                const Id id = id0 + i;
-                next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
-              }
-            };
-            pass_pool.run(T, [&, T, r0, first, m](std::int64_t t, int) {
-              const std::int64_t i0 = m * t / T, i1 = m * (t + 1) / T;
-              std::int32_t* paths = cur.paths.data();
-              const std::int32_t* prev_paths = prev.paths.data();
-              const std::int32_t* children = child.data() + first;
-              for (std::int64_t i = i0; i < i1; ++i) {
-                const std::int64_t r = r0 + first + i;
-                for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
-                paths[r * l + l - 1] = children[i];
-              }
-              if (T == 1) {  // one thread serves every node: no sorting out
-                auto& my_touched = touched_by[0];
-                for (std::int64_t i = i0; i < i1; ++i)
-                  if (nodes[i] >= 0) serve(i, my_touched);
-                return;
-              }
-              std::vector<std::int32_t>* mine =
-                  by_owner.data() + static_cast<std::size_t>(t) * static_cast<std::size_t>(T);
-              for (int o = 0; o < T; ++o) mine[o].clear();
-              for (std::int64_t i = i0; i < i1; ++i) {
-                const std::int32_t nd = nodes[i];
-                if (nd >= 0)
-                  mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
-              }
-            });
-            if (T > 1) {
-              pass_pool.run(T, [&, T](std::int64_t o, int) {
-                auto& my_touched = touched_by[static_cast<std::size_t>(o)];
-                for (int t = 0; t < T; ++t)
-                  for (const std::int32_t i : by_owner[static_cast<std::size_t>(t) * static_cast<std::size_t>(T) +
-                                                       static_cast<std::size_t>(o)])
-                    serve(i, my_touched);
-              });
-            }
-            merge_touched();
-          };
+          // Rows [r0, r0 + m) once descended: booked here, or, the shard's last batch on a
+          // backend that descends off the host, in the background with the shard's end.
           auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
-            constexpr std::int64_t kMaxRows = std::int64_t{1} << 30;  // row numbers in int32
-            for (std::int64_t first = 0; first < m; first += kMaxRows)
-              bookkeep_rows(r0, first, std::min(kMaxRows, m - first));
-            bar.add(m);
+            wait_tail();
+            if (r0 + m < n || !book_behind) {
+              book_batch(cur, prev, child.data(), shard.global_begin, r0, m);
+              return;
+            }
+            submit_tail(si, std::move(cur), std::move(prev), r0, m, name);
+            tail_submitted = true;
           };
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
@@ -1895,58 +2000,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             }
           }
           lap(pass.read);
-          const auto t_submit = Clock::now();
-          if (outputs_written) {
-            state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
-              write_outputs(*out_storage, out_root, data, static_cast<std::size_t>(si), state.paths, state.dist, ids,
-                            L, cfg.output_format);
-            });
-          } else {
-            state_writes.submit([&st, path = s.path(state_dir(l) + name), state = std::move(cur), l] {
-              write_shard_state(st, path, state, l);
-            });
-          }
-          const auto t_summary = Clock::now();
-          pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
-          // The shard's tallies swapped for the spare set (zeroed by the job before), then
-          // folded or summarised in the background while the next shard runs.
-          tally_jobs.wait();
-          if (tally_count.size() != node_count.size()) {
-            tally_count.assign(node_count.size(), 0);
-            tally_inertia.assign(node_inertia.size(), 0.0);
-          }
-          std::swap(node_count, tally_count);
-          std::swap(node_inertia, tally_inertia);
-          std::swap(touched, tally_touched);
-          if (fold && si == next_to_fold) {
-            ++next_to_fold;
-            tally_jobs.submit([&] {
-              // Each touched node once: slices of tally_touched on the job's threads are disjoint.
-              const auto nt = static_cast<std::int64_t>(tally_touched.size());
-              const int T = resolve_threads(cfg.threads, nt / 16384);
-              parallel_for(T, T, [&](std::int64_t t, int) {
-                for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
-                  const auto nd = static_cast<std::size_t>(tally_touched[static_cast<std::size_t>(u)]);
-                  folded_count[nd] += std::exchange(tally_count[nd * stride], 0);
-                  folded_inertia[nd] += std::exchange(tally_inertia[nd * stride], 0.0);
-                  folded_has[nd] = 1;
-                }
-              });
-              tally_touched.clear();
-            });
-          } else {
-            tally_jobs.submit([&, si] {
-              ShardSummary sum;
-              sum.shard = si;
-              take_shard_summary(tally_touched, tally_count, tally_inertia, stride, sort_scratch, &sum);
-              summaries.push_back(std::move(sum));
-            });
+          if (!tail_submitted) {  // booked here (or no rows): the shard finished here
+            wait_tail();
+            finish_shard(si, std::move(cur), name);
           }
           my_points += n;
-          pass.summary += since(t_summary);
           lap(pass.state);
         });
         ahead.drop();  // a shard read ahead but not run (none when every shard runs in order)
+        const auto t_tail = Clock::now();
+        tail_jobs.wait();
+        pass.bookkeep += since(t_tail) + tail_book_s;
         const auto t_writes = Clock::now();
         state_writes.wait();
         pass.state += since(t_writes);
@@ -1956,6 +2020,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         pass.state += since(t_fold);
         pass.summary += since(t_fold);
       } catch (...) {
+        tail_jobs.drain();
         tally_jobs.drain();
         state_writes.drain();  // nothing may write into the level's files after this
         ahead.drop();

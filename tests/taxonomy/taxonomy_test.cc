@@ -187,6 +187,27 @@ TEST_F(TaxonomyData, DeterministicAcrossThreadsAndShardLayouts) {
   EXPECT_EQ(all_paths(dir_ / "o1"), all_paths(dir_ / "o3"));
 }
 
+// A shard's last batch booked in the background while the next shard descends (what a GPU
+// fit does; MEGATAX_TEST_BOOK_BEHIND=1 makes the CPU do it too): the same tree and outputs,
+// bit for bit, on one worker (the shards' tallies folded) and on several threads.
+TEST_F(TaxonomyData, BookingBehindTheDescentGivesTheSameBytes) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  TaxonomyEngine inline_fit(config(dir_ / "inline", 3, 5, 2, 17));
+  inline_fit.fit(dir_ / "data/part-*.npy", dir_ / "inline-out", quiet());
+  ASSERT_EQ(setenv("MEGATAX_TEST_BOOK_BEHIND", "1", 1), 0);
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    const std::string t = dir_ / ("behind" + std::to_string(threads)), o = dir_ / ("behind-out" + std::to_string(threads));
+    auto cfg = config(t, 3, 5, threads, 17);
+    if (threads == 3) cfg.batch_rows = 4000;  // (a shard in one batch: every batch booked behind)
+    TaxonomyEngine behind(cfg);
+    behind.fit(dir_ / "data/part-*.npy", o, quiet());
+    EXPECT_EQ(tree_bytes(dir_ / "inline", true), tree_bytes(t, true));
+    EXPECT_EQ(tree_bytes(dir_ / "inline-out", false), tree_bytes(o, false));
+  }
+  unsetenv("MEGATAX_TEST_BOOK_BEHIND");
+}
+
 TEST_F(TaxonomyData, PredictReproducesFitPaths) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   for (TaxonomyMetric metric : {TaxonomyMetric::kL2, TaxonomyMetric::kCosine}) {
