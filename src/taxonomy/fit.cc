@@ -23,6 +23,7 @@
 
 #include "cluster/kmeans.h"
 #include "core/background_jobs.h"
+#include "core/env.h"
 #include "core/fast_mod.h"
 #include "core/memory.h"
 #include "core/parallel.h"
@@ -1823,9 +1824,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         std::vector<std::int32_t> child;  // the last batch's children (`child` is the next's)
       };
       // (MEGATAX_TEST_BOOK_BEHIND=1, a test hook: on any backend, so the CPU's tests run it)
-      const char* book_behind_env = std::getenv("MEGATAX_TEST_BOOK_BEHIND");
-      const bool book_behind =
-          backend->descends_off_host() || (book_behind_env != nullptr && std::strcmp(book_behind_env, "1") == 0);
+      const bool book_behind = backend->descends_off_host() || env_switch("MEGATAX_TEST_BOOK_BEHIND", false);
       double tail_book_s = 0;  // the jobs' bookkeeping seconds (the main thread laps pass.bookkeep meanwhile)
       BackgroundJobs tail_jobs(1);
       auto submit_tail = [&](std::int64_t si, ShardState&& cur, ShardState&& prev, std::int64_t r0, std::int64_t m,
