@@ -453,10 +453,28 @@ struct Sm90Phase1 {
   static constexpr int kBN = kSm90TopkBN;
   std::int64_t d = 0;
 
-  // Chunks so that the items fill the resident clusters once (whole waves only).
+  // Chunks so that the items fill the resident clusters in whole waves: of 1 to 4 waves, the
+  // one whose clusters' largest share of the tiles (ceil(items / resident) items of a chunk's
+  // tiles) is smallest, the fewest waves on a tie. Q=1024 on an H200: 4 query clusters of 2
+  // CTAs on 66 resident clusters (D=1024), 8 single CTAs on 132 (D=128) -- one wave left 2
+  // clusters (4 SMs) idle, two waves (33 chunks) do not: the main launch 3-6% shorter, the
+  // merge of twice the lists 10-26 us longer (bench/RESULTS.md, session 48).
   std::int64_t chunks_wanted(std::int64_t nq, int sm_count) const {
     const Sm90TopkShape shape = sm90_topk_shape(nq, d, sm_count);
-    return std::max<std::int64_t>(1, shape.resident / shape.query_clusters);
+    std::int64_t best = 0;
+    double best_share = 0.0;
+    for (int w = 1; w <= 4; ++w) {
+      const std::int64_t chunks =
+          std::max<std::int64_t>(1, w * shape.resident / shape.query_clusters);
+      const std::int64_t items = chunks * shape.query_clusters;
+      const std::int64_t rounds = (items + shape.resident - 1) / shape.resident;
+      const double share = static_cast<double>(rounds) / static_cast<double>(chunks);
+      if (best == 0 || share < best_share * (1 - 1e-9)) {
+        best = chunks;
+        best_share = share;
+      }
+    }
+    return best;
   }
   std::size_t scratch_bytes(int sm_count, std::int64_t batch) const {
     return sm90_topk_scratch_bytes(sm_count, batch);

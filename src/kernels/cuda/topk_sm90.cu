@@ -16,17 +16,15 @@
 // accumulators as outputs only (mma_tile's kFirstWrites), so their registers serve the
 // selection until then: the consumers no longer spill (60-64 -> 0-24 bytes; ptxas -v).
 //
-// For k >= 32 the bound the chunks share starts from a seed run of this kernel over the
-// database's first tiles (launch_topk_sm90), so a chunk's first tiles no longer pass every
-// score into the scratch areas: 2-3% at k = 100 (session 33). The seed launch itself takes
-// ~0.6 ms of a ~8.3 ms search at N=2M D=1024 k=100 (H200, session 35): its chunks' first
-// tiles pass every score and flush their buffers into global lists one after the other.
-// Since session 40 a row's first candidates fill its list at once, only the k best of them
-// sorted (topk_sm90_select.cuh drain_staged): the seed launch 0.59-0.63 -> 0.42-0.47 ms, the
-// main launch at D=1024 k=10 / 100 ~2% / ~3% shorter (ncu durations, H200). Since session 41
-// the seed keeps lists of the rank it publishes (13 at k = 100: 0.41-0.46 -> 0.29-0.33 ms) and
-// a row's last candidates of an item are published too (finish_rows): the main launch at
-// k = 100 8.60 -> 8.30 ms (D=128), 7.43 -> 7.19 ms (D=1024).
+// The bound the chunks share starts from a seed run of this kernel over about a chunk's worth of
+// the database's first rows that keeps only each thread's smallest scores (consume_seed,
+// seed_bounds), so a chunk's first tiles no longer pass every score into the scratch areas.
+// History: session 33's seed (k >= 32) ran the full selection over 16 x 4 tiles, ~0.6 ms of a
+// ~8.3 ms search at N=2M D=1024 k=100 (H200, session 35); a row's first candidates filling its
+// list at once (drain_staged, session 40) and lists of the rank published (session 41) took it
+// to 0.29-0.33 ms. Session 48's seed of minima takes 0.03-0.17 ms for 4-16x the rows, and the
+// tighter bound shortens the main launch at k = 100 by 10-15% (every k is now seeded; the
+// items also run in whole waves, topk.cu): bench/RESULTS.md.
 // Shared memory: the ring (3 stages of 48 KiB at BN = 256), 128 row states (24 bytes) and
 // their 32-entry candidate buffers (12 bytes an entry), the slots (8 warps x 2 parts x 32
 // lanes x kSlots x 8 bytes) and the column terms (2 warpgroups x 2 x 1 KiB).
@@ -186,9 +184,65 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
     finish_rows<kParts>(p, wk.chunk, wr, lane);
   }
 }
+
+// The consumer warpgroup `cw` of a seed run (launch_topk_sm90): the tiles, MMAs and scores of
+// consume (the same code, so the same bits as the full run's for the same rows), then, instead
+// of a selection, each thread's smallest scores of its two rows stored to p.seed_values: 4 a
+// row a tile (each the smallest of a quad lane's 64 columns) or 32 (the smallest of each of
+// its 8-score groups). Every stored value is the score of a distinct database row.
+template <class T, class Op, int kCluster>
+__device__ __forceinline__ void consume_seed(const TopkSm90Params& p, const RingView<Ring>& ring,
+                                             float* norm_smem, int cw, int cta_rank,
+                                             std::int64_t cluster_id, std::int64_t clusters,
+                                             std::int64_t chunks) {
+  sm90::setmaxnreg_inc<kSm90ConsumerRegs>();
+  const int tid = static_cast<int>(threadIdx.x) - 128 * (cw + 1);
+  const int warp = tid / 32, lane = tid % 32;
+  const int warp_row0 = cw * 64 + warp * 16;
+  const std::int64_t per_query = p.tiles * p.seed_values_per_tile;
+  float acc[1][kBN / 2];
+  RingCursor cur;
+  for (std::int64_t w = cluster_id; w < p.items; w += clusters) {
+    const TopkWork wk = topk_work<kCluster>(p, w, cta_rank);
+    for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
+      const std::int64_t col0 = t * kBN;
+      float norm[2] = {0.f, 0.f};
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (Op::kUsesNorms && col0 + i * 128 + tid < p.n) {
+          norm[i] = __ldg(p.db_norms + col0 + i * 128 + tid);
+        }
+      }
+      mma_tile<T, Ring, kBN, kCluster, /*kFirstWrites=*/true>(
+          acc[0], ring, cur, cw, lane, chunks, [](std::uint32_t, std::int64_t) {});
+      float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
+      if constexpr (Op::kUsesNorms) {
+        tile_norms[tid] = norm[0];
+        tile_norms[128 + tid] = norm[1];
+        sm90::named_barrier_sync(1 + cw, 128);
+      }
+      float gmin[kParts][kScoreGroups<kBN>], lowest[kParts];
+      score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, gmin, lowest);
+#pragma unroll
+      for (int h = 0; h < kParts; ++h) {
+        const std::int64_t q = wk.row0 + warp_row0 + part_row(h, lane);
+        if (q >= p.nq) continue;
+        float* out = p.seed_values + q * per_query + t * p.seed_values_per_tile;
+        if (p.seed_values_per_tile == 4) {
+          out[lane % 4] = lowest[h];
+        } else {
+          float4* o = reinterpret_cast<float4*>(out + (lane % 4) * kScoreGroups<kBN>);
+          static_assert(kScoreGroups<kBN> == 8, "two float4 a part");
+          o[0] = make_float4(gmin[h][0], gmin[h][1], gmin[h][2], gmin[h][3]);
+          o[1] = make_float4(gmin[h][4], gmin[h][5], gmin[h][6], gmin[h][7]);
+        }
+      }
+    }
+  }
+}
 #endif
 
-template <class T, class Op, int kCluster, int kBuckets>
+template <class T, class Op, int kCluster, int kBuckets, bool kSeed>
 __global__ void __launch_bounds__(kSm90Threads, 1)
     topk_sm90_kernel(const __grid_constant__ CUtensorMap map_q,
                      const __grid_constant__ CUtensorMap map_db, const TopkSm90Params p) {
@@ -217,6 +271,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
                                            return ProducerItem{wk.row0, 0, wk.t0, wk.t1};
                                          });
     }
+  } else if constexpr (kSeed) {
+    consume_seed<T, Op, kCluster>(p, ring, norm_smem, wg - 1, cta_rank, cluster_id, clusters,
+                                  chunks);
   } else {
     consume<T, Op, kCluster, kBuckets>(p, ring, buf_id_smem, row_states, buf_s_smem, slot_smem,
                                        norm_smem, wg - 1, cta_rank, cluster_id, clusters,
@@ -230,24 +287,72 @@ __global__ void __launch_bounds__(kSm90Threads, 1)
 #endif
 }
 
-// After the seed run (launch_topk_sm90): each query's words become the bound they vouch for
-// together -- the largest of its buckets (each vouches for bound_j rows of its own chunks,
-// disjoint), or its one word -- written to all of them; an unset word (~0u) leaves them all
-// unset. One thread a query.
-__global__ void seed_bound_kernel(unsigned* keys, std::int64_t nq, int buckets) {
-  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (q >= nq) return;
-  unsigned* w = keys + q * buckets;
-  unsigned m = 0;
-  for (int b = 0; b < buckets; ++b) m = max(m, w[b]);
-  for (int b = 0; b < buckets; ++b) w[b] = m;
+// After a seed run of consume_seed: query q's bound is the k-th smallest of its m seed values,
+// written to all of its `buckets` words. Each value is the score of a distinct database row in
+// the full run's bits, so k values at or below it are k rows at or below it: no row above it
+// is in the query's final k (ties pass). NaN values (columns past the database, rows past the
+// queries) are never counted; fewer than k others leave the words unset. One block a query: a
+// radix select (8 bits a pass, most significant first) over order keys in shared memory.
+constexpr int kSeedValuesMax = 8192;
+constexpr int kSeedSelectThreads = 256;
+__global__ void __launch_bounds__(kSeedSelectThreads)
+    seed_select_kernel(const float* values, int m, int k, unsigned* keys, int buckets) {
+  extern __shared__ unsigned s_keys[];
+  __shared__ unsigned hist[256];
+  __shared__ unsigned s_digit;
+  __shared__ int s_rank;
+  const int tid = static_cast<int>(threadIdx.x);
+  const std::int64_t q = blockIdx.x;
+  const float* v = values + q * m;
+  for (int i = tid; i < m; i += kSeedSelectThreads) {
+    const float f = __ldcg(v + i);
+    s_keys[i] = f == f ? float_order_key(f) : ~0u;
+  }
+  unsigned prefix = 0, mask = 0;
+  int rank = k;  // the wanted key's rank among the keys under the prefix, from 1
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 256; i += kSeedSelectThreads) hist[i] = 0;
+    __syncthreads();  // also orders the keys' stores (first pass) before their reads
+    for (int i = tid; i < m; i += kSeedSelectThreads) {
+      const unsigned u = s_keys[i];
+      if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (tid < 32) {  // the digit whose bin holds the rank: lane l sums bins 8 l .. 8 l + 7
+      unsigned c[8], sum = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sum += c[j] = hist[8 * tid + j];
+      unsigned incl = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (tid >= o) incl += t;
+      }
+      const unsigned excl = incl - sum, r = static_cast<unsigned>(rank);
+      if (excl < r && r <= incl) {  // one lane (the keys under the prefix number >= rank)
+        unsigned left = r - excl;
+        int j = 0;
+        while (c[j] < left) left -= c[j++];
+        s_digit = static_cast<unsigned>(8 * tid + j);
+        s_rank = static_cast<int>(left);
+      }
+    }
+    __syncthreads();
+    prefix |= s_digit << shift;
+    mask |= 255u << shift;
+    rank = s_rank;
+    __syncthreads();  // s_digit and s_rank read before the next pass writes them
+  }
+  if (prefix == ~0u) return;  // the k-th is no row (NaN)
+  for (int b = tid; b < buckets; b += kSeedSelectThreads) keys[q * buckets + b] = prefix;
 }
 
 template <class T, class Op, int kCluster>
 void launch_typed(const Sm90TopkJob& job, const TopkSm90Params& p, int sm_count,
                   cudaStream_t stream) {
-  auto kernel = p.buckets == 1 ? topk_sm90_kernel<T, Op, kCluster, 1>
-                               : topk_sm90_kernel<T, Op, kCluster, kBoundBuckets>;
+  auto kernel = p.seed_values != nullptr ? topk_sm90_kernel<T, Op, kCluster, 1, true>
+                : p.buckets == 1          ? topk_sm90_kernel<T, Op, kCluster, 1, false>
+                                          : topk_sm90_kernel<T, Op, kCluster, kBoundBuckets, false>;
   const CUtensorMap map_q = make_tensor_map_2d(job.queries, job.queries.rows, kBM, kSm90BK);
   const CUtensorMap map_db =
       make_tensor_map_2d(job.database, job.database.rows, kBN / kCluster, kSm90BK);
@@ -276,6 +381,73 @@ void launch_cluster(const Sm90TopkJob& job, const TopkSm90Params& p, int cluster
   }
 }
 
+// The seed (before a launch's full run): without a bound, a chunk's first tiles pass nearly
+// every score (all of the first: no k-th score yet), overflow the slots into the scratch areas
+// and flush the row buffers again and again, every chunk of a query at once. So the kernel
+// first runs over the database's first rows (about a chunk's worth, spread over kSeedChunks
+// chunks of the same tiles and query blocks) with consume_seed's epilogue, which keeps only
+// each thread's smallest scores (4 or 32 a row a tile, each a distinct row's score in the full
+// run's bits); seed_select_kernel then makes the k-th smallest of a query's values its bound in
+// every word, which the full run starts from. No list is built, so the seed costs little more
+// than its MMAs (N=2M D=1024, Q=1024, k=100 on an H200: 0.17 ms for 224 tiles, against 0.33 ms
+// for session 41's seed of 64 tiles keeping lists of 13; bench/RESULTS.md, session 48).
+// The values live in the space of the lists' ids or the scratch areas (the larger of the two
+// a query; both unused until the full run), at most kSeedValuesMax a query; fewer than k, or
+// chunks shorter than 64 tiles (the seed's share of the work would grow), and there is none.
+// MEGATAX_TOPK_SEED=force seeds every launch that has a tile to seed from (the kernel tests run
+// so), =0 never (side-by-side benchmarks).
+void seed_bounds(const Sm90TopkJob& job, const TopkSm90Params& p, const Sm90TopkShape& shape,
+                 int sm_count, cudaStream_t stream) {
+  constexpr int kSeedChunks = 16;
+  static const int seed_mode = [] {  // 0 off, 1 long chunks, 2 always
+    const char* e = std::getenv("MEGATAX_TOPK_SEED");
+    if (e != nullptr && std::strcmp(e, "0") == 0) return 0;
+    if (e != nullptr && std::strcmp(e, "force") == 0) return 2;
+    return 1;
+  }();
+  if (seed_mode == 0) return;
+  // Where the values go: [nq][m] floats.
+  const std::int64_t list_values = 2 * static_cast<std::int64_t>(p.chunks) * p.k;  // int64 ids
+  const std::int64_t area_values = Sm90TopkScratch::area_entries(sm_count) *
+                                   static_cast<std::int64_t>(sizeof(Candidate) / sizeof(float)) /
+                                   p.nq;
+  float* values = list_values >= area_values ? reinterpret_cast<float*>(job.list_id)
+                                             : reinterpret_cast<float*>(p.scratch);
+  const std::int64_t cap =
+      std::min<std::int64_t>(kSeedValuesMax, std::max(list_values, area_values));
+  // A chunk's worth of rows (N=10M D=128: 4.7% faster than a quarter of it, bench/RESULTS.md).
+  std::int64_t tiles_a_chunk = p.chunk_tiles / kSeedChunks;
+  if (seed_mode == 1 && tiles_a_chunk < 4) return;
+  tiles_a_chunk = std::max<std::int64_t>(tiles_a_chunk, 1);
+  const int chunks_seeded = static_cast<int>(
+      std::min<std::int64_t>({kSeedChunks, p.chunks, p.tiles / tiles_a_chunk}));
+  if (chunks_seeded == 0) return;
+  // 4 values a row a tile (each the smallest of 64 rows) while they number 8 k or more, else
+  // 32 (of 8 rows each): the k-th of the values stays near the k-th of all the seed's rows.
+  int per_tile = chunks_seeded * tiles_a_chunk * 4 >= 8 * static_cast<std::int64_t>(p.k) ? 4 : 32;
+  if (per_tile == 32 && chunks_seeded * tiles_a_chunk * 32 > cap) per_tile = 4;
+  tiles_a_chunk = std::min<std::int64_t>(tiles_a_chunk, cap / (per_tile * chunks_seeded));
+  const std::int64_t m = chunks_seeded * tiles_a_chunk * per_tile;
+  if (tiles_a_chunk == 0 || m < p.k) return;
+  TopkSm90Params seed = p;
+  seed.chunks = chunks_seeded;
+  seed.chunk_tiles = tiles_a_chunk;
+  seed.tiles = chunks_seeded * tiles_a_chunk;
+  seed.n = std::min(p.n, seed.tiles * kBN);  // the database's first rows
+  seed.items = shape.query_clusters * chunks_seeded;
+  seed.seed_values = values;
+  seed.seed_values_per_tile = per_tile;
+  if (job.l2) {
+    launch_cluster<L2Op>(job, seed, shape.cluster, sm_count, stream);
+  } else {
+    launch_cluster<InnerProductOp>(job, seed, shape.cluster, sm_count, stream);
+  }
+  seed_select_kernel<<<static_cast<unsigned>(p.nq), kSeedSelectThreads,
+                       static_cast<std::size_t>(m) * sizeof(unsigned), stream>>>(
+      values, static_cast<int>(m), p.k, p.tau_keys, p.buckets);
+  MEGATAX_CUDA_CHECK_LAUNCH("seed_select_kernel");
+}
+
 }  // namespace
 
 bool sm90_topk_usable(const MatrixView& queries, const MatrixView& database) {
@@ -292,7 +464,7 @@ Sm90TopkShape sm90_topk_shape(std::int64_t query_rows, std::int64_t d, int sm_co
   s.query_clusters = (blocks + s.cluster - 1) / s.cluster;
   // The resident clusters do not depend on the dtype or the op.
   if (s.cluster == 2) {
-    auto kernel = topk_sm90_kernel<__nv_bfloat16, L2Op, 2, 1>;
+    auto kernel = topk_sm90_kernel<__nv_bfloat16, L2Op, 2, 1, false>;
     ClusterLaunch<2> launch(kernel, kSmemBytes, nullptr);
     s.resident = launch.resident(kernel, sm_count);
   } else {
@@ -350,66 +522,19 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
   p.buckets = bound_buckets_for(p.k);
   p.bound_j = bound_rank(p.k, p.buckets);
   if (p.items == 0 || p.nq == 0) return;
-  auto run = [&](const TopkSm90Params& q) {
-    if (q.union_bound) {
-      // Unwritten list positions read as NaN (the union bound's contract, shared_bound.cuh).
-      MEGATAX_CUDA_CHECK(cudaMemsetAsync(
-          q.list_s, 0xff, static_cast<std::size_t>(q.nq) * q.chunks * q.k * sizeof(float), stream));
-    }
-    if (job.l2) {
-      launch_cluster<L2Op>(job, q, shape.cluster, sm_count, stream);
-    } else {
-      launch_cluster<InnerProductOp>(job, q, shape.cluster, sm_count, stream);
-    }
-  };
   MEGATAX_CUDA_CHECK(cudaMemsetAsync(
       p.tau_keys, 0xff, static_cast<std::size_t>(p.nq) * p.buckets * sizeof(unsigned), stream));
-  // The seed: without a bound, a chunk's first tiles pass nearly every score (all of the
-  // first: no k-th score yet), overflow the slots into the scratch areas and flush the row
-  // buffers again and again, with every chunk of a query doing so at once. So the same kernel
-  // first runs over the database's first rows only, in kSeedChunks chunks of kSeedTiles tiles,
-  // publishing into the same bound words; seed_bound_kernel turns those into one bound a query
-  // (each bucket's rows lie in its own seed chunks, so the largest bucket vouches for k rows),
-  // which every word of the full run starts from. The seed's scores are the full run's for the
-  // same rows (the same kernel, tiles and query blocks), which meet the bound (ties pass) and
-  // stay in chunk 0's list unless k better rows displace them: the bound holds. Runs when the
-  // chunks are long (the seed costs kSeedTiles tiles a CTA, about one wave). The argument
-  // does not need the seed's rows in chunk 0, only the same scores: MEGATAX_TOPK_SEED=force
-  // seeds every launch that has a tile to seed from (the kernel tests run so), =0 never
-  // (side-by-side benchmarks).
-  constexpr int kSeedChunks = 16, kSeedTiles = 4;
-  static const int seed_mode = [] {  // 0 off, 1 long chunks, 2 always
-    const char* e = std::getenv("MEGATAX_TOPK_SEED");
-    if (e != nullptr && std::strcmp(e, "0") == 0) return 0;
-    if (e != nullptr && std::strcmp(e, "force") == 0) return 2;
-    return 1;
-  }();
-  const int seed_chunks = static_cast<int>(
-      std::min<std::int64_t>({kSeedChunks, p.chunks, p.tiles / kSeedTiles}));
-  // By default only for the buckets (k >= 32): with the union bound (k < 32) a chunk's lists
-  // tighten it within a few tiles anyway, and the seed ran 0.5-1.5% slower at k = 10 (at
-  // k = 100 2-3% faster; bench/RESULTS.md, session 33). With fewer seed chunks than buckets
-  // some bucket stays unset: no bound, only time lost.
-  const bool long_chunks =
-      p.buckets > 1 && seed_chunks >= p.buckets && p.chunk_tiles >= 16 * kSeedTiles;
-  if (seed_chunks > 0 && (seed_mode == 2 || (seed_mode == 1 && long_chunks))) {
-    TopkSm90Params seed = p;
-    // Lists of bound_j: what a bucket gets is a seed chunk's bound_j-th score, which is the
-    // last of its bound_j best as well as the bound_j-th of its k best: lists of k publish the
-    // same scores after selecting far more (k = 100: lists of 13, whose threshold passes ~8x
-    // fewer candidates after the first tile).
-    seed.k = p.bound_j;
-    seed.chunks = seed_chunks;
-    seed.chunk_tiles = kSeedTiles;
-    seed.tiles = static_cast<std::int64_t>(seed_chunks) * kSeedTiles;
-    seed.n = std::min(p.n, seed.tiles * kBN);  // the database's first rows
-    seed.items = shape.query_clusters * seed_chunks;
-    run(seed);  // its lists fit in the full run's ([nq][seed chunks <= chunks][k])
-    seed_bound_kernel<<<static_cast<unsigned>((p.nq + 255) / 256), 256, 0, stream>>>(
-        p.tau_keys, p.nq, p.buckets);
-    MEGATAX_CUDA_CHECK_LAUNCH("seed_bound_kernel");
+  seed_bounds(job, p, shape, sm_count, stream);
+  if (p.union_bound) {
+    // Unwritten list positions read as NaN (the union bound's contract, shared_bound.cuh).
+    MEGATAX_CUDA_CHECK(cudaMemsetAsync(
+        p.list_s, 0xff, static_cast<std::size_t>(p.nq) * p.chunks * p.k * sizeof(float), stream));
   }
-  run(p);
+  if (job.l2) {
+    launch_cluster<L2Op>(job, p, shape.cluster, sm_count, stream);
+  } else {
+    launch_cluster<InnerProductOp>(job, p, shape.cluster, sm_count, stream);
+  }
 }
 
 }  // namespace megatax::cuda::detail

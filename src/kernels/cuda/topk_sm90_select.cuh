@@ -91,9 +91,13 @@ struct TopkSm90Params {
   // Publish the union bound (shared_bound.cuh) instead of the chunk's bound_j-th score
   // (buckets is then 1).
   bool union_bound = false;
-  // The rank of the score a chunk publishes to its bucket: bound_rank(k, buckets), or, in the
-  // seed run, its lists' last (launch_topk_sm90).
+  // The rank of the score a chunk publishes to its bucket: bound_rank(k, buckets).
   int bound_j = 0;
+  // A seed run (topk_sm90.cu's seed_bounds): [nq][tiles * seed_values_per_tile], each
+  // thread's smallest scores of a tile (4 a row: a quad's lanes'; 32: their 8-score groups');
+  // null in a full run.
+  float* seed_values = nullptr;
+  int seed_values_per_tile = 0;
 };
 
 struct TopkWork {
@@ -546,8 +550,8 @@ __device__ __forceinline__ void finish_rows(const TopkSm90Params& p, int chunk,
     RowSelect st = row_select(p, chunk, wr, r);
     if (st.count > 0) {
       flush(st);
-      // The item's last candidates count in its query's bound too (the seed run's short lists
-      // seldom fill a row buffer after their first tile: their words would miss the rest).
+      // The item's last candidates count in its query's bound too (chunks still running get
+      // them; session 41).
       if (!p.union_bound && lane == 0) publish_bound(p.tau_keys, p.buckets, wr.query(r), chunk, st);
     }
     for (int j = st.m + lane; j < st.k; j += 32) {
