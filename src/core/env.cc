@@ -48,4 +48,18 @@ std::optional<std::int64_t> env_mib(const char* var) {
   return static_cast<std::int64_t>(mib) << 20;
 }
 
+std::optional<std::int64_t> env_int(const char* var, std::int64_t lo, std::int64_t hi) {
+  const char* v = value_of(var);
+  if (v == nullptr) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v, &end, 10);
+  const bool digits = std::isdigit(static_cast<unsigned char>(*v)) ||
+                      (*v == '-' && std::isdigit(static_cast<unsigned char>(v[1])));
+  if (!digits || *end != '\0' || errno == ERANGE || n < lo || n > hi)
+    throw_error(ErrorCode::kInvalidArgument, std::string(var) + "='" + v + "': expected a whole number from " +
+                                                 std::to_string(lo) + " to " + std::to_string(hi) + " (or unset)");
+  return static_cast<std::int64_t>(n);
+}
+
 }  // namespace megatax

@@ -20,4 +20,7 @@ bool env_switch(const char* var, bool otherwise);
 // A size in MiB (a whole number >= 0, no unit), returned in bytes; nullopt when unset or empty.
 std::optional<std::int64_t> env_mib(const char* var);
 
+// A whole number in [lo, hi]; nullopt when unset or empty.
+std::optional<std::int64_t> env_int(const char* var, std::int64_t lo, std::int64_t hi);
+
 }  // namespace megatax

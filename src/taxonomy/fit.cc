@@ -714,14 +714,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
   // MEGATAX_TRAIN_LANES = 1..8 (default 2).
   std::vector<std::unique_ptr<cluster::BatchKMeansDevice>> more_lanes;
   if (batch_kmeans != nullptr) {
-    int lanes = 2;
-    if (const char* v = std::getenv("MEGATAX_TRAIN_LANES"); v != nullptr && *v != '\0') {
-      char* end = nullptr;
-      const long n = std::strtol(v, &end, 10);
-      if (*end != '\0' || n < 1 || n > 8)
-        throw_error(ErrorCode::kInvalidArgument, "MEGATAX_TRAIN_LANES='" + std::string(v) + "': expected 1 to 8");
-      lanes = static_cast<int>(n);
-    }
+    const auto lanes = env_int("MEGATAX_TRAIN_LANES", 1, 8).value_or(2);
     for (int i = 1; i < lanes; ++i) more_lanes.push_back(backend->make_batch_kmeans(s.kernel_metric()));
   }
   std::vector<float> batch_buffer;  // reused by every shard's BatchReader (run_shards is serial per worker)

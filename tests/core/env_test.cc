@@ -92,5 +92,29 @@ TEST_F(EnvTest, MibRejectsUnitsSignsAndOverflow) {
   }
 }
 
+TEST_F(EnvTest, IntIsAWholeNumberInItsRange) {
+  unsetenv(kVar);
+  EXPECT_FALSE(env_int(kVar, 1, 8).has_value());
+  set("");
+  EXPECT_FALSE(env_int(kVar, 1, 8).has_value());
+  std::mt19937_64 rng(std::random_device{}());
+  for (int i = 0; i < 20; ++i) {
+    const std::int64_t lo = static_cast<std::int64_t>(rng() % 2001) - 1000;
+    const std::int64_t hi = lo + static_cast<std::int64_t>(rng() % 1000);
+    const std::int64_t n = lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(hi - lo + 1));
+    set(std::to_string(n));
+    EXPECT_EQ(env_int(kVar, lo, hi).value_or(lo - 1), n) << n << " in [" << lo << ", " << hi << "]";
+  }
+}
+
+TEST_F(EnvTest, IntRejectsOutOfRangeAndNonNumbers) {
+  for (const char* v : {"0", "9", "-1", "2x", "1.5", " 3", "+3", "abc", "99999999999999999999"}) {
+    set(v);
+    const std::string what = error_of([] { env_int(kVar, 1, 8); });
+    EXPECT_NE(what.find(std::string(kVar) + "='" + v + "'"), std::string::npos) << v << ": " << what;
+    EXPECT_NE(what.find("from 1 to 8"), std::string::npos) << what;
+  }
+}
+
 }  // namespace
 }  // namespace megatax

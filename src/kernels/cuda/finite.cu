@@ -66,11 +66,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <class Word>
-void launch(const MatrixView& x, Word mask, unsigned long long* first_row, cudaStream_t stream) {
-  int sms = 0;
-  int dev = 0;
-  MEGATAX_CUDA_CHECK(cudaGetDevice(&dev));
-  MEGATAX_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+void launch(const MatrixView& x, Word mask, unsigned long long* first_row, int sms, cudaStream_t stream) {
   const std::int64_t elements = x.rows * x.dim;
   const auto bytes = static_cast<std::size_t>(elements) * sizeof(Word);
   const bool dense = x.stride == x.dim && reinterpret_cast<std::uintptr_t>(x.data) % 16 == 0 && bytes % 16 == 0;
@@ -107,13 +103,13 @@ void find_non_finite_row(Resources& res, const MatrixView& x, std::int64_t* firs
   auto* out = reinterpret_cast<unsigned long long*>(first_row);
   switch (x.dtype) {
     case DType::kF32:
-      detail::launch<std::uint32_t>(x, 0x7f800000u, out, stream);
+      detail::launch<std::uint32_t>(x, 0x7f800000u, out, res.sm_count(), stream);
       return;
     case DType::kF16:
-      detail::launch<std::uint16_t>(x, std::uint16_t{0x7c00}, out, stream);
+      detail::launch<std::uint16_t>(x, std::uint16_t{0x7c00}, out, res.sm_count(), stream);
       return;
     case DType::kBF16:
-      detail::launch<std::uint16_t>(x, std::uint16_t{0x7f80}, out, stream);
+      detail::launch<std::uint16_t>(x, std::uint16_t{0x7f80}, out, res.sm_count(), stream);
       return;
     default:
       throw_error(ErrorCode::kInvalidArgument,
