@@ -1791,6 +1791,9 @@ int main(int argc, char** argv) {
           // in clusters of 2 (d > 256) or alone, a d chunk tail, database tails, k past a
           // chunk, k > n.
           {1000, 30000, 136, 100, kB},
+          // Lists large enough (queries x chunks x k) that a seed keeps its values in the
+          // lists' id space rather than the scratch areas (topk_sm90.cu seed_bounds).
+          {1000, 40000, 64, 200, kB},
           {300, 5000, 264, 20, kB},
           {257, 3001, 8, 5, kH},
           {64, 700, 128, 300, kB},
