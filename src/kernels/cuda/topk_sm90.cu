@@ -84,6 +84,34 @@ constexpr int kSmemBytes =
 static_assert(kSmemBytes <= 227 * 1024, "fits the per-block shared-memory limit");
 
 #if defined(MEGATAX_SM90A)
+// A consumer thread's two column terms (||c||^2) of the tile at col0, read while the MMAs run
+// (zero past the database or for inner products).
+template <class Op>
+__device__ __forceinline__ void load_tile_norms(const TopkSm90Params& p, std::int64_t col0,
+                                                int tid, float (&norm)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    norm[i] = 0.f;
+    if (Op::kUsesNorms && col0 + i * 128 + tid < p.n) {
+      norm[i] = __ldg(p.db_norms + col0 + i * 128 + tid);
+    }
+  }
+}
+
+// The tile's column terms shared through warpgroup cw's double buffer (tile t's half); its
+// barrier orders these writes after every thread's reads of the buffer two tiles ago.
+template <class Op>
+__device__ __forceinline__ const float* share_tile_norms(float* norm_smem, int cw, std::int64_t t,
+                                                         int tid, const float (&norm)[2]) {
+  float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
+  if constexpr (Op::kUsesNorms) {
+    tile_norms[tid] = norm[0];
+    tile_norms[128 + tid] = norm[1];
+    sm90::named_barrier_sync(1 + cw, 128);
+  }
+  return tile_norms;
+}
+
 // The consumer warpgroup `cw` (0 or 1) of topk_sm90_kernel.
 template <class T, class Op, int kCluster, int kBuckets>
 __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<Ring>& ring,
@@ -137,13 +165,8 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
       // the warpgroup's double buffer (its barrier orders this tile's writes after every
       // thread's reads of the buffer two tiles ago). Each warpgroup keeps its own copy: one
       // copy and a 256-thread barrier had the warpgroups wait for each other every tile.
-      float norm[2] = {0.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (Op::kUsesNorms && col0 + i * 128 + tid < p.n) {
-          norm[i] = __ldg(p.db_norms + col0 + i * 128 + tid);
-        }
-      }
+      float norm[2];
+      load_tile_norms<Op>(p, col0, tid, norm);
       unsigned shared_key[kParts];
       load_shared_bounds<kBuckets, kParts>(p, wr, lane, shared_key);
       // The last tile's slotted candidates are offered to their rows while this tile's first
@@ -159,12 +182,7 @@ __device__ __forceinline__ void consume(const TopkSm90Params& p, const RingView<
             }
           });
       tighten<kBuckets, kParts>(shared_key, thr);
-      float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
-      if constexpr (Op::kUsesNorms) {
-        tile_norms[tid] = norm[0];
-        tile_norms[128 + tid] = norm[1];
-        sm90::named_barrier_sync(1 + cw, 128);
-      }
+      const float* tile_norms = share_tile_norms<Op>(norm_smem, cw, t, tid, norm);
       float gmin[kParts][kScoreGroups<kBN>], lowest[kParts];
       score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, gmin, lowest);
       // Most tiles end here: no score of the thread's rows beats its threshold.
@@ -206,21 +224,11 @@ __device__ __forceinline__ void consume_seed(const TopkSm90Params& p, const Ring
     const TopkWork wk = topk_work<kCluster>(p, w, cta_rank);
     for (std::int64_t t = wk.t0; t < wk.t1; ++t) {
       const std::int64_t col0 = t * kBN;
-      float norm[2] = {0.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (Op::kUsesNorms && col0 + i * 128 + tid < p.n) {
-          norm[i] = __ldg(p.db_norms + col0 + i * 128 + tid);
-        }
-      }
+      float norm[2];
+      load_tile_norms<Op>(p, col0, tid, norm);
       mma_tile<T, Ring, kBN, kCluster, /*kFirstWrites=*/true>(
           acc[0], ring, cur, cw, lane, chunks, [](std::uint32_t, std::int64_t) {});
-      float* tile_norms = norm_smem + (cw * 2 + (t & 1)) * kBN;
-      if constexpr (Op::kUsesNorms) {
-        tile_norms[tid] = norm[0];
-        tile_norms[128 + tid] = norm[1];
-        sm90::named_barrier_sync(1 + cw, 128);
-      }
+      const float* tile_norms = share_tile_norms<Op>(norm_smem, cw, t, tid, norm);
       float gmin[kParts][kScoreGroups<kBN>], lowest[kParts];
       score_tile<Op, kBN, kParts>(acc, tile_norms, p.n, col0, lane, gmin, lowest);
 #pragma unroll
@@ -381,6 +389,16 @@ void launch_cluster(const Sm90TopkJob& job, const TopkSm90Params& p, int cluster
   }
 }
 
+// One launch of the kernel with `p` (a seed run or the full one), by the job's metric.
+void launch_params(const Sm90TopkJob& job, const TopkSm90Params& p, const Sm90TopkShape& shape,
+                   int sm_count, cudaStream_t stream) {
+  if (job.l2) {
+    launch_cluster<L2Op>(job, p, shape.cluster, sm_count, stream);
+  } else {
+    launch_cluster<InnerProductOp>(job, p, shape.cluster, sm_count, stream);
+  }
+}
+
 // The seed (before a launch's full run): without a bound, a chunk's first tiles pass nearly
 // every score (all of the first: no k-th score yet), overflow the slots into the scratch areas
 // and flush the row buffers again and again, every chunk of a query at once. So the kernel
@@ -437,11 +455,7 @@ void seed_bounds(const Sm90TopkJob& job, const TopkSm90Params& p, const Sm90Topk
   seed.items = shape.query_clusters * chunks_seeded;
   seed.seed_values = values;
   seed.seed_values_per_tile = per_tile;
-  if (job.l2) {
-    launch_cluster<L2Op>(job, seed, shape.cluster, sm_count, stream);
-  } else {
-    launch_cluster<InnerProductOp>(job, seed, shape.cluster, sm_count, stream);
-  }
+  launch_params(job, seed, shape, sm_count, stream);
   seed_select_kernel<<<static_cast<unsigned>(p.nq), kSeedSelectThreads,
                        static_cast<std::size_t>(m) * sizeof(unsigned), stream>>>(
       values, static_cast<int>(m), p.k, p.tau_keys, p.buckets);
@@ -530,11 +544,7 @@ void launch_topk_sm90(const Sm90TopkJob& job, int sm_count, cudaStream_t stream)
     MEGATAX_CUDA_CHECK(cudaMemsetAsync(
         p.list_s, 0xff, static_cast<std::size_t>(p.nq) * p.chunks * p.k * sizeof(float), stream));
   }
-  if (job.l2) {
-    launch_cluster<L2Op>(job, p, shape.cluster, sm_count, stream);
-  } else {
-    launch_cluster<InnerProductOp>(job, p, shape.cluster, sm_count, stream);
-  }
+  launch_params(job, p, shape, sm_count, stream);
 }
 
 }  // namespace megatax::cuda::detail
