@@ -15,6 +15,18 @@ const char* value_of(const char* var) {
   return v == nullptr || *v == '\0' ? nullptr : v;
 }
 
+// Decimal digits with an optional leading '-' (no spaces, no '+', no unit), in an int64; else
+// nullopt.
+std::optional<std::int64_t> whole_number(const char* v) {
+  const char* digits = *v == '-' ? v + 1 : v;
+  if (!std::isdigit(static_cast<unsigned char>(*digits))) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || errno == ERANGE) return std::nullopt;
+  return static_cast<std::int64_t>(n);
+}
+
 }  // namespace
 
 std::optional<std::string> env_choice(const char* var, std::initializer_list<const char*> allowed) {
@@ -37,29 +49,22 @@ bool env_switch(const char* var, bool otherwise) {
 std::optional<std::int64_t> env_mib(const char* var) {
   const char* v = value_of(var);
   if (v == nullptr) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long mib = std::strtoll(v, &end, 10);
+  const auto mib = whole_number(v);
   // At most 2^43 MiB, so that the bytes fit an int64.
-  if (!std::isdigit(static_cast<unsigned char>(*v)) || *end != '\0' || errno == ERANGE ||
-      mib > (std::int64_t{1} << 43))
+  if (!mib.has_value() || *mib < 0 || *mib > (std::int64_t{1} << 43))
     throw_error(ErrorCode::kInvalidArgument,
                 std::string(var) + "='" + v + "': expected a whole number of MiB (0 or more, no unit)");
-  return static_cast<std::int64_t>(mib) << 20;
+  return *mib << 20;
 }
 
 std::optional<std::int64_t> env_int(const char* var, std::int64_t lo, std::int64_t hi) {
   const char* v = value_of(var);
   if (v == nullptr) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long n = std::strtoll(v, &end, 10);
-  const bool digits = std::isdigit(static_cast<unsigned char>(*v)) ||
-                      (*v == '-' && std::isdigit(static_cast<unsigned char>(v[1])));
-  if (!digits || *end != '\0' || errno == ERANGE || n < lo || n > hi)
+  const auto n = whole_number(v);
+  if (!n.has_value() || *n < lo || *n > hi)
     throw_error(ErrorCode::kInvalidArgument, std::string(var) + "='" + v + "': expected a whole number from " +
                                                  std::to_string(lo) + " to " + std::to_string(hi) + " (or unset)");
-  return static_cast<std::int64_t>(n);
+  return *n;
 }
 
 }  // namespace megatax
