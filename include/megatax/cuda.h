@@ -515,4 +515,38 @@ struct MeansArgs {
 // clusters are untouched. Deterministic. Throws Error(kInvalidArgument) for bad arguments.
 void means(Resources& res, const MeansArgs& args);
 
+
+// ---- Lloyd's decisions for many problems, on the device ----------------------------------
+// What cluster/kmeans_steps.h's LloydRun::assigned() decides after an assignment, made for
+// every problem of a batch without the labels or distances crossing the bus: problem g's
+// inertia (the float64 sum of its rows' distances, one add at a time in row order: the
+// host's bits), whether it updates now (not when its relative change of inertia against its
+// last assignment's is below tol after at least one update, nor once it has made max_iter
+// updates), and the update's inputs: every row's label numbered across the batch
+// (labels[i] + centroid_begin[g] where g updates, -1 elsewhere: accumulate's skip_negative)
+// and a keep flag per centroid (1 unless its problem updates: means' keep).
+struct LloydProblem {      // one problem's state between assignments (an element of a device array)
+  double last_inertia = 0;  // its last assignment's inertia (read once updates > 0)
+  double tol = 0;
+  std::int32_t updates = 0;  // updates made so far (counted here)
+  std::int32_t max_iter = 0;
+};
+struct LloydDecideArgs {
+  std::int64_t groups = 0;
+  const std::int64_t* row_begin = nullptr;       // device [groups + 1]: problem g's rows
+  const std::int64_t* centroid_begin = nullptr;  // device [groups + 1]: its centroids, numbered across the batch
+  const std::uint8_t* assigned = nullptr;        // device [groups]: nonzero = assigned by the last assignment
+  const std::int32_t* labels = nullptr;          // device [n]: the assignment's labels (within each problem)
+  const float* distances = nullptr;              // device [n]
+  LloydProblem* problems = nullptr;              // device [groups]: read and updated (assigned problems)
+  double* inertia = nullptr;                     // device [groups] out (assigned problems)
+  std::uint8_t* updates = nullptr;               // device [groups] out: 1 = updates now (0 unless assigned)
+  std::int32_t* global_labels = nullptr;         // device [n] out
+  std::uint8_t* keep = nullptr;                  // device [centroid_begin[groups]] out
+};
+// Queues the decisions (one block a problem; its inertia a chain of as many adds as it has
+// rows). Throws Error(kInvalidArgument) for groups < 1 or a null pointer (device arrays are
+// not checked).
+void lloyd_decide(Resources& res, const LloydDecideArgs& args);
+
 }  // namespace megatax::cuda

@@ -48,6 +48,7 @@ std::int64_t CudaBatchKMeans::lay_out(std::span<const MatrixView> xs) {
   const std::int64_t n = row_begin_[P];
   x_dev_.grow(static_cast<std::size_t>(n * dim_) * dtype_size(compute_));
   have_global_labels_ = false;
+  steps_begun_ = false;
   last_skipped_.clear();
   seed_rows_.clear();
   points_exact_ = true;
@@ -437,9 +438,8 @@ void CudaBatchKMeans::set_centroids(const std::vector<const float*>& centroids, 
   res_.synchronize();  // the staging buffer is reused
 }
 
-void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) {
-  res_.activate();  // this device on the calling thread (allocations included)
-  const std::size_t P = labels.size();
+void CudaBatchKMeans::assign_on_device(std::vector<std::uint8_t> skip) {
+  const std::size_t P = skip.size();
   const std::int64_t n = row_begin_.back();
   labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t));
   dist_dev_.grow(static_cast<std::size_t>(n) * sizeof(float));
@@ -452,15 +452,22 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
   g.centroid_end = centroid_end_;
   g.labels = labels_dev_.as<std::int32_t>();
   g.distances = dist_dev_.as<float>();
-  // Problems that no longer iterate are skipped (their rows' labels are not read).
-  g.skip.resize(P);
-  for (std::size_t p = 0; p < P; ++p) {
-    g.skip[p] = labels[p] == nullptr ? 1 : 0;
-    if (labels[p] != nullptr) time_.rows_assigned += row_begin_[p + 1] - row_begin_[p];
-  }
+  for (std::size_t p = 0; p < P; ++p)
+    if (skip[p] == 0) time_.rows_assigned += row_begin_[p + 1] - row_begin_[p];
   time_.rows_batched += n;
-  auto t = Clock::now();
+  // Problems that no longer iterate are skipped (their rows' labels are not written).
+  g.skip = std::move(skip);
   cuda::assign_grouped(res_, g);
+}
+
+void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  const std::size_t P = labels.size();
+  const std::int64_t n = row_begin_.back();
+  std::vector<std::uint8_t> skip(P);
+  for (std::size_t p = 0; p < P; ++p) skip[p] = labels[p] == nullptr ? 1 : 0;
+  auto t = Clock::now();
+  assign_on_device(skip);
   results_.grow(static_cast<std::size_t>(n) * 8);
   auto* lab = results_.as<std::int32_t>();
   auto* dd = reinterpret_cast<float*>(lab + n);
@@ -490,7 +497,7 @@ void CudaBatchKMeans::assign(const std::vector<std::int64_t*>& labels, const std
     if (distances[p] != nullptr) std::memcpy(distances[p], dd + r0, static_cast<std::size_t>(r1 - r0) * sizeof(float));
   });
   have_global_labels_ = true;
-  last_skipped_ = std::move(g.skip);
+  last_skipped_ = std::move(skip);
   lap(t, time_.assign_scatter);
 }
 
@@ -527,6 +534,20 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   global_labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
   cuda::copy_to_device(res_, global_labels_dev_.data(), global,
                        static_cast<std::size_t>(n) * sizeof(std::int32_t) + static_cast<std::size_t>(total_k));
+  update_on_device(spherical);
+  results_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  auto* c = results_.as<std::int64_t>();
+  cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  lap(t, time_.update_wait);
+  ++time_.updates;
+  for (std::size_t p = 0; p < P; ++p)
+    if (counts[p] != nullptr)
+      std::memcpy(counts[p], c + centroid_begin_[p],
+                  static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]) * sizeof(std::int64_t));
+}
+
+void CudaBatchKMeans::update_on_device(bool spherical) {
+  const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
   const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
   sums_dev_.grow(sum_bytes);
   counts_dev_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
@@ -554,15 +575,140 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
   m.converted = c_dev_.data();
   m.converted_dtype = compute_;
   cuda::means(res_, m);
+}
+
+CudaBatchKMeans::StepsLayout CudaBatchKMeans::steps_layout() const {
+  const std::size_t P = row_begin_.size() - 1;
+  auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  StepsLayout l{};
+  l.row_begin = 0;
+  l.centroid_begin = l.row_begin + align((P + 1) * sizeof(std::int64_t));
+  l.problems = l.centroid_begin + align((P + 1) * sizeof(std::int64_t));
+  l.assigned = l.problems + align(P * sizeof(cuda::LloydProblem));
+  l.inertia = l.assigned + align(P);
+  l.updates = l.inertia + P * sizeof(double);  // right after: one read-back for both
+  l.bytes = l.updates + P;
+  return l;
+}
+
+void CudaBatchKMeans::begin_steps(std::span<const KMeansParams> params) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  const std::size_t P = row_begin_.size() - 1;
+  if (params.size() != P || centroid_begin_.size() != P)
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::begin_steps: " + std::to_string(params.size()) +
+                                          " problems' parameters for " + std::to_string(P) + " problems with " +
+                                          std::to_string(centroid_begin_.size()) + " centroid ranges");
+  const StepsLayout l = steps_layout();
+  steps_host_.grow(l.bytes);
+  steps_dev_.grow(l.bytes);
+  auto* h = static_cast<unsigned char*>(steps_host_.data());
+  auto* rb = reinterpret_cast<std::int64_t*>(h + l.row_begin);
+  auto* cb = reinterpret_cast<std::int64_t*>(h + l.centroid_begin);
+  auto* probs = reinterpret_cast<cuda::LloydProblem*>(h + l.problems);
+  std::copy(row_begin_.begin(), row_begin_.end(), rb);
+  std::copy(centroid_begin_.begin(), centroid_begin_.end(), cb);
+  cb[P] = centroid_end_.back();
+  for (std::size_t p = 0; p < P; ++p) {
+    probs[p] = cuda::LloydProblem{};
+    probs[p].tol = params[p].tol;
+    probs[p].max_iter = params[p].max_iter;
+  }
+  // (page-locked: queued; step() reuses only the assigned flags' bytes, after this copy)
+  cuda::copy_to_device(res_, steps_dev_.data(), h, l.assigned);
+  const std::int64_t n = row_begin_.back();
+  labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  dist_dev_.grow(static_cast<std::size_t>(n) * sizeof(float));
+  global_labels_dev_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t) +
+                          static_cast<std::size_t>(centroid_end_.back()));
+  have_global_labels_ = false;  // (update_centroids does not follow a step)
+  steps_begun_ = true;
+}
+
+void CudaBatchKMeans::step(const std::vector<std::uint8_t>& assigned, std::vector<double>* inertia,
+                           std::vector<std::uint8_t>* updated, const std::vector<std::int64_t*>& counts,
+                           bool spherical) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  const std::size_t P = row_begin_.size() - 1;
+  if (!steps_begun_ || assigned.size() != P || counts.size() != P)
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::step: " + std::string(steps_begun_ ? "" : "no begin_steps, ") +
+                                          std::to_string(assigned.size()) + " flags and " +
+                                          std::to_string(counts.size()) + " count arrays for " + std::to_string(P) +
+                                          " problems");
+  const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
+  const StepsLayout l = steps_layout();
+  auto* h = static_cast<unsigned char*>(steps_host_.data());
+  auto* d = static_cast<unsigned char*>(steps_dev_.data());
+  auto t = Clock::now();
+  std::vector<std::uint8_t> skip(P);
+  for (std::size_t p = 0; p < P; ++p) skip[p] = assigned[p] != 0 ? 0 : 1;
+  assign_on_device(std::move(skip));
+  std::copy(assigned.begin(), assigned.end(), h + l.assigned);
+  cuda::copy_to_device(res_, d + l.assigned, h + l.assigned, P);
+  cuda::LloydDecideArgs a;
+  a.groups = static_cast<std::int64_t>(P);
+  a.row_begin = reinterpret_cast<const std::int64_t*>(d + l.row_begin);
+  a.centroid_begin = reinterpret_cast<const std::int64_t*>(d + l.centroid_begin);
+  a.assigned = d + l.assigned;
+  a.labels = labels_dev_.as<std::int32_t>();
+  a.distances = dist_dev_.as<float>();
+  a.problems = reinterpret_cast<cuda::LloydProblem*>(d + l.problems);
+  a.inertia = reinterpret_cast<double*>(d + l.inertia);
+  a.updates = d + l.updates;
+  a.global_labels = global_labels_dev_.as<std::int32_t>();
+  a.keep = reinterpret_cast<std::uint8_t*>(a.global_labels + n);
+  cuda::lloyd_decide(res_, a);
+  update_on_device(spherical);
+  cuda::copy_to_host_async(res_, h + l.inertia, d + l.inertia, l.bytes - l.inertia);
   results_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   auto* c = results_.as<std::int64_t>();
-  cuda::copy_to_host(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
-  lap(t, time_.update_wait);
-  ++time_.updates;
-  for (std::size_t p = 0; p < P; ++p)
-    if (counts[p] != nullptr)
-      std::memcpy(counts[p], c + centroid_begin_[p],
-                  static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]) * sizeof(std::int64_t));
+  cuda::copy_to_host_async(res_, c, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  lap(t, time_.step_queue);
+  res_.synchronize();
+  lap(t, time_.step_wait);
+  ++time_.steps;
+  const auto* in = reinterpret_cast<const double*>(h + l.inertia);
+  const std::uint8_t* up = h + l.updates;
+  inertia->assign(in, in + P);
+  updated->assign(up, up + P);
+  for (std::size_t p = 0; p < P; ++p) {
+    if (up[p] == 0) continue;
+    if (counts[p] == nullptr)
+      throw_error(ErrorCode::kInternal, "CudaBatchKMeans::step: problem " + std::to_string(p) +
+                                            " updated without a counts array");
+    time_.rows_summed += row_begin_[p + 1] - row_begin_[p];
+    std::memcpy(counts[p], c + centroid_begin_[p],
+                static_cast<std::size_t>(centroid_end_[p] - centroid_begin_[p]) * sizeof(std::int64_t));
+  }
+  lap(t, time_.step_host);
+}
+
+void CudaBatchKMeans::last_distances(std::size_t p, float* out) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  if (p + 1 >= row_begin_.size())
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::last_distances: problem " + std::to_string(p) + " of " +
+                                          std::to_string(row_begin_.size() - 1));
+  const std::int64_t r0 = row_begin_[p], r1 = row_begin_[p + 1];
+  cuda::copy_to_host(res_, out, dist_dev_.as<float>() + r0, static_cast<std::size_t>(r1 - r0) * sizeof(float));
+  ++time_.repairs_read;
+}
+
+void CudaBatchKMeans::last_labels(const std::vector<std::int64_t*>& out) {
+  res_.activate();  // this device on the calling thread (allocations included)
+  const std::size_t P = row_begin_.size() - 1;
+  if (out.size() != P)
+    throw_error(ErrorCode::kInternal, "CudaBatchKMeans::last_labels: " + std::to_string(out.size()) +
+                                          " destinations for " + std::to_string(P) + " problems");
+  auto t = Clock::now();
+  const std::int64_t n = row_begin_.back();
+  results_.grow(static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  auto* lab = results_.as<std::int32_t>();
+  cuda::copy_to_host(res_, lab, labels_dev_.data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
+  host_.run(static_cast<std::int64_t>(P), [&](std::int64_t q, int) {
+    const auto p = static_cast<std::size_t>(q);
+    const std::int64_t r0 = row_begin_[p], r1 = row_begin_[p + 1];
+    std::copy(lab + r0, lab + r1, out[p]);
+  });
+  lap(t, time_.labels_back);
 }
 
 void CudaBatchKMeans::set_centroid(std::size_t p, std::int64_t c, const float* row) {
@@ -589,6 +735,13 @@ std::string CudaBatchKMeans::take_breakdown() {
         "); rows assigned " + std::to_string(time_.rows_assigned) + " and summed " +
         std::to_string(time_.rows_summed) + " of " + std::to_string(time_.rows_batched) +
         " (the batches' rows times their assignments)";
+  if (time_.steps > 0)
+    r += std::string(r.empty() ? "" : "; ") + "Lloyd's decisions on the device: " + std::to_string(time_.steps) +
+         " steps (queued " + std::to_string(time_.step_queue) + ", waited " + std::to_string(time_.step_wait) +
+         ", copied out " + std::to_string(time_.step_host) + "), distances read for repairs " +
+         std::to_string(time_.repairs_read) + " times, labels read back in " + std::to_string(time_.labels_back) +
+         "; rows assigned " + std::to_string(time_.rows_assigned) + " and summed " +
+         std::to_string(time_.rows_summed) + " of " + std::to_string(time_.rows_batched);
   if (time_.readbacks > 0)
     r += std::string(r.empty() ? "" : "; ") + std::to_string(time_.readbacks) + " centroid read-backs behind the next batch (queued " +
          std::to_string(time_.readback_queue) + " of which " + std::to_string(time_.stage_growths) +

@@ -63,6 +63,17 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   void seeds_as_centroids(const std::vector<std::int64_t>& k) override;
   void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override;
   void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override;
+  // Lloyd's steps with their decisions on the device (cuda::lloyd_decide between the
+  // assignment and the update): one wait an iteration, for the problems' inertia, decisions
+  // and counts; labels come back once, at the end. Unless turned off (then assign() and
+  // update_centroids() step by step: the same results; for tests and comparisons).
+  bool can_step() const override { return steps_on_device_; }
+  void set_steps_on_device(bool on) noexcept { steps_on_device_ = on; }
+  void begin_steps(std::span<const KMeansParams> params) override;
+  void step(const std::vector<std::uint8_t>& assigned, std::vector<double>* inertia,
+            std::vector<std::uint8_t>* updated, const std::vector<std::int64_t*>& counts, bool spherical) override;
+  void last_distances(std::size_t p, float* out) override;
+  void last_labels(const std::vector<std::int64_t*>& out) override;
   void set_centroid(std::size_t p, std::int64_t c, const float* row) override;
   void set_centroid_to_point(std::size_t p, std::int64_t c, std::int64_t i) override;
   void get_centroids(const std::vector<float*>& out) override;
@@ -81,6 +92,18 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::string take_breakdown() override;
 
  private:
+  // The grouped assignment of the problems with skip[p] == 0 into labels_dev_ / dist_dev_.
+  void assign_on_device(std::vector<std::uint8_t> skip);
+  // Lloyd's update from global_labels_dev_ (rows numbered across the batch, -1: summed
+  // nowhere) and the keep flags after them: sums, counts (counts_dev_) and means.
+  void update_on_device(bool spherical);
+  // Where begin_steps / step keep their arrays (steps_dev_, steps_host_: the same layout):
+  // the problems' rows and centroids, their LloydProblem states, the assigned flags, the
+  // decisions' inertia and update flags.
+  struct StepsLayout {
+    std::size_t row_begin, centroid_begin, problems, assigned, inertia, updates, bytes;
+  };
+  StepsLayout steps_layout() const;
   // Numbers problem p's k[p] centroids across the batch (centroid_begin_ / centroid_end_);
   // returns their total.
   std::int64_t number_centroids(const std::vector<std::int64_t>& k);
@@ -112,6 +135,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // the batch, copying centroids): run thousands of times a level, so on kept threads.
   WorkerPool host_;
   bool seed_on_device_ = true;
+  bool steps_on_device_ = true;
+  bool steps_begun_ = false;  // begin_steps since the last prepare
   bool rows_over_bus_ = false;
   // SMs a gather over the bus keeps to: enough warps with their loads out to keep the bus
   // busy (bench_pinned: 4 do on an H200), few enough that another lane's kernels keep the rest.
@@ -121,7 +146,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
     double readback_queue = 0, readback_wait = 0;  // get_centroids_later, centroids_landed
     double stage_growth = 0;                        // (of readback_queue) page-locking stages
     double stage_wait = 0;                          // (of readback_queue) expect_read_backs' work
-    std::int64_t assigns = 0, updates = 0, readbacks = 0, stage_growths = 0;
+    double step_queue = 0, step_wait = 0, step_host = 0;  // step(): queued, waited for, decisions copied out
+    double labels_back = 0;                               // last_labels
+    std::int64_t assigns = 0, updates = 0, readbacks = 0, stage_growths = 0, steps = 0, repairs_read = 0;
     // Rows of the problems still iterating (assigned, summed) against every row of each
     // assignment's batch: what skipping the converged ones saves.
     std::int64_t rows_assigned = 0, rows_summed = 0, rows_batched = 0;
@@ -146,6 +173,8 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
       seed_out_dev_, problems_dev_, uniforms_dev_, chosen_dev_, seed_rows_dev_, row_at_dev_, c_dev_, c32_dev_, labels_dev_, dist_dev_, global_labels_dev_, sums_dev_, counts_dev_,
       gram_dev_;  // seed()'s pool Gram matrices
   cuda::PinnedBuffer staging_, small_, results_, seed_host_, points_host_[2];
+  cuda::DeviceBuffer steps_dev_;
+  cuda::PinnedBuffer steps_host_;
   // The last assignment's labels numbered across the batch (all rows), then the update's
   // keep flags (one per centroid): the update's upload.
   cuda::PinnedBuffer update_host_;

@@ -233,8 +233,9 @@ bool LloydRun::wants_assignment() const noexcept {
   return !done_ && !(iter_ == p_.max_iter && iter_ > 0 && !p_.final_assignment);
 }
 
-bool LloydRun::assigned() {
-  const double inertia = total(dist_);
+bool LloydRun::assigned() { return assigned(total(dist_)); }
+
+bool LloydRun::assigned(double inertia) {
   r_.inertia.push_back(inertia);
   if (p_.on_iteration) p_.on_iteration(iter_, inertia);
   if (iter_ > 0) {

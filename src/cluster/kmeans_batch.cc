@@ -24,6 +24,23 @@ void BatchKMeansDevice::prepare_from_device(std::span<const MatrixView>, std::sp
   throw_error(ErrorCode::kInternal, "k-means batch: this device takes no rows on the device (takes_device_rows() is false)");
 }
 
+void BatchKMeansDevice::begin_steps(std::span<const KMeansParams>) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not step on its own (can_step() is false)");
+}
+
+void BatchKMeansDevice::step(const std::vector<std::uint8_t>&, std::vector<double>*, std::vector<std::uint8_t>*,
+                             const std::vector<std::int64_t*>&, bool) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not step on its own (can_step() is false)");
+}
+
+void BatchKMeansDevice::last_distances(std::size_t, float*) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not step on its own (can_step() is false)");
+}
+
+void BatchKMeansDevice::last_labels(const std::vector<std::int64_t*>&) {
+  throw_error(ErrorCode::kInternal, "k-means batch: this device does not step on its own (can_step() is false)");
+}
+
 void BatchKMeansDevice::set_centroid_to_point(std::size_t, std::int64_t, std::int64_t) {
   throw_error(ErrorCode::kInternal, "k-means batch: this device cannot set a centroid to a point it holds");
 }
@@ -197,6 +214,16 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
   for (const auto& pr : params) reports = reports || static_cast<bool>(pr.on_iteration);
   std::vector<std::int64_t*> labels(P), count_ptr(P);
   std::vector<float*> distances(P);
+  // The decisions on the device (no labels or distances to the host each iteration), unless
+  // a problem reports its iterations as they go (on_iteration, called here in problem order).
+  const bool steps_on_device = device.can_step() && !reports;
+  std::vector<std::uint8_t> assigned_now(steps_on_device ? P : 0), updated_now(steps_on_device ? P : 0);
+  std::vector<double> inertia_now(steps_on_device ? P : 0);
+  if (steps_on_device) {
+    t = Clock::now();
+    device.begin_steps(params);
+    tm.assign += since(t);
+  }
   for (;;) {
     bool any = false;
     for (std::size_t p = 0; p < P; ++p) {
@@ -206,28 +233,54 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
       distances[p] = active[p] ? runs[p]->distances() : nullptr;
     }
     if (!any) break;
-    t = Clock::now();
-    device.assign(labels, distances);
-    tm.assign += since(t);
-    t = Clock::now();
-    // Each problem's inertia (its own sum, in its own order) on the pool's threads; in
-    // problem order on this one when a problem reports its iterations (on_iteration).
-    auto record = [&](std::size_t p) {
-      updating[p] = active[p] && runs[p]->assigned() ? 1 : 0;
-      counts[p].resize(static_cast<std::size_t>(ks[p]));
-    };
-    if (reports) {
-      for (std::size_t p = 0; p < P; ++p) record(p);
-    } else {
-      each(record);
-    }
     bool update = false;
-    for (std::size_t p = 0; p < P; ++p) {
-      update = update || updating[p];
-      count_ptr[p] = updating[p] ? counts[p].data() : nullptr;
+    if (steps_on_device) {
+      for (std::size_t p = 0; p < P; ++p) {
+        assigned_now[p] = active[p] ? 1 : 0;
+        if (active[p]) counts[p].resize(static_cast<std::size_t>(ks[p]));
+        count_ptr[p] = active[p] ? counts[p].data() : nullptr;
+      }
+      t = Clock::now();
+      device.step(assigned_now, &inertia_now, &updated_now, count_ptr, params[0].spherical);
+      tm.assign += since(t);
+      t = Clock::now();
+      // The host's runs take the device's inertia and must come to its decisions.
+      for (std::size_t p = 0; p < P; ++p) {
+        updating[p] = active[p] && runs[p]->assigned(inertia_now[p]) ? 1 : 0;
+        if ((updating[p] != 0) != (active[p] && updated_now[p] != 0))
+          throw_error(ErrorCode::kInternal, "k-means batch, problem " + std::to_string(p) + ": the device " +
+                                                (updated_now[p] != 0 ? "updated" : "did not update") +
+                                                " after inertia " + std::to_string(inertia_now[p]) +
+                                                ", the host's run decides otherwise");
+        update = update || updating[p];
+        if (!updating[p]) count_ptr[p] = nullptr;
+        // An empty cluster takes the worst-served points: the repair reads the distances.
+        if (updating[p] && std::find(counts[p].begin(), counts[p].end(), 0) != counts[p].end())
+          device.last_distances(p, runs[p]->distances());
+      }
+    } else {
+      t = Clock::now();
+      device.assign(labels, distances);
+      tm.assign += since(t);
+      t = Clock::now();
+      // Each problem's inertia (its own sum, in its own order) on the pool's threads; in
+      // problem order on this one when a problem reports its iterations (on_iteration).
+      auto record = [&](std::size_t p) {
+        updating[p] = active[p] && runs[p]->assigned() ? 1 : 0;
+        counts[p].resize(static_cast<std::size_t>(ks[p]));
+      };
+      if (reports) {
+        for (std::size_t p = 0; p < P; ++p) record(p);
+      } else {
+        each(record);
+      }
+      for (std::size_t p = 0; p < P; ++p) {
+        update = update || updating[p];
+        count_ptr[p] = updating[p] ? counts[p].data() : nullptr;
+      }
+      if (update) device.update_centroids(count_ptr, params[0].spherical);
     }
     if (update) {
-      device.update_centroids(count_ptr, params[0].spherical);
       // The empty-cluster repairs on the pool's threads, their rows to the device after.
       each([&](std::size_t p) {
         moved[p].clear();
@@ -245,6 +298,13 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
       }
     }
     tm.update += since(t);
+  }
+  if (steps_on_device) {  // every problem's last assignment (each was assigned at least once)
+    t = Clock::now();
+    std::vector<std::int64_t*> all_labels(P);
+    for (std::size_t p = 0; p < P; ++p) all_labels[p] = runs[p]->labels();
+    device.last_labels(all_labels);
+    tm.collect += since(t);
   }
   // The device's centroids overwrite the host copies in place (fresh buffers would cost a
   // page fault per 4 KiB: tens of milliseconds per batch of a wide level).

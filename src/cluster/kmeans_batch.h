@@ -92,6 +92,25 @@ class BatchKMeansDevice {
   // on float64 sums; spherical: normalised); counts[p] (k[p]) = points per cluster. Other
   // problems' centroids stay as they are.
   virtual void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) = 0;
+  // Optional: Lloyd's iterations with their decisions made on the device, so that no
+  // labels or distances cross to the host each iteration. can_step(): whether offered.
+  // begin_steps(params), after the centroids are set (set_centroids or seeds_as_centroids):
+  // every problem's max_iter and tol, no update made yet. step(): assigns every problem with
+  // assigned[p] != 0, then for each of them (LloydRun::assigned()'s rule, on the device)
+  // (*inertia)[p] = the float64 sum of its distances in point order and (*updated)[p] = 1
+  // when it updates now: unless its relative change of inertia against its last
+  // assignment's is below tol after an update, or it has made max_iter updates; the updated
+  // problems' centroids move to their means (update_centroids' arithmetic) and counts[p]
+  // (non-null for every assigned p; k[p]) gets their clusters' sizes. The other problems are
+  // neither assigned nor updated. last_distances(p, out) / last_labels(out): problem p's
+  // distances (x.rows floats) / every problem's labels (out[p]: x.rows) from the last step
+  // that assigned it.
+  virtual bool can_step() const { return false; }
+  virtual void begin_steps(std::span<const KMeansParams> params);
+  virtual void step(const std::vector<std::uint8_t>& assigned, std::vector<double>* inertia,
+                    std::vector<std::uint8_t>* updated, const std::vector<std::int64_t*>& counts, bool spherical);
+  virtual void last_distances(std::size_t p, float* out);
+  virtual void last_labels(const std::vector<std::int64_t*>& out);
   // Overwrites centroid c of problem p (the empty-cluster repair): dim floats.
   virtual void set_centroid(std::size_t p, std::int64_t c, const float* row) = 0;
   // Optional (required with prepare_from_device): centroid c of problem p = point i of
@@ -115,6 +134,9 @@ class BatchKMeansDevice {
 
 // Where a batch's time went (wall seconds).
 struct BatchKMeansTimes {
+  // assign / update: the device's assignments / updates and the host's repairs; with the
+  // steps on the device (BatchKMeansDevice::can_step), assign = the device's steps (both),
+  // update = the host's checks of their decisions and its repairs.
   double prepare = 0, seeding = 0, assign = 0, update = 0;
   double collect = 0;         // the centroids read back and the results put together
   double seeding_device = 0;  // of `seeding`: in the device's seeding calls (seed or seeding_distances)

@@ -95,6 +95,9 @@ class LloydRun {
   float* distances() noexcept { return dist_.data(); }
   // Records the inertia of the assignment just made; true when an update follows.
   bool assigned();
+  // The same given the assignment's inertia (the float64 sum of distances() in point order,
+  // made elsewhere: a device's; distances() are not read).
+  bool assigned(double inertia);
   // Means of the clusters (sums: k x dim, counts: k), then the empty-cluster repair.
   void update(const double* sums, const std::int64_t* counts, int threads);
   // The same when a device made the means (its centroids are the true ones): the repair

@@ -153,19 +153,57 @@ class CpuBatchDevice final : public BatchKMeansDevice {
   }
   void assign(const std::vector<std::int64_t*>& labels, const std::vector<float*>& distances) override {
     labels_.resize(labels.size());
+    dist_.resize(labels.size());
     for (std::size_t p = 0; p < labels.size(); ++p) {
-      kernels::KnnOptions opt;
-      opt.threads = 1;
-      CpuAssigner a(Metric::kL2, opt);
-      a.set_centroids(centroids_[p].data(), k_[p], xs_[p].dim);
-      labels_[p].resize(static_cast<std::size_t>(xs_[p].rows));
-      std::vector<float> dist(static_cast<std::size_t>(xs_[p].rows));
-      a.assign(xs_[p], labels_[p].data(), dist.data());
+      assign_one(p);
       if (labels[p] != nullptr) {
         std::copy(labels_[p].begin(), labels_[p].end(), labels[p]);
-        std::copy(dist.begin(), dist.end(), distances[p]);
+        std::copy(dist_[p].begin(), dist_[p].end(), distances[p]);
       }
     }
+  }
+  // With step_on_device: Lloyd's decisions made here, written as cuda::lloyd_decide makes
+  // them (its own inertia sum and rule, not LloydRun's): the driver checks them against its
+  // runs, and the test holds the results to fit_kmeans'.
+  bool can_step() const override { return step_on_device; }
+  void begin_steps(std::span<const KMeansParams> params) override {
+    state_.assign(params.size(), {});
+    for (std::size_t p = 0; p < params.size(); ++p) {
+      state_[p].tol = params[p].tol;
+      state_[p].max_iter = params[p].max_iter;
+    }
+    labels_.assign(params.size(), {});
+    dist_.assign(params.size(), {});
+  }
+  void step(const std::vector<std::uint8_t>& assigned, std::vector<double>* inertia,
+            std::vector<std::uint8_t>* updated, const std::vector<std::int64_t*>& counts, bool spherical) override {
+    ++steps;
+    inertia->assign(assigned.size(), 0.0);
+    updated->assign(assigned.size(), 0);
+    for (std::size_t p = 0; p < assigned.size(); ++p) {
+      if (assigned[p] == 0) continue;
+      assign_one(p);
+      double sum = 0;
+      for (float v : dist_[p]) sum += v;
+      State& st = state_[p];
+      const bool converged = st.updates > 0 && std::fabs(st.last - sum) / std::fmax(std::fabs(sum), 1e-300) < st.tol;
+      const bool update = !converged && st.updates < st.max_iter;
+      st.last = sum;
+      (*inertia)[p] = sum;
+      if (!update) continue;
+      ++st.updates;
+      (*updated)[p] = 1;
+      std::vector<double> sums(static_cast<std::size_t>(k_[p] * xs_[p].dim));
+      detail::cluster_sums(xs_[p], labels_[p], k_[p], 1, sums.data(), counts[p]);
+      detail::cluster_means(sums.data(), counts[p], k_[p], xs_[p].dim, spherical, centroids_[p].data(), 1);
+    }
+  }
+  void last_distances(std::size_t p, float* out) override {
+    ++distance_reads;
+    std::copy(dist_[p].begin(), dist_[p].end(), out);
+  }
+  void last_labels(const std::vector<std::int64_t*>& out) override {
+    for (std::size_t p = 0; p < out.size(); ++p) std::copy(labels_[p].begin(), labels_[p].end(), out[p]);
   }
   void update_centroids(const std::vector<std::int64_t*>& counts, bool spherical) override {
     for (std::size_t p = 0; p < counts.size(); ++p) {
@@ -181,10 +219,24 @@ class CpuBatchDevice final : public BatchKMeansDevice {
   void get_centroids(const std::vector<float*>& out) override {
     for (std::size_t p = 0; p < out.size(); ++p) std::copy(centroids_[p].begin(), centroids_[p].end(), out[p]);
   }
-  int prepares = 0, seeding_calls = 0, seed_calls = 0;
-  bool seed_on_device = false;
+  int prepares = 0, seeding_calls = 0, seed_calls = 0, steps = 0, distance_reads = 0;
+  bool seed_on_device = false, step_on_device = false;
 
  private:
+  struct State {
+    double last = 0, tol = 0;
+    int updates = 0, max_iter = 0;
+  };
+  void assign_one(std::size_t p) {
+    kernels::KnnOptions opt;
+    opt.threads = 1;
+    CpuAssigner a(Metric::kL2, opt);
+    a.set_centroids(centroids_[p].data(), k_[p], xs_[p].dim);
+    labels_[p].resize(static_cast<std::size_t>(xs_[p].rows));
+    dist_[p].resize(static_cast<std::size_t>(xs_[p].rows));
+    a.assign(xs_[p], labels_[p].data(), dist_[p].data());
+  }
+  std::vector<State> state_;
   std::vector<MatrixView> xs_;
   std::vector<kernels::PackedMatrix> packed_;
   std::vector<std::vector<float>> centroids_, dist_;
@@ -218,8 +270,9 @@ Problem make_problem(std::mt19937_64& rng, std::int64_t n, std::int64_t d, std::
 }
 
 // Every problem of a batch against fit_kmeans alone; seed_on_device: the seeding through
-// the device's seed() (the device algorithm's formulation) instead of host steps.
-void check_batch_matches_single(bool seed_on_device) {
+// the device's seed() (the device algorithm's formulation) instead of host steps;
+// step_on_device: Lloyd's decisions through the device's step().
+void check_batch_matches_single(bool seed_on_device, bool step_on_device = false) {
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -245,6 +298,7 @@ void check_batch_matches_single(bool seed_on_device) {
   }
   CpuBatchDevice dev;
   dev.seed_on_device = seed_on_device;
+  dev.step_on_device = step_on_device;
   BatchKMeansTimes times;
   const auto batch = fit_kmeans_batch(views, params, dev, 2, &times);
   ASSERT_EQ(batch.size(), probs.size());
@@ -254,6 +308,14 @@ void check_batch_matches_single(bool seed_on_device) {
   } else {
     // Seeding ran in lock-step: as many device calls as the largest k needs, not the sum.
     EXPECT_LE(dev.seeding_calls, 200);
+  }
+  if (step_on_device) {
+    // Lock-step: as many steps as the longest run assigns (25 updates + the final one), and
+    // the repairs of the problems with empty clusters read their distances.
+    EXPECT_GE(dev.steps, 2);
+    EXPECT_LE(dev.steps, 26);
+  } else {
+    EXPECT_EQ(dev.steps, 0);
   }
   for (std::size_t p = 0; p < probs.size(); ++p) {
     SCOPED_TRACE("problem " + std::to_string(p));
@@ -277,6 +339,7 @@ void check_batch_matches_single(bool seed_on_device) {
   for (std::size_t p = 0; p < probs.size(); ++p) out.push_back(flat.data() + offset[p]);
   CpuBatchDevice dev_out;
   dev_out.seed_on_device = seed_on_device;
+  dev_out.step_on_device = step_on_device;
   const auto placed = fit_kmeans_batch(views, params, dev_out, 2, nullptr, out);
   ASSERT_EQ(placed.size(), probs.size());
   for (std::size_t p = 0; p < probs.size(); ++p) {
@@ -293,6 +356,7 @@ void check_batch_matches_single(bool seed_on_device) {
   // A problem alone gives what it gave in the batch.
   CpuBatchDevice alone;
   alone.seed_on_device = seed_on_device;
+  alone.step_on_device = step_on_device;
   const auto one = fit_kmeans_batch(std::span<const MatrixView>(views.data() + 1, 1),
                                     std::span<const KMeansParams>(params.data() + 1, 1), alone, 1);
   EXPECT_EQ(one[0].centroids, batch[1].centroids);
@@ -301,6 +365,54 @@ void check_batch_matches_single(bool seed_on_device) {
 TEST(KMeansBatch, EachProblemMatchesFitKMeansBitForBit) { check_batch_matches_single(false); }
 
 TEST(KMeansBatch, SeedingOnTheDeviceChoosesAsTheHostSteps) { check_batch_matches_single(true); }
+
+TEST(KMeansBatch, LloydDecisionsOnTheDeviceMatchTheHostRuns) { check_batch_matches_single(true, true); }
+
+// A problem whose clusters go empty (duplicated points, k above the distinct ones) and a
+// problem reporting its iterations (the host-driven path for the whole batch then).
+TEST(KMeansBatch, DeviceStepsRepairEmptyClustersAndGiveWayToReports) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::int64_t d = 6;
+  auto dup = make_problem(rng, 300, d, 12, 15);
+  // 8 distinct points, each repeated, for k = 12: the seeding runs out of distinct points
+  // (potential 0: it copies), coinciding centroids leave clusters empty, and the repair moves
+  // them to the worst-served points.
+  for (std::int64_t i = 8; i < 300; ++i) std::copy_n(dup.x.begin() + (i % 8) * d, d, dup.x.begin() + i * d);
+  auto plain = make_problem(rng, 800, d, 9, 20);
+  std::vector<MatrixView> views = {f32_view(dup.x.data(), dup.n, d), f32_view(plain.x.data(), plain.n, d)};
+  std::vector<KMeansParams> params = {dup.p, plain.p};
+  std::vector<KMeansResult> ref;
+  for (std::size_t p = 0; p < views.size(); ++p) {
+    kernels::KnnOptions opt;
+    opt.threads = 1;
+    CpuAssigner single(Metric::kL2, opt);
+    ref.push_back(fit_kmeans(views[p], params[p], single));
+  }
+  CpuBatchDevice dev;
+  dev.step_on_device = true;
+  const auto batch = fit_kmeans_batch(views, params, dev, 2);
+  EXPECT_GT(dev.steps, 0);
+  EXPECT_GT(dev.distance_reads, 0);  // the repairs read their problem's distances
+  for (std::size_t p = 0; p < views.size(); ++p) {
+    SCOPED_TRACE("problem " + std::to_string(p));
+    EXPECT_EQ(batch[p].centroids, ref[p].centroids);
+    EXPECT_EQ(batch[p].labels, ref[p].labels);
+    EXPECT_EQ(batch[p].inertia, ref[p].inertia);
+    EXPECT_EQ(batch[p].iterations, ref[p].iterations);
+    EXPECT_EQ(batch[p].converged, ref[p].converged);
+  }
+  std::vector<double> reported;
+  params[1].on_iteration = [&](int, double inertia) { reported.push_back(inertia); };
+  CpuBatchDevice reporting;
+  reporting.step_on_device = true;
+  const auto with_reports = fit_kmeans_batch(views, params, reporting, 2);
+  EXPECT_EQ(reporting.steps, 0);
+  EXPECT_EQ(reported, ref[1].inertia);
+  EXPECT_EQ(with_reports[0].centroids, ref[0].centroids);
+  EXPECT_EQ(with_reports[1].centroids, ref[1].centroids);
+}
 
 TEST(KMeansBatch, BadProblemIsNamed) {
   std::mt19937_64 rng(5);

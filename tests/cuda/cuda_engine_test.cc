@@ -512,8 +512,10 @@ void test_kmeans_on_device(std::uint64_t seed) {
     // The device's rounds read the pools' Gram matrices (forced: the cost rule decides in a
     // fit), or the pools themselves; the host steps get row_distances' distances.
     dev.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kGram);
+    (void)dev.take_breakdown();  // (counted from here)
     const auto on_dev = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, &bt_dev);
     const std::string path_dev = dev.last_seed_path();
+    const std::string steps_dev = dev.take_breakdown();
     dev.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kPools);
     const auto on_pools = megatax::cluster::fit_kmeans_batch(views2, params2, dev, 0, &bt_pools);
     const std::string path_pools = dev.last_seed_path();
@@ -535,6 +537,35 @@ void test_kmeans_on_device(std::uint64_t seed) {
     check(same_pools == on_dev.size(), "k-means++ on the device (reading the pools) vs host steps: " +
                                            std::to_string(same_pools) + " of " + std::to_string(on_dev.size()) +
                                            " problems bit-identical");
+    // Lloyd's decisions on the device (the default: cuda::lloyd_decide between each
+    // assignment and its update, labels back once) against the host's runs deciding every
+    // iteration from labels and distances read back each time: the same bits, the
+    // duplicate-points problem's empty-cluster repairs included.
+    {
+      megatax::cluster::CudaBatchKMeans host_decides(0, megatax::Metric::kL2, DType::kF16);
+      host_decides.set_steps_on_device(false);
+      host_decides.set_seed_distances(megatax::cluster::CudaBatchKMeans::SeedDistances::kGram);
+      const auto decided = megatax::cluster::fit_kmeans_batch(views2, params2, host_decides, 0);
+      const std::string steps_host = host_decides.take_breakdown();
+      std::size_t same_steps = 0;
+      for (std::size_t q = 0; q < on_dev.size(); ++q)
+        same_steps += on_dev[q].centroids == decided[q].centroids && on_dev[q].labels == decided[q].labels &&
+                              on_dev[q].counts == decided[q].counts && on_dev[q].inertia == decided[q].inertia &&
+                              on_dev[q].iterations == decided[q].iterations &&
+                              on_dev[q].converged == decided[q].converged
+                          ? 1
+                          : 0;
+      // How many times the device steps read a problem's distances for a repair (the log's words).
+      const auto at_repairs = steps_dev.find("distances read for repairs ");
+      const long repairs = at_repairs == std::string::npos
+                               ? -1
+                               : std::atol(steps_dev.c_str() + at_repairs + std::strlen("distances read for repairs "));
+      std::printf("  Lloyd's decisions on the device: %s\n  on the host: %s\n", steps_dev.c_str(), steps_host.c_str());
+      check(same_steps == on_dev.size() && repairs > 0 && steps_host.find("decisions on the device") == std::string::npos,
+            "Lloyd's decisions on the device vs the host's runs: " + std::to_string(same_steps) + " of " +
+                std::to_string(on_dev.size()) + " problems bit-identical (labels, counts, inertia, iterations), " +
+                std::to_string(repairs) + " repairs' distances read");
+    }
     // Into caller memory (`out`, NaN first): the device keeps its seeds as the centroids (no
     // host copy of them); the host steps copy theirs in. The same bits, and the same as above.
     std::vector<std::vector<float>> mem_dev(views2.size()), mem_host(views2.size());

@@ -1573,6 +1573,107 @@ void test_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t k, std::i
   report(name, ok, detail);
 }
 
+// ---- Lloyd's decisions (lloyd_decide) -----------------------------------------------------
+// Against LloydRun::assigned()'s rule written here: each problem's inertia summed one float64
+// add a row in row order (distances of wide-ranging magnitudes: another order would round
+// otherwise), its decision, its rows' labels numbered across the batch and its keep flags.
+void test_lloyd_decide(mc::Resources& res, std::mt19937_64& rng, std::int64_t groups, std::int64_t max_rows) {
+  std::uniform_int_distribution<std::int64_t> rows_of(1, max_rows), k_of(1, 50), iters(0, 5), pct(0, 99);
+  std::uniform_real_distribution<double> expo(-8, 8);
+  std::vector<std::int64_t> rb{0}, cb{0};
+  for (std::int64_t g = 0; g < groups; ++g) {
+    // Chunk edges (the kernel stages 2048 distances at a time) and random sizes.
+    const std::int64_t edges[] = {2047, 2048, 2049, 4096};
+    const std::int64_t n = g < 4 && max_rows >= 4096 ? edges[g] : rows_of(rng);
+    rb.push_back(rb.back() + n);
+    cb.push_back(cb.back() + std::min<std::int64_t>(k_of(rng), n));
+  }
+  const std::int64_t n = rb.back(), total_k = cb.back();
+  std::vector<float> dist(static_cast<std::size_t>(n));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  for (std::int64_t g = 0; g < groups; ++g)
+    for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i) {
+      dist[i] = static_cast<float>(std::exp2(expo(rng)));
+      labels[i] = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(cb[g + 1] - cb[g]));
+    }
+  std::vector<std::uint8_t> assigned(static_cast<std::size_t>(groups));
+  std::vector<mc::LloydProblem> probs(static_cast<std::size_t>(groups));
+  std::vector<double> sums(static_cast<std::size_t>(groups));
+  const double tols[] = {0, 1e-4, 1e-2, 1};
+  for (std::int64_t g = 0; g < groups; ++g) {
+    double s = 0;
+    for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i) s += static_cast<double>(dist[i]);
+    sums[g] = s;
+    assigned[g] = pct(rng) < 80 ? 1 : 0;
+    probs[g].max_iter = static_cast<std::int32_t>(iters(rng));
+    probs[g].updates = static_cast<std::int32_t>(std::min<std::int64_t>(iters(rng), probs[g].max_iter));
+    probs[g].tol = tols[rng() % 4];
+    // The last inertia near this one (relative changes around the tolerances) or far.
+    const double rel[] = {0, 5e-5, 2e-4, 5e-3, 0.3};
+    probs[g].last_inertia = s * (1 + rel[rng() % 5] * (pct(rng) < 50 ? 1 : -1));
+  }
+  const auto bytes = [](const auto& v) { return v.size() * sizeof(v[0]); };
+  mc::DeviceBuffer drb(bytes(rb)), dcb(bytes(cb)), das(assigned.size()), dlab(bytes(labels)), ddist(bytes(dist)),
+      dprob(bytes(probs)), din(static_cast<std::size_t>(groups) * 8), dup(static_cast<std::size_t>(groups)),
+      dglob(bytes(labels)), dkeep(static_cast<std::size_t>(total_k));
+  mc::copy_to_device(res, drb.data(), rb.data(), bytes(rb));
+  mc::copy_to_device(res, dcb.data(), cb.data(), bytes(cb));
+  mc::copy_to_device(res, das.data(), assigned.data(), assigned.size());
+  mc::copy_to_device(res, dlab.data(), labels.data(), bytes(labels));
+  mc::copy_to_device(res, ddist.data(), dist.data(), bytes(dist));
+  mc::copy_to_device(res, dprob.data(), probs.data(), bytes(probs));
+  mc::LloydDecideArgs a;
+  a.groups = groups;
+  a.row_begin = drb.as<std::int64_t>();
+  a.centroid_begin = dcb.as<std::int64_t>();
+  a.assigned = das.as<std::uint8_t>();
+  a.labels = dlab.as<std::int32_t>();
+  a.distances = ddist.as<float>();
+  a.problems = dprob.as<mc::LloydProblem>();
+  a.inertia = din.as<double>();
+  a.updates = dup.as<std::uint8_t>();
+  a.global_labels = dglob.as<std::int32_t>();
+  a.keep = dkeep.as<std::uint8_t>();
+  mc::lloyd_decide(res, a);
+  const auto got_in = download<double>(res, din, static_cast<std::size_t>(groups));
+  const auto got_up = download<std::uint8_t>(res, dup, static_cast<std::size_t>(groups));
+  const auto got_prob = download<mc::LloydProblem>(res, dprob, probs.size());
+  const auto got_glob = download<std::int32_t>(res, dglob, labels.size());
+  const auto got_keep = download<std::uint8_t>(res, dkeep, static_cast<std::size_t>(total_k));
+  std::int64_t bad_in = 0, bad_up = 0, bad_state = 0, bad_glob = 0, bad_keep = 0, updating = 0, converged = 0;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    bool update = false;
+    mc::LloydProblem want = probs[g];
+    if (assigned[g]) {
+      const double s = sums[g];
+      const bool conv = want.updates > 0 && std::fabs(want.last_inertia - s) / std::max(std::fabs(s), 1e-300) < want.tol;
+      update = !conv && want.updates != want.max_iter;
+      converged += conv ? 1 : 0;
+      want.last_inertia = s;
+      want.updates += update ? 1 : 0;
+      bad_in += std::memcmp(&got_in[g], &s, 8) != 0;
+    }
+    updating += update ? 1 : 0;
+    bad_up += (got_up[g] != 0) != update;
+    bad_state += std::memcmp(&got_prob[g].last_inertia, &want.last_inertia, 8) != 0 || got_prob[g].updates != want.updates ||
+                 got_prob[g].max_iter != want.max_iter || got_prob[g].tol != want.tol;
+    for (std::int64_t i = rb[g]; i < rb[g + 1]; ++i)
+      bad_glob += got_glob[i] != (update ? labels[i] + static_cast<std::int32_t>(cb[g]) : -1);
+    for (std::int64_t c = cb[g]; c < cb[g + 1]; ++c) bad_keep += got_keep[c] != (update ? 0 : 1);
+  }
+  bool ok = true;
+  CHECK_OR_FAIL(bad_in == 0, "%lld inertia sums differ from the row-order float64 sum", (long long)bad_in);
+  CHECK_OR_FAIL(bad_up == 0 && bad_state == 0, "%lld decisions, %lld states differ", (long long)bad_up,
+                (long long)bad_state);
+  CHECK_OR_FAIL(bad_glob == 0 && bad_keep == 0, "%lld labels, %lld keep flags differ", (long long)bad_glob,
+                (long long)bad_keep);
+  char name[120], detail[120];
+  std::snprintf(name, sizeof(name), "lloyd_decide groups=%lld rows<=%lld", (long long)groups, (long long)max_rows);
+  std::snprintf(detail, sizeof(detail), "%lld rows, %lld updating, %lld converged, bit-exact", (long long)n,
+                (long long)updating, (long long)converged);
+  report(name, ok, detail);
+}
+
 // ---- argument errors ----------------------------------------------------------------------
 
 template <class F>
@@ -1689,7 +1790,10 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                   a.skip = {0};  // one flag for two groups
                 }),
                 "assign_grouped with a skip list of the wrong size did not throw");
-  report("argument errors", ok, "k=0, dtype mismatch, k>4096, bad label, -1 label, unchecked labels, skip size");
+  CHECK_OR_FAIL(throws_invalid([&] { mc::lloyd_decide(res, mc::LloydDecideArgs{}); }),
+                "lloyd_decide with no groups and null arrays did not throw");
+  report("argument errors", ok,
+         "k=0, dtype mismatch, k>4096, bad label, -1 label, unchecked labels, skip size, lloyd_decide");
 }
 
 }  // namespace
@@ -1967,6 +2071,8 @@ int main(int argc, char** argv) {
     test_means(res, rng, 300, 1024, false, kH);
     test_means(res, rng, 77, 33, true, kB);
     test_means(res, rng, 5, 3000, true, kF);
+    test_lloyd_decide(res, rng, 200, small ? 3000 : 9000);
+    test_lloyd_decide(res, rng, 7, 40);
     if (!small) test_errors(res, rng);
   } catch (const SkipRest&) {
     // --topk-only
