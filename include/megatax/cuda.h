@@ -489,6 +489,16 @@ struct AccumulateArgs {
   // Validate the labels (a wait for the stream). false: for labels in range by construction
   // (an assign's); a label outside [0, k) is then summed and counted nowhere, silently.
   bool check_labels = true;
+  // Optional (kF64 only): Lloyd's means instead of sums, the sums never stored (`sums` may be
+  // null; nothing is added there): for every cluster c with rows and !keep[c],
+  // means[c][j] = float(sum_c[j] / count_c) (float64 division) and, when given,
+  // converted[c][j] = the same rounded to converted_dtype (f32, f16 or bf16); other clusters
+  // untouched. The same bits as accumulating into zeroed sums and then means() without
+  // normalise, with one pass over the rows and no k x d float64 array in memory.
+  float* means = nullptr;                // device [k * d]
+  const std::uint8_t* keep = nullptr;    // optional device [k]
+  void* converted = nullptr;             // optional device [k * d] of converted_dtype
+  DType converted_dtype = DType::kF16;
 };
 // Adds every row of x to its cluster's sum (and 1 to its count). Deterministic: the same
 // inputs give bit-identical sums (rows are summed in row order within a cluster, through a

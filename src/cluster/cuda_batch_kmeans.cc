@@ -548,11 +548,29 @@ void CudaBatchKMeans::update_centroids(const std::vector<std::int64_t*>& counts,
 
 void CudaBatchKMeans::update_on_device(bool spherical) {
   const std::int64_t n = row_begin_.back(), total_k = centroid_end_.back();
+  counts_dev_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
+  const auto* keep = reinterpret_cast<const std::uint8_t*>(global_labels_dev_.as<std::int32_t>() + n);
+  if (!spherical) {  // the means straight from the sums' pass (no k x d float64 array)
+    cuda::AccumulateArgs a;
+    a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
+    a.label_type = cuda::IndexType::kI32;
+    a.labels = global_labels_dev_.data();
+    a.k = total_k;
+    a.sum_type = cuda::SumType::kF64;
+    a.counts = counts_dev_.as<std::int64_t>();
+    a.skip_negative = true;
+    a.check_labels = false;  // the grouped assign's labels + offsets: in [0, total_k), or -1
+    a.means = c32_dev_.as<float>();
+    a.keep = keep;
+    a.converted = c_dev_.data();
+    a.converted_dtype = compute_;
+    cuda::accumulate(res_, a);
+    return;
+  }
   const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
   sums_dev_.grow(sum_bytes);
-  counts_dev_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
-  cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::AccumulateArgs a;
   a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
   a.label_type = cuda::IndexType::kI32;
@@ -569,7 +587,7 @@ void CudaBatchKMeans::update_on_device(bool spherical) {
   m.counts = counts_dev_.as<std::int64_t>();
   m.k = total_k;
   m.d = dim_;
-  m.keep = reinterpret_cast<const std::uint8_t*>(global_labels_dev_.as<std::int32_t>() + n);
+  m.keep = keep;
   m.normalise = spherical;
   m.centroids = c32_dev_.as<float>();
   m.converted = c_dev_.data();

@@ -95,7 +95,9 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   // The grouped assignment of the problems with skip[p] == 0 into labels_dev_ / dist_dev_.
   void assign_on_device(std::vector<std::uint8_t> skip);
   // Lloyd's update from global_labels_dev_ (rows numbered across the batch, -1: summed
-  // nowhere) and the keep flags after them: sums, counts (counts_dev_) and means.
+  // nowhere) and the keep flags after them: counts (counts_dev_) and the means, straight from
+  // accumulate's pass (cuda::AccumulateArgs::means), or for spherical k-means through float64
+  // sums (sums_dev_) and cuda::means (normalised).
   void update_on_device(bool spherical);
   // Where begin_steps / step keep their arrays (steps_dev_, steps_host_: the same layout):
   // the problems' rows and centroids, their LloydProblem states, the assigned flags, the

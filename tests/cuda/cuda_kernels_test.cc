@@ -770,6 +770,85 @@ void test_accumulate(mc::Resources& res, std::mt19937_64& rng, const AccCase& tc
   report(name, ok, detail);
 }
 
+// accumulate's means (AccumulateArgs::means: Lloyd's update in the sums' pass) against the
+// two-step path it replaces (accumulate into zeroed float64 sums, then means() without
+// normalise): the same bits in the centroids and their converted copy; clusters kept, empty,
+// of one piece and of many (more than 1024 rows), columns over several slabs (d > 1024).
+void test_accumulate_means(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t k, std::int64_t d,
+                           DType dtype, DType conv) {
+  const HostMatrix x = make_matrix(n, d, d, dtype, random_values(rng, n, d, 1.f));
+  DeviceMatrix dx = upload(res, x);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<std::int64_t> pick(0, std::max<std::int64_t>(0, k - 3));  // the last two empty
+  std::vector<std::int32_t> lab(static_cast<std::size_t>(n));
+  for (auto& l : lab) l = u(rng) < 0.05 ? -1 : u(rng) < 0.3 ? 0 : static_cast<std::int32_t>(pick(rng));
+  std::vector<std::uint8_t> keep(static_cast<std::size_t>(k));
+  for (auto& f : keep) f = u(rng) < 0.15 ? 1 : 0;
+  keep[0] = 0;  // the big cluster (many pieces when n > ~3500) is updated
+  std::vector<float> start(static_cast<std::size_t>(k * d));
+  for (auto& v : start) v = static_cast<float>(u(rng) * 4 - 2);
+  const std::size_t es = megatax::dtype_size(conv);
+  std::vector<unsigned char> start_conv(start.size() * es);
+  megatax::convert_from_f32(start.data(), start.size(), conv, start_conv.data());
+  mc::DeviceBuffer dl(lab.size() * 4), dk(keep.size()), sums(start.size() * 8), counts(static_cast<std::size_t>(k) * 8),
+      cen_a(start.size() * 4), cen_b(start.size() * 4), conv_a(start_conv.size()), conv_b(start_conv.size());
+  mc::copy_to_device(res, dl.data(), lab.data(), lab.size() * 4);
+  mc::copy_to_device(res, dk.data(), keep.data(), keep.size());
+  for (auto* b : {&cen_a, &cen_b}) mc::copy_to_device(res, b->data(), start.data(), start.size() * 4);
+  for (auto* b : {&conv_a, &conv_b}) mc::copy_to_device(res, b->data(), start_conv.data(), start_conv.size());
+  mc::fill_zero(res, sums.data(), sums.size());
+  mc::fill_zero(res, counts.data(), counts.size());
+  mc::AccumulateArgs a;
+  a.x = dx.view;
+  a.label_type = mc::IndexType::kI32;
+  a.labels = dl.data();
+  a.k = k;
+  a.sum_type = mc::SumType::kF64;
+  a.sums = sums.data();
+  a.counts = counts.as<std::int64_t>();
+  a.skip_negative = true;
+  mc::accumulate(res, a);
+  mc::MeansArgs m;
+  m.sums = sums.as<double>();
+  m.counts = counts.as<std::int64_t>();
+  m.k = k;
+  m.d = d;
+  m.keep = dk.as<std::uint8_t>();
+  m.centroids = cen_a.as<float>();
+  m.converted = conv_a.data();
+  m.converted_dtype = conv;
+  mc::means(res, m);
+  const auto counts_a = download<std::int64_t>(res, counts, static_cast<std::size_t>(k));
+  mc::fill_zero(res, counts.data(), counts.size());
+  a.sums = nullptr;
+  a.means = cen_b.as<float>();
+  a.keep = dk.as<std::uint8_t>();
+  a.converted = conv_b.data();
+  a.converted_dtype = conv;
+  mc::accumulate(res, a);
+  const auto counts_b = download<std::int64_t>(res, counts, static_cast<std::size_t>(k));
+  const auto ga = download<float>(res, cen_a, start.size()), gb = download<float>(res, cen_b, start.size());
+  const auto ca = download<unsigned char>(res, conv_a, start_conv.size()),
+             cb = download<unsigned char>(res, conv_b, start_conv.size());
+  std::int64_t moved = 0, bad = 0, multi = 0;
+  for (std::int64_t c = 0; c < k; ++c) {
+    moved += counts_a[c] > 0 && !keep[c] ? 1 : 0;
+    multi += counts_a[c] > 1024 ? 1 : 0;
+  }
+  for (std::size_t e = 0; e < ga.size(); ++e) bad += std::memcmp(&ga[e], &gb[e], 4) != 0;
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0 && ca == cb, "%lld centroid values differ from sums + means(); converted copies %s",
+                (long long)bad, ca == cb ? "equal" : "differ");
+  CHECK_OR_FAIL(counts_a == counts_b, "counts differ");
+  CHECK_OR_FAIL(ga != start && moved > 0, "no centroid moved (the test tests nothing)");
+  char name[160], detail[120];
+  std::snprintf(name, sizeof(name), "accumulate's means %s n=%lld k=%lld d=%lld -> f32 + %s", megatax::dtype_name(dtype),
+                (long long)n, (long long)k, (long long)d, megatax::dtype_name(conv));
+  std::snprintf(detail, sizeof(detail), "%lld clusters moved (%lld of many pieces), bit-identical to sums + means()",
+                (long long)moved, (long long)multi);
+  report(name, ok, detail);
+}
+
 // ---- row distances (k-means++ seeding) ------------------------------------------------------
 
 struct RowDistCase {
@@ -2009,6 +2088,9 @@ int main(int argc, char** argv) {
     if (topk_only) throw SkipRest{};
     std::printf("accumulate (reference: float64 sums in row order)\n");
     for (const auto& tc : acc_cases) test_accumulate(res, rng, tc);
+    test_accumulate_means(res, rng, 5000, 60, 1024, kH, kH);
+    test_accumulate_means(res, rng, small ? 6000 : 20000, 7, 1500, kB, kB);
+    test_accumulate_means(res, rng, 3000, 300, 33, kF, kH);
     std::printf("row distances (reference: float64 on the rounded inputs)\n");
     for (const auto& tc : rowdist_cases) test_row_distances(res, rng, tc);
     test_row_distances_grouped(res, rng, 1024, kH, 0, 40, 300, 8);

@@ -9,6 +9,8 @@
 //      straight into sums[c]; larger clusters write per-piece partials, and the block of the
 //   5. cluster's last piece to finish (per column slab; a counter per cluster and slab) adds
 //      them in piece order into sums[c] (the same bits whichever block that is).
+// With `means` (Lloyd's update), the block that holds a cluster's whole sum (its one piece,
+// or the last of its pieces) writes sum / count there instead of adding into sums.
 // The work per block is bounded by kPieceRows rows, whatever the cluster sizes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -99,7 +101,35 @@ struct SumParams {
   void* sums = nullptr;               // [k][d]
   void* partials = nullptr;           // [multi pieces][d]
   int* done = nullptr;                // [k][slabs]: pieces finished (zeroed by offsets_kernel)
+  // Means instead of sums (Acc = double): AccumulateArgs' means, keep, converted.
+  float* means = nullptr;
+  const std::uint8_t* keep = nullptr;
+  void* converted = nullptr;
+  DType converted_dtype = DType::kF32;
 };
+
+// Cluster c's mean from its whole float64 sum (this thread's columns from col0): means()'
+// arithmetic (float(sum / count)), and its converted copy.
+template <class Acc>
+__device__ __forceinline__ void write_means(const SumParams& p, std::int64_t c, std::int64_t col0,
+                                            const Acc (&sum)[kColsPerThread]) {
+  if (p.keep != nullptr && p.keep[c] != 0) return;
+  const auto count = static_cast<double>(p.offsets[c + 1] - p.offsets[c]);  // > 0: it has a piece
+  float* cen = p.means + c * p.d;
+#pragma unroll
+  for (int e = 0; e < kColsPerThread; ++e) {
+    const std::int64_t j = col0 + e;
+    if (j >= p.d) continue;
+    const auto v = static_cast<float>(static_cast<double>(sum[e]) / count);
+    cen[j] = v;
+    if (p.converted == nullptr) continue;
+    switch (p.converted_dtype) {
+      case DType::kF16: store_f32(static_cast<__half*>(p.converted) + c * p.d + j, v); break;
+      case DType::kBF16: store_f32(static_cast<__nv_bfloat16*>(p.converted) + c * p.d + j, v); break;
+      default: store_f32(static_cast<float*>(p.converted) + c * p.d + j, v); break;
+    }
+  }
+}
 
 // Block (item, slab): item = piece number over all clusters. The block of a many-piece
 // cluster's last piece to finish also adds the cluster's partials into sums (step 5).
@@ -163,6 +193,10 @@ __global__ void __launch_bounds__(kSumThreads) piece_sum_kernel(const SumParams 
       if (col0 + e < p.d) acc[e] += static_cast<Acc>(to_f32(row[e]));
     }
   }
+  if (single && p.means != nullptr) {
+    if (col0 < p.d) write_means(p, c, col0, acc);
+    return;
+  }
   Acc* out = single ? static_cast<Acc*>(p.sums) + c * p.d
                     : static_cast<Acc*>(p.partials) +
                           static_cast<std::int64_t>(p.multi_offsets[c] + piece) * p.d;
@@ -199,6 +233,10 @@ __global__ void __launch_bounds__(kSumThreads) piece_sum_kernel(const SumParams 
       // __ldcg: from L2, where the other blocks' stores went (never a stale L1 line).
       if (col0 + e < p.d) total[e] += __ldcg(partials + static_cast<std::int64_t>(i) * p.d + col0 + e);
     }
+  }
+  if (p.means != nullptr) {
+    write_means(p, c, col0, total);
+    return;
   }
   Acc* sums = static_cast<Acc*>(p.sums) + c * p.d;
 #pragma unroll
@@ -241,8 +279,15 @@ void accumulate(Resources& res, const AccumulateArgs& args) {
                 "accumulate: n = " + std::to_string(n) + ", expected < 2^31 (split the batch)");
   }
   if (n == 0) return;
-  if (args.labels == nullptr || args.sums == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument, "accumulate: labels and sums must not be null");
+  const bool to_means = args.means != nullptr;
+  if (args.labels == nullptr || (args.sums == nullptr && !to_means)) {
+    throw Error(ErrorCode::kInvalidArgument, "accumulate: labels and sums (or means) must not be null");
+  }
+  if (to_means && (args.sum_type != SumType::kF64 ||
+                   (args.converted != nullptr && args.converted_dtype != DType::kF32 &&
+                    args.converted_dtype != DType::kF16 && args.converted_dtype != DType::kBF16))) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "accumulate: means need float64 sums and a converted copy of f32, f16 or bf16");
   }
   if (k * d > (std::int64_t{1} << 40)) {
     throw Error(ErrorCode::kInvalidArgument, "accumulate: k * d too large");
@@ -346,6 +391,10 @@ void accumulate(Resources& res, const AccumulateArgs& args) {
   p.sums = args.sums;
   p.partials = w.partials;
   p.done = w.done;
+  p.means = args.means;
+  p.keep = args.keep;
+  p.converted = args.converted;
+  p.converted_dtype = args.converted_dtype;
   if (args.sum_type == SumType::kF64) {
     launch_sums_dtype<double>(args.x.dtype, p, max_items, slabs, stream);
   } else {

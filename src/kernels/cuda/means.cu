@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/element.cuh"
 #include "kernels/cuda/launch.h"
 #include "megatax/cuda.h"
 #include "megatax/error.h"
@@ -15,10 +16,6 @@ namespace detail {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
@@ -54,7 +51,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (converted != nullptr) {
     __syncthreads();
-    for (std::int64_t j = threadIdx.x; j < d; j += kThreads) store(converted + c * ld_converted + j, cen[j]);
+    for (std::int64_t j = threadIdx.x; j < d; j += kThreads) store_f32(converted + c * ld_converted + j, cen[j]);
   }
 }
 
