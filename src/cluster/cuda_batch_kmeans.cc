@@ -211,17 +211,24 @@ void CudaBatchKMeans::set_seeding_pools(const std::vector<std::span<const std::i
   const std::size_t P = pools.size();
   pool_begin_.assign(P + 1, 0);
   for (std::size_t p = 0; p < P; ++p) pool_begin_[p + 1] = pool_begin_[p] + static_cast<std::int64_t>(pools[p].size());
-  pool_rows_.resize(static_cast<std::size_t>(pool_begin_[P]));
+  const auto n_b = static_cast<std::size_t>(pool_begin_[P]);
+  // Page-locked, so that the uploads only queue (from pageable memory they waited for the
+  // stream, i.e. for this batch's gather of its rows), after the last batch's have run.
+  pools_uploaded_.synchronize();
+  pool_host_.grow((n_b + P + 1) * sizeof(std::int64_t));
+  pool_rows_ = pool_host_.as<std::int64_t>();
   // On this thread: the kept threads made it slower (1 H100 machine, same run: level 3's
   // "host runs" 0.32 -> 0.52 s), competing with the next batch's gather.
   for (std::size_t p = 0; p < P; ++p) {
-    std::int64_t* to = pool_rows_.data() + pool_begin_[p];
+    std::int64_t* to = pool_rows_ + pool_begin_[p];
     for (std::size_t i = 0; i < pools[p].size(); ++i) to[i] = row_begin_[p] + pools[p][i];
   }
-  pool_dev_.grow(pool_rows_.size() * sizeof(std::int64_t));
+  std::copy(pool_begin_.begin(), pool_begin_.end(), pool_rows_ + n_b);
+  pool_dev_.grow(n_b * sizeof(std::int64_t));
   pool_begin_dev_.grow(pool_begin_.size() * sizeof(std::int64_t));
-  cuda::copy_to_device(res_, pool_dev_.data(), pool_rows_.data(), pool_rows_.size() * sizeof(std::int64_t));
-  cuda::copy_to_device(res_, pool_begin_dev_.data(), pool_begin_.data(), pool_begin_.size() * sizeof(std::int64_t));
+  cuda::copy_to_device(res_, pool_dev_.data(), pool_rows_, n_b * sizeof(std::int64_t));
+  cuda::copy_to_device(res_, pool_begin_dev_.data(), pool_rows_ + n_b, pool_begin_.size() * sizeof(std::int64_t));
+  pools_uploaded_.record(res_);
 }
 
 void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64_t>>& cands,
@@ -248,7 +255,7 @@ void CudaBatchKMeans::seeding_distances(const std::vector<std::vector<std::int64
       if (c < 0 || c >= m)
         throw_error(ErrorCode::kInvalidArgument, "seeding_distances: problem " + std::to_string(p) + " candidate " +
                                                      std::to_string(c) + " is outside its pool of " + std::to_string(m));
-      a[p * kMaxCand + static_cast<std::size_t>(t)] = pool_rows_[static_cast<std::size_t>(pool_begin_[p] + c)];
+      a[p * kMaxCand + static_cast<std::size_t>(t)] = pool_rows_[pool_begin_[p] + c];
     }
     n_a[p] = static_cast<std::int32_t>(nc);
     out_begin[p] = total;
@@ -372,7 +379,7 @@ void CudaBatchKMeans::seed(const std::vector<detail::SeedingPlan>& plans,
       if (i < 0 || i >= pool_begin_[p + 1] - pool_begin_[p])
         throw_error(ErrorCode::kInternal, "CudaBatchKMeans::seed: problem " + std::to_string(p) + " chose pool index " +
                                               std::to_string(i) + " outside its pool");
-      seed_rows_.push_back(pool_rows_[static_cast<std::size_t>(pool_begin_[p] + i)]);
+      seed_rows_.push_back(pool_rows_[pool_begin_[p] + i]);
     }
   }
 }

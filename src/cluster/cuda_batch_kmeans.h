@@ -165,7 +165,11 @@ class CudaBatchKMeans final : public BatchKMeansDevice {
   std::int64_t dim_ = 0;
   std::vector<std::int64_t> row_begin_;      // problems + 1
   std::vector<std::int64_t> pool_begin_;     // problems + 1
-  std::vector<std::int64_t> pool_rows_;      // the pools' rows, numbered across the batch
+  // The pools' rows numbered across the batch (then pool_begin_'s copy): in pool_host_,
+  // page-locked, uploaded behind pools_uploaded_.
+  std::int64_t* pool_rows_ = nullptr;
+  cuda::PinnedBuffer pool_host_;
+  cuda::Event pools_uploaded_;
   std::vector<std::int64_t> centroid_begin_, centroid_end_;
   bool have_global_labels_ = false;          // update_host_ holds the last assignment's labels
   std::vector<std::uint8_t> last_skipped_;   // the problems the last assignment skipped
