@@ -229,6 +229,7 @@ std::vector<KMeansResult> fit_kmeans_batch(std::span<const MatrixView> xs,
     for (std::size_t p = 0; p < P; ++p) {
       active[p] = runs[p]->wants_assignment() ? 1 : 0;
       any = any || active[p];
+      if (steps_on_device) continue;  // (labels come back at the end, distances for a repair)
       labels[p] = active[p] ? runs[p]->labels() : nullptr;
       distances[p] = active[p] ? runs[p]->distances() : nullptr;
     }
