@@ -525,7 +525,6 @@ struct MeansArgs {
 // clusters are untouched. Deterministic. Throws Error(kInvalidArgument) for bad arguments.
 void means(Resources& res, const MeansArgs& args);
 
-
 // ---- Lloyd's decisions for many problems, on the device ----------------------------------
 // What cluster/kmeans_steps.h's LloydRun::assigned() decides after an assignment, made for
 // every problem of a batch without the labels or distances crossing the bus: problem g's

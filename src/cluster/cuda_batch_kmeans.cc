@@ -558,16 +558,16 @@ void CudaBatchKMeans::update_on_device(bool spherical) {
   counts_dev_.grow(static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   cuda::fill_zero(res_, counts_dev_.data(), static_cast<std::size_t>(total_k) * sizeof(std::int64_t));
   const auto* keep = reinterpret_cast<const std::uint8_t*>(global_labels_dev_.as<std::int32_t>() + n);
+  cuda::AccumulateArgs a;
+  a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
+  a.label_type = cuda::IndexType::kI32;
+  a.labels = global_labels_dev_.data();
+  a.k = total_k;
+  a.sum_type = cuda::SumType::kF64;
+  a.counts = counts_dev_.as<std::int64_t>();
+  a.skip_negative = true;
+  a.check_labels = false;  // the grouped assign's labels + offsets: in [0, total_k), or -1
   if (!spherical) {  // the means straight from the sums' pass (no k x d float64 array)
-    cuda::AccumulateArgs a;
-    a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
-    a.label_type = cuda::IndexType::kI32;
-    a.labels = global_labels_dev_.data();
-    a.k = total_k;
-    a.sum_type = cuda::SumType::kF64;
-    a.counts = counts_dev_.as<std::int64_t>();
-    a.skip_negative = true;
-    a.check_labels = false;  // the grouped assign's labels + offsets: in [0, total_k), or -1
     a.means = c32_dev_.as<float>();
     a.keep = keep;
     a.converted = c_dev_.data();
@@ -578,16 +578,7 @@ void CudaBatchKMeans::update_on_device(bool spherical) {
   const std::size_t sum_bytes = static_cast<std::size_t>(total_k * dim_) * sizeof(double);
   sums_dev_.grow(sum_bytes);
   cuda::fill_zero(res_, sums_dev_.data(), sum_bytes);
-  cuda::AccumulateArgs a;
-  a.x = MatrixView(x_dev_.data(), n, dim_, compute_, dim_);
-  a.label_type = cuda::IndexType::kI32;
-  a.labels = global_labels_dev_.data();
-  a.k = total_k;
-  a.sum_type = cuda::SumType::kF64;
   a.sums = sums_dev_.data();
-  a.counts = counts_dev_.as<std::int64_t>();
-  a.skip_negative = true;
-  a.check_labels = false;  // the grouped assign's labels + offsets: in [0, total_k), or -1
   cuda::accumulate(res_, a);
   cuda::MeansArgs m;
   m.sums = sums_dev_.as<double>();
