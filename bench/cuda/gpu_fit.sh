@@ -16,16 +16,19 @@
 #   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data), REUSE (1:
 #   fit the data a KEEP=1 run left in WORK, of the same N, D and SHARDS, instead of generating it),
 #   PINNED_BENCH (bench_pinned, for the floor of a pass over X kept in host memory; default:
-#   beside MEGATAX's build).
+#   beside MEGATAX's build), STORE (the folder of the fits' model and output folders, default
+#   WORK: e.g. a tmpfs such as /dev/shm/megatax_fit, to see the fit without the disk's writes).
 set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
+STORE=${STORE:-$WORK}
+mkdir -p "$STORE"
 BATCH=${BATCH_ROWS:-1048576}
 t0=$(date +%s.%N)
 GEN_NAME=${GEN:-planted}
 GEN_VERB=generated
 if [ "${REUSE:-0}" = 1 ] && [ -d "$WORK/data" ]; then
-  rm -rf "$WORK"/m_* "$WORK"/o_*
+  rm -rf "$STORE"/m_* "$STORE"/o_*
   GEN_NAME="as a KEEP=1 run left it"
   GEN_VERB=reused
 elif [ "${GEN:-planted}" = numpy ]; then
@@ -69,9 +72,9 @@ if [ -x "$PINNED_BENCH" ]; then
 fi
 # What the disk takes in: 4 GiB written and fsynced (the fit's model files, state and outputs
 # go there: a deep level's centroids alone are gigabytes).
-w0=$(date +%s.%N); dd if=/dev/zero of="$WORK/dd.test" bs=16M count=256 conv=fsync status=none; w1=$(date +%s.%N)
-rm -f "$WORK/dd.test"
-echo "gpu_fit: write 4 GiB to WORK's disk (dd, fsync): $(secs "$w0" "$w1") s = $(awk -v a="$w0" -v c="$w1" 'BEGIN { printf "%.2f", 4294967296 / (c - a) / 1e9 }') GB/s"
+w0=$(date +%s.%N); dd if=/dev/zero of="$STORE/dd.test" bs=16M count=256 conv=fsync status=none; w1=$(date +%s.%N)
+rm -f "$STORE/dd.test"
+echo "gpu_fit: write 4 GiB where the fits write (STORE) (dd, fsync): $(secs "$w0" "$w1") s = $(awk -v a="$w0" -v c="$w1" 'BEGIN { printf "%.2f", 4294967296 / (c - a) / 1e9 }') GB/s"
 # summarize LABEL LOG: a run's passes (one a level), its training's seconds (every level's
 # "trained ... in X s") and their share of the fit's, and the process's peak RSS (host memory:
 # a fit keeping X in page-locked copies holds them there; mapped shard files count too).
@@ -86,10 +89,10 @@ summarize() {
 }
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
-  rm -rf "$WORK/m_$label" "$WORK/o_$label"  # (a repeated run starts afresh)
+  rm -rf "$STORE/m_$label" "$STORE/o_$label"  # (a repeated run starts afresh)
   echo "---- $label: megatax fit --device $dev $* (levels $LEVELS x $B, batch $BATCH) ----"
   /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" fit --input "$WORK/data/part-*.npy" \
-    --storage "$WORK/m_$label" --output "$WORK/o_$label" --levels "$LEVELS" --branching "$B" \
+    --storage "$STORE/m_$label" --output "$STORE/o_$label" --levels "$LEVELS" --branching "$B" \
     --batch-rows "$BATCH" --device "$dev" "$@" 2>&1 | tr '\r' '\n' |
     grep -E "^level|^[0-9]+ |^fit:|peak RSS|trained|assigned|descend:|training:|training, lane|built in|summed|committed|in the background" |
     sed 's/shards \[[0-9,]*\]/shards/' | tee "$WORK/run_$label.log"
@@ -104,10 +107,10 @@ for rep in $(seq 1 "${REPEAT:-1}"); do
 done
 if [ -n "${BASE_MEGATAX:-}" ]; then
   same() { if diff -rq -x taxonomy.json "$1" "$2" >/dev/null; then echo identical; else echo "DIFFERENT ($(diff -rq -x taxonomy.json "$1" "$2" | head -3 | tr '\n' ' '))"; fi; }
-  echo "gpu_fit: base vs ours: model files $(same "$WORK/m_base-cuda" "$WORK/m_cuda"), outputs $(same "$WORK/o_base-cuda" "$WORK/o_cuda")"
+  echo "gpu_fit: base vs ours: model files $(same "$STORE/m_base-cuda" "$STORE/m_cuda"), outputs $(same "$STORE/o_base-cuda" "$STORE/o_cuda")"
   # Quality, when the bits differ: each level's total inertia (sum of squared distances of
   # the points to their node's centroid), ours over the base's.
-  python3 - "$WORK" "$LEVELS" <<'PY'
+  python3 - "$STORE" "$LEVELS" <<'PY'
 import sys, numpy as np
 w, levels = sys.argv[1], int(sys.argv[2])
 for l in range(1, levels + 1):
@@ -122,7 +125,7 @@ if [ -n "${EXTRA_ARGS:-}" ]; then
 fi
 if [ "${CPU_TOO:-0}" = 1 ]; then
   run cpu "$MEGATAX" cpu
-  python3 - "$WORK" "$SHARDS" <<'PY'
+  python3 - "$STORE" "$SHARDS" <<'PY'
 import sys, numpy as np
 w, s = sys.argv[1], int(sys.argv[2])
 a = np.concatenate([np.load(f"{w}/o_cpu/part-{i:05d}.paths.npy") for i in range(s)])
@@ -130,4 +133,4 @@ b = np.concatenate([np.load(f"{w}/o_cuda/part-{i:05d}.paths.npy") for i in range
 print(f"gpu_fit: cuda vs cpu paths equal for {100 * (a == b).all(axis=1).mean():.3f}% of rows")
 PY
 fi
-[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK" "$STORE"/m_* "$STORE"/o_*
