@@ -397,6 +397,13 @@ void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const s
 // other streams). Throws Error(kInvalidArgument) for null pointers, n < 0 or max_sms < 0.
 void gather_rows_at(Resources& res, const void* const* rows, std::size_t row_bytes, std::int64_t n, void* dst,
                     int max_sms = 0);
+// Queues the copy of `bytes` bytes from src to dst by a kernel kept to `sms` SMs, not by a
+// copy engine: src in page-locked host memory at its device_address() is read over the bus
+// (a few SMs keep it at its rate) while the copy engines carry other copies (a host->device
+// copy queued on another stream waits for the one before it in the same direction; this one
+// does not hold it back). 16-byte pieces when both pointers are 16-byte aligned, else bytes.
+// Throws Error(kInvalidArgument) for null pointers (with bytes > 0) or sms < 1.
+void copy_by_sms(Resources& res, void* dst, const void* src, std::size_t bytes, int sms);
 
 // ---- a level's descent: rows grouped by parent, results back in row order -----------------
 // Queues order[t] and sorted_parent[t] for t < n: rows 0..n-1 stably sorted by parent[i]

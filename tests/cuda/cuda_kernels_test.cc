@@ -1414,6 +1414,41 @@ void test_gather_rows_at(mc::Resources& res, std::mt19937_64& rng, std::size_t r
   report(name, ok, "byte-identical to the host gather");
 }
 
+// copy_by_sms: `bytes` random bytes from page-locked host memory (read over the bus at its
+// device address) or from device memory, starting `offset` bytes into the source buffer
+// (offset % 16 != 0: the byte path), on `sms` SMs, against the host's bytes; the bytes
+// around the destination range stay as they were.
+void test_copy_by_sms(mc::Resources& res, std::mt19937_64& rng, std::size_t bytes, std::size_t offset, int sms,
+                      bool from_host) {
+  std::vector<unsigned char> src(bytes + offset);
+  for (auto& v : src) v = static_cast<unsigned char>(rng());
+  mc::PinnedBuffer hsrc(from_host ? src.size() : 0);
+  mc::DeviceBuffer dsrc(from_host ? 0 : src.size()), ddst(bytes + 32);
+  const unsigned char* from = nullptr;
+  if (from_host) {
+    std::memcpy(hsrc.data(), src.data(), src.size());
+    from = static_cast<const unsigned char*>(mc::device_address(hsrc.data()));
+  } else {
+    mc::copy_to_device(res, dsrc.data(), src.data(), src.size());
+    from = dsrc.as<unsigned char>();
+  }
+  std::vector<unsigned char> canary(bytes + 32);
+  for (auto& v : canary) v = static_cast<unsigned char>(rng());
+  mc::copy_to_device(res, ddst.data(), canary.data(), canary.size());
+  mc::copy_by_sms(res, ddst.as<unsigned char>() + 16, from + offset, bytes, sms);
+  const auto got = download<unsigned char>(res, ddst, bytes + 32);
+  std::int64_t bad = 0, spilled = 0;
+  for (std::size_t i = 0; i < bytes; ++i) bad += got[16 + i] != src[offset + i];
+  for (std::size_t i = 0; i < 16; ++i) spilled += (got[i] != canary[i]) + (got[16 + bytes + i] != canary[16 + bytes + i]);
+  bool ok = true;
+  CHECK_OR_FAIL(bad == 0, "%lld bytes differ from the source", (long long)bad);
+  CHECK_OR_FAIL(spilled == 0, "%lld bytes written outside the destination range", (long long)spilled);
+  char name[160];
+  std::snprintf(name, sizeof(name), "copy_by_sms %zu bytes from %s (offset %zu), %d SMs", bytes,
+                from_host ? "page-locked host memory" : "device memory", offset, sms);
+  report(name, ok, "byte-identical to the source");
+}
+
 // A file's read-only mapping registered where it lies in the page cache (HostRegistration,
 // read_only; the range starts mid-page: widened to whole pages), its rows gathered over the
 // bus by gather_rows_at at their device addresses, against the file's bytes; the file's
@@ -1778,6 +1813,10 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                   mc::assign(res, a);
                 }),
                 "assign with k = 0 did not throw kInvalidArgument");
+  CHECK_OR_FAIL(throws_invalid([&] { mc::copy_by_sms(res, labels.data(), sums.data(), 16, 0); }),
+                "copy_by_sms on 0 SMs did not throw kInvalidArgument");
+  CHECK_OR_FAIL(throws_invalid([&] { mc::copy_by_sms(res, nullptr, sums.data(), 16, 2); }),
+                "copy_by_sms to a null pointer did not throw kInvalidArgument");
   CHECK_OR_FAIL(throws_invalid([&] {
                   mc::AssignArgs a;
                   a.x = dx.view;
@@ -2123,6 +2162,13 @@ int main(int argc, char** argv) {
     test_gather_rows_at(res, rng, 4112, 900, 3001, 1, true);
     test_gather_rows_at(res, rng, 34, 300, 1000, 2, true);
     test_gather_rows_at(res, rng, 4112, 900, 2999, 5, false);
+    // A batch's copy over the bus by a few SMs: more pieces than a grid's threads take at once,
+    // a tail of bytes, the byte path (unaligned), one SM, from device memory.
+    test_copy_by_sms(res, rng, (std::size_t{3} << 20) + 7, 0, 4, true);
+    test_copy_by_sms(res, rng, 100003, 5, 2, true);
+    test_copy_by_sms(res, rng, 70000, 16, 1, true);
+    test_copy_by_sms(res, rng, 12345, 0, 8, false);
+    test_copy_by_sms(res, rng, 15, 0, 3, true);
     test_registered_file_mapping(res, rng, 2048, 3000, 5001, 128);  // an .npy header's size
     test_registered_file_mapping(res, rng, 34, 1000, 777, 8);       // .fbin's; byte rows
     std::printf("descent on the device (reference: the host's stable sort and scatter)\n");

@@ -1,6 +1,7 @@
 // Row gathers on the device (megatax/cuda.h, gather_rows and gather_rows_at): one warp per row, 16-byte pieces
 // when the row size and both pointers allow it, else bytes. Memory-bound (reads and writes
-// n * row_bytes); gather_rows_at may read over the bus (rows in page-locked host memory).
+// n * row_bytes); gather_rows_at may read over the bus (rows in page-locked host memory), as
+// copy_by_sms does for one contiguous range.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -68,8 +69,66 @@ __global__ void __launch_bounds__(kWideThreads)
   }
 }
 
+// copy_by_sms: a grid of `sms` blocks, the range's 16-byte pieces taken in a grid stride, a
+// thread loading kCopyInFlight of them before it stores any (a block has 32 KiB out: reads
+// over the bus wait microseconds each). Few registers and no shared memory: the blocks of
+// kernels running beside it still fit on the SMs it holds.
+constexpr int kCopyThreads = 256;
+constexpr int kCopyInFlight = 8;
+
+__global__ void __launch_bounds__(kCopyThreads)
+    copy_pieces_kernel(const uint4* __restrict__ src, std::size_t pieces, uint4* __restrict__ dst) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * kCopyThreads;
+  for (std::size_t p0 = static_cast<std::size_t>(blockIdx.x) * kCopyThreads + threadIdx.x; p0 < pieces;
+       p0 += stride * kCopyInFlight) {
+    uint4 v[kCopyInFlight];
+#pragma unroll
+    for (int u = 0; u < kCopyInFlight; ++u) {
+      const std::size_t p = p0 + u * stride;
+      if (p < pieces) v[u] = src[p];
+    }
+#pragma unroll
+    for (int u = 0; u < kCopyInFlight; ++u) {
+      const std::size_t p = p0 + u * stride;
+      if (p < pieces) dst[p] = v[u];
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kCopyThreads)
+    copy_bytes_kernel(const unsigned char* __restrict__ src, std::size_t bytes, unsigned char* __restrict__ dst) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * kCopyThreads;
+  for (std::size_t b = static_cast<std::size_t>(blockIdx.x) * kCopyThreads + threadIdx.x; b < bytes; b += stride)
+    dst[b] = src[b];
+}
+
 }  // namespace
 }  // namespace detail
+
+void copy_by_sms(Resources& res, void* dst, const void* src, std::size_t bytes, int sms) {
+  if (sms < 1) throw Error(ErrorCode::kInvalidArgument, "copy_by_sms: sms = " + std::to_string(sms) + " < 1");
+  if (bytes == 0) return;
+  if (src == nullptr || dst == nullptr) throw Error(ErrorCode::kInvalidArgument, "copy_by_sms: a pointer is null");
+  res.activate();
+  const auto stream = static_cast<cudaStream_t>(res.stream());
+  const bool vec = reinterpret_cast<std::uintptr_t>(src) % 16 == 0 && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0;
+  const std::size_t pieces = vec ? bytes / 16 : 0;
+  if (pieces > 0) {
+    const auto blocks = static_cast<unsigned>(
+        std::min<std::size_t>(static_cast<std::size_t>(sms), (pieces + detail::kCopyThreads - 1) / detail::kCopyThreads));
+    detail::copy_pieces_kernel<<<blocks, detail::kCopyThreads, 0, stream>>>(static_cast<const uint4*>(src), pieces,
+                                                                            static_cast<uint4*>(dst));
+    MEGATAX_CUDA_CHECK_LAUNCH("copy_pieces_kernel");
+  }
+  const std::size_t tail = bytes - pieces * 16;  // everything without 16-byte pieces, or their remainder
+  if (tail > 0) {
+    const auto blocks = static_cast<unsigned>(
+        std::min<std::size_t>(static_cast<std::size_t>(sms), (tail + detail::kCopyThreads - 1) / detail::kCopyThreads));
+    detail::copy_bytes_kernel<<<blocks, detail::kCopyThreads, 0, stream>>>(
+        static_cast<const unsigned char*>(src) + pieces * 16, tail, static_cast<unsigned char*>(dst) + pieces * 16);
+    MEGATAX_CUDA_CHECK_LAUNCH("copy_bytes_kernel");
+  }
+}
 
 void gather_rows(Resources& res, const void* src, std::size_t row_bytes, const std::int64_t* idx, std::int64_t n,
                  void* dst) {
