@@ -355,9 +355,12 @@ class CudaBackend final : public ComputeBackend {
     }
     wait_for_kept_copies();  // the pass that kept it copied it to the host
     const int slot = stage_kept_on_host(it);
+    // The next batch's copy: by SMs, queued first (it overlaps this descent); by the copy
+    // engine, queued after it (see copy_ahead).
+    if (copy_sms_ > 0) copy_ahead(it, 1 - slot);
     descend_impl(tree, level, rows, nullptr, staged_[slot].buffer.data(), Key{-1, -1}, false, prev, node, child,
                  dist, 0);
-    copy_ahead(it, 1 - slot);
+    if (copy_sms_ == 0) copy_ahead(it, 1 - slot);
   }
 
   // Kept batches are found by key (the last batch of `shard` starting at or before the row);
@@ -406,7 +409,9 @@ class CudaBackend final : public ComputeBackend {
         r += "; kept in page-locked host memory: " + std::to_string(on_host) + " batches, " +
              std::to_string(host_bytes_ >> 20) + " MiB (" + std::to_string(in_place) +
              " of them in place in the page cache; descended: " + std::to_string(time_.copied_ahead) +
-             " copied ahead, " + std::to_string(time_.copied_at_call) + " at the call)";
+             " copied ahead (" +
+             (copy_sms_ > 0 ? "by " + std::to_string(copy_sms_) + " SMs" : std::string("by the copy engine")) +
+             "), " + std::to_string(time_.copied_at_call) + " at the call)";
     }
     time_ = {};
     return r;
@@ -624,9 +629,13 @@ class CudaBackend final : public ComputeBackend {
   }
 
   // Starts copying the batch kept on the host after `it` (key order: a lone worker's shard
-  // order) into staging slot `slot`, on copy_res_'s stream, to overlap the caller's
-  // bookkeeping of this one. Queued once the descent is done: a copy queued before it would
-  // hold back the descent's own small uploads behind it (one copy engine a direction).
+  // order) into staging slot `slot`, on copy_res_'s stream: by a kernel on copy_sms_ SMs
+  // reading it over the bus (cuda::copy_by_sms), queued before the descent of `it`, which it
+  // overlaps; or (copy_sms_ = 0) by the copy engine, queued once the descent is done, to
+  // overlap only the caller's bookkeeping: an engine copy queued before the descent holds
+  // back the descent's own small uploads (the parents, the groups' tiles) until it is done,
+  // host->device copies waiting in turn (measured: no overlap). The slot's last batch was
+  // descended by a call that has returned (each waits for its results).
   void copy_ahead(std::map<Key, Resident>::const_iterator it, int slot) {
     auto next = std::next(it);
     while (next != resident_.end() && !next->second.on_host()) ++next;
@@ -637,7 +646,11 @@ class CudaBackend final : public ComputeBackend {
     if (!copy_res_) copy_res_.emplace(res_.device());
     const std::size_t bytes = next->second.host_bytes;
     ahead.buffer.reserve(bytes);
-    cuda::copy_to_device(*copy_res_, ahead.buffer.data(), next->second.host, bytes);
+    if (copy_sms_ > 0 && next->second.host_on_device != nullptr) {
+      cuda::copy_by_sms(*copy_res_, ahead.buffer.data(), next->second.host_on_device, bytes, copy_sms_);
+    } else {
+      cuda::copy_to_device(*copy_res_, ahead.buffer.data(), next->second.host, bytes);
+    }
     ahead.ready.record(*copy_res_);
     ahead.key = next->first;
     ahead.bytes = bytes;
@@ -1033,6 +1046,12 @@ class CudaBackend final : public ComputeBackend {
   }
   bool keep_device_ = resident_mode_allows("device");
   bool keep_host_ = resident_mode_allows("host");
+  // MEGATAX_CUDA_COPY_SMS: the SMs that copy a batch kept on the host to the device for its
+  // descent (copy_ahead), 0 for the copy engine. 16 blocks of copy_by_sms keep 0.5 MiB of
+  // reads out, enough for the bus's rate (4 took 1.7x as long in the 20M fit, 32 no less);
+  // levels 2 and 3's passes of a 20M x 1024 f16 fit 0.90-0.93 / 1.02-1.08 s -> 0.82-0.84 /
+  // 0.83-0.89 s against 0.74 s for X over the bus (H200, bench/RESULTS.md session 50).
+  int copy_sms_ = static_cast<int>(env_int("MEGATAX_CUDA_COPY_SMS", 0, 1024).value_or(16));
   // Batches kept on the host, copied to the device for a descent (stage_kept_on_host): two
   // buffers, one descended while the next batch is copied into the other on copy_res_'s
   // stream (made at its first use).

@@ -10,7 +10,8 @@
 //      3b. the same fit with the data kept on the device across levels vs read every pass
 //      (MEGATAX_CUDA_RESIDENT=0): identical model and output files, and the same with the
 //      batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host; the log shows
-//      batches kept there and copied ahead; f16 rows as stored lie in place in the shard
+//      batches kept there and copied ahead, by SMs or, MEGATAX_CUDA_COPY_SMS=0, the copy
+//      engine; f16 rows as stored lie in place in the shard
 //      files' page cache, registered, handed to the GPU there by the first pass without
 //      the host reading them, and the same with copies of their own:
 //      MEGATAX_CUDA_IN_PLACE=0), split between the device and the host (a
@@ -293,7 +294,9 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
 // the batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host: later passes
 // copy them to the device, the training's gathers read them over the bus), split between
 // the device and the host (a device budget of the first shard's), and partly kept (a host
-// budget of the first shard's, the rest read every pass): the same files again.
+// budget of the first shard's, the rest read every pass), and kept on the host but copied
+// to the device by the copy engine rather than by SMs (MEGATAX_CUDA_COPY_SMS=0): the same
+// files again.
 // `batch_bytes`: a batch's size (c.batch_rows rows, two and a half batches a shard).
 // `in_place`: the rows are kept on the host as stored (raw .npy rows in the dtype the GPU
 // multiplies in): then the batches kept on the host lie in place in the shard files' page
@@ -319,6 +322,9 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
        {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_HOST_KEEP_MIB", first_shard}}},
       {"copied", " (kept on the host, copied rather than in place)",
        {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_IN_PLACE", "0"}}},
+      // (the others copy a batch kept on the host to the device by a kernel on a few SMs)
+      {"engine", " (kept on the host, copied to the device by the copy engine)",
+       {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_COPY_SMS", "0"}}},
   };
   for (const Way& w : ways) {
     for (const auto& [var, value] : w.env) setenv(var, value.c_str(), 1);
@@ -336,7 +342,9 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
                          line.find(" copied ahead") != std::string::npos &&
                          line.find("descended: 0 copied ahead") == std::string::npos;
     const bool on_device = line.find("kept on the device:") != std::string::npos;
-    const bool where = on_host && on_device == (w.name == "split");
+    const bool copied_as_asked =
+        line.find(w.name == "engine" ? "copied ahead (by the copy engine)" : " SMs)") != std::string::npos;
+    const bool where = on_host && on_device == (w.name == "split") && copied_as_asked;
     check(where, what + w.label + ": the log shows the batches there" +
                      (where ? "" : " (" + (line.empty() ? std::string("no level-2 descent logged") : line) + ")"));
     if (w.name != "host" && w.name != "copied") continue;
