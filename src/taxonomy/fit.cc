@@ -464,6 +464,14 @@ struct FlatSamples {
   UninitVector<std::int64_t> ids, priorities;
 };
 
+// One node's tally in a shard's pass: its points and their summed distance, side by side so
+// that a row's bookkeeping touches one cache line (a wide level's nodes are scattered over
+// megabytes: two arrays cost two misses a row).
+struct NodeTally {
+  std::int64_t count = 0;
+  double inertia = 0.0;
+};
+
 // What one shard's assignment pass adds up: per touched node, points and summed distance.
 struct ShardSummary {
   std::int64_t shard = 0;
@@ -471,28 +479,25 @@ struct ShardSummary {
   std::vector<double> inertia;
 };
 
-// Moves the pass's per-node counts and inertia sums of one shard into *sum, in node order,
-// and resets them (and `touched`, the nodes with a non-zero count, each once, in any order).
-// Node nd's are count[nd * stride] and inertia[nd * stride]. `tmp`: scratch.
-void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<std::int64_t>& count,
-                        std::vector<double>& inertia, std::size_t stride, std::vector<std::int32_t>& tmp,
-                        ShardSummary* sum) {
+// Moves the pass's per-node tallies of one shard into *sum, in node order, and resets them
+// (and `touched`, the nodes with a non-zero count, each once, in any order). Node nd's is
+// tally[nd * stride]. `tmp`: scratch.
+void take_shard_summary(std::vector<std::int32_t>& touched, std::vector<NodeTally>& tally, std::size_t stride,
+                        std::vector<std::int32_t>& tmp, ShardSummary* sum) {
   if (touched.size() < 1024) {
     std::sort(touched.begin(), touched.end());
   } else {
-    taxonomy::sort_node_ids(touched, static_cast<std::int64_t>(count.size() / stride), tmp);
+    taxonomy::sort_node_ids(touched, static_cast<std::int64_t>(tally.size() / stride), tmp);
   }
   sum->nodes.reserve(sum->nodes.size() + touched.size());
   sum->counts.reserve(sum->counts.size() + touched.size());
   sum->inertia.reserve(sum->inertia.size() + touched.size());
   for (const std::int32_t nd : touched) {
-    auto& c = count[static_cast<std::size_t>(nd) * stride];
-    auto& v = inertia[static_cast<std::size_t>(nd) * stride];
+    NodeTally& t = tally[static_cast<std::size_t>(nd) * stride];
     sum->nodes.push_back(nd);
-    sum->counts.push_back(c);
-    sum->inertia.push_back(v);
-    c = 0;
-    v = 0.0;
+    sum->counts.push_back(t.count);
+    sum->inertia.push_back(t.inertia);
+    t = NodeTally{};
   }
   touched.clear();
 }
@@ -1546,25 +1551,24 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // queue, the shard summaries.
       double prev = 0, writes = 0, summary = 0;
     } pass;
-    // Per-node count and inertia of the current shard (touched entries reset after each).
-    // A level of few nodes gives each its own cache line of counts and of inertia (stride 8),
-    // so that the bookkeeping's threads can serve single nodes (level 1's 100 nodes on 16
-    // threads: groups of 8 left 3 threads idle and the rest uneven); wider levels pack them.
-    const std::size_t stride = n_nodes <= 8192 ? 8 : 1;
-    std::vector<std::int64_t> node_count(static_cast<std::size_t>(n_nodes) * stride, 0);
-    std::vector<double> node_inertia(static_cast<std::size_t>(n_nodes) * stride, 0.0);
+    // Per-node tallies of the current shard (touched entries reset after each). A level of
+    // few nodes gives each its own cache line (stride 4: 64 bytes), so that the bookkeeping's
+    // threads can serve single nodes (level 1's 100 nodes on 16 threads: groups of 8 left 3
+    // threads idle and the rest uneven); wider levels pack them, 4 to a line.
+    constexpr std::size_t kTalliesPerLine = 64 / sizeof(NodeTally);
+    const std::size_t stride = n_nodes <= 8192 ? kTalliesPerLine : 1;
+    std::vector<NodeTally> node_tally(static_cast<std::size_t>(n_nodes) * stride);
     std::vector<std::int32_t> touched, sort_scratch;
     std::vector<std::vector<std::int32_t>> touched_by;  // per bookkeeping thread, merged into touched
     // A finished shard's tallies are folded into the level's sums (one worker) or made its
     // summary (several; sorted by node) in the background while the next shard is booked:
-    // its counts, inertia and touched nodes are swapped (vectors: no copies) with a second
+    // its tallies and touched nodes are swapped (vectors: no copies) with a second
     // set, which the job zeroes as it goes, so the set comes back as the next shard's spare.
     // Jobs run one at a time in shard order: the sums' bits do not change (level 3 of a 20M
     // fit on a GPU: 0.2 s of its pass folding on 16 threads, the host otherwise waiting for
     // the device's descent of the next shard). Only the jobs touch `summaries` and the
     // folded sums until tally_jobs.wait().
-    std::vector<std::int64_t> tally_count;
-    std::vector<double> tally_inertia;
+    std::vector<NodeTally> tally_spare;
     std::vector<std::int32_t> tally_touched;
     BackgroundJobs tally_jobs(1);
     // The bookkeeping's rows sorted out: by_owner[t * T + o], rows of slice t that thread o serves.
@@ -1678,8 +1682,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // The paths, node counts and sample offers of rows [r0, r0 + m) once descended, on
       // every thread, in two steps: thread t copies a slice of the rows' paths and sorts
       // the slice's rows out by the thread that serves their node (nodes with
-      // (nd / 8) % T == o: 8 nodes to a cache line of counts; nd % T == o where each node
-      // has a line of its own, `stride` 8); then thread o takes its
+      // (nd / 4) % T == o: 4 nodes to a cache line of tallies; nd % T == o where each node
+      // has a line of its own, `stride` 4); then thread o takes its
       // rows from every slice in slice order, so each node's count, inertia sum and sample
       // offers are those of one thread in row order (the same bits on any thread count;
       // NodeSamples' nodes are independent). Where every thread read every row's node
@@ -1692,7 +1696,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         if (by_owner.size() < static_cast<std::size_t>(T) * static_cast<std::size_t>(T))
           by_owner.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(T));
         const FastMod owner(static_cast<std::uint32_t>(T));
-        const int node_shift = stride == 8 ? 0 : 3;  // nodes served together: 1 or 8
+        const int node_shift = stride == 1 ? 2 : 0;  // nodes served together: a line's 4, or 1
         // Rows i of [0, m) are rows r0 + first + i of the shard and first + i of the batch.
         const std::int32_t* nodes = cur.node.data() + r0 + first;
         const float* dists = cur.dist.data() + r0 + first;
@@ -1702,8 +1706,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // reloaded after each store).
         auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
           const std::int32_t nd = nodes[i];
-          if (node_count[static_cast<std::size_t>(nd) * stride]++ == 0) my_touched.push_back(nd);
-          node_inertia[static_cast<std::size_t>(nd) * stride] += dists[i];
+          NodeTally& t = node_tally[static_cast<std::size_t>(nd) * stride];
+          if (t.count++ == 0) my_touched.push_back(nd);
+          t.inertia += dists[i];
           if (collect) {
             const Id id = id0 + i;
             next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
@@ -1773,12 +1778,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // The shard's tallies swapped for the spare set (zeroed by the job before), then
         // folded or summarised in the background while the next shard runs.
         tally_jobs.wait();
-        if (tally_count.size() != node_count.size()) {
-          tally_count.assign(node_count.size(), 0);
-          tally_inertia.assign(node_inertia.size(), 0.0);
-        }
-        std::swap(node_count, tally_count);
-        std::swap(node_inertia, tally_inertia);
+        if (tally_spare.size() != node_tally.size()) tally_spare.assign(node_tally.size(), NodeTally{});
+        std::swap(node_tally, tally_spare);
         std::swap(touched, tally_touched);
         if (fold && si == next_to_fold) {
           ++next_to_fold;
@@ -1789,8 +1790,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             parallel_for(T, T, [&](std::int64_t t, int) {
               for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
                 const auto nd = static_cast<std::size_t>(tally_touched[static_cast<std::size_t>(u)]);
-                folded_count[nd] += std::exchange(tally_count[nd * stride], 0);
-                folded_inertia[nd] += std::exchange(tally_inertia[nd * stride], 0.0);
+                const NodeTally t = std::exchange(tally_spare[nd * stride], NodeTally{});
+                folded_count[nd] += t.count;
+                folded_inertia[nd] += t.inertia;
                 folded_has[nd] = 1;
               }
             });
@@ -1800,7 +1802,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           tally_jobs.submit([&, si] {
             ShardSummary sum;
             sum.shard = si;
-            take_shard_summary(tally_touched, tally_count, tally_inertia, stride, sort_scratch, &sum);
+            take_shard_summary(tally_touched, tally_spare, stride, sort_scratch, &sum);
             summaries.push_back(std::move(sum));
           });
         }
@@ -1850,8 +1852,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             tail_waited = true;
             merge_touched();
             for (const std::int32_t node : touched) {  // left over by a shard that threw
-              node_count[static_cast<std::size_t>(node) * stride] = 0;
-              node_inertia[static_cast<std::size_t>(node) * stride] = 0.0;
+              node_tally[static_cast<std::size_t>(node) * stride] = NodeTally{};
             }
             touched.clear();
           };
