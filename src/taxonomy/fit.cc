@@ -55,6 +55,13 @@ std::string level_dir(int l) { return "level-" + std::to_string(l) + "/"; }
 std::string state_dir(int l) { return "state/level-" + std::to_string(l) + "/"; }
 std::string samples_prefix(int l) { return "state/samples-" + std::to_string(l); }
 
+// The priority of point `id` in the training sample of level `level` (NodeSamples: a node's
+// sample is its points of the smallest priorities): a function of the id, so a committed
+// sample is stored as ids alone and its priorities recomputed on resume.
+std::uint64_t sample_priority(std::int64_t id, std::uint64_t seed, int level) {
+  return hash64(static_cast<std::uint64_t>(id), seed, static_cast<std::uint64_t>(level));
+}
+
 // Per-shard fit state after a level: node at that level (-1 below a leaf), path so far
 // (int32 [n, levels]) and distance to the deepest centroid reached.
 struct ShardState {
@@ -667,11 +674,14 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (done >= 1 && done < L) {
       std::vector<std::int64_t> sh;
       const std::string p = s.path(samples_prefix(done + 1));
-      samples = taxonomy::NodeSamples::unflatten(
-          cfg.sample_capacity(done + 1),
-          io::read_npy_array<std::int64_t>(st, p + ".offsets.npy", &sh),
-          io::read_npy_array<std::int64_t>(st, p + ".ids.npy", &sh),
-          io::read_npy_array<std::int64_t>(st, p + ".priorities.npy", &sh));
+      const auto offsets = io::read_npy_array<std::int64_t>(st, p + ".offsets.npy", &sh);
+      const auto ids = io::read_npy_array<std::int64_t>(st, p + ".ids.npy", &sh);
+      // Each id's priority is a function of the id (sample_priority), so the files hold
+      // only the ids (a state that also wrote .priorities.npy resumes the same way).
+      std::vector<std::int64_t> priorities(ids.size());
+      for (std::size_t t = 0; t < ids.size(); ++t)
+        priorities[t] = static_cast<std::int64_t>(sample_priority(ids[t], cfg.seed, done + 1));
+      samples = taxonomy::NodeSamples::unflatten(cfg.sample_capacity(done + 1), offsets, ids, priorities);
     }
     report.resumed_from_level = done;
     log("resuming '" + cfg.storage_uri + "' after level " + std::to_string(done) +
@@ -744,7 +754,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
     if (l == 1) {
       taxonomy::NodeSamples local(1, cfg.sample_capacity(1));
       const std::int64_t id0 = N * me / R, id1 = N * (me + 1) / R;
-      for (std::int64_t id = id0; id < id1; ++id) local.offer(0, hash64(static_cast<std::uint64_t>(id), cfg.seed, 1), id);
+      for (std::int64_t id = id0; id < id1; ++id) local.offer(0, sample_priority(id, cfg.seed, 1), id);
       samples = route_samples(local, ex, 1, cfg.sample_capacity(1));
     }
     const std::int64_t n_parents = s.tree.nodes(l - 1);
@@ -1701,7 +1711,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         const std::int32_t* nodes = cur.node.data() + r0 + first;
         const float* dists = cur.dist.data() + r0 + first;
         const Id id0 = global_begin + r0 + first;
-        const auto salt = static_cast<std::uint64_t>(l) + 1;
         // The loops keep their arrays in locals (the lambda's references would be
         // reloaded after each store).
         auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
@@ -1711,7 +1720,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           t.inertia += dists[i];
           if (collect) {
             const Id id = id0 + i;
-            next.offer(nd, hash64(static_cast<std::uint64_t>(id), cfg.seed, salt), id);
+            next.offer(nd, sample_priority(id, cfg.seed, l + 1), id);
           }
         };
         pass_pool.run(T, [&, T, r0, first, m](std::int64_t t, int) {
@@ -2300,10 +2309,6 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         writes.push_back([&st, f, path = samples_path + ".ids.npy"] {
           const std::int64_t shape[1] = {static_cast<std::int64_t>(f->samples->ids.size())};
           write_npy(st, path, std::span<const std::int64_t>(f->samples->ids), shape);
-        });
-        writes.push_back([&st, f, path = samples_path + ".priorities.npy"] {
-          const std::int64_t shape[1] = {static_cast<std::int64_t>(f->samples->priorities.size())};
-          write_npy(st, path, std::span<const std::int64_t>(f->samples->priorities), shape);
         });
       }
       auto write_files = [writes = std::move(writes)] {

@@ -246,6 +246,14 @@ TEST_F(TaxonomyData, ResumeAfterAStoppedLevelGivesTheSameBytes) {
       EXPECT_EQ(e.code(), ErrorCode::kCancelled);
     }
     EXPECT_FALSE(fs::exists(o + "/part-00000.paths.npy"));
+    // The next level's sample is committed as ids (and offsets) alone: each id's priority is
+    // recomputed on resume. A file of priorities an older version wrote beside them is
+    // ignored and removed with the state.
+    const std::string sample = t + "/state/samples-" + std::to_string(stop + 1);
+    EXPECT_TRUE(fs::exists(sample + ".ids.npy"));
+    EXPECT_TRUE(fs::exists(sample + ".offsets.npy"));
+    EXPECT_FALSE(fs::exists(sample + ".priorities.npy"));
+    std::ofstream(sample + ".priorities.npy") << "from an older version";
     // Without --resume the existing fit is refused.
     TaxonomyEngine again(config(t, 3, 4, 2, 3));
     EXPECT_THROW(again.fit(dir_ / "data/part-*.npy", o, quiet()), Error);
