@@ -468,7 +468,7 @@ bool test_crash_here(int rank, int level) {
 // A level's next samples in flat form (NodeSamples::flatten), as written to storage.
 struct FlatSamples {
   std::vector<std::int64_t> offsets;
-  UninitVector<std::int64_t> ids, priorities;
+  UninitVector<std::int64_t> ids;  // (their priorities: sample_priority, not stored)
 };
 
 // One node's tally in a shard's pass: its points and their summed distance, side by side so
@@ -1799,9 +1799,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             parallel_for(T, T, [&](std::int64_t t, int) {
               for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
                 const auto nd = static_cast<std::size_t>(tally_touched[static_cast<std::size_t>(u)]);
-                const NodeTally t = std::exchange(tally_spare[nd * stride], NodeTally{});
-                folded_count[nd] += t.count;
-                folded_inertia[nd] += t.inertia;
+                const NodeTally tally = std::exchange(tally_spare[nd * stride], NodeTally{});
+                folded_count[nd] += tally.count;
+                folded_inertia[nd] += tally.inertia;
                 folded_has[nd] = 1;
               }
             });
@@ -2253,7 +2253,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           }
         }
       }
-      if (driver) all_samples.flatten(&flat->offsets, &flat->ids, &flat->priorities, cfg.threads);
+      if (driver) all_samples.flatten(&flat->offsets, &flat->ids, nullptr, cfg.threads);
     }
     const double samples_s = since(t_commit);  // gathered and flattened
     double centroids_wait_s = 0;
@@ -2379,7 +2379,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       samples_flattening = std::async(std::launch::async, [&samples, flat, done = std::move(flatten_later),
                                                            threads = cfg.threads] {
         try {
-          samples.flatten(&flat->offsets, &flat->ids, &flat->priorities, threads);
+          samples.flatten(&flat->offsets, &flat->ids, nullptr, threads);
           done->set_value();
         } catch (...) {
           done->set_exception(std::current_exception());

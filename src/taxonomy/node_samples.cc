@@ -66,7 +66,7 @@ void NodeSamples::flatten(std::vector<std::int64_t>* offsets, UninitVector<std::
   offsets->assign(n + 1, 0);
   for (std::size_t j = 0; j < n; ++j) (*offsets)[j + 1] = (*offsets)[j] + size(static_cast<std::int64_t>(j));
   ids->resize(static_cast<std::size_t>(offsets->back()));
-  priorities->resize(ids->size());
+  if (priorities != nullptr) priorities->resize(ids->size());
   // Nodes fill disjoint slices: any thread count gives the same arrays. Tasks of up to 512
   // nodes, about 8 a thread: a level of few large samples (level 1: 100 nodes of 25,600)
   // was one task, one thread sorting them all.
@@ -83,7 +83,7 @@ void NodeSamples::flatten(std::vector<std::int64_t>* offsets, UninitVector<std::
       auto at = static_cast<std::size_t>((*offsets)[j]);
       for (const Entry& e : sorted) {
         (*ids)[at] = e.id;
-        (*priorities)[at] = static_cast<std::int64_t>(e.priority);
+        if (priorities != nullptr) (*priorities)[at] = static_cast<std::int64_t>(e.priority);
         ++at;
       }
     }

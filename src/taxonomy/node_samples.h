@@ -48,7 +48,8 @@ class NodeSamples {
   std::int64_t size() const noexcept;
 
   // Flat form for storage: ids of node j at [offsets[j], offsets[j+1]) sorted by id, and
-  // the priorities beside them (so a loaded sample can keep merging). Nodes are sorted on
+  // the priorities beside them unless `priorities` is null (so that a sample sent to
+  // another worker can keep merging). Nodes are sorted on
   // up to `threads` threads (<= 0: all); the result does not depend on the count.
   // ids and priorities are written by those threads, not zero-filled first (a level's
   // samples can be tens of millions).

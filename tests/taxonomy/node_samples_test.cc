@@ -80,6 +80,12 @@ TEST(NodeSamples, EqualsBruteForceForAnyOrderPartsAndThreads) {
         ASSERT_EQ(o, ro) << "threads " << threads;
         ASSERT_EQ(i, ri) << "threads " << threads;
         ASSERT_EQ(p, rp) << "threads " << threads;
+        // Without the priorities (a committed sample: ids alone), the same offsets and ids.
+        std::vector<std::int64_t> o2;
+        UninitVector<std::int64_t> i2;
+        s->flatten(&o2, &i2, nullptr, threads);
+        ASSERT_EQ(o2, ro) << "threads " << threads << ", no priorities";
+        ASSERT_EQ(i2, ri) << "threads " << threads << ", no priorities";
       }
     }
     for (std::int64_t j = 0; j < nodes; j += 1 + nodes / 50) {
