@@ -22,7 +22,6 @@ set -euo pipefail
 MEGATAX=$1 N=$2 D=$3 LEVELS=$4 B=$5 SHARDS=${6:-16}
 WORK=${WORK:-/tmp/megatax_gpu_fit}
 STORE=${STORE:-$WORK}
-mkdir -p "$STORE"
 BATCH=${BATCH_ROWS:-1048576}
 t0=$(date +%s.%N)
 GEN_NAME=${GEN:-planted}
@@ -51,6 +50,7 @@ else
   "$MEGATAX" gen --out "$WORK/data" --n "$N" --dim "$D" --levels "$LEVELS" --branching "$B" \
     --shards "$SHARDS" --dtype f16 --seed 1 >/dev/null
 fi
+mkdir -p "$STORE"  # (after the data: a fresh WORK is made anew above)
 # Flush the generated files before anything is timed: otherwise their write-back (tens of GB)
 # runs under the fit and slows its fsyncs (state files, commits) by seconds, more the faster
 # the fit reaches them.
