@@ -416,6 +416,13 @@ void copy_by_sms(Resources& res, void* dst, const void* src, std::size_t bytes, 
 void order_rows_by_parent(Resources& res, const std::int32_t* parent, std::int64_t n,
                           const std::int64_t* child_begin, std::int64_t n_parents, std::int64_t* order,
                           std::int32_t* sorted_parent);
+// Queues the runs of order_rows_by_parent's sorted_parent (device [n]): *runs (device) = their
+// number, parents[r] and counts[r] (device, up to min(n, n_parents + 1) entries) each run's
+// parent and rows, ascending (a last run of n_parents holds the rows under no parent with
+// children). Temporaries in res.workspace(). Throws Error(kInvalidArgument) for n outside
+// [0, 2^31 - 1) or a null pointer.
+void count_sorted_parents(Resources& res, const std::int32_t* sorted_parent, std::int64_t n, std::int32_t* parents,
+                          std::int32_t* counts, std::int64_t* runs);
 // Queues the descent's results in row order, from order_rows_by_parent's order and
 // sorted_parent and the grouped assignment of its first m rows (labels, distances: device
 // [m], in that order): for t < m and i = order[t], child[i] = labels[t], node[i] =
@@ -425,6 +432,27 @@ void order_rows_by_parent(Resources& res, const std::int32_t* parent, std::int64
 void scatter_descent(Resources& res, const std::int64_t* order, const std::int32_t* sorted_parent,
                      const std::int32_t* labels, const float* distances, std::int64_t m, std::int64_t n,
                      const std::int64_t* child_begin, std::int32_t* node, std::int32_t* child, float* dist);
+
+// ---- a pass's per-node tallies ----------------------------------------------------------------
+// One node's tally in a pass: its rows, and their distances summed in float64.
+struct DeviceNodeTally {
+  std::int64_t count = 0;
+  double inertia = 0.0;
+};
+// Queues, for each row i < n (row order) with 0 <= node[i] < n_nodes: tally[node[i]].count
+// += 1 and tally[node[i]].inertia += double(dist[i]), each node's additions in row order
+// from its running value: the bits of the host's loop over the same rows (node, dist: device
+// [n]; tally: device [n_nodes]; other rows are skipped). Temporaries in res.workspace().
+// Throws Error(kInvalidArgument) for n outside [0, 2^31 - 1), n_nodes outside [1, 2^31 - 1)
+// or a null pointer.
+void tally_rows_by_node(Resources& res, const std::int32_t* node, const float* dist, std::int64_t n,
+                        std::int64_t n_nodes, DeviceNodeTally* tally);
+// Queues the tallies out: *touched (device) = the nodes with a count, nodes[0 .. *touched)
+// those nodes ascending, counts and inertia theirs (all device [n_nodes]); their tallies are
+// zeroed (the whole array is then zero again). Temporaries in res.workspace(). Throws
+// Error(kInvalidArgument) for n_nodes outside [1, 2^31 - 1) or a null pointer.
+void take_node_tallies(Resources& res, DeviceNodeTally* tally, std::int64_t n_nodes, std::int32_t* nodes,
+                       std::int64_t* counts, double* inertia, std::int64_t* touched);
 
 // ---- rows to float32 --------------------------------------------------------------------------
 // Queues out (device, x.rows x x.dim floats, dense) = the f32 values of x's rows (a device

@@ -1542,6 +1542,30 @@ void test_descent(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std:
   }
   CHECK_OR_FAIL(bad_order == 0, "%lld positions hold another row than the host's stable sort", (long long)bad_order);
   CHECK_OR_FAIL(bad_parent == 0, "%lld sorted parents differ", (long long)bad_parent);
+  {
+    // The groups' table: the sorted parents' runs against the host's runs of its sorted keys.
+    std::vector<std::int32_t> want_parent, want_rows;
+    for (std::size_t t = 0; t < nn; ++t) {
+      const auto k = static_cast<std::int32_t>(key(want_order[t]));
+      if (want_parent.empty() || want_parent.back() != k) {
+        want_parent.push_back(k);
+        want_rows.push_back(0);
+      }
+      ++want_rows.back();
+    }
+    mc::DeviceBuffer druns(8), drun_parent(nn * 4 + 4), drun_rows(nn * 4 + 4);
+    mc::count_sorted_parents(res, dsorted.as<std::int32_t>(), n, drun_parent.as<std::int32_t>(),
+                             drun_rows.as<std::int32_t>(), druns.as<std::int64_t>());
+    const auto runs = download<std::int64_t>(res, druns, 1)[0];
+    const auto run_parent = download<std::int32_t>(res, drun_parent, nn);
+    const auto run_rows = download<std::int32_t>(res, drun_rows, nn);
+    CHECK_OR_FAIL(runs == static_cast<std::int64_t>(want_parent.size()), "%lld runs counted, the host has %zu",
+                  (long long)runs, want_parent.size());
+    std::int64_t bad_runs = 0;
+    for (std::size_t r = 0; r < want_parent.size() && static_cast<std::int64_t>(r) < runs; ++r)
+      bad_runs += run_parent[r] != want_parent[r] || run_rows[r] != want_rows[r] ? 1 : 0;
+    CHECK_OR_FAIL(bad_runs == 0, "%lld runs' parent or rows differ", (long long)bad_runs);
+  }
   // The grouped assignment's results stand in as random labels within each parent's children.
   std::vector<std::int32_t> labels(static_cast<std::size_t>(m) + 1);
   std::vector<float> dists(static_cast<std::size_t>(m) + 1);
@@ -1575,7 +1599,79 @@ void test_descent(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std:
   char name[160];
   std::snprintf(name, sizeof(name), "descent n=%lld parents=%lld (%lld rows under parents with children)",
                 (long long)n, (long long)n_parents, (long long)m);
-  report(name, ok, "order as a stable sort, results as the host's scatter");
+  report(name, ok, "order as a stable sort, runs counted, results as the host's scatter");
+}
+
+// A pass's node tallies on the device: `batches` calls of tally_rows_by_node on random nodes
+// (some negative or >= n_nodes: skipped; `hot` of the rows on node 0, a run wider than a
+// warp's loads) and distances, then take_node_tallies, against the host's loop (count += 1,
+// inertia += double(dist) row after row, across the calls): counts equal and sums to the bit;
+// then the array must be zero (a second take finds nothing).
+void test_node_tallies(mc::Resources& res, std::mt19937_64& rng, std::int64_t n, std::int64_t n_nodes, int batches,
+                       double hot) {
+  bool ok = true;
+  const auto nn = static_cast<std::size_t>(n), nodes = static_cast<std::size_t>(n_nodes);
+  std::vector<std::int64_t> want_count(nodes, 0);
+  std::vector<double> want_inertia(nodes, 0.0);
+  mc::DeviceBuffer dtally(nodes * sizeof(mc::DeviceNodeTally)), dnode(nn * 4 + 4), ddist(nn * 4 + 4);
+  const std::vector<mc::DeviceNodeTally> zeros(nodes);
+  mc::copy_to_device(res, dtally.data(), zeros.data(), nodes * sizeof(mc::DeviceNodeTally));
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::uniform_real_distribution<float> dd(0.f, 50.f);
+  std::int64_t offered = 0;
+  for (int b = 0; b < batches; ++b) {
+    std::vector<std::int32_t> node(nn);
+    std::vector<float> dist(nn);
+    for (std::size_t i = 0; i < nn; ++i) {
+      const double x = u(rng);
+      node[i] = x < hot ? 0
+                : x < hot + 0.05 ? static_cast<std::int32_t>(-1 - static_cast<std::int64_t>(rng() % 3))
+                : x < hot + 0.07 ? static_cast<std::int32_t>(n_nodes + static_cast<std::int64_t>(rng() % 3))
+                                 : static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(n_nodes));
+      dist[i] = dd(rng) * (rng() % 7 == 0 ? 1e-6f : 1.f);  // magnitudes apart: the order matters
+      if (node[i] >= 0 && node[i] < n_nodes) {
+        ++want_count[static_cast<std::size_t>(node[i])];
+        want_inertia[static_cast<std::size_t>(node[i])] += dist[i];
+        ++offered;
+      }
+    }
+    mc::copy_to_device(res, dnode.data(), node.data(), nn * 4);
+    mc::copy_to_device(res, ddist.data(), dist.data(), nn * 4);
+    mc::tally_rows_by_node(res, dnode.as<std::int32_t>(), ddist.as<float>(), n, n_nodes,
+                           dtally.as<mc::DeviceNodeTally>());
+    res.synchronize();  // the host's arrays are refilled next
+  }
+  mc::DeviceBuffer dnodes(nodes * 4), dcounts(nodes * 8), dinertia(nodes * 8), dtouched(8);
+  auto take = [&] {
+    mc::take_node_tallies(res, dtally.as<mc::DeviceNodeTally>(), n_nodes, dnodes.as<std::int32_t>(),
+                          dcounts.as<std::int64_t>(), dinertia.as<double>(), dtouched.as<std::int64_t>());
+    return download<std::int64_t>(res, dtouched, 1)[0];
+  };
+  const std::int64_t touched = take();
+  const auto got_nodes = download<std::int32_t>(res, dnodes, nodes);
+  const auto got_counts = download<std::int64_t>(res, dcounts, nodes);
+  const auto got_inertia = download<double>(res, dinertia, nodes);
+  std::vector<std::int32_t> want_nodes;
+  for (std::size_t j = 0; j < nodes; ++j)
+    if (want_count[j] > 0) want_nodes.push_back(static_cast<std::int32_t>(j));
+  CHECK_OR_FAIL(touched == static_cast<std::int64_t>(want_nodes.size()), "%lld nodes taken, the host has %zu",
+                (long long)touched, want_nodes.size());
+  std::int64_t bad_node = 0, bad_count = 0, bad_sum = 0;
+  for (std::size_t t = 0; t < want_nodes.size() && static_cast<std::int64_t>(t) < touched; ++t) {
+    const auto j = static_cast<std::size_t>(want_nodes[t]);
+    bad_node += got_nodes[t] != want_nodes[t] ? 1 : 0;
+    bad_count += got_counts[t] != want_count[j] ? 1 : 0;
+    bad_sum += std::memcmp(&got_inertia[t], &want_inertia[j], sizeof(double)) != 0 ? 1 : 0;
+  }
+  CHECK_OR_FAIL(bad_node == 0, "%lld taken nodes out of ascending order or not the host's", (long long)bad_node);
+  CHECK_OR_FAIL(bad_count == 0, "%lld counts differ", (long long)bad_count);
+  CHECK_OR_FAIL(bad_sum == 0, "%lld inertia sums differ from the host's in-order sums in some bit", (long long)bad_sum);
+  const std::int64_t again = take();
+  CHECK_OR_FAIL(again == 0, "the tallies were not zeroed: a second take found %lld nodes", (long long)again);
+  char name[200];
+  std::snprintf(name, sizeof(name), "node tallies n=%lld x %d batches, %lld nodes (%lld rows tallied, %.0f%% on one node)",
+                (long long)n, batches, (long long)n_nodes, (long long)offered, hot * 100);
+  report(name, ok, "counts, and float64 sums to the bit as the host's row-order loop");
 }
 
 // Page-locked buffers (both allocation paths: cudaMallocHost below 4 MiB, mapped and
@@ -1910,8 +2006,26 @@ void test_errors(mc::Resources& res, std::mt19937_64& rng) {
                 "assign_grouped with a skip list of the wrong size did not throw");
   CHECK_OR_FAIL(throws_invalid([&] { mc::lloyd_decide(res, mc::LloydDecideArgs{}); }),
                 "lloyd_decide with no groups and null arrays did not throw");
+  {
+    mc::DeviceBuffer node(64), tally(64 * sizeof(mc::DeviceNodeTally));
+    auto* t = tally.as<mc::DeviceNodeTally>();
+    CHECK_OR_FAIL(throws_invalid([&] { mc::tally_rows_by_node(res, node.as<std::int32_t>(), node.as<float>(), 4, 0, t); }),
+                  "tally_rows_by_node with no nodes did not throw");
+    CHECK_OR_FAIL(throws_invalid([&] { mc::tally_rows_by_node(res, nullptr, node.as<float>(), 4, 8, t); }),
+                  "tally_rows_by_node with a null node array did not throw");
+    CHECK_OR_FAIL(throws_invalid([&] {
+                    mc::take_node_tallies(res, t, 8, nullptr, node.as<std::int64_t>(), node.as<double>(),
+                                          node.as<std::int64_t>());
+                  }),
+                  "take_node_tallies with a null nodes array did not throw");
+    CHECK_OR_FAIL(throws_invalid([&] {
+                    mc::count_sorted_parents(res, node.as<std::int32_t>(), -1, node.as<std::int32_t>(),
+                                             node.as<std::int32_t>(), node.as<std::int64_t>());
+                  }),
+                  "count_sorted_parents with n = -1 did not throw");
+  }
   report("argument errors", ok,
-         "k=0, dtype mismatch, k>4096, bad label, -1 label, unchecked labels, skip size, lloyd_decide");
+         "k=0, dtype mismatch, k>4096, bad label, -1 label, unchecked labels, skip size, lloyd_decide, node tallies, runs");
 }
 
 }  // namespace
@@ -2176,6 +2290,12 @@ int main(int argc, char** argv) {
     test_descent(res, rng, 1000, 7);
     test_descent(res, rng, 125000, 9200);
     test_descent(res, rng, 70001, 1 << 20);  // 21-bit keys
+    std::printf("node tallies on the device (reference: the host's row-order loop)\n");
+    test_node_tallies(res, rng, 1, 1, 1, 0.0);
+    test_node_tallies(res, rng, 125000, 1000000, 1, 0.0);  // a level-3 shard: runs of 1-2 rows
+    test_node_tallies(res, rng, 125000, 10000, 3, 0.0);    // a shard of three batches
+    test_node_tallies(res, rng, 70001, 5, 2, 0.5);         // runs of tens of thousands
+    test_node_tallies(res, rng, 3000, 1 << 21, 2, 0.1);    // 22-bit keys
     std::printf("rows to f32 (reference: the host's values)\n");
     test_rows_to_f32(res, rng, 3001, 1024, kH, 0);
     test_rows_to_f32(res, rng, 777, 33, kB, 5);
