@@ -17,9 +17,11 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "cluster/assigner.h"
 #include "cluster/kmeans_batch.h"
@@ -122,6 +124,25 @@ class ComputeBackend {
                                 std::int64_t /*local_begin*/, std::int64_t /*rows*/, const std::int32_t* /*prev*/,
                                 std::int32_t* /*node*/, std::int32_t* /*child*/, float* /*dist*/) {
     throw_error(ErrorCode::kInternal, "descend_resident: this backend keeps no rows");
+  }
+  // Optional per-node tallies of descend_resident()'s rows, where the backend descends them
+  // (a GPU: the host then does not walk the rows for them): whether it can for a level of
+  // `n_nodes` nodes. Between begin_tallies() and take_tallies(), each descend_resident()
+  // adds its rows with a node in [0, n_nodes) to that node's tally: count += 1, inertia +=
+  // double(dist), in call order and row order (the bits of the host's loop over the same
+  // rows). take_tallies() ends them; its future gives the nodes with a count, ascending, and
+  // their counts and inertia, once the backend has them (it may be waited for on another
+  // thread while the backend goes on; the backend outlives it). Default: none.
+  struct NodeTallies {
+    std::vector<std::int64_t> nodes, counts;
+    std::vector<double> inertia;
+  };
+  virtual bool tallies_on_device(std::int64_t /*n_nodes*/) const { return false; }
+  virtual void begin_tallies(std::int64_t /*n_nodes*/) {
+    throw_error(ErrorCode::kInternal, "begin_tallies: this backend does not tally rows");
+  }
+  virtual std::future<NodeTallies> take_tallies() {
+    throw_error(ErrorCode::kInternal, "take_tallies: this backend does not tally rows");
   }
   // Device addresses of kept rows (offer_resident's batches), for a batch k-means device
   // (make_batch_kmeans) to take its points from (BatchKMeansDevice::prepare_from_device):

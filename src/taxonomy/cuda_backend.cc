@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -240,7 +241,6 @@ class CudaBackend final : public ComputeBackend {
     const std::size_t cb_bytes = lv.child_begin.size() * sizeof(std::int64_t);
     child_begin_dev_.reserve(cb_bytes);
     cuda::copy_to_device(res_, child_begin_dev_.data(), lv.child_begin.data(), cb_bytes);
-    parent_count_.assign(static_cast<std::size_t>(tree.nodes(level - 1)), 0);
     res_.synchronize();
     level_ = level;
     k_ = k;
@@ -254,6 +254,7 @@ class CudaBackend final : public ComputeBackend {
     const bool normalise = std::exchange(normalise_next_, false);
     in_place_now_ = std::exchange(offered_in_place_, {});
     rows_checked_ = false;
+    tally_this_batch_ = false;  // (a descend_resident() that threw midway may have left it set)
     try {
       descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
       in_place_now_ = {};
@@ -349,18 +350,114 @@ class CudaBackend final : public ComputeBackend {
       throw_error(ErrorCode::kInternal, "cuda descend_resident: shard " + std::to_string(shard) + " rows from " +
                                             std::to_string(local_begin) + " are not kept");
     res_.activate();
+    tallied_on_device_ = false;
+    tally_this_batch_ = tally_nodes_ > 0;
     if (!it->second.on_host()) {
       descend_impl(tree, level, rows, nullptr, it->second.x.data(), Key{-1, -1}, false, prev, node, child, dist, 0);
-      return;
+    } else {
+      wait_for_kept_copies();  // the pass that kept it copied it to the host
+      const int slot = stage_kept_on_host(it);
+      // The next batch's copy: by SMs, queued first (it overlaps this descent); by the copy
+      // engine, queued after it (see copy_ahead).
+      if (copy_sms_ > 0) copy_ahead(it, 1 - slot);
+      descend_impl(tree, level, rows, nullptr, staged_[slot].buffer.data(), Key{-1, -1}, false, prev, node, child,
+                   dist, 0);
+      if (copy_sms_ == 0) copy_ahead(it, 1 - slot);
     }
-    wait_for_kept_copies();  // the pass that kept it copied it to the host
-    const int slot = stage_kept_on_host(it);
-    // The next batch's copy: by SMs, queued first (it overlaps this descent); by the copy
-    // engine, queued after it (see copy_ahead).
-    if (copy_sms_ > 0) copy_ahead(it, 1 - slot);
-    descend_impl(tree, level, rows, nullptr, staged_[slot].buffer.data(), Key{-1, -1}, false, prev, node, child,
-                 dist, 0);
-    if (copy_sms_ == 0) copy_ahead(it, 1 - slot);
+    tally_this_batch_ = false;
+    if (tally_nodes_ > 0 && !tallied_on_device_ && rows > 0) {
+      // Descended without the results on the device in row order (one group: level 1's
+      // shape): the host's node and distance arrays go up to be tallied.
+      const auto nn = static_cast<std::size_t>(rows);
+      tally_node_dev_.grow(nn * 8);
+      auto* node_dev = tally_node_dev_.as<std::int32_t>();
+      cuda::copy_to_device(res_, node_dev, node, nn * sizeof(std::int32_t));
+      cuda::copy_to_device(res_, node_dev + rows, dist, nn * sizeof(float));
+      cuda::tally_rows_by_node(res_, node_dev, reinterpret_cast<const float*>(node_dev + rows), rows, tally_nodes_,
+                               tally_dev_.as<cuda::DeviceNodeTally>());
+      res_.synchronize();  // the host's arrays (pageable) are the caller's again
+    }
+    if (tally_nodes_ > 0) {
+      ++time_.tallied;
+      tally_rows_ += rows;
+    }
+  }
+
+  // Per-node tallies on the device (MEGATAX_CUDA_DEVICE_TALLIES=0: none, the host tallies):
+  // a running array of n_nodes tallies (16 bytes a node, up to 1 GiB), zero between shards.
+  bool tallies_on_device(std::int64_t n_nodes) const override {
+    return device_tallies_ && n_nodes >= 1 && n_nodes < INT_MAX &&
+           static_cast<std::size_t>(n_nodes) * sizeof(cuda::DeviceNodeTally) <= (std::size_t{1} << 30);
+  }
+  void begin_tallies(std::int64_t n_nodes) override {
+    if (!tallies_on_device(n_nodes))
+      throw_error(ErrorCode::kInternal, "cuda begin_tallies: " + std::to_string(n_nodes) + " nodes not tallied here");
+    res_.activate();
+    const std::size_t bytes = static_cast<std::size_t>(n_nodes) * sizeof(cuda::DeviceNodeTally);
+    // The array is zero after a take; a shard that threw midway leaves it dirty.
+    if (!tallies_zero_ || tally_zero_bytes_ < bytes) {
+      tally_dev_.reserve(bytes);
+      cuda::fill_zero(res_, tally_dev_.data(), bytes);
+      tally_zero_bytes_ = bytes;
+    }
+    tallies_zero_ = false;
+    tally_nodes_ = n_nodes;
+    tally_rows_ = 0;
+  }
+  // The tallies leave through a page-locked read-back of their own (a pool: one is taken
+  // while the shard before's may still be read), copied as far as the shard's rows could
+  // touch nodes, the count with them: no wait here; the future waits for the copy.
+  std::future<NodeTallies> take_tallies() override {
+    if (tally_nodes_ == 0) throw_error(ErrorCode::kInternal, "cuda take_tallies: no begin_tallies");
+    res_.activate();
+    const auto t = std::chrono::steady_clock::now();
+    const auto nn = static_cast<std::size_t>(tally_nodes_);
+    const auto most = static_cast<std::size_t>(std::max<std::int64_t>(1, std::min(tally_nodes_, tally_rows_)));
+    tally_out_dev_.reserve(nn * 20 + 8);  // the count, counts and inertia (8 bytes each), nodes (4)
+    auto* touched_dev = tally_out_dev_.as<std::int64_t>();
+    auto* counts_dev = touched_dev + 1;
+    auto* inertia_dev = reinterpret_cast<double*>(counts_dev + nn);
+    auto* nodes_dev = reinterpret_cast<std::int32_t*>(inertia_dev + nn);
+    cuda::take_node_tallies(res_, tally_dev_.as<cuda::DeviceNodeTally>(), tally_nodes_, nodes_dev, counts_dev,
+                            inertia_dev, touched_dev);
+    std::shared_ptr<TallyReadBack> rb;
+    {
+      std::lock_guard<std::mutex> lock(tally_pool_mutex_);
+      if (!tally_pool_.empty()) {
+        rb = std::move(tally_pool_.back());
+        tally_pool_.pop_back();
+      }
+    }
+    if (!rb) rb = std::make_shared<TallyReadBack>();
+    rb->host.grow(8 + most * 20);
+    auto* host = rb->host.as<std::int64_t>();
+    cuda::copy_to_host_async(res_, host, touched_dev, sizeof(std::int64_t));
+    cuda::copy_to_host_async(res_, host + 1, counts_dev, most * sizeof(std::int64_t));
+    cuda::copy_to_host_async(res_, host + 1 + most, inertia_dev, most * sizeof(double));
+    cuda::copy_to_host_async(res_, host + 1 + 2 * most, nodes_dev, most * sizeof(std::int32_t));
+    rb->copied.record(res_);
+    tallies_zero_ = true;
+    tally_nodes_ = 0;
+    tally_rows_ = 0;
+    time_.tallies += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    return std::async(std::launch::deferred, [this, rb = std::move(rb), most]() mutable {
+      rb->copied.synchronize();
+      const auto* host = rb->host.as<std::int64_t>();
+      const auto touched = static_cast<std::size_t>(host[0]);
+      if (touched > most)
+        throw_error(ErrorCode::kInternal, "cuda take_tallies: " + std::to_string(touched) + " nodes touched by " +
+                                              std::to_string(most) + " rows");
+      const auto* counts = host + 1;
+      const auto* inertia = reinterpret_cast<const double*>(host + 1 + most);
+      const auto* nodes = reinterpret_cast<const std::int32_t*>(host + 1 + 2 * most);
+      NodeTallies out;
+      out.nodes.assign(nodes, nodes + touched);
+      out.counts.assign(counts, counts + touched);
+      out.inertia.assign(inertia, inertia + touched);
+      std::lock_guard<std::mutex> lock(tally_pool_mutex_);
+      tally_pool_.push_back(std::move(rb));
+      return out;
+    });
   }
 
   // Kept batches are found by key (the last batch of `shard` starting at or before the row);
@@ -395,6 +492,9 @@ class CudaBackend final : public ComputeBackend {
     std::string r = "group " + std::to_string(time_.group) + ", stage " + std::to_string(time_.stage) +
                     ", device " + std::to_string(time_.device) + ", scatter " + std::to_string(time_.scatter) +
                     ", page-locking kept batches " + std::to_string(time_.page_locking);
+    if (time_.tallied > 0)
+      r += "; node tallies on the device: " + std::to_string(time_.tallied) + " batches, taken (queued) in " +
+           std::to_string(time_.tallies) + " s";
     if (!resident_.empty()) {
       std::size_t on_host = 0;
       std::size_t in_place = 0;
@@ -875,9 +975,10 @@ class CudaBackend final : public ComputeBackend {
 
   // descend_impl() of n rows on the device (`source`, dense, the compute dtype) under
   // several parents: the rows are sorted by parent on the device (stable: each group in row
-  // order, as the host's counting sort has them) while the host counts them per parent for
-  // the groups' table, gathered in that order, assigned, and their results put back in row
-  // order on the device; the host copies them out of one page-locked read-back.
+  // order, as the host's counting sort has them) and counted per parent there for the
+  // groups' table, gathered in that order, assigned, and their results put back in row
+  // order on the device; the host copies them out of one page-locked read-back. While a
+  // shard is tallied (begin_tallies), the results in row order are tallied per node there.
   void descend_grouped_on_device(const Tree& tree, std::int64_t n, std::int64_t n_parents, const void* source,
                                  const std::int32_t* prev, std::int32_t* node, std::int32_t* child, float* dist,
                                  int threads, std::chrono::steady_clock::time_point t) {
@@ -890,7 +991,9 @@ class CudaBackend final : public ComputeBackend {
     const std::int64_t d = dim_;
     const std::size_t row_bytes = static_cast<std::size_t>(d) * dtype_size(compute_);
     const auto nn = static_cast<std::size_t>(n);
-    // The parents to the device, their sort queued before the host's count.
+    // The parents to the device, sorted there, the groups counted as the sorted parents' runs
+    // (one wait for the groups' table: the host's own count of a level-3 batch's ~10^4
+    // parents took ~0.45 ms, longer than the device's sort and count).
     prev_host_.reserve(nn * sizeof(std::int32_t));
     std::memcpy(prev_host_.data(), prev, nn * sizeof(std::int32_t));
     prev_dev_.reserve(nn * sizeof(std::int32_t));
@@ -899,21 +1002,24 @@ class CudaBackend final : public ComputeBackend {
     cuda::copy_to_device(res_, prev_dev_.data(), prev_host_.data(), nn * sizeof(std::int32_t));
     cuda::order_rows_by_parent(res_, prev_dev_.as<std::int32_t>(), n, child_begin_dev_.as<std::int64_t>(), n_parents,
                                order_dev_.as<std::int64_t>(), sorted_parent_dev_.as<std::int32_t>());
-    // The groups: parents with rows and children, ascending (the sort's order); O(rows).
-    touched_parents_.clear();
-    for (std::int64_t i = 0; i < n; ++i) {
-      const std::int32_t p = prev[i];
-      if (p < 0 || p >= n_parents) continue;
-      if (parent_count_[static_cast<std::size_t>(p)]++ == 0) touched_parents_.push_back(p);
-    }
-    sort_node_ids(touched_parents_, n_parents, sort_scratch_);
+    const auto most_runs = static_cast<std::size_t>(std::min<std::int64_t>(n, n_parents + 1));
+    groups_dev_.reserve(8 + most_runs * 8);
+    groups_host_.reserve(8 + most_runs * 8);
+    auto* runs_dev = groups_dev_.as<std::int64_t>();
+    auto* run_parent_dev = reinterpret_cast<std::int32_t*>(runs_dev + 1);
+    auto* run_rows_dev = run_parent_dev + most_runs;
+    cuda::count_sorted_parents(res_, sorted_parent_dev_.as<std::int32_t>(), n, run_parent_dev, run_rows_dev,
+                               runs_dev);
+    cuda::copy_to_host_async(res_, groups_host_.data(), groups_dev_.data(), 8 + most_runs * 8);
+    res_.synchronize();
+    const auto runs = static_cast<std::size_t>(*groups_host_.as<std::int64_t>());
+    const auto* run_parent = reinterpret_cast<const std::int32_t*>(groups_host_.as<std::int64_t>() + 1);
+    const auto* run_rows = run_parent + most_runs;
     cuda::GroupedAssignArgs a;
     a.row_begin.assign(1, 0);
-    for (const std::int32_t p : touched_parents_) {
-      const auto j = static_cast<std::size_t>(p);
-      const std::int64_t rows = std::exchange(parent_count_[j], 0);
-      if (lv.child_begin[j + 1] == lv.child_begin[j]) continue;  // a leaf: its rows stop here
-      a.row_begin.push_back(a.row_begin.back() + rows);
+    for (std::size_t r = 0; r < runs && run_parent[r] < n_parents; ++r) {  // (the last run: no children)
+      const auto j = static_cast<std::size_t>(run_parent[r]);
+      a.row_begin.push_back(a.row_begin.back() + run_rows[r]);
       a.centroid_begin.push_back(lv.child_begin[j]);
       a.centroid_end.push_back(lv.child_begin[j + 1]);
     }
@@ -943,6 +1049,12 @@ class CudaBackend final : public ComputeBackend {
                           child_begin_dev_.as<std::int64_t>(), node_dev, child_dev, dist_dev);
     out_host_.reserve(nn * 12);
     cuda::copy_to_host(res_, out_host_.data(), row_out_dev_.data(), nn * 12);  // waits: the batch is done with
+    // The shard's tallies (begin_tallies), queued after the read-back: they run while the
+    // host copies the results out (the next queued work waits for them, in stream order).
+    if (tally_this_batch_) {
+      cuda::tally_rows_by_node(res_, node_dev, dist_dev, n, tally_nodes_, tally_dev_.as<cuda::DeviceNodeTally>());
+      tallied_on_device_ = true;
+    }
     lap(time_.device);
     const auto* on = out_host_.as<std::int32_t>();
     const auto* oc = on + n;
@@ -983,7 +1095,6 @@ class CudaBackend final : public ComputeBackend {
     child_begin_dev_ = std::move(next.child_begin);
     k_ = next.k;
     level_ = level;
-    parent_count_.assign(static_cast<std::size_t>(tree.nodes(level - 1)), 0);
   }
 
   // Entry points that allocate, free or launch activate res_ first: they run on the engine's
@@ -1001,10 +1112,11 @@ class CudaBackend final : public ComputeBackend {
   std::map<int, LevelOnDevice> kept_levels_;
   // descend(): grouping rows by parent, staging them in the compute dtype (pinned; or the
   // batch's copy and gather on the device), the device (copies in and out, kernel, waits),
-  // scattering the results (seconds).
+  // scattering the results, taking the shards' tallies (seconds).
   struct {
-    double group = 0, stage = 0, device = 0, scatter = 0, page_locking = 0;
+    double group = 0, stage = 0, device = 0, scatter = 0, page_locking = 0, tallies = 0;
     std::int64_t copied_ahead = 0, copied_at_call = 0;  // batches kept on the host, descended
+    std::int64_t tallied = 0;                           // batches tallied on the device
   } time_;
   cuda::DeviceBuffer centroids_, c_norms_, x_dev_, labels_dev_, dist_dev_, batch_dev_, order_dev_;
   // Rows handed where they lie: the first row with a NaN or an infinity (-1: none), on the
@@ -1017,8 +1129,9 @@ class CudaBackend final : public ComputeBackend {
   // rows per parent (zero between calls) and the parents a batch touched.
   cuda::DeviceBuffer child_begin_dev_, prev_dev_, sorted_parent_dev_, row_out_dev_;
   cuda::PinnedBuffer prev_host_;
-  std::vector<std::int64_t> parent_count_;
-  std::vector<std::int32_t> touched_parents_, sort_scratch_;
+  // descend_grouped_on_device's groups: the sorted parents' runs, on the device and read back.
+  cuda::DeviceBuffer groups_dev_;
+  cuda::PinnedBuffer groups_host_;
   std::map<Key, Resident> resident_;
   std::size_t resident_bytes_ = 0, host_bytes_ = 0;
   std::int64_t resident_budget_ = -1, host_budget_ = -1;  // bytes; -1: not yet fixed
@@ -1082,6 +1195,28 @@ class CudaBackend final : public ComputeBackend {
   std::future<std::shared_ptr<HostChunk>> chunk_ahead_;  // next_host_chunk's
   std::size_t host_chunk_bytes_ = static_cast<std::size_t>(env_mib("MEGATAX_CUDA_HOST_CHUNK_MIB").value_or(std::int64_t{4} << 30));
   bool train_from_kept_ = env_switch("MEGATAX_CUDA_TRAIN_FROM_KEPT", true);
+  // The shard's per-node tallies (begin_tallies .. take_tallies): tally_nodes_ of them in
+  // tally_dev_ while on (0: off); the array's first tally_zero_bytes_ are zero when
+  // tallies_zero_ (after a take). Taken through tally_out_dev_ into a read-back of the pool.
+  bool device_tallies_ = env_switch("MEGATAX_CUDA_DEVICE_TALLIES", true);
+  std::int64_t tally_nodes_ = 0, tally_rows_ = 0;  // (tally_rows_: rows descended since begin_tallies)
+  bool tally_this_batch_ = false;   // within descend_resident() while tallying
+  bool tallied_on_device_ = false;  // by the descent on the way (descend_grouped_on_device)
+  bool tallies_zero_ = false;
+  std::size_t tally_zero_bytes_ = 0;
+  cuda::DeviceBuffer tally_dev_, tally_out_dev_, tally_node_dev_;
+  struct TallyReadBack {
+    cuda::PinnedBuffer host;
+    cuda::Event copied;
+    ~TallyReadBack() {  // (a future dropped unread: its copy may still be on the way)
+      try {
+        copied.synchronize();
+      } catch (...) {
+      }
+    }
+  };
+  std::mutex tally_pool_mutex_;
+  std::vector<std::shared_ptr<TallyReadBack>> tally_pool_;
   cuda::PinnedBuffer staging_, out_host_, batch_host_;
   // The batch whose rows are being copied as they are read (batch_rows_landed).
   struct Landing {

@@ -486,6 +486,9 @@ struct ShardSummary {
   std::vector<double> inertia;
 };
 
+// A shard's per-node tallies as a backend took them (ComputeBackend::take_tallies).
+using TakenTallies = std::future<taxonomy::ComputeBackend::NodeTallies>;
+
 // Moves the pass's per-node tallies of one shard into *sum, in node order, and resets them
 // (and `touched`, the nodes with a non-zero count, each once, in any order). Node nd's is
 // tally[nd * stride]. `tmp`: scratch.
@@ -1560,6 +1563,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // Of `state`: the last level's state read and this one's made, waiting for the writes'
       // queue, the shard summaries.
       double prev = 0, writes = 0, summary = 0;
+      // The bookkeeping's two steps (book_rows; it runs in one place at a time): the paths
+      // copied and the rows sorted out by thread, then the rows served (tallies, offers).
+      double book_sort = 0, book_serve = 0;
     } pass;
     // Per-node tallies of the current shard (touched entries reset after each). A level of
     // few nodes gives each its own cache line (stride 4: 64 bytes), so that the bookkeeping's
@@ -1699,8 +1705,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       // NodeSamples' nodes are independent). Where every thread read every row's node
       // and skipped the others' (a mispredicted branch a row, T times over), a batch took
       // as long on 16 threads as on 2.
+      // `tallied`: the backend tallied the rows' nodes (tallies_on_device): only their paths
+      // and sample offers are left here.
       auto book_rows = [&](ShardState& cur, const ShardState& prev, const std::int32_t* batch_child, Id global_begin,
-                           std::int64_t r0, std::int64_t first, std::int64_t m) {
+                           std::int64_t r0, std::int64_t first, std::int64_t m, bool tallied) {
+        const auto t_book = Clock::now();
         const int T = std::min(pass_pool.threads(), resolve_threads(cfg.threads, m / 8192));
         if (static_cast<int>(touched_by.size()) < T) touched_by.resize(static_cast<std::size_t>(T));
         if (by_owner.size() < static_cast<std::size_t>(T) * static_cast<std::size_t>(T))
@@ -1715,9 +1724,11 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         // reloaded after each store).
         auto serve = [&](std::int64_t i, std::vector<std::int32_t>& my_touched) {
           const std::int32_t nd = nodes[i];
-          NodeTally& t = node_tally[static_cast<std::size_t>(nd) * stride];
-          if (t.count++ == 0) my_touched.push_back(nd);
-          t.inertia += dists[i];
+          if (!tallied) {
+            NodeTally& t = node_tally[static_cast<std::size_t>(nd) * stride];
+            if (t.count++ == 0) my_touched.push_back(nd);
+            t.inertia += dists[i];
+          }
           if (collect) {
             const Id id = id0 + i;
             next.offer(nd, sample_priority(id, cfg.seed, l + 1), id);
@@ -1733,6 +1744,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             for (int u = 0; u < l - 1; ++u) paths[r * l + u] = prev_paths[r * (l - 1) + u];
             paths[r * l + l - 1] = children[i];
           }
+          if (tallied && !collect) return;  // nothing to serve
           if (T == 1) {  // one thread serves every node: no sorting out
             auto& my_touched = touched_by[0];
             for (std::int64_t i = i0; i < i1; ++i)
@@ -1748,7 +1760,9 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               mine[owner(static_cast<std::uint32_t>(nd) >> node_shift)].push_back(static_cast<std::int32_t>(i));
           }
         });
-        if (T > 1) {
+        const auto t_sorted = Clock::now();
+        pass.book_sort += std::chrono::duration<double>(t_sorted - t_book).count();
+        if (T > 1 && (collect || !tallied)) {
           pass_pool.run(T, [&, T](std::int64_t o, int) {
             auto& my_touched = touched_by[static_cast<std::size_t>(o)];
             for (int t = 0; t < T; ++t)
@@ -1758,19 +1772,22 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           });
         }
         merge_touched();
+        pass.book_serve += since(t_sorted);
       };
       // A batch's bookkeeping: rows [r0, r0 + m) of a shard starting at global id
       // global_begin, their children at batch_child.
       auto book_batch = [&](ShardState& cur, const ShardState& prev, const std::int32_t* batch_child, Id global_begin,
-                            std::int64_t r0, std::int64_t m) {
+                            std::int64_t r0, std::int64_t m, bool tallied) {
         constexpr std::int64_t kMaxRows = std::int64_t{1} << 30;  // row numbers in int32
         for (std::int64_t first = 0; first < m; first += kMaxRows)
-          book_rows(cur, prev, batch_child, global_begin, r0, first, std::min(kMaxRows, m - first));
+          book_rows(cur, prev, batch_child, global_begin, r0, first, std::min(kMaxRows, m - first), tallied);
         bar.add(m);
       };
       // A shard's end, once booked: its state files (or outputs) queued for writing, its
-      // tallies handed to the background fold or summary.
-      auto finish_shard = [&](std::int64_t si, ShardState cur, const std::string& name) {
+      // tallies handed to the background fold or summary. `taken`: the shard's tallies as the
+      // backend took them (tallies_on_device; nodes ascending), else the host's are.
+      auto finish_shard = [&](std::int64_t si, ShardState cur, const std::string& name,
+                              std::shared_ptr<TakenTallies> taken) {
         const auto t_submit = Clock::now();
         if (outputs_written) {
           state_writes.submit([&, si, state = std::move(cur), ids = output_ids(data, static_cast<std::size_t>(si))] {
@@ -1784,6 +1801,35 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         }
         const auto t_summary = Clock::now();
         pass.writes += std::chrono::duration<double>(t_summary - t_submit).count();
+        if (taken) {  // one job at a time, in submission order: folded in shard order
+          auto tallied = std::make_shared<ShardSummary>();
+          {
+            auto t = taken->get();  // (the backend's read-back; its error is the shard's)
+            tallied->shard = si;
+            tallied->nodes = std::move(t.nodes);
+            tallied->counts = std::move(t.counts);
+            tallied->inertia = std::move(t.inertia);
+          }
+          if (fold && si == next_to_fold) {
+            ++next_to_fold;
+            tally_jobs.submit([&, sum = std::move(tallied)] {
+              const auto nt = static_cast<std::int64_t>(sum->nodes.size());
+              const int T = resolve_threads(cfg.threads, nt / 16384);
+              parallel_for(T, T, [&](std::int64_t t, int) {
+                for (std::int64_t u = nt * t / T; u < nt * (t + 1) / T; ++u) {
+                  const auto nd = static_cast<std::size_t>(sum->nodes[static_cast<std::size_t>(u)]);
+                  folded_count[nd] += sum->counts[static_cast<std::size_t>(u)];
+                  folded_inertia[nd] += sum->inertia[static_cast<std::size_t>(u)];
+                  folded_has[nd] = 1;
+                }
+              });
+            });
+          } else {
+            tally_jobs.submit([&, sum = std::move(tallied)] { summaries.push_back(std::move(*sum)); });
+          }
+          pass.summary += since(t_summary);
+          return;
+        }
         // The shard's tallies swapped for the spare set (zeroed by the job before), then
         // folded or summarised in the background while the next shard runs.
         tally_jobs.wait();
@@ -1826,23 +1872,25 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       struct Tail {
         ShardState cur, prev;
         std::vector<std::int32_t> child;  // the last batch's children (`child` is the next's)
+        std::shared_ptr<TakenTallies> tallied;  // the backend's tallies of the shard, if it took them
       };
       // (MEGATAX_TEST_BOOK_BEHIND=1, a test hook: on any backend, so the CPU's tests run it)
       const bool book_behind = backend->descends_off_host() || env_switch("MEGATAX_TEST_BOOK_BEHIND", false);
       double tail_book_s = 0;  // the jobs' bookkeeping seconds (the main thread laps pass.bookkeep meanwhile)
       BackgroundJobs tail_jobs(1);
       auto submit_tail = [&](std::int64_t si, ShardState&& cur, ShardState&& prev, std::int64_t r0, std::int64_t m,
-                             const std::string& name) {
+                             const std::string& name, std::shared_ptr<TakenTallies> tallied) {
         auto t = std::make_shared<Tail>();
         t->cur = std::move(cur);
         t->prev = std::move(prev);
+        t->tallied = std::move(tallied);
         t->child.assign(child.begin(), child.begin() + m);
         const Id global_begin = data.shards()[static_cast<std::size_t>(si)].global_begin;
         tail_jobs.submit([&, t, si, r0, m, global_begin, name] {
           const auto t_book = Clock::now();
-          book_batch(t->cur, t->prev, t->child.data(), global_begin, r0, m);
+          book_batch(t->cur, t->prev, t->child.data(), global_begin, r0, m, t->tallied != nullptr);
           tail_book_s += since(t_book);  // (added to pass.bookkeep once the jobs are done)
-          finish_shard(si, std::move(t->cur), name);
+          finish_shard(si, std::move(t->cur), name, std::move(t->tallied));
         });
       };
       try {
@@ -1892,29 +1940,42 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           ShardState cur;
           cur.node.assign(static_cast<std::size_t>(n), -1);
           cur.paths.assign(static_cast<std::size_t>(n * l), -1);
-          cur.dist = prev.dist;
+          cur.dist = std::move(prev.dist);  // (rows stopped above keep theirs; prev's are not read again)
           lap(pass.state);
           pass.prev += std::chrono::duration<double>(t_stage - t_shard).count();
+          // The shard's tallies as the backend took them (its kept batches' descents tally
+          // them on the device, tallies_on_device), or null: the bookkeeping tallies.
+          std::shared_ptr<TakenTallies> tallied;
           // Rows [r0, r0 + m) once descended: booked here, or, the shard's last batch on a
           // backend that descends off the host, in the background with the shard's end.
           auto bookkeep = [&](std::int64_t r0, std::int64_t m) {
             wait_tail();
             if (r0 + m < n || !book_behind) {
-              book_batch(cur, prev, child.data(), shard.global_begin, r0, m);
+              book_batch(cur, prev, child.data(), shard.global_begin, r0, m, tallied != nullptr);
               return;
             }
-            submit_tail(si, std::move(cur), std::move(prev), r0, m, name);
+            submit_tail(si, std::move(cur), std::move(prev), r0, m, name, std::move(tallied));
             tail_submitted = true;
           };
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
           const std::int64_t per = cfg.batch_rows;
           if (shard_kept(si, n)) {
+            // Tallied where they descend, when the backend can: taken once the last batch is
+            // descended (before its bookkeeping, which may run behind), the backend's tallies
+            // stand for the shard's (ShardSummary's node order) and the rows' bookkeeping
+            // skips them.
+            const bool tally_there = backend->tallies_on_device(n_nodes);
+            if (tally_there) {
+              tallied = std::make_shared<TakenTallies>();
+              backend->begin_tallies(n_nodes);
+            }
             for (std::int64_t r0 = 0; r0 < n; r0 += per) {
               check_stop();
               const std::int64_t m = std::min(per, n - r0);
               backend->descend_resident(s.tree, l, si, r0, m, prev.node.data() + r0, cur.node.data() + r0,
                                         child.data(), cur.dist.data() + r0);
+              if (tally_there && r0 + m == n) *tallied = backend->take_tallies();
               lap(pass.descend);
               bookkeep(r0, m);
               lap(pass.bookkeep);
@@ -2004,7 +2065,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
           lap(pass.read);
           if (!tail_submitted) {  // booked here (or no rows): the shard finished here
             wait_tail();
-            finish_shard(si, std::move(cur), name);
+            finish_shard(si, std::move(cur), name, std::move(tallied));
           }
           my_points += n;
           lap(pass.state);
@@ -2041,7 +2102,8 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                  shard_list + "], " + std::to_string(my_points) + " points in " +
                  std::to_string(lr.assign_seconds) + " s (read " + std::to_string(pass.read) +
                  ", check " + std::to_string(pass.check) + ", descend " + std::to_string(pass.descend) +
-                 ", bookkeeping " + std::to_string(pass.bookkeep) + ", state files " +
+                 ", bookkeeping " + std::to_string(pass.bookkeep) + " (paths and sorting out " +
+                 std::to_string(pass.book_sort) + ", serving " + std::to_string(pass.book_serve) + "), state files " +
                  std::to_string(pass.state) + ": last level's read " + std::to_string(pass.prev) +
                  ", waiting for writes " + std::to_string(pass.writes) + ", summaries " +
                  std::to_string(pass.summary) + ")");

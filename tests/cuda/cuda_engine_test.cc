@@ -11,7 +11,8 @@
 //      (MEGATAX_CUDA_RESIDENT=0): identical model and output files, and the same with the
 //      batches kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host; the log shows
 //      batches kept there and copied ahead, by SMs or, MEGATAX_CUDA_COPY_SMS=0, the copy
-//      engine; f16 rows as stored lie in place in the shard
+//      engine; the kept batches' node tallies made on the device or, with
+//      MEGATAX_CUDA_DEVICE_TALLIES=0, by the host; f16 rows as stored lie in place in the shard
 //      files' page cache, registered, handed to the GPU there by the first pass without
 //      the host reading them, and the same with copies of their own:
 //      MEGATAX_CUDA_IN_PLACE=0), split between the device and the host (a
@@ -295,7 +296,9 @@ double fit(const TaxonomyConfig& base, const std::string& device, const std::str
 // copy them to the device, the training's gathers read them over the bus), split between
 // the device and the host (a device budget of the first shard's), and partly kept (a host
 // budget of the first shard's, the rest read every pass), and kept on the host but copied
-// to the device by the copy engine rather than by SMs (MEGATAX_CUDA_COPY_SMS=0): the same
+// to the device by the copy engine rather than by SMs (MEGATAX_CUDA_COPY_SMS=0), and kept
+// on the device with the rows' node tallies made by the host rather than on the device
+// (MEGATAX_CUDA_DEVICE_TALLIES=0; the counts and float64 inertia sums to the bit): the same
 // files again.
 // `batch_bytes`: a batch's size (c.batch_rows rows, two and a half batches a shard).
 // `in_place`: the rows are kept on the host as stored (raw .npy rows in the dtype the GPU
@@ -307,6 +310,13 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
                         bool in_place = false) {
   const std::string kept = tag + "kept";
   fit(c, "cuda", input, dir + "/m_" + kept, dir + "/o_" + kept);
+  {
+    // Kept batches are tallied per node where they descend (the log counts them).
+    const std::string line = logged("level 2: descend: ");
+    const bool tallied = line.find("node tallies on the device: ") != std::string::npos;
+    check(tallied, what + ": the log shows the kept batches tallied on the device" +
+                       (tallied ? "" : " (" + (line.empty() ? std::string("no level-2 descent logged") : line) + ")"));
+  }
   // A budget of three batches in MiB, rounded down: shard 0's (two batches and a half)
   // and no more.
   const std::string first_shard = std::to_string((3 * batch_bytes) >> 20);
@@ -325,6 +335,8 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
       // (the others copy a batch kept on the host to the device by a kernel on a few SMs)
       {"engine", " (kept on the host, copied to the device by the copy engine)",
        {{"MEGATAX_CUDA_RESIDENT", "host"}, {"MEGATAX_CUDA_COPY_SMS", "0"}}},
+      // (the others tally the kept batches' rows per node on the device)
+      {"tallies", " (kept on the device, tallied by the host)", {{"MEGATAX_CUDA_DEVICE_TALLIES", "0"}}},
   };
   for (const Way& w : ways) {
     for (const auto& [var, value] : w.env) setenv(var, value.c_str(), 1);
@@ -336,6 +348,12 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
                       same_tree_files(dir + "/o_" + kept, dir + "/o_" + t, &why);
     check(same, what + w.label + ": identical files" + (same ? "" : " (differs: " + why + ")"));
     if (w.name == "read") continue;
+    if (w.name == "tallies") {
+      const std::string line = logged("level 2: descend: ");
+      const bool by_host = !line.empty() && line.find("node tallies on the device") == std::string::npos;
+      check(by_host, what + w.label + ": the log shows no tallies on the device (" + line + ")");
+      continue;
+    }
     // The log of the level-2 pass (descending kept batches) shows where they were.
     const std::string line = logged("level 2: descend: ");
     const bool on_host = line.find("kept in page-locked host memory") != std::string::npos &&
