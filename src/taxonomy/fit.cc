@@ -758,7 +758,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
       taxonomy::NodeSamples local(1, cfg.sample_capacity(1));
       const std::int64_t id0 = N * me / R, id1 = N * (me + 1) / R;
       for (std::int64_t id = id0; id < id1; ++id) local.offer(0, sample_priority(id, cfg.seed, 1), id);
-      samples = route_samples(local, ex, 1, cfg.sample_capacity(1));
+      samples = route_samples(std::move(local), ex, 1, cfg.sample_capacity(1));
     }
     const std::int64_t n_parents = s.tree.nodes(l - 1);
     const std::vector<std::int64_t> parent_counts =
@@ -1804,6 +1804,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
         if (taken) {  // one job at a time, in submission order: folded in shard order
           auto tallied = std::make_shared<ShardSummary>();
           {
+            if (!taken->valid()) throw_error(ErrorCode::kInternal, "shard " + name + ": its node tallies were not taken");
             auto t = taken->get();  // (the backend's read-back; its error is the shard's)
             tallied->shard = si;
             tallied->nodes = std::move(t.nodes);
