@@ -59,6 +59,8 @@ template std::vector<double> read_npy_array(const Storage&, const std::string&,
                                             std::vector<std::int64_t>*);
 template UninitVector<float> read_npy_array(const Storage&, const std::string&,
                                             std::vector<std::int64_t>*);
+template UninitVector<std::int32_t> read_npy_array(const Storage&, const std::string&,
+                                                   std::vector<std::int64_t>*);
 
 void write_npy_f64(Storage& storage, const std::string& path, const std::vector<double>& data,
                    const std::vector<std::int64_t>& shape) {

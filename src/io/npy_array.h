@@ -17,7 +17,7 @@ namespace megatax::io {
 // Reads a C-order .npy array of element type `descr` ("<i4", "<i8", "<f4", "<f8") and rank
 // 1 or 2; returns the elements and stores the shape. Throws Error(kDataLoss) naming the path
 // when the descr, order or size is not what is expected. Alloc: std::allocator<T>, or (for
-// float) DefaultInitAllocator<float>: the buffer is not zero-filled before the read.
+// float and int32) DefaultInitAllocator<T>: the buffer is not zero-filled before the read.
 template <typename T, typename Alloc = std::allocator<T>>
 std::vector<T, Alloc> read_npy_array(const Storage& storage, const std::string& path,
                                      std::vector<std::int64_t>* shape);
