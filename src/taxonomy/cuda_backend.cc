@@ -254,16 +254,21 @@ class CudaBackend final : public ComputeBackend {
     const bool normalise = std::exchange(normalise_next_, false);
     in_place_now_ = std::exchange(offered_in_place_, {});
     rows_checked_ = false;
-    tally_this_batch_ = false;  // (a descend_resident() that threw midway may have left it set)
+    // Tallied while a shard is (begin_tallies), as descend_resident()'s batches are.
+    tally_this_batch_ = tally_nodes_ > 0;
+    tallied_on_device_ = false;
     try {
       descend_impl(tree, level, rows.rows, &rows, nullptr, keep, normalise, prev, node, child, dist, options.threads);
       in_place_now_ = {};
     } catch (...) {
       in_place_now_ = {};
+      tally_this_batch_ = false;
       const bool kept = std::exchange(pending_keep_, {}).kept != nullptr;
       if (kept) forget_resident(keep.first, keep.second);  // never filled
       throw;
     }
+    tally_this_batch_ = false;
+    tally_descended(rows.rows, node, dist);
     copy_kept_to_host();
   }
 
@@ -365,9 +370,16 @@ class CudaBackend final : public ComputeBackend {
       if (copy_sms_ == 0) copy_ahead(it, 1 - slot);
     }
     tally_this_batch_ = false;
-    if (tally_nodes_ > 0 && !tallied_on_device_ && rows > 0) {
-      // Descended without the results on the device in row order (one group: level 1's
-      // shape): the host's node and distance arrays go up to be tallied.
+    tally_descended(rows, node, dist);
+  }
+
+  // After a batch's descent while a shard is tallied (begin_tallies): its rows are, by the
+  // descent on the way (descend_grouped_on_device) or, descended without the results on the
+  // device in row order (one group: level 1's shape; rows staged by the host), from the
+  // host's node and distance arrays sent up.
+  void tally_descended(std::int64_t rows, const std::int32_t* node, const float* dist) {
+    if (tally_nodes_ == 0) return;
+    if (!tallied_on_device_ && rows > 0) {
       const auto nn = static_cast<std::size_t>(rows);
       tally_node_dev_.grow(nn * 8);
       auto* node_dev = tally_node_dev_.as<std::int32_t>();
@@ -377,10 +389,8 @@ class CudaBackend final : public ComputeBackend {
                                tally_dev_.as<cuda::DeviceNodeTally>());
       res_.synchronize();  // the host's arrays (pageable) are the caller's again
     }
-    if (tally_nodes_ > 0) {
-      ++time_.tallied;
-      tally_rows_ += rows;
-    }
+    ++time_.tallied;
+    tally_rows_ += rows;
   }
 
   // Per-node tallies on the device (MEGATAX_CUDA_DEVICE_TALLIES=0: none, the host tallies):
@@ -1200,7 +1210,7 @@ class CudaBackend final : public ComputeBackend {
   // tallies_zero_ (after a take). Taken through tally_out_dev_ into a read-back of the pool.
   bool device_tallies_ = env_switch("MEGATAX_CUDA_DEVICE_TALLIES", true);
   std::int64_t tally_nodes_ = 0, tally_rows_ = 0;  // (tally_rows_: rows descended since begin_tallies)
-  bool tally_this_batch_ = false;   // within descend_resident() while tallying
+  bool tally_this_batch_ = false;   // within descend_resident() or descend() while tallying
   bool tallied_on_device_ = false;  // by the descent on the way (descend_grouped_on_device)
   bool tallies_zero_ = false;
   std::size_t tally_zero_bytes_ = 0;

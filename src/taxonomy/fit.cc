@@ -1985,6 +1985,17 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               lap(pass.bookkeep);
             }
           } else {
+            // Read batches are tallied where they descend too, from level 2 on (level 1's
+            // few nodes cost the host little; its one-group descent leaves no results on
+            // the device to tally).
+            const bool tally_there = l >= 2 && n > 0 && backend->tallies_on_device(n_nodes);
+            if (tally_there) {
+              tallied = std::make_shared<TakenTallies>();
+              backend->begin_tallies(n_nodes);
+            }
+            auto take_tallies_after = [&](std::int64_t r0, std::int64_t m) {
+              if (tally_there && r0 + m == n) *tallied = backend->take_tallies();
+            };
             std::unique_ptr<BatchReader> own_reader;
             BackendRows routed;
             VectorReader::InPlaceRows where_they_lie;  // set: the backend takes the rows there
@@ -2037,6 +2048,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
                 throw_error(ErrorCode::kInternal, "shard " + shard.path + ": the GPU found a non-finite value in row " +
                                                       std::to_string(r0 + bad) + ", the host none");
               }
+              take_tallies_after(r0, m);
               lap(pass.descend);
               if (r0 + m == n) read_ahead(claim_next());
               bookkeep(r0, m);
@@ -2060,6 +2072,7 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
               if (routed.normalised_by_backend) backend->normalise_next_rows();
               backend->descend(s.tree, l, batch.view, prev.node.data() + r0, cur.node.data() + r0, child.data(),
                              cur.dist.data() + r0, knn);
+              take_tallies_after(r0, m);
               lap(pass.descend);
               if (reader.remaining() == 0) read_ahead(claim_next());
               bookkeep(r0, m);

@@ -347,7 +347,13 @@ void check_kept_vs_read(const TaxonomyConfig& c, const std::string& input, const
     const bool same = same_tree_files(dir + "/m_" + kept, dir + "/m_" + t, &why) &&
                       same_tree_files(dir + "/o_" + kept, dir + "/o_" + t, &why);
     check(same, what + w.label + ": identical files" + (same ? "" : " (differs: " + why + ")"));
-    if (w.name == "read") continue;
+    if (w.name == "read") {
+      // Read batches are tallied per node where they descend too.
+      const std::string line = logged("level 2: descend: ");
+      const bool tallied = line.find("node tallies on the device: ") != std::string::npos;
+      check(tallied, what + ": the fit reading every pass shows its batches tallied on the device (" + line + ")");
+      continue;
+    }
     if (w.name == "tallies") {
       const std::string line = logged("level 2: descend: ");
       const bool by_host = !line.empty() && line.find("node tallies on the device") == std::string::npos;
