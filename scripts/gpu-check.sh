@@ -74,7 +74,7 @@ if ! cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   tail -30 "$LOGS/configure.log"; echo "gpu-check: configure FAILED"; exit 1
 fi
 if ! cmake --build "$BUILD" -j"$JOBS" --target cuda_kernels_test bench_cuda cuda_engine_test \
-      cuda_index_test megatax_cli bench_indexflat bench_predict_rows bench_pinned bench_register >"$LOGS/build.log" 2>&1; then
+      cuda_index_test megatax_cli bench_indexflat bench_predict_rows bench_pinned bench_register bench_read_pass >"$LOGS/build.log" 2>&1; then
   grep -E "error|Error" "$LOGS/build.log" | head -40; echo "gpu-check: build FAILED"; exit 1
 fi
 note "build (sm_$ARCH)" "ok, $(( $(date +%s) - t_start ))s after start"

@@ -2,8 +2,10 @@
 # bench/cuda/gpu_fit.sh -- the engine end to end on one GPU vs the CPU, same data, same run:
 # generates N x D f16 shards (local disk), then `megatax fit` with --device cuda (f16 tensor
 # cores) and, when CPU_TOO=1, --device cpu; prints each level's train / assign seconds, the
-# fit rate (points * level / s), the floor of reading X once from the page cache, and for
-# each run a summary line: its passes and the training's share of the fit (issue 10's <= 15%).
+# fit rate (points * level / s), the floors of reading X once (from the page cache by `cat`
+# and by the engine's readers, bench_read_pass; over the bus from page-locked memory), and for
+# each run a summary line: its passes (over the readers' floor) and the training's share of
+# the fit (issue 10's <= 15%).
 #
 #   bench/cuda/gpu_fit.sh MEGATAX N D LEVELS BRANCHING [SHARDS]
 # Environment: WORK (default /tmp/megatax_gpu_fit), CPU_TOO (0), BATCH_ROWS (1048576),
@@ -15,6 +17,8 @@
 #   `megatax gen`'s planted hierarchy; numpy: normal noise written by numpy on 16 threads),
 #   KEEP (1: leave WORK in place at the end, e.g. for more fits on the same data), REUSE (1:
 #   fit the data a KEEP=1 run left in WORK, of the same N, D and SHARDS, instead of generating it),
+#   READ_BENCH (bench_read_pass, for the floor of a pass reading X from the shards; default:
+#   beside MEGATAX's build),
 #   PINNED_BENCH (bench_pinned, for the floor of a pass over X kept in host memory; default:
 #   beside MEGATAX's build), STORE (the folder of the fits' model and output folders, default
 #   WORK: e.g. a tmpfs such as /dev/shm/megatax_fit, to see the fit without the disk's writes).
@@ -63,6 +67,21 @@ echo "gpu_fit: $GEN_VERB ($GEN_NAME) $N x $D f16 in $SHARDS shards ($((bytes / 1
 cat "$WORK"/data/part-*.npy >/dev/null
 r0=$(date +%s.%N); cat "$WORK"/data/part-*.npy >/dev/null; r1=$(date +%s.%N)
 echo "gpu_fit: read X once (page cache, cat): $(secs "$r0" "$r1") s = $(awk -v b="$bytes" -v a="$r0" -v c="$r1" 'BEGIN { printf "%.2f", b / (c - a) / 1e9 }') GB/s"
+# The floor of a pass that reads X from the shards (level 1; every level with
+# MEGATAX_CUDA_RESIDENT=0): every shard read through the engine's own readers on all cores,
+# rows as stored, no descent (bench_read_pass, beside MEGATAX's build; `cat` above reads on one
+# thread, a third of a pass's rate on an H200 host). Best of two rounds; the summaries give
+# each pass over it.
+READ_BENCH=${READ_BENCH:-$(dirname "$(readlink -f "$MEGATAX")")/../bench/bench_read_pass}
+READ_FLOOR=""
+if [ -x "$READ_BENCH" ]; then
+  line=$("$READ_BENCH" "$WORK/data/part-*.npy" --batch-rows "$BATCH" --repeat 2 2>&1 | tail -1) || line=""
+  case "$line" in
+    best*) READ_FLOOR=$(echo "$line" | awk '{ print $2 }')
+           echo "gpu_fit: read X once (our readers on all cores, bench_read_pass): $line" ;;
+    *) echo "gpu_fit: bench_read_pass failed: $line" ;;
+  esac
+fi
 # The floor of a pass over X kept in page-locked host memory (MEGATAX_CUDA_RESIDENT=host):
 # X over the bus once, at the rate bench_pinned measures (same build, when it was built).
 PINNED_BENCH=${PINNED_BENCH:-$(dirname "$(readlink -f "$MEGATAX")")/../bench/cuda/bench_pinned}
@@ -79,13 +98,16 @@ echo "gpu_fit: write 4 GiB where the fits write (STORE) (dd, fsync): $(secs "$w0
 # "trained ... in X s") and their share of the fit's, and the process's peak RSS (host memory:
 # a fit keeping X in page-locked copies holds them there; mapped shard files count too).
 summarize() {
-  awk -v label="$1" '
+  awk -v label="$1" -v floor="$READ_FLOOR" '
     /level [0-9]+: trained .* in [0-9.]+ s/ { for (i = 1; i < NF; ++i) if ($i == "in") { t += $(i + 1); break } }
     /level [0-9]+: assigned .* in [0-9.]+ s/ {
-      for (i = 1; i < NF; ++i) if ($i == "in") { p = p (p == "" ? "" : " / ") sprintf("%.2f", $(i + 1)); break } }
+      for (i = 1; i < NF; ++i) if ($i == "in") {
+        p = p (p == "" ? "" : " / ") sprintf("%.2f", $(i + 1))
+        if (floor > 0) r = r (r == "" ? "" : " / ") sprintf("%.2fx", $(i + 1) / floor)
+        break } }
     /^fit: / { for (i = 2; i <= NF; ++i) if ($i == "s,") f = $(i - 1) }
     /^peak RSS [0-9]+ KB/ { rss = $3 }
-    END { if (f > 0) printf "gpu_fit: %s: passes %s s; training %.2f s = %.1f%% of the fit (%.2f s); peak RSS %.1f GB\n", label, p, t, 100 * t / f, f, rss * 1024 / 1e9 }' "$2"
+    END { if (f > 0) printf "gpu_fit: %s: passes %s s%s; training %.2f s = %.1f%% of the fit (%.2f s); peak RSS %.1f GB\n", label, p, r == "" ? "" : " (" r " the read of X by bench_read_pass)", t, 100 * t / f, f, rss * 1024 / 1e9 }' "$2"
 }
 run() {  # run LABEL BINARY DEVICE [fit args...]
   local label=$1 bin=$2 dev=$3; shift 3
