@@ -1961,41 +1961,36 @@ FitReport TaxonomyEngine::fit_with(dist::Executor& ex, const std::string& input_
             submit_tail(si, std::move(cur), std::move(prev), r0, m, name, std::move(tallied));
             tail_submitted = true;
           };
+          // The shard's rows tallied where they descend, when the backend can (kept batches;
+          // read ones from level 2 on: level 1's few nodes cost the host little and its
+          // one-group descent leaves no results on the device to tally): taken once the last
+          // batch is descended (before its bookkeeping, which may run behind), the backend's
+          // tallies stand for the shard's (ShardSummary's node order) and the rows'
+          // bookkeeping skips them.
+          const bool kept = shard_kept(si, n);
+          const bool tally_there = (kept || l >= 2) && n > 0 && backend->tallies_on_device(n_nodes);
+          if (tally_there) {
+            tallied = std::make_shared<TakenTallies>();
+            backend->begin_tallies(n_nodes);
+          }
+          auto take_tallies_after = [&](std::int64_t r0, std::int64_t m) {
+            if (tally_there && r0 + m == n) *tallied = backend->take_tallies();
+          };
           // Batches the backend kept (a GPU's memory) are descended where they are: the
           // shard is not read again.
           const std::int64_t per = cfg.batch_rows;
-          if (shard_kept(si, n)) {
-            // Tallied where they descend, when the backend can: taken once the last batch is
-            // descended (before its bookkeeping, which may run behind), the backend's tallies
-            // stand for the shard's (ShardSummary's node order) and the rows' bookkeeping
-            // skips them.
-            const bool tally_there = backend->tallies_on_device(n_nodes);
-            if (tally_there) {
-              tallied = std::make_shared<TakenTallies>();
-              backend->begin_tallies(n_nodes);
-            }
+          if (kept) {
             for (std::int64_t r0 = 0; r0 < n; r0 += per) {
               check_stop();
               const std::int64_t m = std::min(per, n - r0);
               backend->descend_resident(s.tree, l, si, r0, m, prev.node.data() + r0, cur.node.data() + r0,
                                         child.data(), cur.dist.data() + r0);
-              if (tally_there && r0 + m == n) *tallied = backend->take_tallies();
+              take_tallies_after(r0, m);
               lap(pass.descend);
               bookkeep(r0, m);
               lap(pass.bookkeep);
             }
           } else {
-            // Read batches are tallied where they descend too, from level 2 on (level 1's
-            // few nodes cost the host little; its one-group descent leaves no results on
-            // the device to tally).
-            const bool tally_there = l >= 2 && n > 0 && backend->tallies_on_device(n_nodes);
-            if (tally_there) {
-              tallied = std::make_shared<TakenTallies>();
-              backend->begin_tallies(n_nodes);
-            }
-            auto take_tallies_after = [&](std::int64_t r0, std::int64_t m) {
-              if (tally_there && r0 + m == n) *tallied = backend->take_tallies();
-            };
             std::unique_ptr<BatchReader> own_reader;
             BackendRows routed;
             VectorReader::InPlaceRows where_they_lie;  // set: the backend takes the rows there
